@@ -1,0 +1,129 @@
+"""Builds everything from the settings; start and stop order; signals; sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import IO
+
+from mailgate.accept import Acceptor
+from mailgate.config import Settings
+from mailgate.delivery.scheduler import Scheduler
+from mailgate.exceptions import MailgateError
+from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
+from mailgate.routing.router import Router
+from mailgate.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.debug("sd_notify failed: %s", exc)
+
+
+class AlreadyRunning(MailgateError):
+    temporary = False
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+        self.scheduler: Scheduler | None = None
+        self.router: Router | None = None
+        self.smtp: SmtpListeners | None = None
+        self.acceptor: Acceptor | None = None
+        self._lock_file: IO[str] | None = None
+        self._stop = asyncio.Event()
+        node = settings.server.node_id
+        self.owner = f"{node}:{os.getpid()}:{int(time.time())}"
+
+    def _lock_data_dir(self) -> None:
+        """One serving process per data_dir (and so per node id)."""
+        data_dir = Path(self.settings.server.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(data_dir / "mailgate.lock", "a+")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.close()
+            raise AlreadyRunning(
+                f"another mailgate serve is running with data_dir {data_dir.resolve()}"
+            ) from exc
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._lock_file = fh
+
+    async def start(self) -> None:
+        s = self.settings
+        self._lock_data_dir()
+        self.store = await Store.open(s.database_url)
+        # Leases held by an earlier process of this node died with it: retry them now.
+        released = await self.store.release_leases(f"{s.server.node_id}:", time.time(), prefix=True)
+        if released:
+            log.info("released %d deliveries leased by an earlier run of this node", released)
+        self.router = Router(s)
+        self.scheduler = Scheduler(s, self.store, self.router, self.owner)
+        self.acceptor = Acceptor(s, self.store, on_commit=self.scheduler.wake)
+        handler = SmtpHandler(s, self.store, self.acceptor)
+        self.smtp = SmtpListeners(s, handler)
+        await self.smtp.start()
+        if s.delivery.enabled:
+            self.scheduler.start()
+        else:
+            log.warning("delivery is disabled ([delivery] enabled = false): mail is only queued")
+        sd_notify("READY=1")
+
+    async def stop(self) -> None:
+        sd_notify("STOPPING=1")
+        grace = self.settings.delivery.shutdown_grace
+        if self.smtp is not None:
+            await self.smtp.stop(grace=min(5.0, grace))
+        if self.scheduler is not None:
+            await self.scheduler.stop(grace)
+        if self.router is not None:
+            await self.router.close()
+        if self.store is not None:
+            await self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT, then shut down in order."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stop.wait()
+            log.info("shutting down")
+        finally:
+            with contextlib.suppress(Exception):
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
+            log.info("stopped")

@@ -1,0 +1,248 @@
+"""The ``mailgate`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from mailgate import __version__
+from mailgate.config import Settings, load_settings
+from mailgate.exceptions import ConfigError, MailgateError
+from mailgate.store import Store
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    default="relay.toml",
+    envvar="MAILGATE_CONFIG",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Path of relay.toml.",
+)
+
+
+def _settings(path: str) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except MailgateError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+    store = await Store.open(settings.database_url)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _ts(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiosmtpd").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mailgate")
+def main() -> None:
+    """mailgate: SMTP relay and submission gateway with a durable queue."""
+
+
+@main.command()
+@config_option
+def serve(config_path: str) -> None:
+    """Run the SMTP listeners and the delivery loop until SIGTERM/SIGINT."""
+    from mailgate.app import App
+
+    settings = _settings(config_path)
+    _setup_logging(settings.server.log_level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    app = App(settings)
+    _run(app.serve())
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: str) -> None:
+    """Validate relay.toml: exit 0, or print the bad key and exit 2."""
+    settings = _settings(config_path)
+    click.echo(
+        f"{config_path}: ok ({len(settings.domains)} domain(s), "
+        f"{len(settings.providers)} provider(s), database {settings.database_url.split(':', 1)[0]})"
+    )
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (SMTP AUTH password and HTTP bearer token)."""
+
+
+@keys.command("create")
+@config_option
+@click.option("--name", required=True, help="A name for the key; also usable as SMTP user name.")
+@click.option(
+    "--scope", type=click.Choice(["send", "read", "admin"]), default="send", show_default=True
+)
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    help="Restrict the key to this sender domain (repeatable); default: all configured domains.",
+)
+def keys_create(config_path: str, name: str, scope: str, domains: tuple[str, ...]) -> None:
+    """Create a key; the key itself is printed alone on the last line."""
+    from mailgate.credentials import create_key
+    from mailgate.store.keys import DuplicateKeyName
+
+    settings = _settings(config_path)
+    configured = settings.domain_names()
+    unknown = [d for d in domains if d.lower() not in configured]
+    if unknown:
+        click.echo(f"error: domain(s) not in [[domains]]: {', '.join(unknown)}", err=True)
+        sys.exit(2)
+    try:
+        key = _run(_with_store(settings, lambda st: create_key(st, name, scope, domains)))
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except DuplicateKeyName:
+        click.echo(f"error: a key named {name!r} already exists", err=True)
+        sys.exit(2)
+    click.echo(f"created key {name!r} (scope {scope}); it is shown only once:", err=True)
+    click.echo(key)
+
+
+@keys.command("list")
+@config_option
+def keys_list(config_path: str) -> None:
+    """List keys (never the keys themselves)."""
+    settings = _settings(config_path)
+    records = _run(_with_store(settings, lambda st: st.keys.all()))
+    click.echo(f"{'NAME':<24} {'ID':<14} {'SCOPE':<6} {'CREATED':<21} {'STATUS':<8} DOMAINS")
+    for r in records:
+        status = "active" if r.active else "revoked"
+        click.echo(
+            f"{r.name:<24} {r.id:<14} {r.scope:<6} {_ts(r.created_at):<21} {status:<8} "
+            f"{','.join(r.domains) or '*'}"
+        )
+
+
+@keys.command("revoke")
+@config_option
+@click.argument("name_or_id")
+def keys_revoke(config_path: str, name_or_id: str) -> None:
+    """Revoke a key by name or id; it stops working at once."""
+    import time
+
+    settings = _settings(config_path)
+    done = _run(_with_store(settings, lambda st: st.keys.revoke(name_or_id, time.time())))
+    if not done:
+        click.echo(f"error: no active key named {name_or_id!r}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked {name_or_id}")
+
+
+@main.group()
+def queue() -> None:
+    """Inspect the queue."""
+
+
+def _summary(deliveries: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for d in deliveries:
+        counts[d["status"]] = counts.get(d["status"], 0) + 1
+    return ",".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+
+
+@queue.command("list")
+@config_option
+@click.option("--status", default=None, help="Only messages with a recipient in this status.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def queue_list(config_path: str, status: str | None, limit: int, as_json: bool) -> None:
+    """List messages, newest first, with their recipients' statuses."""
+    settings = _settings(config_path)
+    rows = _run(_with_store(settings, lambda st: st.list_messages(limit=limit, status=status)))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    click.echo(f"{'ID':<36}  {'CREATED':<20}  {'FROM':<30}  RCPTS  STATUS")
+    for row in rows:
+        click.echo(
+            f"{row['id']:<36}  {_ts(row['created_at']):<20}  {row['sender'][:30]:<30}  "
+            f"{len(row['deliveries']):>5}  {_summary(row['deliveries'])}"
+        )
+
+
+@queue.command("show")
+@config_option
+@click.argument("message_id")
+def queue_show(config_path: str, message_id: str) -> None:
+    """Show one message: each recipient's status, attempts and last response, and its events."""
+    settings = _settings(config_path)
+
+    async def fetch(st: Store) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        return await st.get_message(message_id), await st.events_of(message_id)
+
+    msg, events = _run(_with_store(settings, fetch))
+    if msg is None:
+        click.echo(f"error: no message {message_id}", err=True)
+        sys.exit(1)
+    click.echo(f"id:         {msg['id']}")
+    click.echo(f"created:    {_ts(msg['created_at'])}")
+    click.echo(f"from:       {msg['sender']}")
+    click.echo(f"subject:    {msg['subject']}")
+    click.echo(f"message-id: {msg['message_id_header']}")
+    click.echo(f"source:     {msg['source']} ({msg['credential']}, {msg['client_address'] or '-'})")
+    click.echo(f"size:       {msg['size']} bytes")
+    click.echo("recipients:")
+    for d in msg["deliveries"]:
+        nxt = f" next {_ts(d['next_attempt_at'])}" if d["next_attempt_at"] else ""
+        click.echo(f"  {d['recipient']}: {d['status']} after {d['attempts']} attempt(s){nxt}")
+        if d["last_response"]:
+            click.echo(
+                f"    last response: {d['last_response']}"
+                + (f" ({d['provider']})" if d["provider"] else "")
+            )
+    click.echo("events:")
+    for e in events:
+        extra = f" via {e['provider']}: {e['response']}" if e["provider"] or e["response"] else ""
+        click.echo(f"  {_ts(e['at'])} {e['type']:<9} {e['recipient']}{extra}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""relay.toml -> frozen, validated settings.
+
+Every error names the file and the key (``relay.toml: [smtp] max_message_size: ...``) so an
+operator can fix it without reading the source. ``MAILGATE_<SECTION>_<KEY>`` environment
+variables override single values of the table sections.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mailgate.exceptions import ConfigError
+from mailgate.units import parse_duration, parse_hostport, parse_size
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _split_list(value: Any) -> Any:
+    """Let an environment override give a list as 'a,b,c'."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_split_list)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_listen(values: list[str]) -> list[str]:
+    for value in values:
+        parse_hostport(value)
+    return values
+
+
+class ServerSettings(_Section):
+    hostname: str = Field(default_factory=socket.getfqdn)
+    data_dir: Path = Path("./data")
+    node_id: str = Field(default_factory=socket.gethostname)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DatabaseSettings(_Section):
+    url: str = ""  # empty: sqlite under data_dir
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+
+class SmtpSettings(_Section):
+    listen: StrList = ["0.0.0.0:587"]
+    implicit_tls_listen: StrList = []
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_auth: bool = True
+    trusted_networks: StrList = ["127.0.0.0/8", "::1/128"]
+    max_message_size: Size = parse_size("25MB")
+    max_recipients: int = Field(default=100, ge=1, le=100000)
+    max_received_headers: int = Field(default=50, ge=1)
+    idle_timeout: Duration = 300.0
+    auth_failure_delay: Duration = 1.0
+    # AUTH without TLS from loopback clients. Set false when a proxy on this host
+    # forwards remote clients (their connections then come from loopback too).
+    auth_plaintext_loopback: bool = True
+
+    _listen = field_validator("listen", "implicit_tls_listen")(_check_listen)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a network (use e.g. 10.0.0.0/8)") from exc
+        return values
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SmtpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.implicit_tls_listen and self.tls_cert is None:
+            raise ValueError("implicit_tls_listen needs tls_cert and tls_key")
+        return self
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.trusted_networks]
+
+
+class DomainSettings(_Section):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        value = value.strip().lower().rstrip(".")
+        if not value or "@" in value or " " in value:
+            raise ValueError("must be a domain name such as example.com")
+        return value
+
+
+class ProviderSettings(_Section):
+    name: str
+    kind: Literal["smtp", "maildir"]
+    priority: int = 10
+    weight: int = Field(default=1, ge=0)
+    host: str = ""
+    port: int = Field(default=0, ge=0, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    tls_verify: bool = True
+    username: str = ""
+    password: str = ""
+    password_env: str = ""
+    max_connections: int = Field(default=10, ge=1, le=1000)
+    connect_timeout: Duration = 30.0
+    command_timeout: Duration = 300.0
+    data_timeout: Duration = 600.0
+    idle_timeout: Duration = 30.0
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _kind_keys(self) -> ProviderSettings:
+        if self.kind == "smtp" and not self.host:
+            raise ValueError("an smtp provider needs host")
+        if self.kind == "maildir" and self.path is None:
+            raise ValueError("a maildir provider needs path")
+        if self.password and self.password_env:
+            raise ValueError("set password or password_env, not both")
+        return self
+
+    def resolved_port(self) -> int:
+        if self.port:
+            return self.port
+        return 465 if self.tls == "implicit" else 587
+
+    def resolved_password(self) -> str:
+        if self.password_env:
+            return os.environ.get(self.password_env, "")
+        return self.password
+
+
+class RetrySettings(_Section):
+    min_backoff: Duration = 300.0
+    max_backoff: Duration = 4 * 3600.0
+    max_age: Duration = 5 * 86400.0
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> RetrySettings:
+        if self.min_backoff > self.max_backoff:
+            raise ValueError("min_backoff must not exceed max_backoff")
+        return self
+
+
+class DeliverySettings(_Section):
+    enabled: bool = True
+    concurrency: int = Field(default=200, ge=1, le=10000)
+    claim_batch: int = Field(default=200, ge=1, le=5000)
+    lease: Duration = 900.0
+    shutdown_grace: Duration = 20.0
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    domains: list[DomainSettings] = []
+    providers: list[ProviderSettings] = []
+    retry: RetrySettings = RetrySettings()
+    delivery: DeliverySettings = DeliverySettings()
+
+    source: str = "relay.toml"
+
+    @model_validator(mode="after")
+    def _names(self) -> Settings:
+        names = [p.name for p in self.providers]
+        if len(set(names)) != len(names):
+            raise ValueError("provider names must be unique")
+        if self.delivery.enabled and not self.providers:
+            raise ValueError('no [[providers]]: add one (kind = "maildir" for development)')
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL (async driver) of the queue database."""
+        url = self.database.url or f"sqlite:///{(self.server.data_dir / 'mailgate.db')}"
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+
+    def domain_names(self) -> frozenset[str]:
+        return frozenset(d.name for d in self.domains)
+
+
+_TABLE_SECTIONS = ("server", "database", "smtp", "retry", "delivery")
+
+
+def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith("MAILGATE_"):
+            continue
+        rest = name[len("MAILGATE_") :].lower()
+        for section in _TABLE_SECTIONS:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                target = data.setdefault(section, {})
+                if not isinstance(target, dict):
+                    raise ConfigError(f"{name}: [{section}] is not a table in the file")
+                target[key] = value
+                break
+
+
+def _describe(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """('providers', 0, 'port') -> '[[providers]] #1 (name="up") port'."""
+    parts = [p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "list[")))]
+    if not parts:
+        return "(top level)"
+    head, *rest = parts
+    if head in ("providers", "domains") and rest and isinstance(rest[0], int):
+        idx = rest[0]
+        try:
+            label = data[head][idx].get("name", "")
+        except (KeyError, IndexError, AttributeError, TypeError):
+            label = ""
+        named = f' (name = "{label}")' if label else ""
+        keys = ".".join(str(p) for p in rest[1:])
+        return f"[[{head}]] #{idx + 1}{named}" + (f" {keys}" if keys else "")
+    if rest:
+        return f"[{head}] " + ".".join(str(p) for p in rest)
+    return f"[{head}]" if head in _TABLE_SECTIONS else str(head)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, override and validate relay.toml; raise ConfigError naming file and key."""
+    source = str(path) if path is not None else "<config>"
+    if data is None:
+        if path is None:
+            raise ConfigError("no configuration file given")
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{source}: file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    _env_overrides(data, os.environ if environ is None else environ)
+    if "source" in data:
+        raise ConfigError(f"{source}: source: unknown key")
+    try:
+        return Settings.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _describe(tuple(first["loc"]), data)
+        msg = first["msg"]
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{source}: {where}: {msg}{suffix}") from None

@@ -1,0 +1,81 @@
+"""API keys: creation, hashing, and checking a presented key.
+
+A key is ``mg_<id>_<secret>``; only its SHA-256 is stored. Keys are long random strings,
+so a fast hash is enough (no password-stretching needed) and checking stays cheap on the
+event loop. The comparison is constant-time, and a missing key costs the same as a
+wrong one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Iterable
+
+from mailgate.models import Credential
+from mailgate.store import KeyRecord, Store
+
+SCOPES = ("send", "read", "admin")
+_KEY_RE = re.compile(r"^mg_([0-9a-f]{12})_[A-Za-z0-9_-]{20,}$")
+_DUMMY_HASH = hashlib.sha256(b"mailgate-no-such-key").hexdigest()
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name) or name.lower() == "apikey":
+        raise ValueError(
+            "key name must be 1-128 characters of letters, digits, '.', '_', '@' or '-' "
+            "and not 'apikey'"
+        )
+    return name
+
+
+async def create_key(
+    store: Store, name: str, scope: str = "send", domains: Iterable[str] = ()
+) -> str:
+    """Store a new key and return it: the only time the full key is seen."""
+    validate_name(name)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    key_id = secrets.token_hex(6)
+    key = f"mg_{key_id}_{secrets.token_urlsafe(32)}"
+    record = KeyRecord(
+        id=key_id,
+        name=name,
+        key_hash=hash_key(key),
+        scope=scope,
+        domains=tuple(sorted({d.strip().lower() for d in domains if d.strip()})),
+        created_at=time.time(),
+        revoked_at=None,
+    )
+    await store.keys.add(record)
+    return key
+
+
+async def authenticate(store: Store, login: str, password: str) -> Credential | None:
+    """Check a key presented as SMTP AUTH (login 'apikey' or the key's name) or HTTP bearer."""
+    record: KeyRecord | None = None
+    if login.lower() in ("apikey", ""):
+        m = _KEY_RE.match(password)
+        if m:
+            record = await store.keys.get(m.group(1))
+    elif _NAME_RE.match(login):
+        record = await store.keys.by_name(login)
+    expected = record.key_hash if record is not None else _DUMMY_HASH
+    matches = hmac.compare_digest(hash_key(password), expected)
+    if record is None or not matches or not record.active:
+        return None
+    return Credential(
+        kind="key",
+        id=record.id,
+        name=record.name,
+        domains=record.domains or None,
+        scope=record.scope,
+    )

@@ -1,0 +1,1 @@
+"""The delivery loop: scheduler, classification of replies, retry timing."""

@@ -1,0 +1,200 @@
+"""The delivery loop (Postfix's qmgr): claims due deliveries with a lease and hands each
+message's recipients to a transport in one transaction. It knows no SMTP.
+
+Woken at once by accept() after each commit, and by a timer for the next retry; it never
+polls on the hot path. A lease moves ``next_attempt_at`` to its expiry, so work claimed by a
+node that dies becomes due again by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from mailgate.config import Settings
+from mailgate.delivery.classify import connection_reply
+from mailgate.delivery.retry import backoff, expired
+from mailgate.exceptions import StoreUnavailable
+from mailgate.models import (
+    AttemptResult,
+    ClaimedDelivery,
+    DeliveryStatus,
+    Outcome,
+    QueuedMessage,
+)
+from mailgate.routing.router import Router
+from mailgate.store import DeliveryUpdate, Store
+
+log = logging.getLogger(__name__)
+
+IDLE_RECHECK = 30.0  # look for work claimed by other nodes / expired leases this often
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        router: Router,
+        owner: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._router = router
+        self.owner = owner
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mailgate-scheduler")
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let attempts in flight finish for ``grace`` s, then release leases."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        try:
+            released = await self._store.release_leases(self.owner, self._clock())
+        except StoreUnavailable as exc:
+            log.error("could not release leases on shutdown (they expire by themselves): %s", exc)
+        else:
+            if released:
+                log.info("released %d leased deliveries for another attempt", released)
+
+    async def _run(self) -> None:
+        cfg = self._settings.delivery
+        while not self._stopping:
+            self._wake.clear()
+            capacity = cfg.concurrency - self._inflight
+            want = min(cfg.claim_batch, capacity)
+            # Claim in reasonable batches rather than one slot at a time.
+            if want >= max(1, min(cfg.claim_batch, cfg.concurrency) // 4) or self._inflight == 0:
+                try:
+                    got = await self._claim_and_dispatch(want)
+                except StoreUnavailable as exc:
+                    log.error("claim failed, retrying in 5s: %s", exc)
+                    await self._sleep(5.0)
+                    continue
+                if got == want:
+                    continue  # there may be more due right now
+            await self._sleep(await self._idle_delay())
+
+    async def _idle_delay(self) -> float:
+        if self._inflight >= self._settings.delivery.concurrency:
+            return IDLE_RECHECK  # a finishing attempt wakes us
+        try:
+            due = await self._store.next_due_at()
+        except StoreUnavailable:
+            return 5.0
+        if due is None:
+            return IDLE_RECHECK
+        return min(IDLE_RECHECK, max(0.0, due - self._clock()) + 0.01)
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._stopping or seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _claim_and_dispatch(self, want: int) -> int:
+        now = self._clock()
+        claimed = await self._store.claim(
+            self.owner, now, want, now + self._settings.delivery.lease
+        )
+        if not claimed:
+            return 0
+        by_message: dict[str, list[ClaimedDelivery]] = {}
+        for c in claimed:
+            by_message.setdefault(c.message_id, []).append(c)
+        messages = await self._store.load_messages(by_message)
+        for message_id, dels in by_message.items():
+            msg = messages.get(message_id)
+            if msg is None:
+                log.warning("message %s vanished while leased; skipping", message_id)
+                continue
+            msg.deliveries = dels
+            self._inflight += len(dels)
+            task = asyncio.create_task(self._attempt(msg), name=f"deliver-{message_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(claimed)
+
+    async def _attempt(self, msg: QueuedMessage) -> None:
+        try:
+            transport = self._router.choose()
+            rcpts = [d.recipient for d in msg.deliveries]
+            try:
+                results = await transport.deliver(msg.sender, rcpts, msg.raw)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug in a transport must not lose the delivery
+                log.exception("transport %s failed on %s", transport.name, msg.id)
+                reply = connection_reply("internal", f"internal error: {type(exc).__name__}")
+                results = [AttemptResult(Outcome.TEMPORARY, reply, transport.name) for _ in rcpts]
+            now = self._clock()
+            updates = [
+                self._update(msg, d, r, now) for d, r in zip(msg.deliveries, results, strict=True)
+            ]
+            try:
+                await self._store.record(self.owner, now, updates)
+            except StoreUnavailable as exc:
+                log.error(
+                    "could not record results of %s (lease will expire, retry): %s", msg.id, exc
+                )
+        finally:
+            self._inflight -= len(msg.deliveries)
+            self._wake.set()
+
+    def _update(
+        self, msg: QueuedMessage, d: ClaimedDelivery, r: AttemptResult, now: float
+    ) -> DeliveryUpdate:
+        attempts = d.attempts + 1
+        nxt: float | None = None
+        if r.outcome is Outcome.SENT:
+            status = DeliveryStatus.SENT
+        elif r.outcome is Outcome.PERMANENT:
+            status = DeliveryStatus.BOUNCED
+        elif expired(msg.created_at, now, self._settings.retry):
+            status = DeliveryStatus.FAILED
+        else:
+            status = DeliveryStatus.DEFERRED
+            nxt = now + backoff(attempts, self._settings.retry)
+        log.info(
+            "%s to=<%s> status=%s attempts=%d provider=%s reply=%s",
+            msg.id,
+            d.recipient,
+            status.value,
+            attempts,
+            r.provider,
+            r.reply,
+        )
+        return DeliveryUpdate(
+            message_id=msg.id,
+            rcpt_idx=d.rcpt_idx,
+            recipient=d.recipient,
+            status=status,
+            attempts=attempts,
+            next_attempt_at=nxt,
+            provider=r.provider,
+            response=r.reply.line(),
+            event=status.value,
+        )

@@ -1,0 +1,65 @@
+"""The one error tree.
+
+Every error knows whether retrying may help (``temporary``) and carries the text that is
+safe to show a client apart from the internal reason, so that no ingress ever has to
+turn an exception's ``str()`` into a reply.
+"""
+
+from __future__ import annotations
+
+from mailgate.models import SmtpReply
+
+
+class MailgateError(Exception):
+    """Base of all mailgate errors."""
+
+    temporary: bool = True
+    public_message: str = "internal error"
+
+    def __init__(self, reason: str = "", *, public_message: str | None = None) -> None:
+        super().__init__(reason or self.public_message)
+        if public_message is not None:
+            self.public_message = public_message
+
+
+class ConfigError(MailgateError):
+    """relay.toml (or an override) is invalid; the message names the file and the key."""
+
+    temporary = False
+
+
+class PolicyRefused(MailgateError):
+    """The client asked for something policy forbids; carries the exact SMTP and HTTP answer."""
+
+    def __init__(
+        self,
+        reply: SmtpReply,
+        *,
+        http_status: int = 422,
+        error_code: str = "rejected",
+        field: str | None = None,
+    ) -> None:
+        super().__init__(reply.text, public_message=reply.text)
+        self.reply = reply
+        self.temporary = reply.is_temporary
+        self.http_status = http_status
+        self.error_code = error_code
+        self.field = field
+
+
+class TemporaryFailure(MailgateError):
+    """Something failed that may work later (the client or the queue should retry)."""
+
+    temporary = True
+
+
+class StoreUnavailable(TemporaryFailure):
+    """The queue could not commit; the client keeps the message and retries."""
+
+    public_message = "queue temporarily unavailable, try again later"
+
+
+class PermanentFailure(MailgateError):
+    """Something failed that retrying cannot fix."""
+
+    temporary = False

@@ -1,0 +1,94 @@
+"""A lean scan of a message's header block, and the headers the relay adds.
+
+accept() runs for every message, so this reads only the few fields it needs instead of
+parsing the whole message with the ``email`` package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.utils import format_datetime
+
+_HELO_SAFE = re.compile(rb"[^\x21-\x7e]")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderInfo:
+    received: int
+    has_date: bool
+    has_message_id: bool
+    message_id: str
+    subject: str
+
+
+def scan(data: bytes) -> HeaderInfo:
+    """Count Received headers and find Date, Message-ID and Subject."""
+    end = data.find(b"\r\n\r\n")
+    block = data if end < 0 else data[: end + 2]
+    if data.startswith(b"\r\n"):
+        block = b""
+    received = 0
+    has_date = False
+    message_id = b""
+    has_message_id = False
+    subject_parts: list[bytes] = []
+    current = b""
+    for line in block.split(b"\r\n"):
+        if not line:
+            continue
+        if line[0] in (0x20, 0x09):
+            if current == b"subject":
+                subject_parts.append(line)
+            elif current == b"message-id" and not message_id.strip():
+                message_id = line
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            current = b""
+            continue
+        current = name.strip().lower()
+        if current == b"received":
+            received += 1
+        elif current == b"date":
+            has_date = True
+        elif current == b"message-id":
+            has_message_id = True
+            message_id = value
+        elif current == b"subject" and not subject_parts:
+            subject_parts.append(value)
+    return HeaderInfo(
+        received=received,
+        has_date=has_date,
+        has_message_id=has_message_id,
+        message_id=message_id.strip().decode("utf-8", "replace"),
+        subject=_decode_subject(b"".join(subject_parts)),
+    )
+
+
+def _decode_subject(raw: bytes) -> str:
+    text = raw.strip().decode("utf-8", "replace")
+    if "=?" in text:
+        with contextlib.suppress(ValueError, LookupError, UnicodeError):
+            text = str(make_header(decode_header(text)))
+    return " ".join(text.split())[:998]
+
+
+def rfc5322_date(ts: float) -> str:
+    return format_datetime(datetime.fromtimestamp(ts, UTC))
+
+
+def received_header(
+    *, helo: str, address: str, hostname: str, protocol: str, queue_id: str, ts: float
+) -> bytes:
+    """RFC 5321 4.4 trace header; RFC 3848 protocol names (ESMTPSA, ...)."""
+    helo_b = _HELO_SAFE.sub(b"", helo.encode("ascii", "replace"))[:255] or b"unknown"
+    addr = f"[{address}]" if address else "[unknown]"
+    return (
+        f"Received: from {helo_b.decode()} ({addr})\r\n"
+        f"\tby {hostname} (mailgate) with {protocol} id {queue_id};\r\n"
+        f"\t{rfc5322_date(ts)}\r\n"
+    ).encode("ascii")

@@ -1,0 +1,1 @@
+"""Ingresses: they parse and authenticate, then call the one accept()."""

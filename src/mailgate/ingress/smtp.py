@@ -1,0 +1,388 @@
+"""SMTP submission: thin aiosmtpd hooks in front of accept().
+
+Where aiosmtpd's own behaviour is not what a relay needs we override it here, and only
+here: DATA reading (bare LF/CR normalised to CRLF, 998-octet lines, size limit, replies
+with enhanced status codes), the idle-timeout reply, AUTH before TLS allowed on loopback
+and implicit TLS, and exceptions that never leak their text to the client.
+
+Bare LF or CR in DATA is normalised to CRLF (as Postfix's ``smtpd_forbid_bare_newline =
+normalize``); end of data is recognised only as <CRLF>.<CRLF>, so SMTP smuggling with
+<LF>.<LF> or <LF>.<CRLF> cannot split a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailgate import policy, replies
+from mailgate.accept import Acceptor
+from mailgate.config import Settings
+from mailgate.exceptions import PolicyRefused, StoreUnavailable
+from mailgate.ingress.smtp_auth import AuthHooks
+from mailgate.models import Credential, Submission
+from mailgate.store import Store
+from mailgate.units import parse_hostport
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 998
+
+
+class RelaySMTP(SMTP):
+    """One client connection."""
+
+    def __init__(
+        self,
+        handler: SmtpHandler,
+        *,
+        settings: Settings,
+        tls_context: ssl.SSLContext | None,
+        implicit_tls: bool,
+        registry: set[RelaySMTP],
+    ) -> None:
+        smtp = settings.smtp
+        super().__init__(
+            handler,
+            data_size_limit=None,  # we advertise SIZE and enforce it ourselves (552 5.3.4)
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=settings.server.hostname,
+            ident="mailgate ESMTP",
+            tls_context=None if implicit_tls else tls_context,
+            timeout=smtp.idle_timeout,
+            auth_require_tls=True,
+            command_call_limit={"*": 1000, "AUTH": 10, "NOOP": 50, "RSET": 200, "HELP": 10},
+        )
+        self.max_message_size = smtp.max_message_size
+        self.implicit_tls = implicit_tls
+        self.plaintext_loopback = smtp.auth_plaintext_loopback
+        self.auth_failures = 0
+        self.busy = False
+        self.peer_address = ""
+        self._registry = registry
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            peer = transport.get_extra_info("peername")
+            self.peer_address = str(peer[0]) if peer else ""
+            # AUTH in clear text only where nothing can listen in: loopback, or inside TLS.
+            if self.implicit_tls or (
+                self.plaintext_loopback and policy.is_loopback(self.peer_address)
+            ):
+                self._auth_require_tls = False
+            self._registry.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._registry.discard(self)
+        super().connection_lost(error)
+
+    @property
+    def is_tls(self) -> bool:
+        return self.implicit_tls or self._tls_protocol is not None
+
+    def close_connection(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            try:
+                self._writer.write(f"{replies.IDLE_TIMEOUT.line()}\r\n".encode())
+            except Exception:
+                log.debug("could not send the idle-timeout reply", exc_info=True)
+        super()._timeout_cb()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.busy = True
+        try:
+            error, content = await self._read_data()
+            if error is not None:
+                await self.push(error.line())
+                return
+            self.envelope.content = content
+            self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            await self.push(status)
+        finally:
+            self.busy = False
+            self._set_post_data_state()
+
+    async def _read_data(self) -> tuple[Any, bytes]:
+        """Read up to <CRLF>.<CRLF>; return (refusal or None, normalised content)."""
+        reader = self._reader
+        lines: list[bytes] = []
+        size = 0
+        limit = self.max_message_size
+        error = None
+        after_crlf = True
+        while True:
+            try:
+                chunk = await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                # A line longer than the limit: drop it (and the message), keep reading.
+                await reader.read(exc.consumed)
+                error = error or replies.LINE_TOO_LONG
+                lines.clear()
+                after_crlf = False
+                continue
+            except asyncio.IncompleteReadError as exc:
+                raise ConnectionResetError("connection closed during DATA") from exc
+            if after_crlf and chunk == b".\r\n":
+                break
+            if chunk.endswith(b"\r\n"):
+                body = chunk[:-2]
+                after_crlf = True
+            else:
+                body = chunk[:-1]
+                after_crlf = False
+            if error is not None:
+                continue
+            size += len(body) + 2
+            if size > limit:
+                error = replies.MESSAGE_TOO_BIG
+                lines.clear()
+                continue
+            if body[:1] == b".":
+                body = body[1:]
+            parts = body.split(b"\r") if b"\r" in body else [body]
+            for part in parts:
+                if len(part) > MAX_LINE:
+                    error = replies.LINE_TOO_LONG
+                    lines.clear()
+                    break
+                lines.append(part)
+        if error is not None:
+            return error, b""
+        if not lines:
+            return None, b""
+        lines.append(b"")
+        return None, b"\r\n".join(lines)
+
+
+class SmtpHandler(AuthHooks):
+    """aiosmtpd hooks: policy answers at MAIL and RCPT, accept() at end of DATA."""
+
+    def __init__(self, settings: Settings, store: Store, acceptor: Acceptor) -> None:
+        self.settings = settings
+        self.store = store
+        self.acceptor = acceptor
+        self.login_failure_delay = settings.smtp.auth_failure_delay
+        self._networks = settings.smtp.networks()
+        self._domains = settings.domain_names()
+
+    def _credential(self, server: RelaySMTP, session: Session) -> Credential | None:
+        data = session.auth_data
+        if session.authenticated and isinstance(data, Credential):
+            return data
+        if policy.is_trusted(server.peer_address, self._networks):
+            return Credential(kind="network", id=server.peer_address, name=server.peer_address)
+        if not self.settings.smtp.require_auth:
+            return Credential(kind="network", id=server.peer_address, name="unauthenticated")
+        return None
+
+    async def handle_EHLO(
+        self,
+        server: RelaySMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        extra = [
+            f"250-SIZE {server.max_message_size}",
+            "250-PIPELINING",
+            "250-ENHANCEDSTATUSCODES",
+        ]
+        return [responses[0], *extra, *responses[1:]]
+
+    async def handle_MAIL(
+        self,
+        server: RelaySMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        credential = self._credential(server, session)
+        if credential is None:
+            return replies.AUTH_REQUIRED.line()
+        for option in mail_options:
+            name, _, value = option.partition("=")
+            if name == "SIZE" and value.isdigit() and int(value) > server.max_message_size:
+                return replies.MESSAGE_TOO_BIG.line()
+        refusal = policy.check_sender(address, credential, self._domains)
+        if refusal is not None:
+            return refusal.line()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.MAIL_OK.line()
+
+    async def handle_RCPT(
+        self,
+        server: RelaySMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS.line()
+        refusal = policy.check_recipient(address)
+        if refusal is not None:
+            return refusal.line()
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.RCPT_OK.line()
+
+    async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
+        credential = self._credential(server, session)
+        if credential is None or not envelope.mail_from:
+            return replies.AUTH_REQUIRED.line()
+        protocol = "ESMTP"
+        if server.is_tls:
+            protocol += "S"
+        if session.authenticated:
+            protocol += "A"
+        sub = Submission(
+            sender=envelope.mail_from,
+            recipients=tuple(envelope.rcpt_tos),
+            data=envelope.content if isinstance(envelope.content, bytes) else b"",
+            source="smtp",
+            credential=credential,
+            client_address=server.peer_address,
+            client_helo=session.host_name or "",
+            protocol=protocol,
+        )
+        try:
+            accepted = await self.acceptor.accept(sub)
+        except PolicyRefused as exc:
+            log.info("refused message from %s: %s", server.peer_address, exc.reply)
+            return exc.reply.line()
+        except StoreUnavailable as exc:
+            log.error("could not queue message from %s: %s", server.peer_address, exc)
+            return replies.STORE_FAILED.line()
+        log.info(
+            "queued %s from=<%s> rcpts=%d size=%d client=%s",
+            accepted.id,
+            sub.sender,
+            len(sub.recipients),
+            len(sub.data),
+            server.peer_address,
+        )
+        return replies.queued(accepted.id).line()
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %r", error, exc_info=error)
+        return replies.INTERNAL_ERROR.line()
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class SmtpListeners:
+    """The listening sockets of ``[smtp] listen`` and ``implicit_tls_listen``."""
+
+    def __init__(self, settings: Settings, handler: SmtpHandler) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._servers: list[asyncio.Server] = []
+        self.connections: set[RelaySMTP] = set()
+        smtp = settings.smtp
+        self._tls = (
+            server_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
+            if smtp.tls_cert and smtp.tls_key
+            else None
+        )
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        smtp = self._settings.smtp
+        specs = [(a, False) for a in smtp.listen] + [(a, True) for a in smtp.implicit_tls_listen]
+        for address, implicit in specs:
+            host, port = parse_hostport(address)
+
+            def factory(implicit: bool = implicit) -> RelaySMTP:
+                return RelaySMTP(
+                    self._handler,
+                    settings=self._settings,
+                    tls_context=self._tls,
+                    implicit_tls=implicit,
+                    registry=self.connections,
+                )
+
+            server = await loop.create_server(
+                factory,
+                host=host,
+                port=port,
+                ssl=self._tls if implicit else None,
+                reuse_address=True,
+            )
+            self._servers.append(server)
+            log.info(
+                "SMTP listening on %s%s",
+                self._format(server),
+                " (implicit TLS)" if implicit else "",
+            )
+
+    @staticmethod
+    def _format(server: asyncio.Server) -> str:
+        return ", ".join(
+            f"[{s[0]}]:{s[1]}" if ":" in s[0] else f"{s[0]}:{s[1]}"
+            for s in (sock.getsockname() for sock in server.sockets)
+        )
+
+    def addresses(self) -> list[tuple[str, int, bool]]:
+        """(host, port, implicit_tls) of every bound socket (port 0 resolved)."""
+        out: list[tuple[str, int, bool]] = []
+        implicit_flags: Iterable[bool] = [False] * len(self._settings.smtp.listen) + [True] * len(
+            self._settings.smtp.implicit_tls_listen
+        )
+        for server, implicit in zip(self._servers, implicit_flags, strict=False):
+            for sock in server.sockets:
+                name = sock.getsockname()
+                out.append((name[0], name[1], implicit))
+        return out
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop listening; let messages in DATA finish, then say 421 to everyone left."""
+        for server in self._servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(c.busy for c in self.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None and not conn.transport.is_closing():
+                try:
+                    conn._writer.write(f"{replies.SHUTTING_DOWN.line()}\r\n".encode())
+                except Exception:
+                    log.debug("could not send 421 on shutdown", exc_info=True)
+                conn.transport.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()

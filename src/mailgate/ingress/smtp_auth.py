@@ -1,0 +1,108 @@
+"""SMTP AUTH PLAIN and LOGIN against API keys, as async aiosmtpd handler hooks.
+
+aiosmtpd's own ``authenticator`` is synchronous; these hooks replace its PLAIN and LOGIN so
+the key lookup awaits the store instead of blocking the event loop. Each failure is
+answered after a growing delay, and the third on one connection ends it (421 4.7.0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+from base64 import b64decode
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import MISSING, AuthResult
+
+from mailgate import replies
+from mailgate.credentials import authenticate
+from mailgate.store import Store
+
+if TYPE_CHECKING:
+    from mailgate.ingress.smtp import RelaySMTP
+
+log = logging.getLogger(__name__)
+
+MAX_FAILURES = 3
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+
+
+class AuthHooks:
+    """Mixed into the SMTP handler; aiosmtpd finds the ``auth_*`` methods by name."""
+
+    store: Store
+    login_failure_delay: float
+
+    async def auth_PLAIN(self, server: RelaySMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            raw: Any = await server.challenge_auth("")
+            if raw is MISSING:
+                return AuthResult(success=False, handled=False, message="501 5.7.0 Auth aborted")
+        else:
+            raw = _b64(args[1])
+            if raw is None:
+                return AuthResult(
+                    success=False, handled=False, message="501 5.5.2 Cannot decode base64"
+                )
+        parts = bytes(raw).split(b"\x00")
+        if len(parts) != 3:
+            return AuthResult(
+                success=False, handled=False, message="501 5.5.2 Cannot split auth value"
+            )
+        return await self._verify(server, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: RelaySMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login: Any = await server.challenge_auth(server.AuthLoginUsernameChallenge)
+            if login is MISSING:
+                return AuthResult(success=False, handled=False, message="501 5.7.0 Auth aborted")
+        else:
+            login = _b64(args[1])
+            if login is None:
+                return AuthResult(
+                    success=False, handled=False, message="501 5.5.2 Cannot decode base64"
+                )
+        password: Any = await server.challenge_auth(server.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False, handled=False, message="501 5.7.0 Auth aborted")
+        return await self._verify(server, bytes(login), bytes(password))
+
+    async def _verify(self, server: RelaySMTP, login: bytes, password: bytes) -> AuthResult:
+        user = login.decode("utf-8", "replace")
+        try:
+            credential = await authenticate(self.store, user, password.decode("utf-8", "replace"))
+        except Exception:
+            log.exception("AUTH lookup failed")
+            return AuthResult(
+                success=False, handled=False, message="454 4.7.0 Temporary authentication failure"
+            )
+        if credential is not None:
+            if credential.scope not in ("send", "admin"):
+                log.info(
+                    "AUTH refused for key %s: scope %s cannot send",
+                    credential.name,
+                    credential.scope,
+                )
+            else:
+                log.info("AUTH ok for key %s from %s", credential.name, server.peer_address)
+                return AuthResult(success=True, auth_data=credential)
+        server.auth_failures += 1
+        log.warning(
+            "AUTH failed (%d) for user %r from %s",
+            server.auth_failures,
+            user[:64],
+            server.peer_address,
+        )
+        await asyncio.sleep(self.login_failure_delay * server.auth_failures)
+        if server.auth_failures >= MAX_FAILURES:
+            await server.push(replies.AUTH_TOO_MANY.line())
+            server.close_connection()
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID.line())

@@ -1,0 +1,132 @@
+"""Value objects shared by the ingresses, the store and the delivery loop."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpReply:
+    """An SMTP reply: basic code, enhanced status code (RFC 3463) and text."""
+
+    code: int
+    enhanced: str
+    text: str
+
+    @property
+    def is_temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def line(self) -> str:
+        """The reply as sent on the wire (without CRLF)."""
+        if self.enhanced:
+            return f"{self.code} {self.enhanced} {self.text}"
+        return f"{self.code} {self.text}"
+
+    def __str__(self) -> str:
+        return self.line()
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Per-recipient delivery status (see DESIGN.md, "Statuses")."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.BOUNCED,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.CANCELLED,
+    }
+)
+
+
+class Outcome(enum.StrEnum):
+    """What one delivery attempt means for the recipient (the classifier's answer)."""
+
+    SENT = "sent"
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """Who submitted a message: an API key, or a trusted network."""
+
+    kind: str  # "key" or "network"
+    id: str  # key id, or the client address
+    name: str
+    domains: tuple[str, ...] | None = None  # sender domains allowed; None = all configured
+    scope: str = "send"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A message handed to accept() by an ingress, before policy and commit."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes  # RFC 5322 bytes with CRLF line endings
+    source: str  # "smtp" or "http"
+    credential: Credential
+    client_address: str = ""
+    client_helo: str = ""
+    protocol: str = "ESMTP"  # for the Received header: ESMTP, ESMTPS, ESMTPA, ESMTPSA, HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The answer of accept(): the queue id, after the durable commit."""
+
+    id: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """One recipient's delivery, leased to this node for one attempt."""
+
+    message_id: str
+    rcpt_idx: int
+    recipient: str
+    attempts: int
+    status: str
+
+
+@dataclass(slots=True)
+class QueuedMessage:
+    """A message as the delivery loop needs it."""
+
+    id: str
+    sender: str
+    raw: bytes
+    created_at: float
+    deliveries: list[ClaimedDelivery] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """The classified result of one attempt for one recipient."""
+
+    outcome: Outcome
+    reply: SmtpReply
+    provider: str

@@ -1,0 +1,29 @@
+"""Every SMTP reply mailgate gives on purpose, in one place (README lists them)."""
+
+from __future__ import annotations
+
+from mailgate.models import SmtpReply
+
+MAIL_OK = SmtpReply(250, "2.1.0", "Sender OK")
+RCPT_OK = SmtpReply(250, "2.1.5", "Recipient OK")
+AUTH_REQUIRED = SmtpReply(530, "5.7.0", "Authentication required")
+AUTH_INVALID = SmtpReply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_TOO_MANY = SmtpReply(421, "4.7.0", "Too many failed authentication attempts, closing")
+SENDER_DOMAIN_REFUSED = SmtpReply(
+    553, "5.7.1", "Sender address rejected: not allowed to send as this domain"
+)
+SENDER_SYNTAX = SmtpReply(553, "5.1.7", "Sender address rejected: bad address syntax")
+RCPT_SYNTAX = SmtpReply(553, "5.1.3", "Recipient address rejected: bad address syntax")
+TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients")
+NO_RECIPIENTS = SmtpReply(554, "5.5.1", "No valid recipients")
+MESSAGE_TOO_BIG = SmtpReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+LINE_TOO_LONG = SmtpReply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6: at most 998 octets)")
+TOO_MANY_HOPS = SmtpReply(554, "5.4.6", "Too many hops (Received headers): mail loop?")
+STORE_FAILED = SmtpReply(451, "4.3.0", "Queue temporarily unavailable, try again later")
+INTERNAL_ERROR = SmtpReply(451, "4.3.0", "Internal error, try again later")
+SHUTTING_DOWN = SmtpReply(421, "4.3.2", "Service shutting down, try again later")
+IDLE_TIMEOUT = SmtpReply(421, "4.4.2", "Idle timeout, closing connection")
+
+
+def queued(queue_id: str) -> SmtpReply:
+    return SmtpReply(250, "2.0.0", f"Ok: queued as {queue_id}")

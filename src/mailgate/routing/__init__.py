@@ -1,0 +1,1 @@
+"""Routing: which provider a delivery goes to."""

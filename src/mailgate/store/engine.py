@@ -1,0 +1,62 @@
+"""Engine creation and schema migration for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import event, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from mailgate.store.schema import SCHEMA_VERSION, metadata, schema_version
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine with the durability settings the queue relies on.
+
+    SQLite: WAL with synchronous=FULL (an acknowledged message survives power loss),
+    explicit ``BEGIN IMMEDIATE`` so a write transaction takes the lock up front instead of
+    failing half-way, and a busy timeout for the CLI writing beside a running server.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, pool_size=4, max_overflow=4)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found before."""
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all, checkfirst=True)
+        found = (await conn.execute(select(schema_version.c.version))).scalars().all()
+        current = max(found, default=0)
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database schema version {current} is newer than this mailgate "
+                f"({SCHEMA_VERSION}); upgrade mailgate"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            # Later versions add their ALTER statements here, keyed by version.
+            await conn.execute(
+                insert(schema_version).values(version=version, applied_at=time.time())
+            )
+        return current

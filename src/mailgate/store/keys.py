@@ -1,0 +1,104 @@
+"""API key rows. Only the SHA-256 of a key is stored; see mailgate.credentials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailgate.store.schema import api_keys
+
+if TYPE_CHECKING:
+    from mailgate.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    name: str
+    key_hash: str
+    scope: str
+    domains: tuple[str, ...]
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class DuplicateKeyName(ValueError):
+    pass
+
+
+_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.key_hash,
+    api_keys.c.scope,
+    api_keys.c.domains,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+)
+
+
+def _record(row: tuple) -> KeyRecord:  # type: ignore[type-arg]
+    domains = tuple(x for x in (row[4] or "").split(",") if x)
+    return KeyRecord(row[0], row[1], row[2], row[3], domains, row[5], row[6])
+
+
+class KeyStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def add(self, record: KeyRecord) -> None:
+        stmt = insert(api_keys).values(
+            id=record.id,
+            name=record.name,
+            key_hash=record.key_hash,
+            scope=record.scope,
+            domains=",".join(record.domains),
+            created_at=record.created_at,
+            revoked_at=None,
+        )
+
+        async def txn(conn: AsyncConnection) -> None:
+            exists = await conn.execute(select(api_keys.c.id).where(api_keys.c.name == record.name))
+            if exists.first() is not None:
+                raise DuplicateKeyName(record.name)
+            try:
+                await conn.execute(stmt)
+            except IntegrityError as exc:
+                raise DuplicateKeyName(record.name) from exc
+
+        await self._store.writer.run(txn)
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        rows = await self._store._read(select(*_COLUMNS).where(api_keys.c.id == key_id))
+        return _record(rows[0]) if rows else None
+
+    async def by_name(self, name: str) -> KeyRecord | None:
+        rows = await self._store._read(select(*_COLUMNS).where(api_keys.c.name == name))
+        return _record(rows[0]) if rows else None
+
+    async def all(self) -> list[KeyRecord]:
+        rows = await self._store._read(select(*_COLUMNS).order_by(api_keys.c.created_at))
+        return [_record(r) for r in rows]
+
+    async def revoke(self, name_or_id: str, now: float) -> bool:
+        stmt = (
+            update(api_keys)
+            .where(
+                or_(api_keys.c.name == name_or_id, api_keys.c.id == name_or_id),
+                api_keys.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+
+        async def txn(conn: AsyncConnection) -> bool:
+            return (await conn.execute(stmt)).rowcount > 0
+
+        return await self._store.writer.run(txn)

@@ -1,0 +1,386 @@
+"""The queue store: every SQL statement of the queue lives here.
+
+Writes go through the group-commit writer; reads use their own pooled connections
+(SQLite WAL lets them run beside the writer). The same statements serve SQLite and
+PostgreSQL; the only engine-specific clause is ``FOR UPDATE SKIP LOCKED`` on claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mailgate.exceptions import StoreUnavailable
+from mailgate.models import ClaimedDelivery, DeliveryStatus, QueuedMessage
+from mailgate.store.engine import create_engine, migrate
+from mailgate.store.keys import KeyStore
+from mailgate.store.schema import deliveries, events, messages
+from mailgate.store.writer import GroupCommitWriter, Op
+
+d = deliveries
+
+_INSERT_MESSAGE = insert(messages)
+_INSERT_DELIVERY = insert(deliveries)
+_INSERT_EVENT = insert(events)
+_UPDATE_RESULT = (
+    update(deliveries)
+    .where(
+        and_(
+            d.c.message_id == bindparam("b_message_id"),
+            d.c.rcpt_idx == bindparam("b_rcpt_idx"),
+            d.c.lease_owner == bindparam("b_owner"),
+        )
+    )
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        next_attempt_at=bindparam("b_next_attempt_at"),
+        lane=bindparam("b_lane"),
+        provider=bindparam("b_provider"),
+        last_response=bindparam("b_response"),
+        lease_owner=None,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message and its recipients, ready to commit."""
+
+    id: str
+    created_at: float
+    sender: str
+    recipients: Sequence[str]
+    raw: bytes
+    subject: str = ""
+    message_id_header: str = ""
+    source: str = "smtp"
+    credential: str = ""
+    client_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    """The result of one attempt for one recipient, as the store records it."""
+
+    message_id: str
+    rcpt_idx: int
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float | None  # None: final
+    provider: str
+    response: str
+    event: str  # event type: sent, deferred, bounced, failed, ...
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.writer = GroupCommitWriter(engine)
+        self.keys = KeyStore(self)
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connect, migrate the schema and start the writer."""
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+        except (SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            raise StoreUnavailable(f"cannot open the queue database: {exc}") from exc
+        store = cls(engine)
+        store.writer.start()
+        return store
+
+    async def close(self) -> None:
+        await self.writer.stop()
+        await self.engine.dispose()
+
+    # ----------------------------------------------------------------- writes
+
+    async def enqueue(self, batch: Sequence[NewMessage]) -> None:
+        """Commit messages with one delivery and one 'queued' event per recipient."""
+        msg_rows: list[dict[str, Any]] = []
+        dlv_rows: list[dict[str, Any]] = []
+        evt_rows: list[dict[str, Any]] = []
+        for m in batch:
+            msg_rows.append(
+                {
+                    "id": m.id,
+                    "created_at": m.created_at,
+                    "sender": m.sender,
+                    "subject": m.subject,
+                    "message_id_header": m.message_id_header,
+                    "source": m.source,
+                    "credential": m.credential,
+                    "client_address": m.client_address,
+                    "size": len(m.raw),
+                    "raw": m.raw,
+                }
+            )
+            for idx, rcpt in enumerate(m.recipients):
+                dlv_rows.append(
+                    {
+                        "message_id": m.id,
+                        "rcpt_idx": idx,
+                        "recipient": rcpt,
+                        "status": DeliveryStatus.QUEUED.value,
+                        "lane": 0,
+                        "attempts": 0,
+                        "next_attempt_at": m.created_at,
+                        "lease_owner": None,
+                        "provider": "",
+                        "last_response": "",
+                        "updated_at": m.created_at,
+                    }
+                )
+                evt_rows.append(_event_row(m.id, idx, rcpt, "queued", m.created_at))
+        ops: list[Op] = [
+            (_INSERT_MESSAGE, msg_rows),
+            (_INSERT_DELIVERY, dlv_rows),
+            (_INSERT_EVENT, evt_rows),
+        ]
+        await self.writer.write(ops)
+
+    async def claim(
+        self, owner: str, now: float, limit: int, lease_until: float
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries to ``owner``.
+
+        Fresh mail (lane 0) is claimed before retries (lane 1), but retries always get a
+        quarter of the batch so a steady stream of new mail cannot starve them.
+        """
+
+        async def txn(conn: AsyncConnection) -> list[ClaimedDelivery]:
+            got = await self._claim_lane(conn, 1, owner, now, max(1, limit // 4), lease_until)
+            got += await self._claim_lane(conn, 0, owner, now, limit - len(got), lease_until)
+            if len(got) < limit:
+                got += await self._claim_lane(conn, 1, owner, now, limit - len(got), lease_until)
+            return got
+
+        return await self.writer.run(txn)
+
+    async def _claim_lane(
+        self, conn: AsyncConnection, lane: int, owner: str, now: float, limit: int, until: float
+    ) -> list[ClaimedDelivery]:
+        if limit <= 0:
+            return []
+        due = (
+            select(d.c.message_id, d.c.rcpt_idx)
+            .where(d.c.lane == lane, d.c.next_attempt_at <= now)
+            .order_by(d.c.next_attempt_at)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(d)
+            .where(tuple_(d.c.message_id, d.c.rcpt_idx).in_(due.scalar_subquery()))
+            .values(lease_owner=owner, next_attempt_at=until, updated_at=now)
+            .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
+        )
+        rows = (await conn.execute(stmt)).all()
+        return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def record(self, owner: str, now: float, updates: Iterable[DeliveryUpdate]) -> None:
+        """Record attempt results (only for deliveries still leased to ``owner``)."""
+        upd_rows: list[dict[str, Any]] = []
+        evt_rows: list[dict[str, Any]] = []
+        for u in updates:
+            upd_rows.append(
+                {
+                    "b_message_id": u.message_id,
+                    "b_rcpt_idx": u.rcpt_idx,
+                    "b_owner": owner,
+                    "b_status": u.status.value,
+                    "b_attempts": u.attempts,
+                    "b_next_attempt_at": u.next_attempt_at,
+                    "b_lane": 1,
+                    "b_provider": u.provider,
+                    "b_response": u.response,
+                    "b_now": now,
+                }
+            )
+            evt_rows.append(
+                _event_row(
+                    u.message_id, u.rcpt_idx, u.recipient, u.event, now, u.provider, u.response
+                )
+            )
+        if upd_rows:
+            await self.writer.write([(_UPDATE_RESULT, upd_rows), (_INSERT_EVENT, evt_rows)])
+
+    async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:
+        """Make deliveries leased to ``owner`` due now (shutdown, or restart after a crash)."""
+        cond = (
+            d.c.lease_owner.startswith(owner, autoescape=True)
+            if prefix
+            else d.c.lease_owner == owner
+        )
+        stmt = (
+            update(d)
+            .where(cond, d.c.next_attempt_at.is_not(None))
+            .values(lease_owner=None, next_attempt_at=now, updated_at=now)
+        )
+
+        async def txn(conn: AsyncConnection) -> int:
+            return (await conn.execute(stmt)).rowcount
+
+        return await self.writer.run(txn)
+
+    async def delete_message(self, message_id: str) -> bool:
+        async def txn(conn: AsyncConnection) -> bool:
+            await conn.execute(delete(events).where(events.c.message_id == message_id))
+            await conn.execute(delete(deliveries).where(d.c.message_id == message_id))
+            res = await conn.execute(delete(messages).where(messages.c.id == message_id))
+            return res.rowcount > 0
+
+        return await self.writer.run(txn)
+
+    # ------------------------------------------------------------------ reads
+
+    async def _read(self, stmt: Any) -> list[Any]:
+        try:
+            async with self.engine.connect() as conn:
+                return list((await conn.execute(stmt)).all())
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def load_messages(self, ids: Iterable[str]) -> dict[str, QueuedMessage]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        rows = await self._read(
+            select(messages.c.id, messages.c.sender, messages.c.raw, messages.c.created_at).where(
+                messages.c.id.in_(wanted)
+            )
+        )
+        return {r[0]: QueuedMessage(id=r[0], sender=r[1], raw=r[2], created_at=r[3]) for r in rows}
+
+    async def next_due_at(self) -> float | None:
+        rows = await self._read(select(func.min(d.c.next_attempt_at)))
+        return rows[0][0] if rows else None
+
+    async def status_counts(self) -> dict[str, int]:
+        rows = await self._read(select(d.c.status, func.count()).group_by(d.c.status))
+        return {r[0]: r[1] for r in rows}
+
+    async def list_messages(
+        self, *, limit: int = 50, offset: int = 0, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first, each with its per-recipient deliveries."""
+        q = select(
+            messages.c.id,
+            messages.c.created_at,
+            messages.c.sender,
+            messages.c.subject,
+            messages.c.source,
+            messages.c.size,
+        )
+        if status is not None:
+            q = q.where(messages.c.id.in_(select(d.c.message_id).where(d.c.status == status)))
+        q = (
+            q.order_by(messages.c.created_at.desc(), messages.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = await self._read(q)
+        result = [dict(r._mapping) for r in rows]
+        by_id = await self._deliveries_of([r["id"] for r in result])
+        for r in result:
+            r["deliveries"] = by_id.get(r["id"], [])
+        return result
+
+    async def get_message(self, message_id: str) -> dict[str, Any] | None:
+        rows = await self._read(
+            select(
+                messages.c.id,
+                messages.c.created_at,
+                messages.c.sender,
+                messages.c.subject,
+                messages.c.message_id_header,
+                messages.c.source,
+                messages.c.credential,
+                messages.c.client_address,
+                messages.c.size,
+            ).where(messages.c.id == message_id)
+        )
+        if not rows:
+            return None
+        result = dict(rows[0]._mapping)
+        result["deliveries"] = (await self._deliveries_of([message_id])).get(message_id, [])
+        return result
+
+    async def get_raw(self, message_id: str) -> bytes | None:
+        rows = await self._read(select(messages.c.raw).where(messages.c.id == message_id))
+        return rows[0][0] if rows else None
+
+    async def events_of(self, message_id: str) -> list[dict[str, Any]]:
+        rows = await self._read(
+            select(
+                events.c.at,
+                events.c.type,
+                events.c.rcpt_idx,
+                events.c.recipient,
+                events.c.provider,
+                events.c.response,
+                events.c.detail,
+            )
+            .where(events.c.message_id == message_id)
+            .order_by(events.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    async def _deliveries_of(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        if not ids:
+            return {}
+        rows = await self._read(
+            select(
+                d.c.message_id,
+                d.c.rcpt_idx,
+                d.c.recipient,
+                d.c.status,
+                d.c.attempts,
+                d.c.next_attempt_at,
+                d.c.lease_owner,
+                d.c.provider,
+                d.c.last_response,
+                d.c.updated_at,
+            )
+            .where(d.c.message_id.in_(ids))
+            .order_by(d.c.message_id, d.c.rcpt_idx)
+        )
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            row = dict(r._mapping)
+            out.setdefault(row.pop("message_id"), []).append(row)
+        return out
+
+
+def _event_row(
+    message_id: str,
+    rcpt_idx: int | None,
+    recipient: str,
+    type_: str,
+    at: float,
+    provider: str = "",
+    response: str = "",
+    detail: str = "",
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "rcpt_idx": rcpt_idx,
+        "recipient": recipient,
+        "type": type_,
+        "at": at,
+        "provider": provider,
+        "response": response,
+        "detail": detail,
+    }

@@ -1,0 +1,1 @@
+"""Transports: how one delivery leaves the relay (SMTP upstream, Maildir capture)."""
