@@ -135,18 +135,25 @@ class RelaySMTP(SMTP):
         limit = self.max_message_size
         error = None
         after_crlf = True
+        long_line = False  # inside a line longer than the stream limit
+        tail_cr = False  # the discarded part of that line ended with CR
         while True:
             try:
                 chunk = await reader.readuntil(b"\n")
             except asyncio.LimitOverrunError as exc:
                 # A line longer than the limit: drop it (and the message), keep reading.
-                await reader.read(exc.consumed)
+                discarded = await reader.read(exc.consumed)
+                tail_cr = discarded.endswith(b"\r")
+                long_line = True
                 error = error or replies.LINE_TOO_LONG
                 lines.clear()
-                after_crlf = False
                 continue
             except asyncio.IncompleteReadError as exc:
                 raise ConnectionResetError("connection closed during DATA") from exc
+            if long_line:
+                long_line = False
+                after_crlf = chunk.endswith(b"\r\n") or (chunk == b"\n" and tail_cr)
+                continue
             if after_crlf and chunk == b".\r\n":
                 break
             if chunk.endswith(b"\r\n"):

@@ -1,0 +1,277 @@
+"""Story: an application submits over SMTP; every policy and limit gets its exact reply."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import time
+
+import pytest
+
+MSG = b"From: app@example.com\r\nTo: a@dest.test\r\nSubject: hello\r\n\r\nbody line\r\n"
+
+
+def connect(relay, **kw) -> smtplib.SMTP:  # type: ignore[no-untyped-def]
+    client = smtplib.SMTP("127.0.0.1", relay.port(), timeout=10, **kw)
+    client.ehlo("client.test")
+    return client
+
+
+def queue_id_of(reply: bytes) -> str:
+    text = reply.decode()
+    assert text.startswith("2.0.0 Ok: queued as "), text
+    return text.rsplit(" ", 1)[1]
+
+
+def send_raw(client: smtplib.SMTP, sender: str, rcpts: list[str], data: bytes) -> tuple[int, bytes]:
+    code, _ = client.mail(sender)
+    assert code == 250
+    for r in rcpts:
+        code, msg = client.rcpt(r)
+        assert code == 250, msg
+    return client.data(data)
+
+
+def test_ehlo_advertises_extensions(relay) -> None:  # type: ignore[no-untyped-def]
+    client = connect(relay)
+    for ext in ("size", "8bitmime", "pipelining", "enhancedstatuscodes", "smtputf8", "auth"):
+        assert client.has_extn(ext), ext
+    assert client.esmtp_features["size"] == str(25_000_000)
+    assert set(client.esmtp_features["auth"].split()) == {"PLAIN", "LOGIN"}
+    client.quit()
+
+
+def test_authenticated_submission_is_queued_and_delivered(relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("app")
+    client = connect(relay)
+    client.login("apikey", key)
+    code, reply = send_raw(client, "app@example.com", ["a@dest.test", "b@dest.test"], MSG)
+    assert code == 250
+    qid = queue_id_of(reply)
+    client.quit()
+    relay.wait_status(qid, lambda s: set(s.values()) == {"sent"})
+    files = sorted((tmp_path / "maildir" / "new").iterdir())
+    assert len(files) == 2
+    raw = files[0].read_bytes()
+    assert b"\r\nSubject: hello\r\n" in raw
+    assert f"by relay.test (mailgate) with ESMTPA id {qid};".encode() in raw
+    assert f"Message-ID: <{qid}@relay.test>".encode() in raw
+    assert b"\r\nDate: " in raw
+    types = [e["type"] for e in relay.events(qid)]
+    assert types.count("queued") == 2 and types.count("sent") == 2
+    msg = relay.message(qid)
+    assert msg["credential"] == "key:app" and msg["subject"] == "hello"
+
+
+def test_login_with_key_name_and_auth_login(relay) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("billing")
+    client = connect(relay)
+    client.user, client.password = "billing", key
+    code, _ = client.auth("LOGIN", client.auth_login, initial_response_ok=False)
+    assert code == 235
+    code, _ = send_raw(client, "app@example.com", ["x@dest.test"], MSG)
+    assert code == 250
+    client.quit()
+
+
+def test_no_auth_outside_trusted_networks_is_530(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(smtp={"trusted_networks": []})
+    client = connect(relay)
+    code, msg = client.mail("app@example.com")
+    assert (code, msg) == (530, b"5.7.0 Authentication required")
+    client.quit()
+
+
+def test_trusted_network_may_send_without_auth(relay) -> None:  # type: ignore[no-untyped-def]
+    client = connect(relay)
+    code, reply = send_raw(client, "app@example.org", ["a@dest.test"], MSG)
+    assert code == 250
+    qid = queue_id_of(reply)
+    assert relay.message(qid)["credential"] == "network:127.0.0.1"
+    client.quit()
+
+
+def test_foreign_sender_domain_is_553(relay) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("app")
+    client = connect(relay)
+    client.login("apikey", key)
+    code, msg = client.mail("someone@gmail.com")
+    assert code == 553 and msg.startswith(b"5.7.1 ")
+    client.quit()
+
+
+def test_key_restricted_to_a_domain(relay) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("shop", domains=("example.org",))
+    client = connect(relay)
+    client.login("shop", key)
+    code, msg = client.mail("app@example.com")
+    assert code == 553 and msg.startswith(b"5.7.1 ")
+    code, _ = client.mail("app@example.org")
+    assert code == 250
+    client.quit()
+
+
+def test_wrong_password_535_then_421_after_three(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(smtp={"trusted_networks": []})
+    relay.create_key("app")
+    client = connect(relay)
+    bad = "AGFwcABub3BlLW5vcGUtbm9wZQ=="  # \0app\0nope-nope-nope
+    for _ in range(2):
+        code, msg = client.docmd("AUTH", f"PLAIN {bad}")
+        assert (code, msg) == (535, b"5.7.8 Authentication credentials invalid")
+    code, msg = client.docmd("AUTH", f"PLAIN {bad}")
+    assert (code, msg[:5]) == (421, b"4.7.0")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.noop()
+
+
+def test_revoked_key_is_refused(relay) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("old")
+    assert relay.call(relay.store.keys.revoke("old", time.time()))
+    client = connect(relay)
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login("apikey", key)
+    client.close()
+
+
+def test_read_scope_key_cannot_send(relay) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("reader", scope="read")
+    client = connect(relay)
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login("apikey", key)
+    client.close()
+
+
+def test_size_declared_at_mail_is_552(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(smtp={"max_message_size": "1KB"})
+    client = connect(relay)
+    code, msg = client.mail("app@example.com", ["SIZE=5000"])
+    assert code == 552 and msg.startswith(b"5.3.4")
+    client.quit()
+
+
+def test_oversized_data_is_552(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(smtp={"max_message_size": "1KB"})
+    client = connect(relay)
+    body = MSG + b"x" * 70 + b"\r\n"
+    code, msg = send_raw(client, "app@example.com", ["a@dest.test"], body * 20)
+    assert code == 552 and msg.startswith(b"5.3.4")
+    # The session goes on.
+    code, _ = send_raw(client, "app@example.com", ["a@dest.test"], MSG)
+    assert code == 250
+    client.quit()
+
+
+def test_too_many_recipients_is_452_for_the_extra(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(smtp={"max_recipients": 3})
+    client = connect(relay)
+    client.mail("app@example.com")
+    codes = [client.rcpt(f"r{i}@dest.test") for i in range(5)]
+    assert [c for c, _ in codes] == [250, 250, 250, 452, 452]
+    assert codes[3][1].startswith(b"4.5.3")
+    code, reply = client.data(MSG)
+    assert code == 250
+    assert len(relay.message(queue_id_of(reply))["deliveries"]) == 3
+    client.quit()
+
+
+def test_line_over_998_octets_is_500(relay) -> None:  # type: ignore[no-untyped-def]
+    client = connect(relay)
+    ok_line = b"y" * 998 + b"\r\n"
+    code, _ = send_raw(client, "app@example.com", ["a@dest.test"], MSG + ok_line)
+    assert code == 250
+    code, msg = send_raw(client, "app@example.com", ["a@dest.test"], MSG + b"z" * 999 + b"\r\n")
+    assert code == 500 and msg.startswith(b"5.5.2")
+    code, msg = send_raw(client, "app@example.com", ["a@dest.test"], MSG + b"z" * 5000 + b"\r\n")
+    assert code == 500 and msg.startswith(b"5.5.2")
+    client.quit()
+
+
+def test_more_than_50_received_headers_is_554(relay) -> None:  # type: ignore[no-untyped-def]
+    client = connect(relay)
+    hops = b"".join(
+        b"Received: from h%d by h%d; Mon, 1 Jan 2024 00:00:00 +0000\r\n" % (i, i) for i in range(51)
+    )
+    code, msg = send_raw(client, "app@example.com", ["a@dest.test"], hops + MSG)
+    assert code == 554 and msg.startswith(b"5.4.6")
+    code, _ = send_raw(
+        client, "app@example.com", ["a@dest.test"], hops[: hops.index(b"Received: from h50")] + MSG
+    )
+    assert code == 250
+    client.quit()
+
+
+def raw_session(port: int, lines: list[bytes], timeout: float = 5.0) -> bytes:
+    """Speak SMTP byte by byte, for what smtplib would clean up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"".join(lines))  # ends with QUIT: the server closes
+        chunks = []
+        while True:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+
+def test_bare_lf_is_normalised_and_cannot_smuggle(relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = raw_session(
+        relay.port(),
+        [
+            b"EHLO client.test\r\n",
+            b"MAIL FROM:<app@example.com>\r\n",
+            b"RCPT TO:<a@dest.test>\r\n",
+            b"DATA\r\n",
+            b"Subject: lf\nFrom: app@example.com\n\nline one\nline two\r\n",
+            # A smuggling attempt: <LF>.<LF> and <LF>.<CRLF> are not end of data.
+            b"x\n.\nMAIL FROM:<evil@example.com>\r\n",
+            b"y\n.\r\nRCPT TO:<victim@dest.test>\r\n",
+            b".\r\n",
+            b"QUIT\r\n",
+        ],
+    )
+    replies = out.decode().split("\r\n")
+    queued = [r for r in replies if r.startswith("250 2.0.0")]
+    assert len(queued) == 1, replies
+    qid = queued[0].rsplit(" ", 1)[1]
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"})
+    (path,) = (tmp_path / "maildir" / "new").iterdir()
+    raw = path.read_bytes()
+    assert b"\nline one\r\nline two\r\n" in raw
+    assert b"MAIL FROM:<evil@example.com>\r\n" in raw  # stayed message content
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert b"\n" not in body.replace(b"\r\n", b"")  # no bare LF left
+    assert b"\r" not in body.replace(b"\r\n", b"")
+
+
+def test_idle_client_gets_421(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(smtp={"idle_timeout": "300ms"})
+    with socket.create_connection(("127.0.0.1", relay.port()), timeout=5) as sock:
+        banner = sock.recv(1024)
+        assert banner.startswith(b"220 ")
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"421 4.4.2"), data
+
+
+def test_commit_failure_is_451_and_never_leaks(relay) -> None:  # type: ignore[no-untyped-def]
+    client = connect(relay)
+    relay.call(relay.store.writer.stop())  # the queue can no longer commit
+    code, msg = send_raw(client, "app@example.com", ["a@dest.test"], MSG)
+    assert (code, msg) == (451, b"4.3.0 Queue temporarily unavailable, try again later")
+    client.quit()
+
+
+def test_bad_recipient_syntax(relay) -> None:  # type: ignore[no-untyped-def]
+    client = connect(relay)
+    client.mail("app@example.com")
+    code, msg = client.rcpt("not-an-address")
+    assert code == 553 and msg.startswith(b"5.1.3")
+    client.quit()
