@@ -129,6 +129,7 @@ class Upstream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
+        self._protocols: list[SMTP] = []
 
     def _authenticator(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
@@ -142,7 +143,7 @@ class Upstream:
 
     def _factory(self) -> SMTP:
         self.connections += 1
-        return SMTP(
+        proto = SMTP(
             _Handler(self),
             hostname="upstream.test",
             tls_context=self._tls,
@@ -151,6 +152,8 @@ class Upstream:
             auth_required=self._auth is not None,
             auth_require_tls=False,
         )
+        self._protocols.append(proto)
+        return proto
 
     def __enter__(self) -> Upstream:
         ready = threading.Event()
@@ -191,9 +194,19 @@ class Upstream:
 
     def __exit__(self, *exc: object) -> None:
         if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        """Close every client connection, so no task is left pending."""
+        if self._server is not None:
+            self._server.close()
+        for proto in self._protocols:
+            if proto.transport is not None:
+                proto.transport.close()
+        await asyncio.sleep(0.05)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         """Wait until ``count`` messages were received; return them."""

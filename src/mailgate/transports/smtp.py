@@ -141,7 +141,7 @@ class SmtpTransport:
     @staticmethod
     async def _quit(client: aiosmtplib.SMTP) -> None:
         try:
-            await client.quit(timeout=5)
+            await client.quit(timeout=2)
         except (TimeoutError, SMTPException, OSError):
             client.close()
 

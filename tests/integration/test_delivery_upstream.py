@@ -1,0 +1,202 @@
+"""Story: queued mail goes to an upstream SMTP provider that fails in every usual way."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+
+import pytest
+
+from fakes.upstream import Upstream
+
+MSG = b"From: app@example.com\r\nTo: a@dest.test\r\nSubject: upstream\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def upstream():  # type: ignore[no-untyped-def]
+    with Upstream() as up:
+        yield up
+
+
+def smtp_provider(port: int, **extra) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [
+        {
+            "name": "up",
+            "kind": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "tls": "none",
+            **extra,
+        }
+    ]
+
+
+def submit(relay, rcpts: list[str], data: bytes = MSG) -> str:  # type: ignore[no-untyped-def]
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as client:
+        errors = client.sendmail("app@example.com", rcpts, data)
+        assert errors == {}
+        code, reply = client.noop()
+        assert code == 250
+    # The queue id is in the reply to DATA, which sendmail does not return: read it back.
+    rows = relay.call(relay.store.list_messages(limit=1))
+    return rows[0]["id"]
+
+
+def test_delivered_upstream_with_one_transaction_for_all_recipients(
+    relay_factory, upstream
+) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    qid = submit(relay, ["a@dest.test", "b@dest.test", "c@other.test"])
+    (got,) = upstream.wait_for(1)
+    assert got.rcpt_tos == ["a@dest.test", "b@dest.test", "c@other.test"]
+    assert got.mail_from == "app@example.com"
+    assert got.queue_id == qid
+    statuses = relay.wait_status(qid, lambda s: set(s.values()) == {"sent"})
+    assert len(statuses) == 3
+    d = relay.message(qid)["deliveries"][0]
+    assert d["provider"] == "up" and d["last_response"].startswith("250 2.0.0")
+    assert d["attempts"] == 1
+
+
+def test_connections_are_reused_across_messages(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(providers=smtp_provider(upstream.port, max_connections=1))
+    for i in range(5):
+        submit(relay, [f"r{i}@dest.test"])
+    upstream.wait_for(5)
+    assert upstream.connections == 1
+
+
+def test_421_at_mail_defers_then_delivers(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.mail_reply = "421 4.7.0 Try again later"
+    upstream.faults.mail_fail_times = 2
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    qid = submit(relay, ["a@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"}, timeout=15)
+    types = [e["type"] for e in relay.events(qid)]
+    assert types == ["queued", "deferred", "deferred", "sent"]
+    deferred = [e for e in relay.events(qid) if e["type"] == "deferred"]
+    assert deferred[0]["response"].startswith("421 4.7.0 Try again later")
+    assert relay.message(qid)["deliveries"][0]["attempts"] == 3
+
+
+def test_451_after_data_defers(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.data_reply = "451 4.3.0 Local error in processing"
+    upstream.faults.data_fail_times = 1
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    qid = submit(relay, ["a@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"}, timeout=15)
+    assert [e["type"] for e in relay.events(qid)] == ["queued", "deferred", "sent"]
+    assert len(upstream.received) == 1
+
+
+def test_550_for_one_recipient_bounces_only_that_one(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.rcpt_replies["gone@dest.test"] = "550 5.1.1 <gone@dest.test>: no such user"
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    qid = submit(relay, ["gone@dest.test", "ok@dest.test"])
+    statuses = relay.wait_status(qid, lambda s: "queued" not in s.values())
+    assert statuses == {"gone@dest.test": "bounced", "ok@dest.test": "sent"}
+    (got,) = upstream.wait_for(1)
+    assert got.rcpt_tos == ["ok@dest.test"]
+    bounced = next(d for d in relay.message(qid)["deliveries"] if d["status"] == "bounced")
+    assert bounced["last_response"] == "550 5.1.1 <gone@dest.test>: no such user"
+    assert bounced["attempts"] == 1
+
+
+def test_554_after_data_bounces(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.data_reply = "554 5.7.1 Message rejected as spam"
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    qid = submit(relay, ["a@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "bounced"})
+    assert [e["type"] for e in relay.events(qid)] == ["queued", "bounced"]
+
+
+def test_550_that_says_try_later_is_not_a_bounce(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.rcpt_replies["busy@dest.test"] = "550 5.7.1 Rate limited, try again later"
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    qid = submit(relay, ["busy@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"busy@dest.test": "deferred"})
+
+
+def test_dropped_connection_after_data_is_retried(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.drop_after_data = 1
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    qid = submit(relay, ["a@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"}, timeout=15)
+    assert len(upstream.dropped) == 1  # at-least-once: the upstream may have kept it
+    assert len(upstream.received) == 1
+    deferred = [e for e in relay.events(qid) if e["type"] == "deferred"]
+    assert deferred and deferred[0]["response"].startswith("451 4.4.2")
+
+
+def test_slow_upstream_times_out_and_defers(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.data_delay = 2.0
+    relay = relay_factory(providers=smtp_provider(upstream.port, data_timeout="300ms"))
+    qid = submit(relay, ["a@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "deferred"}, timeout=10)
+    (event,) = [e for e in relay.events(qid) if e["type"] == "deferred"][:1]
+    assert event["response"].startswith("451 4.4.2")
+    upstream.faults.data_delay = 0
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"}, timeout=15)
+
+
+def test_upstream_down_then_recovers(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.stop_listening()
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    ids = [submit(relay, [f"r{i}@dest.test"]) for i in range(3)]
+    for qid in ids:
+        relay.wait_status(qid, lambda s: set(s.values()) == {"deferred"})
+    ev = [e for e in relay.events(ids[0]) if e["type"] == "deferred"][0]
+    assert ev["response"].startswith("451 4.4.1")
+    upstream.start_listening()
+    for qid in ids:
+        relay.wait_status(qid, lambda s: set(s.values()) == {"sent"}, timeout=15)
+    assert sorted(upstream.by_queue_id()) == sorted(ids)
+
+
+def test_gives_up_after_max_age(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.mail_reply = "451 4.3.0 Not now"
+    relay = relay_factory(
+        providers=smtp_provider(upstream.port),
+        retry={"min_backoff": "100ms", "max_backoff": "200ms", "max_age": "700ms"},
+    )
+    qid = submit(relay, ["a@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "failed"}, timeout=10)
+    types = [e["type"] for e in relay.events(qid)]
+    assert types[0] == "queued" and types[-1] == "failed" and "deferred" in types
+
+
+def test_provider_auth(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    with Upstream(auth=("relayuser", "s3cret")) as up:
+        relay = relay_factory(
+            providers=smtp_provider(up.port, username="relayuser", password_env="UP_PASS")
+        )
+        import os
+
+        os.environ["UP_PASS"] = "s3cret"
+        try:
+            qid = submit(relay, ["a@dest.test"])
+            relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"})
+        finally:
+            del os.environ["UP_PASS"]
+
+
+def test_provider_auth_failure_defers_not_bounces(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    with Upstream(auth=("relayuser", "s3cret")) as up:
+        relay = relay_factory(
+            providers=smtp_provider(up.port, username="relayuser", password="wrong")
+        )
+        qid = submit(relay, ["a@dest.test"])
+        relay.wait_status(qid, lambda s: s == {"a@dest.test": "deferred"})
+        ev = [e for e in relay.events(qid) if e["type"] == "deferred"][0]
+        assert ev["response"].startswith("535")
+
+
+def test_new_mail_is_not_stuck_behind_retries(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.faults.rcpt_replies = {f"slow{i}@dest.test": "451 4.2.0 later" for i in range(20)}
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    for i in range(20):
+        submit(relay, [f"slow{i}@dest.test"])
+    started = time.monotonic()
+    qid = submit(relay, ["fresh@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"fresh@dest.test": "sent"})
+    assert time.monotonic() - started < 5
