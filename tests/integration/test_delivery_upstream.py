@@ -35,7 +35,7 @@ def submit(relay, rcpts: list[str], data: bytes = MSG) -> str:  # type: ignore[n
     with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as client:
         errors = client.sendmail("app@example.com", rcpts, data)
         assert errors == {}
-        code, reply = client.noop()
+        code, _reply = client.noop()
         assert code == 250
     # The queue id is in the reply to DATA, which sendmail does not return: read it back.
     rows = relay.call(relay.store.list_messages(limit=1))
@@ -145,7 +145,7 @@ def test_upstream_down_then_recovers(relay_factory, upstream) -> None:  # type: 
     ids = [submit(relay, [f"r{i}@dest.test"]) for i in range(3)]
     for qid in ids:
         relay.wait_status(qid, lambda s: set(s.values()) == {"deferred"})
-    ev = [e for e in relay.events(ids[0]) if e["type"] == "deferred"][0]
+    ev = next(e for e in relay.events(ids[0]) if e["type"] == "deferred")
     assert ev["response"].startswith("451 4.4.1")
     upstream.start_listening()
     for qid in ids:
@@ -187,7 +187,7 @@ def test_provider_auth_failure_defers_not_bounces(relay_factory) -> None:  # typ
         )
         qid = submit(relay, ["a@dest.test"])
         relay.wait_status(qid, lambda s: s == {"a@dest.test": "deferred"})
-        ev = [e for e in relay.events(qid) if e["type"] == "deferred"][0]
+        ev = next(e for e in relay.events(qid) if e["type"] == "deferred")
         assert ev["response"].startswith("535")
 
 
