@@ -140,6 +140,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for pem in cert.cert_chain_pems[1:]:
         pem.write_to_path(cert_path, append=True)
     cert.private_key_pem.write_to_path(key_path)
+    ca_path = folder / "ca.pem"
+    ca.cert_pem.write_to_path(ca_path)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -150,6 +152,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "client_context": client_ctx,
         "server_context": server_ctx,
         "ca": ca,
+        "ca_file": str(ca_path),
     }
 
 

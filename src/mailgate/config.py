@@ -131,6 +131,7 @@ class ProviderSettings(_Section):
     port: int = Field(default=0, ge=0, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     tls_verify: bool = True
+    ca_file: Path | None = None  # trust this CA bundle instead of the system's
     username: str = ""
     password: str = ""
     password_env: str = ""

@@ -67,7 +67,8 @@ class SmtpTransport:
     # ------------------------------------------------------------ connections
 
     def _tls_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
+        ca = self.settings.ca_file
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
         if not self.settings.tls_verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -88,6 +89,8 @@ class SmtpTransport:
         stage = "connect"
         try:
             await client.connect()
+            stage = "ehlo"
+            await client.ehlo(timeout=s.command_timeout)
             stage = "starttls"
             if s.tls == "starttls":
                 if not client.supports_extension("starttls"):
@@ -98,6 +101,7 @@ class SmtpTransport:
                         ),
                     )
                 await client.starttls(timeout=s.command_timeout)
+                await client.ehlo(timeout=s.command_timeout)
             stage = "auth"
             if s.username:
                 await client.login(s.username, s.resolved_password(), timeout=s.command_timeout)

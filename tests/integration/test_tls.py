@@ -1,0 +1,121 @@
+"""Story: clients submit over STARTTLS (587) and implicit TLS (465); the relay talks TLS upstream."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+
+import pytest
+
+from fakes.upstream import Upstream
+
+MSG = b"From: app@example.com\r\nTo: a@dest.test\r\nSubject: tls\r\n\r\nsecret\r\n"
+
+
+@pytest.fixture
+def tls_relay(relay_factory, tls_files):  # type: ignore[no-untyped-def]
+    return relay_factory(
+        smtp={
+            "listen": ["127.0.0.1:0"],
+            "implicit_tls_listen": ["127.0.0.1:0"],
+            "tls_cert": tls_files["cert"],
+            "tls_key": tls_files["key"],
+            "trusted_networks": [],
+            "auth_plaintext_loopback": False,
+        }
+    )
+
+
+def test_auth_refused_before_starttls_then_works(tls_relay, tls_files, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    key = tls_relay.create_key("app")
+    client = smtplib.SMTP("127.0.0.1", tls_relay.port(), timeout=10)
+    client.ehlo("client.test")
+    assert client.has_extn("starttls")
+    assert not client.has_extn("auth")  # not offered in clear text
+    code, msg = client.docmd("AUTH", "PLAIN AGFwaWtleQB4")
+    assert code == 538 and msg.startswith(b"5.7.11")
+    client.starttls(context=tls_files["client_context"])
+    client.ehlo("client.test")
+    assert client.has_extn("auth") and not client.has_extn("starttls")
+    client.login("apikey", key)
+    assert client.sendmail("app@example.com", ["a@dest.test"], MSG) == {}
+    client.quit()
+    (path,) = _wait_files(tmp_path, 1)
+    assert b" with ESMTPSA id " in path.read_bytes()
+
+
+def test_implicit_tls_submission(tls_relay, tls_files, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    key = tls_relay.create_key("app")
+    port = tls_relay.port(implicit_tls=True)
+    with smtplib.SMTP_SSL("127.0.0.1", port, context=tls_files["client_context"], timeout=10) as c:
+        c.ehlo("client.test")
+        assert c.has_extn("auth") and not c.has_extn("starttls")
+        c.login("app", key)
+        assert c.sendmail("app@example.com", ["a@dest.test"], MSG) == {}
+    (path,) = _wait_files(tmp_path, 1)
+    assert b" with ESMTPSA id " in path.read_bytes()
+
+
+def test_plain_connection_to_implicit_port_fails_cleanly(tls_relay) -> None:  # type: ignore[no-untyped-def]
+    port = tls_relay.port(implicit_tls=True)
+    with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError)):
+        smtplib.SMTP("127.0.0.1", port, timeout=3)
+    # The listener still serves TLS clients afterwards.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=10) as c:
+        assert c.noop()[0] == 250
+
+
+def test_upstream_starttls_with_verified_certificate(relay_factory, tls_files) -> None:  # type: ignore[no-untyped-def]
+    with Upstream(tls_context=tls_files["server_context"]) as up:
+        relay = relay_factory(
+            providers=[
+                {
+                    "name": "up",
+                    "kind": "smtp",
+                    "host": "localhost",
+                    "port": up.port,
+                    "tls": "starttls",
+                    "ca_file": tls_files["ca_file"],
+                }
+            ]
+        )
+        with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as client:
+            assert client.sendmail("app@example.com", ["a@dest.test"], MSG) == {}
+        (got,) = up.wait_for(1)
+        assert got.rcpt_tos == ["a@dest.test"]
+
+
+def test_upstream_with_untrusted_certificate_is_deferred(relay_factory, tls_files) -> None:  # type: ignore[no-untyped-def]
+    with Upstream(tls_context=tls_files["server_context"]) as up:
+        relay = relay_factory(
+            providers=[
+                {
+                    "name": "up",
+                    "kind": "smtp",
+                    "host": "localhost",
+                    "port": up.port,
+                    "tls": "starttls",
+                }
+            ]
+        )
+        with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as client:
+            client.sendmail("app@example.com", ["a@dest.test"], MSG)
+        qid = relay.call(relay.store.list_messages(limit=1))[0]["id"]
+        relay.wait_status(qid, lambda s: s == {"a@dest.test": "deferred"})
+        assert up.received == []
+
+
+def _wait_files(tmp_path, n: int):  # type: ignore[no-untyped-def]
+    import time
+
+    folder = tmp_path / "maildir" / "new"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        files = sorted(folder.iterdir()) if folder.exists() else []
+        if len(files) >= n:
+            return files
+        time.sleep(0.05)
+    raise AssertionError("maildir delivery did not happen")
