@@ -135,11 +135,11 @@ def keys_create(config_path: str, name: str, scope: str, domains: tuple[str, ...
         sys.exit(2)
     try:
         key = _run(_with_store(settings, lambda st: create_key(st, name, scope, domains)))
-    except ValueError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     except DuplicateKeyName:
         click.echo(f"error: a key named {name!r} already exists", err=True)
+        sys.exit(2)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(f"created key {name!r} (scope {scope}); it is shown only once:", err=True)
     click.echo(key)

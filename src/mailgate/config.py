@@ -221,7 +221,7 @@ class Settings(_Section):
 _TABLE_SECTIONS = ("server", "database", "smtp", "retry", "delivery")
 
 
-def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
     for name, value in environ.items():
         if not name.startswith("MAILGATE_"):
             continue
@@ -231,7 +231,7 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
                 key = rest[len(section) + 1 :]
                 target = data.setdefault(section, {})
                 if not isinstance(target, dict):
-                    raise ConfigError(f"{name}: [{section}] is not a table in the file")
+                    raise ConfigError(f"{source}: {name}: [{section}] is not a table in the file")
                 target[key] = value
                 break
 
@@ -277,7 +277,7 @@ def load_settings(
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    _env_overrides(data, os.environ if environ is None else environ)
+    _env_overrides(data, os.environ if environ is None else environ, source)
     if "source" in data:
         raise ConfigError(f"{source}: source: unknown key")
     try:

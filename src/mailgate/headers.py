@@ -86,7 +86,12 @@ def received_header(
 ) -> bytes:
     """RFC 5321 4.4 trace header; RFC 3848 protocol names (ESMTPSA, ...)."""
     helo_b = _HELO_SAFE.sub(b"", helo.encode("ascii", "replace"))[:255] or b"unknown"
-    addr = f"[{address}]" if address else "[unknown]"
+    if not address:
+        addr = "[unknown]"
+    elif ":" in address:
+        addr = f"[IPv6:{address}]"  # RFC 5321 4.1.3 address literal
+    else:
+        addr = f"[{address}]"
     return (
         f"Received: from {helo_b.decode()} ({addr})\r\n"
         f"\tby {hostname} (mailgate) with {protocol} id {queue_id};\r\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from mailgate import replies
@@ -31,15 +32,35 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9\-\u0080-\U0010ffff]{1,63}(?<!-)$")
+_ATOM_SPECIALS = frozenset(' \t\r\n<>,;:\\"()[]@')
+
+
+def _valid_local(local: str) -> bool:
+    if len(local) > 64 or any(ord(c) < 32 or ord(c) == 127 for c in local):
+        return False
+    if len(local) >= 2 and local[0] == '"' and local[-1] == '"':
+        inner = local[1:-1].replace("\\\\", "").replace('\\"', "")
+        return '"' not in inner and "\\" not in inner
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return False
+    return not any(c in _ATOM_SPECIALS for c in local)
+
+
 def split_address(address: str) -> tuple[str, str] | None:
-    """'user@Example.COM' -> ('user', 'example.com'); None if it is not an address."""
+    """'user@Example.COM' -> ('user', 'example.com'); None if it is not an address.
+
+    Dot-atom or quoted local part (non-ASCII allowed, for SMTPUTF8); a domain of
+    LDH or internationalised labels with at least one dot.
+    """
     local, sep, domain = address.rpartition("@")
     if not sep or not local or not domain or len(address) > 320:
         return None
-    if any(c in address for c in ' \t\r\n<>,;\\"()[]') and not local.startswith('"'):
+    if not _valid_local(local):
         return None
-    domain = domain.lower().rstrip(".")
-    if not domain or ".." in domain or domain.startswith(".") or "." not in domain:
+    domain = domain.lower().removesuffix(".")
+    labels = domain.split(".")
+    if len(labels) < 2 or len(domain) > 253 or not all(_LABEL.match(x) for x in labels):
         return None
     return local, domain
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
@@ -44,8 +45,8 @@ def parse_duration(value: int | float | str) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m, 4h or 5d")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("duration must not be negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("duration must be a finite, non-negative number of seconds")
         return float(value)
     text = str(value).strip()
     if re.fullmatch(r"\d+(?:\.\d+)?", text):

@@ -1,4 +1,4 @@
-"""Story: clients submit over STARTTLS (587) and implicit TLS (465); the relay talks TLS upstream."""
+"""Story: clients submit over STARTTLS and implicit TLS; the relay speaks TLS upstream."""
 
 from __future__ import annotations
 

@@ -27,7 +27,9 @@ def parse_reply(code: int, text: str) -> SmtpReply:
     """Split 'x.y.z text' into the enhanced code and the rest."""
     text = " ".join(text.split())
     m = _ENHANCED.match(text)
-    if m and m.group(1) == str(code)[0]:
+    cls = m.group(1) if m else ""
+    if m and (cls == str(code)[0] or (cls == "4" and code // 100 == 5)):
+        # A 5xx carrying a 4.x.x (550 4.2.2) is kept: the classifier reads it as temporary.
         return SmtpReply(code, f"{m.group(1)}.{m.group(2)}.{m.group(3)}", text[m.end() :])
     default = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}.get(code // 100, "")
     return SmtpReply(code, default, text)
@@ -35,9 +37,9 @@ def parse_reply(code: int, text: str) -> SmtpReply:
 
 def classify(stage: str, reply: SmtpReply) -> Outcome:
     """What this reply, received at this stage, means for the recipient(s) concerned."""
-    if 200 <= reply.code < 400:
-        return Outcome.SENT if stage == "data" else Outcome.TEMPORARY
-    if reply.code >= 500 and stage not in PROVIDER_STAGES:
+    if 200 <= reply.code < 300 and stage == "data":
+        return Outcome.SENT
+    if 500 <= reply.code < 600 and stage not in PROVIDER_STAGES:
         if _TEMPORARY_HINTS.search(reply.text) or reply.enhanced.startswith("4."):
             return Outcome.TEMPORARY
         return Outcome.PERMANENT

@@ -233,7 +233,9 @@ class SmtpTransport:
             outcome = Outcome.SENT
         except SMTPResponseException as exc:
             reply = _reply_of(exc)
-            outcome = classify("data", reply)
+            # A 2xx/3xx here is a protocol violation (e.g. 250 instead of 354): the body
+            # was never sent, so it cannot count as delivered.
+            outcome = classify("data", reply) if reply.code >= 400 else Outcome.TEMPORARY
             await self._rset(client)
         except (TimeoutError, SMTPException, OSError) as exc:
             # Lost after DATA: the upstream may or may not have taken it. Retrying may

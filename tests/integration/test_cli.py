@@ -1,0 +1,108 @@
+"""Story: an operator uses the ``mailgate`` command: config check, keys, queue inspection."""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mailgate.cli import main
+
+CONFIG = """
+[server]
+hostname = "relay.test"
+data_dir = "{data}"
+[smtp]
+listen = ["127.0.0.1:0"]
+[[domains]]
+name = "example.com"
+[[providers]]
+name = "capture"
+kind = "maildir"
+path = "{data}/maildir"
+"""
+
+
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "relay.toml"
+    path.write_text(CONFIG.format(data=tmp_path / "data"))
+    return str(path)
+
+
+def test_check_config_ok_and_bad(tmp_path: Path) -> None:
+    runner = CliRunner()
+    good = config(tmp_path)
+    result = runner.invoke(main, ["check-config", "--config", good])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text(Path(good).read_text().replace('kind = "maildir"', 'kind = "carrier-pigeon"'))
+    result = runner.invoke(main, ["check-config", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert f'{bad}: [[providers]] #1 (name = "capture") kind:' in result.output
+    result = runner.invoke(main, ["check-config", "--config", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2 and "file not found" in result.output
+
+
+def test_env_override_is_validated(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["check-config", "--config", config(tmp_path)],
+        env={"MAILGATE_SMTP_MAX_RECIPIENTS": "many"},
+    )
+    assert result.exit_code == 2 and "[smtp] max_recipients" in result.output
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailgate.cli", "keys", "create", "--name", "web", "--config", cfg],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = proc.stdout.strip().splitlines()[-1]
+    assert key.startswith("mg_") and " " not in key
+    runner = CliRunner()
+    listed = runner.invoke(main, ["keys", "list", "--config", cfg])
+    assert listed.exit_code == 0 and "web" in listed.output and "active" in listed.output
+    assert key not in listed.output
+    dup = runner.invoke(main, ["keys", "create", "--name", "web", "--config", cfg])
+    assert dup.exit_code == 2 and "already exists" in dup.output
+    assert runner.invoke(main, ["keys", "revoke", "web", "--config", cfg]).exit_code == 0
+    listed = runner.invoke(main, ["keys", "list", "--config", cfg])
+    assert "revoked" in listed.output
+    assert runner.invoke(main, ["keys", "revoke", "web", "--config", cfg]).exit_code == 1
+    bad = runner.invoke(
+        main, ["keys", "create", "--name", "x", "--domain", "evil.test", "--config", cfg]
+    )
+    assert bad.exit_code == 2 and "evil.test" in bad.output
+
+
+def test_queue_list_and_show(tmp_path: Path, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory()
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        c.sendmail(
+            "app@example.com", ["a@dest.test", "b@dest.test"], b"Subject: Hi there\r\n\r\nx\r\n"
+        )
+    qid = relay.call(relay.store.list_messages(limit=1))[0]["id"]
+    relay.wait_status(qid, lambda s: set(s.values()) == {"sent"})
+    # The CLI reads the same database while the relay runs.
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    runner = CliRunner()
+    listed = runner.invoke(main, ["queue", "list", "--config", str(cfg)])
+    assert listed.exit_code == 0, listed.output
+    assert qid in listed.output and "sent:2" in listed.output
+    shown = runner.invoke(main, ["queue", "show", qid, "--config", str(cfg)])
+    assert shown.exit_code == 0, shown.output
+    assert "subject:    Hi there" in shown.output
+    assert "a@dest.test: sent after 1 attempt(s)" in shown.output
+    assert "last response: 250 2.0.0 saved as" in shown.output
+    assert shown.output.count(" queued ") == 2
+    missing = runner.invoke(main, ["queue", "show", "nope", "--config", str(cfg)])
+    assert missing.exit_code == 1

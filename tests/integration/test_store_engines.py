@@ -1,0 +1,189 @@
+"""Story: the queue store behaves the same on SQLite and PostgreSQL (claims, leases, lanes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from mailgate.exceptions import StoreUnavailable
+from mailgate.models import DeliveryStatus
+from mailgate.store import DeliveryUpdate, NewMessage, Store
+from mailgate.store.engine import migrate
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
+    pg = request.getfixturevalue("pg_url")
+    return "postgresql+asyncpg://" + pg.split("://", 1)[1]
+
+
+def msg(i: int, rcpts: int = 1, at: float | None = None) -> NewMessage:
+    return NewMessage(
+        id=f"msg-{i:05d}",
+        created_at=at if at is not None else time.time(),
+        sender="app@example.com",
+        recipients=[f"r{j}@dest.test" for j in range(rcpts)],
+        raw=b"Subject: x\r\n\r\nbody\r\n",
+        subject="x",
+    )
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def sent(c, owner_attempts: int = 1) -> DeliveryUpdate:  # type: ignore[no-untyped-def]
+    return DeliveryUpdate(
+        c.message_id, c.rcpt_idx, c.recipient, DeliveryStatus.SENT, 1, None, "p", "250 ok", "sent"
+    )
+
+
+def test_enqueue_claim_record(db_url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await asyncio.gather(*(store.enqueue([msg(i, rcpts=2)]) for i in range(50)))
+            now = time.time()
+            claimed = await store.claim("node-a:1", now, 30, now + 60)
+            assert len(claimed) == 30
+            again = await store.claim("node-b:1", now, 100, now + 60)
+            assert len(again) == 70  # the leased 30 are not claimed twice
+            keys = {(c.message_id, c.rcpt_idx) for c in claimed}
+            assert keys.isdisjoint({(c.message_id, c.rcpt_idx) for c in again})
+            await store.record("node-a:1", now, [sent(c) for c in claimed])
+            counts = await store.status_counts()
+            assert counts == {"sent": 30, "queued": 70}
+            # A result from a node that no longer holds the lease is not applied.
+            await store.record("node-zzz", now, [sent(c) for c in again[:5]])
+            assert (await store.status_counts())["sent"] == 30
+            msg0 = await store.get_message(claimed[0].message_id)
+            assert msg0 is not None and len(msg0["deliveries"]) == 2
+            events = await store.events_of(claimed[0].message_id)
+            assert [e["type"] for e in events].count("queued") == 2
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_expired_lease_is_claimed_again(db_url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.enqueue([msg(1)])
+            now = time.time()
+            (first,) = await store.claim("dead-node:1", now, 10, now + 5)
+            assert await store.claim("other:1", now + 1, 10, now + 60) == []
+            (again,) = await store.claim("other:1", now + 6, 10, now + 60)
+            assert (again.message_id, again.rcpt_idx) == (first.message_id, first.rcpt_idx)
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_release_leases_by_node_prefix(db_url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.enqueue([msg(i) for i in range(4)])
+            now = time.time()
+            await store.claim("node_a:1", now, 2, now + 900)
+            await store.claim("node%b:1", now, 2, now + 900)
+            assert await store.release_leases("node_a:", now, prefix=True) == 2
+            assert len(await store.claim("x", now, 10, now + 900)) == 2
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_retries_do_not_starve_and_fresh_mail_goes_first(db_url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            old = time.time() - 100
+            await store.enqueue([msg(i, at=old) for i in range(20)])
+            now = time.time()
+            claimed = await store.claim("n", now, 20, now + 1)
+            deferred = [
+                DeliveryUpdate(
+                    c.message_id,
+                    c.rcpt_idx,
+                    c.recipient,
+                    DeliveryStatus.DEFERRED,
+                    1,
+                    now - 1,
+                    "p",
+                    "451 later",
+                    "deferred",
+                )
+                for c in claimed
+            ]
+            await store.record("n", now, deferred)  # 20 retries due now, lane 1
+            await store.enqueue([msg(100 + i) for i in range(20)])  # 20 fresh
+            batch = await store.claim("n", time.time(), 8, now + 60)
+            fresh = [c for c in batch if c.attempts == 0]
+            retries = [c for c in batch if c.attempts == 1]
+            assert len(retries) == 2 and len(fresh) == 6  # a quarter for retries
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_one_bad_write_does_not_fail_the_group(db_url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.enqueue([msg(1)])
+            results = await asyncio.gather(
+                store.enqueue([msg(1)]),  # duplicate id: fails
+                store.enqueue([msg(2)]),
+                store.enqueue([msg(3)]),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], StoreUnavailable)
+            assert results[1] is None and results[2] is None
+            assert await store.get_message("msg-00002") is not None
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_migrate_is_idempotent_and_refuses_newer_schema(db_url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            assert await migrate(store.engine) == 1
+            from sqlalchemy import insert
+
+            from mailgate.store.schema import schema_version
+
+            async with store.engine.begin() as conn:
+                await conn.execute(insert(schema_version).values(version=99, applied_at=0))
+            with pytest.raises(RuntimeError, match="newer"):
+                await migrate(store.engine)
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_relay_end_to_end_on_postgresql(relay_factory, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    import smtplib
+
+    relay = relay_factory(database={"url": pg_url})
+    key = relay.create_key("pg")
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        c.login("apikey", key)
+        assert c.sendmail("app@example.com", ["a@dest.test"], b"Subject: pg\r\n\r\nx\r\n") == {}
+    qid = relay.call(relay.store.list_messages(limit=1))[0]["id"]
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"})
+    assert relay.store.dialect == "postgresql"

@@ -1,0 +1,199 @@
+"""mailgate.headers: the lean header scan and the Received header the relay adds."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailgate.headers import HeaderInfo, received_header, rfc5322_date, scan
+
+
+def info(
+    received: int = 0,
+    has_date: bool = False,
+    has_message_id: bool = False,
+    message_id: str = "",
+    subject: str = "",
+) -> HeaderInfo:
+    return HeaderInfo(received, has_date, has_message_id, message_id, subject)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            b"From: app@example.com\r\nTo: a@dest.test\r\nSubject: hello\r\n\r\nbody line\r\n",
+            info(subject="hello"),
+        ),
+        # Received: folded ones count once, names are case-insensitive, the body does not count
+        (
+            b"Received: from a.example (a.example [192.0.2.1])\r\n"
+            b"\tby b.example with ESMTPS id 123;\r\n"
+            b"\tMon, 1 Jan 2024 00:00:00 +0000\r\n"
+            b"received: from c\r\n"
+            b"RECEIVED: from d\r\n"
+            b"Received : from e\r\n"
+            b"X-Received: by 2002:a05::1 with SMTP id x;\r\n"
+            b"ARC-Seal: i=1; received=no\r\n"
+            b"Subject: hops\r\n"
+            b"\r\n"
+            b"Received: from body (not a header)\r\n",
+            info(received=4, subject="hops"),
+        ),
+        # Date and Message-ID
+        (
+            b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+            b"Message-ID: <CAF=abc123@mail.gmail.com>\r\n\r\nbody",
+            info(has_date=True, has_message_id=True, message_id="<CAF=abc123@mail.gmail.com>"),
+        ),
+        (
+            b"DATE: x\r\nmessage-id:   <spaced@example.com>   \r\n\r\n",
+            info(has_date=True, has_message_id=True, message_id="<spaced@example.com>"),
+        ),
+        # folded Message-ID: the id is on the continuation line
+        (
+            b"Message-ID:\r\n <folded.123@example.com>\r\nDate: Mon\r\n\r\nbody",
+            info(has_date=True, has_message_id=True, message_id="<folded.123@example.com>"),
+        ),
+        (
+            b"Message-ID: \r\n\t<tabbed@example.com>\r\n\r\n",
+            info(has_message_id=True, message_id="<tabbed@example.com>"),
+        ),
+        # Date / Message-ID only in the body do not count
+        (
+            b"Subject: x\r\n\r\nDate: Mon\r\nMessage-ID: <body@x>\r\n",
+            info(subject="x"),
+        ),
+        # no blank line: everything is header
+        (
+            b"Received: from a\r\nDate: Tue, 2 Jan 2024 00:00:00 +0000",
+            info(received=1, has_date=True),
+        ),
+        # no headers at all: the header block starts with CRLF (empty header block)
+        (b"\r\nReceived: from a\r\nDate: x\r\n\r\nmore\r\n", info()),
+        (b"\r\n\r\nDate: x\r\n", info()),
+        (b"", info()),
+        # a line without a colon does not end the scan and is not a header
+        (
+            b"this is not a header\r\nReceived: x\r\n\r\n",
+            info(received=1),
+        ),
+    ],
+)
+def test_scan(data: bytes, expected: HeaderInfo) -> None:
+    assert scan(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "subject"),
+    [
+        (b"Subject: plain text", "plain text"),
+        (b"Subject:no space", "no space"),
+        (b"Subject:   lots   of    space   ", "lots of space"),
+        (b"Subject: Hello\r\n  world", "Hello world"),
+        (b"Subject: Hello\r\n\tworld\r\n again", "Hello world again"),
+        (b"Subject:\r\n folded from the start", "folded from the start"),
+        # RFC 2047, UTF-8 base64 and Q
+        (b"Subject: =?UTF-8?B?w6lsw6h2ZQ==?=", "\u00e9l\u00e8ve"),
+        (b"Subject: =?utf-8?b?8J+agCBMYXVuY2g=?=", "\U0001f680 Launch"),
+        (b"Subject: =?UTF-8?Q?Caf=C3=A9_au_lait?=", "Caf\u00e9 au lait"),
+        (b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=", "Gr\u00fc\u00dfe"),
+        (b"Subject: Re: =?UTF-8?Q?Caf=C3=A9?= now", "Re: Caf\u00e9 now"),
+        (b"Subject: =?ISO-8859-1?Q?Andr=E9?= Pirard", "Andr\u00e9 Pirard"),
+        # two encoded words on folded lines: the whitespace between them disappears
+        (
+            b"Subject: =?UTF-8?B?w6lsw6h2ZQ==?=\r\n =?UTF-8?Q?_et_caf=C3=A9?=",
+            "\u00e9l\u00e8ve et caf\u00e9",
+        ),
+        # raw UTF-8 (SMTPUTF8 / 8-bit headers)
+        ("Subject: Gr\u00fc\u00dfe aus K\u00f6ln".encode(), "Gr\u00fc\u00dfe aus K\u00f6ln"),
+        # undecodable: kept as written
+        (b"Subject: =?x-unknown-charset?Q?abc?=", "=?x-unknown-charset?Q?abc?="),
+        (b"Subject: price =? 5", "price =? 5"),
+        # only the first Subject counts
+        (b"Subject: first\r\nSubject: second", "first"),
+    ],
+)
+def test_scan_subject(header: bytes, subject: str) -> None:
+    assert scan(header + b"\r\nFrom: a@example.com\r\n\r\nbody\r\n").subject == subject
+
+
+def test_scan_subject_is_truncated() -> None:
+    assert scan(b"Subject: " + b"x" * 2000 + b"\r\n\r\n").subject == "x" * 998
+
+
+def test_scan_invalid_utf8_does_not_raise() -> None:
+    result = scan(b"Subject: caf\xe9\r\nMessage-ID: <\xff@x>\r\n\r\n")
+    assert result.subject == "caf\ufffd"
+    assert result.message_id == "<\ufffd@x>"
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        (0, "Thu, 01 Jan 1970 00:00:00 +0000"),
+        (1_700_000_000, "Tue, 14 Nov 2023 22:13:20 +0000"),
+        (1_700_000_000.9, "Tue, 14 Nov 2023 22:13:20 +0000"),
+    ],
+)
+def test_rfc5322_date(ts: float, expected: str) -> None:
+    assert rfc5322_date(ts) == expected
+
+
+@pytest.mark.parametrize(
+    ("helo", "address", "protocol", "first_line"),
+    [
+        (
+            "mail.example.com",
+            "192.0.2.1",
+            "ESMTPSA",
+            "Received: from mail.example.com ([192.0.2.1])",
+        ),
+        ("[192.0.2.1]", "192.0.2.1", "ESMTP", "Received: from [192.0.2.1] ([192.0.2.1])"),
+        ("", "192.0.2.1", "ESMTPS", "Received: from unknown ([192.0.2.1])"),
+        ("   ", "192.0.2.1", "ESMTPA", "Received: from unknown ([192.0.2.1])"),
+        ("app.local", "", "HTTP", "Received: from app.local ([unknown])"),
+        # unsafe characters are removed from the HELO: no header injection, no spaces
+        (
+            "evil.example\r\nX-Injected: yes",
+            "192.0.2.1",
+            "ESMTP",
+            "Received: from evil.exampleX-Injected:yes ([192.0.2.1])",
+        ),
+        ("a\tb\x00c\x7fd e", "192.0.2.1", "ESMTP", "Received: from abcde ([192.0.2.1])"),
+        ("h\u00e9llo", "192.0.2.1", "ESMTP", "Received: from h?llo ([192.0.2.1])"),
+    ],
+)
+def test_received_header(helo: str, address: str, protocol: str, first_line: str) -> None:
+    header = received_header(
+        helo=helo,
+        address=address,
+        hostname="relay.example.com",
+        protocol=protocol,
+        queue_id="0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+        ts=1_700_000_000,
+    )
+    assert header == (
+        f"{first_line}\r\n"
+        f"\tby relay.example.com (mailgate) with {protocol} id "
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b;\r\n"
+        "\tTue, 14 Nov 2023 22:13:20 +0000\r\n"
+    ).encode("ascii")
+    # it is a valid header block for scan(): one Received header
+    assert scan(header + b"\r\nbody").received == 1
+
+
+def test_received_header_helo_is_truncated() -> None:
+    header = received_header(
+        helo="a" * 400, address="192.0.2.1", hostname="h", protocol="ESMTP", queue_id="q", ts=0
+    )
+    assert header.split(b"\r\n")[0] == b"Received: from " + b"a" * 255 + b" ([192.0.2.1])"
+
+
+def test_received_header_ipv6_address_literal() -> None:
+    # BUG (src/mailgate/headers.py, received_header line 89): an IPv6 client address is
+    # written as "[::1]"; RFC 5321 4.1.3 / 4.4 (TCP-info = address-literal) requires the
+    # "IPv6:" tag: "[IPv6:::1]" (as Postfix and Exim write it).
+    header = received_header(
+        helo="client.test", address="::1", hostname="h", protocol="ESMTP", queue_id="q", ts=0
+    )
+    assert header.split(b"\r\n")[0] == b"Received: from client.test ([IPv6:::1])"
