@@ -38,9 +38,9 @@ def _settings(path: str) -> Settings:
         sys.exit(2)
 
 
-def _run(coro: Awaitable[T]) -> T:
+def _run(coro: Awaitable[T], runner: Callable[..., Any] = asyncio.run) -> T:
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return runner(coro)  # type: ignore[no-any-return]
     except MailgateError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -84,25 +84,33 @@ def serve(config_path: str) -> None:
 
     settings = _settings(config_path)
     _setup_logging(settings.server.log_level)
+    app = App(settings)
     try:
         import uvloop
-
-        uvloop.install()
     except ImportError:
-        pass
-    app = App(settings)
-    _run(app.serve())
+        _run(app.serve())
+    else:
+        _run(app.serve(), runner=uvloop.run)
 
 
 @main.command("check-config")
 @config_option
 def check_config(config_path: str) -> None:
     """Validate relay.toml: exit 0, or print the bad key and exit 2."""
-    settings = _settings(config_path)
-    click.echo(
-        f"{config_path}: ok ({len(settings.domains)} domain(s), "
-        f"{len(settings.providers)} provider(s), database {settings.database_url.split(':', 1)[0]})"
-    )
+    s = _settings(config_path)
+    click.echo(f"{config_path}: ok")
+    starttls = "STARTTLS offered" if s.smtp.tls_cert else "no TLS (set tls_cert/tls_key)"
+    for address in s.smtp.listen:
+        click.echo(f"  smtp listen:        {address} ({starttls})")
+    for address in s.smtp.implicit_tls_listen:
+        click.echo(f"  smtp implicit TLS:  {address}")
+    click.echo(f"  sender domains:     {', '.join(sorted(s.domain_names())) or '(none)'}")
+    for p in sorted(s.providers, key=lambda p: p.priority):
+        where = str(p.path) if p.kind == "maildir" else f"{p.host}:{p.resolved_port()} tls={p.tls}"
+        click.echo(f"  provider:           {p.name} ({p.kind}, priority {p.priority}) {where}")
+    click.echo(f"  database:           {s.database_url.split('+', 1)[0]}")
+    if not s.delivery.enabled:
+        click.echo("  delivery:           DISABLED (mail is queued, not sent)")
 
 
 @main.group()

@@ -52,6 +52,14 @@ def _check_listen(values: list[str]) -> list[str]:
     return values
 
 
+def _readable_file(value: Path | None) -> Path | None:
+    if value is not None and not os.access(value, os.R_OK):
+        raise ValueError(f"cannot read file {str(value)!r}")
+    if value is not None and not value.is_file():
+        raise ValueError(f"{str(value)!r} is not a file")
+    return value
+
+
 class ServerSettings(_Section):
     hostname: str = Field(default_factory=socket.getfqdn)
     data_dir: Path = Path("./data")
@@ -98,6 +106,11 @@ class SmtpSettings(_Section):
                 raise ValueError(f"{value!r} is not a network (use e.g. 10.0.0.0/8)") from exc
         return values
 
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
+
     @model_validator(mode="after")
     def _tls_pair(self) -> SmtpSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -141,6 +154,8 @@ class ProviderSettings(_Section):
     data_timeout: Duration = 600.0
     idle_timeout: Duration = 30.0
     path: Path | None = None
+
+    _ca_file = field_validator("ca_file")(lambda v: _readable_file(v))
 
     @model_validator(mode="after")
     def _kind_keys(self) -> ProviderSettings:

@@ -106,3 +106,18 @@ def test_queue_list_and_show(tmp_path: Path, relay_factory) -> None:  # type: ig
     assert shown.output.count(" queued ") == 2
     missing = runner.invoke(main, ["queue", "show", "nope", "--config", str(cfg)])
     assert missing.exit_code == 1
+
+
+def test_relay_toml_example_is_valid(tmp_path: Path, tls_files) -> None:  # type: ignore[no-untyped-def]
+    example = Path(__file__).parents[2] / "relay.toml.example"
+    result = CliRunner().invoke(
+        main,
+        ["check-config", "--config", str(example)],
+        env={
+            "MAILGATE_SMTP_TLS_CERT": tls_files["cert"],
+            "MAILGATE_SMTP_TLS_KEY": tls_files["key"],
+            "MAILGATE_SERVER_DATA_DIR": str(tmp_path),
+        },
+    )
+    assert result.exit_code == 0, result.output
+    assert "provider:           primary (smtp, priority 10)" in result.output
