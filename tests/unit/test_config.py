@@ -11,6 +11,10 @@ from pydantic import ValidationError
 from mailgate.config import load_settings
 from mailgate.exceptions import ConfigError
 
+# Any readable files will do: the config checks that they exist, not their contents.
+CERT = __file__
+KEY = str(Path(__file__).with_name("test_units.py"))
+
 MAILDIR = {"name": "capture", "kind": "maildir", "path": "/tmp/mailgate-test-maildir"}
 
 
@@ -224,11 +228,11 @@ def test_settings_are_frozen() -> None:
         ),
         # TLS
         (
-            data_with(smtp={"tls_cert": "/etc/mailgate/cert.pem"}),
+            data_with(smtp={"tls_cert": CERT}),
             "<config>: [smtp]: tls_cert and tls_key must be set together",
         ),
         (
-            data_with(smtp={"tls_key": "/etc/mailgate/key.pem"}),
+            data_with(smtp={"tls_key": KEY}),
             "<config>: [smtp]: tls_cert and tls_key must be set together",
         ),
         (
@@ -336,15 +340,15 @@ def test_tls_pair_is_accepted() -> None:
     s = load_settings(
         data=data_with(
             smtp={
-                "tls_cert": "/etc/mailgate/cert.pem",
-                "tls_key": "/etc/mailgate/key.pem",
+                "tls_cert": CERT,
+                "tls_key": KEY,
                 "implicit_tls_listen": ["0.0.0.0:465", "[::]:465"],
             }
         ),
         environ={},
     )
-    assert s.smtp.tls_cert == Path("/etc/mailgate/cert.pem")
-    assert s.smtp.tls_key == Path("/etc/mailgate/key.pem")
+    assert s.smtp.tls_cert == Path(CERT)
+    assert s.smtp.tls_key == Path(KEY)
     assert s.smtp.implicit_tls_listen == ["0.0.0.0:465", "[::]:465"]
 
 
@@ -550,3 +554,12 @@ def test_no_file_given() -> None:
 
 def test_config_error_is_permanent() -> None:
     assert ConfigError.temporary is False
+
+
+def test_missing_tls_file_is_named() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(
+            data=data_with(smtp={"tls_cert": "/nonexistent/cert.pem", "tls_key": KEY}),
+            environ={},
+        )
+    assert str(exc.value) == "<config>: [smtp] tls_cert: cannot read file '/nonexistent/cert.pem'"

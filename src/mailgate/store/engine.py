@@ -7,9 +7,18 @@ from pathlib import Path
 
 from sqlalchemy import event, insert, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from mailgate.store.schema import SCHEMA_VERSION, metadata, schema_version
+
+WRITE_OPTION = "mailgate_write"
+
+
+async def write_connection(engine: AsyncEngine) -> AsyncConnection:
+    """A connection whose transactions begin as writers (BEGIN IMMEDIATE on SQLite)."""
+    conn = await engine.connect()
+    await conn.execution_options(**{WRITE_OPTION: True})
+    return conn
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -37,7 +46,9 @@ def create_engine(url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the lock up front; readers must not (WAL lets them run freely).
+            write = conn.get_execution_options().get(WRITE_OPTION, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
     return create_async_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
@@ -45,18 +56,22 @@ def create_engine(url: str) -> AsyncEngine:
 
 async def migrate(engine: AsyncEngine) -> int:
     """Bring the schema to SCHEMA_VERSION; return the version found before."""
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all, checkfirst=True)
-        found = (await conn.execute(select(schema_version.c.version))).scalars().all()
-        current = max(found, default=0)
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"database schema version {current} is newer than this mailgate "
-                f"({SCHEMA_VERSION}); upgrade mailgate"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            # Later versions add their ALTER statements here, keyed by version.
-            await conn.execute(
-                insert(schema_version).values(version=version, applied_at=time.time())
-            )
-        return current
+    conn = await write_connection(engine)
+    try:
+        async with conn.begin():
+            await conn.run_sync(metadata.create_all, checkfirst=True)
+            found = (await conn.execute(select(schema_version.c.version))).scalars().all()
+            current = max(found, default=0)
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema version {current} is newer than this mailgate "
+                    f"({SCHEMA_VERSION}); upgrade mailgate"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                # Later versions add their ALTER statements here, keyed by version.
+                await conn.execute(
+                    insert(schema_version).values(version=version, applied_at=time.time())
+                )
+            return current
+    finally:
+        await conn.close()

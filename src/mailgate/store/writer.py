@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from mailgate.exceptions import StoreUnavailable
+from mailgate.store.engine import write_connection
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class GroupCommitWriter:
             if self._conn is not None:
                 with contextlib.suppress(SQLAlchemyError):
                     await self._conn.close()
-            self._conn = await self._engine.connect()
+            self._conn = await write_connection(self._engine)
         return self._conn
 
     async def _transaction(self, batch: list[_Job]) -> list[Any]:
