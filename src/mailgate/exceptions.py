@@ -47,6 +47,12 @@ class PolicyRefused(MailgateError):
         self.field = field
 
 
+class DuplicateEntry(MailgateError):
+    """A unique key (idempotency key, name) is already taken."""
+
+    temporary = False
+
+
 class TemporaryFailure(MailgateError):
     """Something failed that may work later (the client or the queue should retry)."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.exceptions import StoreUnavailable
+from mailgate.exceptions import DuplicateEntry
 from mailgate.models import DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, Store
 from mailgate.store.engine import migrate
@@ -148,7 +148,7 @@ def test_one_bad_write_does_not_fail_the_group(db_url: str) -> None:
                 store.enqueue([msg(3)]),
                 return_exceptions=True,
             )
-            assert isinstance(results[0], StoreUnavailable)
+            assert isinstance(results[0], DuplicateEntry)
             assert results[1] is None and results[2] is None
             assert await store.get_message("msg-00002") is not None
         finally:

@@ -1,6 +1,14 @@
 """The durable queue: schema, engines, group commit and every SQL statement."""
 
 from mailgate.store.keys import KeyRecord
-from mailgate.store.store import DeliveryUpdate, NewMessage, Store
+from mailgate.store.store import DeliveryUpdate, IdempotentAnswer, NewMessage, Store
+from mailgate.store.templates import TemplateRecord
 
-__all__ = ["DeliveryUpdate", "KeyRecord", "NewMessage", "Store"]
+__all__ = [
+    "DeliveryUpdate",
+    "IdempotentAnswer",
+    "KeyRecord",
+    "NewMessage",
+    "Store",
+    "TemplateRecord",
+]

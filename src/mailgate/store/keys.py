@@ -24,6 +24,7 @@ class KeyRecord:
     domains: tuple[str, ...]
     created_at: float
     revoked_at: float | None
+    rate: str = ""
 
     @property
     def active(self) -> bool:
@@ -42,12 +43,13 @@ _COLUMNS = (
     api_keys.c.domains,
     api_keys.c.created_at,
     api_keys.c.revoked_at,
+    api_keys.c.rate,
 )
 
 
 def _record(row: tuple) -> KeyRecord:  # type: ignore[type-arg]
     domains = tuple(x for x in (row[4] or "").split(",") if x)
-    return KeyRecord(row[0], row[1], row[2], row[3], domains, row[5], row[6])
+    return KeyRecord(row[0], row[1], row[2], row[3], domains, row[5], row[6], row[7] or "")
 
 
 class KeyStore:
@@ -63,6 +65,7 @@ class KeyStore:
             domains=",".join(record.domains),
             created_at=record.created_at,
             revoked_at=None,
+            rate=record.rate,
         )
 
         async def txn(conn: AsyncConnection) -> None:

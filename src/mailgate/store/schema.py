@@ -49,8 +49,19 @@ messages = Table(
     Column("client_address", Text, nullable=False, default=""),
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary, nullable=False),
+    # The API key that submitted it ("" for trusted networks): who may read it back.
+    Column("key_id", String(32), nullable=False, default=""),
+    # Derived from the deliveries, kept up to date in the same transactions.
+    Column("status", String(16), nullable=False, default="queued"),
+    Column("display_to", Text, nullable=False, default="[]"),  # JSON: header To addresses
+    Column("tags", Text, nullable=False, default="[]"),  # JSON list of strings
+    Column("metadata", Text, nullable=False, default="{}"),  # JSON object
+    Column("tracking", Text, nullable=False, default="{}"),  # JSON object
+    Column("scheduled_at", Double, nullable=True),
 )
 Index("ix_messages_created_at", messages.c.created_at)
+Index("ix_messages_key_created", messages.c.key_id, messages.c.created_at)
+Index("ix_messages_status", messages.c.status)
 
 deliveries = Table(
     "deliveries",
@@ -100,4 +111,31 @@ api_keys = Table(
     Column("domains", Text, nullable=False, default=""),  # comma-separated; empty = all
     Column("created_at", Double, nullable=False),
     Column("revoked_at", Double, nullable=True),
+    Column("rate", String(32), nullable=False, default=""),  # e.g. "10/s"; "" = [http] default
 )
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("subject", Text, nullable=False, default=""),
+    Column("html", Text, nullable=False, default=""),
+    Column("text", Text, nullable=False, default=""),
+    Column("active", SmallInteger, nullable=False, default=1),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# Idempotency-Key: the first answer to a (key, Idempotency-Key), kept for 24 h.
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("idem_key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+Index("ix_idempotency_created", idempotency.c.created_at)

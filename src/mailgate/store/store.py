@@ -7,11 +7,12 @@ PostgreSQL; the only engine-specific clause is ``FOR UPDATE SKIP LOCKED`` on cla
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -19,7 +20,8 @@ from mailgate.exceptions import StoreUnavailable
 from mailgate.models import ClaimedDelivery, DeliveryStatus, QueuedMessage
 from mailgate.store.engine import create_engine, migrate
 from mailgate.store.keys import KeyStore
-from mailgate.store.schema import deliveries, events, messages
+from mailgate.store.templates import TemplateStore
+from mailgate.store.schema import deliveries, events, idempotency, messages
 from mailgate.store.writer import GroupCommitWriter, Op
 
 d = deliveries
@@ -27,6 +29,7 @@ d = deliveries
 _INSERT_MESSAGE = insert(messages)
 _INSERT_DELIVERY = insert(deliveries)
 _INSERT_EVENT = insert(events)
+_INSERT_IDEMPOTENCY = insert(idempotency)
 _UPDATE_RESULT = (
     update(deliveries)
     .where(
@@ -48,6 +51,24 @@ _UPDATE_RESULT = (
     )
 )
 
+# A message's status, derived from its deliveries (the most advanced/pending one wins).
+_STATUS_ORDER = ("scheduled", "queued", "deferred", "delivered", "sent", "bounced", "failed")
+
+
+def _derived_status() -> Any:
+    d2 = deliveries.alias("d2")
+
+    def count(status: str) -> Any:
+        return func.sum(case((d2.c.status == status, 1), else_=0))
+
+    expr = case(*[(count(st) > 0, st) for st in _STATUS_ORDER], else_="cancelled")
+    return select(expr).where(d2.c.message_id == messages.c.id).scalar_subquery()
+
+
+_UPDATE_MESSAGE_STATUS = (
+    update(messages).where(messages.c.id == bindparam("m_id")).values(status=_derived_status())
+)
+
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
@@ -63,6 +84,23 @@ class NewMessage:
     source: str = "smtp"
     credential: str = ""
     client_address: str = ""
+    key_id: str = ""
+    display_to: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    metadata: dict[str, Any] | None = None
+    tracking: dict[str, Any] | None = None
+    scheduled_at: float | None = None  # hold until then (status "scheduled")
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """The first answer to a request with an Idempotency-Key, stored with its commit."""
+
+    key_id: str
+    idem_key: str
+    request_hash: str
+    status_code: int
+    body: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +124,7 @@ class Store:
         self.dialect = engine.dialect.name
         self.writer = GroupCommitWriter(engine)
         self.keys = KeyStore(self)
+        self.templates = TemplateStore(self)
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -106,12 +145,20 @@ class Store:
 
     # ----------------------------------------------------------------- writes
 
-    async def enqueue(self, batch: Sequence[NewMessage]) -> None:
-        """Commit messages with one delivery and one 'queued' event per recipient."""
+    async def enqueue(
+        self, batch: Sequence[NewMessage], *, answer: IdempotentAnswer | None = None
+    ) -> None:
+        """Commit messages with one delivery and one 'queued' event per recipient.
+
+        With ``answer``, the Idempotency-Key's answer commits in the same transaction, so a
+        retried request either finds it or finds nothing queued (DuplicateEntry if taken).
+        """
         msg_rows: list[dict[str, Any]] = []
         dlv_rows: list[dict[str, Any]] = []
         evt_rows: list[dict[str, Any]] = []
         for m in batch:
+            status = "queued" if m.scheduled_at is None else "scheduled"
+            due = m.created_at if m.scheduled_at is None else m.scheduled_at
             msg_rows.append(
                 {
                     "id": m.id,
@@ -124,6 +171,13 @@ class Store:
                     "client_address": m.client_address,
                     "size": len(m.raw),
                     "raw": m.raw,
+                    "key_id": m.key_id,
+                    "status": status,
+                    "display_to": json.dumps(list(m.display_to or m.recipients)),
+                    "tags": json.dumps(list(m.tags)),
+                    "metadata": json.dumps(m.metadata or {}),
+                    "tracking": json.dumps(m.tracking or {}),
+                    "scheduled_at": m.scheduled_at,
                 }
             )
             for idx, rcpt in enumerate(m.recipients):
@@ -132,22 +186,38 @@ class Store:
                         "message_id": m.id,
                         "rcpt_idx": idx,
                         "recipient": rcpt,
-                        "status": DeliveryStatus.QUEUED.value,
+                        "status": status,
                         "lane": 0,
                         "attempts": 0,
-                        "next_attempt_at": m.created_at,
+                        "next_attempt_at": due,
                         "lease_owner": None,
                         "provider": "",
                         "last_response": "",
                         "updated_at": m.created_at,
                     }
                 )
-                evt_rows.append(_event_row(m.id, idx, rcpt, "queued", m.created_at))
+                evt_rows.append(_event_row(m.id, idx, rcpt, status, m.created_at))
         ops: list[Op] = [
             (_INSERT_MESSAGE, msg_rows),
             (_INSERT_DELIVERY, dlv_rows),
             (_INSERT_EVENT, evt_rows),
         ]
+        if answer is not None:
+            ops.append(
+                (
+                    _INSERT_IDEMPOTENCY,
+                    [
+                        {
+                            "key_id": answer.key_id,
+                            "idem_key": answer.idem_key,
+                            "request_hash": answer.request_hash,
+                            "status_code": answer.status_code,
+                            "body": answer.body,
+                            "created_at": batch[0].created_at if batch else 0.0,
+                        }
+                    ],
+                )
+            )
         await self.writer.write(ops)
 
     async def claim(
@@ -194,7 +264,9 @@ class Store:
         """Record attempt results (only for deliveries still leased to ``owner``)."""
         upd_rows: list[dict[str, Any]] = []
         evt_rows: list[dict[str, Any]] = []
+        touched: set[str] = set()
         for u in updates:
+            touched.add(u.message_id)
             upd_rows.append(
                 {
                     "b_message_id": u.message_id,
@@ -215,7 +287,13 @@ class Store:
                 )
             )
         if upd_rows:
-            await self.writer.write([(_UPDATE_RESULT, upd_rows), (_INSERT_EVENT, evt_rows)])
+            await self.writer.write(
+                [
+                    (_UPDATE_RESULT, upd_rows),
+                    (_INSERT_EVENT, evt_rows),
+                    (_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted(touched)]),
+                ]
+            )
 
     async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:
         """Make deliveries leased to ``owner`` due now (shutdown, or restart after a crash)."""
@@ -272,51 +350,167 @@ class Store:
         rows = await self._read(select(d.c.status, func.count()).group_by(d.c.status))
         return {r[0]: r[1] for r in rows}
 
-    async def list_messages(
-        self, *, limit: int = 50, offset: int = 0, status: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Newest first, each with its per-recipient deliveries."""
-        q = select(
-            messages.c.id,
-            messages.c.created_at,
-            messages.c.sender,
-            messages.c.subject,
-            messages.c.source,
-            messages.c.size,
-        )
+    _SUMMARY = (
+        messages.c.id,
+        messages.c.created_at,
+        messages.c.sender,
+        messages.c.subject,
+        messages.c.message_id_header,
+        messages.c.source,
+        messages.c.credential,
+        messages.c.client_address,
+        messages.c.size,
+        messages.c.key_id,
+        messages.c.status,
+        messages.c.display_to,
+        messages.c.tags,
+        messages.c.metadata,
+        messages.c.tracking,
+        messages.c.scheduled_at,
+    )
+
+    @staticmethod
+    def _summary(row: Any) -> dict[str, Any]:
+        out = dict(row._mapping)
+        for key in ("display_to", "tags", "metadata", "tracking"):
+            out[key] = json.loads(out[key]) if out[key] else None
+        return out
+
+    def _filtered(
+        self,
+        *,
+        key_id: str | None,
+        status: str | None,
+        to: str | None,
+        since: float | None,
+        until: float | None,
+    ) -> list[Any]:
+        cond: list[Any] = []
+        if key_id is not None:
+            cond.append(messages.c.key_id == key_id)
         if status is not None:
-            q = q.where(messages.c.id.in_(select(d.c.message_id).where(d.c.status == status)))
+            cond.append(messages.c.status == status)
+        if to is not None:
+            cond.append(
+                messages.c.id.in_(
+                    select(d.c.message_id).where(func.lower(d.c.recipient) == to.lower())
+                )
+            )
+        if since is not None:
+            cond.append(messages.c.created_at >= since)
+        if until is not None:
+            cond.append(messages.c.created_at <= until)
+        return cond
+
+    async def list_messages(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        status: str | None = None,
+        to: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        key_id: str | None = None,
+        with_total: bool = False,
+    ) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], int]:
+        """Newest first, each with its per-recipient deliveries (and the total if asked)."""
+        cond = self._filtered(key_id=key_id, status=status, to=to, since=since, until=until)
         q = (
-            q.order_by(messages.c.created_at.desc(), messages.c.id.desc())
+            select(*self._SUMMARY)
+            .where(*cond)
+            .order_by(messages.c.created_at.desc(), messages.c.id.desc())
             .limit(limit)
             .offset(offset)
         )
-        rows = await self._read(q)
-        result = [dict(r._mapping) for r in rows]
+        result = [self._summary(r) for r in await self._read(q)]
         by_id = await self._deliveries_of([r["id"] for r in result])
         for r in result:
             r["deliveries"] = by_id.get(r["id"], [])
-        return result
+        if not with_total:
+            return result
+        total = (await self._read(select(func.count()).select_from(messages).where(*cond)))[0][0]
+        return result, int(total)
 
     async def get_message(self, message_id: str) -> dict[str, Any] | None:
+        """One message with its deliveries, and when it was first sent / delivered."""
+        rows = await self._read(select(*self._SUMMARY).where(messages.c.id == message_id))
+        if not rows:
+            return None
+        result = self._summary(rows[0])
+        result["deliveries"] = (await self._deliveries_of([message_id])).get(message_id, [])
+        firsts = await self._read(
+            select(events.c.type, func.min(events.c.at))
+            .where(events.c.message_id == message_id, events.c.type.in_(("sent", "delivered")))
+            .group_by(events.c.type)
+        )
+        first = {r[0]: r[1] for r in firsts}
+        result["sent_at"] = first.get("sent")
+        result["delivered_at"] = first.get("delivered")
+        return result
+
+    async def list_scheduled(self, *, key_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
+        cond = self._filtered(key_id=key_id, status="scheduled", to=None, since=None, until=None)
+        q = select(*self._SUMMARY).where(*cond).order_by(messages.c.scheduled_at).limit(limit)
+        return [self._summary(r) for r in await self._read(q)]
+
+    async def cancel_scheduled(self, message_id: str, now: float) -> bool:
+        """Cancel a scheduled message that has not gone out; False if it already has."""
+
+        async def txn(conn: AsyncConnection) -> bool:
+            held = (
+                await conn.execute(
+                    select(d.c.rcpt_idx, d.c.recipient).where(
+                        d.c.message_id == message_id,
+                        d.c.status == "scheduled",
+                        d.c.lease_owner.is_(None),
+                    )
+                )
+            ).all()
+            total = (
+                await conn.execute(
+                    select(func.count()).select_from(d).where(d.c.message_id == message_id)
+                )
+            ).scalar_one()
+            if not held or len(held) != total:
+                return False
+            await conn.execute(
+                update(d)
+                .where(d.c.message_id == message_id)
+                .values(status="cancelled", next_attempt_at=None, updated_at=now)
+            )
+            await conn.execute(
+                insert(events),
+                [_event_row(message_id, r[0], r[1], "cancelled", now) for r in held],
+            )
+            await conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
+            return True
+
+        return await self.writer.run(txn)
+
+    async def idempotent_answer(
+        self, key_id: str, idem_key: str, newer_than: float
+    ) -> IdempotentAnswer | None:
         rows = await self._read(
             select(
-                messages.c.id,
-                messages.c.created_at,
-                messages.c.sender,
-                messages.c.subject,
-                messages.c.message_id_header,
-                messages.c.source,
-                messages.c.credential,
-                messages.c.client_address,
-                messages.c.size,
-            ).where(messages.c.id == message_id)
+                idempotency.c.request_hash, idempotency.c.status_code, idempotency.c.body
+            ).where(
+                idempotency.c.key_id == key_id,
+                idempotency.c.idem_key == idem_key,
+                idempotency.c.created_at > newer_than,
+            )
         )
         if not rows:
             return None
-        result = dict(rows[0]._mapping)
-        result["deliveries"] = (await self._deliveries_of([message_id])).get(message_id, [])
-        return result
+        return IdempotentAnswer(key_id, idem_key, rows[0][0], rows[0][1], rows[0][2])
+
+    async def purge_idempotency(self, older_than: float) -> int:
+        stmt = delete(idempotency).where(idempotency.c.created_at <= older_than)
+
+        async def txn(conn: AsyncConnection) -> int:
+            return (await conn.execute(stmt)).rowcount
+
+        return await self.writer.run(txn)
 
     async def get_raw(self, message_id: str) -> bytes | None:
         rows = await self._read(select(messages.c.raw).where(messages.c.id == message_id))

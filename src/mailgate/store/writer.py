@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
-from mailgate.exceptions import StoreUnavailable
+from mailgate.exceptions import DuplicateEntry, StoreUnavailable
 from mailgate.store.engine import write_connection
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,11 @@ class GroupCommitWriter:
     def _fail(job: _Job, exc: Exception) -> None:
         if job.future.done():
             return
-        if isinstance(exc, SQLAlchemyError | OSError):
+        if isinstance(exc, IntegrityError):
+            dup = DuplicateEntry(str(exc.orig))
+            dup.__cause__ = exc
+            job.future.set_exception(dup)
+        elif isinstance(exc, SQLAlchemyError | OSError):
             log.error("store write failed: %s", exc)
             err: Exception = StoreUnavailable(str(exc))
             err.__cause__ = exc

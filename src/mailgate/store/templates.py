@@ -1,0 +1,94 @@
+"""Template rows (name, subject, html, text) for the HTTP API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailgate.store.schema import templates
+
+if TYPE_CHECKING:
+    from mailgate.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRecord:
+    id: str
+    name: str
+    subject: str
+    html: str
+    text: str
+    active: bool
+    created_at: float
+    updated_at: float
+
+
+_COLUMNS = (
+    templates.c.id,
+    templates.c.name,
+    templates.c.subject,
+    templates.c.html,
+    templates.c.text,
+    templates.c.active,
+    templates.c.created_at,
+    templates.c.updated_at,
+)
+
+
+def _record(row: Any) -> TemplateRecord:
+    return TemplateRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7])
+
+
+class TemplateStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def add(self, record: TemplateRecord) -> None:
+        await self._store.writer.write(
+            [
+                (
+                    insert(templates),
+                    [
+                        {
+                            "id": record.id,
+                            "name": record.name,
+                            "subject": record.subject,
+                            "html": record.html,
+                            "text": record.text,
+                            "active": int(record.active),
+                            "created_at": record.created_at,
+                            "updated_at": record.updated_at,
+                        }
+                    ],
+                )
+            ]
+        )
+
+    async def get(self, template_id: str) -> TemplateRecord | None:
+        rows = await self._store._read(select(*_COLUMNS).where(templates.c.id == template_id))
+        return _record(rows[0]) if rows else None
+
+    async def all(self, *, limit: int = 100, offset: int = 0) -> list[TemplateRecord]:
+        rows = await self._store._read(
+            select(*_COLUMNS).order_by(templates.c.created_at).limit(limit).offset(offset)
+        )
+        return [_record(r) for r in rows]
+
+    async def update(self, template_id: str, values: dict[str, Any]) -> bool:
+        stmt = update(templates).where(templates.c.id == template_id).values(**values)
+
+        async def txn(conn: AsyncConnection) -> bool:
+            return (await conn.execute(stmt)).rowcount > 0
+
+        return await self._store.writer.run(txn)
+
+    async def delete(self, template_id: str) -> bool:
+        stmt = delete(templates).where(templates.c.id == template_id)
+
+        async def txn(conn: AsyncConnection) -> bool:
+            return (await conn.execute(stmt)).rowcount > 0
+
+        return await self._store.writer.run(txn)
