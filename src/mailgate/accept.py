@@ -8,7 +8,7 @@ reaches the ingress, which answers 451 / 503 so the client keeps the message.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mailgate import policy, replies
 from mailgate.config import Settings
@@ -16,7 +16,9 @@ from mailgate.exceptions import PolicyRefused
 from mailgate.headers import received_header, rfc5322_date, scan
 from mailgate.ids import new_id
 from mailgate.models import Accepted, Submission
-from mailgate.store import NewMessage, Store
+from mailgate.store import IdempotentAnswer, NewMessage, Store
+
+AnswerFactory = Callable[[list["Accepted | PolicyRefused"]], IdempotentAnswer | None]
 
 
 class Acceptor:
@@ -37,6 +39,45 @@ class Acceptor:
 
     async def accept(self, sub: Submission) -> Accepted:
         """Validate, complete the headers and commit durably; raise PolicyRefused if refused."""
+        (result,) = await self.accept_many([sub])
+        if isinstance(result, PolicyRefused):
+            raise result
+        return result
+
+    async def accept_many(
+        self, subs: Sequence[Submission], *, answer: AnswerFactory | None = None
+    ) -> list[Accepted | PolicyRefused]:
+        """Check each submission alone; commit all accepted ones in one transaction.
+
+        ``answer`` builds the Idempotency-Key answer from the results; it commits with them.
+        """
+        now = self._clock()
+        results: list[Accepted | PolicyRefused] = []
+        rows: list[NewMessage] = []
+        for sub in subs:
+            try:
+                row = self._prepare(sub, now)
+            except PolicyRefused as refused:
+                results.append(refused)
+                continue
+            rows.append(row)
+            results.append(
+                Accepted(
+                    id=row.id,
+                    recipients=sub.recipients,
+                    message_id=row.message_id_header,
+                    created_at=now,
+                    scheduled=row.scheduled_at is not None,
+                )
+            )
+        stored_answer = answer(results) if answer is not None else None
+        if rows or stored_answer is not None:
+            await self._store.enqueue(rows, answer=stored_answer)
+            if any(r.scheduled_at is None for r in rows):
+                self._on_commit()
+        return results
+
+    def _prepare(self, sub: Submission, now: float) -> NewMessage:
         limits = self._settings.smtp
         refusal = policy.check_sender(sub.sender, sub.credential, self._domains)
         if refusal is not None:
@@ -59,7 +100,6 @@ class Acceptor:
         if info.received > limits.max_received_headers:
             raise PolicyRefused(replies.TOO_MANY_HOPS, error_code="too_many_hops")
 
-        now = self._clock()
         queue_id = new_id()
         added = [
             received_header(
@@ -77,23 +117,22 @@ class Acceptor:
             added.append(f"Message-ID: {message_id}\r\n".encode("ascii", "replace"))
         if not info.has_date:
             added.append(f"Date: {rfc5322_date(now)}\r\n".encode("ascii"))
-        raw = b"".join(added) + sub.data
-
-        await self._store.enqueue(
-            [
-                NewMessage(
-                    id=queue_id,
-                    created_at=now,
-                    sender=sub.sender,
-                    recipients=sub.recipients,
-                    raw=raw,
-                    subject=info.subject,
-                    message_id_header=message_id,
-                    source=sub.source,
-                    credential=f"{sub.credential.kind}:{sub.credential.name}",
-                    client_address=sub.client_address,
-                )
-            ]
+        scheduled_at = sub.scheduled_at if sub.scheduled_at and sub.scheduled_at > now else None
+        return NewMessage(
+            id=queue_id,
+            created_at=now,
+            sender=sub.sender,
+            recipients=sub.recipients,
+            raw=b"".join(added) + sub.data,
+            subject=info.subject,
+            message_id_header=message_id,
+            source=sub.source,
+            credential=f"{sub.credential.kind}:{sub.credential.name}",
+            client_address=sub.client_address,
+            key_id=sub.credential.id if sub.credential.kind == "key" else "",
+            display_to=sub.display_to,
+            tags=sub.tags,
+            metadata=sub.metadata,
+            tracking=sub.tracking,
+            scheduled_at=scheduled_at,
         )
-        self._on_commit()
-        return Accepted(id=queue_id, recipients=sub.recipients)

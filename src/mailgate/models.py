@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,12 @@ class Submission:
     client_address: str = ""
     client_helo: str = ""
     protocol: str = "ESMTP"  # for the Received header: ESMTP, ESMTPS, ESMTPA, ESMTPSA, HTTP
+    # HTTP API extras, kept with the message and shown when it is read back.
+    display_to: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] | None = None
+    tracking: dict[str, Any] | None = None
+    scheduled_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,9 @@ class Accepted:
 
     id: str
     recipients: tuple[str, ...]
+    message_id: str = ""
+    created_at: float = 0.0
+    scheduled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

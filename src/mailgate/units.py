@@ -62,6 +62,29 @@ def parse_duration(value: int | float | str) -> float:
     return total
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$", re.I)
+_RATE_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+
+
+def parse_rate(value: str) -> float:
+    """'14/s' -> 14.0, '50000/d' -> 0.5787 (events per second)."""
+    m = _RATE.match(value)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"invalid rate {value!r} (use e.g. 14/s, 600/m, 50000/d)")
+    return float(m.group(1)) / _RATE_UNITS[m.group(2).lower()]
+
+
 def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
     """'127.0.0.1:587' or '[::1]:587' -> (host, port)."""
     text = value.strip()

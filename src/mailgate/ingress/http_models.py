@@ -1,0 +1,229 @@
+"""Request and response shapes of the native HTTP API (MailingAPI's ``/v1/messages``).
+
+The same models validate requests and generate ``/v1/openapi.json``. They check shapes
+and types only; what the values mean (addresses, domains, limits) is checked by
+http_validation so that every refusal carries the seed's error code and the field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Recipients = str | list[str]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AttachmentIn(_Model):
+    filename: str = Field(default="", max_length=255)
+    content: str = Field(description="Base64-encoded content (at most 10 MB decoded).")
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    content_id: str | None = Field(
+        default=None, max_length=255, description="Set for inline images: <img src='cid:ID'>."
+    )
+
+
+class Tracking(_Model):
+    opens: bool = True
+    clicks: bool = True
+
+
+class SendRequest(_Model):
+    from_: str = Field(alias="from", description='"Name <addr>" or a bare address.')
+    to: Recipients = Field(description="One address or a list.")
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    cc: Recipients | None = None
+    bcc: Recipients | None = None
+    reply_to: str | None = None
+    headers: dict[str, str] | None = None
+    attachments: list[AttachmentIn] | None = None
+    template_id: str | None = None
+    template_data: dict[str, Any] | None = None
+    tags: list[str] | None = Field(default=None, max_length=50)
+    metadata: dict[str, Any] | None = None
+    tracking: Tracking | None = None
+    scheduled_at: datetime | None = Field(
+        default=None, description="ISO 8601; in the future: held as 'scheduled' until then."
+    )
+    optimize_send_time: bool | None = Field(
+        default=None, description="Accepted for compatibility; only false is supported."
+    )
+
+
+class BatchMessage(SendRequest):
+    """One entry of ``messages`` in a batch: the same fields as a single send."""
+
+
+class BatchRequest(_Model):
+    from_: str | None = Field(default=None, alias="from")
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    headers: dict[str, str] | None = None
+    attachments: list[AttachmentIn] | None = None
+    template_id: str | None = None
+    tags: list[str] | None = Field(default=None, max_length=50)
+    metadata: dict[str, Any] | None = None
+    tracking: Tracking | None = None
+    scheduled_at: datetime | None = None
+    recipient_variables: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="One message per recipient address, rendered with its variables."
+    )
+    messages: list[BatchMessage] | None = Field(default=None, description="Up to 1000 messages.")
+
+
+class TemplateIn(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    active: bool = True
+
+
+class TemplateUpdate(_Model):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    active: bool | None = None
+
+
+# ----------------------------------------------------------------- responses
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class MessageOut(BaseModel):
+    id: str
+    message_id: str
+    from_: str = Field(alias="from")
+    to: str | list[str]
+    subject: str
+    status: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    created_at: str
+
+
+class RecipientOut(BaseModel):
+    email: str
+    status: str
+    attempts: int
+    last_response: str
+    provider: str
+    updated_at: str
+
+
+class MessageDetail(MessageOut):
+    sent_at: str | None
+    delivered_at: str | None
+    scheduled_at: str | None
+    recipients: list[RecipientOut]
+
+
+class MessageData(BaseModel):
+    data: MessageOut
+
+
+class MessageDetailData(BaseModel):
+    data: MessageDetail
+
+
+class ListMeta(BaseModel):
+    count: int
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class MessageList(BaseModel):
+    data: list[MessageOut]
+    meta: ListMeta
+
+
+class BatchItem(BaseModel):
+    index: int
+    status: str
+    id: str | None = None
+    to: str | list[str] | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResult(BaseModel):
+    total: int
+    queued: int
+    errors: int
+    messages: list[BatchItem]
+
+
+class BatchData(BaseModel):
+    data: BatchResult
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    timestamp: str
+    recipient: str
+    metadata: dict[str, Any]
+
+
+class EventList(BaseModel):
+    data: list[EventOut]
+
+
+class ScheduledOut(BaseModel):
+    id: str
+    to: str | list[str]
+    subject: str
+    scheduled_at: str | None
+    status: str
+
+
+class ScheduledList(BaseModel):
+    data: list[ScheduledOut]
+
+
+class CancelOut(BaseModel):
+    id: str
+    status: str
+    created_at: str
+
+
+class CancelData(BaseModel):
+    data: CancelOut
+
+
+class TemplateOut(BaseModel):
+    id: str
+    name: str
+    subject: str
+    html: str
+    text: str
+    active: bool
+    created_at: str
+    updated_at: str
+
+
+class TemplateData(BaseModel):
+    data: TemplateOut
+
+
+class TemplateList(BaseModel):
+    data: list[TemplateOut]
