@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from mailgate.exceptions import ConfigError
-from mailgate.units import parse_duration, parse_hostport, parse_size
+from mailgate.units import parse_duration, parse_hostport, parse_rate, parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -123,6 +123,22 @@ class SmtpSettings(_Section):
         return [ipaddress.ip_network(n, strict=False) for n in self.trusted_networks]
 
 
+class HttpSettings(_Section):
+    listen: StrList = ["127.0.0.1:8080"]  # [] disables the HTTP API
+    public_url: str = ""  # how clients reach the API (for links and the OpenAPI servers list)
+    max_body_size: Size = parse_size("50MB")
+    rate: str = ""  # default per-key request rate, e.g. "100/s"; "" = unlimited
+
+    _listen = field_validator("listen")(_check_listen)
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value:
+            parse_rate(value)
+        return value
+
+
 class DomainSettings(_Section):
     name: str
 
@@ -203,6 +219,7 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
     smtp: SmtpSettings = SmtpSettings()
+    http: HttpSettings = HttpSettings()
     domains: list[DomainSettings] = []
     providers: list[ProviderSettings] = []
     retry: RetrySettings = RetrySettings()
@@ -233,7 +250,7 @@ class Settings(_Section):
         return frozenset(d.name for d in self.domains)
 
 
-_TABLE_SECTIONS = ("server", "database", "smtp", "retry", "delivery")
+_TABLE_SECTIONS = ("server", "database", "smtp", "http", "retry", "delivery")
 
 
 def _env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
