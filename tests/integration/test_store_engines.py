@@ -187,3 +187,27 @@ def test_relay_end_to_end_on_postgresql(relay_factory, pg_url: str) -> None:  # 
     qid = relay.call(relay.store.list_messages(limit=1))[0]["id"]
     relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"})
     assert relay.store.dialect == "postgresql"
+
+
+def test_mixed_group_commit_keeps_each_jobs_order(db_url: str, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Results and new messages in one group commit: new events must follow their message."""
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.enqueue([msg(i) for i in range(5)])
+            now = time.time()
+            claimed = await store.claim("n", now, 5, now + 60)
+            jobs = [store.record("n", now, [sent(c)]) for c in claimed]
+            jobs += [store.enqueue([msg(100 + i)]) for i in range(5)]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            assert results == [None] * 10
+            assert await store.status_counts() == {"sent": 5, "queued": 5}
+            m = await store.get_message(claimed[0].message_id)
+            assert m is not None and m["status"] == "sent"
+            # One transaction for all ten, not a failed group retried one by one.
+            assert "retrying one by one" not in caplog.text
+        finally:
+            await store.close()
+
+    run(main())

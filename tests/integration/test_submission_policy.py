@@ -275,3 +275,12 @@ def test_bad_recipient_syntax(relay) -> None:  # type: ignore[no-untyped-def]
     code, msg = client.rcpt("not-an-address")
     assert code == 553 and msg.startswith(b"5.1.3")
     client.quit()
+
+
+def test_one_connection_can_send_more_than_a_thousand_messages(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(delivery={"enabled": False})
+    client = connect(relay)
+    for _ in range(1010):
+        code, _ = send_raw(client, "app@example.com", ["a@dest.test"], MSG)
+        assert code == 250
+    client.quit()

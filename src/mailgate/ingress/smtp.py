@@ -32,6 +32,17 @@ from mailgate.units import parse_hostport
 log = logging.getLogger(__name__)
 
 MAX_LINE = 998
+_CALL_LIMITS = {
+    "*": 2**62,
+    "AUTH": 10,
+    "NOOP": 1000,
+    "HELP": 10,
+    "VRFY": 10,
+    "EXPN": 10,
+    "STARTTLS": 2,
+    "EHLO": 100,
+    "HELO": 100,
+}
 
 
 class RelaySMTP(SMTP):
@@ -57,7 +68,9 @@ class RelaySMTP(SMTP):
             tls_context=None if implicit_tls else tls_context,
             timeout=smtp.idle_timeout,
             auth_require_tls=True,
-            command_call_limit={"*": 1000, "AUTH": 10, "NOOP": 50, "RSET": 200, "HELP": 10},
+            # Per connection, never reset: only commands that do no work are capped, so a
+            # pooled client connection can send any number of messages.
+            command_call_limit=_CALL_LIMITS,
         )
         self.max_message_size = smtp.max_message_size
         self.implicit_tls = implicit_tls

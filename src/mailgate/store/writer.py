@@ -140,16 +140,22 @@ class GroupCommitWriter:
         results: list[Any] = []
         try:
             async with conn.begin():
-                pending: dict[Executable, list[dict[str, Any]]] = {}
+                # Jobs with the same statements (e.g. all accepts) are merged into one
+                # executemany per statement; each job's own statements stay in its order
+                # (messages before their deliveries and events). Function jobs are
+                # barriers: they see everything queued before them.
+                groups: dict[tuple[Executable, ...], dict[Executable, list[dict[str, Any]]]] = {}
                 for job in batch:
                     if job.fn is None:
+                        shape = tuple(stmt for stmt, _ in job.ops)
+                        merged = groups.setdefault(shape, {})
                         for stmt, params in job.ops:
-                            pending.setdefault(stmt, []).extend(params)
+                            merged.setdefault(stmt, []).extend(params)
                         results.append(None)
                     else:
-                        await self._flush(conn, pending)
+                        await self._flush(conn, groups)
                         results.append(await job.fn(conn))
-                await self._flush(conn, pending)
+                await self._flush(conn, groups)
         except BaseException:
             # Start the next batch on a fresh connection: this one may be broken.
             self._conn = None
@@ -162,9 +168,11 @@ class GroupCommitWriter:
 
     @staticmethod
     async def _flush(
-        conn: AsyncConnection, pending: dict[Executable, list[dict[str, Any]]]
+        conn: AsyncConnection,
+        groups: dict[tuple[Executable, ...], dict[Executable, list[dict[str, Any]]]],
     ) -> None:
-        for stmt, params in pending.items():
-            if params:
-                await conn.execute(stmt, params)
-        pending.clear()
+        for merged in groups.values():
+            for stmt, params in merged.items():
+                if params:
+                    await conn.execute(stmt, params)
+        groups.clear()

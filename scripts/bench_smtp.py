@@ -1,0 +1,1220 @@
+#!/usr/bin/env python3
+"""SMTP throughput benchmark: a bare aiosmtpd ceiling against mailgate, all on 127.0.0.1.
+
+Scenarios (``--only`` picks some):
+
+* ``ceiling``: a bare aiosmtpd server whose handle_DATA only answers 250. No relay written
+  in Python on aiosmtpd can beat it, so mailgate's figures are read as a fraction of it.
+* ``held``: ``mailgate serve`` with delivery disabled: the durable accept path alone
+  (policy, headers, group commit to SQLite with fsync).
+* ``e2e``: mailgate accepting and delivering through an smtp provider to a no-op sink;
+  the sink counts what arrives, so the delivered rate and the backlog are measured too.
+* ``fill``: push ``--queue-fill`` messages into a held mailgate and read its RSS, to show
+  the queue lives on disk and not in memory.
+
+Why the load client looks the way it does: it must not be the bottleneck, so it is raw
+asyncio streams on uvloop in its own process(es), one command and one reply at a time (no
+pipelining, like most real submission clients). Every run is bounded: fixed warm-up and
+measuring windows, a deadline for the queue fill, timeouts on every reply and on drain.
+
+The same file is also the sink and the load client (``_sink`` / ``_client`` as first
+argument); the orchestrator starts them as child processes and reaps them on any exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import email.utils
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import uvloop
+
+HOST = "127.0.0.1"
+SENDER = "bench@example.com"
+RECIPIENT = "rcpt@example.net"
+SCENARIOS = ("ceiling", "held", "e2e", "fill")
+TITLES = {
+    "ceiling": "ceiling (bare aiosmtpd)",
+    "held": "mailgate, delivery held",
+    "e2e": "mailgate, end to end (accept)",
+    "fill": "mailgate, queue fill (held)",
+}
+REPLY_TIMEOUT = 30.0  # a stalled server fails a transaction instead of hanging the run
+START_TIMEOUT = 30.0  # for a child to report its port / its sessions
+DRAIN_TIMEOUT = 60.0
+RSS_INTERVAL = 0.1
+PIPE_LIMIT = 1 << 26  # a client's RESULT line carries every latency sample
+PR_SET_PDEATHSIG = 1
+
+# ----------------------------------------------------------------------------- message
+
+
+_WORDS = [
+    *("relay", "queue", "durable", "commit", "sender", "recipient", "provider", "delivery"),
+    *("backoff", "lease", "header", "message", "transport", "listener", "session", "envelope"),
+    *("domain", "report", "invoice", "order", "shipment", "account", "password", "reset"),
+    *("welcome", "newsletter", "receipt", "reminder", "notice", "weekly", "summary"),
+]
+
+
+def _body_lines(count: int) -> list[str]:
+    """Deterministic prose-like text lines (never starting with '.')."""
+    lines = []
+    for i in range(count):
+        words = [_WORDS[(i * 7 + j * 3) % len(_WORDS)] for j in range(11)]
+        lines.append(" ".join(words).capitalize() + ".")
+    return lines
+
+
+class MessageFactory:
+    """Realistic size-byte messages with a unique Message-ID each, cheaply.
+
+    The bytes around the Message-ID are built once; each message is three concatenations,
+    so building messages costs the client next to nothing.
+    """
+
+    HEAD = (
+        "From: Bench Sender <bench@example.com>\r\n"
+        "To: Bench Recipient <rcpt@example.net>\r\n"
+        "Subject: Your weekly mailgate benchmark summary\r\n"
+        "Date: {date}\r\n"
+        "Message-ID: <"
+    )
+    AFTER_ID = (
+        "@bench.example.com>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n"
+        "\r\n"
+    )
+    ID_LEN = 8 + 1 + 12  # token.counter, fixed width so every message has the same size
+
+    def __init__(self, size: int) -> None:
+        self._token = secrets.token_hex(4)
+        head = self.HEAD.format(date=email.utils.formatdate(localtime=True))
+        fixed = len(head) + self.ID_LEN + len(self.AFTER_ID)
+        body = self._body(size - fixed)
+        self._head = head.encode()
+        self._tail = (self.AFTER_ID + body).encode() + b".\r\n"  # body ends with CRLF
+        self.size = fixed + len(body)
+
+    @classmethod
+    def minimum_size(cls) -> int:
+        """Headers plus a one-character body line."""
+        date = email.utils.formatdate(localtime=True)
+        return len(cls.HEAD.format(date=date)) + cls.ID_LEN + len(cls.AFTER_ID) + 3
+
+    def _ident(self, n: int) -> str:
+        return f"{self._token}.{n:012d}"
+
+    @staticmethod
+    def _body(budget: int) -> str:
+        """Text lines filling ``budget`` bytes exactly (CRLF included), at least one line."""
+        out: list[str] = []
+        used = 0
+        for line in _body_lines(max(1, budget // 60 + 1)):
+            if used + len(line) + 2 > budget:
+                break
+            out.append(line + "\r\n")
+            used += len(line) + 2
+        rest = budget - used - 2
+        if rest > 0 or not out:
+            filler = (" ".join(_WORDS) * (rest // 200 + 1))[: max(rest, 1)].strip() or "x"
+            filler = filler.ljust(max(rest, 1), "x")
+            out.append(filler + "\r\n")
+        return "".join(out)
+
+    def make(self, n: int) -> bytes:
+        """Message n, dot-terminated, ready to send after a 354."""
+        return self._head + self._ident(n).encode() + self._tail
+
+
+# ------------------------------------------------------------------- SMTP client (child)
+
+
+class ProtocolError(Exception):
+    """The server said something that is not an SMTP reply."""
+
+
+async def read_reply(reader: asyncio.StreamReader) -> int:
+    """Read one (possibly multi-line, '250-...' then '250 ...') reply; return its code."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionResetError("server closed the connection")
+        if line[3:4] != b"-":
+            try:
+                return int(line[:3])
+            except ValueError:
+                raise ProtocolError(f"bad reply line {line[:80]!r}") from None
+
+
+@dataclass
+class Plan:
+    """When to stop: at ``end`` (wall clock), or when the quota of messages is used up."""
+
+    start: float
+    end: float
+    quota: int | None = None  # messages left to send (fill mode); None: send until ``end``
+    taken: int = 0
+
+    def take(self) -> bool:
+        if time.time() >= self.end:
+            return False
+        if self.quota is None:
+            return True
+        if self.taken >= self.quota:
+            return False
+        self.taken += 1
+        return True
+
+    def give_back(self) -> None:
+        """A failed message is retried so a fill queues exactly the asked number."""
+        if self.quota is not None:
+            self.taken -= 1
+
+
+@dataclass
+class ClientStats:
+    accepted: int = 0  # 250 after end of data, reply inside the window
+    accepted_total: int = 0
+    latencies_us: list[int] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    connects: int = 0
+    last_accept: float = 0.0
+
+
+class ClientSession:
+    """One SMTP session: connect and EHLO once, then MAIL/RCPT/DATA until the plan ends."""
+
+    def __init__(self, port: int, factory: MessageFactory, stats: ClientStats) -> None:
+        self._port = port
+        self._factory = factory
+        self._stats = stats
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._seq = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def connect(self) -> bool:
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                self._reader, self._writer = await asyncio.open_connection(HOST, self._port)
+                if await read_reply(self._reader) != 220:
+                    raise ProtocolError("no 220 greeting")
+                self._writer.write(b"EHLO bench-client.example.com\r\n")
+                if await read_reply(self._reader) != 250:
+                    raise ProtocolError("EHLO refused")
+        except (OSError, TimeoutError, ProtocolError) as exc:
+            self._stats.errors[f"connect: {type(exc).__name__}"] += 1
+            self._drop()
+            return False
+        self._stats.connects += 1
+        return True
+
+    def _drop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    async def _command(self, line: bytes) -> int:
+        assert self._reader is not None and self._writer is not None
+        self._writer.write(line)
+        return await read_reply(self._reader)
+
+    async def _refused(self, stage: str, code: int) -> None:
+        """Count a non-2xx reply; reset the transaction, or reconnect after a 421."""
+        self._stats.errors[f"{stage} {code}"] += 1
+        if code == 421:
+            self._drop()
+            return
+        if await self._command(b"RSET\r\n") != 250:
+            self._drop()
+
+    async def _transaction(self, plan: Plan) -> bool:
+        """One message; True if the server accepted it."""
+        code = await self._command(b"MAIL FROM:<" + SENDER.encode() + b">\r\n")
+        if code // 100 != 2:
+            await self._refused("MAIL", code)
+            return False
+        code = await self._command(b"RCPT TO:<" + RECIPIENT.encode() + b">\r\n")
+        if code // 100 != 2:
+            await self._refused("RCPT", code)
+            return False
+        code = await self._command(b"DATA\r\n")
+        if code != 354:
+            await self._refused("DATA", code)
+            return False
+        self._seq += 1
+        message = self._factory.make(self._seq)
+        assert self._reader is not None and self._writer is not None
+        t0 = time.perf_counter()
+        self._writer.write(message)
+        code = await read_reply(self._reader)
+        elapsed = time.perf_counter() - t0
+        if code // 100 != 2:
+            self._stats.errors[f"end-of-data {code}"] += 1
+            return False
+        now = time.time()
+        self._stats.accepted_total += 1
+        self._stats.last_accept = now
+        if plan.start <= now < plan.end:
+            self._stats.accepted += 1
+            self._stats.latencies_us.append(int(elapsed * 1e6))
+        return True
+
+    async def run(self, plan: Plan) -> None:
+        while plan.take():
+            ok = False
+            if self.connected or await self.connect():
+                try:
+                    async with asyncio.timeout(REPLY_TIMEOUT):
+                        ok = await self._transaction(plan)
+                except (OSError, TimeoutError, ProtocolError) as exc:
+                    self._stats.errors[f"session: {type(exc).__name__}"] += 1
+                    self._drop()
+            if not ok:
+                plan.give_back()
+                await asyncio.sleep(0.01)  # no hot loop against a refusing server
+        await self.quit()
+
+    async def quit(self) -> None:
+        if self._writer is None:
+            return
+        with contextlib.suppress(OSError, TimeoutError, ProtocolError):
+            async with asyncio.timeout(5):
+                await self._command(b"QUIT\r\n")
+        self._drop()
+
+
+async def _stdin_reader() -> asyncio.StreamReader:
+    """Control lines from the orchestrator arrive on stdin; EOF means 'stop now'."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def client_main(port: int, sessions: int, size: int) -> None:
+    """Connect all sessions, say READY, wait for GO {start,end,quota}, run, print RESULT."""
+    control = await _stdin_reader()
+    stats = ClientStats()
+    factory = MessageFactory(size)
+    clients = [ClientSession(port, factory, stats) for _ in range(sessions)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    _say(f"READY {sum(c.connected for c in clients)}")
+    line = await control.readline()
+    if not line.startswith(b"GO "):
+        return
+    go = json.loads(line[3:])
+    plan = Plan(start=go["start"], end=go["end"], quota=go.get("quota"))
+    await asyncio.gather(*(c.run(plan) for c in clients))
+    loop = asyncio.get_running_loop()
+    result = {
+        "accepted": stats.accepted,
+        "accepted_total": stats.accepted_total,
+        "last_accept": stats.last_accept,
+        "latencies_us": stats.latencies_us,
+        "errors": dict(stats.errors),
+        "connects": stats.connects,
+        "loop": f"{type(loop).__module__}.{type(loop).__qualname__}",
+    }
+    _say("RESULT " + json.dumps(result, separators=(",", ":")))
+
+
+# --------------------------------------------------------------------- sink (child)
+
+
+class CountingHandler:
+    """handle_DATA only says 250; the count is what the e2e scenario reads."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.count += 1
+        return "250 OK"
+
+
+async def sink_main() -> None:
+    """Bare aiosmtpd on 127.0.0.1:0; prints PORT, answers COUNT on stdin, exits on EOF."""
+    from aiosmtpd.smtp import SMTP
+
+    loop = asyncio.get_running_loop()
+    handler = CountingHandler()
+    # A fixed hostname: aiosmtpd would otherwise call getfqdn() for every connection.
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="sink.bench.test", ident="bench-sink"),
+        host=HOST,
+        port=0,
+        backlog=1024,
+    )
+    port = server.sockets[0].getsockname()[1]
+    control = await _stdin_reader()
+    _say(f"PORT {port} {type(loop).__module__}.{type(loop).__qualname__}")
+    while line := await control.readline():
+        if line.strip() == b"COUNT":
+            _say(f"COUNT {handler.count}")
+    server.close()
+
+
+# ---------------------------------------------------------------- child processes
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel SIGTERMs the child if the orchestrator dies, even by kill -9."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_env() -> dict[str, str]:
+    """The caller's environment minus MAILGATE_* overrides that would change the config."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+
+
+class BenchError(Exception):
+    """A scenario could not run (a child failed to start, say); the message says why."""
+
+
+class Children:
+    """Every child process we start, so all of them are stopped on any exit."""
+
+    def __init__(self) -> None:
+        self._procs: list[asyncio.subprocess.Process] = []
+
+    async def spawn(self, *argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env=_child_env(),
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+            preexec_fn=_die_with_parent,
+            limit=PIPE_LIMIT,
+            **kwargs,
+        )
+        self._procs.append(proc)
+        return proc
+
+    async def stop(self, proc: asyncio.subprocess.Process, timeout: float = 30.0) -> int:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; return the exit code."""
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if proc in self._procs:
+            self._procs.remove(proc)
+        return proc.returncode if proc.returncode is not None else -1
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(p, 10.0) for p in list(self._procs)))
+
+    def kill_all_now(self) -> None:
+        """Last resort from synchronous code (the event loop is gone)."""
+        for proc in self._procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+
+
+async def _read_line(proc: asyncio.subprocess.Process, what: str, timeout: float) -> str:
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    except TimeoutError:
+        raise BenchError(f"{what}: no answer within {timeout:.0f} s") from None
+    if not line:
+        raise BenchError(f"{what}: exited (code {await proc.wait()}) without answering")
+    return line.decode().strip()
+
+
+class RssSampler:
+    """Peak and latest RSS of one process, sampled every 100 ms while in the ``async with``."""
+
+    def __init__(self, pid: int) -> None:
+        self._proc = psutil.Process(pid)
+        self.peak = 0
+        self.last = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> int:
+        with contextlib.suppress(psutil.Error):
+            self.last = self._proc.memory_info().rss
+            self.peak = max(self.peak, self.last)
+        return self.last
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(RSS_INTERVAL)
+
+    async def __aenter__(self) -> RssSampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.sample()
+
+
+# ----------------------------------------------------------------------- servers
+
+
+@dataclass
+class Sink:
+    proc: asyncio.subprocess.Process
+    port: int
+    loop: str
+
+    async def count(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"COUNT\n")
+        await self.proc.stdin.drain()
+        line = await _read_line(self.proc, "sink", 10.0)
+        return int(line.split()[1])
+
+
+@dataclass
+class Mailgate:
+    proc: asyncio.subprocess.Process
+    port: int
+    db: Path
+    log: Path
+
+
+def pending(db: Path) -> int:
+    """Deliveries not yet final (due, deferred or leased): the queue backlog."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NOT NULL"
+        ).fetchone()
+    return int(n)
+
+
+def statuses(db: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        rows = conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall()
+    return {str(s): int(n) for s, n in rows}
+
+
+def _free_port() -> int:
+    """A loopback port free right now (tiny race with other programs; fine for a bench)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml_str(value: str | Path) -> str:
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def relay_toml(workdir: Path, sink_port: int | None, log_level: str, listen_port: int) -> str:
+    """relay.toml: loopback listener, trusted loopback (no AUTH), SQLite under workdir.
+
+    ``sink_port`` None: delivery disabled (a maildir provider satisfies the config).
+    ``listen_port`` 0: the kernel picks one and mailgate logs it.
+    """
+    delivery = "true" if sink_port is not None else "false"
+    if sink_port is None:
+        provider = f'name = "local"\nkind = "maildir"\npath = {_toml_str(workdir / "maildir")}\n'
+    else:
+        provider = (
+            'name = "sink"\nkind = "smtp"\nhost = "127.0.0.1"\n'
+            f'port = {sink_port}\ntls = "none"\nmax_connections = 20\n'
+        )
+    return (
+        "[server]\n"
+        'hostname = "mailgate.bench.test"\n'
+        f"data_dir = {_toml_str(workdir / 'data')}\n"
+        f'log_level = "{log_level}"\n\n'
+        "[smtp]\n"
+        f'listen = ["127.0.0.1:{listen_port}"]\n'
+        'trusted_networks = ["127.0.0.0/8"]\n\n'
+        "[[domains]]\n"
+        'name = "example.com"\n\n'
+        "[delivery]\n"
+        f"enabled = {delivery}\n"
+        'shutdown_grace = "5s"\n\n'
+        f"[[providers]]\n{provider}"
+    )
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def log_problems(path: Path) -> list[str]:
+    """ERROR/CRITICAL/WARNING lines and tracebacks in mailgate's stderr, minus the
+    expected 'delivery is disabled' warning."""
+    out = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        if "delivery is disabled" in line:
+            continue
+        if re.search(r" (ERROR|CRITICAL|WARNING) |^Traceback", line):
+            out.append(line)
+    return out
+
+
+# ----------------------------------------------------------------------- results
+
+
+@dataclass
+class LoadResult:
+    accepted: int
+    window: float
+    latencies_us: list[int]
+    errors: Counter[str]
+    connected: int
+    sessions: int
+    loop: str
+    accepted_total: int = 0
+    last_accept: float = 0.0
+    go: float = 0.0
+    timed: bool = True  # False: a fill, measured from GO to the last accept
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.window if self.window > 0 else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        """Nearest-rank percentile."""
+        if not self.latencies_us:
+            return float("nan")
+        ordered = sorted(self.latencies_us)
+        rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+        return ordered[rank] / 1000
+
+
+@dataclass
+class Scenario:
+    name: str
+    load: LoadResult | None = None
+    peak_rss: int = 0
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    failed: str = ""
+
+
+# ---------------------------------------------------------------------- orchestrator
+
+Probe = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class Bench:
+    def __init__(self, opts: argparse.Namespace, workdir: Path) -> None:
+        self.opts = opts
+        self.workdir = workdir
+        self.children = Children()
+        self.script = str(Path(__file__).resolve())
+        self._runs = 0
+
+    def _log(self, msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    # ---- servers
+
+    async def start_sink(self) -> Sink:
+        proc = await self.children.spawn(
+            sys.executable,
+            self.script,
+            "_sink",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        line = await _read_line(proc, "sink", START_TIMEOUT)
+        _, port, loop = line.split()
+        return Sink(proc, int(port), loop)
+
+    async def stop_sink(self, sink: Sink) -> None:
+        if sink.proc.stdin is not None:
+            sink.proc.stdin.close()  # EOF: the sink exits by itself
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sink.proc.wait(), 5)
+        await self.children.stop(sink.proc, 5)
+
+    async def start_mailgate(self, sink_port: int | None) -> Mailgate:
+        self._runs += 1
+        workdir = self.workdir / f"mailgate-{self._runs}"
+        workdir.mkdir()
+        config = workdir / "relay.toml"
+        # 'SMTP listening on' is an INFO line; above info we must choose the port ourselves.
+        quiet = self.opts.log_level in ("warning", "error")
+        listen_port = _free_port() if quiet else 0
+        config.write_text(relay_toml(workdir, sink_port, self.opts.log_level, listen_port))
+        log = workdir / "mailgate.log"
+        with open(log, "wb") as fh:  # a file, not a pipe: a full pipe would stall mailgate
+            proc = await self.children.spawn(
+                sys.executable,
+                "-m",
+                "mailgate.cli",
+                "serve",
+                "--config",
+                str(config),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fh,
+                stderr=fh,
+            )
+        if quiet:
+            port = await self._wait_connectable(proc, log, listen_port)
+        else:
+            port = await self._wait_listening(proc, log)
+        return Mailgate(proc, port, workdir / "data" / "mailgate.db", log)
+
+    async def _wait_listening(self, proc: asyncio.subprocess.Process, log: Path) -> int:
+        """Parse 'SMTP listening on 127.0.0.1:PORT' from mailgate's stderr."""
+        deadline = time.monotonic() + START_TIMEOUT
+        pattern = re.compile(r"SMTP listening on 127\.0\.0\.1:(\d+)")
+        while time.monotonic() < deadline:
+            m = pattern.search(log.read_text(errors="replace"))
+            if m:
+                return int(m.group(1))
+            if proc.returncode is not None:
+                raise BenchError(
+                    f"mailgate serve exited with code {proc.returncode}; stderr:\n" + _log_tail(log)
+                )
+            await asyncio.sleep(0.05)
+        raise BenchError("mailgate serve did not start listening; stderr:\n" + _log_tail(log))
+
+    async def _wait_connectable(
+        self, proc: asyncio.subprocess.Process, log: Path, port: int
+    ) -> int:
+        """Wait until mailgate accepts connections on the port we chose for it."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise BenchError(
+                    f"mailgate serve exited with code {proc.returncode}; stderr:\n" + _log_tail(log)
+                )
+            try:
+                _, writer = await asyncio.open_connection(HOST, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return port
+        raise BenchError(
+            f"mailgate serve is not accepting on port {port}; stderr:\n" + _log_tail(log)
+        )
+
+    async def stop_mailgate(self, mg: Mailgate) -> int:
+        code = await self.children.stop(mg.proc, 40.0)
+        if code != 0:
+            self._log(f"mailgate exited with code {code}; stderr tail:\n{_log_tail(mg.log)}")
+        return code
+
+    # ---- load
+
+    def _split(self, total: int) -> list[int]:
+        procs = max(1, min(self.opts.client_procs, total))
+        return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
+
+    async def run_load(
+        self, port: int, *, quota: int | None = None, probe: Probe | None = None
+    ) -> tuple[LoadResult, dict[str, Any]]:
+        """Run the client processes against ``port``; sample ``probe`` at window edges.
+
+        Timed mode: warm-up then a measuring window. Quota mode (``quota`` messages): as
+        fast as possible, until done or ``--fill-timeout``.
+        """
+        opts = self.opts
+        sessions = self._split(opts.sessions)
+        procs = [
+            await self.children.spawn(
+                sys.executable,
+                self.script,
+                "_client",
+                str(port),
+                str(n),
+                str(opts.size),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            for n in sessions
+        ]
+        try:
+            ready = [await _read_line(p, "load client", START_TIMEOUT) for p in procs]
+            connected = sum(int(line.split()[1]) for line in ready)
+            now = time.time()
+            if quota is None:
+                start, end = now + opts.warmup, now + opts.warmup + opts.duration
+                quotas: list[int | None] = [None] * len(procs)
+            else:
+                start, end = now, now + opts.fill_timeout
+                quotas = list(self._split_quota(quota, sessions))
+            for p, q in zip(procs, quotas, strict=True):
+                assert p.stdin is not None
+                go = {"start": start, "end": end, "quota": q}
+                p.stdin.write(b"GO " + json.dumps(go).encode() + b"\n")
+                await p.stdin.drain()
+            edges = await self._probe_edges(start, end, probe) if probe else {}
+            lines = [await _read_line(p, "load client", end - time.time() + 60) for p in procs]
+        finally:
+            for p in procs:
+                await self.children.stop(p, 10.0)
+        return self._merge(lines, start, end, now, connected, quota), edges
+
+    def _split_quota(self, quota: int, sessions: list[int]) -> list[int]:
+        total = sum(sessions)
+        shares = [quota * n // total for n in sessions]
+        shares[0] += quota - sum(shares)
+        return shares
+
+    async def _probe_edges(self, start: float, end: float, probe: Probe) -> dict[str, Any]:
+        await asyncio.sleep(max(0.0, start - time.time()))
+        first = await probe()
+        await asyncio.sleep(max(0.0, end - time.time()))
+        last = await probe()
+        return {"start": first, "end": last}
+
+    def _merge(
+        self,
+        lines: Sequence[str],
+        start: float,
+        end: float,
+        go: float,
+        connected: int,
+        quota: int | None,
+    ) -> LoadResult:
+        results = []
+        for line in lines:
+            if not line.startswith("RESULT "):
+                raise BenchError(f"load client said {line[:200]!r}")
+            results.append(json.loads(line[len("RESULT ") :]))
+        errors: Counter[str] = Counter()
+        for r in results:
+            errors.update(r["errors"])
+        load = LoadResult(
+            accepted=sum(r["accepted"] for r in results),
+            window=end - start,
+            latencies_us=[x for r in results for x in r["latencies_us"]],
+            errors=errors,
+            connected=connected,
+            sessions=self.opts.sessions,
+            loop=results[0]["loop"],
+            accepted_total=sum(r["accepted_total"] for r in results),
+            last_accept=max(r["last_accept"] for r in results),
+            go=go,
+        )
+        if quota is not None:  # the window of a fill is however long it took
+            load.window = max(load.last_accept - go, 1e-9)
+            load.timed = False
+        return load
+
+    # ---- scenarios
+
+    async def ceiling(self) -> Scenario:
+        sc = Scenario(TITLES["ceiling"])
+        sink = await self.start_sink()
+        self._log(f"ceiling: bare aiosmtpd on {HOST}:{sink.port} ({sink.loop}); loading")
+        try:
+            async with RssSampler(sink.proc.pid) as rss:
+                sc.load, _ = await self.run_load(sink.port)
+            sc.peak_rss = rss.peak
+            sc.extra["server_loop"] = sink.loop
+        finally:
+            await self.stop_sink(sink)
+        return sc
+
+    async def held(self) -> Scenario:
+        sc = Scenario(TITLES["held"])
+        mg = await self.start_mailgate(None)
+        self._log(f"held: mailgate on {HOST}:{mg.port} (delivery disabled); loading")
+        try:
+            async with RssSampler(mg.proc.pid) as rss:
+                sc.load, _ = await self.run_load(mg.port)
+            sc.peak_rss = rss.peak
+            sc.extra["queued"] = await asyncio.to_thread(pending, mg.db)
+        finally:
+            sc.extra["exit"] = await self.stop_mailgate(mg)
+            sc.problems = log_problems(mg.log)
+        return sc
+
+    @staticmethod
+    def _e2e_probe(mg: Mailgate, sink: Sink) -> Probe:
+        """Backlog and sink count, read at the window's edges."""
+
+        async def probe() -> dict[str, Any]:
+            return {
+                "pending": await asyncio.to_thread(pending, mg.db),
+                "delivered": await sink.count(),
+            }
+
+        return probe
+
+    async def e2e(self) -> Scenario:
+        sc = Scenario(TITLES["e2e"])
+        sink = await self.start_sink()
+        mg: Mailgate | None = None
+        try:
+            mg = await self.start_mailgate(sink.port)
+            self._log(f"e2e: mailgate on {HOST}:{mg.port} -> sink on {HOST}:{sink.port}; loading")
+            async with RssSampler(mg.proc.pid) as rss:
+                sc.load, edges = await self.run_load(mg.port, probe=self._e2e_probe(mg, sink))
+                self._log("e2e: load done; waiting for the queue to drain")
+                sc.extra.update(await self._drain(mg, sink))
+            sc.peak_rss = rss.peak
+            window = sc.load.window
+            delivered = edges["end"]["delivered"] - edges["start"]["delivered"]
+            sc.extra.update(
+                delivered=delivered,
+                delivered_rate=delivered / window,
+                pending_start=edges["start"]["pending"],
+                pending_end=edges["end"]["pending"],
+                backlog_rate=(edges["end"]["pending"] - edges["start"]["pending"]) / window,
+            )
+        finally:
+            if mg is not None:
+                sc.extra["exit"] = await self.stop_mailgate(mg)
+                sc.problems = log_problems(mg.log)
+            await self.stop_sink(sink)
+        return sc
+
+    async def _drain(self, mg: Mailgate, sink: Sink) -> dict[str, Any]:
+        """Poll the backlog until 0 or DRAIN_TIMEOUT; how long it took, and what is left."""
+        t0 = time.monotonic()
+        left = await asyncio.to_thread(pending, mg.db)
+        at_stop = left
+        while left and time.monotonic() - t0 < DRAIN_TIMEOUT:
+            await asyncio.sleep(0.1)
+            left = await asyncio.to_thread(pending, mg.db)
+        return {
+            "pending_at_stop": at_stop,
+            "drained": left == 0,
+            "drain_seconds": time.monotonic() - t0,
+            "pending_after": left,
+            "sink_total": await sink.count(),
+            "statuses": await asyncio.to_thread(statuses, mg.db),
+        }
+
+    async def fill(self) -> Scenario:
+        n = self.opts.queue_fill
+        sc = Scenario(TITLES["fill"])
+        mg = await self.start_mailgate(None)
+        self._log(f"fill: pushing {n} messages into mailgate on {HOST}:{mg.port}")
+        try:
+            async with RssSampler(mg.proc.pid) as rss:
+                sc.load, _ = await self.run_load(mg.port, quota=n)
+                await asyncio.sleep(1.0)  # let the last commits and buffers settle
+                rss_after = rss.sample()
+            sc.peak_rss = rss.peak
+            db_bytes = sum(
+                p.stat().st_size for p in mg.db.parent.glob("mailgate.db*") if p.is_file()
+            )
+            sc.extra.update(
+                rss_after=rss_after,
+                queued=await asyncio.to_thread(pending, mg.db),
+                db_bytes=db_bytes,
+            )
+        finally:
+            sc.extra["exit"] = await self.stop_mailgate(mg)
+            sc.problems = log_problems(mg.log)
+        return sc
+
+    async def run(self, which: Sequence[str]) -> list[Scenario]:
+        steps: dict[str, Callable[[], Awaitable[Scenario]]] = {
+            "ceiling": self.ceiling,
+            "held": self.held,
+            "e2e": self.e2e,
+            "fill": self.fill,
+        }
+        out = []
+        for name in which:
+            try:
+                out.append(await steps[name]())
+            except BenchError as exc:
+                self._log(f"{name}: FAILED: {exc}")
+                out.append(Scenario(TITLES[name], failed=str(exc)))
+        return out
+
+
+# -------------------------------------------------------------------------- report
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+def _fmt_errors(errors: Counter[str]) -> str:
+    if not errors:
+        return "0"
+    return f"{sum(errors.values())}"
+
+
+def print_header(opts: argparse.Namespace) -> None:
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    size = MessageFactory(opts.size).size
+    print()
+    print("mailgate SMTP benchmark")
+    print(f"  python        {platform.python_version()} ({platform.python_implementation()})")
+    print(f"  event loop    uvloop {uvloop.__version__} (clients, sink; mailgate installs it)")
+    print(f"  cpus          {cpus} (usable {usable}), {platform.machine()}")
+    print(f"  message       {size} bytes (+ envelope), 1 recipient, no pipelining")
+    print(
+        f"  load          {opts.sessions} sessions in {opts.client_procs} client process(es), "
+        f"warm-up {opts.warmup:g} s, window {opts.duration:g} s"
+    )
+
+
+def print_table(scenarios: list[Scenario]) -> None:
+    ceiling = _find(scenarios, "ceiling")
+    head = (
+        f"{'scenario':<32} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'peak RSS MB':>12} {'vs ceiling':>11}"
+    )
+    print()
+    print(head)
+    print("-" * len(head))
+    for sc in scenarios:
+        if sc.failed:
+            print(f"{sc.name:<32} FAILED (see below)")
+            continue
+        assert sc.load is not None
+        ratio = "-"
+        if ceiling is not None and sc is not ceiling and ceiling.load and ceiling.load.rate:
+            ratio = f"{sc.load.rate / ceiling.load.rate:.2f}x"
+        print(
+            f"{sc.name:<32} {sc.load.rate:>9.0f} {sc.load.percentile_ms(50):>8.2f} "
+            f"{sc.load.percentile_ms(99):>8.2f} {_fmt_errors(sc.load.errors):>7} "
+            f"{_mb(sc.peak_rss):>12} {ratio:>11}"
+        )
+        if sc.name == TITLES["e2e"]:
+            x = sc.extra
+            print(
+                f"{'mailgate, end to end (delivered)':<32} {x['delivered_rate']:>9.0f} "
+                f"{'':>8} {'':>8} {'':>7} {'':>12} {'':>11}"
+            )
+
+
+def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
+    for sc in scenarios:
+        print()
+        print(f"{sc.name}:")
+        if sc.failed:
+            print("  FAILED: " + sc.failed.replace("\n", "\n    "))
+            continue
+        assert sc.load is not None
+        load = sc.load
+        warmup = f" (total incl. warm-up {load.accepted_total})" if load.timed else ""
+        print(
+            f"  accepted {load.accepted} in {load.window:.1f} s{warmup}; "
+            f"sessions connected {load.connected}/{load.sessions}; "
+            f"{len(load.latencies_us)} latency samples"
+        )
+        for kind, n in sorted(load.errors.items()):
+            print(f"  error: {kind} x{n}")
+        x = sc.extra
+        if "server_loop" in x:
+            print(f"  server loop: {x['server_loop']}; client loop: {load.loop}")
+        if "pending_end" in x:
+            growth = x["backlog_rate"]
+            growing = x["pending_end"] - x["pending_start"] > max(200, 0.02 * load.accepted)
+            print(
+                f"  delivered in window {x['delivered']} = {x['delivered_rate']:.0f} msg/s "
+                f"(sustained end to end)"
+            )
+            print(
+                f"  backlog: {x['pending_start']} at window start -> {x['pending_end']} at end "
+                f"({growth:+.0f} msg/s): {'GROWING' if growing else 'not growing'}"
+            )
+            drained = "drained" if x["drained"] else f"NOT drained ({x['pending_after']} left)"
+            print(
+                f"  after load: {x['pending_at_stop']} pending, {drained} in "
+                f"{x['drain_seconds']:.1f} s (limit {DRAIN_TIMEOUT:.0f} s); "
+                f"sink received {x['sink_total']} in all; statuses {x['statuses']}"
+            )
+        if "rss_after" in x:
+            print(
+                f"  queued {x['queued']} (asked {opts.queue_fill}) in {load.window:.1f} s "
+                f"= {load.accepted_total / load.window:.0f} msg/s; RSS after fill "
+                f"{_mb(x['rss_after'])} MB (peak {_mb(sc.peak_rss)} MB); "
+                f"database {x['db_bytes'] / 1e6:.0f} MB on disk"
+            )
+        elif "queued" in x:
+            print(f"  queued (pending in db) at end: {x['queued']}")
+        if x.get("exit") not in (None, 0):
+            print(f"  mailgate exit code: {x['exit']}")
+        if sc.problems:
+            print(f"  mailgate log: {len(sc.problems)} warning/error line(s), first ones:")
+            for line in sc.problems[:5]:
+                print(f"    {line[:200]}")
+
+
+def print_targets(scenarios: list[Scenario]) -> None:
+    ceiling, held = _find(scenarios, "ceiling"), _find(scenarios, "held")
+    e2e, fill = _find(scenarios, "e2e"), _find(scenarios, "fill")
+    print()
+    print("targets:")
+    if not (held and ceiling) and not e2e and not fill:
+        print("  (no target applies to the scenarios run)")
+    if ceiling and held and ceiling.load and held.load:
+        ratio = held.load.rate / ceiling.load.rate if ceiling.load.rate else 0.0
+        print(f"  held accept >= 0.5x ceiling:          {_verdict(ratio >= 0.5)} ({ratio:.2f}x)")
+    if e2e and e2e.load:
+        rate, drained = e2e.extra["delivered_rate"], e2e.extra["drained"]
+        ok = rate >= 700 and drained
+        print(
+            f"  e2e >= 700 msg/s, queue drains:       {_verdict(ok)} "
+            f"({rate:.0f} msg/s, {'drained' if drained else 'not drained'})"
+        )
+    if fill and fill.load:
+        rss = fill.extra["rss_after"]
+        print(
+            f"  RSS < 150 MB with queue filled:       {_verdict(rss < 150e6)} "
+            f"({_mb(rss)} MB with {fill.extra['queued']} queued)"
+        )
+
+
+def _find(scenarios: list[Scenario], key: str) -> Scenario | None:
+    """The scenario ``key`` (ceiling, held, ...) if it ran and produced figures."""
+    return next((s for s in scenarios if s.name == TITLES[key] and s.load), None)
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def _scenarios(values: list[str] | None) -> list[str]:
+    if not values:
+        return list(SCENARIOS)
+    wanted = {v.strip() for value in values for v in value.split(",") if v.strip()}
+    unknown = wanted - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"--only: unknown scenario(s) {sorted(unknown)}; pick from {SCENARIOS}")
+    return [s for s in SCENARIOS if s in wanted]
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench-smtp",
+        description="SMTP throughput of mailgate against a bare aiosmtpd ceiling (127.0.0.1).",
+    )
+    p.add_argument("--sessions", type=int, default=50, help="concurrent SMTP sessions")
+    p.add_argument("--duration", type=float, default=10.0, help="measuring window, s")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up before it, s")
+    p.add_argument("--size", type=int, default=2048, help="message size, bytes")
+    p.add_argument("--client-procs", type=int, default=2, help="load client processes")
+    p.add_argument("--queue-fill", type=int, default=100_000, help="messages for 'fill'")
+    p.add_argument("--skip-fill", action="store_true", help="leave out 'fill'")
+    p.add_argument("--fill-timeout", type=float, default=600.0, help="give up a fill after, s")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="SCENARIO",
+        help=f"run only these (repeatable or comma list): {','.join(SCENARIOS)}",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="mailgate's [server] log_level (info is its default)",
+    )
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    opts = p.parse_args(argv)
+    opts.scenarios = _scenarios(opts.only)
+    if opts.skip_fill and "fill" in opts.scenarios:
+        opts.scenarios.remove("fill")
+    if opts.sessions < 1 or opts.client_procs < 1 or opts.queue_fill < 1:
+        p.error("--sessions, --client-procs and --queue-fill must be >= 1")
+    if opts.duration <= 0 or opts.warmup < 0 or opts.fill_timeout <= 0:
+        p.error("--duration and --fill-timeout must be > 0, --warmup >= 0")
+    if opts.size < MessageFactory.minimum_size():
+        p.error(f"--size must be at least {MessageFactory.minimum_size()}")
+    return opts
+
+
+async def orchestrate(opts: argparse.Namespace, workdir: Path) -> list[Scenario]:
+    bench = Bench(opts, workdir)
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await bench.run(opts.scenarios)
+    finally:
+        try:
+            await bench.children.stop_all()
+        finally:
+            bench.children.kill_all_now()
+
+
+def main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["_sink"]:
+        uvloop.install()
+        asyncio.run(sink_main())
+        return 0
+    if argv[:1] == ["_client"]:
+        port, sessions, size = (int(a) for a in argv[1:4])
+        uvloop.install()
+        asyncio.run(client_main(port, sessions, size))
+        return 0
+    opts = parse_args(argv)
+    print_header(opts)
+    tmp = tempfile.mkdtemp(prefix="mailgate-bench-")
+    try:
+        scenarios = asyncio.run(orchestrate(opts, Path(tmp)))
+    except KeyboardInterrupt:
+        print("\ninterrupted; child processes stopped", file=sys.stderr)
+        return 130
+    except asyncio.CancelledError:  # SIGTERM cancels the orchestrator (see orchestrate)
+        print("\nterminated; child processes stopped", file=sys.stderr)
+        return 143
+    finally:
+        if opts.keep_tmp:
+            print(f"temp dir kept: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print_table(scenarios)
+    print_details(scenarios, opts)
+    print_targets(scenarios)
+    return 1 if any(s.failed for s in scenarios) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
