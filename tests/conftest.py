@@ -26,6 +26,7 @@ def build_settings(tmp_path: Path, **sections: Any) -> Settings:
     data: dict[str, Any] = {
         "server": {"hostname": "relay.test", "data_dir": str(tmp_path / "data")},
         "smtp": {"listen": ["127.0.0.1:0"], "auth_failure_delay": "10ms"},
+        "http": {"listen": ["127.0.0.1:0"]},
         "domains": [{"name": "example.com"}, {"name": "example.org"}],
         "providers": [{"name": "capture", "kind": "maildir", "path": str(tmp_path / "maildir")}],
         "retry": {"min_backoff": "200ms", "max_backoff": "1s", "jitter": 0},

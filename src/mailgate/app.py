@@ -17,7 +17,9 @@ from mailgate.accept import Acceptor
 from mailgate.config import Settings
 from mailgate.delivery.scheduler import Scheduler
 from mailgate.exceptions import MailgateError
+from mailgate.ingress.http import ApiContext, HttpServer, create_app
 from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
+from mailgate.ratelimit import RateLimiter
 from mailgate.routing.router import Router
 from mailgate.store import Store
 
@@ -50,6 +52,8 @@ class App:
         self.scheduler: Scheduler | None = None
         self.router: Router | None = None
         self.smtp: SmtpListeners | None = None
+        self.http: HttpServer | None = None
+        self._maintenance: asyncio.Task[None] | None = None
         self.acceptor: Acceptor | None = None
         self._lock_file: IO[str] | None = None
         self._stop = asyncio.Event()
@@ -88,15 +92,39 @@ class App:
         handler = SmtpHandler(s, self.store, self.acceptor)
         self.smtp = SmtpListeners(s, handler)
         await self.smtp.start()
+        api = ApiContext(
+            settings=s, store=self.store, acceptor=self.acceptor, limiter=RateLimiter()
+        )
+        self.http = HttpServer(s, create_app(api))
+        await self.http.start()
+        self._maintenance = asyncio.create_task(self._housekeeping(), name="mailgate-housekeeping")
         if s.delivery.enabled:
             self.scheduler.start()
         else:
             log.warning("delivery is disabled ([delivery] enabled = false): mail is only queued")
         sd_notify("READY=1")
 
+    async def _housekeeping(self) -> None:
+        """Periodic chores: forget Idempotency-Key answers older than 24 h."""
+        assert self.store is not None
+        while True:
+            try:
+                purged = await self.store.purge_idempotency(time.time() - 24 * 3600)
+                if purged:
+                    log.info("purged %d expired idempotency keys", purged)
+            except MailgateError as exc:
+                log.warning("housekeeping failed: %s", exc)
+            await asyncio.sleep(600)
+
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
         grace = self.settings.delivery.shutdown_grace
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        if self.http is not None:
+            await self.http.stop()
         if self.smtp is not None:
             await self.smtp.stop(grace=min(5.0, grace))
         if self.scheduler is not None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from mailgate.models import Credential
 from mailgate.store import KeyRecord, Store
+from mailgate.units import parse_rate
 
 SCOPES = ("send", "read", "admin")
 _KEY_RE = re.compile(r"^mg_([0-9a-f]{12})_[A-Za-z0-9_-]{20,}$")
@@ -38,12 +39,14 @@ def validate_name(name: str) -> str:
 
 
 async def create_key(
-    store: Store, name: str, scope: str = "send", domains: Iterable[str] = ()
+    store: Store, name: str, scope: str = "send", domains: Iterable[str] = (), rate: str = ""
 ) -> str:
     """Store a new key and return it: the only time the full key is seen."""
     validate_name(name)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    if rate:
+        parse_rate(rate)
     key_id = secrets.token_hex(6)
     key = f"mg_{key_id}_{secrets.token_urlsafe(32)}"
     record = KeyRecord(
@@ -54,6 +57,7 @@ async def create_key(
         domains=tuple(sorted({d.strip().lower() for d in domains if d.strip()})),
         created_at=time.time(),
         revoked_at=None,
+        rate=rate,
     )
     await store.keys.add(record)
     return key
@@ -78,4 +82,5 @@ async def authenticate(store: Store, login: str, password: str) -> Credential | 
         name=record.name,
         domains=record.domains or None,
         scope=record.scope,
+        rate=record.rate,
     )

@@ -78,6 +78,7 @@ class Credential:
     name: str
     domains: tuple[str, ...] | None = None  # sender domains allowed; None = all configured
     scope: str = "send"
+    rate: str = ""  # HTTP request rate of this key ("" = the [http] default)
 
 
 @dataclass(frozen=True, slots=True)

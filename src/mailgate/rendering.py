@@ -12,7 +12,9 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-_TEXT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_TEXT = SandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
 _HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
 
 
@@ -29,6 +31,14 @@ def _compile(source: str, html: bool) -> Any:
     return (_HTML if html else _TEXT).from_string(source)
 
 
+def check_syntax(source: str, *, html: bool, field: str) -> None:
+    """Refuse a template that cannot compile, when it is stored rather than when used."""
+    try:
+        _compile(source, html)
+    except TemplateError as exc:
+        raise TemplateProblem(f"{field}: template error: {exc.message or exc}", field) from None
+
+
 def render(source: str, data: dict[str, Any], *, html: bool, field: str) -> str:
     if "{" not in source:
         return source
@@ -40,12 +50,12 @@ def render(source: str, data: dict[str, Any], *, html: bool, field: str) -> str:
         raise TemplateProblem(f"{field}: template error: {exc.message or exc}", field) from None
 
 
-def render_all(
-    subject: str, html: str, text: str, data: dict[str, Any]
-) -> tuple[str, str, str]:
+def render_all(subject: str, html: str, text: str, data: dict[str, Any]) -> tuple[str, str, str]:
     rendered_subject = render(subject, data, html=False, field="subject")
     if "\r" in rendered_subject or "\n" in rendered_subject:
-        raise TemplateProblem("subject: a template variable put a line break in the subject", "subject")
+        raise TemplateProblem(
+            "subject: a template variable put a line break in the subject", "subject"
+        )
     return (
         rendered_subject,
         render(html, data, html=True, field="html"),

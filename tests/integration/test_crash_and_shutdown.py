@@ -32,6 +32,8 @@ hostname = "relay.test"
 data_dir = "{tmp_path / "data"}"
 [smtp]
 listen = ["127.0.0.1:0"]
+[http]
+listen = ["127.0.0.1:0"]
 [[domains]]
 name = "example.com"
 [[providers]]

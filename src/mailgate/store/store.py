@@ -20,8 +20,8 @@ from mailgate.exceptions import StoreUnavailable
 from mailgate.models import ClaimedDelivery, DeliveryStatus, QueuedMessage
 from mailgate.store.engine import create_engine, migrate
 from mailgate.store.keys import KeyStore
-from mailgate.store.templates import TemplateStore
 from mailgate.store.schema import deliveries, events, idempotency, messages
+from mailgate.store.templates import TemplateStore
 from mailgate.store.writer import GroupCommitWriter, Op
 
 d = deliveries
@@ -492,9 +492,7 @@ class Store:
         self, key_id: str, idem_key: str, newer_than: float
     ) -> IdempotentAnswer | None:
         rows = await self._read(
-            select(
-                idempotency.c.request_hash, idempotency.c.status_code, idempotency.c.body
-            ).where(
+            select(idempotency.c.request_hash, idempotency.c.status_code, idempotency.c.body).where(
                 idempotency.c.key_id == key_id,
                 idempotency.c.idem_key == idem_key,
                 idempotency.c.created_at > newer_than,
@@ -519,6 +517,7 @@ class Store:
     async def events_of(self, message_id: str) -> list[dict[str, Any]]:
         rows = await self._read(
             select(
+                events.c.id,
                 events.c.at,
                 events.c.type,
                 events.c.rcpt_idx,

@@ -1,0 +1,303 @@
+"""The HTTP API: a Starlette app (create_app) and the uvicorn server that runs it in-process.
+
+Authentication (Bearer or x-api-key), per-key rate limits, request-body limits, JSON
+errors in the seed's shape, health endpoints. Message routes live in http_messages,
+template routes in http_templates; they call the same accept() as SMTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import uvicorn
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mailgate.accept import Acceptor
+from mailgate.config import Settings
+from mailgate.credentials import authenticate
+from mailgate.exceptions import StoreUnavailable
+from mailgate.ingress.http_validation import ApiError
+from mailgate.models import Credential
+from mailgate.ratelimit import RateLimiter
+from mailgate.store import Store
+from mailgate.units import parse_hostport, parse_rate
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+AUTH_CACHE_SECONDS = 2.0  # a revoked key stops working within this long
+
+
+@dataclass
+class ApiContext:
+    """What the route handlers share."""
+
+    settings: Settings
+    store: Store
+    acceptor: Acceptor
+    limiter: RateLimiter
+    clock: Callable[[], float] = time.time
+    _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
+
+    async def credential(self, request: Request, need: str | None = None) -> Credential:
+        """The caller's key, checked and rate-limited; ``need``: "send" or "read"."""
+        header = request.headers.get("authorization", "")
+        key = ""
+        if header[:7].lower() == "bearer ":
+            key = header[7:].strip()
+        if not key:
+            key = request.headers.get("x-api-key", "").strip()
+        if not key:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "an API key is required: Authorization: Bearer KEY or x-api-key: KEY",
+                headers={"WWW-Authenticate": 'Bearer realm="mailgate"'},
+            )
+        cred = await self._lookup(key)
+        if cred is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "invalid or revoked API key",
+                headers={"WWW-Authenticate": 'Bearer realm="mailgate", error="invalid_token"'},
+            )
+        if need == "send" and cred.scope not in ("send", "admin"):
+            raise ApiError(
+                403, "forbidden", f"this key has scope {cred.scope!r}; sending needs 'send'"
+            )
+        rate_text = cred.rate or self.settings.http.rate
+        if rate_text:
+            wait = self.limiter.check(cred.id, parse_rate(rate_text))
+            if wait > 0:
+                raise ApiError(
+                    429,
+                    "rate_limit_exceeded",
+                    f"too many requests for this key (limit {rate_text})",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        return cred
+
+    async def _lookup(self, key: str) -> Credential | None:
+        if self._auth_cache is None:
+            self._auth_cache = {}
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        now = time.monotonic()
+        hit = self._auth_cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        cred = await authenticate(self.store, "apikey", key)
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (cred, now + AUTH_CACHE_SECONDS)
+        return cred
+
+    async def read_json(self, request: Request) -> tuple[Any, bytes]:
+        """The request body as JSON, within [http] max_body_size (413 above it)."""
+        limit = self.settings.http.max_body_size
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+        try:
+            return json.loads(body), bytes(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+_FIELD_CODES = {
+    "from": "invalid_from_address",
+    "to": "invalid_to_address",
+    "cc": "invalid_to_address",
+    "bcc": "invalid_to_address",
+    "subject": "missing_subject",
+    "html": "missing_body",
+    "text": "missing_body",
+    "attachments": "invalid_attachment",
+    "template_id": "invalid_template",
+    "template_data": "invalid_template",
+    "recipient_variables": "invalid_to_address",
+}
+
+
+def parse_model(model: type[M], obj: Any, prefix: str = "") -> M:
+    """Validate the shape of a request; the first problem becomes a 422 naming the field."""
+    if not isinstance(obj, dict):
+        raise ApiError(422, "invalid_request", "the body must be a JSON object", prefix or None)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        field = prefix + ".".join(loc) if loc else (prefix or None)
+        if err["type"] == "extra_forbidden":
+            code, message = "unknown_field", f"{field}: unknown field"
+        elif err["type"] == "missing":
+            code = _FIELD_CODES.get(loc[0], "invalid_request") if loc else "invalid_request"
+            message = f"{field}: required"
+        else:
+            code = _FIELD_CODES.get(loc[0], "invalid_request") if loc else "invalid_request"
+            message = f"{field}: {err['msg']}"
+        raise ApiError(422, code, message, field) from None
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def request_hash(path: str, raw: bytes, obj: Any) -> str:
+    """What makes two requests "the same" for Idempotency-Key: path and JSON content."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{path}\n{canonical}".encode()).hexdigest()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _errors(handler: Handler) -> Handler:
+    """Map our errors to JSON answers; nothing else may escape as text."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return json_response(exc.body(), exc.status, exc.headers)
+        except StoreUnavailable as exc:
+            log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
+            return json_response(
+                {"error": {"code": "service_unavailable", "message": "queue unavailable, retry"}},
+                503,
+                {"Retry-After": "5"},
+            )
+
+    return wrapped
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return json_response(
+        {"error": {"code": codes.get(exc.status_code, "http_error"), "message": exc.detail}},
+        exc.status_code,
+        dict(exc.headers or {}),
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response({"error": {"code": "internal_error", "message": "internal error"}}, 500)
+
+
+def create_app(ctx: ApiContext) -> Starlette:
+    from mailgate.ingress import http_messages, http_templates
+    from mailgate.ingress.openapi import openapi_document
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await ctx.store.next_due_at()
+        except StoreUnavailable:
+            return json_response({"status": "unavailable"}, 503)
+        return json_response({"status": "ready"})
+
+    document = openapi_document(ctx.settings)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/v1/openapi.json", openapi, methods=["GET"]),
+    ]
+    for path, handler, methods in (*http_messages.routes(ctx), *http_templates.routes(ctx)):
+        routes.append(Route(path, _errors(handler), methods=methods))
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_exception, Exception: _internal_error},
+    )
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # older uvicorn
+        return None
+
+
+class HttpServer:
+    """uvicorn inside our event loop: mailgate owns the signals and the shutdown order."""
+
+    def __init__(self, settings: Settings, app: Starlette) -> None:
+        self._settings = settings
+        self._app = app
+        self._sockets: list[socket.socket] = []
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if not self._settings.http.listen:
+            return
+        for address in self._settings.http.listen:
+            host, port = parse_hostport(address)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            self._sockets.append(sock)
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            timeout_keep_alive=30,
+        )
+        config.load()
+        server = _Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=self._sockets)
+        self._server = server
+        self._task = asyncio.create_task(server.main_loop(), name="mailgate-http")
+        for sock in self._sockets:
+            name = sock.getsockname()
+            log.info("HTTP API listening on %s:%s", name[0], name[1])
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for sock in self._sockets]
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        await self._server.shutdown(sockets=self._sockets)
+        self._server = None

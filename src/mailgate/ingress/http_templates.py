@@ -1,0 +1,109 @@
+"""``/v1/templates``: stored subjects and bodies with ``{{ var }}`` placeholders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mailgate.ids import new_id
+from mailgate.ingress.http import ApiContext, json_response, parse_model
+from mailgate.ingress.http_messages import Route, _int_param, iso
+from mailgate.ingress.http_models import TemplateIn, TemplateUpdate
+from mailgate.ingress.http_validation import ApiError, invalid
+from mailgate.rendering import TemplateProblem, check_syntax
+from mailgate.store import TemplateRecord
+
+
+def _out(t: TemplateRecord) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "subject": t.subject,
+        "html": t.html,
+        "text": t.text,
+        "active": t.active,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+    }
+
+
+def _check(fields: dict[str, Any]) -> None:
+    for name in ("subject", "html", "text"):
+        value = fields.get(name)
+        if value:
+            try:
+                check_syntax(value, html=name == "html", field=name)
+            except TemplateProblem as exc:
+                raise invalid("invalid_template", str(exc), name) from None
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    store = ctx.store
+
+    async def found(request: Request) -> TemplateRecord:
+        record = await store.templates.get(request.path_params["template_id"])
+        if record is None:
+            raise ApiError(404, "not_found", "no such template")
+        return record
+
+    async def create(request: Request) -> Response:
+        await ctx.credential(request, need="send")
+        obj, _ = await ctx.read_json(request)
+        body = parse_model(TemplateIn, obj)
+        _check(body.model_dump())
+        now = ctx.clock()
+        record = TemplateRecord(
+            id=new_id(),
+            name=body.name,
+            subject=body.subject,
+            html=body.html,
+            text=body.text,
+            active=body.active,
+            created_at=now,
+            updated_at=now,
+        )
+        await store.templates.add(record)
+        return json_response({"data": _out(record)}, 201)
+
+    async def list_(request: Request) -> Response:
+        await ctx.credential(request)
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        offset = _int_param(request, "offset", 0, 0, 10**9)
+        records = await store.templates.all(limit=limit, offset=offset)
+        return json_response({"data": [_out(t) for t in records]})
+
+    async def get(request: Request) -> Response:
+        await ctx.credential(request)
+        return json_response({"data": _out(await found(request))})
+
+    async def update(request: Request) -> Response:
+        await ctx.credential(request, need="send")
+        record = await found(request)
+        obj, _ = await ctx.read_json(request)
+        body = parse_model(TemplateUpdate, obj)
+        values = body.model_dump(exclude_none=True)
+        _check(values)
+        if "active" in values:
+            values["active"] = int(values["active"])
+        values["updated_at"] = ctx.clock()
+        if not await store.templates.update(record.id, values):
+            raise ApiError(404, "not_found", "no such template")
+        updated = await store.templates.get(record.id)
+        assert updated is not None
+        return json_response({"data": _out(updated)})
+
+    async def delete(request: Request) -> Response:
+        await ctx.credential(request, need="send")
+        record = await found(request)
+        await store.templates.delete(record.id)
+        return json_response({"data": {"id": record.id, "deleted": True}})
+
+    return [
+        ("/v1/templates", create, ["POST"]),
+        ("/v1/templates", list_, ["GET"]),
+        ("/v1/templates/{template_id}", get, ["GET"]),
+        ("/v1/templates/{template_id}", update, ["PUT"]),
+        ("/v1/templates/{template_id}", delete, ["DELETE"]),
+    ]

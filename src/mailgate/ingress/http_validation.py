@@ -1,0 +1,336 @@
+"""What API request values mean: addresses, domains, headers, attachments, templates.
+
+Every refusal is an ApiError with the seed's error code and the field it is about, so a
+client can fix its request without guessing. Nothing the client sends reaches a header
+or the envelope without passing through here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailgate import mime, policy
+from mailgate.config import Settings
+from mailgate.ingress.http_models import AttachmentIn, SendRequest
+from mailgate.models import Credential, Submission
+from mailgate.rendering import TemplateProblem, render_all
+from mailgate.store import TemplateRecord
+
+MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 200
+MAX_METADATA_BYTES = 10_000
+MAX_SCHEDULE_AHEAD = 365 * 86400
+
+# Headers the API sets itself (or that would break the MIME structure or the trace).
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From",
+        "To",
+        "Cc",
+        "Bcc",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "DKIM-Signature",
+        "Sender",
+        "Return-Path",
+        "Received",
+        "MIME-Version",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+    )
+)
+_FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, kept short enough to fold
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is fine in a header value
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}$")
+_NAME_ADDR = re.compile(r"^\s*(.*?)\s*<([^<>]*)>\s*$", re.DOTALL)
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, the seed's error code, a message, the field."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            err["field"] = self.field
+        return {"error": err}
+
+
+def invalid(code: str, message: str, field: str | None) -> ApiError:
+    return ApiError(422, code, message, field)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated request: the submission for accept() and what the answer shows."""
+
+    submission: Submission
+    sender: str
+    to_repr: str | list[str]
+    subject: str
+    tags: list[str]
+    metadata: dict[str, Any]
+
+
+def parse_mailbox(value: str, field: str, code: str) -> mime.Mailbox:
+    """'Name <addr>' or 'addr' -> Mailbox with a validated, normalised address."""
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(code, f"{field}: an email address is required", field)
+    if _CONTROL.search(value):
+        raise invalid(code, f"{field}: control characters are not allowed", field)
+    m = _NAME_ADDR.match(value)
+    name, addr = (m.group(1), m.group(2).strip()) if m else ("", value.strip())
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = name[1:-1].replace('\\"', '"')
+    try:
+        checked = validate_email(addr, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise invalid(code, f"{field}: {addr!r} is not a valid address: {exc}", field) from None
+    address = checked.ascii_email or checked.normalized
+    if policy.split_address(address) is None:
+        raise invalid(code, f"{field}: {addr!r} is not a valid address", field)
+    return mime.Mailbox(address=address, name=name.strip())
+
+
+def _recipients(value: str | list[str] | None, field: str) -> list[mime.Mailbox]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    return [
+        parse_mailbox(
+            v, f"{field}[{i}]" if not isinstance(value, str) else field, "invalid_to_address"
+        )
+        for i, v in enumerate(items)
+    ]
+
+
+def _headers(raw: dict[str, str] | None) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name, value in (raw or {}).items():
+        field = f"headers.{name}"
+        if not _FIELD_NAME.match(name):
+            raise invalid("invalid_header", f"{field}: not a valid header name", field)
+        if name.lower() in RESERVED_HEADERS:
+            raise invalid(
+                "invalid_header", f"{field}: set by the API, use the request field instead", field
+            )
+        if not isinstance(value, str) or _CONTROL.search(value) or len(value) > 2000:
+            raise invalid(
+                "invalid_header",
+                f"{field}: value must be text without line breaks (at most 2000 characters)",
+                field,
+            )
+        out.append((name, value))
+    return out
+
+
+def _attachments(items: Sequence[AttachmentIn] | None) -> list[mime.Attachment]:
+    items = items or []
+    if len(items) > MAX_ATTACHMENTS:
+        raise invalid(
+            "too_many_attachments", f"at most {MAX_ATTACHMENTS} attachments", "attachments"
+        )
+    out: list[mime.Attachment] = []
+    for i, a in enumerate(items):
+        field = f"attachments[{i}]"
+        try:
+            content = base64.b64decode(a.content.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raise invalid(
+                "invalid_attachment", f"{field}.content: not valid base64", f"{field}.content"
+            ) from None
+        if len(content) > MAX_ATTACHMENT_BYTES:
+            raise invalid("attachment_too_large", f"{field}: larger than 10 MB", f"{field}.content")
+        if _CONTROL.search(a.filename) or "/" in a.filename or "\\" in a.filename:
+            raise invalid(
+                "invalid_attachment",
+                f"{field}.filename: not a valid file name",
+                f"{field}.filename",
+            )
+        if not _CONTENT_TYPE.match(a.content_type):
+            raise invalid(
+                "invalid_attachment",
+                f"{field}.content_type: expected type/subtype",
+                f"{field}.content_type",
+            )
+        cid = a.content_id or ""
+        if cid and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@]{1,200}", cid):
+            raise invalid(
+                "invalid_attachment", f"{field}.content_id: not a valid id", f"{field}.content_id"
+            )
+        out.append(mime.Attachment(a.filename, content, a.content_type, cid))
+    return out
+
+
+def _tags_metadata(
+    tags: list[str] | None, metadata: dict[str, Any] | None
+) -> tuple[list[str], dict[str, Any]]:
+    tags = tags or []
+    if len(tags) > MAX_TAGS:
+        raise invalid("invalid_tags", f"at most {MAX_TAGS} tags", "tags")
+    for i, tag in enumerate(tags):
+        if not tag or len(tag) > MAX_TAG_LENGTH or _CONTROL.search(tag):
+            raise invalid(
+                "invalid_tags", f"tags[{i}]: 1-{MAX_TAG_LENGTH} printable characters", f"tags[{i}]"
+            )
+    metadata = metadata or {}
+    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise invalid(
+            "invalid_metadata", f"metadata: at most {MAX_METADATA_BYTES} bytes of JSON", "metadata"
+        )
+    return tags, metadata
+
+
+def _schedule(value: datetime | None, now: float) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    ts = value.timestamp()
+    if ts - now > MAX_SCHEDULE_AHEAD:
+        raise invalid(
+            "invalid_scheduled_at", "scheduled_at: at most one year ahead", "scheduled_at"
+        )
+    return ts if ts > now else None
+
+
+def prepare_send(
+    req: SendRequest,
+    *,
+    settings: Settings,
+    credential: Credential,
+    client_address: str,
+    template: TemplateRecord | None,
+    template_data: dict[str, Any] | None,
+    now: float,
+) -> Prepared:
+    """Validate one message request and build its MIME; raise ApiError on the first problem."""
+    if req.optimize_send_time:
+        raise invalid(
+            "unsupported_option",
+            "optimize_send_time: not supported by this relay; omit it or send false",
+            "optimize_send_time",
+        )
+    sender = parse_mailbox(req.from_, "from", "invalid_from_address")
+    domain = sender.address.rpartition("@")[2]
+    if domain not in settings.domain_names() or (
+        credential.domains is not None and domain not in credential.domains
+    ):
+        raise invalid(
+            "domain_not_verified",
+            f"from: the domain {domain} is not a sending domain of this relay"
+            + ("" if credential.domains is None else " for this API key"),
+            "from",
+        )
+    to = _recipients(req.to, "to")
+    if not to:
+        raise invalid("invalid_to_address", "to: at least one recipient is required", "to")
+    cc = _recipients(req.cc, "cc")
+    bcc = _recipients(req.bcc, "bcc")
+    envelope: list[str] = []
+    seen: set[str] = set()
+    for box in (*to, *cc, *bcc):
+        if box.address.lower() not in seen:
+            seen.add(box.address.lower())
+            envelope.append(box.address)
+    if len(envelope) > settings.smtp.max_recipients:
+        raise invalid(
+            "too_many_recipients",
+            f"to/cc/bcc: at most {settings.smtp.max_recipients} recipients",
+            "to",
+        )
+
+    subject = req.subject if req.subject is not None else (template.subject if template else "")
+    html = req.html if req.html is not None else (template.html if template else "")
+    text = req.text if req.text is not None else (template.text if template else "")
+    if template is not None or template_data is not None:
+        try:
+            subject, html, text = render_all(subject, html, text, template_data or {})
+        except TemplateProblem as exc:
+            raise invalid("invalid_template", str(exc), "template_data") from None
+    if not subject.strip():
+        raise invalid("missing_subject", "subject: required", "subject")
+    if _CONTROL.search(subject):
+        raise invalid("invalid_header", "subject: line breaks are not allowed", "subject")
+    if not html and not text:
+        raise invalid("missing_body", "html or text: at least one is required", "html")
+
+    headers = _headers(req.headers)
+    if req.reply_to is not None:
+        if any(n.lower() == "reply-to" for n, _ in headers):
+            raise invalid("invalid_header", "reply_to: also given in headers", "reply_to")
+        rt = parse_mailbox(req.reply_to, "reply_to", "invalid_reply_to")
+        headers.append(("Reply-To", f"{rt.name} <{rt.address}>" if rt.name else rt.address))
+    attachments = _attachments(req.attachments)
+    tags, metadata = _tags_metadata(req.tags, req.metadata)
+    scheduled_at = _schedule(req.scheduled_at, now)
+
+    data = mime.build(
+        mime.MessageSpec(
+            sender=sender,
+            to=to,
+            cc=cc,
+            subject=subject,
+            html=html,
+            text=text,
+            headers=headers,
+            attachments=attachments,
+        )
+    )
+    if len(data) > settings.smtp.max_message_size:
+        raise ApiError(
+            413,
+            "message_too_large",
+            f"the message is {len(data)} bytes; at most {settings.smtp.max_message_size} allowed",
+        )
+    display_to = tuple(b.address for b in to)
+    submission = Submission(
+        sender=sender.address,
+        recipients=tuple(envelope),
+        data=data,
+        source="http",
+        credential=credential,
+        client_address=client_address,
+        client_helo="",
+        protocol="HTTP",
+        display_to=display_to,
+        tags=tuple(tags),
+        metadata=metadata,
+        tracking=(req.tracking.model_dump() if req.tracking else {"opens": True, "clicks": True}),
+        scheduled_at=scheduled_at,
+    )
+    return Prepared(
+        submission=submission,
+        sender=sender.address,
+        to_repr=display_to[0] if isinstance(req.to, str) else list(display_to),
+        subject=subject,
+        tags=tags,
+        metadata=metadata,
+    )

@@ -1,0 +1,190 @@
+"""``/v1/openapi.json``: the OpenAPI 3.1 document, generated from the models that validate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from mailgate import __version__
+from mailgate.config import Settings
+from mailgate.ingress import http_models as m
+
+_REF = "#/components/schemas/{model}"
+
+# (method, path, summary, request model, success status, response model, needs "send")
+_OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseModel], bool]] = [
+    ("post", "/v1/messages/send", "Send one message", m.SendRequest, 202, m.MessageData, True),
+    (
+        "post",
+        "/v1/messages/batch",
+        "Send up to 1000 messages",
+        m.BatchRequest,
+        202,
+        m.BatchData,
+        True,
+    ),
+    ("get", "/v1/messages", "List messages", None, 200, m.MessageList, False),
+    ("get", "/v1/messages/scheduled", "List scheduled messages", None, 200, m.ScheduledList, False),
+    ("get", "/v1/messages/{message_id}", "Get a message", None, 200, m.MessageDetailData, False),
+    (
+        "get",
+        "/v1/messages/{message_id}/events",
+        "A message's events",
+        None,
+        200,
+        m.EventList,
+        False,
+    ),
+    (
+        "delete",
+        "/v1/messages/{message_id}/schedule",
+        "Cancel a scheduled message",
+        None,
+        200,
+        m.CancelData,
+        True,
+    ),
+    ("post", "/v1/templates", "Create a template", m.TemplateIn, 201, m.TemplateData, True),
+    ("get", "/v1/templates", "List templates", None, 200, m.TemplateList, False),
+    ("get", "/v1/templates/{template_id}", "Get a template", None, 200, m.TemplateData, False),
+    (
+        "put",
+        "/v1/templates/{template_id}",
+        "Update a template",
+        m.TemplateUpdate,
+        200,
+        m.TemplateData,
+        True,
+    ),
+    ("delete", "/v1/templates/{template_id}", "Delete a template", None, 200, m.TemplateData, True),
+]
+
+_QUERY: dict[str, list[dict[str, Any]]] = {
+    "/v1/messages": [
+        {
+            "name": "limit",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+        },
+        {"name": "offset", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        {
+            "name": "status",
+            "schema": {
+                "type": "string",
+                "enum": [
+                    "scheduled",
+                    "queued",
+                    "deferred",
+                    "sent",
+                    "delivered",
+                    "bounced",
+                    "failed",
+                    "cancelled",
+                ],
+            },
+        },
+        {"name": "to", "schema": {"type": "string"}},
+        {"name": "since", "schema": {"type": "string", "format": "date-time"}},
+        {"name": "until", "schema": {"type": "string", "format": "date-time"}},
+    ],
+    "/v1/messages/scheduled": [
+        {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+    ],
+    "/v1/templates": [
+        {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        {"name": "offset", "schema": {"type": "integer", "minimum": 0}},
+    ],
+}
+
+_ERRORS = {
+    "400": "Malformed JSON",
+    "401": "Missing or invalid API key",
+    "403": "The key's scope does not allow this",
+    "404": "Not found (or not visible to this key)",
+    "409": "Conflict (idempotency key reused, message not scheduled)",
+    "413": "Body or message too large",
+    "422": "A field is invalid; error.field names it",
+    "429": "Rate limit exceeded; see Retry-After",
+    "503": "Queue unavailable; retry",
+}
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    models: list[type[BaseModel]] = [m.ErrorResponse]
+    for _method, _path, _summary, req, _status, resp, _send in _OPERATIONS:
+        if req is not None:
+            models.append(req)
+        models.append(resp)
+    unique = list(dict.fromkeys(models))
+    _keys, schema = models_json_schema(
+        [(model, "validation") for model in unique], ref_template=_REF
+    )
+    components = schema.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary, req, status, resp, _send in _OPERATIONS:
+        op: dict[str, Any] = {
+            "summary": summary,
+            "responses": {
+                str(status): {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": {"$ref": _REF.format(model=resp.__name__)}}
+                    },
+                },
+                **{
+                    code: {
+                        "description": text,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": _REF.format(model="ErrorResponse")}
+                            }
+                        },
+                    }
+                    for code, text in _ERRORS.items()
+                },
+            },
+        }
+        params = [{**q, "in": "query", "required": False} for q in _QUERY.get(path, [])]
+        if method != "get":
+            params = []
+        for name in ("message_id", "template_id"):
+            if "{" + name + "}" in path:
+                params.append(
+                    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                )
+        if method == "post" and path.startswith("/v1/messages/"):
+            params.append(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 255},
+                }
+            )
+        if params:
+            op["parameters"] = params
+        if req is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": _REF.format(model=req.__name__)}}
+                },
+            }
+        paths.setdefault(path, {})[method] = op
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "mailgate HTTP API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }
+    if settings.http.public_url:
+        doc["servers"] = [{"url": settings.http.public_url}]
+    return doc
