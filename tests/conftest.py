@@ -77,9 +77,15 @@ class RelayRunner:
         raise AssertionError("no such listener")
 
     def create_key(
-        self, name: str = "app", scope: str = "send", domains: tuple[str, ...] = ()
+        self, name: str = "app", scope: str = "send", domains: tuple[str, ...] = (), rate: str = ""
     ) -> str:
-        return self.call(create_key(self.store, name, scope, domains))
+        return self.call(create_key(self.store, name, scope, domains, rate))
+
+    @property
+    def http_url(self) -> str:
+        assert self.app.http is not None
+        host, port = self.app.http.addresses()[0]
+        return f"http://{host}:{port}"
 
     def message(self, queue_id: str) -> dict[str, Any]:
         msg = self.call(self.store.get_message(queue_id))

@@ -73,8 +73,8 @@ class Acceptor:
         stored_answer = answer(results) if answer is not None else None
         if rows or stored_answer is not None:
             await self._store.enqueue(rows, answer=stored_answer)
-            if any(r.scheduled_at is None for r in rows):
-                self._on_commit()
+            if rows:
+                self._on_commit()  # also for scheduled mail: the scheduler re-times its sleep
         return results
 
     def _prepare(self, sub: Submission, now: float) -> NewMessage:

@@ -1,0 +1,737 @@
+"""Story: an application sends through the JSON HTTP API (MailingAPI's /v1/messages).
+
+Every request runs against a live relay with httpx; what reaches the Maildir capture is
+parsed back with the ``email`` package.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+@pytest.fixture
+def api(relay):  # type: ignore[no-untyped-def]
+    key = relay.create_key("app")
+    with httpx.Client(
+        base_url=relay.http_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        client.relay = relay  # type: ignore[attr-defined]
+        client.key = key  # type: ignore[attr-defined]
+        yield client
+
+
+def delivered(
+    tmp_path: Path, count: int, timeout: float = 10.0
+) -> list[email.message.EmailMessage]:
+    folder = tmp_path / "maildir" / "new"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = sorted(folder.iterdir()) if folder.exists() else []
+        if len(files) >= count:
+            return [
+                email.message_from_bytes(f.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+                for f in files
+            ]
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} delivered messages")
+
+
+def error_of(resp: httpx.Response) -> dict:  # type: ignore[type-arg]
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    return body["error"]
+
+
+# ------------------------------------------------------------- seed examples
+
+
+def test_seed_send_example(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "Your Company <hello@example.com>",
+            "to": "John Doe <john@example.net>",
+            "subject": "Your order has shipped",
+            "html": (
+                "<h1>Order Shipped</h1><p>Hi {{name}}, your order #{{order_id}} is on the way!</p>"
+            ),
+            "text": "Order Shipped\n\nHi {{name}}, your order #{{order_id}} is on the way!",
+            "template_data": {"name": "John", "order_id": "12345"},
+            "tags": ["transactional", "shipping"],
+            "metadata": {"user_id": "usr_123", "order_id": "ord_456"},
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    data = resp.json()["data"]
+    assert set(data) == {
+        "id",
+        "message_id",
+        "from",
+        "to",
+        "subject",
+        "status",
+        "tags",
+        "metadata",
+        "created_at",
+    }
+    assert UUID.match(data["id"])
+    assert data["message_id"] == f"<{data['id']}@relay.test>"
+    assert data["from"] == "hello@example.com"
+    assert data["to"] == "john@example.net"
+    assert data["subject"] == "Your order has shipped"
+    assert data["status"] == "queued"
+    assert data["tags"] == ["transactional", "shipping"]
+    assert data["metadata"] == {"user_id": "usr_123", "order_id": "ord_456"}
+    assert ISO_Z.match(data["created_at"])
+
+    (msg,) = delivered(tmp_path, 1)
+    assert msg["From"] == "Your Company <hello@example.com>"
+    assert msg["To"] == "John Doe <john@example.net>"
+    assert msg["Message-ID"] == data["message_id"]
+    assert msg.get_content_type() == "multipart/alternative"
+    assert "Hi John, your order #12345 is on the way!" in msg.get_body(("plain",)).get_content()
+    assert "<p>Hi John, your order #12345" in msg.get_body(("html",)).get_content()
+
+    got = api.get(f"/v1/messages/{data['id']}")
+    assert got.status_code == 200
+    detail = got.json()["data"]
+    for key in ("id", "message_id", "from", "to", "subject", "tags", "metadata", "created_at"):
+        assert detail[key] == data[key], key
+    deadline = time.monotonic() + 10
+    while detail["status"] != "sent" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        detail = api.get(f"/v1/messages/{data['id']}").json()["data"]
+    assert detail["status"] == "sent"
+    assert ISO_Z.match(detail["sent_at"])
+    assert detail["delivered_at"] is None  # accepted by the capture provider, not a recipient MX
+    (rcpt,) = detail["recipients"]
+    assert rcpt["email"] == "john@example.net" and rcpt["status"] == "sent"
+    assert rcpt["last_response"].startswith("250 2.0.0") and rcpt["attempts"] == 1
+
+    events = api.get(f"/v1/messages/{data['id']}/events").json()["data"]
+    assert [e["type"] for e in events] == ["queued", "sent"]
+    assert all(e["id"].startswith("evt_") and ISO_Z.match(e["timestamp"]) for e in events)
+    assert events[1]["metadata"]["provider"] == "capture"
+
+
+def test_seed_attachments_and_inline_image(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pdf = b"%PDF-1.4 invoice"
+    png = b"\x89PNG\r\n\x1a\nlogo"
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "hello@example.com",
+            "to": ["a@example.net", "b@example.net"],
+            "subject": "Invoice",
+            "html": '<p>See attached.</p><img src="cid:logo">',
+            "attachments": [
+                {
+                    "filename": "invoice.pdf",
+                    "content": base64.b64encode(pdf).decode(),
+                    "content_type": "application/pdf",
+                },
+                {
+                    "filename": "logo.png",
+                    "content": base64.b64encode(png).decode(),
+                    "content_type": "image/png",
+                    "content_id": "logo",
+                },
+            ],
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["data"]["to"] == ["a@example.net", "b@example.net"]
+    msg = delivered(tmp_path, 2)[0]
+    assert msg.get_content_type() == "multipart/mixed"
+    parts = {p.get_content_type(): p for p in msg.walk()}
+    assert "multipart/related" in parts
+    assert parts["image/png"]["Content-ID"] == "<logo>"
+    assert parts["image/png"].get_content() == png
+    assert parts["application/pdf"].get_filename() == "invoice.pdf"
+    assert parts["application/pdf"].get_content() == pdf
+
+
+def test_seed_tracking_example_text_only_and_html_only(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "alerts@example.com",
+            "to": "user@example.net",
+            "subject": "New login detected",
+            "html": "<p>A new login was detected on your account.</p>",
+            "tracking": {"opens": False, "clicks": False},
+        },
+    )
+    assert resp.status_code == 202
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "alerts@example.com",
+            "to": "u2@example.net",
+            "subject": "t",
+            "text": "plain",
+        },
+    )
+    assert resp.status_code == 202
+    msgs = delivered(tmp_path, 2)
+    types = sorted(m.get_content_type() for m in msgs)
+    assert types == ["text/html", "text/plain"]
+
+
+def test_seed_batch_with_recipient_variables(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    resp = api.post(
+        "/v1/messages/batch",
+        json={
+            "from": "hello@example.com",
+            "subject": "Welcome, {{name}}!",
+            "html": "<p>Hi {{name}}, your code is {{code}}.</p>",
+            "recipient_variables": {
+                "alice@example.net": {"name": "Alice", "code": "ABC123"},
+                "bob@example.net": {"name": "Bob", "code": "XYZ789"},
+            },
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    data = resp.json()["data"]
+    assert (data["total"], data["queued"], data["errors"]) == (2, 2, 0)
+    assert [(m["index"], m["status"], m["to"]) for m in data["messages"]] == [
+        (0, "queued", "alice@example.net"),
+        (1, "queued", "bob@example.net"),
+    ]
+    assert all(UUID.match(m["id"]) for m in data["messages"])
+    by_to = {m["To"]: m for m in delivered(tmp_path, 2)}
+    assert by_to["alice@example.net"]["Subject"] == "Welcome, Alice!"
+    assert "your code is XYZ789" in by_to["bob@example.net"].get_content()
+
+
+def test_seed_batch_with_messages_array(api) -> None:  # type: ignore[no-untyped-def]
+    resp = api.post(
+        "/v1/messages/batch",
+        json={
+            "messages": [
+                {
+                    "from": "hello@example.com",
+                    "to": "alice@example.net",
+                    "subject": "Your invoice",
+                    "html": "<p>Invoice #001 attached.</p>",
+                },
+                {
+                    "from": "hello@example.com",
+                    "to": "bob@example.net",
+                    "subject": "Your receipt",
+                    "html": "<p>Receipt #002 attached.</p>",
+                },
+            ]
+        },
+    )
+    assert resp.status_code == 202
+    assert resp.json()["data"]["queued"] == 2
+
+
+def test_seed_list_messages_with_filters(api) -> None:  # type: ignore[no-untyped-def]
+    for i in range(3):
+        r = api.post(
+            "/v1/messages/send",
+            json={
+                "from": "hello@example.com",
+                "to": f"u{i}@example.net",
+                "subject": f"s{i}",
+                "text": "x",
+            },
+        )
+        assert r.status_code == 202
+    since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    resp = api.get("/v1/messages", params={"since": since, "limit": 2})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["meta"] == {"count": 2, "total": 3, "limit": 2, "offset": 0, "has_more": True}
+    assert [m["subject"] for m in body["data"]] == ["s2", "s1"]
+    assert set(body["data"][0]) == {
+        "id",
+        "message_id",
+        "from",
+        "to",
+        "subject",
+        "status",
+        "tags",
+        "metadata",
+        "created_at",
+    }
+    page2 = api.get("/v1/messages", params={"limit": 2, "offset": 2}).json()
+    assert page2["meta"]["has_more"] is False and len(page2["data"]) == 1
+    only = api.get("/v1/messages", params={"to": "U1@example.net"}).json()
+    assert [m["subject"] for m in only["data"]] == ["s1"]
+    future = api.get("/v1/messages", params={"since": "2999-01-01T00:00:00Z"}).json()
+    assert future["data"] == [] and future["meta"]["total"] == 0
+    assert api.get("/v1/messages", params={"limit": 101}).status_code == 422
+    assert error_of(api.get("/v1/messages", params={"status": "lost"}))["field"] == "status"
+    assert (
+        error_of(api.get("/v1/messages", params={"since": "yesterday"}))["code"]
+        == "invalid_parameter"
+    )
+
+
+def test_seed_schedule_list_and_cancel(api) -> None:  # type: ignore[no-untyped-def]
+    when = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "hello@example.com",
+            "to": "user@example.net",
+            "subject": "Holiday greeting",
+            "html": "<p>Happy holidays!</p>",
+            "scheduled_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
+    assert resp.status_code == 202
+    data = resp.json()["data"]
+    assert data["status"] == "scheduled"
+    assert data["scheduled_at"] == when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    listed = api.get("/v1/messages/scheduled").json()["data"]
+    assert listed == [
+        {
+            "id": data["id"],
+            "to": "user@example.net",
+            "subject": "Holiday greeting",
+            "scheduled_at": data["scheduled_at"],
+            "status": "scheduled",
+        }
+    ]
+    resp = api.delete(f"/v1/messages/{data['id']}/schedule")
+    assert resp.status_code == 200
+    assert resp.json()["data"] == {
+        "id": data["id"],
+        "status": "cancelled",
+        "created_at": data["created_at"],
+    }
+    assert api.get(f"/v1/messages/{data['id']}").json()["data"]["status"] == "cancelled"
+    assert api.get("/v1/messages/scheduled").json()["data"] == []
+    again = api.delete(f"/v1/messages/{data['id']}/schedule")
+    assert again.status_code == 409 and error_of(again)["code"] == "not_scheduled"
+    types = [e["type"] for e in api.get(f"/v1/messages/{data['id']}/events").json()["data"]]
+    assert types == ["scheduled", "cancelled"]
+
+
+def test_scheduled_message_goes_out_when_due(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    when = datetime.now(UTC) + timedelta(seconds=1.5)
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "hello@example.com",
+            "to": "user@example.net",
+            "subject": "soon",
+            "text": "x",
+            "scheduled_at": when.isoformat(),
+        },
+    )
+    assert resp.json()["data"]["status"] == "scheduled"
+    assert not (tmp_path / "maildir" / "new").exists() or not list(
+        (tmp_path / "maildir" / "new").iterdir()
+    )
+    delivered(tmp_path, 1, timeout=10)
+    qid = resp.json()["data"]["id"]
+    cancel = api.delete(f"/v1/messages/{qid}/schedule")
+    assert cancel.status_code == 409
+
+
+# --------------------------------------------------------------- auth, limits
+
+
+def test_authentication_and_scopes(relay) -> None:  # type: ignore[no-untyped-def]
+    send_key = relay.create_key("sender")
+    read_key = relay.create_key("reader", scope="read")
+    body = {"from": "hello@example.com", "to": "u@example.net", "subject": "s", "text": "t"}
+    with httpx.Client(base_url=relay.http_url) as c:
+        r = c.post("/v1/messages/send", json=body)
+        assert r.status_code == 401 and error_of(r)["code"] == "unauthorized"
+        assert "Bearer" in r.headers["www-authenticate"]
+        r = c.post("/v1/messages/send", json=body, headers={"Authorization": "Bearer mg_nope"})
+        assert r.status_code == 401
+        r = c.post("/v1/messages/send", json=body, headers={"x-api-key": send_key})
+        assert r.status_code == 202
+        qid = r.json()["data"]["id"]
+        r = c.post("/v1/messages/send", json=body, headers={"Authorization": f"Bearer {read_key}"})
+        assert r.status_code == 403 and error_of(r)["code"] == "forbidden"
+        # A read key sees every message; another send key sees only its own.
+        other = relay.create_key("other")
+        assert c.get(f"/v1/messages/{qid}", headers={"x-api-key": read_key}).status_code == 200
+        r = c.get(f"/v1/messages/{qid}", headers={"x-api-key": other})
+        assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+        assert c.get("/v1/messages", headers={"x-api-key": other}).json()["meta"]["total"] == 0
+        assert c.get("/v1/messages/nope", headers={"x-api-key": read_key}).status_code == 404
+        relay.call(relay.store.keys.revoke("sender", time.time()))
+        time.sleep(2.1)  # the auth cache lives 2 s
+        r = c.post("/v1/messages/send", json=body, headers={"x-api-key": send_key})
+        assert r.status_code == 401
+
+
+def test_rate_limit_429_with_retry_after(relay) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("slow", rate="2/s")
+    with httpx.Client(base_url=relay.http_url, headers={"x-api-key": key}) as c:
+        codes = [c.get("/v1/messages").status_code for _ in range(5)]
+        assert codes[:2] == [200, 200] and 429 in codes
+        r = c.get("/v1/messages")
+        if r.status_code == 429:
+            assert error_of(r)["code"] == "rate_limit_exceeded"
+            assert int(r.headers["retry-after"]) >= 1
+
+
+def test_body_limits_and_malformed_json(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(http={"listen": ["127.0.0.1:0"], "max_body_size": "10KB"})
+    key = relay.create_key("app")
+    with httpx.Client(base_url=relay.http_url, headers={"x-api-key": key}) as c:
+        r = c.post(
+            "/v1/messages/send", content=b'{"from": ', headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400 and error_of(r)["code"] == "invalid_json"
+        big = {"from": "a@example.com", "to": "b@example.net", "subject": "s", "text": "x" * 20000}
+        r = c.post("/v1/messages/send", json=big)
+        assert r.status_code == 413 and error_of(r)["code"] == "payload_too_large"
+        r = c.post("/v1/messages/send", json=[1, 2])
+        assert r.status_code == 422 and error_of(r)["code"] == "invalid_request"
+        assert c.get("/v1/nothing").status_code == 404
+        assert error_of(c.put("/v1/messages/send"))["code"] == "method_not_allowed"
+
+
+# -------------------------------------------------------------- validation
+
+
+BASE = {"from": "hello@example.com", "to": "user@example.net", "subject": "s", "text": "t"}
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"from": "not an address"}, "invalid_from_address", "from"),
+        ({"from": "Name <>"}, "invalid_from_address", "from"),
+        ({"from": "someone@gmail.com"}, "domain_not_verified", "from"),
+        ({"to": "nope"}, "invalid_to_address", "to"),
+        ({"to": ["ok@example.net", "bad@@example.net"]}, "invalid_to_address", "to[1]"),
+        ({"to": []}, "invalid_to_address", "to"),
+        ({"cc": ["x@"]}, "invalid_to_address", "cc[0]"),
+        ({"bcc": "a b@example.net"}, "invalid_to_address", "bcc"),
+        ({"subject": ""}, "missing_subject", "subject"),
+        ({"subject": None}, "missing_subject", "subject"),
+        ({"text": None}, "missing_body", "html"),
+        (
+            {"template_id": "00000000-0000-7000-8000-000000000000"},
+            "invalid_template",
+            "template_id",
+        ),
+        ({"text": "Hi {{ name }}", "template_data": {}}, "invalid_template", "template_data"),
+        (
+            {"text": "Hi {{ name ", "template_data": {"name": "x"}},
+            "invalid_template",
+            "template_data",
+        ),
+        (
+            {"attachments": [{"filename": "a", "content": "AAAA"}] * 11},
+            "too_many_attachments",
+            "attachments",
+        ),
+        (
+            {"attachments": [{"filename": "a", "content": "!!notbase64"}]},
+            "invalid_attachment",
+            "attachments[0].content",
+        ),
+        (
+            {"attachments": [{"filename": "a\r\nX: y", "content": "AAAA"}]},
+            "invalid_attachment",
+            "attachments[0].filename",
+        ),
+        (
+            {"attachments": [{"filename": "a", "content": "AAAA", "content_type": "bad"}]},
+            "invalid_attachment",
+            "attachments[0].content_type",
+        ),
+        (
+            {"headers": {"X-Ok": "fine\r\nBcc: victim@example.net"}},
+            "invalid_header",
+            "headers.X-Ok",
+        ),
+        ({"headers": {"Bcc": "victim@example.net"}}, "invalid_header", "headers.Bcc"),
+        ({"headers": {"DKIM-Signature": "v=1"}}, "invalid_header", "headers.DKIM-Signature"),
+        ({"headers": {"Message-ID": "<x@y>"}}, "invalid_header", "headers.Message-ID"),
+        ({"headers": {"X Bad": "v"}}, "invalid_header", "headers.X Bad"),
+        ({"subject": "hello\r\nBcc: victim@example.net"}, "invalid_header", "subject"),
+        (
+            {"from": "Evil\r\nBcc: victim@example.net <hello@example.com>"},
+            "invalid_from_address",
+            "from",
+        ),
+        ({"to": "Bob\n <bob@example.net>"}, "invalid_to_address", "to"),
+        ({"surprise": 1}, "unknown_field", "surprise"),
+        ({"optimize_send_time": True}, "unsupported_option", "optimize_send_time"),
+        ({"scheduled_at": "next tuesday"}, "invalid_request", "scheduled_at"),
+        ({"tags": ["ok", ""]}, "invalid_tags", "tags[1]"),
+    ],
+)
+def test_validation_errors_name_code_and_field(api, change, code, field) -> None:  # type: ignore[no-untyped-def]
+    body = {**BASE, **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    resp = api.post("/v1/messages/send", json=body)
+    assert resp.status_code == 422, resp.text
+    err = error_of(resp)
+    assert (err["code"], err["field"]) == (code, field), err
+    assert err["message"]
+    assert api.get("/v1/messages").json()["meta"]["total"] == 0  # nothing was queued
+
+
+def test_attachment_too_large(api) -> None:  # type: ignore[no-untyped-def]
+    content = base64.b64encode(b"\0" * (10 * 1024 * 1024 + 1)).decode()
+    resp = api.post(
+        "/v1/messages/send",
+        json={**BASE, "attachments": [{"filename": "big.bin", "content": content}]},
+    )
+    assert resp.status_code == 422 and error_of(resp)["code"] == "attachment_too_large"
+
+
+def test_key_restricted_to_a_domain_gets_domain_not_verified(relay) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("shop", domains=("example.org",))
+    with httpx.Client(base_url=relay.http_url, headers={"x-api-key": key}) as c:
+        r = c.post("/v1/messages/send", json=BASE)
+        assert r.status_code == 422 and error_of(r)["code"] == "domain_not_verified"
+        assert (
+            c.post("/v1/messages/send", json={**BASE, "from": "shop@example.org"}).status_code
+            == 202
+        )
+
+
+def test_international_addresses_and_names(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "Zoë Ünicode <hello@example.com>",
+            "to": ["Jürgen <jurgen@bücher.example>", "用户@例子.example"],
+            "subject": "Grüße — 你好",
+            "text": "Schöne Grüße",
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["data"]["to"] == ["jurgen@xn--bcher-kva.example", "用户@例子.example"]
+    msgs = delivered(tmp_path, 2)
+    assert msgs[0]["Subject"] == "Grüße — 你好"
+    assert "Zoë Ünicode" in msgs[0]["From"]
+
+
+def test_custom_headers_and_reply_to_reach_the_message(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            **BASE,
+            "headers": {"X-Campaign": "spring"},
+            "reply_to": "Support <help@example.com>",
+            "bcc": ["hidden@example.net"],
+        },
+    )
+    assert resp.status_code == 202
+    msgs = delivered(tmp_path, 2)
+    assert msgs[0]["X-Campaign"] == "spring"
+    assert msgs[0]["Reply-To"] == "Support <help@example.com>"
+    assert all(
+        "hidden@example.net"
+        not in m.as_string().split("\n\n", 1)[0].replace("Delivered-To: hidden@example.net", "")
+        for m in msgs
+    )
+
+
+# ----------------------------------------------------------------- batches
+
+
+def test_batch_of_1000_with_bad_recipients(api) -> None:  # type: ignore[no-untyped-def]
+    variables = {f"user{i}@example.net": {"n": str(i)} for i in range(997)}
+    variables.update({"bad@@example.net": {"n": "x"}, "no-at-sign": {"n": "y"}, "x@": {"n": "z"}})
+    resp = api.post(
+        "/v1/messages/batch",
+        json={
+            "from": "hello@example.com",
+            "subject": "Hi {{ n }}",
+            "text": "n={{ n }}",
+            "recipient_variables": variables,
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    data = resp.json()["data"]
+    assert (data["total"], data["queued"], data["errors"]) == (1000, 997, 3)
+    rejected = [m for m in data["messages"] if m["status"] == "rejected"]
+    assert [m["index"] for m in rejected] == [997, 998, 999]
+    assert all(m["error"]["code"] == "invalid_to_address" for m in rejected)
+    assert api.get("/v1/messages").json()["meta"]["total"] == 997
+
+
+def test_batch_messages_validated_each_alone(api) -> None:  # type: ignore[no-untyped-def]
+    resp = api.post(
+        "/v1/messages/batch",
+        json={
+            "messages": [
+                BASE,
+                {**BASE, "from": "x@gmail.com"},
+                {**BASE, "subject": ""},
+                {"to": 5},
+                {**BASE, "to": "fine@example.net"},
+            ]
+        },
+    )
+    data = resp.json()["data"]
+    assert [m["status"] for m in data["messages"]] == [
+        "queued",
+        "rejected",
+        "rejected",
+        "rejected",
+        "queued",
+    ]
+    assert data["messages"][1]["error"]["code"] == "domain_not_verified"
+    assert data["messages"][2]["error"]["code"] == "missing_subject"
+    assert data["messages"][3]["error"]["field"].startswith("messages[3].")
+    too_many = api.post("/v1/messages/batch", json={"messages": [BASE] * 1001})
+    assert too_many.status_code == 422 and error_of(too_many)["code"] == "too_many_messages"
+    both = api.post("/v1/messages/batch", json={"messages": [BASE], "recipient_variables": {}})
+    assert both.status_code == 422
+
+
+# ------------------------------------------------------------- idempotency
+
+
+def test_idempotency_key(api) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Idempotency-Key": "order-42"}
+    first = api.post("/v1/messages/send", json=BASE, headers=headers)
+    second = api.post("/v1/messages/send", json=BASE, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()
+    assert second.headers.get("idempotent-replayed") == "true"
+    assert api.get("/v1/messages").json()["meta"]["total"] == 1
+    other = api.post("/v1/messages/send", json={**BASE, "subject": "changed"}, headers=headers)
+    assert other.status_code == 409 and error_of(other)["code"] == "idempotency_conflict"
+    batch_h = {"Idempotency-Key": "batch-1"}
+    b1 = api.post("/v1/messages/batch", json={"messages": [BASE, BASE]}, headers=batch_h)
+    b2 = api.post("/v1/messages/batch", json={"messages": [BASE, BASE]}, headers=batch_h)
+    assert b1.json() == b2.json()
+    assert api.get("/v1/messages").json()["meta"]["total"] == 3
+
+
+# --------------------------------------------------------------- templates
+
+
+def test_templates_crud_and_use(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    r = api.post(
+        "/v1/templates",
+        json={
+            "name": "welcome",
+            "subject": "Welcome {{ name }}",
+            "html": "<b>{{ name }}</b>",
+            "text": "Hi {{ name }}",
+        },
+    )
+    assert r.status_code == 201, r.text
+    tpl = r.json()["data"]
+    assert tpl["name"] == "welcome" and tpl["active"] is True
+    assert api.get(f"/v1/templates/{tpl['id']}").json()["data"] == tpl
+    assert [t["id"] for t in api.get("/v1/templates").json()["data"]] == [tpl["id"]]
+    send = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "hello@example.com",
+            "to": "u@example.net",
+            "template_id": tpl["id"],
+            "template_data": {"name": "<Ann>"},
+        },
+    )
+    assert send.status_code == 202, send.text
+    assert send.json()["data"]["subject"] == "Welcome <Ann>"
+    (msg,) = delivered(tmp_path, 1)
+    assert "<b>&lt;Ann&gt;</b>" in msg.get_body(("html",)).get_content()  # autoescaped
+    assert "Hi <Ann>" in msg.get_body(("plain",)).get_content()  # text is not
+    missing = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "hello@example.com",
+            "to": "u@example.net",
+            "template_id": tpl["id"],
+            "template_data": {},
+        },
+    )
+    assert missing.status_code == 422
+    assert (
+        "name" in error_of(missing)["message"] and error_of(missing)["code"] == "invalid_template"
+    )
+    upd = api.put(
+        f"/v1/templates/{tpl['id']}", json={"subject": "Hello {{ name }}", "active": False}
+    )
+    assert upd.status_code == 200 and upd.json()["data"]["active"] is False
+    inactive = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "hello@example.com",
+            "to": "u@example.net",
+            "template_id": tpl["id"],
+            "template_data": {"name": "x"},
+        },
+    )
+    assert error_of(inactive)["code"] == "invalid_template"
+    bad = api.post("/v1/templates", json={"name": "broken", "html": "{% if %}"})
+    assert bad.status_code == 422 and error_of(bad)["code"] == "invalid_template"
+    assert api.delete(f"/v1/templates/{tpl['id']}").status_code == 200
+    assert api.get(f"/v1/templates/{tpl['id']}").status_code == 404
+
+
+def test_template_sandbox_blocks_attribute_escapes(api) -> None:  # type: ignore[no-untyped-def]
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            **BASE,
+            "text": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+            "template_data": {},
+        },
+    )
+    assert resp.status_code == 422 and error_of(resp)["code"] == "invalid_template"
+
+
+# ------------------------------------------------------------------- ops
+
+
+def test_health_ready_and_openapi(relay) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=relay.http_url) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").json() == {"status": "ready"}
+        doc = c.get("/v1/openapi.json").json()
+    assert doc["openapi"] == "3.1.0"
+    assert set(doc["paths"]) >= {
+        "/v1/messages/send",
+        "/v1/messages/batch",
+        "/v1/messages",
+        "/v1/messages/{message_id}",
+        "/v1/messages/{message_id}/events",
+        "/v1/messages/scheduled",
+        "/v1/messages/{message_id}/schedule",
+        "/v1/templates",
+        "/v1/templates/{template_id}",
+    }
+    send_schema = doc["components"]["schemas"]["SendRequest"]
+    assert {"from", "to", "subject", "html", "text", "attachments", "scheduled_at"} <= set(
+        send_schema["properties"]
+    )
+    assert "from" in send_schema["required"]
+
+
+def test_smtp_and_http_share_one_queue(api) -> None:  # type: ignore[no-untyped-def]
+    import smtplib
+
+    relay = api.relay
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as s:
+        s.login("apikey", api.key)
+        s.sendmail("hello@example.com", ["smtp@example.net"], b"Subject: via smtp\r\n\r\nx\r\n")
+    api.post("/v1/messages/send", json=BASE)
+    listed = api.get("/v1/messages").json()["data"]
+    assert sorted(m["subject"] for m in listed) == ["s", "via smtp"]
