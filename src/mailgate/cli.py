@@ -252,5 +252,83 @@ def queue_show(config_path: str, message_id: str) -> None:
         click.echo(f"  {_ts(e['at'])} {e['type']:<9} {e['recipient']}{extra}")
 
 
+# ---------------------------------------------------------------- dkim
+
+
+@main.group()
+def dkim() -> None:
+    """DKIM keys for the [[domains]] of relay.toml."""
+
+
+@dkim.command("keygen")
+@click.option("--domain", required=True, help="The sender domain (d=), e.g. example.com.")
+@click.option("--selector", required=True, help="The selector (s=), e.g. mail or s2025.")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["rsa", "ed25519"]),
+    default="rsa",
+    show_default=True,
+    help="rsa is verified everywhere; ed25519 (RFC 8463) only by some receivers: add it "
+    "beside an rsa key, not instead of one.",
+)
+@click.option(
+    "--bits", type=click.IntRange(2048, 4096), default=2048, show_default=True, help="RSA key size."
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Private key file to create (mode 0600) [default: <selector>.<domain>.dkim.pem].",
+)
+def dkim_keygen(domain: str, selector: str, kind: str, bits: int, out: str | None) -> None:
+    """Create a DKIM key; print the DNS TXT record to publish and the relay.toml lines."""
+    import os
+    from pathlib import Path
+
+    from mailgate.config import check_dns_labels
+    from mailgate.delivery.dkim import dns_record_name, dns_txt_strings, generate_key
+
+    try:
+        domain = check_dns_labels(domain.lower().rstrip("."))
+    except ValueError as exc:
+        click.echo(f"error: --domain: {exc}", err=True)
+        sys.exit(2)
+    try:
+        selector = check_dns_labels(selector)
+    except ValueError as exc:
+        click.echo(f"error: --selector: {exc}", err=True)
+        sys.exit(2)
+    path = Path(out if out is not None else f"{selector}.{domain}.dkim.pem")
+    pem, txt = generate_key("ed25519" if kind == "ed25519" else "rsa", bits)
+    try:
+        # O_EXCL: never replace a key that may already be published and in use.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        click.echo(f"error: {path} exists; refusing to overwrite a key (choose --out)", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"error: cannot create {path}: {exc.strerror}", err=True)
+        sys.exit(2)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # whatever the umask
+        fh.write(pem)
+    key_path = json.dumps(str(path.resolve()))
+    click.echo(f"wrote {kind} private key to {path} (mode 0600: keep it secret)", err=True)
+    click.echo("Publish this DNS record:")
+    click.echo(f"{dns_record_name(selector, domain)} IN TXT {dns_txt_strings(txt)}")
+    click.echo("")
+    click.echo("Then add to relay.toml:")
+    click.echo("[[domains]]")
+    click.echo(f"name = {json.dumps(domain)}")
+    click.echo(f"dkim_selector = {json.dumps(selector)}")
+    click.echo(f"dkim_key = {key_path}")
+    click.echo(
+        f"# or, for a domain that already has a key: "
+        f"dkim_keys = [{{ selector = {json.dumps(selector)}, key = {key_path} }}]"
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -139,8 +139,40 @@ class HttpSettings(_Section):
         return value
 
 
+_LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def check_dns_labels(value: str) -> str:
+    """A DKIM selector (or a domain) is a dot-separated sequence of DNS labels (RFC 6376 3.1),
+    because it becomes part of the DNS name ``<selector>._domainkey.<domain>``."""
+    value = value.strip()
+    labels = value.split(".")
+    if not value or not all(
+        0 < len(label) <= 63 and set(label) <= _LDH and "-" not in (label[0], label[-1])
+        for label in labels
+    ):
+        raise ValueError(
+            f"{value!r} is not a DNS name (labels of letters, digits and inner hyphens "
+            'separated by dots, e.g. "mail" or "s2025.eu")'
+        )
+    return value
+
+
+class DkimKeySettings(_Section):
+    """One entry of ``dkim_keys``: a selector and its private key file (checked by the domain)."""
+
+    selector: str
+    key: Path
+
+
 class DomainSettings(_Section):
+    """A sender domain. DKIM: ``dkim_selector`` + ``dkim_key``, and/or a ``dkim_keys`` list
+    of ``{selector, key}`` tables, so one domain can sign with RSA and Ed25519 at once."""
+
     name: str
+    dkim_selector: str = ""
+    dkim_key: Path | None = None
+    dkim_keys: list[DkimKeySettings] = []
 
     @field_validator("name")
     @classmethod
@@ -149,6 +181,47 @@ class DomainSettings(_Section):
         if not value or "@" in value or " " in value:
             raise ValueError("must be a domain name such as example.com")
         return value
+
+    @field_validator("dkim_selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        return check_dns_labels(value) if value.strip() else ""
+
+    @field_validator("dkim_key")
+    @classmethod
+    def _key(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
+
+    @field_validator("dkim_keys")
+    @classmethod
+    def _keys(cls, values: list[DkimKeySettings]) -> list[DkimKeySettings]:
+        # Checked here rather than in DkimKeySettings so that errors count entries from #1.
+        checked = []
+        for number, entry in enumerate(values, 1):
+            try:
+                selector = check_dns_labels(entry.selector)
+                _readable_file(entry.key)
+            except ValueError as exc:
+                where = f'entry #{number} (selector = "{entry.selector}")'
+                raise ValueError(f"{where}: {exc}") from None
+            checked.append(entry.model_copy(update={"selector": selector}))
+        return checked
+
+    @model_validator(mode="after")
+    def _dkim_pairs(self) -> DomainSettings:
+        if bool(self.dkim_selector) != (self.dkim_key is not None):
+            raise ValueError("dkim_selector and dkim_key must be set together")
+        seen: set[str] = set()
+        for selector, _key in self.dkim_pairs():
+            if selector.lower() in seen:
+                raise ValueError(f'selector "{selector}" is given twice (one key per selector)')
+            seen.add(selector.lower())
+        return self
+
+    def dkim_pairs(self) -> list[tuple[str, Path]]:
+        """Every (selector, key file) of this domain: the single pair first, then dkim_keys."""
+        pairs = [(self.dkim_selector, self.dkim_key)] if self.dkim_key is not None else []
+        return pairs + [(entry.selector, entry.key) for entry in self.dkim_keys]
 
 
 class ProviderSettings(_Section):
