@@ -141,3 +141,6 @@ class AttemptResult:
     outcome: Outcome
     reply: SmtpReply
     provider: str
+    # Where it happened: connect, ehlo, starttls, auth, mail, rcpt, data, dns, local.
+    # A 5xx at rcpt is the recipient's; elsewhere it may be the provider's (failover).
+    stage: str = "data"
