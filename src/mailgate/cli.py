@@ -130,7 +130,14 @@ def keys() -> None:
     multiple=True,
     help="Restrict the key to this sender domain (repeatable); default: all configured domains.",
 )
-def keys_create(config_path: str, name: str, scope: str, domains: tuple[str, ...]) -> None:
+@click.option(
+    "--rate",
+    default="",
+    help='HTTP API request limit for this key, e.g. "10/s" or "1000/h" (default: [http] rate).',
+)
+def keys_create(
+    config_path: str, name: str, scope: str, domains: tuple[str, ...], rate: str
+) -> None:
     """Create a key; the key itself is printed alone on the last line."""
     from mailgate.credentials import create_key
     from mailgate.store.keys import DuplicateKeyName
@@ -142,7 +149,7 @@ def keys_create(config_path: str, name: str, scope: str, domains: tuple[str, ...
         click.echo(f"error: domain(s) not in [[domains]]: {', '.join(unknown)}", err=True)
         sys.exit(2)
     try:
-        key = _run(_with_store(settings, lambda st: create_key(st, name, scope, domains)))
+        key = _run(_with_store(settings, lambda st: create_key(st, name, scope, domains, rate)))
     except DuplicateKeyName:
         click.echo(f"error: a key named {name!r} already exists", err=True)
         sys.exit(2)
@@ -159,12 +166,14 @@ def keys_list(config_path: str) -> None:
     """List keys (never the keys themselves)."""
     settings = _settings(config_path)
     records = _run(_with_store(settings, lambda st: st.keys.all()))
-    click.echo(f"{'NAME':<24} {'ID':<14} {'SCOPE':<6} {'CREATED':<21} {'STATUS':<8} DOMAINS")
+    click.echo(
+        f"{'NAME':<24} {'ID':<14} {'SCOPE':<6} {'CREATED':<21} {'STATUS':<8} {'RATE':<8} DOMAINS"
+    )
     for r in records:
         status = "active" if r.active else "revoked"
         click.echo(
             f"{r.name:<24} {r.id:<14} {r.scope:<6} {_ts(r.created_at):<21} {status:<8} "
-            f"{','.join(r.domains) or '*'}"
+            f"{r.rate or '-':<8} {','.join(r.domains) or '*'}"
         )
 
 
@@ -181,6 +190,107 @@ def keys_revoke(config_path: str, name_or_id: str) -> None:
         click.echo(f"error: no active key named {name_or_id!r}", err=True)
         sys.exit(1)
     click.echo(f"revoked {name_or_id}")
+
+
+@main.command("send")
+@config_option
+@click.option("--from", "sender", required=True, help='"Name <addr>" or an address.')
+@click.option("--to", "to", multiple=True, required=True, help="Recipient (repeatable).")
+@click.option("--cc", multiple=True, help="Cc recipient (repeatable).")
+@click.option("--bcc", multiple=True, help="Bcc recipient (repeatable).")
+@click.option("--subject", required=True)
+@click.option("--text", default=None, help="Plain-text body ('-' reads standard input).")
+@click.option("--html", default=None, help="HTML body.")
+@click.option("--header", "headers", multiple=True, help='Extra header "Name: value" (repeatable).')
+@click.option(
+    "--attach",
+    "attachments",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Attach a file (repeatable).",
+)
+def send(
+    config_path: str,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    bcc: tuple[str, ...],
+    subject: str,
+    text: str | None,
+    html: str | None,
+    headers: tuple[str, ...],
+    attachments: tuple[str, ...],
+) -> None:
+    """Queue a message through the same accept path as SMTP and HTTP (for smoke tests).
+
+    A running `mailgate serve` on the same database picks it up within a few seconds.
+    """
+    import base64
+    import mimetypes
+    import time
+    from pathlib import Path
+
+    from mailgate.accept import Acceptor
+    from mailgate.exceptions import PolicyRefused
+    from mailgate.ingress.http_models import SendRequest
+    from mailgate.ingress.http_validation import ApiError, prepare_send
+    from mailgate.models import Credential
+
+    settings = _settings(config_path)
+    if text == "-":
+        text = sys.stdin.read()
+    extra: dict[str, str] = {}
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep:
+            click.echo(f'error: --header {h!r}: expected "Name: value"', err=True)
+            sys.exit(2)
+        extra[name.strip()] = value.strip()
+    files = [
+        {
+            "filename": Path(p).name,
+            "content": base64.b64encode(Path(p).read_bytes()).decode(),
+            "content_type": mimetypes.guess_type(p)[0] or "application/octet-stream",
+        }
+        for p in attachments
+    ]
+    request = SendRequest.model_validate(
+        {
+            "from": sender,
+            "to": list(to),
+            "cc": list(cc) or None,
+            "bcc": list(bcc) or None,
+            "subject": subject,
+            "text": text,
+            "html": html,
+            "headers": extra or None,
+            "attachments": files or None,
+        }
+    )
+    credential = Credential(kind="cli", id="", name="cli", scope="admin")
+
+    async def queue_it(store: Store) -> str:
+        prepared = prepare_send(
+            request,
+            settings=settings,
+            credential=credential,
+            client_address="",
+            template=None,
+            template_data=None,
+            now=time.time(),
+        )
+        accepted = await Acceptor(settings, store).accept(prepared.submission)
+        return accepted.id
+
+    try:
+        queue_id = _run(_with_store(settings, queue_it))
+    except ApiError as exc:
+        click.echo(f"error: {exc.code}: {exc.message}", err=True)
+        sys.exit(2)
+    except PolicyRefused as exc:
+        click.echo(f"error: {exc.reply}", err=True)
+        sys.exit(2)
+    click.echo(queue_id)
 
 
 @main.group()

@@ -123,3 +123,54 @@ def test_relay_toml_example_is_valid(tmp_path: Path, tls_files) -> None:  # type
     )
     assert result.exit_code == 0, result.output
     assert "provider:           primary (smtp, priority 10)" in result.output
+
+
+def test_send_command_queues_through_accept(tmp_path: Path, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory()
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    attachment = tmp_path / "report.txt"
+    attachment.write_text("numbers")
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        [
+            "send",
+            "--config",
+            str(cfg),
+            "--from",
+            "Ops <ops@example.com>",
+            "--to",
+            "a@dest.test",
+            "--subject",
+            "smoke",
+            "--text",
+            "hello",
+            "--header",
+            "X-Test: 1",
+            "--attach",
+            str(attachment),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    qid = result.output.strip().splitlines()[-1]
+    # The running relay finds it without being told (its idle re-check).
+    statuses = relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"}, timeout=15)
+    assert statuses == {"a@dest.test": "sent"}
+    refused = runner.invoke(
+        main,
+        [
+            "send",
+            "--config",
+            str(cfg),
+            "--from",
+            "x@gmail.com",
+            "--to",
+            "a@dest.test",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+        ],
+    )
+    assert refused.exit_code == 2 and "domain_not_verified" in refused.output

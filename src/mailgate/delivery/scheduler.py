@@ -30,7 +30,7 @@ from mailgate.store import DeliveryUpdate, Store
 
 log = logging.getLogger(__name__)
 
-IDLE_RECHECK = 30.0  # look for work claimed by other nodes / expired leases this often
+IDLE_RECHECK = 5.0  # look for work queued by other processes / expired leases this often
 
 
 class Scheduler:

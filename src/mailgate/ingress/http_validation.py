@@ -110,7 +110,11 @@ def parse_mailbox(value: str, field: str, code: str) -> mime.Mailbox:
     if len(name) >= 2 and name[0] == name[-1] == '"':
         name = name[1:-1].replace('\\"', '"')
     try:
-        checked = validate_email(addr, check_deliverability=False, allow_smtputf8=True)
+        # test_environment allows *.test (RFC 6761), which staging setups capture with the
+        # maildir provider; other special-use names (.invalid, .localhost, ...) stay refused.
+        checked = validate_email(
+            addr, check_deliverability=False, allow_smtputf8=True, test_environment=True
+        )
     except EmailNotValidError as exc:
         raise invalid(code, f"{field}: {addr!r} is not a valid address: {exc}", field) from None
     address = checked.ascii_email or checked.normalized
