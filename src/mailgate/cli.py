@@ -104,6 +104,8 @@ def check_config(config_path: str) -> None:
         click.echo(f"  smtp listen:        {address} ({starttls})")
     for address in s.smtp.implicit_tls_listen:
         click.echo(f"  smtp implicit TLS:  {address}")
+    for address in s.http.listen:
+        click.echo(f"  http listen:        http://{address}")
     click.echo(f"  sender domains:     {', '.join(sorted(s.domain_names())) or '(none)'}")
     for p in sorted(s.providers, key=lambda p: p.priority):
         where = str(p.path) if p.kind == "maildir" else f"{p.host}:{p.resolved_port()} tls={p.tls}"
