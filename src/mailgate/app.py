@@ -15,6 +15,7 @@ from typing import IO
 
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
+from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.scheduler import Scheduler
 from mailgate.exceptions import MailgateError
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
@@ -86,8 +87,11 @@ class App:
         released = await self.store.release_leases(f"{s.server.node_id}:", time.time(), prefix=True)
         if released:
             log.info("released %d deliveries leased by an earlier run of this node", released)
+        signer = DkimSigner.from_settings(s)
+        if signer.domains():
+            log.info("DKIM signing for %s", ", ".join(sorted(signer.domains())))
         self.router = Router(s)
-        self.scheduler = Scheduler(s, self.store, self.router, self.owner)
+        self.scheduler = Scheduler(s, self.store, self.router, self.owner, signer=signer)
         self.acceptor = Acceptor(s, self.store, on_commit=self.scheduler.wake)
         handler = SmtpHandler(s, self.store, self.acceptor)
         self.smtp = SmtpListeners(s, handler)

@@ -97,7 +97,14 @@ def serve(config_path: str) -> None:
 @config_option
 def check_config(config_path: str) -> None:
     """Validate relay.toml: exit 0, or print the bad key and exit 2."""
+    from mailgate.delivery.dkim import DkimSigner
+
     s = _settings(config_path)
+    try:
+        signer = DkimSigner.from_settings(s)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     click.echo(f"{config_path}: ok")
     starttls = "STARTTLS offered" if s.smtp.tls_cert else "no TLS (set tls_cert/tls_key)"
     for address in s.smtp.listen:
@@ -107,6 +114,14 @@ def check_config(config_path: str) -> None:
     for address in s.http.listen:
         click.echo(f"  http listen:        http://{address}")
     click.echo(f"  sender domains:     {', '.join(sorted(s.domain_names())) or '(none)'}")
+    for d in s.domains:
+        pairs = d.dkim_pairs()
+        if pairs:
+            selectors = ", ".join(selector for selector, _ in pairs)
+            click.echo(f"  dkim:               {d.name} (selectors {selectors})")
+    unsigned = sorted(s.domain_names() - signer.domains())
+    if unsigned:
+        click.echo(f"  not DKIM-signed:    {', '.join(unsigned)}")
     for p in sorted(s.providers, key=lambda p: p.priority):
         where = str(p.path) if p.kind == "maildir" else f"{p.host}:{p.resolved_port()} tls={p.tls}"
         click.echo(f"  provider:           {p.name} ({p.kind}, priority {p.priority}) {where}")

@@ -226,7 +226,7 @@ class DomainSettings(_Section):
 
 class ProviderSettings(_Section):
     name: str
-    kind: Literal["smtp", "maildir"]
+    kind: Literal["smtp", "maildir", "mx"]
     priority: int = 10
     weight: int = Field(default=1, ge=0)
     host: str = ""
@@ -243,8 +243,23 @@ class ProviderSettings(_Section):
     data_timeout: Duration = 600.0
     idle_timeout: Duration = 30.0
     path: Path | None = None
+    # Circuit breaker: after this many consecutive failures the provider is skipped for
+    # breaker_cooldown, then one delivery probes it (not used for kind = "mx").
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown: Duration = 30.0
+    rate: str = ""  # most messages per unit of time the provider accepts, e.g. "14/s"
+    # kind = "mx": opportunistic STARTTLS, or require TLS with a verified certificate.
+    tls_policy: Literal["opportunistic", "require"] = "opportunistic"
+    max_connections_per_domain: int = Field(default=5, ge=1, le=1000)
 
     _ca_file = field_validator("ca_file")(lambda v: _readable_file(v))
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value:
+            parse_rate(value)
+        return value
 
     @model_validator(mode="after")
     def _kind_keys(self) -> ProviderSettings:
@@ -252,6 +267,8 @@ class ProviderSettings(_Section):
             raise ValueError("an smtp provider needs host")
         if self.kind == "maildir" and self.path is None:
             raise ValueError("a maildir provider needs path")
+        if self.kind == "mx" and (self.host or self.username):
+            raise ValueError("an mx provider finds hosts in DNS: no host or username")
         if self.password and self.password_env:
             raise ValueError("set password or password_env, not both")
         return self
@@ -259,12 +276,66 @@ class ProviderSettings(_Section):
     def resolved_port(self) -> int:
         if self.port:
             return self.port
+        if self.kind == "mx":
+            return 25
         return 465 if self.tls == "implicit" else 587
 
     def resolved_password(self) -> str:
         if self.password_env:
             return os.environ.get(self.password_env, "")
         return self.password
+
+
+class RouteSettings(_Section):
+    """Send mail for given recipient (or sender) domains through given providers."""
+
+    name: str = ""
+    recipient_domains: StrList = []
+    sender_domains: StrList = []
+    providers: StrList
+    tls_policy: Literal["opportunistic", "require"] | None = None  # for mx providers
+
+    @field_validator("recipient_domains", "sender_domains")
+    @classmethod
+    def _lower(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower().rstrip(".") for v in values]
+
+    @model_validator(mode="after")
+    def _matches(self) -> RouteSettings:
+        if not self.recipient_domains and not self.sender_domains:
+            raise ValueError("a route needs recipient_domains or sender_domains")
+        if not self.providers:
+            raise ValueError("a route needs providers")
+        return self
+
+    def matches(self, recipient_domain: str, sender_domain: str) -> bool:
+        return _domain_in(recipient_domain, self.recipient_domains) or _domain_in(
+            sender_domain, self.sender_domains
+        )
+
+
+def _domain_in(domain: str, patterns: list[str]) -> bool:
+    """'example.com' matches itself; '*.example.com' matches its subdomains."""
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if domain.endswith(pattern[1:]):
+                return True
+        elif domain == pattern:
+            return True
+    return False
+
+
+class DnsSettings(_Section):
+    nameservers: StrList = []  # host, host:port or [v6]:port; empty: /etc/resolv.conf
+    timeout: Duration = 5.0
+    lifetime: Duration = 10.0
+
+    @field_validator("nameservers")
+    @classmethod
+    def _servers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_hostport(value, default_port=53)
+        return values
 
 
 class RetrySettings(_Section):
@@ -295,6 +366,8 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings()
     domains: list[DomainSettings] = []
     providers: list[ProviderSettings] = []
+    routes: list[RouteSettings] = []
+    dns: DnsSettings = DnsSettings()
     retry: RetrySettings = RetrySettings()
     delivery: DeliverySettings = DeliverySettings()
 
@@ -307,6 +380,10 @@ class Settings(_Section):
             raise ValueError("provider names must be unique")
         if self.delivery.enabled and not self.providers:
             raise ValueError('no [[providers]]: add one (kind = "maildir" for development)')
+        for i, route in enumerate(self.routes):
+            unknown = [p for p in route.providers if p not in names]
+            if unknown:
+                raise ValueError(f"[[routes]] #{i + 1}: unknown provider(s) {', '.join(unknown)}")
         return self
 
     @property
@@ -323,7 +400,7 @@ class Settings(_Section):
         return frozenset(d.name for d in self.domains)
 
 
-_TABLE_SECTIONS = ("server", "database", "smtp", "http", "retry", "delivery")
+_TABLE_SECTIONS = ("server", "database", "smtp", "http", "dns", "retry", "delivery")
 
 
 def _env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
@@ -347,7 +424,7 @@ def _describe(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     if not parts:
         return "(top level)"
     head, *rest = parts
-    if head in ("providers", "domains") and rest and isinstance(rest[0], int):
+    if head in ("providers", "domains", "routes") and rest and isinstance(rest[0], int):
         idx = rest[0]
         try:
             label = data[head][idx].get("name", "")

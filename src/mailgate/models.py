@@ -132,6 +132,7 @@ class QueuedMessage:
     raw: bytes
     created_at: float
     deliveries: list[ClaimedDelivery] = field(default_factory=list)
+    dkim: bytes | None = None  # DKIM-Signature header(s), once signed
 
 
 @dataclass(frozen=True, slots=True)

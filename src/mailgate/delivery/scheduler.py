@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from mailgate.config import Settings
 from mailgate.delivery.classify import connection_reply
+from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.retry import backoff, expired
 from mailgate.exceptions import StoreUnavailable
 from mailgate.models import (
@@ -41,11 +42,13 @@ class Scheduler:
         router: Router,
         owner: str,
         *,
+        signer: DkimSigner | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._store = store
         self._router = router
+        self._signer = signer
         self.owner = owner
         self._clock = clock
         self._wake = asyncio.Event()
@@ -138,24 +141,41 @@ class Scheduler:
             task.add_done_callback(self._tasks.discard)
         return len(claimed)
 
+    async def _signed(self, msg: QueuedMessage) -> tuple[bytes, bytes | None]:
+        """The bytes to send: signed on the first attempt, the same signature after."""
+        if msg.dkim is not None:
+            return msg.dkim + msg.raw, None
+        if self._signer is None:
+            return msg.raw, None
+        try:
+            header = await self._signer.sign_async(msg.raw, msg.sender)
+        except Exception:  # an unsignable message still goes out, unsigned and logged
+            log.exception("DKIM signing failed for %s; sending unsigned", msg.id)
+            return msg.raw, None
+        return header + msg.raw, (header or None)
+
     async def _attempt(self, msg: QueuedMessage) -> None:
         try:
-            transport = self._router.choose()
-            rcpts = [d.recipient for d in msg.deliveries]
-            try:
-                results = await transport.deliver(msg.sender, rcpts, msg.raw)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug in a transport must not lose the delivery
-                log.exception("transport %s failed on %s", transport.name, msg.id)
-                reply = connection_reply("internal", f"internal error: {type(exc).__name__}")
-                results = [AttemptResult(Outcome.TEMPORARY, reply, transport.name) for _ in rcpts]
+            data, new_signature = await self._signed(msg)
+            groups: dict[int | None, list[ClaimedDelivery]] = {}
+            for d in msg.deliveries:
+                groups.setdefault(self._router.route_for(d.recipient, msg.sender), []).append(d)
+            routed = await asyncio.gather(
+                *(self._deliver(route, msg, dels, data) for route, dels in groups.items())
+            )
             now = self._clock()
             updates = [
-                self._update(msg, d, r, now) for d, r in zip(msg.deliveries, results, strict=True)
+                self._update(msg, d, result, failed, now)
+                for dels, (results, history) in zip(groups.values(), routed, strict=True)
+                for d, result, failed in zip(dels, results, history, strict=True)
             ]
             try:
-                await self._store.record(self.owner, now, updates)
+                await self._store.record(
+                    self.owner,
+                    now,
+                    updates,
+                    dkim={msg.id: new_signature} if new_signature else None,
+                )
             except StoreUnavailable as exc:
                 log.error(
                     "could not record results of %s (lease will expire, retry): %s", msg.id, exc
@@ -164,13 +184,36 @@ class Scheduler:
             self._inflight -= len(msg.deliveries)
             self._wake.set()
 
+    async def _deliver(
+        self, route: int | None, msg: QueuedMessage, dels: list[ClaimedDelivery], data: bytes
+    ) -> tuple[list[AttemptResult], list[list[AttemptResult]]]:
+        rcpts = [d.recipient for d in dels]
+        try:
+            routed = await self._router.deliver(route, msg.sender, rcpts, data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a transport must not lose the delivery
+            log.exception("delivery of %s failed unexpectedly", msg.id)
+            reply = connection_reply("internal", f"internal error: {type(exc).__name__}")
+            return [AttemptResult(Outcome.TEMPORARY, reply, "", "local") for _ in rcpts], [
+                [] for _ in rcpts
+            ]
+        history = routed.history or [[] for _ in rcpts]
+        return routed.results, history
+
     def _update(
-        self, msg: QueuedMessage, d: ClaimedDelivery, r: AttemptResult, now: float
+        self,
+        msg: QueuedMessage,
+        d: ClaimedDelivery,
+        r: AttemptResult,
+        failed: list[AttemptResult],
+        now: float,
     ) -> DeliveryUpdate:
         attempts = d.attempts + 1
         nxt: float | None = None
         if r.outcome is Outcome.SENT:
-            status = DeliveryStatus.SENT
+            direct = self._router.is_direct(r.provider)
+            status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
         elif r.outcome is Outcome.PERMANENT:
             status = DeliveryStatus.BOUNCED
         elif expired(msg.created_at, now, self._settings.retry):
@@ -179,13 +222,14 @@ class Scheduler:
             status = DeliveryStatus.DEFERRED
             nxt = now + backoff(attempts, self._settings.retry)
         log.info(
-            "%s to=<%s> status=%s attempts=%d provider=%s reply=%s",
+            "%s to=<%s> status=%s attempts=%d provider=%s reply=%s%s",
             msg.id,
             d.recipient,
             status.value,
             attempts,
-            r.provider,
+            r.provider or "-",
             r.reply,
+            "".join(f" (failed over from {f.provider}: {f.reply})" for f in failed),
         )
         return DeliveryUpdate(
             message_id=msg.id,
@@ -197,4 +241,5 @@ class Scheduler:
             provider=r.provider,
             response=r.reply.line(),
             event=status.value,
+            failovers=tuple((f.provider, f.reply.line()) for f in failed),
         )

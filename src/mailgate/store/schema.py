@@ -58,6 +58,8 @@ messages = Table(
     Column("metadata", Text, nullable=False, default="{}"),  # JSON object
     Column("tracking", Text, nullable=False, default="{}"),  # JSON object
     Column("scheduled_at", Double, nullable=True),
+    # The DKIM-Signature header(s) made on the first attempt, reused by every retry.
+    Column("dkim", LargeBinary, nullable=True),
 )
 Index("ix_messages_created_at", messages.c.created_at)
 Index("ix_messages_key_created", messages.c.key_id, messages.c.created_at)

@@ -30,6 +30,11 @@ _INSERT_MESSAGE = insert(messages)
 _INSERT_DELIVERY = insert(deliveries)
 _INSERT_EVENT = insert(events)
 _INSERT_IDEMPOTENCY = insert(idempotency)
+_SET_DKIM = (
+    update(messages)
+    .where(messages.c.id == bindparam("k_id"), messages.c.dkim.is_(None))
+    .values(dkim=bindparam("k_dkim"))
+)
 _UPDATE_RESULT = (
     update(deliveries)
     .where(
@@ -116,6 +121,8 @@ class DeliveryUpdate:
     provider: str
     response: str
     event: str  # event type: sent, deferred, bounced, failed, ...
+    # Providers that failed before this result in the same attempt: (provider, reply).
+    failovers: tuple[tuple[str, str], ...] = ()
 
 
 class Store:
@@ -174,9 +181,10 @@ class Store:
                     "key_id": m.key_id,
                     "status": status,
                     "display_to": json.dumps(list(m.display_to or m.recipients)),
-                    "tags": json.dumps(list(m.tags)),
-                    "metadata": json.dumps(m.metadata or {}),
-                    "tracking": json.dumps(m.tracking or {}),
+                    # SMTP mail has none of these: skip json.dumps for the empty values.
+                    "tags": json.dumps(list(m.tags)) if m.tags else "[]",
+                    "metadata": json.dumps(m.metadata) if m.metadata else "{}",
+                    "tracking": json.dumps(m.tracking) if m.tracking else "{}",
                     "scheduled_at": m.scheduled_at,
                 }
             )
@@ -260,13 +268,29 @@ class Store:
         rows = (await conn.execute(stmt)).all()
         return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    async def record(self, owner: str, now: float, updates: Iterable[DeliveryUpdate]) -> None:
-        """Record attempt results (only for deliveries still leased to ``owner``)."""
+    async def record(
+        self,
+        owner: str,
+        now: float,
+        updates: Iterable[DeliveryUpdate],
+        *,
+        dkim: dict[str, bytes] | None = None,
+    ) -> None:
+        """Record attempt results (only for deliveries still leased to ``owner``).
+
+        ``dkim``: signatures made during this attempt, kept so retries reuse them.
+        """
         upd_rows: list[dict[str, Any]] = []
         evt_rows: list[dict[str, Any]] = []
         touched: set[str] = set()
         for u in updates:
             touched.add(u.message_id)
+            for provider, response in u.failovers:
+                evt_rows.append(
+                    _event_row(
+                        u.message_id, u.rcpt_idx, u.recipient, "failover", now, provider, response
+                    )
+                )
             upd_rows.append(
                 {
                     "b_message_id": u.message_id,
@@ -287,13 +311,14 @@ class Store:
                 )
             )
         if upd_rows:
-            await self.writer.write(
-                [
-                    (_UPDATE_RESULT, upd_rows),
-                    (_INSERT_EVENT, evt_rows),
-                    (_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted(touched)]),
-                ]
-            )
+            ops: list[Op] = [
+                (_UPDATE_RESULT, upd_rows),
+                (_INSERT_EVENT, evt_rows),
+                (_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted(touched)]),
+            ]
+            if dkim:
+                ops.append((_SET_DKIM, [{"k_id": k, "k_dkim": v} for k, v in dkim.items()]))
+            await self.writer.write(ops)
 
     async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:
         """Make deliveries leased to ``owner`` due now (shutdown, or restart after a crash)."""
@@ -336,11 +361,18 @@ class Store:
         if not wanted:
             return {}
         rows = await self._read(
-            select(messages.c.id, messages.c.sender, messages.c.raw, messages.c.created_at).where(
-                messages.c.id.in_(wanted)
-            )
+            select(
+                messages.c.id,
+                messages.c.sender,
+                messages.c.raw,
+                messages.c.created_at,
+                messages.c.dkim,
+            ).where(messages.c.id.in_(wanted))
         )
-        return {r[0]: QueuedMessage(id=r[0], sender=r[1], raw=r[2], created_at=r[3]) for r in rows}
+        return {
+            r[0]: QueuedMessage(id=r[0], sender=r[1], raw=r[2], created_at=r[3], dkim=r[4])
+            for r in rows
+        }
 
     async def next_due_at(self) -> float | None:
         rows = await self._read(select(func.min(d.c.next_attempt_at)))
