@@ -115,6 +115,8 @@ class Upstream:
         *,
         tls_context: ssl.SSLContext | None = None,
         auth: tuple[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.faults = Faults()
         self.received: list[Received] = []
@@ -123,7 +125,8 @@ class Upstream:
         self.rejected_mail = 0
         self.connections = 0
         self.lock = threading.Lock()
-        self.port = 0
+        self.host = host
+        self.port = port
         self._tls = tls_context
         self._auth = auth
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,7 +165,7 @@ class Upstream:
             loop = asyncio.new_event_loop()
             self._loop = loop
             self._server = loop.run_until_complete(
-                loop.create_server(self._factory, "127.0.0.1", self.port)
+                loop.create_server(self._factory, self.host, self.port)
             )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
@@ -190,7 +193,7 @@ class Upstream:
 
     async def _relisten(self) -> None:
         assert self._loop is not None
-        self._server = await self._loop.create_server(self._factory, "127.0.0.1", self.port)
+        self._server = await self._loop.create_server(self._factory, self.host, self.port)
 
     def __exit__(self, *exc: object) -> None:
         if self._loop is not None:
