@@ -8,7 +8,7 @@ reaches the ingress, which answers 451 / 503 so the client keeps the message.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 from mailgate import policy, replies
 from mailgate.config import Settings
@@ -29,9 +29,11 @@ class Acceptor:
         *,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        suppressed: Container[str] = frozenset(),
     ) -> None:
         self._settings = settings
         self._store = store
+        self._suppressed = suppressed
         self._on_commit = on_commit
         self._clock = clock
         self._domains = settings.domain_names()
@@ -64,10 +66,11 @@ class Acceptor:
             results.append(
                 Accepted(
                     id=row.id,
-                    recipients=sub.recipients,
+                    recipients=tuple(row.recipients),
                     message_id=row.message_id_header,
                     created_at=now,
                     scheduled=row.scheduled_at is not None,
+                    suppressed=tuple(r for r in sub.recipients if r not in row.recipients),
                 )
             )
         stored_answer = answer(results) if answer is not None else None
@@ -92,6 +95,11 @@ class Acceptor:
             refusal = policy.check_recipient(rcpt)
             if refusal is not None:
                 raise PolicyRefused(refusal, error_code="invalid_to_address", field="to")
+        recipients = tuple(r for r in sub.recipients if r not in self._suppressed)
+        if not recipients:
+            raise PolicyRefused(
+                replies.RCPT_SUPPRESSED, error_code="recipient_suppressed", field="to"
+            )
         if len(sub.data) > limits.max_message_size:
             raise PolicyRefused(
                 replies.MESSAGE_TOO_BIG, http_status=413, error_code="message_too_large"
@@ -122,7 +130,7 @@ class Acceptor:
             id=queue_id,
             created_at=now,
             sender=sub.sender,
-            recipients=sub.recipients,
+            recipients=recipients,
             raw=b"".join(added) + sub.data,
             subject=info.subject,
             message_id_header=message_id,

@@ -23,6 +23,7 @@ from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
 from mailgate.ratelimit import RateLimiter
 from mailgate.routing.router import Router
 from mailgate.store import Store
+from mailgate.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class App:
         self.smtp: SmtpListeners | None = None
         self.http: HttpServer | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
         self._lock_file: IO[str] | None = None
         self._stop = asyncio.Event()
@@ -90,9 +92,16 @@ class App:
         signer = DkimSigner.from_settings(s)
         if signer.domains():
             log.info("DKIM signing for %s", ", ".join(sorted(signer.domains())))
+        self.suppressions = SuppressionList(self.store)
+        await self.suppressions.load()
+        self.suppressions.start()
         self.router = Router(s)
-        self.scheduler = Scheduler(s, self.store, self.router, self.owner, signer=signer)
-        self.acceptor = Acceptor(s, self.store, on_commit=self.scheduler.wake)
+        self.scheduler = Scheduler(
+            s, self.store, self.router, self.owner, signer=signer, suppressions=self.suppressions
+        )
+        self.acceptor = Acceptor(
+            s, self.store, on_commit=self.scheduler.wake, suppressed=self.suppressions
+        )
         handler = SmtpHandler(s, self.store, self.acceptor)
         self.smtp = SmtpListeners(s, handler)
         await self.smtp.start()
@@ -133,6 +142,8 @@ class App:
             await self.smtp.stop(grace=min(5.0, grace))
         if self.scheduler is not None:
             await self.scheduler.stop(grace)
+        if self.suppressions is not None:
+            await self.suppressions.stop()
         if self.router is not None:
             await self.router.close()
         if self.store is not None:

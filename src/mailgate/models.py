@@ -110,6 +110,7 @@ class Accepted:
     message_id: str = ""
     created_at: float = 0.0
     scheduled: bool = False
+    suppressed: tuple[str, ...] = ()  # recipients left out: on the suppression list
 
 
 @dataclass(frozen=True, slots=True)

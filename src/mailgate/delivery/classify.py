@@ -46,6 +46,15 @@ def classify(stage: str, reply: SmtpReply) -> Outcome:
     return Outcome.TEMPORARY
 
 
+# "No such user / domain": the address itself is bad, so it is suppressed. Anything else
+# (policy, content, size, rate limits) bounces the message but keeps the address.
+HARD_BOUNCE_CODES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1"})
+
+
+def is_hard_bounce(reply: SmtpReply) -> bool:
+    return reply.code >= 500 and reply.enhanced in HARD_BOUNCE_CODES
+
+
 def connection_reply(kind: str, detail: str) -> SmtpReply:
     """A synthetic reply for failures that produced no SMTP reply (RFC 3463 codes)."""
     codes = {

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from mailgate.config import Settings
-from mailgate.delivery.classify import connection_reply
+from mailgate.delivery.classify import connection_reply, is_hard_bounce
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.retry import backoff, expired
 from mailgate.exceptions import StoreUnavailable
@@ -27,7 +27,8 @@ from mailgate.models import (
     QueuedMessage,
 )
 from mailgate.routing.router import Router
-from mailgate.store import DeliveryUpdate, Store
+from mailgate.store import DeliveryUpdate, Store, Suppression
+from mailgate.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,14 @@ class Scheduler:
         owner: str,
         *,
         signer: DkimSigner | None = None,
+        suppressions: SuppressionList | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._store = store
         self._router = router
         self._signer = signer
+        self._suppressions = suppressions
         self.owner = owner
         self._clock = clock
         self._wake = asyncio.Event()
@@ -164,10 +167,16 @@ class Scheduler:
                 *(self._deliver(route, msg, dels, data) for route, dels in groups.items())
             )
             now = self._clock()
-            updates = [
-                self._update(msg, d, result, failed, now)
+            pairs = [
+                (d, result, failed)
                 for dels, (results, history) in zip(groups.values(), routed, strict=True)
                 for d, result, failed in zip(dels, results, history, strict=True)
+            ]
+            updates = [self._update(msg, d, r, failed, now) for d, r, failed in pairs]
+            suppress = [
+                Suppression(d.recipient.lower(), "hard_bounce", r.reply.line(), msg.id, now)
+                for d, r, _ in pairs
+                if r.outcome is Outcome.PERMANENT and is_hard_bounce(r.reply)
             ]
             try:
                 await self._store.record(
@@ -175,11 +184,17 @@ class Scheduler:
                     now,
                     updates,
                     dkim={msg.id: new_signature} if new_signature else None,
+                    suppress=suppress,
                 )
             except StoreUnavailable as exc:
                 log.error(
                     "could not record results of %s (lease will expire, retry): %s", msg.id, exc
                 )
+            else:
+                if suppress and self._suppressions is not None:
+                    self._suppressions.added([x.address for x in suppress])
+                    for x in suppress:
+                        log.info("suppressed %s after a hard bounce (%s)", x.address, msg.id)
         finally:
             self._inflight -= len(msg.deliveries)
             self._wake.set()

@@ -101,6 +101,8 @@ def _sent_body(prep: Prepared, acc: Accepted) -> dict[str, Any]:
     }
     if acc.scheduled and prep.submission.scheduled_at is not None:
         data["scheduled_at"] = iso(prep.submission.scheduled_at)
+    if acc.suppressed:
+        data["suppressed"] = list(acc.suppressed)  # left out: on the suppression list
     return data
 
 

@@ -118,6 +118,10 @@ class MessageOut(BaseModel):
     tags: list[str]
     metadata: dict[str, Any]
     created_at: str
+    scheduled_at: str | None = None
+    suppressed: list[str] | None = Field(
+        default=None, description="Recipients left out because they are suppressed."
+    )
 
 
 class RecipientOut(BaseModel):

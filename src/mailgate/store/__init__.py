@@ -2,6 +2,7 @@
 
 from mailgate.store.keys import KeyRecord
 from mailgate.store.store import DeliveryUpdate, IdempotentAnswer, NewMessage, Store
+from mailgate.store.suppressions import Suppression
 from mailgate.store.templates import TemplateRecord
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "KeyRecord",
     "NewMessage",
     "Store",
+    "Suppression",
     "TemplateRecord",
 ]

@@ -141,3 +141,15 @@ idempotency = Table(
     Column("created_at", Double, nullable=False),
 )
 Index("ix_idempotency_created", idempotency.c.created_at)
+
+# Addresses no mail goes to any more (hard bounce, complaint, unsubscribe, manual).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address", String(320), primary_key=True),  # lower-cased
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("message_id", String(36), nullable=False, default=""),
+    Column("created_at", Double, nullable=False),
+)
+Index("ix_suppressions_created", suppressions.c.created_at)

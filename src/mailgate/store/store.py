@@ -21,6 +21,8 @@ from mailgate.models import ClaimedDelivery, DeliveryStatus, QueuedMessage
 from mailgate.store.engine import create_engine, migrate
 from mailgate.store.keys import KeyStore
 from mailgate.store.schema import deliveries, events, idempotency, messages
+from mailgate.store.suppressions import Suppression, SuppressionStore
+from mailgate.store.suppressions import row as suppression_row
 from mailgate.store.templates import TemplateStore
 from mailgate.store.writer import GroupCommitWriter, Op
 
@@ -132,6 +134,7 @@ class Store:
         self.writer = GroupCommitWriter(engine)
         self.keys = KeyStore(self)
         self.templates = TemplateStore(self)
+        self.suppressions = SuppressionStore(self)
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -160,6 +163,27 @@ class Store:
         With ``answer``, the Idempotency-Key's answer commits in the same transaction, so a
         retried request either finds it or finds nothing queued (DuplicateEntry if taken).
         """
+        ops = self._enqueue_ops(batch)
+        if answer is not None:
+            ops.append(
+                (
+                    _INSERT_IDEMPOTENCY,
+                    [
+                        {
+                            "key_id": answer.key_id,
+                            "idem_key": answer.idem_key,
+                            "request_hash": answer.request_hash,
+                            "status_code": answer.status_code,
+                            "body": answer.body,
+                            "created_at": batch[0].created_at if batch else 0.0,
+                        }
+                    ],
+                )
+            )
+        await self.writer.write(ops)
+
+    @staticmethod
+    def _enqueue_ops(batch: Sequence[NewMessage]) -> list[Op]:
         msg_rows: list[dict[str, Any]] = []
         dlv_rows: list[dict[str, Any]] = []
         evt_rows: list[dict[str, Any]] = []
@@ -205,28 +229,11 @@ class Store:
                     }
                 )
                 evt_rows.append(_event_row(m.id, idx, rcpt, status, m.created_at))
-        ops: list[Op] = [
+        return [
             (_INSERT_MESSAGE, msg_rows),
             (_INSERT_DELIVERY, dlv_rows),
             (_INSERT_EVENT, evt_rows),
         ]
-        if answer is not None:
-            ops.append(
-                (
-                    _INSERT_IDEMPOTENCY,
-                    [
-                        {
-                            "key_id": answer.key_id,
-                            "idem_key": answer.idem_key,
-                            "request_hash": answer.request_hash,
-                            "status_code": answer.status_code,
-                            "body": answer.body,
-                            "created_at": batch[0].created_at if batch else 0.0,
-                        }
-                    ],
-                )
-            )
-        await self.writer.write(ops)
 
     async def claim(
         self, owner: str, now: float, limit: int, lease_until: float
@@ -275,10 +282,14 @@ class Store:
         updates: Iterable[DeliveryUpdate],
         *,
         dkim: dict[str, bytes] | None = None,
+        suppress: Sequence[Suppression] = (),
+        dsns: Sequence[NewMessage] = (),
     ) -> None:
         """Record attempt results (only for deliveries still leased to ``owner``).
 
-        ``dkim``: signatures made during this attempt, kept so retries reuse them.
+        In the same transaction: ``dkim`` signatures made during this attempt (kept so
+        retries reuse them), addresses to ``suppress`` after hard bounces, and delivery
+        status notifications (``dsns``) queued for the senders.
         """
         upd_rows: list[dict[str, Any]] = []
         evt_rows: list[dict[str, Any]] = []
@@ -311,13 +322,18 @@ class Store:
                 )
             )
         if upd_rows:
-            ops: list[Op] = [
+            # DSNs first: their events share the events statement, which runs at its first
+            # position in the job (after their messages are inserted).
+            ops: list[Op] = self._enqueue_ops(dsns) if dsns else []
+            ops += [
                 (_UPDATE_RESULT, upd_rows),
                 (_INSERT_EVENT, evt_rows),
                 (_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted(touched)]),
             ]
             if dkim:
                 ops.append((_SET_DKIM, [{"k_id": k, "k_dkim": v} for k, v in dkim.items()]))
+            if suppress:
+                ops.append((self.suppressions.insert, [suppression_row(x) for x in suppress]))
             await self.writer.write(ops)
 
     async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:

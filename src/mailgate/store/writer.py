@@ -142,8 +142,9 @@ class GroupCommitWriter:
             async with conn.begin():
                 # Jobs with the same statements (e.g. all accepts) are merged into one
                 # executemany per statement; each job's own statements stay in its order
-                # (messages before their deliveries and events). Function jobs are
-                # barriers: they see everything queued before them.
+                # (messages before their deliveries and events; a statement listed twice
+                # in one job runs at its first position). Function jobs are barriers:
+                # they see everything queued before them.
                 groups: dict[tuple[Executable, ...], dict[Executable, list[dict[str, Any]]]] = {}
                 for job in batch:
                     if job.fn is None:
