@@ -15,10 +15,13 @@ import time
 from collections.abc import Callable
 
 from mailgate.config import Settings
+from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn
 from mailgate.delivery.classify import connection_reply, is_hard_bounce
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.retry import backoff, expired
 from mailgate.exceptions import StoreUnavailable
+from mailgate.headers import scan
+from mailgate.ids import new_id
 from mailgate.models import (
     AttemptResult,
     ClaimedDelivery,
@@ -27,7 +30,7 @@ from mailgate.models import (
     QueuedMessage,
 )
 from mailgate.routing.router import Router
-from mailgate.store import DeliveryUpdate, Store, Suppression
+from mailgate.store import DeliveryUpdate, NewMessage, Store, Suppression
 from mailgate.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
@@ -178,6 +181,7 @@ class Scheduler:
                 for d, r, _ in pairs
                 if r.outcome is Outcome.PERMANENT and is_hard_bounce(r.reply)
             ]
+            dsn = self._dsn(msg, pairs, updates, now)
             try:
                 await self._store.record(
                     self.owner,
@@ -185,6 +189,7 @@ class Scheduler:
                     updates,
                     dkim={msg.id: new_signature} if new_signature else None,
                     suppress=suppress,
+                    dsns=[dsn] if dsn is not None else [],
                 )
             except StoreUnavailable as exc:
                 log.error(
@@ -198,6 +203,62 @@ class Scheduler:
         finally:
             self._inflight -= len(msg.deliveries)
             self._wake.set()
+
+    def _dsn(
+        self,
+        msg: QueuedMessage,
+        pairs: list[tuple[ClaimedDelivery, AttemptResult, list[AttemptResult]]],
+        updates: list[DeliveryUpdate],
+        now: float,
+    ) -> NewMessage | None:
+        """A delivery status notification for the recipients that bounced or failed now.
+
+        Goes to the envelope sender with the null sender, through the same queue; never
+        for the null sender or for a DSN or auto-reply (no loops).
+        """
+        failures = [
+            FailedRecipient(
+                recipient=d.recipient,
+                status=r.reply.enhanced
+                or ("5.0.0" if u.status is DeliveryStatus.BOUNCED else "4.4.7"),
+                diagnostic=r.reply.line(),
+                remote_mta=r.provider,
+                last_attempt=now,
+            )
+            for (d, r, _), u in zip(pairs, updates, strict=True)
+            if u.status in (DeliveryStatus.BOUNCED, DeliveryStatus.FAILED)
+        ]
+        if not failures or not should_send_dsn(msg.sender, msg.raw):
+            return None
+        hostname = self._settings.server.hostname
+        try:
+            raw = build_dsn(
+                original=msg.raw,
+                queue_id=msg.id,
+                envelope_sender=msg.sender,
+                hostname=hostname,
+                failures=failures,
+                now=now,
+                arrival_date=msg.created_at,
+            )
+        except ValueError:
+            log.exception("could not build a DSN for %s", msg.id)
+            return None
+        dsn_id = new_id()
+        log.info(
+            "%s: DSN %s to <%s> for %d recipient(s)", msg.id, dsn_id, msg.sender, len(failures)
+        )
+        return NewMessage(
+            id=dsn_id,
+            created_at=now,
+            sender="",
+            recipients=(msg.sender,),
+            raw=raw,
+            subject="Undelivered Mail Returned to Sender",
+            message_id_header=scan(raw).message_id,
+            source="dsn",
+            credential=f"dsn:{msg.id}",
+        )
 
     async def _deliver(
         self, route: int | None, msg: QueuedMessage, dels: list[ClaimedDelivery], data: bytes

@@ -1,0 +1,73 @@
+"""Story: mail that cannot be delivered comes back to its sender as a DSN (RFC 3464)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+
+from fakes.upstream import Upstream
+
+MSG = (
+    b"From: App <app@example.com>\r\nTo: gone@dest.test, ok@dest.test\r\n"
+    b"Subject: Your invoice\r\nX-Custom: kept\r\n\r\nSecret body text\r\n"
+)
+
+
+def upstream_provider(port: int) -> list[dict]:  # type: ignore[type-arg]
+    return [{"name": "up", "kind": "smtp", "host": "127.0.0.1", "port": port, "tls": "none"}]
+
+
+def test_bounce_sends_a_dsn_to_the_sender(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    with Upstream() as up:
+        up.faults.rcpt_replies["gone@dest.test"] = "550 5.1.1 <gone@dest.test>: no such user"
+        relay = relay_factory(providers=upstream_provider(up.port))
+        with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+            c.sendmail("app@example.com", ["gone@dest.test", "ok@dest.test"], MSG)
+        received = up.wait_for(2)
+        dsn_mail = next(r for r in received if r.mail_from in ("", "<>"))
+        assert dsn_mail.rcpt_tos == ["app@example.com"]
+        dsn = email.message_from_bytes(dsn_mail.data, policy=email.policy.default)
+        assert dsn.get_content_type() == "multipart/report"
+        assert dsn.get_param("report-type") == "delivery-status"
+        assert dsn["From"].addresses[0].addr_spec == "MAILER-DAEMON@relay.test"
+        assert dsn["Auto-Submitted"] == "auto-replied"
+        parts = list(dsn.iter_parts())
+        assert [p.get_content_type() for p in parts] == [
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers",
+        ]
+        status = parts[1].as_string()
+        assert "Final-Recipient: rfc822; gone@dest.test" in status
+        assert "Action: failed" in status and "Status: 5.1.1" in status
+        assert "smtp; 550 5.1.1 <gone@dest.test>: no such user" in status
+        assert "ok@dest.test" not in status  # delivered: not in the report
+        original = parts[2].get_content() if hasattr(parts[2], "get_content") else ""
+        raw_headers = dsn_mail.data.decode()
+        assert "Subject: Your invoice" in raw_headers and "X-Custom: kept" in raw_headers
+        assert "Secret body text" not in raw_headers  # headers only, never the body
+        assert original is not None
+
+
+def test_no_dsn_for_a_dsn_or_the_null_sender(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    with Upstream() as up:
+        # The sender's own address is gone too: its DSN bounces and must not loop.
+        up.faults.rcpt_replies["gone@dest.test"] = "550 5.1.1 no such user"
+        up.faults.rcpt_replies["app@example.com"] = "550 5.1.1 no such user"
+        relay = relay_factory(providers=upstream_provider(up.port))
+        with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+            c.sendmail("app@example.com", ["gone@dest.test"], MSG)
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = relay.call(relay.store.list_messages(limit=10))
+            if len(rows) == 2 and all(r["status"] == "bounced" for r in rows):
+                break
+            time.sleep(0.05)
+        rows = relay.call(relay.store.list_messages(limit=10))
+        assert sorted(r["source"] for r in rows) == ["dsn", "smtp"]
+        assert all(r["status"] == "bounced" for r in rows)
+        time.sleep(0.5)
+        assert len(relay.call(relay.store.list_messages(limit=10))) == 2  # no DSN for the DSN
