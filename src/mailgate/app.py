@@ -15,6 +15,7 @@ from typing import IO
 
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
+from mailgate.delivery.bounce_intake import BounceIntake
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.scheduler import Scheduler
 from mailgate.exceptions import MailgateError
@@ -102,7 +103,8 @@ class App:
         self.acceptor = Acceptor(
             s, self.store, on_commit=self.scheduler.wake, suppressed=self.suppressions
         )
-        handler = SmtpHandler(s, self.store, self.acceptor)
+        bounces = BounceIntake(s, self.store, self.suppressions)
+        handler = SmtpHandler(s, self.store, self.acceptor, self.suppressions, bounces)
         self.smtp = SmtpListeners(s, handler)
         await self.smtp.start()
         api = ApiContext(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -338,6 +339,21 @@ class DnsSettings(_Section):
         return values
 
 
+class BounceSettings(_Section):
+    """VERP return paths, and the asynchronous bounces the SMTP listener takes back."""
+
+    verp: bool = False  # per-recipient return path: bounces+<id>.<n>@domain
+    domain: str = ""  # default: [server] hostname
+    local: str = "bounces"
+
+    @field_validator("local")
+    @classmethod
+    def _local(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", value):
+            raise ValueError("letters, digits, '.', '_' or '-' (at most 40)")
+        return value
+
+
 class RetrySettings(_Section):
     min_backoff: Duration = 300.0
     max_backoff: Duration = 4 * 3600.0
@@ -368,6 +384,7 @@ class Settings(_Section):
     providers: list[ProviderSettings] = []
     routes: list[RouteSettings] = []
     dns: DnsSettings = DnsSettings()
+    bounces: BounceSettings = BounceSettings()
     retry: RetrySettings = RetrySettings()
     delivery: DeliverySettings = DeliverySettings()
 
@@ -399,8 +416,12 @@ class Settings(_Section):
     def domain_names(self) -> frozenset[str]:
         return frozenset(d.name for d in self.domains)
 
+    @property
+    def bounce_domain(self) -> str:
+        return (self.bounces.domain or self.server.hostname).lower()
 
-_TABLE_SECTIONS = ("server", "database", "smtp", "http", "dns", "retry", "delivery")
+
+_TABLE_SECTIONS = ("server", "database", "smtp", "http", "dns", "bounces", "retry", "delivery")
 
 
 def _env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str) -> None:

@@ -7,6 +7,7 @@ parsing the whole message with the ``email`` package.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,15 +78,28 @@ def _decode_subject(raw: bytes) -> str:
     return " ".join(text.split())[:998]
 
 
+_last_date: tuple[int | None, str] = (None, "")
+
+
 def rfc5322_date(ts: float) -> str:
-    return format_datetime(datetime.fromtimestamp(ts, UTC))
+    """The date in RFC 5322 form, to the second (formatted once per second, not per call)."""
+    global _last_date
+    second = math.floor(ts)
+    cached_second, text = _last_date
+    if second != cached_second:
+        text = format_datetime(datetime.fromtimestamp(second, UTC))
+        _last_date = (second, text)
+    return text
 
 
 def received_header(
     *, helo: str, address: str, hostname: str, protocol: str, queue_id: str, ts: float
 ) -> bytes:
     """RFC 5321 4.4 trace header; RFC 3848 protocol names (ESMTPSA, ...)."""
-    helo_b = _HELO_SAFE.sub(b"", helo.encode("ascii", "replace"))[:255] or b"unknown"
+    if helo.isascii() and helo.isprintable() and " " not in helo:
+        helo_text = helo[:255] or "unknown"  # already only \x21-\x7e: the usual case
+    else:
+        helo_text = _HELO_SAFE.sub(b"", helo.encode("ascii", "replace"))[:255].decode() or "unknown"
     if not address:
         addr = "[unknown]"
     elif ":" in address:
@@ -93,7 +107,7 @@ def received_header(
     else:
         addr = f"[{address}]"
     return (
-        f"Received: from {helo_b.decode()} ({addr})\r\n"
+        f"Received: from {helo_text} ({addr})\r\n"
         f"\tby {hostname} (mailgate) with {protocol} id {queue_id};\r\n"
         f"\t{rfc5322_date(ts)}\r\n"
     ).encode("ascii")

@@ -71,3 +71,66 @@ def test_no_dsn_for_a_dsn_or_the_null_sender(relay_factory) -> None:  # type: ig
         assert all(r["status"] == "bounced" for r in rows)
         time.sleep(0.5)
         assert len(relay.call(relay.store.list_messages(limit=10))) == 2  # no DSN for the DSN
+
+
+def test_verp_and_asynchronous_bounces(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    from mailgate.delivery.bounce import FailedRecipient, build_dsn
+
+    with Upstream() as up:
+        relay = relay_factory(
+            providers=upstream_provider(up.port),
+            bounces={"verp": True, "domain": "bounces.example.com"},
+        )
+        with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+            c.sendmail("app@example.com", ["a@dest.test", "b@dest.test"], MSG)
+        got = up.wait_for(2)
+        qid = relay.call(relay.store.list_messages(limit=1))[0]["id"]
+        # One transaction per recipient, each with its own return path.
+        paths = sorted((r.mail_from, tuple(r.rcpt_tos)) for r in got)
+        assert paths == [
+            (f"bounces+{qid}.0@bounces.example.com", ("a@dest.test",)),
+            (f"bounces+{qid}.1@bounces.example.com", ("b@dest.test",)),
+        ]
+        relay.wait_status(qid, lambda s: set(s.values()) == {"sent"})
+
+        # Later, b's server sends a DSN back to b's return path.
+        report = build_dsn(
+            original=MSG,
+            queue_id="remote-queue",
+            envelope_sender=f"bounces+{qid}.1@bounces.example.com",
+            hostname="mx.dest.test",
+            failures=[
+                FailedRecipient(
+                    recipient="b@dest.test",
+                    status="5.1.1",
+                    diagnostic="550 5.1.1 <b@dest.test>: user unknown",
+                    last_attempt=0,
+                )
+            ],
+            now=0,
+        )
+        with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+            c.ehlo("mx.dest.test")
+            assert c.mail("<>")[0] == 250
+            code, msg = c.rcpt("someone@example.com")
+            assert (code, msg[:5]) == (550, b"5.1.1")  # only bounce addresses take bounces
+            assert c.rcpt(f"bounces+{qid}.1@bounces.example.com")[0] == 250
+            code, msg = c.data(report)
+            assert (code, msg) == (250, b"2.0.0 Bounce received")
+        statuses = relay.wait_status(qid, lambda s: s["b@dest.test"] == "bounced")
+        assert statuses == {"a@dest.test": "sent", "b@dest.test": "bounced"}
+        last = relay.events(qid)[-1]
+        assert (last["type"], last["recipient"], last["detail"]) == (
+            "bounced",
+            "b@dest.test",
+            "asynchronous",
+        )
+        assert "5.1.1" in last["response"]
+        assert relay.call(relay.store.suppressions.get("b@dest.test")) is not None
+
+
+def test_null_sender_is_refused_without_verp(relay) -> None:  # type: ignore[no-untyped-def]
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        c.ehlo("client.test")
+        code, msg = c.mail("<>")
+        assert code == 553 and msg.startswith(b"5.1.7")

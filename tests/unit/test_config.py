@@ -280,7 +280,7 @@ def test_errors_name_section_and_key(data: dict[str, Any], message: str) -> None
         ),
         (
             [{"name": "x", "kind": "carrier-pigeon"}],
-            "<config>: [[providers]] #1 (name = \"x\") kind: "
+            '<config>: [[providers]] #1 (name = "x") kind: '
             "Input should be 'smtp', 'maildir' or 'mx'",
         ),
         (

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from mailgate.config import Settings
-from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn
+from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn, verp_address
 from mailgate.delivery.classify import connection_reply, is_hard_bounce
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.retry import backoff, expired
@@ -163,11 +163,16 @@ class Scheduler:
     async def _attempt(self, msg: QueuedMessage) -> None:
         try:
             data, new_signature = await self._signed(msg)
-            groups: dict[int | None, list[ClaimedDelivery]] = {}
+            # One transaction per route and return path: with VERP each recipient has its own.
+            groups: dict[tuple[int | None, str], list[ClaimedDelivery]] = {}
             for d in msg.deliveries:
-                groups.setdefault(self._router.route_for(d.recipient, msg.sender), []).append(d)
+                key = (self._router.route_for(d.recipient, msg.sender), self._return_path(msg, d))
+                groups.setdefault(key, []).append(d)
             routed = await asyncio.gather(
-                *(self._deliver(route, msg, dels, data) for route, dels in groups.items())
+                *(
+                    self._deliver(route, sender, msg, dels, data)
+                    for (route, sender), dels in groups.items()
+                )
             )
             now = self._clock()
             pairs = [
@@ -260,12 +265,25 @@ class Scheduler:
             credential=f"dsn:{msg.id}",
         )
 
+    def _return_path(self, msg: QueuedMessage, d: ClaimedDelivery) -> str:
+        """The MAIL FROM upstream: the sender, or a VERP address that names the delivery."""
+        if not self._settings.bounces.verp or msg.sender in ("", "<>"):
+            return msg.sender
+        return verp_address(
+            self._settings.bounces.local, self._settings.bounce_domain, msg.id, d.rcpt_idx
+        )
+
     async def _deliver(
-        self, route: int | None, msg: QueuedMessage, dels: list[ClaimedDelivery], data: bytes
+        self,
+        route: int | None,
+        sender: str,
+        msg: QueuedMessage,
+        dels: list[ClaimedDelivery],
+        data: bytes,
     ) -> tuple[list[AttemptResult], list[list[AttemptResult]]]:
         rcpts = [d.recipient for d in dels]
         try:
-            routed = await self._router.deliver(route, msg.sender, rcpts, data)
+            routed = await self._router.deliver(route, sender, rcpts, data)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in a transport must not lose the delivery

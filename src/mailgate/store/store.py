@@ -336,6 +336,58 @@ class Store:
                 ops.append((self.suppressions.insert, [suppression_row(x) for x in suppress]))
             await self.writer.write(ops)
 
+    async def record_bounce(
+        self,
+        message_id: str,
+        rcpt_idx: int,
+        response: str,
+        now: float,
+        *,
+        suppress: bool = False,
+    ) -> str | None:
+        """A bounce that came back later (by mail) for a delivery that had gone out.
+
+        With ``suppress`` the recipient is suppressed (hard bounce) in the same transaction.
+        Returns the recipient, or None when there is no such delivery.
+        """
+
+        async def txn(conn: AsyncConnection) -> str | None:
+            row = (
+                await conn.execute(
+                    select(d.c.recipient).where(
+                        d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            await conn.execute(
+                update(d)
+                .where(d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx)
+                .values(
+                    status=DeliveryStatus.BOUNCED.value,
+                    last_response=response,
+                    next_attempt_at=None,
+                    lease_owner=None,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                insert(events),
+                [
+                    _event_row(
+                        message_id, rcpt_idx, row[0], "bounced", now, "", response, "asynchronous"
+                    )
+                ],
+            )
+            await conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
+            if suppress:
+                entry = Suppression(str(row[0]).lower(), "hard_bounce", response, message_id, now)
+                await conn.execute(self.suppressions.insert, [suppression_row(entry)])
+            return str(row[0])
+
+        return await self.writer.run(txn)
+
     async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:
         """Make deliveries leased to ``owner`` due now (shutdown, or restart after a crash)."""
         cond = (

@@ -45,6 +45,7 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mailgate-writer")
@@ -75,23 +76,28 @@ class GroupCommitWriter:
         return await job.future
 
     async def _run(self) -> None:
-        stopping = False
-        while not stopping:
+        self._stopping = False
+        while not self._stopping:
             job = await self._queue.get()
             if job is None:
                 break
             batch = [job]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
+            self._take_waiting(batch)
             await self._commit_batch(batch)
+
+    def _take_waiting(self, batch: list[_Job]) -> None:
+        """Move the jobs waiting in the queue into ``batch`` (up to max_batch)."""
+        while len(batch) < self._max_batch and not self._queue.empty():
+            nxt = self._queue.get_nowait()
+            if nxt is None:
+                self._stopping = True
+                break
+            batch.append(nxt)
 
     async def _commit_batch(self, batch: list[_Job]) -> None:
         try:
-            results = await self._transaction(batch)
+            # The batch grows by the jobs that arrive while the transaction begins.
+            results = await self._transaction(batch, grow=True)
         except Exception as exc:
             if len(batch) == 1:
                 self._fail(batch[0], exc)
@@ -135,11 +141,16 @@ class GroupCommitWriter:
             self._conn = await write_connection(self._engine)
         return self._conn
 
-    async def _transaction(self, batch: list[_Job]) -> list[Any]:
+    async def _transaction(self, batch: list[_Job], *, grow: bool = False) -> list[Any]:
+        """Run ``batch`` in one transaction; with ``grow``, first add the jobs that arrived
+        while it began (BEGIN takes a few event-loop turns under load): they share this
+        commit instead of waiting for the next one."""
         conn = await self._connection()
         results: list[Any] = []
         try:
             async with conn.begin():
+                if grow and not self._stopping:
+                    self._take_waiting(batch)
                 # Jobs with the same statements (e.g. all accepts) are merged into one
                 # executemany per statement; each job's own statements stay in its order
                 # (messages before their deliveries and events; a statement listed twice
