@@ -60,3 +60,31 @@ def test_domains_check_reports_what_is_right_and_what_to_fix(tmp_path: Path) -> 
         not by[("example.net", "dkim")].ok and "dkim keygen" in by[("example.net", "dkim")].detail
     )
     assert not by[("example.net", "mx")].ok
+
+
+def test_domains_check_command_exit_codes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mailgate.cli import main
+
+    pem, txt = generate_key("ed25519")
+    (tmp_path / "k.pem").write_bytes(pem)
+    with DnsServer() as d:
+        cfg = tmp_path / "relay.toml"
+        cfg.write_text(
+            f'[server]\ndata_dir = "{tmp_path}/data"\n[dns]\nnameservers = ["{d.nameserver}"]\n'
+            f'[[domains]]\nname = "example.com"\ndkim_selector = "s1"\n'
+            f'dkim_key = "{tmp_path}/k.pem"\n'
+            f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path}/m"\n'
+        )
+        runner = CliRunner()
+        result = runner.invoke(main, ["domains", "check", "--config", str(cfg)])
+        assert result.exit_code == 1
+        assert "example.com" in result.output and "FIX" in result.output
+        d.add("s1._domainkey.example.com", "TXT", txt)
+        d.add("example.com", "TXT", "v=spf1 -all")
+        d.add("_dmarc.example.com", "TXT", "v=DMARC1; p=none")
+        d.add("example.com", "MX", "10 mx.example.com.")
+        result = runner.invoke(main, ["domains", "check", "--config", str(cfg)])
+        assert result.exit_code == 0, result.output
+        assert "FIX" not in result.output
