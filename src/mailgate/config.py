@@ -47,6 +47,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_rate(value: str) -> str:
+    if value:
+        parse_rate(value)
+    return value
+
+
 def _check_listen(values: list[str]) -> list[str]:
     for value in values:
         parse_hostport(value)
@@ -132,12 +138,7 @@ class HttpSettings(_Section):
 
     _listen = field_validator("listen")(_check_listen)
 
-    @field_validator("rate")
-    @classmethod
-    def _rate(cls, value: str) -> str:
-        if value:
-            parse_rate(value)
-        return value
+    _rate = field_validator("rate")(_check_rate)
 
 
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
@@ -255,12 +256,7 @@ class ProviderSettings(_Section):
 
     _ca_file = field_validator("ca_file")(lambda v: _readable_file(v))
 
-    @field_validator("rate")
-    @classmethod
-    def _rate(cls, value: str) -> str:
-        if value:
-            parse_rate(value)
-        return value
+    _rate = field_validator("rate")(_check_rate)
 
     @model_validator(mode="after")
     def _kind_keys(self) -> ProviderSettings:

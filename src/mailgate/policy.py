@@ -12,24 +12,25 @@ from mailgate.models import Credential, SmtpReply
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def is_trusted(address: str, networks: Iterable[Network]) -> bool:
+def _client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer address as an IP (scope id dropped, IPv4-mapped IPv6 as IPv4), or None."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_trusted(address: str, networks: Iterable[Network]) -> bool:
+    ip = _client_ip(address)
+    return ip is not None and any(ip in net for net in networks)
 
 
 def is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = _client_ip(address)
+    return ip is not None and ip.is_loopback
 
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9\-\u0080-\U0010ffff]{1,63}(?<!-)$")

@@ -15,23 +15,14 @@ from mailgate.exceptions import DuplicateEntry, PolicyRefused
 from mailgate.ingress.http import ApiContext, json_response, parse_model, request_hash
 from mailgate.ingress.http_models import BatchMessage, BatchRequest, SendRequest
 from mailgate.ingress.http_validation import ApiError, Prepared, invalid, prepare_send
-from mailgate.models import Accepted, Credential
+from mailgate.models import Accepted, Credential, DeliveryStatus
 from mailgate.store import IdempotentAnswer, TemplateRecord
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 MAX_BATCH = 1000
-STATUSES = (
-    "scheduled",
-    "queued",
-    "deferred",
-    "sent",
-    "delivered",
-    "bounced",
-    "failed",
-    "cancelled",
-)
+STATUSES = tuple(status.value for status in DeliveryStatus)
 
 Route = tuple[str, Callable[[Request], Awaitable[Response]], list[str]]
 

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 from mailgate import __version__
 from mailgate.config import Settings
 from mailgate.ingress import http_models as m
+from mailgate.models import DeliveryStatus
 
 _REF = "#/components/schemas/{model}"
 
@@ -72,16 +73,7 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
             "name": "status",
             "schema": {
                 "type": "string",
-                "enum": [
-                    "scheduled",
-                    "queued",
-                    "deferred",
-                    "sent",
-                    "delivered",
-                    "bounced",
-                    "failed",
-                    "cancelled",
-                ],
+                "enum": [status.value for status in DeliveryStatus],
             },
         },
         {"name": "to", "schema": {"type": "string"}},
