@@ -12,6 +12,7 @@ from collections.abc import Callable, Container, Sequence
 
 from mailgate import policy, replies
 from mailgate.config import Settings
+from mailgate.events.metrics import Metrics
 from mailgate.exceptions import PolicyRefused
 from mailgate.headers import received_header, rfc5322_date, scan
 from mailgate.ids import new_id
@@ -30,10 +31,12 @@ class Acceptor:
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         suppressed: Container[str] = frozenset(),
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._suppressed = suppressed
+        self._metrics = metrics
         self._on_commit = on_commit
         self._clock = clock
         self._domains = settings.domain_names()
@@ -78,6 +81,8 @@ class Acceptor:
             await self._store.enqueue(rows, answer=stored_answer)
             if rows:
                 self._on_commit()  # also for scheduled mail: the scheduler re-times its sleep
+                if self._metrics is not None:
+                    self._metrics.accepted.labels(rows[0].source).inc(len(rows))
         return results
 
     def _prepare(self, sub: Submission, now: float) -> NewMessage:

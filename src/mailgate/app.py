@@ -18,6 +18,7 @@ from mailgate.config import Settings
 from mailgate.delivery.bounce_intake import BounceIntake
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.scheduler import Scheduler
+from mailgate.events.metrics import Metrics
 from mailgate.exceptions import MailgateError
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
 from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
@@ -97,18 +98,33 @@ class App:
         await self.suppressions.load()
         self.suppressions.start()
         self.router = Router(s)
+        self.metrics = Metrics()
         self.scheduler = Scheduler(
-            s, self.store, self.router, self.owner, signer=signer, suppressions=self.suppressions
+            s,
+            self.store,
+            self.router,
+            self.owner,
+            signer=signer,
+            suppressions=self.suppressions,
+            metrics=self.metrics,
         )
         self.acceptor = Acceptor(
-            s, self.store, on_commit=self.scheduler.wake, suppressed=self.suppressions
+            s,
+            self.store,
+            on_commit=self.scheduler.wake,
+            suppressed=self.suppressions,
+            metrics=self.metrics,
         )
         bounces = BounceIntake(s, self.store, self.suppressions)
         handler = SmtpHandler(s, self.store, self.acceptor, self.suppressions, bounces)
         self.smtp = SmtpListeners(s, handler)
         await self.smtp.start()
         api = ApiContext(
-            settings=s, store=self.store, acceptor=self.acceptor, limiter=RateLimiter()
+            settings=s,
+            store=self.store,
+            acceptor=self.acceptor,
+            limiter=RateLimiter(),
+            metrics=self.metrics,
         )
         self.http = HttpServer(s, create_app(api))
         await self.http.start()

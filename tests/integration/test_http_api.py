@@ -735,3 +735,16 @@ def test_smtp_and_http_share_one_queue(api) -> None:  # type: ignore[no-untyped-
     api.post("/v1/messages/send", json=BASE)
     listed = api.get("/v1/messages").json()["data"]
     assert sorted(m["subject"] for m in listed) == ["s", "via smtp"]
+
+
+def test_metrics_endpoint(api) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(2):
+        assert api.post("/v1/messages/send", json=BASE).status_code == 202
+    relay = api.relay
+    qid = api.get("/v1/messages").json()["data"][0]["id"]
+    relay.wait_status(qid, lambda s: set(s.values()) == {"sent"})
+    text = httpx.get(f"{relay.http_url}/metrics").text
+    assert 'mailgate_messages_accepted_total{source="http"} 2.0' in text
+    assert 'mailgate_delivery_results_total{provider="capture",status="sent"}' in text
+    assert 'mailgate_deliveries{status="sent"}' in text
+    assert "mailgate_queue_oldest_pending_seconds" in text

@@ -19,6 +19,7 @@ from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn
 from mailgate.delivery.classify import connection_reply, is_hard_bounce
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.retry import backoff, expired
+from mailgate.events.metrics import Metrics
 from mailgate.exceptions import StoreUnavailable
 from mailgate.headers import scan
 from mailgate.ids import new_id
@@ -48,6 +49,7 @@ class Scheduler:
         *,
         signer: DkimSigner | None = None,
         suppressions: SuppressionList | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -55,6 +57,7 @@ class Scheduler:
         self._router = router
         self._signer = signer
         self._suppressions = suppressions
+        self._metrics = metrics
         self.owner = owner
         self._clock = clock
         self._wake = asyncio.Event()
@@ -201,6 +204,9 @@ class Scheduler:
                     "could not record results of %s (lease will expire, retry): %s", msg.id, exc
                 )
             else:
+                if self._metrics is not None:
+                    for u in updates:
+                        self._metrics.results.labels(u.status.value, u.provider).inc()
                 if suppress and self._suppressions is not None:
                     self._suppressions.added([x.address for x in suppress])
                     for x in suppress:

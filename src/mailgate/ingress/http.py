@@ -29,6 +29,7 @@ from starlette.routing import Route
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
 from mailgate.credentials import authenticate
+from mailgate.events.metrics import Metrics
 from mailgate.exceptions import StoreUnavailable
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
@@ -51,6 +52,7 @@ class ApiContext:
     store: Store
     acceptor: Acceptor
     limiter: RateLimiter
+    metrics: Metrics | None = None
     clock: Callable[[], float] = time.time
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
@@ -228,6 +230,17 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     document = openapi_document(ctx.settings)
 
+    async def metrics(request: Request) -> Response:
+        if ctx.metrics is None:
+            return json_response({"error": {"code": "not_found", "message": "no metrics"}}, 404)
+        try:
+            body = await ctx.metrics.render(ctx.store)
+        except StoreUnavailable:
+            return json_response(
+                {"error": {"code": "service_unavailable", "message": "queue unavailable"}}, 503
+            )
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
@@ -235,6 +248,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
     for path, handler, methods in (*http_messages.routes(ctx), *http_templates.routes(ctx)):
         routes.append(Route(path, _errors(handler), methods=methods))

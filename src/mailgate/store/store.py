@@ -446,6 +446,19 @@ class Store:
         rows = await self._read(select(func.min(d.c.next_attempt_at)))
         return rows[0][0] if rows else None
 
+    async def oldest_pending_created_at(self) -> float | None:
+        """When the oldest message still waiting to go out was accepted (scheduled excluded)."""
+        rows = await self._read(
+            select(func.min(messages.c.created_at)).where(
+                messages.c.id.in_(
+                    select(d.c.message_id).where(
+                        d.c.next_attempt_at.is_not(None), d.c.status != "scheduled"
+                    )
+                )
+            )
+        )
+        return rows[0][0] if rows else None
+
     async def status_counts(self) -> dict[str, int]:
         rows = await self._read(select(d.c.status, func.count()).group_by(d.c.status))
         return {r[0]: r[1] for r in rows}

@@ -1,0 +1,1 @@
+"""What happened: metrics derived from the queue and from this process's work."""
