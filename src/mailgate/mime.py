@@ -8,11 +8,19 @@ CVE-2024-6923), and addresses arrive already validated (see api_validation).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email.charset import QP, Charset
+from email.encoders import encode_base64
+from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
+from email.message import EmailMessage, Message
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import SMTPUTF8, Compat32
+from email.utils import formataddr
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +65,130 @@ def _split_type(content_type: str) -> tuple[str, str]:
 
 def build(spec: MessageSpec) -> bytes:
     """The message as CRLF bytes, without Message-ID and Date (accept() adds those)."""
-    utf8 = spec.sender.needs_smtputf8 or any(b.needs_smtputf8 for b in (*spec.to, *spec.cc))
-    policy = SMTPUTF8 if utf8 else SMTP
+    if spec.sender.needs_smtputf8 or any(b.needs_smtputf8 for b in (*spec.to, *spec.cc)):
+        return _build_smtputf8(spec)
+    return _build_fast(spec)
+
+
+# --------------------------------------------------------- the common case: ASCII addresses
+#
+# email.mime (the compat32 API) with headers encoded here: several times faster than the
+# EmailMessage API, whose header registry parses every header it is given again. This is
+# what keeps a batch of 1000 messages well under half a second.
+
+
+class _PreencodedPolicy(Compat32):
+    """compat32 with CRLF that writes already encoded, short ASCII header lines as they are.
+
+    compat32 folds every header through email.header.Header, even a plain ASCII one;
+    ours are encoded here (RFC 2047) or validated by the API, so that work is wasted.
+    """
+
+    def fold_binary(self, name: str, value: str) -> bytes:  # type: ignore[override]
+        plain = isinstance(value, str) and value.isascii() and len(name) + len(value) < 996
+        if plain and "\n" not in value and "\r" not in value:
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_CRLF_POLICY = _PreencodedPolicy(linesep="\r\n")
+_QP_UTF8 = Charset("utf-8")
+_QP_UTF8.header_encoding = QP
+_QP_UTF8.body_encoding = QP
+
+
+def _header(value: str) -> str:
+    """A header value: as is when ASCII, else RFC 2047 encoded words (folded)."""
+    if value.isascii():
+        return value
+    return Header(value, _QP_UTF8, maxlinelen=76).encode(linesep="\r\n")
+
+
+def _mailbox(box: Mailbox) -> str:
+    return formataddr((box.name, box.address), charset="utf-8") if box.name else box.address
+
+
+def _text_part(body: str, subtype: str) -> MIMEText:
+    needs_qp = not body.isascii() or any(len(line) > 998 for line in body.splitlines())
+    if not body.endswith("\n"):
+        body += "\n"
+    part = MIMEText(body, subtype, _QP_UTF8 if needs_qp else "us-ascii")
+    del part["MIME-Version"]  # only the top level carries it
+    return part
+
+
+def _binary_part(a: Attachment, disposition: str) -> MIMEBase:
+    maintype, subtype = _split_type(a.content_type)
+    part = MIMEBase(maintype, subtype)
+    del part["MIME-Version"]
+    part.set_payload(a.content)
+    encode_base64(part)
+    if a.filename:
+        name: str | tuple[str, str, str] = (
+            a.filename if a.filename.isascii() else ("utf-8", "", a.filename)
+        )
+        part.add_header("Content-Disposition", disposition, filename=name)
+    else:
+        part.add_header("Content-Disposition", disposition)
+    if a.content_id:
+        part.add_header("Content-ID", f"<{a.content_id}>")
+    return part
+
+
+def _multipart(subtype: str) -> MIMEMultipart:
+    # A random boundary set here: the generator would otherwise compile a regular
+    # expression per message to check its own. 128 random bits cannot occur in the parts.
+    part = MIMEMultipart(subtype, boundary=f"=_mg_{secrets.token_hex(16)}")
+    del part["MIME-Version"]
+    return part
+
+
+def _build_fast(spec: MessageSpec) -> bytes:
+    inline = [a for a in spec.attachments if a.content_id]
+    attached = [a for a in spec.attachments if not a.content_id]
+    html: Message | None = _text_part(spec.html, "html") if spec.html else None
+    if html is not None and inline:
+        related = _multipart("related")
+        related.attach(html)
+        for a in inline:
+            related.attach(_binary_part(a, "inline"))
+        html = related
+    text = _text_part(spec.text, "plain") if spec.text else None
+    body: Message
+    if text is not None and html is not None:
+        body = _multipart("alternative")
+        body.attach(text)
+        body.attach(html)
+    else:
+        body = html if html is not None else text  # type: ignore[assignment]
+    if attached:
+        mixed = _multipart("mixed")
+        mixed.attach(body)
+        for a in attached:
+            mixed.attach(_binary_part(a, "attachment"))
+        body = mixed
+    # The top-level headers go first, in the usual order.
+    top = Message()
+    top["From"] = _mailbox(spec.sender)
+    top["To"] = ", ".join(_mailbox(b) for b in spec.to)
+    if spec.cc:
+        top["Cc"] = ", ".join(_mailbox(b) for b in spec.cc)
+    top["Subject"] = _header(spec.subject)
+    for name, value in spec.headers:
+        top[name] = _header(value)
+    top["MIME-Version"] = "1.0"
+    for name, value in body.items():
+        top[name] = value
+    top.set_payload(body.get_payload())
+    return top.as_bytes(policy=_CRLF_POLICY)
+
+
+# ------------------------------------------------ internationalised addresses (SMTPUTF8)
+
+
+def _build_smtputf8(spec: MessageSpec) -> bytes:
+    """UTF-8 headers as RFC 6532 allows; the EmailMessage API does that right."""
+    policy = SMTPUTF8
     msg = EmailMessage(policy=policy)
     msg["From"] = _address(spec.sender)
     msg["To"] = [_address(b) for b in spec.to]
