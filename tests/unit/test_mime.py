@@ -23,7 +23,7 @@ def test_lines_are_crlf_and_short() -> None:
     assert max(len(line) for line in data.split(b"\r\n")) <= 998
     msg = parse(data)
     assert msg.get_body(("plain",)).get_content().rstrip("\r\n") == "x" * 5000
-    assert msg["Subject"] == ("z " * 300).strip()
+    assert msg["Subject"] == "z " * 300
 
 
 def test_ascii_text_is_7bit_and_utf8_is_quoted_printable() -> None:
