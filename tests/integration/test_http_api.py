@@ -748,3 +748,31 @@ def test_metrics_endpoint(api) -> None:  # type: ignore[no-untyped-def]
     assert 'mailgate_delivery_results_total{provider="capture",status="sent"}' in text
     assert 'mailgate_deliveries{status="sent"}' in text
     assert "mailgate_queue_oldest_pending_seconds" in text
+
+
+def test_batch_messages_with_templates(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tpl = api.post(
+        "/v1/templates", json={"name": "t", "subject": "Order {{ n }}", "text": "Order {{ n }}"}
+    ).json()["data"]
+    items = [
+        {
+            "from": "hello@example.com",
+            "to": f"u{i}@example.net",
+            "template_id": tpl["id"],
+            "template_data": {"n": i},
+        }
+        for i in range(3)
+    ]
+    items.append(
+        {
+            "from": "hello@example.com",
+            "to": "x@example.net",
+            "template_id": "missing",
+            "template_data": {},
+        }
+    )
+    data = api.post("/v1/messages/batch", json={"messages": items}).json()["data"]
+    assert [m["status"] for m in data["messages"]] == ["queued"] * 3 + ["rejected"]
+    assert data["messages"][3]["error"]["code"] == "invalid_template"
+    subjects = sorted(m["Subject"] for m in delivered(tmp_path, 3))
+    assert subjects == ["Order 0", "Order 1", "Order 2"]

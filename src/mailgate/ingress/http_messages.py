@@ -103,7 +103,6 @@ def _refusal(exc: PolicyRefused) -> ApiError:
 
 def routes(ctx: ApiContext) -> list[Route]:
     store = ctx.store
-    templates_cache: dict[str, TemplateRecord | None] = {}
 
     async def template_for(template_id: str | None, field: str) -> TemplateRecord | None:
         if template_id is None:
@@ -245,17 +244,18 @@ def routes(ctx: ApiContext) -> list[Route]:
                         requests.append((None, exc, None))
 
             prepared: list[Prepared | ApiError] = []
+            templates: dict[str, TemplateRecord | None] = {}  # looked up once per batch
             for req, error, variables in requests:
                 if req is None:
                     assert error is not None
                     prepared.append(error)
                     continue
                 try:
-                    if req.template_id is not None and req.template_id not in templates_cache:
-                        templates_cache[req.template_id] = await template_for(
+                    if req.template_id is not None and req.template_id not in templates:
+                        templates[req.template_id] = await template_for(
                             req.template_id, "template_id"
                         )
-                    template = templates_cache.get(req.template_id) if req.template_id else None
+                    template = templates.get(req.template_id) if req.template_id else None
                     prepared.append(
                         prepare_send(
                             req,
@@ -269,7 +269,6 @@ def routes(ctx: ApiContext) -> list[Route]:
                     )
                 except ApiError as exc:
                     prepared.append(exc)
-            templates_cache.clear()
             valid = [p for p in prepared if isinstance(p, Prepared)]
 
             def assemble(results: list[Accepted | PolicyRefused]) -> dict[str, Any]:
