@@ -96,8 +96,7 @@ class GroupCommitWriter:
 
     async def _commit_batch(self, batch: list[_Job]) -> None:
         try:
-            # The batch grows by the jobs that arrive while the transaction begins.
-            results = await self._transaction(batch, grow=True)
+            results = await self._transaction(batch, grow=True)  # grows ``batch`` in place
         except Exception as exc:
             if len(batch) == 1:
                 self._fail(batch[0], exc)
@@ -142,9 +141,12 @@ class GroupCommitWriter:
         return self._conn
 
     async def _transaction(self, batch: list[_Job], *, grow: bool = False) -> list[Any]:
-        """Run ``batch`` in one transaction; with ``grow``, first add the jobs that arrived
-        while it began (BEGIN takes a few event-loop turns under load): they share this
-        commit instead of waiting for the next one."""
+        """Run ``batch`` in one transaction; return each job's result.
+
+        With ``grow``, the jobs that arrived while BEGIN was under way (a few event-loop
+        turns under load) join ``batch`` first: they share this commit instead of waiting
+        a whole commit for the next one. On failure the caller retries the grown batch.
+        """
         conn = await self._connection()
         results: list[Any] = []
         try:

@@ -1,0 +1,65 @@
+"""The fast MAIL/RCPT address parser answers exactly as aiosmtpd's own parser does."""
+
+from __future__ import annotations
+
+import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailgate.ingress.smtp import RelaySMTP
+
+
+def parsers() -> tuple[RelaySMTP, SMTP]:
+    ours = RelaySMTP.__new__(RelaySMTP)
+    theirs = SMTP.__new__(SMTP)
+    for p in (ours, theirs):
+        p.local_part_limit = 0
+    return ours, theirs
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<a@example.com>",
+        "<a@example.com> SIZE=100 BODY=8BITMIME",
+        "<first.last+tag@sub.example.co.uk>",
+        "<>",
+        "a@example.com",
+        '<"quoted local"@example.com>',
+        "<a@[127.0.0.1]>",
+        "<a(comment)@example.com>",
+        "<=?utf-8?q?x?=@example.com>",
+        "<ü@bücher.de>",
+        "<a@example.com",
+        "<a@@example.com>",
+        "<@relay:a@example.com>",
+        "< a@example.com >",
+        "<a@example.com>SIZE=1",
+    ],
+)
+def test_same_answer_as_aiosmtpd(arg: str) -> None:
+    ours, theirs = parsers()
+    assert RelaySMTP._getaddr(ours, arg) == SMTP._getaddr(theirs, arg)
+
+
+@given(
+    st.text(alphabet=st.sampled_from(list('ab.@<>"()[] =?+-_:;,\\\tü1')), min_size=0, max_size=30)
+)
+@settings(max_examples=1500, deadline=None, database=None)
+def test_same_answer_as_aiosmtpd_for_generated_input(arg: str) -> None:
+    ours, theirs = parsers()
+    try:
+        expected = SMTP._getaddr(theirs, arg)
+    except Exception as exc:  # aiosmtpd's parser raises on some garbage; so must we
+        with pytest.raises(type(exc)):
+            RelaySMTP._getaddr(ours, arg)
+        return
+    assert RelaySMTP._getaddr(ours, arg) == expected
+
+
+def test_local_part_limit_is_kept() -> None:
+    ours, theirs = parsers()
+    ours.local_part_limit = theirs.local_part_limit = 3
+    for arg in ("<abcd@example.com>", "<abc@example.com>"):
+        assert RelaySMTP._getaddr(ours, arg) == SMTP._getaddr(theirs, arg)
