@@ -9,8 +9,22 @@ Scenarios (``--only`` picks some):
   (policy, headers, group commit to SQLite with fsync).
 * ``e2e``: mailgate accepting and delivering through an smtp provider to a no-op sink;
   the sink counts what arrives, so the delivered rate and the backlog are measured too.
+* ``e2e-dkim``: the same with an RSA-2048 DKIM key for example.com (the test messages'
+  From: domain), so every message is signed; the sink counts the DKIM-Signature headers
+  and one signature is verified with dkimpy. Run beside ``e2e``: the ratio of their
+  delivered rates is what signing costs.
+* ``failover``: a "dead" provider at priority 10 (a closed loopback port, breaker after 5
+  failures, 30 s cooldown) in front of the sink at priority 20; the number of ``failover``
+  events in the queue shows how many deliveries still tried the dead one.
+* ``failover-blackhole``: the dead provider accepts TCP connections and never answers
+  (2 s timeouts): once its breaker is open, delivery must not wait for those timeouts.
 * ``fill``: push ``--queue-fill`` messages into a held mailgate and read its RSS, to show
   the queue lives on disk and not in memory.
+
+For every delivering scenario the "250->delivered" latency is measured per message: the
+client notes (queue id from "250 ... queued as <ID>", time.monotonic()) and the sink notes
+(the id in the relay's "Received: ... id <ID>;", time.monotonic()); CLOCK_MONOTONIC is
+system-wide on Linux, so the orchestrator can subtract one from the other.
 
 Why the load client looks the way it does: it must not be the bottleneck, so it is raw
 asyncio streams on uvloop in its own process(es), one command and one reply at a time (no
@@ -25,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ctypes
 import email.utils
@@ -52,13 +67,28 @@ import uvloop
 HOST = "127.0.0.1"
 SENDER = "bench@example.com"
 RECIPIENT = "rcpt@example.net"
-SCENARIOS = ("ceiling", "held", "e2e", "fill")
+SCENARIOS = ("ceiling", "held", "e2e", "e2e-dkim", "failover", "failover-blackhole", "fill")
 TITLES = {
     "ceiling": "ceiling (bare aiosmtpd)",
     "held": "mailgate, delivery held",
     "e2e": "mailgate, end to end (accept)",
+    "e2e-dkim": "mailgate e2e, DKIM (accept)",
+    "failover": "failover, dead port (accept)",
+    "failover-blackhole": "failover, blackhole (accept)",
     "fill": "mailgate, queue fill (held)",
 }
+# The second table row of a delivering scenario: its delivered rate and 250->delivered.
+DELIVERED_TITLES = {
+    "e2e": "mailgate, end to end (delivered)",
+    "e2e-dkim": "mailgate e2e, DKIM (delivered)",
+    "failover": "failover, dead port (delivered)",
+    "failover-blackhole": "failover, blackhole (delivered)",
+}
+DKIM_SELECTOR = "bench"
+DKIM_DOMAIN = "example.com"  # SENDER's and the From: domain, so every message is signed
+DEAD_TIMEOUT = "2s"  # connect/command timeouts of the blackhole provider
+BREAKER_FAILURES = 5
+BREAKER_COOLDOWN = "30s"
 REPLY_TIMEOUT = 30.0  # a stalled server fails a transaction instead of hanging the run
 START_TIMEOUT = 30.0  # for a child to report its port / its sessions
 DRAIN_TIMEOUT = 60.0
@@ -155,17 +185,26 @@ class ProtocolError(Exception):
     """The server said something that is not an SMTP reply."""
 
 
-async def read_reply(reader: asyncio.StreamReader) -> int:
-    """Read one (possibly multi-line, '250-...' then '250 ...') reply; return its code."""
+async def read_reply_line(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one (possibly multi-line, '250-...' then '250 ...') reply; return its code and
+    last line (the 250 after DATA carries the queue id there)."""
     while True:
         line = await reader.readline()
         if not line:
             raise ConnectionResetError("server closed the connection")
         if line[3:4] != b"-":
             try:
-                return int(line[:3])
+                return int(line[:3]), line
             except ValueError:
                 raise ProtocolError(f"bad reply line {line[:80]!r}") from None
+
+
+async def read_reply(reader: asyncio.StreamReader) -> int:
+    """The code of one reply."""
+    return (await read_reply_line(reader))[0]
+
+
+_QUEUED_AS = re.compile(rb"queued as (\S+)")
 
 
 @dataclass
@@ -201,15 +240,21 @@ class ClientStats:
     errors: Counter[str] = field(default_factory=Counter)
     connects: int = 0
     last_accept: float = 0.0
+    # (queue id, time.monotonic() of the 250) for messages accepted in the window; only
+    # when tracking, to match against the sink's arrival times.
+    acks: list[tuple[str, float]] = field(default_factory=list)
 
 
 class ClientSession:
     """One SMTP session: connect and EHLO once, then MAIL/RCPT/DATA until the plan ends."""
 
-    def __init__(self, port: int, factory: MessageFactory, stats: ClientStats) -> None:
+    def __init__(
+        self, port: int, factory: MessageFactory, stats: ClientStats, track: bool = False
+    ) -> None:
         self._port = port
         self._factory = factory
         self._stats = stats
+        self._track = track
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._seq = 0
@@ -272,8 +317,9 @@ class ClientSession:
         assert self._reader is not None and self._writer is not None
         t0 = time.perf_counter()
         self._writer.write(message)
-        code = await read_reply(self._reader)
+        code, line = await read_reply_line(self._reader)
         elapsed = time.perf_counter() - t0
+        acked = time.monotonic()
         if code // 100 != 2:
             self._stats.errors[f"end-of-data {code}"] += 1
             return False
@@ -283,7 +329,17 @@ class ClientSession:
         if plan.start <= now < plan.end:
             self._stats.accepted += 1
             self._stats.latencies_us.append(int(elapsed * 1e6))
+            if self._track:
+                self._note_ack(line, acked)
         return True
+
+    def _note_ack(self, line: bytes, acked: float) -> None:
+        """Keep (queue id, when the 250 arrived); a 250 without an id is counted instead."""
+        m = _QUEUED_AS.search(line)
+        if m is None:
+            self._stats.errors["250 without 'queued as <id>'"] += 1
+            return
+        self._stats.acks.append((m.group(1).decode(), acked))
 
     async def run(self, plan: Plan) -> None:
         while plan.take():
@@ -322,12 +378,12 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-async def client_main(port: int, sessions: int, size: int) -> None:
+async def client_main(port: int, sessions: int, size: int, track: bool = False) -> None:
     """Connect all sessions, say READY, wait for GO {start,end,quota}, run, print RESULT."""
     control = await _stdin_reader()
     stats = ClientStats()
     factory = MessageFactory(size)
-    clients = [ClientSession(port, factory, stats) for _ in range(sessions)]
+    clients = [ClientSession(port, factory, stats, track) for _ in range(sessions)]
     await asyncio.gather(*(c.connect() for c in clients))
     _say(f"READY {sum(c.connected for c in clients)}")
     line = await control.readline()
@@ -345,6 +401,7 @@ async def client_main(port: int, sessions: int, size: int) -> None:
         "errors": dict(stats.errors),
         "connects": stats.connects,
         "loop": f"{type(loop).__module__}.{type(loop).__qualname__}",
+        "acks": [[qid, round(t, 6)] for qid, t in stats.acks],
     }
     _say("RESULT " + json.dumps(result, separators=(",", ":")))
 
@@ -362,13 +419,92 @@ class CountingHandler:
         self.count += 1
         return "250 OK"
 
+    def stats(self) -> dict[str, Any]:
+        return {"count": self.count}
 
-async def sink_main() -> None:
-    """Bare aiosmtpd on 127.0.0.1:0; prints PORT, answers COUNT on stdin, exits on EOF."""
+
+# The relay's trace header: "Received: from ... by <host> (mailgate) with ESMTP id <ID>;"
+_RECEIVED_ID = re.compile(rb"\(mailgate\) with \S+ id ([^\s;]+);")
+_DKIM_HEADER = re.compile(rb"(?im)^DKIM-Signature:")
+
+
+class TrackingHandler(CountingHandler):
+    """Also notes when each queue id arrived, and whether the message was DKIM-signed.
+
+    Used only by the delivering scenarios: the ceiling keeps the bare CountingHandler so
+    the regex work here does not lower the ceiling.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: dict[str, float] = {}
+        self.duplicates = 0  # at-least-once delivery may resend; worth seeing if it does
+        self.without_id = 0
+        self.signed = 0
+        self.signatures = 0
+        self.sample: bytes = b""  # one signed message, verified by the orchestrator
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        arrived = time.monotonic()
+        self.count += 1
+        content: bytes = envelope.original_content or envelope.content
+        head = content.split(b"\r\n\r\n", 1)[0]
+        m = _RECEIVED_ID.search(head)
+        if m is None:
+            self.without_id += 1
+        elif (qid := m.group(1).decode()) in self.arrivals:
+            self.duplicates += 1
+        else:
+            self.arrivals[qid] = arrived
+        n = len(_DKIM_HEADER.findall(head))
+        if n:
+            self.signed += 1
+            self.signatures += n
+            if not self.sample:
+                self.sample = content
+        return "250 OK"
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "arrivals": self.arrivals,
+            "duplicates": self.duplicates,
+            "without_id": self.without_id,
+            "signed": self.signed,
+            "signatures": self.signatures,
+            "sample": base64.b64encode(self.sample).decode(),
+        }
+
+
+class Blackhole(asyncio.Protocol):
+    """A provider that hangs: accepts the TCP connection and never sends a byte.
+
+    Connections are held (not closed) until the sink exits, as a wedged server would.
+    """
+
+    held: set[asyncio.BaseTransport] = set()
+    accepted = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        Blackhole.accepted += 1
+        Blackhole.held.add(transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        Blackhole.held.discard(self._transport)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # swallowed: never an answer
+
+
+async def sink_main(track: bool = False, blackhole: bool = False) -> None:
+    """Bare aiosmtpd on 127.0.0.1:0; prints PORT, answers COUNT / STATS on stdin, exits on
+    EOF. ``track``: note arrivals per queue id; ``blackhole``: also listen on a second port
+    that accepts connections and never answers (its port ends the PORT line, else 0)."""
     from aiosmtpd.smtp import SMTP
 
     loop = asyncio.get_running_loop()
-    handler = CountingHandler()
+    handler = TrackingHandler() if track else CountingHandler()
     # A fixed hostname: aiosmtpd would otherwise call getfqdn() for every connection.
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="sink.bench.test", ident="bench-sink"),
@@ -377,12 +513,23 @@ async def sink_main() -> None:
         backlog=1024,
     )
     port = server.sockets[0].getsockname()[1]
+    hole: asyncio.Server | None = None
+    if blackhole:
+        hole = await loop.create_server(Blackhole, host=HOST, port=0, backlog=1024)
+    hole_port = hole.sockets[0].getsockname()[1] if hole else 0
     control = await _stdin_reader()
-    _say(f"PORT {port} {type(loop).__module__}.{type(loop).__qualname__}")
+    _say(f"PORT {port} {type(loop).__module__}.{type(loop).__qualname__} {hole_port}")
     while line := await control.readline():
         if line.strip() == b"COUNT":
             _say(f"COUNT {handler.count}")
+        elif line.strip() == b"STATS":
+            stats = {**handler.stats(), "blackhole_connections": Blackhole.accepted}
+            _say("STATS " + json.dumps(stats, separators=(",", ":")))
     server.close()
+    if hole is not None:
+        hole.close()
+    for transport in Blackhole.held:
+        transport.close()
 
 
 # ---------------------------------------------------------------- child processes
@@ -500,13 +647,45 @@ class Sink:
     proc: asyncio.subprocess.Process
     port: int
     loop: str
+    blackhole_port: int = 0
+
+    async def _ask(self, command: bytes) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + b"\n")
+        await self.proc.stdin.drain()
+        return await _read_line(self.proc, "sink", 10.0)
 
     async def count(self) -> int:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"COUNT\n")
-        await self.proc.stdin.drain()
-        line = await _read_line(self.proc, "sink", 10.0)
-        return int(line.split()[1])
+        return int((await self._ask(b"COUNT")).split()[1])
+
+    async def stats(self) -> dict[str, Any]:
+        """Arrival time per queue id, DKIM counts, a signed sample (tracking sinks only)."""
+        line = await self._ask(b"STATS")
+        if not line.startswith("STATS "):
+            raise BenchError(f"sink said {line[:200]!r}")
+        return dict(json.loads(line[len("STATS ") :]))
+
+
+@dataclass(frozen=True)
+class DeadProvider:
+    """The failing provider in front of the sink: a closed port or a blackhole."""
+
+    port: int
+    timeout: str | None = None  # its connect_timeout and command_timeout; None: defaults
+
+    def toml(self) -> str:
+        timeouts = (
+            f"connect_timeout = {_toml_str(self.timeout)}\n"
+            f"command_timeout = {_toml_str(self.timeout)}\n"
+            if self.timeout
+            else ""
+        )
+        return (
+            'name = "dead"\nkind = "smtp"\npriority = 10\nhost = "127.0.0.1"\n'
+            f'port = {self.port}\ntls = "none"\nmax_connections = 10\n'
+            f"breaker_failures = {BREAKER_FAILURES}\n"
+            f"breaker_cooldown = {_toml_str(BREAKER_COOLDOWN)}\n{timeouts}"
+        )
 
 
 @dataclass
@@ -543,11 +722,26 @@ def _toml_str(value: str | Path) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def relay_toml(workdir: Path, sink_port: int | None, log_level: str, listen_port: int) -> str:
+def _closed_port() -> int:
+    """A loopback port nobody listens on: bound to get a number, then closed again."""
+    return _free_port()
+
+
+def relay_toml(
+    workdir: Path,
+    sink_port: int | None,
+    log_level: str,
+    listen_port: int,
+    *,
+    dkim_key: Path | None = None,
+    dead: DeadProvider | None = None,
+) -> str:
     """relay.toml: loopback listener, trusted loopback (no AUTH), SQLite under workdir.
 
     ``sink_port`` None: delivery disabled (a maildir provider satisfies the config).
     ``listen_port`` 0: the kernel picks one and mailgate logs it.
+    ``dkim_key``: example.com signs with it (selector "bench").
+    ``dead``: a failing provider at priority 10, the sink then at priority 20.
     """
     delivery = "true" if sink_port is not None else "false"
     if sink_port is None:
@@ -557,6 +751,11 @@ def relay_toml(workdir: Path, sink_port: int | None, log_level: str, listen_port
             'name = "sink"\nkind = "smtp"\nhost = "127.0.0.1"\n'
             f'port = {sink_port}\ntls = "none"\nmax_connections = 20\n'
         )
+    if dead is not None:
+        provider = f"{dead.toml()}\n[[providers]]\n{provider}priority = 20\n"
+    dkim = ""
+    if dkim_key is not None:
+        dkim = f'dkim_selector = "{DKIM_SELECTOR}"\ndkim_key = {_toml_str(dkim_key)}\n'
     return (
         "[server]\n"
         'hostname = "mailgate.bench.test"\n'
@@ -565,8 +764,10 @@ def relay_toml(workdir: Path, sink_port: int | None, log_level: str, listen_port
         "[smtp]\n"
         f'listen = ["127.0.0.1:{listen_port}"]\n'
         'trusted_networks = ["127.0.0.0/8"]\n\n'
+        "[http]\n"
+        "listen = []\n\n"  # not measured here; and a fixed :8080 could clash with another run
         "[[domains]]\n"
-        'name = "example.com"\n\n'
+        f'name = "{DKIM_DOMAIN}"\n{dkim}\n'
         "[delivery]\n"
         f"enabled = {delivery}\n"
         'shutdown_grace = "5s"\n\n'
@@ -614,6 +815,7 @@ class LoadResult:
     last_accept: float = 0.0
     go: float = 0.0
     timed: bool = True  # False: a fill, measured from GO to the last accept
+    acks: list[tuple[str, float]] = field(default_factory=list)  # tracking runs only
 
     @property
     def rate(self) -> float:
@@ -621,11 +823,7 @@ class LoadResult:
 
     def percentile_ms(self, q: float) -> float:
         """Nearest-rank percentile."""
-        if not self.latencies_us:
-            return float("nan")
-        ordered = sorted(self.latencies_us)
-        rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-        return ordered[rank] / 1000
+        return nearest_rank(sorted(self.latencies_us), q) / 1000
 
 
 @dataclass
@@ -637,6 +835,88 @@ class Scenario:
     extra: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     failed: str = ""
+
+
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (nan when there are none)."""
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def window_rates(load: LoadResult, edges: dict[str, Any]) -> dict[str, Any]:
+    """Delivered rate and backlog growth inside the measuring window (sink and db probes)."""
+    window = load.window
+    delivered = edges["end"]["delivered"] - edges["start"]["delivered"]
+    return {
+        "delivered": delivered,
+        "delivered_rate": delivered / window,
+        "pending_start": edges["start"]["pending"],
+        "pending_end": edges["end"]["pending"],
+        "backlog_rate": (edges["end"]["pending"] - edges["start"]["pending"]) / window,
+    }
+
+
+def delivery_latency(
+    acks: Sequence[tuple[str, float]], arrivals: dict[str, float]
+) -> dict[str, Any]:
+    """250->delivered per message accepted in the window: the sink's monotonic arrival time
+    minus the client's (CLOCK_MONOTONIC is one clock for every process on Linux)."""
+    ms = sorted((arrivals[qid] - t) * 1000 for qid, t in acks if qid in arrivals)
+    return {
+        "d_count": len(ms),
+        "d_missing": len(acks) - len(ms),
+        "d_p50": nearest_rank(ms, 50),
+        "d_p99": nearest_rank(ms, 99),
+        "d_max": ms[-1] if ms else float("nan"),
+    }
+
+
+@dataclass(frozen=True)
+class DkimKeyFile:
+    path: Path
+    txt: str  # the DNS TXT value, to verify a signature without DNS
+
+
+def make_dkim_key(workdir: Path) -> DkimKeyFile:
+    """An RSA-2048 key for example.com in the temp dir (mode 0600, as keygen writes it)."""
+    from mailgate.delivery.dkim import generate_key
+
+    pem, txt = generate_key("rsa", 2048)
+    path = workdir / "dkim.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    return DkimKeyFile(path, txt)
+
+
+def verify_sample(message: bytes, key: DkimKeyFile) -> bool:
+    """Does one message the sink received carry a signature that verifies with dkimpy?
+    Counting headers alone would not catch a signature over the wrong bytes."""
+    import dkim
+
+    if not message:
+        return False
+    name = f"{DKIM_SELECTOR}._domainkey.{DKIM_DOMAIN}.".encode()
+
+    def dnsfunc(qname: bytes, timeout: float = 5) -> bytes | None:
+        return key.txt.encode() if qname.rstrip(b".") == name.rstrip(b".") else None
+
+    return bool(dkim.verify(message, dnsfunc=dnsfunc))
+
+
+def failover_events(db: Path, since: float) -> dict[str, Any]:
+    """How many deliveries still tried the dead provider, and when (s after ``since``)."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        n, first, last = conn.execute(
+            "SELECT count(*), min(at), max(at) FROM events WHERE type='failover'"
+        ).fetchone()
+    return {
+        "failovers": int(n),
+        "failover_first": (first - since) if first is not None else None,
+        "failover_last": (last - since) if last is not None else None,
+    }
 
 
 # ---------------------------------------------------------------------- orchestrator
@@ -657,17 +937,19 @@ class Bench:
 
     # ---- servers
 
-    async def start_sink(self) -> Sink:
+    async def start_sink(self, *, track: bool = False, blackhole: bool = False) -> Sink:
+        flags = [f for f, on in (("track", track), ("blackhole", blackhole)) if on]
         proc = await self.children.spawn(
             sys.executable,
             self.script,
             "_sink",
+            *flags,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         line = await _read_line(proc, "sink", START_TIMEOUT)
-        _, port, loop = line.split()
-        return Sink(proc, int(port), loop)
+        _, port, loop, hole_port = line.split()
+        return Sink(proc, int(port), loop, int(hole_port))
 
     async def stop_sink(self, sink: Sink) -> None:
         if sink.proc.stdin is not None:
@@ -676,7 +958,13 @@ class Bench:
             await asyncio.wait_for(sink.proc.wait(), 5)
         await self.children.stop(sink.proc, 5)
 
-    async def start_mailgate(self, sink_port: int | None) -> Mailgate:
+    async def start_mailgate(
+        self,
+        sink_port: int | None,
+        *,
+        dkim_key: Path | None = None,
+        dead: DeadProvider | None = None,
+    ) -> Mailgate:
         self._runs += 1
         workdir = self.workdir / f"mailgate-{self._runs}"
         workdir.mkdir()
@@ -684,7 +972,16 @@ class Bench:
         # 'SMTP listening on' is an INFO line; above info we must choose the port ourselves.
         quiet = self.opts.log_level in ("warning", "error")
         listen_port = _free_port() if quiet else 0
-        config.write_text(relay_toml(workdir, sink_port, self.opts.log_level, listen_port))
+        config.write_text(
+            relay_toml(
+                workdir,
+                sink_port,
+                self.opts.log_level,
+                listen_port,
+                dkim_key=dkim_key,
+                dead=dead,
+            )
+        )
         log = workdir / "mailgate.log"
         with open(log, "wb") as fh:  # a file, not a pipe: a full pipe would stall mailgate
             proc = await self.children.spawn(
@@ -753,12 +1050,18 @@ class Bench:
         return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
 
     async def run_load(
-        self, port: int, *, quota: int | None = None, probe: Probe | None = None
+        self,
+        port: int,
+        *,
+        quota: int | None = None,
+        probe: Probe | None = None,
+        track: bool = False,
     ) -> tuple[LoadResult, dict[str, Any]]:
         """Run the client processes against ``port``; sample ``probe`` at window edges.
 
         Timed mode: warm-up then a measuring window. Quota mode (``quota`` messages): as
-        fast as possible, until done or ``--fill-timeout``.
+        fast as possible, until done or ``--fill-timeout``. ``track``: the clients return
+        (queue id, monotonic time) of every 250 in the window.
         """
         opts = self.opts
         sessions = self._split(opts.sessions)
@@ -770,6 +1073,7 @@ class Bench:
                 str(port),
                 str(n),
                 str(opts.size),
+                "track" if track else "-",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
@@ -838,6 +1142,7 @@ class Bench:
             accepted_total=sum(r["accepted_total"] for r in results),
             last_accept=max(r["last_accept"] for r in results),
             go=go,
+            acks=[(qid, t) for r in results for qid, t in r.get("acks", ())],
         )
         if quota is not None:  # the window of a fill is however long it took
             load.window = max(load.last_accept - go, 1e-9)
@@ -886,26 +1191,60 @@ class Bench:
         return probe
 
     async def e2e(self) -> Scenario:
-        sc = Scenario(TITLES["e2e"])
-        sink = await self.start_sink()
+        return await self._delivering("e2e")
+
+    async def e2e_dkim(self) -> Scenario:
+        key = await asyncio.to_thread(make_dkim_key, self.workdir)
+        return await self._delivering("e2e-dkim", dkim=key)
+
+    async def failover(self) -> Scenario:
+        return await self._delivering("failover", dead="closed")
+
+    async def failover_blackhole(self) -> Scenario:
+        return await self._delivering("failover-blackhole", dead="blackhole")
+
+    async def _delivering(
+        self, key: str, *, dkim: DkimKeyFile | None = None, dead: str | None = None
+    ) -> Scenario:
+        """Load mailgate delivering to a tracking sink (optionally signing, or behind a dead
+        provider); measure accept, delivered rate, backlog and 250->delivered per message."""
+        sc = Scenario(TITLES[key])
+        sink = await self.start_sink(track=True, blackhole=dead == "blackhole")
         mg: Mailgate | None = None
         try:
-            mg = await self.start_mailgate(sink.port)
-            self._log(f"e2e: mailgate on {HOST}:{mg.port} -> sink on {HOST}:{sink.port}; loading")
+            provider = None
+            if dead == "closed":
+                provider = DeadProvider(_closed_port())
+            elif dead == "blackhole":
+                provider = DeadProvider(sink.blackhole_port, DEAD_TIMEOUT)
+            mg = await self.start_mailgate(
+                sink.port, dkim_key=dkim.path if dkim else None, dead=provider
+            )
+            via = f" (dead provider on port {provider.port} first)" if provider else ""
+            self._log(
+                f"{key}: mailgate on {HOST}:{mg.port} -> sink on {HOST}:{sink.port}{via}; loading"
+            )
             async with RssSampler(mg.proc.pid) as rss:
-                sc.load, edges = await self.run_load(mg.port, probe=self._e2e_probe(mg, sink))
-                self._log("e2e: load done; waiting for the queue to drain")
+                sc.load, edges = await self.run_load(
+                    mg.port, probe=self._e2e_probe(mg, sink), track=True
+                )
+                self._log(f"{key}: load done; waiting for the queue to drain")
                 sc.extra.update(await self._drain(mg, sink))
             sc.peak_rss = rss.peak
-            window = sc.load.window
-            delivered = edges["end"]["delivered"] - edges["start"]["delivered"]
+            sc.extra.update(window_rates(sc.load, edges))
+            got = await sink.stats()
+            sc.extra.update(delivery_latency(sc.load.acks, got["arrivals"]))
             sc.extra.update(
-                delivered=delivered,
-                delivered_rate=delivered / window,
-                pending_start=edges["start"]["pending"],
-                pending_end=edges["end"]["pending"],
-                backlog_rate=(edges["end"]["pending"] - edges["start"]["pending"]) / window,
+                duplicates=got["duplicates"],
+                without_id=got["without_id"],
+                signed=got["signed"],
+                signatures=got["signatures"],
             )
+            if dkim is not None:
+                sc.extra["dkim_verified"] = verify_sample(base64.b64decode(got["sample"]), dkim)
+            if provider is not None:
+                sc.extra.update(await asyncio.to_thread(failover_events, mg.db, sc.load.go))
+                sc.extra["blackhole_connections"] = got["blackhole_connections"]
         finally:
             if mg is not None:
                 sc.extra["exit"] = await self.stop_mailgate(mg)
@@ -959,6 +1298,9 @@ class Bench:
             "ceiling": self.ceiling,
             "held": self.held,
             "e2e": self.e2e,
+            "e2e-dkim": self.e2e_dkim,
+            "failover": self.failover,
+            "failover-blackhole": self.failover_blackhole,
             "fill": self.fill,
         }
         out = []
@@ -1022,12 +1364,15 @@ def print_table(scenarios: list[Scenario]) -> None:
             f"{sc.load.percentile_ms(99):>8.2f} {_fmt_errors(sc.load.errors):>7} "
             f"{_mb(sc.peak_rss):>12} {ratio:>11}"
         )
-        if sc.name == TITLES["e2e"]:
+        key = _key(sc)
+        if key in DELIVERED_TITLES:
             x = sc.extra
             print(
-                f"{'mailgate, end to end (delivered)':<32} {x['delivered_rate']:>9.0f} "
-                f"{'':>8} {'':>8} {'':>7} {'':>12} {'':>11}"
+                f"{DELIVERED_TITLES[key]:<32} {x['delivered_rate']:>9.0f} "
+                f"{x['d_p50']:>8.2f} {x['d_p99']:>8.2f} {'':>7} {'':>12} {'':>11}"
             )
+    if any(_key(sc) in DELIVERED_TITLES and not sc.failed for sc in scenarios):
+        print("(delivered rows: msg/s reaching the sink; p50/p99 are 250->delivered latency)")
 
 
 def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
@@ -1067,6 +1412,8 @@ def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
                 f"{x['drain_seconds']:.1f} s (limit {DRAIN_TIMEOUT:.0f} s); "
                 f"sink received {x['sink_total']} in all; statuses {x['statuses']}"
             )
+        if "d_count" in x:
+            _print_delivery_details(x)
         if "rss_after" in x:
             print(
                 f"  queued {x['queued']} (asked {opts.queue_fill}) in {load.window:.1f} s "
@@ -1084,12 +1431,48 @@ def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
                 print(f"    {line[:200]}")
 
 
+def _print_delivery_details(x: dict[str, Any]) -> None:
+    """250->delivered, what the sink saw, and (failover) what the dead provider cost."""
+    print(
+        f"  250->delivered over {x['d_count']} messages accepted in the window: "
+        f"p50 {x['d_p50']:.1f} ms, p99 {x['d_p99']:.1f} ms, max {x['d_max']:.1f} ms"
+        + (f"; {x['d_missing']} never reached the sink" if x["d_missing"] else "")
+    )
+    if x["duplicates"] or x["without_id"]:
+        print(
+            f"  sink: {x['duplicates']} duplicate deliveries, "
+            f"{x['without_id']} messages without a mailgate Received id"
+        )
+    if "dkim_verified" in x:
+        print(
+            f"  DKIM: {x['signed']} of {x['sink_total']} received messages signed, "
+            f"{x['signatures']} DKIM-Signature headers; a sample "
+            f"{'verifies' if x['dkim_verified'] else 'does NOT verify'} with dkimpy"
+        )
+    elif x["signed"]:
+        print(f"  DKIM: {x['signed']} received messages signed (none expected)")
+    if "failovers" in x:
+        when = ""
+        if x["failovers"]:
+            when = (
+                f" (first {x['failover_first']:+.1f} s, last {x['failover_last']:+.1f} s "
+                "from load start)"
+            )
+        hole = x["blackhole_connections"]
+        print(
+            f"  failover events in the queue: {x['failovers']}{when}"
+            + (f"; blackhole accepted {hole} connection(s)" if hole else "")
+        )
+
+
 def print_targets(scenarios: list[Scenario]) -> None:
     ceiling, held = _find(scenarios, "ceiling"), _find(scenarios, "held")
     e2e, fill = _find(scenarios, "e2e"), _find(scenarios, "fill")
+    dkim = _find(scenarios, "e2e-dkim")
+    dead = [s for s in (_find(scenarios, k) for k in ("failover", "failover-blackhole")) if s]
     print()
     print("targets:")
-    if not (held and ceiling) and not e2e and not fill:
+    if not (held and ceiling) and not e2e and not fill and not dkim and not dead:
         print("  (no target applies to the scenarios run)")
     if ceiling and held and ceiling.load and held.load:
         ratio = held.load.rate / ceiling.load.rate if ceiling.load.rate else 0.0
@@ -1101,12 +1484,61 @@ def print_targets(scenarios: list[Scenario]) -> None:
             f"  e2e >= 700 msg/s, queue drains:       {_verdict(ok)} "
             f"({rate:.0f} msg/s, {'drained' if drained else 'not drained'})"
         )
+    if dkim and dkim.load:
+        _print_dkim_targets(dkim, e2e, held)
+    for sc in dead:
+        _print_failover_targets(sc)
     if fill and fill.load:
         rss = fill.extra["rss_after"]
         print(
             f"  RSS < 150 MB with queue filled:       {_verdict(rss < 150e6)} "
             f"({_mb(rss)} MB with {fill.extra['queued']} queued)"
         )
+
+
+def _print_dkim_targets(dkim: Scenario, e2e: Scenario | None, held: Scenario | None) -> None:
+    x = dkim.extra
+    rate, drained = x["delivered_rate"], x["drained"]
+    all_signed = x["signed"] == x["sink_total"] > 0 and x["dkim_verified"]
+    ok = rate >= 500 and drained and all_signed
+    print(
+        f"  e2e with DKIM >= 500 msg/s:           {_verdict(ok)} "
+        f"({rate:.0f} msg/s, {'drained' if drained else 'not drained'}, "
+        f"{x['signed']}/{x['sink_total']} signed"
+        f"{', sample verifies' if x['dkim_verified'] else ', sample does NOT verify'})"
+    )
+    if held and held.load and dkim.load:
+        p99, limit = dkim.load.percentile_ms(99), 2 * held.load.percentile_ms(99)
+        print(
+            f"  p99 accept latency with delivery running <= 2x held: {_verdict(p99 <= limit)} "
+            f"({p99:.2f} ms with DKIM delivery vs {limit / 2:.2f} ms held)"
+        )
+    if e2e:
+        plain = e2e.extra["delivered_rate"]
+        ratio = rate / plain if plain else float("nan")
+        print(f"  DKIM cost: delivered msg/s with/without signing = {ratio:.2f}x")
+
+
+def _print_failover_targets(sc: Scenario) -> None:
+    """The breaker must stop attempts at the dead provider: a handful of failover events,
+    and (blackhole) no 250->delivered anywhere near the dead provider's 2 s timeouts."""
+    x = sc.extra
+    label = f"{_key(sc)}:"
+    print(
+        f"  {label:<20} breaker stops the dead provider (< 100 failover events): "
+        f"{_verdict(x['failovers'] < 100)} ({x['failovers']})"
+    )
+    if _key(sc) == "failover-blackhole":
+        ok = x["d_p99"] < 1000
+        print(
+            f"  {label:<20} 250->delivered p99 < 1 s (no {DEAD_TIMEOUT} timeout waits): "
+            f"{_verdict(ok)} ({x['d_p99']:.0f} ms, max {x['d_max']:.0f} ms)"
+        )
+
+
+def _key(sc: Scenario) -> str:
+    """The scenario name (e2e, failover, ...) of a result."""
+    return next((k for k, title in TITLES.items() if title == sc.name), "")
 
 
 def _find(scenarios: list[Scenario], key: str) -> Scenario | None:
@@ -1187,12 +1619,12 @@ async def orchestrate(opts: argparse.Namespace, workdir: Path) -> list[Scenario]
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["_sink"]:
         uvloop.install()
-        asyncio.run(sink_main())
+        asyncio.run(sink_main(track="track" in argv[1:], blackhole="blackhole" in argv[1:]))
         return 0
     if argv[:1] == ["_client"]:
         port, sessions, size = (int(a) for a in argv[1:4])
         uvloop.install()
-        asyncio.run(client_main(port, sessions, size))
+        asyncio.run(client_main(port, sessions, size, track=argv[4:5] == ["track"]))
         return 0
     opts = parse_args(argv)
     print_header(opts)

@@ -1,0 +1,778 @@
+#!/usr/bin/env python3
+"""HTTP API throughput of mailgate: ``POST /v1/messages/send`` and ``/v1/messages/batch``.
+
+Scenarios (``--only`` picks some), each against a fresh ``mailgate serve`` (temp dir, SQLite,
+SMTP off, HTTP on a kernel-chosen loopback port) delivering to the no-op SMTP sink of
+bench_smtp.py, with an API key made by ``mailgate keys create``:
+
+* ``send``: ``--sessions`` keep-alive HTTP/1.1 connections, each posting a ~2 KB message
+  (html + text, tags, metadata) and waiting for the answer, for ``--duration`` s after
+  ``--warmup`` s. A 202 is an accepted message; anything else is an error (a sample body
+  of each kind is printed).
+* ``batch``: ``--batches`` sequential batch requests of 1000 ``recipient_variables`` each
+  (subject, html and text templated with {{ name }} and {{ code }}); the latency of each
+  request, and whether the answer says queued=1000.
+
+Why the load client is raw asyncio streams on uvloop in two processes rather than httpx: it
+must not be the bottleneck on a small machine. It writes prebuilt request bytes and reads
+only the status line, the headers and a Content-Length body. The child processes and the
+control protocol (READY / GO / RESULT over pipes) are those of bench_smtp.py, imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_smtp lives beside us
+
+from bench_smtp import (
+    HOST,
+    START_TIMEOUT,
+    BenchError,
+    Children,
+    Plan,
+    RssSampler,
+    Sink,
+    _body_lines,
+    _log_tail,
+    _read_line,
+    _say,
+    _stdin_reader,
+    _toml_str,
+    log_problems,
+    nearest_rank,
+)
+
+SCENARIOS = ("send", "batch")
+TITLES = {"send": "POST /v1/messages/send", "batch": "POST /v1/messages/batch (x1000)"}
+SEND_PATH = "/v1/messages/send"
+BATCH_PATH = "/v1/messages/batch"
+BATCH_SIZE = 1000  # the API's maximum, and what the target is about
+REPLY_TIMEOUT = 30.0  # a stalled server fails a request instead of hanging the run
+SAMPLE_BYTES = 300
+SEND_TARGET = 1000.0  # msg/s
+BATCH_TARGET_MS = 500.0
+
+# ----------------------------------------------------------------------- HTTP, lean
+
+
+class ProtocolError(Exception):
+    """The server said something this small client does not handle."""
+
+
+def request_head(path: str, port: int, key: str, length: int) -> bytes:
+    """Request line and headers of a JSON POST; the body follows as is."""
+    return (
+        f"POST {path} HTTP/1.1\r\n"
+        f"Host: {HOST}:{port}\r\n"
+        f"Authorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\n"
+        "Accept: application/json\r\n"
+        f"Content-Length: {length}\r\n"
+        "\r\n"
+    ).encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """Status, body, and whether the server is closing the connection.
+
+    Only what mailgate's JSON answers need: a Content-Length body (chunked is refused as a
+    protocol error rather than parsed, so a surprise shows up as an error, not a hang).
+    """
+    line = await reader.readline()
+    if not line:
+        raise ConnectionResetError("server closed the connection")
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+        raise ProtocolError(f"bad status line {line[:80]!r}")
+    status = int(parts[1])
+    length, close = 0, parts[0] == b"HTTP/1.0"
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection":
+            close = value.strip().lower() == b"close"
+        elif name == b"transfer-encoding":
+            raise ProtocolError("chunked response: not handled by the bench client")
+    body = await reader.readexactly(length) if length else b""
+    return status, body, close
+
+
+class SendFactory:
+    """The same ~2 KB send request with a different order number each time, cheaply.
+
+    The number is fixed-width, so the request bytes around it (headers included, with
+    Content-Length) are built once and each request is a join of a few byte strings.
+    """
+
+    MARK = "@@@@@@@@@@@@"  # 12 characters, replaced by the request number
+
+    def __init__(self, port: int, key: str) -> None:
+        body = json.dumps(send_body(self.MARK), separators=(",", ":")).encode()
+        parts = body.split(self.MARK.encode())
+        parts[0] = request_head(SEND_PATH, port, key, len(body)) + parts[0]
+        self._parts = parts
+        self.body_size = len(body)
+
+    def make(self, n: int) -> bytes:
+        return f"{n:012d}".encode().join(self._parts)
+
+
+def send_body(order: str) -> dict[str, Any]:
+    """What an application's transactional send looks like: both parts, tags, metadata."""
+    lines = _body_lines(9)
+    html = "".join(f"<p>{line}</p>\n" for line in lines)
+    text = "\n\n".join(lines)
+    return {
+        "from": "Bench Sender <bench@example.com>",
+        "to": "Bench Recipient <rcpt@example.net>",
+        "subject": f"Your order #{order} has shipped",
+        "html": f"<html><body><h1>Order #{order}</h1>\n{html}</body></html>",
+        "text": f"Order #{order}\n\n{text}",
+        "tags": ["transactional", "orders", "bench"],
+        "metadata": {"user_id": "usr_123", "order_id": order, "source": "bench-http"},
+    }
+
+
+def batch_body(batch_no: int, size: int = BATCH_SIZE) -> bytes:
+    """One batch: ``size`` recipients, each with its own name and code."""
+    variables = {
+        f"user{batch_no:02d}.{i:04d}@example.net": {
+            "name": f"User {batch_no}-{i}",
+            "code": f"{(batch_no * 7919 + i * 104729) % 1_000_000:06d}",
+        }
+        for i in range(size)
+    }
+    body = {
+        "from": "Bench Sender <bench@example.com>",
+        "subject": "Hi {{ name }}",
+        "html": "<p>Hi {{ name }},</p><p>your sign-in code is <b>{{ code }}</b>.</p>",
+        "text": "Hi {{ name }},\n\nyour sign-in code is {{ code }}.",
+        "tags": ["batch", "bench"],
+        "metadata": {"campaign": "bench-http"},
+        "recipient_variables": variables,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+# ------------------------------------------------------------------ client (child)
+
+
+@dataclass
+class ClientStats:
+    accepted: int = 0  # 202 inside the window
+    accepted_total: int = 0
+    latencies_us: list[int] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, str] = field(default_factory=dict)  # one body per kind of error
+    connects: int = 0
+
+
+class HttpSession:
+    """One keep-alive connection posting sends, one at a time, until the plan ends."""
+
+    def __init__(self, port: int, stats: ClientStats) -> None:
+        self._port = port
+        self._stats = stats
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def connect(self) -> bool:
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                self._reader, self._writer = await asyncio.open_connection(HOST, self._port)
+        except (OSError, TimeoutError) as exc:
+            self._stats.errors[f"connect: {type(exc).__name__}"] += 1
+            return False
+        self._stats.connects += 1
+        return True
+
+    def _drop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    def _error(self, kind: str, body: bytes = b"") -> None:
+        self._stats.errors[kind] += 1
+        if kind not in self._stats.samples:
+            self._stats.samples[kind] = body[:SAMPLE_BYTES].decode(errors="replace")
+
+    async def _request(self, plan: Plan, payload: bytes) -> bool:
+        assert self._reader is not None and self._writer is not None
+        t0 = time.perf_counter()
+        self._writer.write(payload)
+        status, body, close = await read_response(self._reader)
+        elapsed = time.perf_counter() - t0
+        if close:
+            self._drop()
+        if status != 202:
+            self._error(f"HTTP {status}", body)
+            return False
+        now = time.time()
+        self._stats.accepted_total += 1
+        if plan.start <= now < plan.end:
+            self._stats.accepted += 1
+            self._stats.latencies_us.append(int(elapsed * 1e6))
+        return True
+
+    async def run(self, plan: Plan, factory: SendFactory, counter: list[int]) -> None:
+        while plan.take():
+            ok = False
+            if self.connected or await self.connect():
+                counter[0] += 1
+                try:
+                    async with asyncio.timeout(REPLY_TIMEOUT):
+                        ok = await self._request(plan, factory.make(counter[0]))
+                except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as exc:
+                    self._error(f"session: {type(exc).__name__}", str(exc).encode())
+                    self._drop()
+            if not ok:
+                await asyncio.sleep(0.01)  # no hot loop against a refusing server
+        self._drop()
+
+
+async def client_main(port: int, sessions: int) -> None:
+    """Connect all sessions, say READY, wait for GO {start,end,key,base}, run, say RESULT.
+
+    The API key comes with GO (on stdin) rather than in argv, where ps would show it.
+    """
+    control = await _stdin_reader()
+    stats = ClientStats()
+    clients = [HttpSession(port, stats) for _ in range(sessions)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    _say(f"READY {sum(c.connected for c in clients)}")
+    line = await control.readline()
+    if not line.startswith(b"GO "):
+        return
+    go = json.loads(line[3:])
+    plan = Plan(start=go["start"], end=go["end"])
+    factory = SendFactory(port, go["key"])
+    counter = [go["base"]]  # distinct order numbers across client processes
+    await asyncio.gather(*(c.run(plan, factory, counter) for c in clients))
+    loop = asyncio.get_running_loop()
+    result = {
+        "accepted": stats.accepted,
+        "accepted_total": stats.accepted_total,
+        "latencies_us": stats.latencies_us,
+        "errors": dict(stats.errors),
+        "samples": stats.samples,
+        "connects": stats.connects,
+        "loop": f"{type(loop).__module__}.{type(loop).__qualname__}",
+    }
+    _say("RESULT " + json.dumps(result, separators=(",", ":")))
+
+
+# --------------------------------------------------------------------- mailgate
+
+
+@dataclass
+class Mailgate:
+    proc: asyncio.subprocess.Process
+    port: int
+    key: str
+    log: Path
+
+
+def relay_toml(workdir: Path, sink_port: int, log_level: str) -> str:
+    """SMTP off, HTTP on a kernel-chosen loopback port, SQLite under workdir, the sink as
+    the only provider (delivery runs, as it would in production)."""
+    return (
+        "[server]\n"
+        'hostname = "mailgate.bench.test"\n'
+        f"data_dir = {_toml_str(workdir / 'data')}\n"
+        f'log_level = "{log_level}"\n\n'
+        "[smtp]\n"
+        "listen = []\n\n"
+        "[http]\n"
+        'listen = ["127.0.0.1:0"]\n\n'
+        "[[domains]]\n"
+        'name = "example.com"\n\n'
+        "[delivery]\n"
+        'shutdown_grace = "5s"\n\n'
+        "[[providers]]\n"
+        'name = "sink"\nkind = "smtp"\nhost = "127.0.0.1"\n'
+        f'port = {sink_port}\ntls = "none"\nmax_connections = 20\n'
+    )
+
+
+# ----------------------------------------------------------------------- results
+
+
+@dataclass
+class Result:
+    name: str
+    rate: float = 0.0  # accepted messages per second
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, str] = field(default_factory=dict)
+    peak_rss: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    failed: str = ""
+
+    def percentile(self, q: float) -> float:
+        return nearest_rank(sorted(self.latencies_ms), q)
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.latencies_ms, default=float("nan"))
+
+
+# ------------------------------------------------------------------ orchestrator
+
+
+class HttpBench:
+    def __init__(self, opts: argparse.Namespace, workdir: Path) -> None:
+        self.opts = opts
+        self.workdir = workdir
+        self.children = Children()
+        self.script = str(Path(__file__).resolve())
+        self.smtp_script = str(Path(__file__).resolve().with_name("bench_smtp.py"))
+        self._runs = 0
+
+    def _log(self, msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    # ---- servers
+
+    async def start_sink(self) -> Sink:
+        """bench_smtp's counting sink: a bare aiosmtpd that answers 250 to everything."""
+        proc = await self.children.spawn(
+            sys.executable,
+            self.smtp_script,
+            "_sink",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        line = await _read_line(proc, "sink", START_TIMEOUT)
+        _, port, loop, _hole = line.split()
+        return Sink(proc, int(port), loop)
+
+    async def stop_sink(self, sink: Sink) -> None:
+        if sink.proc.stdin is not None:
+            sink.proc.stdin.close()  # EOF: the sink exits by itself
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sink.proc.wait(), 5)
+        await self.children.stop(sink.proc, 5)
+
+    async def _mailgate_cli(self, *args: str, timeout: float = 60.0) -> str:
+        """Run a short ``mailgate`` command; its stdout, or BenchError with its stderr."""
+        proc = await self.children.spawn(
+            sys.executable,
+            "-m",
+            "mailgate.cli",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            await self.children.stop(proc, 5)
+            raise BenchError(
+                f"mailgate {' '.join(args[:2])}: no answer in {timeout:.0f} s"
+            ) from None
+        await self.children.stop(proc, 5)
+        if proc.returncode != 0:
+            raise BenchError(
+                f"mailgate {' '.join(args[:2])} exited with {proc.returncode}: "
+                + err.decode(errors="replace").strip()
+            )
+        return out.decode()
+
+    async def start_mailgate(self, sink_port: int) -> Mailgate:
+        self._runs += 1
+        workdir = self.workdir / f"mailgate-{self._runs}"
+        workdir.mkdir()
+        config = workdir / "relay.toml"
+        config.write_text(relay_toml(workdir, sink_port, "info"))
+        out = await self._mailgate_cli("keys", "create", "--name", "bench", "--config", str(config))
+        lines = out.strip().splitlines()
+        if not lines:
+            raise BenchError("mailgate keys create printed no key")
+        key = lines[-1].strip()
+        log = workdir / "mailgate.log"
+        with open(log, "wb") as fh:  # a file, not a pipe: a full pipe would stall mailgate
+            proc = await self.children.spawn(
+                sys.executable,
+                "-m",
+                "mailgate.cli",
+                "serve",
+                "--config",
+                str(config),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fh,
+                stderr=fh,
+            )
+        port = await self._wait_listening(proc, log)
+        return Mailgate(proc, port, key, log)
+
+    async def _wait_listening(self, proc: asyncio.subprocess.Process, log: Path) -> int:
+        """Parse 'HTTP API listening on 127.0.0.1:PORT' from mailgate's stderr."""
+        deadline = time.monotonic() + START_TIMEOUT
+        pattern = re.compile(r"HTTP API listening on 127\.0\.0\.1:(\d+)")
+        while time.monotonic() < deadline:
+            m = pattern.search(log.read_text(errors="replace"))
+            if m:
+                return int(m.group(1))
+            if proc.returncode is not None:
+                raise BenchError(
+                    f"mailgate serve exited with code {proc.returncode}; stderr:\n" + _log_tail(log)
+                )
+            await asyncio.sleep(0.05)
+        raise BenchError("mailgate serve did not start listening; stderr:\n" + _log_tail(log))
+
+    async def stop_mailgate(self, mg: Mailgate) -> int:
+        code = await self.children.stop(mg.proc, 40.0)
+        if code != 0:
+            self._log(f"mailgate exited with code {code}; stderr tail:\n{_log_tail(mg.log)}")
+        return code
+
+    async def _with_mailgate(
+        self, name: str, body: Callable[[Mailgate, Result], Awaitable[None]]
+    ) -> Result:
+        """Sink + fresh mailgate around one scenario; RSS sampled; both stopped after."""
+        res = Result(TITLES[name])
+        sink = await self.start_sink()
+        mg: Mailgate | None = None
+        try:
+            mg = await self.start_mailgate(sink.port)
+            self._log(f"{name}: mailgate HTTP on {HOST}:{mg.port} -> sink on {HOST}:{sink.port}")
+            async with RssSampler(mg.proc.pid) as rss:
+                await body(mg, res)
+            res.peak_rss = rss.peak
+            res.extra["sink_total"] = await sink.count()
+        finally:
+            if mg is not None:
+                res.extra["exit"] = await self.stop_mailgate(mg)
+                res.problems = log_problems(mg.log)
+            await self.stop_sink(sink)
+        return res
+
+    # ---- send
+
+    def _split(self, total: int) -> list[int]:
+        procs = max(1, min(self.opts.client_procs, total))
+        return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
+
+    async def send(self) -> Result:
+        return await self._with_mailgate("send", self._send_load)
+
+    async def _send_load(self, mg: Mailgate, res: Result) -> None:
+        opts = self.opts
+        procs = [
+            await self.children.spawn(
+                sys.executable,
+                self.script,
+                "_client",
+                str(mg.port),
+                str(n),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            for n in self._split(opts.sessions)
+        ]
+        try:
+            ready = [await _read_line(p, "http client", START_TIMEOUT) for p in procs]
+            connected = sum(int(line.split()[1]) for line in ready)
+            now = time.time()
+            start, end = now + opts.warmup, now + opts.warmup + opts.duration
+            self._log(f"send: {connected}/{opts.sessions} connections; loading")
+            for i, p in enumerate(procs):
+                assert p.stdin is not None
+                go = {"start": start, "end": end, "key": mg.key, "base": i * 10**11}
+                p.stdin.write(b"GO " + json.dumps(go).encode() + b"\n")
+                await p.stdin.drain()
+            lines = [await _read_line(p, "http client", end - time.time() + 60) for p in procs]
+        finally:
+            for p in procs:
+                await self.children.stop(p, 10.0)
+        self._merge(res, lines, end - start, connected)
+
+    def _merge(self, res: Result, lines: Sequence[str], window: float, connected: int) -> None:
+        for line in lines:
+            if not line.startswith("RESULT "):
+                raise BenchError(f"http client said {line[:200]!r}")
+            r = json.loads(line[len("RESULT ") :])
+            res.errors.update(r["errors"])
+            for kind, body in r["samples"].items():
+                res.samples.setdefault(kind, body)
+            res.latencies_ms.extend(us / 1000 for us in r["latencies_us"])
+            res.extra["accepted"] = res.extra.get("accepted", 0) + r["accepted"]
+            res.extra["accepted_total"] = res.extra.get("accepted_total", 0) + r["accepted_total"]
+            res.extra["loop"] = r["loop"]
+        res.rate = res.extra["accepted"] / window
+        res.extra.update(window=window, connected=connected, sessions=self.opts.sessions)
+        res.extra["body_size"] = SendFactory(0, "").body_size
+
+    # ---- batch
+
+    async def batch(self) -> Result:
+        return await self._with_mailgate("batch", self._batch_requests)
+
+    async def _batch_requests(self, mg: Mailgate, res: Result) -> None:
+        """Sequential batches on one keep-alive connection; each timed on its own."""
+        bodies = [batch_body(i) for i in range(self.opts.batches)]  # built before timing
+        res.extra["body_size"] = len(bodies[0])
+        queued: list[int] = []
+        self._log(f"batch: {len(bodies)} requests of {BATCH_SIZE} recipients")
+        reader, writer = await asyncio.open_connection(HOST, mg.port)
+        try:
+            for body in bodies:
+                payload = request_head(BATCH_PATH, mg.port, mg.key, len(body)) + body
+                t0 = time.perf_counter()
+                writer.write(payload)
+                async with asyncio.timeout(REPLY_TIMEOUT):
+                    status, answer, close = await read_response(reader)
+                res.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                queued.append(self._batch_queued(res, status, answer))
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(HOST, mg.port)
+        finally:
+            writer.close()
+        elapsed = sum(res.latencies_ms) / 1000
+        res.rate = sum(queued) / elapsed if elapsed else 0.0
+        res.extra.update(queued=queued, all_queued=all(q == BATCH_SIZE for q in queued))
+
+    @staticmethod
+    def _batch_queued(res: Result, status: int, answer: bytes) -> int:
+        """The answer's ``queued``; a non-202 or a short count is recorded as an error."""
+        if status != 202:
+            kind = f"HTTP {status}"
+            res.errors[kind] += 1
+            res.samples.setdefault(kind, answer[:SAMPLE_BYTES].decode(errors="replace"))
+            return 0
+        data = json.loads(answer)["data"]
+        if data["queued"] != BATCH_SIZE:
+            kind = f"queued {data['queued']} of {data['total']}"
+            res.errors[kind] += 1
+            rejected = [m for m in data["messages"] if m["status"] == "rejected"][:1]
+            res.samples.setdefault(kind, json.dumps(rejected)[:SAMPLE_BYTES])
+        return int(data["queued"])
+
+    async def run(self, which: Sequence[str]) -> list[Result]:
+        steps: dict[str, Callable[[], Awaitable[Result]]] = {
+            "send": self.send,
+            "batch": self.batch,
+        }
+        out = []
+        for name in which:
+            try:
+                out.append(await steps[name]())
+            except (BenchError, OSError, TimeoutError, ProtocolError) as exc:
+                self._log(f"{name}: FAILED: {exc!r}")
+                out.append(Result(TITLES[name], failed=f"{type(exc).__name__}: {exc}"))
+        return out
+
+
+# -------------------------------------------------------------------------- report
+
+
+def print_header(opts: argparse.Namespace) -> None:
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    body = SendFactory(0, "").body_size
+    print()
+    print("mailgate HTTP API benchmark")
+    print(f"  python        {platform.python_version()} ({platform.python_implementation()})")
+    print(f"  event loop    uvloop {uvloop.__version__} (clients; mailgate installs it)")
+    print(f"  cpus          {cpus} (usable {usable}), {platform.machine()}")
+    print(f"  send          {body}-byte JSON body, 1 recipient, keep-alive HTTP/1.1")
+    print(
+        f"  load          {opts.sessions} connections in {opts.client_procs} client "
+        f"process(es), warm-up {opts.warmup:g} s, window {opts.duration:g} s; "
+        f"{opts.batches} batches of {BATCH_SIZE}"
+    )
+
+
+def print_table(results: list[Result]) -> None:
+    head = (
+        f"{'scenario':<32} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'errors':>7} {'peak RSS MB':>12}"
+    )
+    print()
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        if r.failed:
+            print(f"{r.name:<32} FAILED (see below)")
+            continue
+        print(
+            f"{r.name:<32} {r.rate:>9.0f} {r.percentile(50):>8.2f} {r.percentile(99):>8.2f} "
+            f"{r.max_ms:>8.2f} {sum(r.errors.values()):>7} {r.peak_rss / 1e6:>12.1f}"
+        )
+    print("(send: latency per request; batch: per request of 1000 messages)")
+
+
+def print_details(results: list[Result]) -> None:
+    for r in results:
+        print()
+        print(f"{r.name}:")
+        if r.failed:
+            print("  FAILED: " + r.failed.replace("\n", "\n    "))
+            continue
+        x = r.extra
+        if "accepted" in x:
+            print(
+                f"  accepted (202) {x['accepted']} in {x['window']:.1f} s (total incl. warm-up "
+                f"{x['accepted_total']}); connections {x['connected']}/{x['sessions']}; "
+                f"{x['body_size']}-byte bodies; client loop {x['loop']}"
+            )
+        if "queued" in x:
+            ms = ", ".join(f"{v:.0f}" for v in r.latencies_ms)
+            print(
+                f"  {len(x['queued'])} requests ({x['body_size'] / 1e3:.0f} KB each), "
+                f"queued per answer {x['queued']}; latencies ms: {ms}"
+            )
+        print(
+            f"  sink received {x.get('sink_total', '?')} messages by the end "
+            "(delivery runs alongside; the queue is not drained before stopping)"
+        )
+        for kind, n in sorted(r.errors.items()):
+            print(f"  error: {kind} x{n}; sample body: {r.samples.get(kind, '')!r}")
+        if x.get("exit") not in (None, 0):
+            print(f"  mailgate exit code: {x['exit']}")
+        if r.problems:
+            print(f"  mailgate log: {len(r.problems)} warning/error line(s), first ones:")
+            for line in r.problems[:5]:
+                print(f"    {line[:200]}")
+
+
+def print_targets(results: list[Result]) -> None:
+    by_name = {r.name: r for r in results if not r.failed}
+    send, batch = by_name.get(TITLES["send"]), by_name.get(TITLES["batch"])
+    print()
+    print("targets:")
+    if send is None and batch is None:
+        print("  (no target applies to the scenarios run)")
+    if send is not None:
+        ok = send.rate >= SEND_TARGET
+        print(
+            f"  send >= {SEND_TARGET:.0f} msg/s:          {_verdict(ok)} ({send.rate:.0f} msg/s, "
+            f"{sum(send.errors.values())} errors)"
+        )
+    if batch is not None:
+        ok = batch.max_ms < BATCH_TARGET_MS and batch.extra["all_queued"]
+        print(
+            f"  batch of {BATCH_SIZE} < {BATCH_TARGET_MS:.0f} ms:     {_verdict(ok)} "
+            f"(max {batch.max_ms:.0f} ms, p50 {batch.percentile(50):.0f} ms; "
+            f"{'all' if batch.extra['all_queued'] else 'NOT all'} queued={BATCH_SIZE})"
+        )
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def _scenarios(values: list[str] | None) -> list[str]:
+    if not values:
+        return list(SCENARIOS)
+    wanted = {v.strip() for value in values for v in value.split(",") if v.strip()}
+    unknown = wanted - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"--only: unknown scenario(s) {sorted(unknown)}; pick from {SCENARIOS}")
+    return [s for s in SCENARIOS if s in wanted]
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench-http",
+        description="HTTP API throughput of mailgate: send and batch (127.0.0.1).",
+    )
+    p.add_argument("--sessions", type=int, default=50, help="concurrent keep-alive connections")
+    p.add_argument("--duration", type=float, default=10.0, help="send: measuring window, s")
+    p.add_argument("--warmup", type=float, default=2.0, help="send: warm-up before it, s")
+    p.add_argument("--batches", type=int, default=10, help=f"batch requests of {BATCH_SIZE}")
+    p.add_argument("--client-procs", type=int, default=2, help="load client processes")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="SCENARIO",
+        help=f"run only these (repeatable or comma list): {','.join(SCENARIOS)}",
+    )
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    opts = p.parse_args(argv)
+    opts.scenarios = _scenarios(opts.only)
+    if opts.sessions < 1 or opts.client_procs < 1 or opts.batches < 1:
+        p.error("--sessions, --client-procs and --batches must be >= 1")
+    if opts.duration <= 0 or opts.warmup < 0:
+        p.error("--duration must be > 0, --warmup >= 0")
+    return opts
+
+
+async def orchestrate(opts: argparse.Namespace, workdir: Path) -> list[Result]:
+    bench = HttpBench(opts, workdir)
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await bench.run(opts.scenarios)
+    finally:
+        try:
+            await bench.children.stop_all()
+        finally:
+            bench.children.kill_all_now()
+
+
+def main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["_client"]:
+        port, sessions = (int(a) for a in argv[1:3])
+        uvloop.install()
+        asyncio.run(client_main(port, sessions))
+        return 0
+    opts = parse_args(argv)
+    print_header(opts)
+    tmp = tempfile.mkdtemp(prefix="mailgate-bench-http-")
+    try:
+        results = asyncio.run(orchestrate(opts, Path(tmp)))
+    except KeyboardInterrupt:
+        print("\ninterrupted; child processes stopped", file=sys.stderr)
+        return 130
+    except asyncio.CancelledError:  # SIGTERM cancels the orchestrator (see orchestrate)
+        print("\nterminated; child processes stopped", file=sys.stderr)
+        return 143
+    finally:
+        if opts.keep_tmp:
+            print(f"temp dir kept: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print_table(results)
+    print_details(results)
+    print_targets(results)
+    return 1 if any(r.failed for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
