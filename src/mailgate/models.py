@@ -136,6 +136,9 @@ class QueuedMessage:
     dkim: bytes | None = None  # DKIM-Signature header(s), once signed
 
 
+SKIPPED = "skipped"  # AttemptResult.stage of a provider that was not tried after all
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """The classified result of one attempt for one recipient."""

@@ -353,3 +353,37 @@ def test_mail_from_an_unconfigured_from_domain_is_not_signed(relay_factory, tmp_
         submit(relay, ["a@dest.test"], data, sender="app@example.org")
         (got,) = up.wait_for(1)
         assert got.message["DKIM-Signature"] is None
+
+
+def test_a_hanging_provider_does_not_hold_mail_once_its_breaker_opens(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(100)  # accepts connections (the kernel does), never says a word
+    try:
+        with Upstream() as backup:
+            relay = relay_factory(
+                providers=[
+                    provider(
+                        "hang",
+                        blackhole.getsockname()[1],
+                        10,
+                        connect_timeout="1s",
+                        max_connections=2,
+                        breaker_failures=2,
+                        breaker_cooldown="60s",
+                    ),
+                    provider("backup", backup.port, 20),
+                ],
+                delivery={"concurrency": 40},
+            )
+            started = time.monotonic()
+            for i in range(20):
+                submit(relay, [f"r{i}@dest.test"])
+            backup.wait_for(20, timeout=15)
+            # Two 1 s timeouts open the breaker; the deliveries queued behind them go on
+            # at once instead of waiting 1 s each, two at a time (~10 s).
+            assert time.monotonic() - started < 6
+    finally:
+        blackhole.close()

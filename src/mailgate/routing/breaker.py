@@ -30,6 +30,10 @@ class CircuitBreaker:
             return "half-open"
         return "open"
 
+    def blocks(self) -> bool:
+        """Open (not yet due for a probe): deliveries already waiting should go elsewhere."""
+        return self.state == "open"
+
     def allow(self) -> bool:
         """May a delivery use this provider now? (Takes the half-open probe slot.)"""
         state = self.state
@@ -47,6 +51,7 @@ class CircuitBreaker:
             self._probing = False
             return
         self._failures += 1
-        if self._probing or self._failures >= self._threshold:
+        if self._probing or (self._opened_at is None and self._failures >= self._threshold):
+            # Failures of attempts that started before it opened do not extend the cooldown.
             self._opened_at = self._clock()
             self._probing = False

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mailgate.config import ProviderSettings, Settings
-from mailgate.models import AttemptResult, Outcome, SmtpReply
+from mailgate.models import SKIPPED, AttemptResult, Outcome, SmtpReply
 from mailgate.ratelimit import TokenBucket
 from mailgate.routing.breaker import CircuitBreaker
 from mailgate.routing.resolver import MxResolver
@@ -161,10 +161,17 @@ class Router:
                 continue
             await self._pace(provider)
             batch = [recipients[i] for i in pending]
+            breaker = provider.breaker
             if isinstance(provider.transport, MxTransport):
                 got = await provider.transport.deliver(sender, batch, data, tls_policy=tls_policy)
+            elif isinstance(provider.transport, SmtpTransport) and breaker is not None:
+                got = await provider.transport.deliver(
+                    sender, batch, data, gate=lambda b=breaker: not b.blocks()
+                )
             else:
                 got = await provider.transport.deliver(sender, batch, data)
+            if got and all(r.stage == SKIPPED for r in got):
+                continue  # never tried: not a failure of the provider, nothing to record
             if provider.breaker is not None:
                 works = any(r.outcome is Outcome.SENT or r.stage in _RECIPIENT_STAGES for r in got)
                 provider.breaker.record(works)

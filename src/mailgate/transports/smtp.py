@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiosmtplib
 
 from mailgate.config import ProviderSettings
-from mailgate.models import AttemptResult
+from mailgate.models import SKIPPED, AttemptResult, Outcome, SmtpReply
 from mailgate.transports.session import (
     Endpoint,
     StageError,
@@ -89,9 +89,21 @@ class SmtpTransport:
         await asyncio.gather(*(quit_quietly(c) for c, _ in idle), return_exceptions=True)
 
     async def deliver(
-        self, sender: str, recipients: Sequence[str], data: bytes
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        *,
+        gate: Callable[[], bool] | None = None,
     ) -> list[AttemptResult]:
+        """``gate`` is asked again once a connection slot is free: a delivery that waited
+        while the provider's breaker opened gives up at once instead of timing out."""
         async with self._sem:
+            if gate is not None and not gate():
+                reply = SmtpReply(451, "4.4.1", f"{self.name} skipped: circuit breaker open")
+                return [
+                    AttemptResult(Outcome.TEMPORARY, reply, self.name, SKIPPED) for _ in recipients
+                ]
             for _ in range(2):
                 try:
                     client, reused = await self._acquire()
