@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -243,32 +244,48 @@ def routes(ctx: ApiContext) -> list[Route]:
                     except ApiError as exc:
                         requests.append((None, exc, None))
 
-            prepared: list[Prepared | ApiError] = []
-            templates: dict[str, TemplateRecord | None] = {}  # looked up once per batch
-            for req, error, variables in requests:
-                if req is None:
-                    assert error is not None
-                    prepared.append(error)
-                    continue
-                try:
-                    if req.template_id is not None and req.template_id not in templates:
+            # Templates are looked up first (I/O), once per batch; a missing one fails
+            # only the messages that use it.
+            templates: dict[str, TemplateRecord | ApiError] = {}
+            for req, _error, _variables in requests:
+                if req is not None and req.template_id and req.template_id not in templates:
+                    try:
                         templates[req.template_id] = await template_for(
                             req.template_id, "template_id"
                         )
+                    except ApiError as exc:
+                        templates[req.template_id] = exc
+
+            def prepare_all() -> list[Prepared | ApiError]:
+                out: list[Prepared | ApiError] = []
+                for req, error, variables in requests:
+                    if req is None:
+                        assert error is not None
+                        out.append(error)
+                        continue
                     template = templates.get(req.template_id) if req.template_id else None
-                    prepared.append(
-                        prepare_send(
-                            req,
-                            settings=ctx.settings,
-                            credential=cred,
-                            client_address=client,
-                            template=template,
-                            template_data=variables,
-                            now=now,
+                    if isinstance(template, ApiError):
+                        out.append(template)
+                        continue
+                    try:
+                        out.append(
+                            prepare_send(
+                                req,
+                                settings=ctx.settings,
+                                credential=cred,
+                                client_address=client,
+                                template=template,
+                                template_data=variables,
+                                now=now,
+                            )
                         )
-                    )
-                except ApiError as exc:
-                    prepared.append(exc)
+                    except ApiError as exc:
+                        out.append(exc)
+                return out
+
+            # Validating and building up to 1000 messages is CPU work: in a thread, the
+            # event loop keeps serving SMTP sessions and other requests meanwhile.
+            prepared = await asyncio.to_thread(prepare_all)
             valid = [p for p in prepared if isinstance(p, Prepared)]
 
             def assemble(results: list[Accepted | PolicyRefused]) -> dict[str, Any]:
