@@ -59,6 +59,8 @@ from bench_smtp import (
     _toml_str,
     log_problems,
     nearest_rank,
+    select_scenarios,
+    verdict,
 )
 
 SCENARIOS = ("send", "batch")
@@ -677,33 +679,19 @@ def print_targets(results: list[Result]) -> None:
     if send is not None:
         ok = send.rate >= SEND_TARGET
         print(
-            f"  send >= {SEND_TARGET:.0f} msg/s:          {_verdict(ok)} ({send.rate:.0f} msg/s, "
+            f"  send >= {SEND_TARGET:.0f} msg/s:          {verdict(ok)} ({send.rate:.0f} msg/s, "
             f"{sum(send.errors.values())} errors)"
         )
     if batch is not None:
         ok = batch.max_ms < BATCH_TARGET_MS and batch.extra["all_queued"]
         print(
-            f"  batch of {BATCH_SIZE} < {BATCH_TARGET_MS:.0f} ms:     {_verdict(ok)} "
+            f"  batch of {BATCH_SIZE} < {BATCH_TARGET_MS:.0f} ms:     {verdict(ok)} "
             f"(max {batch.max_ms:.0f} ms, p50 {batch.percentile(50):.0f} ms; "
             f"{'all' if batch.extra['all_queued'] else 'NOT all'} queued={BATCH_SIZE})"
         )
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 # ---------------------------------------------------------------------------- main
-
-
-def _scenarios(values: list[str] | None) -> list[str]:
-    if not values:
-        return list(SCENARIOS)
-    wanted = {v.strip() for value in values for v in value.split(",") if v.strip()}
-    unknown = wanted - set(SCENARIOS)
-    if unknown:
-        raise SystemExit(f"--only: unknown scenario(s) {sorted(unknown)}; pick from {SCENARIOS}")
-    return [s for s in SCENARIOS if s in wanted]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -724,7 +712,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     opts = p.parse_args(argv)
-    opts.scenarios = _scenarios(opts.only)
+    opts.scenarios = select_scenarios(opts.only, SCENARIOS)
     if opts.sessions < 1 or opts.client_procs < 1 or opts.batches < 1:
         p.error("--sessions, --client-procs and --batches must be >= 1")
     if opts.duration <= 0 or opts.warmup < 0:

@@ -1476,12 +1476,12 @@ def print_targets(scenarios: list[Scenario]) -> None:
         print("  (no target applies to the scenarios run)")
     if ceiling and held and ceiling.load and held.load:
         ratio = held.load.rate / ceiling.load.rate if ceiling.load.rate else 0.0
-        print(f"  held accept >= 0.5x ceiling:          {_verdict(ratio >= 0.5)} ({ratio:.2f}x)")
+        print(f"  held accept >= 0.5x ceiling:          {verdict(ratio >= 0.5)} ({ratio:.2f}x)")
     if e2e and e2e.load:
         rate, drained = e2e.extra["delivered_rate"], e2e.extra["drained"]
         ok = rate >= 700 and drained
         print(
-            f"  e2e >= 700 msg/s, queue drains:       {_verdict(ok)} "
+            f"  e2e >= 700 msg/s, queue drains:       {verdict(ok)} "
             f"({rate:.0f} msg/s, {'drained' if drained else 'not drained'})"
         )
     if dkim and dkim.load:
@@ -1491,7 +1491,7 @@ def print_targets(scenarios: list[Scenario]) -> None:
     if fill and fill.load:
         rss = fill.extra["rss_after"]
         print(
-            f"  RSS < 150 MB with queue filled:       {_verdict(rss < 150e6)} "
+            f"  RSS < 150 MB with queue filled:       {verdict(rss < 150e6)} "
             f"({_mb(rss)} MB with {fill.extra['queued']} queued)"
         )
 
@@ -1502,7 +1502,7 @@ def _print_dkim_targets(dkim: Scenario, e2e: Scenario | None, held: Scenario | N
     all_signed = x["signed"] == x["sink_total"] > 0 and x["dkim_verified"]
     ok = rate >= 500 and drained and all_signed
     print(
-        f"  e2e with DKIM >= 500 msg/s:           {_verdict(ok)} "
+        f"  e2e with DKIM >= 500 msg/s:           {verdict(ok)} "
         f"({rate:.0f} msg/s, {'drained' if drained else 'not drained'}, "
         f"{x['signed']}/{x['sink_total']} signed"
         f"{', sample verifies' if x['dkim_verified'] else ', sample does NOT verify'})"
@@ -1510,7 +1510,7 @@ def _print_dkim_targets(dkim: Scenario, e2e: Scenario | None, held: Scenario | N
     if held and held.load and dkim.load:
         p99, limit = dkim.load.percentile_ms(99), 2 * held.load.percentile_ms(99)
         print(
-            f"  p99 accept latency with delivery running <= 2x held: {_verdict(p99 <= limit)} "
+            f"  p99 accept latency with delivery running <= 2x held: {verdict(p99 <= limit)} "
             f"({p99:.2f} ms with DKIM delivery vs {limit / 2:.2f} ms held)"
         )
     if e2e:
@@ -1526,13 +1526,13 @@ def _print_failover_targets(sc: Scenario) -> None:
     label = f"{_key(sc)}:"
     print(
         f"  {label:<20} breaker stops the dead provider (< 100 failover events): "
-        f"{_verdict(x['failovers'] < 100)} ({x['failovers']})"
+        f"{verdict(x['failovers'] < 100)} ({x['failovers']})"
     )
     if _key(sc) == "failover-blackhole":
         ok = x["d_p99"] < 1000
         print(
             f"  {label:<20} 250->delivered p99 < 1 s (no {DEAD_TIMEOUT} timeout waits): "
-            f"{_verdict(ok)} ({x['d_p99']:.0f} ms, max {x['d_max']:.0f} ms)"
+            f"{verdict(ok)} ({x['d_p99']:.0f} ms, max {x['d_max']:.0f} ms)"
         )
 
 
@@ -1546,21 +1546,22 @@ def _find(scenarios: list[Scenario], key: str) -> Scenario | None:
     return next((s for s in scenarios if s.name == TITLES[key] and s.load), None)
 
 
-def _verdict(ok: bool) -> str:
+def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
 # ---------------------------------------------------------------------------- main
 
 
-def _scenarios(values: list[str] | None) -> list[str]:
+def select_scenarios(values: list[str] | None, known: Sequence[str]) -> list[str]:
+    """--only a,b (repeatable) -> the known scenarios asked for, in their usual order."""
     if not values:
-        return list(SCENARIOS)
+        return list(known)
     wanted = {v.strip() for value in values for v in value.split(",") if v.strip()}
-    unknown = wanted - set(SCENARIOS)
+    unknown = wanted - set(known)
     if unknown:
-        raise SystemExit(f"--only: unknown scenario(s) {sorted(unknown)}; pick from {SCENARIOS}")
-    return [s for s in SCENARIOS if s in wanted]
+        raise SystemExit(f"--only: unknown scenario(s) {sorted(unknown)}; pick from {known}")
+    return [s for s in known if s in wanted]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -1590,7 +1591,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     opts = p.parse_args(argv)
-    opts.scenarios = _scenarios(opts.only)
+    opts.scenarios = select_scenarios(opts.only, SCENARIOS)
     if opts.skip_fill and "fill" in opts.scenarios:
         opts.scenarios.remove("fill")
     if opts.sessions < 1 or opts.client_procs < 1 or opts.queue_fill < 1:
