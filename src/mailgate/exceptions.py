@@ -7,6 +7,8 @@ turn an exception's ``str()`` into a reply.
 
 from __future__ import annotations
 
+import os
+
 from mailgate.models import SmtpReply
 
 
@@ -26,6 +28,17 @@ class ConfigError(MailgateError):
     """relay.toml (or an override) is invalid; the message names the file and the key."""
 
     temporary = False
+
+
+class ListenError(MailgateError):
+    """A listening address cannot be bound (in use, not permitted, no such address)."""
+
+    temporary = False
+
+    @classmethod
+    def of(cls, what: str, address: str, exc: OSError) -> ListenError:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return cls(f"cannot listen for {what} on {address}: {reason}")
 
 
 class PolicyRefused(MailgateError):

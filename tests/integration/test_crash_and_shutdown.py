@@ -189,3 +189,32 @@ def test_serve_refuses_a_bad_config(tmp_path: Path, bad: str) -> None:
     )
     assert proc.returncode == 2
     assert f"{cfg}: [smtp]" in proc.stderr
+
+
+def test_serve_reports_a_port_in_use_without_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        cfg = tmp_path / "relay.toml"
+        cfg.write_text(
+            f'[server]\ndata_dir = "{tmp_path}/data"\n[smtp]\nlisten = ["127.0.0.1:{port}"]\n'
+            f'[http]\nlisten = []\n[[domains]]\nname = "example.com"\n'
+            f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path}/m"\n'
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        taken.close()
+    assert proc.returncode == 1
+    assert (
+        f"error: cannot listen for SMTP on 127.0.0.1:{port}: Address already in use" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr

@@ -30,7 +30,7 @@ from mailgate.accept import Acceptor
 from mailgate.config import Settings
 from mailgate.credentials import authenticate
 from mailgate.events.metrics import Metrics
-from mailgate.exceptions import StoreUnavailable
+from mailgate.exceptions import ListenError, StoreUnavailable
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
 from mailgate.ratelimit import RateLimiter
@@ -281,7 +281,11 @@ class HttpServer:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                sock.close()
+                raise ListenError.of("HTTP", address, exc) from exc
             sock.listen(1024)
             sock.setblocking(False)
             self._sockets.append(sock)

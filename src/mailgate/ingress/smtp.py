@@ -25,7 +25,7 @@ from mailgate import policy, replies
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
 from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
-from mailgate.exceptions import PolicyRefused, StoreUnavailable
+from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
 from mailgate.ingress.smtp_auth import AuthHooks
 from mailgate.models import Credential, Submission
 from mailgate.store import Store
@@ -436,13 +436,16 @@ class SmtpListeners:
                     registry=self.connections,
                 )
 
-            server = await loop.create_server(
-                factory,
-                host=host,
-                port=port,
-                ssl=self._tls if implicit else None,
-                reuse_address=True,
-            )
+            try:
+                server = await loop.create_server(
+                    factory,
+                    host=host,
+                    port=port,
+                    ssl=self._tls if implicit else None,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                raise ListenError.of("SMTP", address, exc) from exc
             self._servers.append(server)
             log.info(
                 "SMTP listening on %s%s",
