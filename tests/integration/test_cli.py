@@ -174,3 +174,14 @@ def test_send_command_queues_through_accept(tmp_path: Path, relay_factory) -> No
         ],
     )
     assert refused.exit_code == 2 and "domain_not_verified" in refused.output
+
+
+def test_the_development_config_of_scripts_serve_is_valid(tmp_path: Path) -> None:
+    script = (Path(__file__).parents[2] / "scripts" / "serve").read_text()
+    dev_config = script.split("<<'TOML'\n", 1)[1].split("\nTOML\n", 1)[0]
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(dev_config)
+    result = CliRunner().invoke(main, ["check-config", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "smtp listen:        127.0.0.1:2525" in result.output
+    assert "http listen:        http://127.0.0.1:8080" in result.output
