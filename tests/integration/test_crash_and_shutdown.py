@@ -137,8 +137,10 @@ def test_sigkill_during_submission_loses_nothing_acknowledged(tmp_path: Path) ->
             assert not missing, f"{len(missing)} acknowledged messages lost"
             duplicates = sum(c - 1 for c in delivered.values() if c > 1)
             print(f"acked={len(acked)} delivered={len(delivered)} duplicates={duplicates}")
-            # A duplicate is only possible for a message in flight at the kill.
-            assert duplicates <= 8 * 2
+            # At-least-once: a message that was being delivered when the process died
+            # (sent upstream, result not yet committed) goes again, once. Nothing more.
+            assert max(delivered.values()) <= 2
+            assert duplicates <= 200  # [delivery] concurrency: what can be in flight
         finally:
             serve2.close()
             serve.close()
