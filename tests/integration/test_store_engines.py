@@ -211,3 +211,35 @@ def test_mixed_group_commit_keeps_each_jobs_order(db_url: str, caplog) -> None: 
             await store.close()
 
     run(main())
+
+
+def test_suppressions_and_bounce_records(db_url: str) -> None:
+    from mailgate.store import Suppression
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            now = time.time()
+            entry = Suppression("gone@dest.test", "hard_bounce", "550 5.1.1", "m", now)
+            await store.suppressions.add([entry])
+            await store.suppressions.add([Suppression("gone@dest.test", "manual", "", "", now)])
+            got = await store.suppressions.get("GONE@dest.test")
+            assert got is not None and got.reason == "hard_bounce"  # the first reason stays
+            assert await store.suppressions.addresses() == {"gone@dest.test"}
+            assert (await store.suppressions.fingerprint())[0] == 1
+            await store.enqueue([msg(1, rcpts=2)])
+            recipient = await store.record_bounce(
+                "msg-00001", 1, "550 5.1.1 user unknown", now, suppress=True
+            )
+            assert recipient == "r1@dest.test"
+            assert await store.record_bounce("nope", 0, "550", now) is None
+            m = await store.get_message("msg-00001")
+            assert m is not None and [d["status"] for d in m["deliveries"]] == ["queued", "bounced"]
+            assert m["status"] == "queued"  # derived: one recipient still pending
+            assert await store.suppressions.get("r1@dest.test") is not None
+            assert await store.suppressions.remove("gone@dest.test")
+            assert not await store.suppressions.remove("gone@dest.test")
+        finally:
+            await store.close()
+
+    run(main())
