@@ -283,7 +283,7 @@ def keys_list(config_path: str) -> None:
 @config_option
 @click.argument("name_or_id")
 def keys_revoke(config_path: str, name_or_id: str) -> None:
-    """Revoke a key by name or id; it stops working at once."""
+    """Revoke a key by name or id: refused at once over SMTP, within 2 s over HTTP."""
     import time
 
     settings = _settings(config_path)
