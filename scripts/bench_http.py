@@ -28,10 +28,7 @@ import json
 import os
 import platform
 import re
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,6 +56,7 @@ from bench_smtp import (
     _toml_str,
     log_problems,
     nearest_rank,
+    run_in_tempdir,
     select_scenarios,
     verdict,
 )
@@ -720,20 +718,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return opts
 
 
-async def orchestrate(opts: argparse.Namespace, workdir: Path) -> list[Result]:
-    bench = HttpBench(opts, workdir)
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await bench.run(opts.scenarios)
-    finally:
-        try:
-            await bench.children.stop_all()
-        finally:
-            bench.children.kill_all_now()
-
-
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["_client"]:
         port, sessions = (int(a) for a in argv[1:3])
@@ -742,20 +726,14 @@ def main(argv: Sequence[str]) -> int:
         return 0
     opts = parse_args(argv)
     print_header(opts)
-    tmp = tempfile.mkdtemp(prefix="mailgate-bench-http-")
-    try:
-        results = asyncio.run(orchestrate(opts, Path(tmp)))
-    except KeyboardInterrupt:
-        print("\ninterrupted; child processes stopped", file=sys.stderr)
-        return 130
-    except asyncio.CancelledError:  # SIGTERM cancels the orchestrator (see orchestrate)
-        print("\nterminated; child processes stopped", file=sys.stderr)
-        return 143
-    finally:
-        if opts.keep_tmp:
-            print(f"temp dir kept: {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    results = run_in_tempdir(
+        lambda workdir: HttpBench(opts, workdir),
+        opts.scenarios,
+        prefix="mailgate-bench-http-",
+        keep_tmp=opts.keep_tmp,
+    )
+    if isinstance(results, int):
+        return results
     print_table(results)
     print_details(results)
     print_targets(results)

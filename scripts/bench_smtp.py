@@ -1603,18 +1603,39 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return opts
 
 
-async def orchestrate(opts: argparse.Namespace, workdir: Path) -> list[Scenario]:
-    bench = Bench(opts, workdir)
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await bench.run(opts.scenarios)
-    finally:
+def run_in_tempdir(
+    make_bench: Callable[[Path], Any], scenarios: list[str], *, prefix: str, keep_tmp: bool
+) -> list[Any] | int:
+    """Run a bench's scenarios in a fresh temp dir: their results, or the exit code when
+    interrupted (130 for Ctrl-C, 143 for SIGTERM). Children are stopped either way."""
+
+    async def orchestrate(workdir: Path) -> list[Any]:
+        bench = make_bench(workdir)
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
-            await bench.children.stop_all()
+            return list(await bench.run(scenarios))
         finally:
-            bench.children.kill_all_now()
+            try:
+                await bench.children.stop_all()
+            finally:
+                bench.children.kill_all_now()
+
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        return asyncio.run(orchestrate(Path(tmp)))
+    except KeyboardInterrupt:
+        print("\ninterrupted; child processes stopped", file=sys.stderr)
+        return 130
+    except asyncio.CancelledError:  # SIGTERM cancels the orchestrator
+        print("\nterminated; child processes stopped", file=sys.stderr)
+        return 143
+    finally:
+        if keep_tmp:
+            print(f"temp dir kept: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -1629,20 +1650,14 @@ def main(argv: Sequence[str]) -> int:
         return 0
     opts = parse_args(argv)
     print_header(opts)
-    tmp = tempfile.mkdtemp(prefix="mailgate-bench-")
-    try:
-        scenarios = asyncio.run(orchestrate(opts, Path(tmp)))
-    except KeyboardInterrupt:
-        print("\ninterrupted; child processes stopped", file=sys.stderr)
-        return 130
-    except asyncio.CancelledError:  # SIGTERM cancels the orchestrator (see orchestrate)
-        print("\nterminated; child processes stopped", file=sys.stderr)
-        return 143
-    finally:
-        if opts.keep_tmp:
-            print(f"temp dir kept: {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    scenarios = run_in_tempdir(
+        lambda workdir: Bench(opts, workdir),
+        opts.scenarios,
+        prefix="mailgate-bench-",
+        keep_tmp=opts.keep_tmp,
+    )
+    if isinstance(scenarios, int):
+        return scenarios
     print_table(scenarios)
     print_details(scenarios, opts)
     print_targets(scenarios)
