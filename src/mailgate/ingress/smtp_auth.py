@@ -34,6 +34,24 @@ def _b64(text: str) -> bytes | None:
         return None
 
 
+_ABORTED = "501 5.7.0 Auth aborted"
+
+
+def _refuse(message: str) -> AuthResult:
+    # handled=False with a message: aiosmtpd sends it (without one the client would hang).
+    return AuthResult(success=False, handled=False, message=message)
+
+
+async def _first_answer(server: RelaySMTP, args: list[str], challenge: str) -> bytes | str:
+    """The initial response sent with AUTH, else the client's answer to ``challenge``;
+    a refusal text when there is none or it is not base64."""
+    if len(args) == 1:
+        answer: Any = await server.challenge_auth(challenge)
+        return _ABORTED if answer is MISSING else bytes(answer)
+    decoded = _b64(args[1])
+    return "501 5.5.2 Cannot decode base64" if decoded is None else decoded
+
+
 class AuthHooks:
     """Mixed into the SMTP handler; aiosmtpd finds the ``auth_*`` methods by name."""
 
@@ -41,38 +59,22 @@ class AuthHooks:
     login_failure_delay: float
 
     async def auth_PLAIN(self, server: RelaySMTP, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            raw: Any = await server.challenge_auth("")
-            if raw is MISSING:
-                return AuthResult(success=False, handled=False, message="501 5.7.0 Auth aborted")
-        else:
-            raw = _b64(args[1])
-            if raw is None:
-                return AuthResult(
-                    success=False, handled=False, message="501 5.5.2 Cannot decode base64"
-                )
-        parts = bytes(raw).split(b"\x00")
+        raw = await _first_answer(server, args, "")
+        if isinstance(raw, str):
+            return _refuse(raw)
+        parts = raw.split(b"\x00")
         if len(parts) != 3:
-            return AuthResult(
-                success=False, handled=False, message="501 5.5.2 Cannot split auth value"
-            )
+            return _refuse("501 5.5.2 Cannot split auth value")
         return await self._verify(server, parts[1], parts[2])
 
     async def auth_LOGIN(self, server: RelaySMTP, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            login: Any = await server.challenge_auth(server.AuthLoginUsernameChallenge)
-            if login is MISSING:
-                return AuthResult(success=False, handled=False, message="501 5.7.0 Auth aborted")
-        else:
-            login = _b64(args[1])
-            if login is None:
-                return AuthResult(
-                    success=False, handled=False, message="501 5.5.2 Cannot decode base64"
-                )
+        login = await _first_answer(server, args, server.AuthLoginUsernameChallenge)
+        if isinstance(login, str):
+            return _refuse(login)
         password: Any = await server.challenge_auth(server.AuthLoginPasswordChallenge)
         if password is MISSING:
-            return AuthResult(success=False, handled=False, message="501 5.7.0 Auth aborted")
-        return await self._verify(server, bytes(login), bytes(password))
+            return _refuse(_ABORTED)
+        return await self._verify(server, login, bytes(password))
 
     async def _verify(self, server: RelaySMTP, login: bytes, password: bytes) -> AuthResult:
         user = login.decode("utf-8", "replace")
@@ -80,9 +82,7 @@ class AuthHooks:
             credential = await authenticate(self.store, user, password.decode("utf-8", "replace"))
         except Exception:
             log.exception("AUTH lookup failed")
-            return AuthResult(
-                success=False, handled=False, message="454 4.7.0 Temporary authentication failure"
-            )
+            return _refuse("454 4.7.0 Temporary authentication failure")
         if credential is not None:
             if credential.scope not in ("send", "admin"):
                 log.info(
@@ -105,4 +105,4 @@ class AuthHooks:
             await server.push(replies.AUTH_TOO_MANY.line())
             server.close_connection()
             return AuthResult(success=False, handled=True)
-        return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID.line())
+        return _refuse(replies.AUTH_INVALID.line())
