@@ -29,9 +29,6 @@ class SuppressionList:
     def __contains__(self, address: object) -> bool:
         return isinstance(address, str) and address.lower() in self._addresses
 
-    def __len__(self) -> int:
-        return len(self._addresses)
-
     def added(self, addresses: list[str]) -> None:
         self._addresses.update(a.lower() for a in addresses)
 

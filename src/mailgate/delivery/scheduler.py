@@ -298,8 +298,7 @@ class Scheduler:
             return [AttemptResult(Outcome.TEMPORARY, reply, "", "local") for _ in rcpts], [
                 [] for _ in rcpts
             ]
-        history = routed.history or [[] for _ in rcpts]
-        return routed.results, history
+        return routed.results, routed.history
 
     def _update(
         self,

@@ -243,9 +243,6 @@ class MxResolver:
             result = await asyncio.shield(task)
         return self._shuffled(result)
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
     # -- cache ------------------------------------------------------------------------
 
     def _cached(self, key: str) -> MxResult | None:

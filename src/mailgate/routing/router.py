@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mailgate.config import ProviderSettings, Settings
 from mailgate.models import SKIPPED, AttemptResult, Outcome, SmtpReply
@@ -44,7 +44,7 @@ class Routed:
     """The final result per recipient, and the failed attempts before it (failover)."""
 
     results: list[AttemptResult]
-    history: list[list[AttemptResult]] = field(default_factory=list)
+    history: list[list[AttemptResult]]
 
 
 def build_transport(

@@ -406,15 +406,6 @@ class Store:
 
         return await self.writer.run(txn)
 
-    async def delete_message(self, message_id: str) -> bool:
-        async def txn(conn: AsyncConnection) -> bool:
-            await conn.execute(delete(events).where(events.c.message_id == message_id))
-            await conn.execute(delete(deliveries).where(d.c.message_id == message_id))
-            res = await conn.execute(delete(messages).where(messages.c.id == message_id))
-            return res.rowcount > 0
-
-        return await self.writer.run(txn)
-
     # ------------------------------------------------------------------ reads
 
     async def _read(self, stmt: Any) -> list[Any]:
@@ -622,10 +613,6 @@ class Store:
             return (await conn.execute(stmt)).rowcount
 
         return await self.writer.run(txn)
-
-    async def get_raw(self, message_id: str) -> bytes | None:
-        rows = await self._read(select(messages.c.raw).where(messages.c.id == message_id))
-        return rows[0][0] if rows else None
 
     async def events_of(self, message_id: str) -> list[dict[str, Any]]:
         rows = await self._read(
