@@ -249,10 +249,8 @@ def prepare_send(
             "optimize_send_time",
         )
     sender = parse_mailbox(req.from_, "from", "invalid_from_address")
-    domain = sender.address.rpartition("@")[2]
-    if domain not in settings.domain_names() or (
-        credential.domains is not None and domain not in credential.domains
-    ):
+    if policy.check_sender(sender.address, credential, settings.domain_names()) is not None:
+        domain = sender.address.rpartition("@")[2]
         raise invalid(
             "domain_not_verified",
             f"from: the domain {domain} is not a sending domain of this relay"
