@@ -30,6 +30,7 @@ import dns.resolver
 from dns.rdata import Rdata
 
 from mailgate.models import SmtpReply
+from mailgate.units import parse_hostport
 
 __all__ = [
     "MxHost",
@@ -96,16 +97,13 @@ class _Addresses:
 
 def parse_nameserver(text: str) -> dns.nameserver.Do53Nameserver:
     """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> a nameserver."""
-    host, port = text.strip(), DEFAULT_PORT
-    if host.startswith("["):
-        end = host.find("]")
-        rest = host[end + 1 :]
-        if end < 0 or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad nameserver {text!r}")
-        host, port = host[1:end], int(rest[1:]) if rest else DEFAULT_PORT
-    elif host.count(":") == 1:
-        host, _, port_text = host.partition(":")
-        port = int(port_text)
+    stripped = text.strip()
+    if stripped.count(":") > 1 and not stripped.startswith("["):
+        host, port = stripped, DEFAULT_PORT  # a bare IPv6 address
+    elif stripped.startswith(":"):
+        raise ValueError(f"nameserver {text!r} is not an IP address")
+    else:
+        host, port = parse_hostport(stripped, default_port=DEFAULT_PORT)
     try:
         ipaddress.ip_address(host)
     except ValueError:
