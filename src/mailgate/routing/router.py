@@ -95,10 +95,6 @@ class Router:
             self._resolver = MxResolver(dns.nameservers, timeout=dns.timeout, lifetime=dns.lifetime)
         return self._resolver
 
-    @property
-    def transports(self) -> dict[str, Transport]:
-        return {name: p.transport for name, p in self.providers.items()}
-
     def is_direct(self, provider: str) -> bool:
         """Does acceptance by this provider mean "delivered" (an MX) rather than "sent"?"""
         p = self.providers.get(provider)
