@@ -13,6 +13,13 @@ Scenarios (``--only`` picks some):
   From: domain), so every message is signed; the sink counts the DKIM-Signature headers
   and one signature is verified with dkimpy. Run beside ``e2e``: the ratio of their
   delivered rates is what signing costs.
+* ``paced-held``, ``paced-e2e`` and ``paced-dkim``: the same set-ups (delivery held;
+  delivering; delivering with DKIM) under an open-loop load of ``--rate`` messages/s
+  instead of as many as the server takes. The closed-loop scenarios saturate the
+  machine, so their latency mostly says how the two cores are shared between relay, sink
+  and clients; at a fixed offered rate that the relay delivers in full, any extra accept
+  latency is delivery work getting in the way of accepts (a stalled event loop shows up
+  in p99).
 * ``failover``: a "dead" provider at priority 10 (a closed loopback port, breaker after 5
   failures, 30 s cooldown) in front of the sink at priority 20; the number of ``failover``
   events in the queue shows how many deliveries still tried the dead one.
@@ -67,12 +74,18 @@ import uvloop
 HOST = "127.0.0.1"
 SENDER = "bench@example.com"
 RECIPIENT = "rcpt@example.net"
-SCENARIOS = ("ceiling", "held", "e2e", "e2e-dkim", "failover", "failover-blackhole", "fill")
+SCENARIOS = (
+    *("ceiling", "held", "e2e", "e2e-dkim", "paced-held", "paced-e2e", "paced-dkim"),
+    *("failover", "failover-blackhole", "fill"),
+)
 TITLES = {
     "ceiling": "ceiling (bare aiosmtpd)",
     "held": "mailgate, delivery held",
     "e2e": "mailgate, end to end (accept)",
     "e2e-dkim": "mailgate e2e, DKIM (accept)",
+    "paced-held": "paced, delivery held",
+    "paced-e2e": "paced e2e (accept)",
+    "paced-dkim": "paced e2e, DKIM (accept)",
     "failover": "failover, dead port (accept)",
     "failover-blackhole": "failover, blackhole (accept)",
     "fill": "mailgate, queue fill (held)",
@@ -81,6 +94,8 @@ TITLES = {
 DELIVERED_TITLES = {
     "e2e": "mailgate, end to end (delivered)",
     "e2e-dkim": "mailgate e2e, DKIM (delivered)",
+    "paced-e2e": "paced e2e (delivered)",
+    "paced-dkim": "paced e2e, DKIM (delivered)",
     "failover": "failover, dead port (delivered)",
     "failover-blackhole": "failover, blackhole (delivered)",
 }
@@ -93,6 +108,7 @@ REPLY_TIMEOUT = 30.0  # a stalled server fails a transaction instead of hanging 
 START_TIMEOUT = 30.0  # for a child to report its port / its sessions
 DRAIN_TIMEOUT = 60.0
 RSS_INTERVAL = 0.1
+LATE_START = 0.05  # paced mode: a message starting this far behind its slot is "late"
 PIPE_LIMIT = 1 << 26  # a client's RESULT line carries every latency sample
 PR_SET_PDEATHSIG = 1
 
@@ -209,12 +225,22 @@ _QUEUED_AS = re.compile(rb"queued as (\S+)")
 
 @dataclass
 class Plan:
-    """When to stop: at ``end`` (wall clock), or when the quota of messages is used up."""
+    """When to stop: at ``end`` (wall clock), or when the quota of messages is used up.
+
+    With ``rate`` the load is open-loop: message i of this process starts at
+    ``paced_from + i / rate`` whatever the replies, so the offered load does not fall
+    when the server slows down; a start more than LATE_START behind its slot (every
+    session was busy) is counted, because then the offered rate was not met.
+    """
 
     start: float
     end: float
     quota: int | None = None  # messages left to send (fill mode); None: send until ``end``
     taken: int = 0
+    rate: float | None = None  # paced: messages/s this process offers; None: closed loop
+    paced_from: float = 0.0
+    slots: int = 0
+    late: int = 0  # slots inside the window started more than LATE_START late
 
     def take(self) -> bool:
         if time.time() >= self.end:
@@ -225,6 +251,18 @@ class Plan:
             return False
         self.taken += 1
         return True
+
+    async def pace(self) -> None:
+        """Paced mode: wait for the next free slot of the schedule."""
+        if self.rate is None:
+            return
+        due = self.paced_from + self.slots / self.rate
+        self.slots += 1
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -LATE_START and self.start <= due < self.end:
+            self.late += 1
 
     def give_back(self) -> None:
         """A failed message is retried so a fill queues exactly the asked number."""
@@ -343,6 +381,7 @@ class ClientSession:
 
     async def run(self, plan: Plan) -> None:
         while plan.take():
+            await plan.pace()
             ok = False
             if self.connected or await self.connect():
                 try:
@@ -353,7 +392,8 @@ class ClientSession:
                     self._drop()
             if not ok:
                 plan.give_back()
-                await asyncio.sleep(0.01)  # no hot loop against a refusing server
+                if plan.rate is None:
+                    await asyncio.sleep(0.01)  # no hot loop against a refusing server
         await self.quit()
 
     async def quit(self) -> None:
@@ -390,7 +430,13 @@ async def client_main(port: int, sessions: int, size: int, track: bool = False) 
     if not line.startswith(b"GO "):
         return
     go = json.loads(line[3:])
-    plan = Plan(start=go["start"], end=go["end"], quota=go.get("quota"))
+    plan = Plan(
+        start=go["start"],
+        end=go["end"],
+        quota=go.get("quota"),
+        rate=go.get("rate"),
+        paced_from=time.time(),
+    )
     await asyncio.gather(*(c.run(plan) for c in clients))
     loop = asyncio.get_running_loop()
     result = {
@@ -400,6 +446,7 @@ async def client_main(port: int, sessions: int, size: int, track: bool = False) 
         "latencies_us": stats.latencies_us,
         "errors": dict(stats.errors),
         "connects": stats.connects,
+        "late": plan.late,
         "loop": f"{type(loop).__module__}.{type(loop).__qualname__}",
         "acks": [[qid, round(t, 6)] for qid, t in stats.acks],
     }
@@ -816,9 +863,11 @@ class LoadResult:
     go: float = 0.0
     timed: bool = True  # False: a fill, measured from GO to the last accept
     acks: list[tuple[str, float]] = field(default_factory=list)  # tracking runs only
+    rate: float | None = None  # paced runs: the offered messages/s
+    late: int = 0  # paced runs: messages that started > LATE_START behind their slot
 
     @property
-    def rate(self) -> float:
+    def accept_rate(self) -> float:
         return self.accepted / self.window if self.window > 0 else 0.0
 
     def percentile_ms(self, q: float) -> float:
@@ -931,6 +980,7 @@ class Bench:
         self.children = Children()
         self.script = str(Path(__file__).resolve())
         self._runs = 0
+        self._dkim: DkimKeyFile | None = None
 
     def _log(self, msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -1056,12 +1106,14 @@ class Bench:
         quota: int | None = None,
         probe: Probe | None = None,
         track: bool = False,
+        rate: float | None = None,
     ) -> tuple[LoadResult, dict[str, Any]]:
         """Run the client processes against ``port``; sample ``probe`` at window edges.
 
         Timed mode: warm-up then a measuring window. Quota mode (``quota`` messages): as
         fast as possible, until done or ``--fill-timeout``. ``track``: the clients return
-        (queue id, monotonic time) of every 250 in the window.
+        (queue id, monotonic time) of every 250 in the window. ``rate``: open loop, the
+        clients together start that many messages/s (split by their sessions).
         """
         opts = self.opts
         sessions = self._split(opts.sessions)
@@ -1089,9 +1141,11 @@ class Bench:
             else:
                 start, end = now, now + opts.fill_timeout
                 quotas = list(self._split_quota(quota, sessions))
-            for p, q in zip(procs, quotas, strict=True):
+            for p, q, n in zip(procs, quotas, sessions, strict=True):
                 assert p.stdin is not None
                 go = {"start": start, "end": end, "quota": q}
+                if rate is not None:
+                    go["rate"] = rate * n / sum(sessions)
                 p.stdin.write(b"GO " + json.dumps(go).encode() + b"\n")
                 await p.stdin.drain()
             edges = await self._probe_edges(start, end, probe) if probe else {}
@@ -1099,7 +1153,9 @@ class Bench:
         finally:
             for p in procs:
                 await self.children.stop(p, 10.0)
-        return self._merge(lines, start, end, now, connected, quota), edges
+        load = self._merge(lines, start, end, now, connected, quota)
+        load.rate = rate
+        return load, edges
 
     def _split_quota(self, quota: int, sessions: list[int]) -> list[int]:
         total = sum(sessions)
@@ -1143,6 +1199,7 @@ class Bench:
             last_accept=max(r["last_accept"] for r in results),
             go=go,
             acks=[(qid, t) for r in results for qid, t in r.get("acks", ())],
+            late=sum(r.get("late", 0) for r in results),
         )
         if quota is not None:  # the window of a fill is however long it took
             load.window = max(load.last_accept - go, 1e-9)
@@ -1164,13 +1221,13 @@ class Bench:
             await self.stop_sink(sink)
         return sc
 
-    async def held(self) -> Scenario:
-        sc = Scenario(TITLES["held"])
+    async def held(self, key: str = "held", rate: float | None = None) -> Scenario:
+        sc = Scenario(TITLES[key])
         mg = await self.start_mailgate(None)
-        self._log(f"held: mailgate on {HOST}:{mg.port} (delivery disabled); loading")
+        self._log(f"{key}: mailgate on {HOST}:{mg.port} (delivery disabled); loading")
         try:
             async with RssSampler(mg.proc.pid) as rss:
-                sc.load, _ = await self.run_load(mg.port)
+                sc.load, _ = await self.run_load(mg.port, rate=rate)
             sc.peak_rss = rss.peak
             sc.extra["queued"] = await asyncio.to_thread(pending, mg.db)
         finally:
@@ -1194,8 +1251,24 @@ class Bench:
         return await self._delivering("e2e")
 
     async def e2e_dkim(self) -> Scenario:
-        key = await asyncio.to_thread(make_dkim_key, self.workdir)
+        key = await self._dkim_key()
         return await self._delivering("e2e-dkim", dkim=key)
+
+    async def _dkim_key(self) -> DkimKeyFile:
+        """One RSA-2048 key for every signing scenario of this run."""
+        if self._dkim is None:
+            self._dkim = await asyncio.to_thread(make_dkim_key, self.workdir)
+        return self._dkim
+
+    async def paced_held(self) -> Scenario:
+        return await self.held("paced-held", rate=self.opts.rate)
+
+    async def paced_e2e(self) -> Scenario:
+        return await self._delivering("paced-e2e", rate=self.opts.rate)
+
+    async def paced_dkim(self) -> Scenario:
+        key = await self._dkim_key()
+        return await self._delivering("paced-dkim", dkim=key, rate=self.opts.rate)
 
     async def failover(self) -> Scenario:
         return await self._delivering("failover", dead="closed")
@@ -1204,7 +1277,12 @@ class Bench:
         return await self._delivering("failover-blackhole", dead="blackhole")
 
     async def _delivering(
-        self, key: str, *, dkim: DkimKeyFile | None = None, dead: str | None = None
+        self,
+        key: str,
+        *,
+        dkim: DkimKeyFile | None = None,
+        dead: str | None = None,
+        rate: float | None = None,
     ) -> Scenario:
         """Load mailgate delivering to a tracking sink (optionally signing, or behind a dead
         provider); measure accept, delivered rate, backlog and 250->delivered per message."""
@@ -1226,7 +1304,7 @@ class Bench:
             )
             async with RssSampler(mg.proc.pid) as rss:
                 sc.load, edges = await self.run_load(
-                    mg.port, probe=self._e2e_probe(mg, sink), track=True
+                    mg.port, probe=self._e2e_probe(mg, sink), track=True, rate=rate
                 )
                 self._log(f"{key}: load done; waiting for the queue to drain")
                 sc.extra.update(await self._drain(mg, sink))
@@ -1299,6 +1377,9 @@ class Bench:
             "held": self.held,
             "e2e": self.e2e,
             "e2e-dkim": self.e2e_dkim,
+            "paced-held": self.paced_held,
+            "paced-e2e": self.paced_e2e,
+            "paced-dkim": self.paced_dkim,
             "failover": self.failover,
             "failover-blackhole": self.failover_blackhole,
             "fill": self.fill,
@@ -1340,6 +1421,8 @@ def print_header(opts: argparse.Namespace) -> None:
         f"  load          {opts.sessions} sessions in {opts.client_procs} client process(es), "
         f"warm-up {opts.warmup:g} s, window {opts.duration:g} s"
     )
+    if any(s.startswith("paced") for s in opts.scenarios):
+        print(f"  paced         {opts.rate:g} msg/s offered, open loop (paced-* scenarios)")
 
 
 def print_table(scenarios: list[Scenario]) -> None:
@@ -1357,10 +1440,10 @@ def print_table(scenarios: list[Scenario]) -> None:
             continue
         assert sc.load is not None
         ratio = "-"
-        if ceiling is not None and sc is not ceiling and ceiling.load and ceiling.load.rate:
-            ratio = f"{sc.load.rate / ceiling.load.rate:.2f}x"
+        if ceiling is not None and sc is not ceiling and ceiling.load and ceiling.load.accept_rate:
+            ratio = f"{sc.load.accept_rate / ceiling.load.accept_rate:.2f}x"
         print(
-            f"{sc.name:<32} {sc.load.rate:>9.0f} {sc.load.percentile_ms(50):>8.2f} "
+            f"{sc.name:<32} {sc.load.accept_rate:>9.0f} {sc.load.percentile_ms(50):>8.2f} "
             f"{sc.load.percentile_ms(99):>8.2f} {_fmt_errors(sc.load.errors):>7} "
             f"{_mb(sc.peak_rss):>12} {ratio:>11}"
         )
@@ -1390,6 +1473,13 @@ def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
             f"sessions connected {load.connected}/{load.sessions}; "
             f"{len(load.latencies_us)} latency samples"
         )
+        if load.rate is not None:
+            late = load.late
+            print(
+                f"  open loop: offered {load.rate:g} msg/s, accepted {load.accept_rate:.0f} "
+                f"msg/s; {late} message(s) started > {LATE_START * 1000:.0f} ms behind "
+                f"schedule{' (all sessions busy: offered rate NOT met)' if late else ''}"
+            )
         for kind, n in sorted(load.errors.items()):
             print(f"  error: {kind} x{n}")
         x = sc.extra
@@ -1469,13 +1559,15 @@ def print_targets(scenarios: list[Scenario]) -> None:
     ceiling, held = _find(scenarios, "ceiling"), _find(scenarios, "held")
     e2e, fill = _find(scenarios, "e2e"), _find(scenarios, "fill")
     dkim = _find(scenarios, "e2e-dkim")
+    paced_held, paced_dkim = _find(scenarios, "paced-held"), _find(scenarios, "paced-dkim")
     dead = [s for s in (_find(scenarios, k) for k in ("failover", "failover-blackhole")) if s]
     print()
     print("targets:")
-    if not (held and ceiling) and not e2e and not fill and not dkim and not dead:
+    if not (held and ceiling) and not (e2e or fill or dkim or dead or paced_dkim):
         print("  (no target applies to the scenarios run)")
     if ceiling and held and ceiling.load and held.load:
-        ratio = held.load.rate / ceiling.load.rate if ceiling.load.rate else 0.0
+        top = ceiling.load.accept_rate
+        ratio = held.load.accept_rate / top if top else 0.0
         print(f"  held accept >= 0.5x ceiling:          {verdict(ratio >= 0.5)} ({ratio:.2f}x)")
     if e2e and e2e.load:
         rate, drained = e2e.extra["delivered_rate"], e2e.extra["drained"]
@@ -1486,6 +1578,8 @@ def print_targets(scenarios: list[Scenario]) -> None:
         )
     if dkim and dkim.load:
         _print_dkim_targets(dkim, e2e, held)
+    if paced_dkim and paced_dkim.load:
+        _print_paced_targets(paced_dkim, paced_held)
     for sc in dead:
         _print_failover_targets(sc)
     if fill and fill.load:
@@ -1510,13 +1604,36 @@ def _print_dkim_targets(dkim: Scenario, e2e: Scenario | None, held: Scenario | N
     if held and held.load and dkim.load:
         p99, limit = dkim.load.percentile_ms(99), 2 * held.load.percentile_ms(99)
         print(
-            f"  p99 accept latency with delivery running <= 2x held: {verdict(p99 <= limit)} "
-            f"({p99:.2f} ms with DKIM delivery vs {limit / 2:.2f} ms held)"
+            f"  closed loop (saturated) p99 accept, DKIM delivery <= 2x held: "
+            f"{verdict(p99 <= limit)} ({p99:.2f} ms vs {limit / 2:.2f} ms held)"
         )
     if e2e:
         plain = e2e.extra["delivered_rate"]
         ratio = rate / plain if plain else float("nan")
         print(f"  DKIM cost: delivered msg/s with/without signing = {ratio:.2f}x")
+
+
+def _print_paced_targets(dkim: Scenario, held: Scenario | None) -> None:
+    """At the same offered rate: accept p99 with DKIM delivery running against delivery
+    held, and delivery keeping up (sustained, drained, every message signed)."""
+    assert dkim.load is not None
+    x, rate = dkim.extra, dkim.load.rate or 0.0
+    keeps_up = (x["drained"] and x["delivered_rate"] >= 0.97 * rate and dkim.load.late == 0) and x[
+        "signed"
+    ] == x["sink_total"] > 0
+    print(
+        f"  paced {rate:g} msg/s: DKIM delivery keeps up:   {verdict(keeps_up)} "
+        f"({x['delivered_rate']:.0f} msg/s delivered, "
+        f"{'drained' if x['drained'] else 'not drained'}, {x['signed']}/{x['sink_total']} "
+        f"signed, {dkim.load.late} late starts)"
+    )
+    if held and held.load:
+        p99, base = dkim.load.percentile_ms(99), held.load.percentile_ms(99)
+        print(
+            f"  paced {rate:g} msg/s: p99 accept, DKIM delivery <= 2x held: "
+            f"{verdict(p99 <= 2 * base)} ({p99:.2f} ms vs {base:.2f} ms held, "
+            f"{p99 / base:.2f}x)"
+        )
 
 
 def _print_failover_targets(sc: Scenario) -> None:
@@ -1574,6 +1691,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up before it, s")
     p.add_argument("--size", type=int, default=2048, help="message size, bytes")
     p.add_argument("--client-procs", type=int, default=2, help="load client processes")
+    p.add_argument(
+        "--rate", type=float, default=500.0, help="offered messages/s of the paced scenarios"
+    )
     p.add_argument("--queue-fill", type=int, default=100_000, help="messages for 'fill'")
     p.add_argument("--skip-fill", action="store_true", help="leave out 'fill'")
     p.add_argument("--fill-timeout", type=float, default=600.0, help="give up a fill after, s")
@@ -1596,6 +1716,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         opts.scenarios.remove("fill")
     if opts.sessions < 1 or opts.client_procs < 1 or opts.queue_fill < 1:
         p.error("--sessions, --client-procs and --queue-fill must be >= 1")
+    if opts.rate <= 0:
+        p.error("--rate must be > 0")
     if opts.duration <= 0 or opts.warmup < 0 or opts.fill_timeout <= 0:
         p.error("--duration and --fill-timeout must be > 0, --warmup >= 0")
     if opts.size < MessageFactory.minimum_size():

@@ -234,6 +234,33 @@ def test_sign_async(keys: Keys) -> None:
     assert verify(header + MESSAGE, keys.dnsfunc)
 
 
+def test_signing_processes_sign_and_survive_a_killed_worker(keys: Keys) -> None:
+    """Signatures from the signing processes verify (both keys: the workers load the same
+    files); a killed worker costs no signature, and new workers take over."""
+    signer = DkimSigner([keys.key("rsa1"), keys.key("ed1")])
+
+    async def scenario() -> list[bytes]:
+        await signer.start_processes(1)
+        try:
+            pool = signer._pool
+            assert pool is not None
+            first = await signer.sign_async(MESSAGE, "alice@example.com")
+            (worker,) = pool._processes.values()  # type: ignore[attr-defined]
+            worker.kill()
+            worker.join(10)
+            after_kill = await signer.sign_async(MESSAGE, "alice@example.com")
+            assert signer._pool is not pool  # replaced
+            again = await signer.sign_async(MESSAGE, "alice@example.com")
+            return [first, after_kill, again]
+        finally:
+            await signer.close()
+
+    for header in asyncio.run(scenario()):
+        assert len(signatures(header)) == 2
+        assert verify(header + MESSAGE, keys.dnsfunc, 0)
+        assert verify(header + MESSAGE, keys.dnsfunc, 1)
+
+
 # ---------------------------------------------------------------- keys
 
 
@@ -482,3 +509,49 @@ def test_cli_keygen_ed25519_out_and_bad_selector(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert "--selector" in bad.stderr
     assert not (tmp_path / "x.pem").exists()
+
+
+def test_signing_processes_exit_when_the_relay_is_killed(keys: Keys, tmp_path: Path) -> None:
+    """SIGKILL gives the relay no chance to stop its signing processes: they notice the
+    parent is gone and exit by themselves (no orphans holding keys and memory)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = tmp_path / "relay.py"
+    key = str(keys.paths["rsa1"])
+    script.write_text(
+        "import asyncio\n"
+        "from pathlib import Path\n"
+        "from mailgate.delivery.dkim import DkimKey, DkimSigner\n"
+        "async def main():\n"
+        f"    signer = DkimSigner([DkimKey.load('example.com', 'rsa1', Path({key!r}))])\n"
+        "    await signer.start_processes(2)\n"
+        "    print(*signer._pool._processes, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers and all(psutil.pid_exists(p) for p in workers)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in workers)

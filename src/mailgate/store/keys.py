@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.store.schema import api_keys
 
@@ -68,12 +67,12 @@ class KeyStore:
             rate=record.rate,
         )
 
-        async def txn(conn: AsyncConnection) -> None:
-            exists = await conn.execute(select(api_keys.c.id).where(api_keys.c.name == record.name))
+        def txn(conn: Connection) -> None:
+            exists = conn.execute(select(api_keys.c.id).where(api_keys.c.name == record.name))
             if exists.first() is not None:
                 raise DuplicateKeyName(record.name)
             try:
-                await conn.execute(stmt)
+                conn.execute(stmt)
             except IntegrityError as exc:
                 raise DuplicateKeyName(record.name) from exc
 
@@ -101,7 +100,7 @@ class KeyStore:
             .values(revoked_at=now)
         )
 
-        async def txn(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).rowcount > 0
+        def txn(conn: Connection) -> bool:
+            return (conn.execute(stmt)).rowcount > 0
 
         return await self._store.writer.run(txn)

@@ -12,9 +12,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailgate.exceptions import StoreUnavailable
 from mailgate.models import ClaimedDelivery, DeliveryStatus, QueuedMessage
@@ -244,17 +255,17 @@ class Store:
         quarter of the batch so a steady stream of new mail cannot starve them.
         """
 
-        async def txn(conn: AsyncConnection) -> list[ClaimedDelivery]:
-            got = await self._claim_lane(conn, 1, owner, now, max(1, limit // 4), lease_until)
-            got += await self._claim_lane(conn, 0, owner, now, limit - len(got), lease_until)
+        def txn(conn: Connection) -> list[ClaimedDelivery]:
+            got = self._claim_lane(conn, 1, owner, now, max(1, limit // 4), lease_until)
+            got += self._claim_lane(conn, 0, owner, now, limit - len(got), lease_until)
             if len(got) < limit:
-                got += await self._claim_lane(conn, 1, owner, now, limit - len(got), lease_until)
+                got += self._claim_lane(conn, 1, owner, now, limit - len(got), lease_until)
             return got
 
         return await self.writer.run(txn)
 
-    async def _claim_lane(
-        self, conn: AsyncConnection, lane: int, owner: str, now: float, limit: int, until: float
+    def _claim_lane(
+        self, conn: Connection, lane: int, owner: str, now: float, limit: int, until: float
     ) -> list[ClaimedDelivery]:
         if limit <= 0:
             return []
@@ -272,7 +283,7 @@ class Store:
             .values(lease_owner=owner, next_attempt_at=until, updated_at=now)
             .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
         )
-        rows = (await conn.execute(stmt)).all()
+        rows = (conn.execute(stmt)).all()
         return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def record(
@@ -351,9 +362,9 @@ class Store:
         Returns the recipient, or None when there is no such delivery.
         """
 
-        async def txn(conn: AsyncConnection) -> str | None:
+        def txn(conn: Connection) -> str | None:
             row = (
-                await conn.execute(
+                conn.execute(
                     select(d.c.recipient).where(
                         d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx
                     )
@@ -361,7 +372,7 @@ class Store:
             ).first()
             if row is None:
                 return None
-            await conn.execute(
+            conn.execute(
                 update(d)
                 .where(d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx)
                 .values(
@@ -372,7 +383,7 @@ class Store:
                     updated_at=now,
                 )
             )
-            await conn.execute(
+            conn.execute(
                 insert(events),
                 [
                     _event_row(
@@ -380,10 +391,10 @@ class Store:
                     )
                 ],
             )
-            await conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
+            conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
             if suppress:
                 entry = Suppression(str(row[0]).lower(), "hard_bounce", response, message_id, now)
-                await conn.execute(self.suppressions.insert, [suppression_row(entry)])
+                conn.execute(self.suppressions.insert, [suppression_row(entry)])
             return str(row[0])
 
         return await self.writer.run(txn)
@@ -401,8 +412,8 @@ class Store:
             .values(lease_owner=None, next_attempt_at=now, updated_at=now)
         )
 
-        async def txn(conn: AsyncConnection) -> int:
-            return (await conn.execute(stmt)).rowcount
+        def txn(conn: Connection) -> int:
+            return (conn.execute(stmt)).rowcount
 
         return await self.writer.run(txn)
 
@@ -561,9 +572,9 @@ class Store:
     async def cancel_scheduled(self, message_id: str, now: float) -> bool:
         """Cancel a scheduled message that has not gone out; False if it already has."""
 
-        async def txn(conn: AsyncConnection) -> bool:
+        def txn(conn: Connection) -> bool:
             held = (
-                await conn.execute(
+                conn.execute(
                     select(d.c.rcpt_idx, d.c.recipient).where(
                         d.c.message_id == message_id,
                         d.c.status == "scheduled",
@@ -572,22 +583,22 @@ class Store:
                 )
             ).all()
             total = (
-                await conn.execute(
+                conn.execute(
                     select(func.count()).select_from(d).where(d.c.message_id == message_id)
                 )
             ).scalar_one()
             if not held or len(held) != total:
                 return False
-            await conn.execute(
+            conn.execute(
                 update(d)
                 .where(d.c.message_id == message_id)
                 .values(status="cancelled", next_attempt_at=None, updated_at=now)
             )
-            await conn.execute(
+            conn.execute(
                 insert(events),
                 [_event_row(message_id, r[0], r[1], "cancelled", now) for r in held],
             )
-            await conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
+            conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
             return True
 
         return await self.writer.run(txn)
@@ -609,8 +620,8 @@ class Store:
     async def purge_idempotency(self, older_than: float) -> int:
         stmt = delete(idempotency).where(idempotency.c.created_at <= older_than)
 
-        async def txn(conn: AsyncConnection) -> int:
-            return (await conn.execute(stmt)).rowcount
+        def txn(conn: Connection) -> int:
+            return (conn.execute(stmt)).rowcount
 
         return await self.writer.run(txn)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.store.schema import suppressions
 
@@ -55,8 +54,8 @@ class SuppressionStore:
     async def remove(self, address: str) -> bool:
         stmt = delete(suppressions).where(suppressions.c.address == address.lower())
 
-        async def txn(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).rowcount > 0
+        def txn(conn: Connection) -> bool:
+            return (conn.execute(stmt)).rowcount > 0
 
         return await self._store.writer.run(txn)
 

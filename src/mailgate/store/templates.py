@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, delete, insert, select, update
 
 from mailgate.store.schema import templates
 
@@ -80,15 +79,15 @@ class TemplateStore:
     async def update(self, template_id: str, values: dict[str, Any]) -> bool:
         stmt = update(templates).where(templates.c.id == template_id).values(**values)
 
-        async def txn(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).rowcount > 0
+        def txn(conn: Connection) -> bool:
+            return (conn.execute(stmt)).rowcount > 0
 
         return await self._store.writer.run(txn)
 
     async def delete(self, template_id: str) -> bool:
         stmt = delete(templates).where(templates.c.id == template_id)
 
-        async def txn(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).rowcount > 0
+        def txn(conn: Connection) -> bool:
+            return (conn.execute(stmt)).rowcount > 0
 
         return await self._store.writer.run(txn)
