@@ -23,14 +23,9 @@ import binascii
 import email.utils
 import hashlib
 import logging
-import multiprocessing
-import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -41,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
+from mailgate.delivery.signing import SigningProcesses, SigningUnavailable
 from mailgate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -293,8 +289,7 @@ class DkimSigner:
             for domain, ks in by_domain.items()
         }
         self._clock = clock
-        self._pool: ProcessPoolExecutor | None = None
-        self._processes = 0
+        self._processes: SigningProcesses | None = None
 
     @classmethod
     def from_settings(
@@ -386,74 +381,28 @@ class DkimSigner:
         """
         if not self._keys:
             return b""
-        if self._pool is None:
-            return await asyncio.to_thread(self.sign, raw, envelope_sender)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, _worker_sign, raw, envelope_sender)
-        except BrokenProcessPool:
-            # A signing process died (killed, out of memory): start new ones; this
-            # message is signed in a thread meanwhile.
-            log.error("a DKIM signing process died; starting new signing processes")
-            self._pool.shutdown(wait=False, cancel_futures=False)
-            self._pool = self._new_pool()
-            return await asyncio.to_thread(self.sign, raw, envelope_sender)
+        if self._processes is not None:
+            try:
+                return await self._processes.sign(raw, envelope_sender)
+            except SigningUnavailable as exc:  # a worker died: this one in a thread
+                log.warning("signing in a thread: %s", exc)
+        return await asyncio.to_thread(self.sign, raw, envelope_sender)
 
     async def start_processes(self, processes: int) -> None:
-        """Sign in ``processes`` worker processes from now on (started here, not on the
-        first message, so no delivery waits for them to import)."""
+        """Sign in ``processes`` child processes from now on (started and ready here, so
+        no delivery waits for them to import)."""
         if not self._keys or processes < 1:
             return
-        self._processes = processes
-        self._pool = self._new_pool()
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._pool, _worker_ready) for _ in range(processes))
-        )
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        keys = [
-            (k.domain, k.selector, str(k.path)) for domain in self._keys.values() for k in domain
-        ]
-        return ProcessPoolExecutor(
-            self._processes,
-            # spawn: a fork of this multi-threaded process could copy a held lock.
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(keys, os.getpid()),
-        )
+        keys = [(k.domain, k.selector, str(k.path)) for ks in self._keys.values() for k in ks]
+        workers = SigningProcesses(keys, processes)
+        await workers.start()
+        self._processes = workers
 
     async def close(self) -> None:
-        """Stop the signing processes (waits for signatures in progress)."""
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
-
-
-# The signing processes' own signer, built from the key files by _worker_init.
-_WORKER_SIGNER: DkimSigner | None = None
-
-
-def _worker_init(keys: list[tuple[str, str, str]], parent: int) -> None:
-    global _WORKER_SIGNER
-    _WORKER_SIGNER = DkimSigner([DkimKey.load(d, s, Path(p)) for d, s, p in keys])
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A relay killed with SIGKILL cannot stop its signing processes: they stop themselves."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-
-
-def _worker_ready() -> bool:
-    return _WORKER_SIGNER is not None
-
-
-def _worker_sign(raw: bytes, envelope_sender: str) -> bytes:
-    assert _WORKER_SIGNER is not None
-    return _WORKER_SIGNER.sign(raw, envelope_sender)
+        """Stop the signing processes (they finish what they were given)."""
+        if self._processes is not None:
+            workers, self._processes = self._processes, None
+            await workers.close()
 
 
 def generate_key(kind: Literal["rsa", "ed25519"], bits: int = 2048) -> tuple[bytes, str]:

@@ -262,7 +262,8 @@ class Store:
                 got += self._claim_lane(conn, 1, owner, now, limit - len(got), lease_until)
             return got
 
-        return await self.writer.run(txn)
+        # A claim lost to a power cut only makes the deliveries due again.
+        return await self.writer.run(txn, durable=False)
 
     def _claim_lane(
         self, conn: Connection, lane: int, owner: str, now: float, limit: int, until: float
@@ -345,7 +346,9 @@ class Store:
                 ops.append((_SET_DKIM, [{"k_id": k, "k_dkim": v} for k, v in dkim.items()]))
             if suppress:
                 ops.append((self.suppressions.insert, [suppression_row(x) for x in suppress]))
-            await self.writer.write(ops)
+            # Not flushed on its own (see writer): a result lost to a power cut means the
+            # attempt is made again, with its DSN and suppression, as at-least-once allows.
+            await self.writer.write(ops, durable=False)
 
     async def record_bounce(
         self,
