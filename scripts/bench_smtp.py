@@ -62,6 +62,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -741,6 +742,7 @@ class Mailgate:
     port: int
     db: Path
     log: Path
+    http_port: int = 0  # only /metrics is read, for the event loop lag
 
 
 def pending(db: Path) -> int:
@@ -750,6 +752,36 @@ def pending(db: Path) -> int:
             "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NOT NULL"
         ).fetchone()
     return int(n)
+
+
+_LAG_BUCKET = re.compile(r'^mailgate_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+
+
+def loop_lag_buckets(http_port: int) -> dict[float, float]:
+    """mailgate's event loop lag histogram from /metrics: {upper bound s: cumulative count}."""
+    url = f"http://{HOST}:{http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    return {float(le): float(n) for le, n in _LAG_BUCKET.findall(text)}
+
+
+def lag_stats(start: dict[float, float], end: dict[float, float]) -> dict[str, Any]:
+    """The window's share of the histogram: samples, the bucket bounds holding p50/p99/the
+    worst sample, and how many samples were over 10 ms."""
+    diff = sorted((le, end.get(le, 0.0) - start.get(le, 0.0)) for le in end)
+    total = diff[-1][1] if diff else 0.0
+
+    def bound(q: float) -> float:
+        return next((le for le, n in diff if n >= q * total), float("inf"))
+
+    over_10ms = total - next((n for le, n in diff if le >= 0.01), total)
+    return {
+        "lag_samples": int(total),
+        "lag_p50": bound(0.5),
+        "lag_p99": bound(0.99),
+        "lag_max": bound(1.0),
+        "lag_over_10ms": int(over_10ms),
+    }
 
 
 def statuses(db: Path) -> dict[str, int]:
@@ -780,6 +812,7 @@ def relay_toml(
     log_level: str,
     listen_port: int,
     *,
+    http_port: int = 0,
     dkim_key: Path | None = None,
     dead: DeadProvider | None = None,
 ) -> str:
@@ -800,6 +833,8 @@ def relay_toml(
         )
     if dead is not None:
         provider = f"{dead.toml()}\n[[providers]]\n{provider}priority = 20\n"
+    # HTTP only for /metrics (the event loop lag), on a free port: :8080 could clash.
+    http = f'"127.0.0.1:{http_port}"' if http_port else ""
     dkim = ""
     if dkim_key is not None:
         dkim = f'dkim_selector = "{DKIM_SELECTOR}"\ndkim_key = {_toml_str(dkim_key)}\n'
@@ -811,8 +846,7 @@ def relay_toml(
         "[smtp]\n"
         f'listen = ["127.0.0.1:{listen_port}"]\n'
         'trusted_networks = ["127.0.0.0/8"]\n\n'
-        "[http]\n"
-        "listen = []\n\n"  # not measured here; and a fixed :8080 could clash with another run
+        f"[http]\nlisten = [{http}]\n\n"
         "[[domains]]\n"
         f'name = "{DKIM_DOMAIN}"\n{dkim}\n'
         "[delivery]\n"
@@ -1022,12 +1056,14 @@ class Bench:
         # 'SMTP listening on' is an INFO line; above info we must choose the port ourselves.
         quiet = self.opts.log_level in ("warning", "error")
         listen_port = _free_port() if quiet else 0
+        http_port = _free_port()
         config.write_text(
             relay_toml(
                 workdir,
                 sink_port,
                 self.opts.log_level,
                 listen_port,
+                http_port=http_port,
                 dkim_key=dkim_key,
                 dead=dead,
             )
@@ -1049,7 +1085,7 @@ class Bench:
             port = await self._wait_connectable(proc, log, listen_port)
         else:
             port = await self._wait_listening(proc, log)
-        return Mailgate(proc, port, workdir / "data" / "mailgate.db", log)
+        return Mailgate(proc, port, workdir / "data" / "mailgate.db", log, http_port)
 
     async def _wait_listening(self, proc: asyncio.subprocess.Process, log: Path) -> int:
         """Parse 'SMTP listening on 127.0.0.1:PORT' from mailgate's stderr."""
@@ -1107,6 +1143,7 @@ class Bench:
         probe: Probe | None = None,
         track: bool = False,
         rate: float | None = None,
+        lag_port: int = 0,
     ) -> tuple[LoadResult, dict[str, Any]]:
         """Run the client processes against ``port``; sample ``probe`` at window edges.
 
@@ -1114,6 +1151,8 @@ class Bench:
         fast as possible, until done or ``--fill-timeout``. ``track``: the clients return
         (queue id, monotonic time) of every 250 in the window. ``rate``: open loop, the
         clients together start that many messages/s (split by their sessions).
+        ``lag_port``: mailgate's HTTP port; its event loop lag in the window is returned
+        under the "lag" key.
         """
         opts = self.opts
         sessions = self._split(opts.sessions)
@@ -1148,6 +1187,7 @@ class Bench:
                     go["rate"] = rate * n / sum(sessions)
                 p.stdin.write(b"GO " + json.dumps(go).encode() + b"\n")
                 await p.stdin.drain()
+            probe = self._with_lag(probe, lag_port)
             edges = await self._probe_edges(start, end, probe) if probe else {}
             lines = [await _read_line(p, "load client", end - time.time() + 60) for p in procs]
         finally:
@@ -1162,6 +1202,19 @@ class Bench:
         shares = [quota * n // total for n in sessions]
         shares[0] += quota - sum(shares)
         return shares
+
+    @staticmethod
+    def _with_lag(probe: Probe | None, lag_port: int) -> Probe | None:
+        """``probe`` plus mailgate's event loop lag histogram."""
+        if not lag_port:
+            return probe
+
+        async def both() -> dict[str, Any]:
+            got = await probe() if probe else {}
+            got["lag"] = await asyncio.to_thread(loop_lag_buckets, lag_port)
+            return got
+
+        return both
 
     async def _probe_edges(self, start: float, end: float, probe: Probe) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, start - time.time()))
@@ -1227,7 +1280,8 @@ class Bench:
         self._log(f"{key}: mailgate on {HOST}:{mg.port} (delivery disabled); loading")
         try:
             async with RssSampler(mg.proc.pid) as rss:
-                sc.load, _ = await self.run_load(mg.port, rate=rate)
+                sc.load, edges = await self.run_load(mg.port, rate=rate, lag_port=mg.http_port)
+            sc.extra.update(lag_stats(edges["start"]["lag"], edges["end"]["lag"]))
             sc.peak_rss = rss.peak
             sc.extra["queued"] = await asyncio.to_thread(pending, mg.db)
         finally:
@@ -1304,12 +1358,17 @@ class Bench:
             )
             async with RssSampler(mg.proc.pid) as rss:
                 sc.load, edges = await self.run_load(
-                    mg.port, probe=self._e2e_probe(mg, sink), track=True, rate=rate
+                    mg.port,
+                    probe=self._e2e_probe(mg, sink),
+                    track=True,
+                    rate=rate,
+                    lag_port=mg.http_port,
                 )
                 self._log(f"{key}: load done; waiting for the queue to drain")
                 sc.extra.update(await self._drain(mg, sink))
             sc.peak_rss = rss.peak
             sc.extra.update(window_rates(sc.load, edges))
+            sc.extra.update(lag_stats(edges["start"]["lag"], edges["end"]["lag"]))
             got = await sink.stats()
             sc.extra.update(delivery_latency(sc.load.acks, got["arrivals"]))
             sc.extra.update(
@@ -1501,6 +1560,12 @@ def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
                 f"  after load: {x['pending_at_stop']} pending, {drained} in "
                 f"{x['drain_seconds']:.1f} s (limit {DRAIN_TIMEOUT:.0f} s); "
                 f"sink received {x['sink_total']} in all; statuses {x['statuses']}"
+            )
+        if "lag_samples" in x:
+            print(
+                f"  mailgate event loop lag in the window ({x['lag_samples']} samples, every "
+                f"20 ms): p50 <= {x['lag_p50'] * 1000:g} ms, p99 <= {x['lag_p99'] * 1000:g} ms, "
+                f"worst <= {x['lag_max'] * 1000:g} ms; {x['lag_over_10ms']} over 10 ms"
             )
         if "d_count" in x:
             _print_delivery_details(x)

@@ -63,6 +63,7 @@ class App:
         self.smtp: SmtpListeners | None = None
         self.http: HttpServer | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._lag_watch: asyncio.Task[None] | None = None
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
         self._lock_file: IO[str] | None = None
@@ -136,6 +137,9 @@ class App:
         self.http = HttpServer(s, create_app(api))
         await self.http.start()
         self._maintenance = asyncio.create_task(self._housekeeping(), name="mailgate-housekeeping")
+        self._lag_watch = asyncio.create_task(
+            self.metrics.watch_event_loop(), name="mailgate-loop-lag"
+        )
         if s.delivery.enabled:
             self.scheduler.start()
         else:
@@ -157,10 +161,11 @@ class App:
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
         grace = self.settings.delivery.shutdown_grace
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        for task in (self._maintenance, self._lag_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.http is not None:
             await self.http.stop()
         if self.smtp is not None:

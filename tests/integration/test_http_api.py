@@ -748,6 +748,12 @@ def test_metrics_endpoint(api) -> None:  # type: ignore[no-untyped-def]
     assert 'mailgate_delivery_results_total{provider="capture",status="sent"}' in text
     assert 'mailgate_deliveries{status="sent"}' in text
     assert "mailgate_queue_oldest_pending_seconds" in text
+    # The event loop lag is sampled every 20 ms from the start.
+    time.sleep(0.1)
+    text = httpx.get(f"{relay.http_url}/metrics").text
+    count = re.search(r"^mailgate_event_loop_lag_seconds_count (\S+)$", text, re.M)
+    assert count is not None and float(count.group(1)) >= 1
+    assert 'mailgate_event_loop_lag_seconds_bucket{le="0.005"}' in text
 
 
 def test_batch_messages_with_templates(api, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -3,16 +3,24 @@
 Queue gauges (deliveries per status, age of the oldest pending message) are read from the
 store at scrape time, so every node of a cluster reports the same queue; counters count
 this process's accepts and delivery results since it started.
+
+``mailgate_event_loop_lag_seconds`` is how late the event loop runs a timer: every SMTP
+reply and API answer waits that long on top of its own work, so it is the figure that shows
+whether anything (delivery, signing, garbage collection) stalls the listeners.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from mailgate.models import DeliveryStatus
 from mailgate.store import Store
+
+LAG_INTERVAL = 0.02  # s between event loop lag samples
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
@@ -41,6 +49,20 @@ class Metrics:
             "Age of the oldest message with a delivery still pending (0 if none)",
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "mailgate_event_loop_lag_seconds",
+            f"How late the event loop ran a timer (sampled every {LAG_INTERVAL * 1000:g} ms)",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+
+    async def watch_event_loop(self) -> None:
+        """Sample the event loop lag until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(LAG_INTERVAL)
+            self.loop_lag.observe(max(0.0, loop.time() - start - LAG_INTERVAL))
 
     async def render(self, store: Store) -> bytes:
         counts = await store.status_counts()
