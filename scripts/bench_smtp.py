@@ -1561,7 +1561,9 @@ def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
                 f"{x['drain_seconds']:.1f} s (limit {DRAIN_TIMEOUT:.0f} s); "
                 f"sink received {x['sink_total']} in all; statuses {x['statuses']}"
             )
-        if "lag_samples" in x:
+        if x.get("lag_samples") == 0:
+            print("  mailgate event loop lag: not reported (no lag histogram on /metrics)")
+        elif "lag_samples" in x:
             print(
                 f"  mailgate event loop lag in the window ({x['lag_samples']} samples, every "
                 f"20 ms): p50 <= {x['lag_p50'] * 1000:g} ms, p99 <= {x['lag_p99'] * 1000:g} ms, "

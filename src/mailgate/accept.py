@@ -80,7 +80,9 @@ class Acceptor:
         if rows or stored_answer is not None:
             await self._store.enqueue(rows, answer=stored_answer)
             if rows:
-                self._on_commit()  # also for scheduled mail: the scheduler re-times its sleep
+                # Also for scheduled mail: the scheduler re-times its sleep to the earliest.
+                held = [r.scheduled_at for r in rows if r.scheduled_at is not None]
+                self._on_commit(min(held) if held else None)
                 if self._metrics is not None:
                     self._metrics.accepted.labels(rows[0].source).inc(len(rows))
         return results

@@ -341,6 +341,8 @@ def test_scheduled_message_goes_out_when_due(api, tmp_path) -> None:  # type: ig
         (tmp_path / "maildir" / "new").iterdir()
     )
     delivered(tmp_path, 1, timeout=10)
+    # On time: the scheduler sleeps until the earliest held message, not a fixed recheck.
+    assert datetime.now(UTC) - when < timedelta(seconds=1.5)
     qid = resp.json()["data"]["id"]
     cancel = api.delete(f"/v1/messages/{qid}/schedule")
     assert cancel.status_code == 409

@@ -72,7 +72,10 @@ class Scheduler:
         self._next_due: float | None = None
         self._due_read_at: float | None = None
 
-    def wake(self) -> None:
+    def wake(self, due: float | None = None) -> None:
+        """New work was committed; ``due``: when held (scheduled) mail among it is due."""
+        if due is not None:
+            self._note_due(due)
         self._wake.set()
 
     def start(self) -> None:
