@@ -28,7 +28,7 @@ class Acceptor:
         settings: Settings,
         store: Store,
         *,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[float | None], None] = lambda due: None,
         clock: Callable[[], float] = time.time,
         suppressed: Container[str] = frozenset(),
         metrics: Metrics | None = None,

@@ -18,7 +18,7 @@ import click
 from mailgate import __version__
 from mailgate.config import Settings, load_settings
 from mailgate.exceptions import ConfigError, MailgateError
-from mailgate.store import Store
+from mailgate.store import QueueFilter, Store
 
 T = TypeVar("T")
 
@@ -478,7 +478,7 @@ def suppressions_remove(config_path: str, address: str) -> None:
 
 @main.group()
 def queue() -> None:
-    """Inspect the queue."""
+    """Inspect the queue; retry, hold, release or delete deliveries."""
 
 
 def _summary(deliveries: list[dict[str, Any]]) -> str:
@@ -543,6 +543,50 @@ def queue_show(config_path: str, message_id: str) -> None:
     for e in events:
         extra = f" via {e['provider']}: {e['response']}" if e["provider"] or e["response"] else ""
         click.echo(f"  {_ts(e['at'])} {e['type']:<9} {e['recipient']}{extra}")
+
+
+_ACTION_HELP = {
+    "retry": "Make waiting deliveries due now (queued or deferred).",
+    "hold": "Hold waiting deliveries: no attempts (and no expiry) until released.",
+    "release": "Release held deliveries: due now.",
+    "delete": "Cancel waiting or held deliveries (no bounce is sent).",
+}
+
+
+def _queue_action(action: str) -> None:
+    """Register ``mailgate queue <action>`` with the shared selection options."""
+
+    @queue.command(action, help=_ACTION_HELP[action] + _SELECTION_HELP)
+    @config_option
+    @click.argument("message_ids", nargs=-1)
+    @click.option("--to", "recipient", default="", help="Recipient address or domain.")
+    @click.option("--from", "sender", default="", help="Envelope sender address or domain.")
+    @click.option("--all", "everything", is_flag=True, help="Every matching delivery.")
+    def command(
+        config_path: str,
+        message_ids: tuple[str, ...],
+        recipient: str,
+        sender: str,
+        everything: bool,
+    ) -> None:
+        if not (message_ids or recipient or sender or everything):
+            click.echo("error: name message ids, --to, --from, or --all", err=True)
+            sys.exit(2)
+        selection = QueueFilter(message_ids, recipient, sender)
+        settings = _settings(config_path)
+        changed, messages = _run(
+            _with_store(settings, lambda st: st.operate(action, selection, time.time()))
+        )
+        click.echo(f"{action}: {changed} deliveries of {messages} messages")
+
+
+_SELECTION_HELP = (
+    "\n\nSelect by MESSAGE_IDS, --to and --from (all given must match), or --all. "
+    "Deliveries being attempted right now are left alone. A running relay sees a "
+    "retry or release within 5 seconds."
+)
+for _action in ("retry", "hold", "release", "delete"):
+    _queue_action(_action)
 
 
 # ---------------------------------------------------------------- dkim

@@ -39,6 +39,7 @@ class DeliveryStatus(enum.StrEnum):
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     DEFERRED = "deferred"
+    HELD = "held"  # put on hold by an operator (mailgate queue hold); release to go on
     SENT = "sent"
     DELIVERED = "delivered"
     BOUNCED = "bounced"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -185,3 +187,56 @@ def test_the_development_config_of_scripts_serve_is_valid(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "smtp listen:        127.0.0.1:2525" in result.output
     assert "http listen:        http://127.0.0.1:8080" in result.output
+
+
+def test_queue_retry_hold_release_delete(tmp_path: Path, relay_factory) -> None:  # type: ignore[no-untyped-def]
+    """An operator unsticks mail: the provider is down and retries are an hour apart;
+    `queue retry` makes the running relay try again at once, `hold` stops attempts,
+    `release` resumes them, `delete` cancels."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nobody listens here once the socket is closed
+    relay = relay_factory(
+        providers=[
+            {"name": "up", "kind": "smtp", "host": "127.0.0.1", "port": closed, "tls": "none"}
+        ],
+        retry={"min_backoff": "1h", "max_backoff": "2h", "jitter": 0},
+    )
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        c.sendmail("app@example.com", ["a@dest.test", "b@other.test"], b"Subject: s\r\n\r\nx\r\n")
+    qid = relay.call(relay.store.list_messages(limit=1))[0]["id"]
+    relay.wait_status(qid, lambda s: set(s.values()) == {"deferred"})
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    runner = CliRunner()
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(main, ["queue", *args, "--config", str(cfg)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def attempts() -> dict[str, int]:
+        msg = relay.call(relay.store.get_message(qid))
+        return {d["recipient"]: d["attempts"] for d in msg["deliveries"]}
+
+    assert runner.invoke(main, ["queue", "retry", "--config", str(cfg)]).exit_code == 2
+    assert "retry: 1 deliveries of 1 messages" in cli("retry", "--to", "dest.test")
+    deadline = time.monotonic() + 15
+    while attempts()["a@dest.test"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert attempts() == {"a@dest.test": 2, "b@other.test": 1}
+
+    assert "hold: 2 deliveries of 1 messages" in cli("hold", qid)
+    relay.wait_status(qid, lambda s: set(s.values()) == {"held"})
+    assert "a@dest.test: held" in cli("show", qid)
+    assert "retry: 0 deliveries" in cli("retry", "--all")  # held mail is not retried
+    assert "release: 1 deliveries" in cli("release", "--to", "b@other.test")
+    deadline = time.monotonic() + 15
+    while attempts()["b@other.test"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert attempts()["b@other.test"] == 2
+
+    assert "delete: 2 deliveries of 1 messages" in cli("delete", "--from", "example.com")
+    relay.wait_status(qid, lambda s: set(s.values()) == {"cancelled"})
+    shown = cli("show", qid)
+    assert "held" in shown and "released" in shown and "cancelled" in shown

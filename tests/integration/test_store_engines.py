@@ -10,7 +10,7 @@ import pytest
 
 from mailgate.exceptions import DuplicateEntry
 from mailgate.models import DeliveryStatus
-from mailgate.store import DeliveryUpdate, NewMessage, Store
+from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
 from mailgate.store.engine import migrate
 
 
@@ -239,6 +239,71 @@ def test_suppressions_and_bounce_records(db_url: str) -> None:
             assert await store.suppressions.get("r1@dest.test") is not None
             assert await store.suppressions.remove("gone@dest.test")
             assert not await store.suppressions.remove("gone@dest.test")
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_operator_hold_release_retry_delete(db_url: str) -> None:
+    """mailgate queue hold/release/retry/delete: by id, recipient or sender domain; a
+    delivery being attempted (leased) is never touched; each change is an event."""
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.enqueue([msg(1, rcpts=2)])
+            now = time.time()
+            (inflight,) = await store.claim("node-a:1", now, 1, now + 60)
+            other = NewMessage(
+                id="msg-other",
+                created_at=time.time(),
+                sender="news@Other.example",
+                recipients=["x@elsewhere.test"],
+                raw=b"Subject: y\r\n\r\nbody\r\n",
+            )
+            await store.enqueue([msg(2), other])
+            now = time.time()
+
+            held = await store.operate("hold", QueueFilter(recipient="DEST.test"), now)
+            assert held == (2, 2)  # msg-00001's other recipient and msg-00002; not leased one
+            assert (await store.status_counts())["held"] == 2
+            # Held deliveries are not claimed: only msg-other was due.
+            got = await store.claim("node-b:1", now, 10, now + 60)
+            assert [c.message_id for c in got] == ["msg-other"]
+            await store.release_leases("node-b:1", now)
+            assert await store.operate("release", QueueFilter(["msg-00002"]), now) == (1, 1)
+            msg2 = await store.get_message("msg-00002")
+            assert msg2 is not None and msg2["deliveries"][0]["status"] == "queued"
+
+            # A deferred delivery due later comes due now with retry.
+            deferred = DeliveryUpdate(
+                inflight.message_id,
+                inflight.rcpt_idx,
+                inflight.recipient,
+                DeliveryStatus.DEFERRED,
+                1,
+                now + 3600,
+                "p",
+                "451 later",
+                "deferred",
+            )
+            await store.record("node-a:1", now, [deferred])
+            assert await store.operate("retry", QueueFilter(sender="example.com"), now) == (2, 2)
+            due = await store.claim("node-d:1", now + 1, 10, now + 60)
+            assert {(c.message_id, c.rcpt_idx) for c in due} >= {
+                (inflight.message_id, inflight.rcpt_idx),
+                ("msg-00002", 0),
+            }
+            await store.release_leases("node-d:1", now)
+
+            assert await store.operate("delete", QueueFilter(), now) == (4, 3)
+            assert await store.status_counts() == {"cancelled": 4}
+            msg1 = await store.get_message("msg-00001")
+            assert msg1 is not None and msg1["status"] == "cancelled"
+            types = [e["type"] for e in await store.events_of("msg-00001")]
+            assert types.count("held") == 1 and "retry" in types and "cancelled" in types
+            assert await store.operate("release", QueueFilter(), now) == (0, 0)
         finally:
             await store.close()
 

@@ -69,6 +69,7 @@ def test_smtp_reply_is_frozen_and_comparable() -> None:
         (DeliveryStatus.BOUNCED, True),
         (DeliveryStatus.FAILED, True),
         (DeliveryStatus.CANCELLED, True),
+        (DeliveryStatus.HELD, False),
     ],
 )
 def test_delivery_status_is_final(status: DeliveryStatus, final: bool) -> None:
@@ -80,6 +81,7 @@ def test_delivery_status_values() -> None:
         "scheduled",
         "queued",
         "deferred",
+        "held",
         "sent",
         "delivered",
         "bounced",

@@ -70,7 +70,10 @@ _UPDATE_RESULT = (
 )
 
 # A message's status, derived from its deliveries (the most advanced/pending one wins).
-_STATUS_ORDER = ("scheduled", "queued", "deferred", "delivered", "sent", "bounced", "failed")
+_STATUS_ORDER = (
+    *("scheduled", "queued", "deferred", "held"),
+    *("delivered", "sent", "bounced", "failed"),
+)
 
 
 def _derived_status() -> Any:
@@ -108,6 +111,25 @@ class NewMessage:
     metadata: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
     scheduled_at: float | None = None  # hold until then (status "scheduled")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    """Which deliveries an operator command acts on; empty fields do not restrict."""
+
+    message_ids: Sequence[str] = ()
+    recipient: str = ""  # an address, or a domain (every address at it)
+    sender: str = ""  # the same, for the envelope sender
+
+
+# Operator actions on deliveries that are not in flight (not leased): the statuses each
+# applies to, and the event it records.
+QUEUE_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "retry": (("queued", "deferred"), "retry"),
+    "hold": (("queued", "deferred"), "held"),
+    "release": (("held",), "released"),
+    "delete": (("scheduled", "queued", "deferred", "held"), "cancelled"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +424,48 @@ class Store:
 
         return await self.writer.run(txn)
 
+    async def operate(self, action: str, selection: QueueFilter, now: float) -> tuple[int, int]:
+        """An operator's retry, hold, release or delete (see QUEUE_ACTIONS) of the
+        deliveries ``selection`` matches; returns (deliveries, messages) changed.
+
+        retry makes them due now; hold parks them (no attempts, no expiry) until release,
+        which makes them due now; delete cancels them without a DSN. Deliveries being
+        attempted right now (leased) are left alone.
+        """
+        statuses, event = QUEUE_ACTIONS[action]
+        cond = [d.c.status.in_(statuses), d.c.lease_owner.is_(None), *_matching(selection)]
+        values: dict[str, Any] = {"updated_at": now}
+        if action == "hold":
+            values.update(status="held", next_attempt_at=None)
+        elif action == "release":
+            values.update(
+                status=case((d.c.attempts > 0, "deferred"), else_="queued"), next_attempt_at=now
+            )
+        elif action == "delete":
+            values.update(status="cancelled", next_attempt_at=None)
+        else:
+            values.update(next_attempt_at=now)
+        stmt = (
+            update(d)
+            .where(*cond)
+            .values(**values)
+            .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient)
+        )
+        detail = f"{action} by an operator"
+
+        def txn(conn: Connection) -> tuple[int, int]:
+            rows = conn.execute(stmt).all()
+            if rows:
+                conn.execute(
+                    insert(events),
+                    [_event_row(m, i, r, event, now, detail=detail) for m, i, r in rows],
+                )
+                touched = sorted({r[0] for r in rows})
+                conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in touched])
+            return len(rows), len({r[0] for r in rows})
+
+        return await self.writer.run(txn)
+
     async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:
         """Make deliveries leased to ``owner`` due now (shutdown, or restart after a crash)."""
         cond = (
@@ -669,6 +733,26 @@ class Store:
             row = dict(r._mapping)
             out.setdefault(row.pop("message_id"), []).append(row)
         return out
+
+
+def _address_match(column: Any, value: str) -> Any:
+    """``value`` an address: that address; a domain: every address at it (any case)."""
+    value = value.strip().lower()
+    if "@" in value:
+        return func.lower(column) == value
+    return func.lower(column).endswith("@" + value.lstrip("@"), autoescape=True)
+
+
+def _matching(selection: QueueFilter) -> list[Any]:
+    cond: list[Any] = []
+    if selection.message_ids:
+        cond.append(d.c.message_id.in_(list(selection.message_ids)))
+    if selection.recipient:
+        cond.append(_address_match(d.c.recipient, selection.recipient))
+    if selection.sender:
+        senders = select(messages.c.id).where(_address_match(messages.c.sender, selection.sender))
+        cond.append(d.c.message_id.in_(senders.scalar_subquery()))
+    return cond
 
 
 def _event_row(
