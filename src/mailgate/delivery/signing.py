@@ -198,6 +198,10 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Signing is background work next to the relay's event loop: when both want a core,
     # the loop (SMTP replies) goes first.
-    os.nice(10)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(OSError):  # a sandbox may refuse; signing works regardless
+        os.nice(10)
+    # Warnings (a message not signed, and why) go to the relay's stderr in its format.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     _serve([tuple(k) for k in json.loads(sys.argv[1])])  # type: ignore[misc]
