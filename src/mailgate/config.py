@@ -82,6 +82,9 @@ class DatabaseSettings(_Section):
     def _scheme(cls, value: str) -> str:
         if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
+        if value.startswith("sqlite:///") and value[len("sqlite:///") :] in ("", ":memory:"):
+            # An in-memory queue is not durable, and each connection would see its own.
+            raise ValueError("SQLite needs a file path (sqlite:///path/to/mailgate.db)")
         return value
 
 

@@ -244,6 +244,10 @@ def test_settings_are_frozen() -> None:
             data_with(database={"url": "mysql://db/mail"}),
             "<config>: [database] url: must start with sqlite:/// or postgresql://",
         ),
+        (
+            data_with(database={"url": "sqlite:///:memory:"}),
+            "<config>: [database] url: SQLite needs a file path (sqlite:///path/to/mailgate.db)",
+        ),
         # domains
         (
             data_with(domains=[{"name": "a@b"}]),
