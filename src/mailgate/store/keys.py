@@ -101,6 +101,6 @@ class KeyStore:
         )
 
         def txn(conn: Connection) -> bool:
-            return (conn.execute(stmt)).rowcount > 0
+            return conn.execute(stmt).rowcount > 0
 
         return await self._store.writer.run(txn)

@@ -306,7 +306,7 @@ class Store:
             .values(lease_owner=owner, next_attempt_at=until, updated_at=now)
             .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
         )
-        rows = (conn.execute(stmt)).all()
+        rows = conn.execute(stmt).all()
         return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def record(
@@ -480,7 +480,7 @@ class Store:
         )
 
         def txn(conn: Connection) -> int:
-            return (conn.execute(stmt)).rowcount
+            return conn.execute(stmt).rowcount
 
         return await self.writer.run(txn)
 
@@ -688,7 +688,7 @@ class Store:
         stmt = delete(idempotency).where(idempotency.c.created_at <= older_than)
 
         def txn(conn: Connection) -> int:
-            return (conn.execute(stmt)).rowcount
+            return conn.execute(stmt).rowcount
 
         return await self.writer.run(txn)
 

@@ -55,7 +55,7 @@ class SuppressionStore:
         stmt = delete(suppressions).where(suppressions.c.address == address.lower())
 
         def txn(conn: Connection) -> bool:
-            return (conn.execute(stmt)).rowcount > 0
+            return conn.execute(stmt).rowcount > 0
 
         return await self._store.writer.run(txn)
 

@@ -80,7 +80,7 @@ class TemplateStore:
         stmt = update(templates).where(templates.c.id == template_id).values(**values)
 
         def txn(conn: Connection) -> bool:
-            return (conn.execute(stmt)).rowcount > 0
+            return conn.execute(stmt).rowcount > 0
 
         return await self._store.writer.run(txn)
 
@@ -88,6 +88,6 @@ class TemplateStore:
         stmt = delete(templates).where(templates.c.id == template_id)
 
         def txn(conn: Connection) -> bool:
-            return (conn.execute(stmt)).rowcount > 0
+            return conn.execute(stmt).rowcount > 0
 
         return await self._store.writer.run(txn)
