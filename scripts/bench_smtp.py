@@ -1627,6 +1627,7 @@ def print_targets(scenarios: list[Scenario]) -> None:
     e2e, fill = _find(scenarios, "e2e"), _find(scenarios, "fill")
     dkim = _find(scenarios, "e2e-dkim")
     paced_held, paced_dkim = _find(scenarios, "paced-held"), _find(scenarios, "paced-dkim")
+    paced_e2e = _find(scenarios, "paced-e2e")
     dead = [s for s in (_find(scenarios, k) for k in ("failover", "failover-blackhole")) if s]
     print()
     print("targets:")
@@ -1645,6 +1646,8 @@ def print_targets(scenarios: list[Scenario]) -> None:
         )
     if dkim and dkim.load:
         _print_dkim_targets(dkim, e2e, held)
+    if paced_e2e and paced_e2e.load and paced_held and paced_held.load:
+        _print_paced_ratio("delivery", paced_e2e, paced_held)
     if paced_dkim and paced_dkim.load:
         _print_paced_targets(paced_dkim, paced_held)
     for sc in dead:
@@ -1695,12 +1698,18 @@ def _print_paced_targets(dkim: Scenario, held: Scenario | None) -> None:
         f"signed, {dkim.load.late} late starts)"
     )
     if held and held.load:
-        p99, base = dkim.load.percentile_ms(99), held.load.percentile_ms(99)
-        print(
-            f"  paced {rate:g} msg/s: p99 accept, DKIM delivery <= 2x held: "
-            f"{verdict(p99 <= 2 * base)} ({p99:.2f} ms vs {base:.2f} ms held, "
-            f"{p99 / base:.2f}x)"
-        )
+        _print_paced_ratio("DKIM delivery", dkim, held)
+
+
+def _print_paced_ratio(what: str, running: Scenario, held: Scenario) -> None:
+    """p99 accept latency with ``what`` running against delivery held, same offered rate."""
+    assert running.load is not None and held.load is not None
+    rate = running.load.rate or 0.0
+    p99, base = running.load.percentile_ms(99), held.load.percentile_ms(99)
+    print(
+        f"  paced {rate:g} msg/s: p99 accept, {what} <= 2x held: "
+        f"{verdict(p99 <= 2 * base)} ({p99:.2f} ms vs {base:.2f} ms held, {p99 / base:.2f}x)"
+    )
 
 
 def _print_failover_targets(sc: Scenario) -> None:
