@@ -1651,7 +1651,7 @@ def print_targets(scenarios: list[Scenario]) -> None:
     if paced_dkim and paced_dkim.load:
         _print_paced_targets(paced_dkim, paced_held)
     for sc in dead:
-        _print_failover_targets(sc)
+        _print_failover_targets(sc, e2e)
     if fill and fill.load:
         rss = fill.extra["rss_after"]
         print(
@@ -1712,21 +1712,36 @@ def _print_paced_ratio(what: str, running: Scenario, held: Scenario) -> None:
     )
 
 
-def _print_failover_targets(sc: Scenario) -> None:
-    """The breaker must stop attempts at the dead provider: a handful of failover events,
-    and (blackhole) no 250->delivered anywhere near the dead provider's 2 s timeouts."""
+def _print_failover_targets(sc: Scenario, e2e: Scenario | None) -> None:
+    """The breaker must stop attempts at the dead provider (a handful of failover events),
+    and delivery must then go on through the other at full speed: the window starts after
+    the breaker opened, so its delivered rate is compared with plain e2e in the same run
+    (or with e2e's 700 msg/s target when e2e did not run). A timeout wait per message
+    would hold it at a few messages/s.
+
+    250->delivered is printed too, but it is no verdict here: the backlog built while the
+    first attempts waited for their timeouts is not worked off while the closed-loop load
+    keeps the relay saturated (accepts go first), so it stays for the whole window."""
     x = sc.extra
     label = f"{_key(sc)}:"
     print(
         f"  {label:<20} breaker stops the dead provider (< 100 failover events): "
         f"{verdict(x['failovers'] < 100)} ({x['failovers']})"
     )
-    if _key(sc) == "failover-blackhole":
-        ok = x["d_p99"] < 1000
-        print(
-            f"  {label:<20} 250->delivered p99 < 1 s (no {DEAD_TIMEOUT} timeout waits): "
-            f"{verdict(ok)} ({x['d_p99']:.0f} ms, max {x['d_max']:.0f} ms)"
-        )
+    rate = x["delivered_rate"]
+    hole = _key(sc) == "failover-blackhole"
+    backlog = f", the backlog of the first {DEAD_TIMEOUT} of timeouts" if hole else ""
+    if e2e is not None and e2e.load:
+        base = e2e.extra["delivered_rate"]
+        ok, against = rate >= 0.8 * base, f"{rate / base:.2f}x e2e's {base:.0f} msg/s"
+        want = ">= 0.8x e2e"
+    else:
+        ok, against, want = rate >= 700, "e2e did not run", ">= 700 msg/s"
+    print(
+        f"  {label:<20} delivered at full speed after the breaker ({want}): "
+        f"{verdict(ok)} ({rate:.0f} msg/s, {against}; 250->delivered p99 "
+        f"{x['d_p99']:.0f} ms{backlog})"
+    )
 
 
 def _key(sc: Scenario) -> str:
