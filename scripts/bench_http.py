@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import re
 import sys
 import time
 from collections import Counter
@@ -44,12 +42,10 @@ from bench_smtp import (
     HOST,
     START_TIMEOUT,
     BenchError,
-    Children,
+    ChildrenBench,
     Plan,
     RssSampler,
-    Sink,
     _body_lines,
-    _log_tail,
     _read_line,
     _say,
     _stdin_reader,
@@ -348,39 +344,10 @@ class Result:
 # ------------------------------------------------------------------ orchestrator
 
 
-class HttpBench:
+class HttpBench(ChildrenBench):
     def __init__(self, opts: argparse.Namespace, workdir: Path) -> None:
-        self.opts = opts
-        self.workdir = workdir
-        self.children = Children()
-        self.script = str(Path(__file__).resolve())
-        self.smtp_script = str(Path(__file__).resolve().with_name("bench_smtp.py"))
+        super().__init__(opts, workdir, str(Path(__file__).resolve()))
         self._runs = 0
-
-    def _log(self, msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-    # ---- servers
-
-    async def start_sink(self) -> Sink:
-        """bench_smtp's counting sink: a bare aiosmtpd that answers 250 to everything."""
-        proc = await self.children.spawn(
-            sys.executable,
-            self.smtp_script,
-            "_sink",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        line = await _read_line(proc, "sink", START_TIMEOUT)
-        _, port, loop, _hole = line.split()
-        return Sink(proc, int(port), loop)
-
-    async def stop_sink(self, sink: Sink) -> None:
-        if sink.proc.stdin is not None:
-            sink.proc.stdin.close()  # EOF: the sink exits by itself
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sink.proc.wait(), 5)
-        await self.children.stop(sink.proc, 5)
 
     async def _mailgate_cli(self, *args: str, timeout: float = 60.0) -> str:
         """Run a short ``mailgate`` command; its stdout, or BenchError with its stderr."""
@@ -432,29 +399,8 @@ class HttpBench:
                 stdout=fh,
                 stderr=fh,
             )
-        port = await self._wait_listening(proc, log)
+        port = await self._wait_listening(proc, log, "HTTP API")
         return Mailgate(proc, port, key, log)
-
-    async def _wait_listening(self, proc: asyncio.subprocess.Process, log: Path) -> int:
-        """Parse 'HTTP API listening on 127.0.0.1:PORT' from mailgate's stderr."""
-        deadline = time.monotonic() + START_TIMEOUT
-        pattern = re.compile(r"HTTP API listening on 127\.0\.0\.1:(\d+)")
-        while time.monotonic() < deadline:
-            m = pattern.search(log.read_text(errors="replace"))
-            if m:
-                return int(m.group(1))
-            if proc.returncode is not None:
-                raise BenchError(
-                    f"mailgate serve exited with code {proc.returncode}; stderr:\n" + _log_tail(log)
-                )
-            await asyncio.sleep(0.05)
-        raise BenchError("mailgate serve did not start listening; stderr:\n" + _log_tail(log))
-
-    async def stop_mailgate(self, mg: Mailgate) -> int:
-        code = await self.children.stop(mg.proc, 40.0)
-        if code != 0:
-            self._log(f"mailgate exited with code {code}; stderr tail:\n{_log_tail(mg.log)}")
-        return code
 
     async def _with_mailgate(
         self, name: str, body: Callable[[Mailgate, Result], Awaitable[None]]
@@ -478,10 +424,6 @@ class HttpBench:
         return res
 
     # ---- send
-
-    def _split(self, total: int) -> list[int]:
-        procs = max(1, min(self.opts.client_procs, total))
-        return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
 
     async def send(self) -> Result:
         return await self._with_mailgate("send", self._send_load)

@@ -67,7 +67,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 import uvloop
@@ -112,6 +112,7 @@ RSS_INTERVAL = 0.1
 LATE_START = 0.05  # paced mode: a message starting this far behind its slot is "late"
 PIPE_LIMIT = 1 << 26  # a client's RESULT line carries every latency sample
 PR_SET_PDEATHSIG = 1
+SINK_SCRIPT = str(Path(__file__).resolve())  # this file's "_sink" mode, for both benches
 
 # ----------------------------------------------------------------------------- message
 
@@ -1007,14 +1008,22 @@ def failover_events(db: Path, since: float) -> dict[str, Any]:
 Probe = Callable[[], Awaitable[dict[str, Any]]]
 
 
-class Bench:
-    def __init__(self, opts: argparse.Namespace, workdir: Path) -> None:
+class MailgateProcess(Protocol):
+    """A running ``mailgate serve`` (each bench has its own record of one)."""
+
+    proc: asyncio.subprocess.Process
+    log: Path
+
+
+class ChildrenBench:
+    """What both benchmarks' orchestrators share (bench_http.py builds on it too): the
+    child processes, the counting sink, starting and stopping mailgate, the log."""
+
+    def __init__(self, opts: argparse.Namespace, workdir: Path, script: str) -> None:
         self.opts = opts
         self.workdir = workdir
         self.children = Children()
-        self.script = str(Path(__file__).resolve())
-        self._runs = 0
-        self._dkim: DkimKeyFile | None = None
+        self.script = script  # the file whose "_client" mode is this bench's load client
 
     def _log(self, msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -1025,7 +1034,7 @@ class Bench:
         flags = [f for f, on in (("track", track), ("blackhole", blackhole)) if on]
         proc = await self.children.spawn(
             sys.executable,
-            self.script,
+            SINK_SCRIPT,
             "_sink",
             *flags,
             stdin=asyncio.subprocess.PIPE,
@@ -1041,6 +1050,44 @@ class Bench:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(sink.proc.wait(), 5)
         await self.children.stop(sink.proc, 5)
+
+    async def _wait_listening(
+        self, proc: asyncio.subprocess.Process, log: Path, listener: str = "SMTP"
+    ) -> int:
+        """Parse '<listener> listening on 127.0.0.1:PORT' from mailgate's stderr."""
+        deadline = time.monotonic() + START_TIMEOUT
+        pattern = re.compile(re.escape(listener) + r" listening on 127\.0\.0\.1:(\d+)")
+        while time.monotonic() < deadline:
+            m = pattern.search(log.read_text(errors="replace"))
+            if m:
+                return int(m.group(1))
+            if proc.returncode is not None:
+                raise BenchError(
+                    f"mailgate serve exited with code {proc.returncode}; stderr:\n" + _log_tail(log)
+                )
+            await asyncio.sleep(0.05)
+        raise BenchError("mailgate serve did not start listening; stderr:\n" + _log_tail(log))
+
+    async def stop_mailgate(self, mg: MailgateProcess) -> int:
+        code = await self.children.stop(mg.proc, 40.0)
+        if code != 0:
+            self._log(f"mailgate exited with code {code}; stderr tail:\n{_log_tail(mg.log)}")
+        return code
+
+    # ---- load
+
+    def _split(self, total: int) -> list[int]:
+        procs = max(1, min(self.opts.client_procs, total))
+        return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
+
+
+class Bench(ChildrenBench):
+    def __init__(self, opts: argparse.Namespace, workdir: Path) -> None:
+        super().__init__(opts, workdir, str(Path(__file__).resolve()))
+        self._runs = 0
+        self._dkim: DkimKeyFile | None = None
+
+    # ---- servers
 
     async def start_mailgate(
         self,
@@ -1087,21 +1134,6 @@ class Bench:
             port = await self._wait_listening(proc, log)
         return Mailgate(proc, port, workdir / "data" / "mailgate.db", log, http_port)
 
-    async def _wait_listening(self, proc: asyncio.subprocess.Process, log: Path) -> int:
-        """Parse 'SMTP listening on 127.0.0.1:PORT' from mailgate's stderr."""
-        deadline = time.monotonic() + START_TIMEOUT
-        pattern = re.compile(r"SMTP listening on 127\.0\.0\.1:(\d+)")
-        while time.monotonic() < deadline:
-            m = pattern.search(log.read_text(errors="replace"))
-            if m:
-                return int(m.group(1))
-            if proc.returncode is not None:
-                raise BenchError(
-                    f"mailgate serve exited with code {proc.returncode}; stderr:\n" + _log_tail(log)
-                )
-            await asyncio.sleep(0.05)
-        raise BenchError("mailgate serve did not start listening; stderr:\n" + _log_tail(log))
-
     async def _wait_connectable(
         self, proc: asyncio.subprocess.Process, log: Path, port: int
     ) -> int:
@@ -1123,17 +1155,7 @@ class Bench:
             f"mailgate serve is not accepting on port {port}; stderr:\n" + _log_tail(log)
         )
 
-    async def stop_mailgate(self, mg: Mailgate) -> int:
-        code = await self.children.stop(mg.proc, 40.0)
-        if code != 0:
-            self._log(f"mailgate exited with code {code}; stderr tail:\n{_log_tail(mg.log)}")
-        return code
-
     # ---- load
-
-    def _split(self, total: int) -> list[int]:
-        procs = max(1, min(self.opts.client_procs, total))
-        return [total // procs + (1 if i < total % procs else 0) for i in range(procs)]
 
     async def run_load(
         self,
@@ -1714,10 +1736,10 @@ def _print_paced_ratio(what: str, running: Scenario, held: Scenario) -> None:
 
 def _print_failover_targets(sc: Scenario, e2e: Scenario | None) -> None:
     """The breaker must stop attempts at the dead provider (a handful of failover events),
-    and delivery must then go on through the other at full speed: the window starts after
-    the breaker opened, so its delivered rate is compared with plain e2e in the same run
-    (or with e2e's 700 msg/s target when e2e did not run). A timeout wait per message
-    would hold it at a few messages/s.
+    and delivery must then go on through the other at full speed: with the default 2 s
+    warm-up the window starts after the breaker opened, so its delivered rate is compared
+    with plain e2e in the same run (or with e2e's 700 msg/s target when e2e did not run).
+    A timeout wait per message would hold it at a few messages/s.
 
     250->delivered is printed too, but it is no verdict here: the backlog built while the
     first attempts waited for their timeouts is not worked off while the closed-loop load
