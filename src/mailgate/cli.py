@@ -553,6 +553,13 @@ _ACTION_HELP = {
 }
 
 
+_SELECTION_HELP = (
+    "\n\nSelect by MESSAGE_IDS, --to and --from (all given must match), or --all. "
+    "Deliveries being attempted right now are left alone. A running relay sees a "
+    "retry or release within 5 seconds."
+)
+
+
 def _queue_action(action: str) -> None:
     """Register ``mailgate queue <action>`` with the shared selection options."""
 
@@ -580,12 +587,7 @@ def _queue_action(action: str) -> None:
         click.echo(f"{action}: {changed} deliveries of {messages} messages")
 
 
-_SELECTION_HELP = (
-    "\n\nSelect by MESSAGE_IDS, --to and --from (all given must match), or --all. "
-    "Deliveries being attempted right now are left alone. A running relay sees a "
-    "retry or release within 5 seconds."
-)
-for _action in ("retry", "hold", "release", "delete"):
+for _action in _ACTION_HELP:
     _queue_action(_action)
 
 

@@ -232,8 +232,7 @@ class Scheduler:
                 for u in updates:
                     if u.next_attempt_at is not None:
                         self._note_due(u.next_attempt_at)
-                if self._metrics is not None:
-                    for u in updates:
+                    if self._metrics is not None:
                         self._metrics.results.labels(u.status.value, u.provider).inc()
                 if suppress and self._suppressions is not None:
                     self._suppressions.added([x.address for x in suppress])

@@ -2,7 +2,6 @@
 
 from mailgate.store.keys import KeyRecord
 from mailgate.store.store import (
-    QUEUE_ACTIONS,
     DeliveryUpdate,
     IdempotentAnswer,
     NewMessage,
@@ -13,7 +12,6 @@ from mailgate.store.suppressions import Suppression
 from mailgate.store.templates import TemplateRecord
 
 __all__ = [
-    "QUEUE_ACTIONS",
     "DeliveryUpdate",
     "IdempotentAnswer",
     "KeyRecord",
