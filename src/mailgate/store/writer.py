@@ -99,7 +99,6 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         # SQLite: a thread of its own with a synchronous connection (see the module doc).
-        self._threaded = engine.dialect.name == "sqlite"
         self._sync_engine: Engine | None = None
         self._sync_conn: Connection | None = None  # used only in the writer thread
         self._thread: ThreadPoolExecutor | None = None
@@ -107,7 +106,7 @@ class GroupCommitWriter:
         self._flushing: bool | None = None  # the SQLite connection's synchronous setting
 
     def start(self) -> None:
-        if self._threaded:
+        if self._engine.dialect.name == "sqlite":
             self._sync_engine = create_sync_writer_engine(self._engine.url)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-writer")
         self._task = asyncio.create_task(self._run(), name="mailgate-writer")
