@@ -657,7 +657,8 @@ async def _read_line(proc: asyncio.subprocess.Process, what: str, timeout: float
 
 
 class RssSampler:
-    """Peak and latest RSS of one process, sampled every 100 ms while in the ``async with``."""
+    """Peak and latest RSS of one process and its children (mailgate's delivery and signing
+    processes), summed, sampled every 100 ms while in the ``async with``."""
 
     def __init__(self, pid: int) -> None:
         self._proc = psutil.Process(pid)
@@ -667,7 +668,11 @@ class RssSampler:
 
     def sample(self) -> int:
         with contextlib.suppress(psutil.Error):
-            self.last = self._proc.memory_info().rss
+            rss = self._proc.memory_info().rss
+            for child in self._proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    rss += child.memory_info().rss
+            self.last = rss
             self.peak = max(self.peak, self.last)
         return self.last
 

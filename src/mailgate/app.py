@@ -16,23 +16,20 @@ from typing import IO
 
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
+from mailgate.delivery.attempt import AttemptRecord
 from mailgate.delivery.bounce_intake import BounceIntake
 from mailgate.delivery.dkim import DkimSigner
+from mailgate.delivery.process import DeliveryProcess
 from mailgate.delivery.scheduler import Scheduler
 from mailgate.events.metrics import Metrics
 from mailgate.exceptions import MailgateError
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
 from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
 from mailgate.ratelimit import RateLimiter
-from mailgate.routing.router import Router
 from mailgate.store import Store
 from mailgate.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
-
-# DKIM signing processes: one per core but one (that one is the event loop's), at most 4.
-# Each signs ~2,000 messages/s with RSA-2048; a second one on 2 cores only took the loop's.
-SIGNING_PROCESSES = max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
 def sd_notify(state: str) -> None:
@@ -59,8 +56,8 @@ class App:
         self.settings = settings
         self.store: Store | None = None
         self.scheduler: Scheduler | None = None
-        self.router: Router | None = None
-        self.signer: DkimSigner | None = None
+        self.delivery: DeliveryProcess | None = None
+        self._starting: asyncio.Task[None] | None = None
         self.smtp: SmtpListeners | None = None
         self.http: HttpServer | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -98,24 +95,22 @@ class App:
         released = await self.store.release_leases(f"{s.server.node_id}:", time.time(), prefix=True)
         if released:
             log.info("released %d deliveries leased by an earlier run of this node", released)
-        self.signer = signer = DkimSigner.from_settings(s)
-        if signer.domains():
-            log.info("DKIM signing for %s", ", ".join(sorted(signer.domains())))
-            if s.delivery.enabled:
-                await signer.start_processes(SIGNING_PROCESSES)
+        signed = DkimSigner.from_settings(s).domains()  # the keys load, or serve stops here
+        if signed:
+            log.info("DKIM signing for %s", ", ".join(sorted(signed)))
+        # Attempts run in a child process (mailgate.delivery.process); it starts while the
+        # listeners do, and is ready before the scheduler starts.
+        self.delivery = DeliveryProcess(s)
+        if s.delivery.enabled:
+            self._starting = asyncio.create_task(
+                self.delivery.start(), name="mailgate-delivery-start"
+            )
         self.suppressions = SuppressionList(self.store)
         await self.suppressions.load()
         self.suppressions.start()
-        self.router = Router(s)
         self.metrics = Metrics()
         self.scheduler = Scheduler(
-            s,
-            self.store,
-            self.router,
-            self.owner,
-            signer=signer,
-            suppressions=self.suppressions,
-            metrics=self.metrics,
+            s, self.store, self.delivery, self.owner, on_recorded=self._recorded
         )
         self.acceptor = Acceptor(
             s,
@@ -141,11 +136,19 @@ class App:
         self._lag_watch = asyncio.create_task(
             self.metrics.watch_event_loop(), name="mailgate-loop-lag"
         )
-        if s.delivery.enabled:
+        if self._starting is not None:
+            await self._starting
             self.scheduler.start()
         else:
             log.warning("delivery is disabled ([delivery] enabled = false): mail is only queued")
         sd_notify("READY=1")
+
+    def _recorded(self, record: AttemptRecord) -> None:
+        """An attempt's outcome is committed: count it, and refuse hard-bounced addresses."""
+        for u in record.updates:
+            self.metrics.results.labels(u.status.value, u.provider).inc()
+        if record.suppress and self.suppressions is not None:
+            self.suppressions.added([x.address for x in record.suppress])
 
     async def _housekeeping(self) -> None:
         """Periodic chores: forget Idempotency-Key answers older than 24 h."""
@@ -173,12 +176,13 @@ class App:
             await self.smtp.stop(grace=min(5.0, grace))
         if self.scheduler is not None:
             await self.scheduler.stop(grace)
+        if self._starting is not None:  # a start that failed half-way: let it finish
+            with contextlib.suppress(Exception):
+                await self._starting
+        if self.delivery is not None:
+            await self.delivery.close()
         if self.suppressions is not None:
             await self.suppressions.stop()
-        if self.router is not None:
-            await self.router.close()
-        if self.signer is not None:
-            await self.signer.close()
         if self.store is not None:
             await self.store.close()
         if self._lock_file is not None:

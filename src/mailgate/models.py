@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,3 +151,55 @@ class AttemptResult:
     # Where it happened: connect, ehlo, starttls, auth, mail, rcpt, data, dns, local.
     # A 5xx at rcpt is the recipient's; elsewhere it may be the provider's (failover).
     stage: str = "data"
+
+
+# Rows the delivery process hands back to the store; here, not in mailgate.store, so that
+# the delivery process need not import SQLAlchemy.
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message and its recipients, ready to commit."""
+
+    id: str
+    created_at: float
+    sender: str
+    recipients: Sequence[str]
+    raw: bytes
+    subject: str = ""
+    message_id_header: str = ""
+    source: str = "smtp"
+    credential: str = ""
+    client_address: str = ""
+    key_id: str = ""
+    display_to: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    metadata: dict[str, Any] | None = None
+    tracking: dict[str, Any] | None = None
+    scheduled_at: float | None = None  # hold until then (status "scheduled")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    """The result of one attempt for one recipient, as the store records it."""
+
+    message_id: str
+    rcpt_idx: int
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float | None  # None: final
+    provider: str
+    response: str
+    event: str  # event type: sent, deferred, bounced, failed, ...
+    # Providers that failed before this result in the same attempt: (provider, reply).
+    failovers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    address: str
+    reason: str
+    detail: str
+    message_id: str
+    created_at: float

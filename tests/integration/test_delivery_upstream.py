@@ -166,13 +166,14 @@ def test_gives_up_after_max_age(relay_factory, upstream) -> None:  # type: ignor
 
 
 def test_provider_auth(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    # Set before the relay starts: its delivery process reads its environment then.
+    os.environ["UP_PASS"] = "s3cret"
     with Upstream(auth=("relayuser", "s3cret")) as up:
         relay = relay_factory(
             providers=smtp_provider(up.port, username="relayuser", password_env="UP_PASS")
         )
-        import os
-
-        os.environ["UP_PASS"] = "s3cret"
         try:
             qid = submit(relay, ["a@dest.test"])
             relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"})

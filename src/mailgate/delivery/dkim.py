@@ -36,8 +36,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
-from mailgate.delivery.signing import SigningProcesses, SigningUnavailable
+from mailgate.delivery.signing import SigningProcesses
 from mailgate.exceptions import ConfigError
+from mailgate.workers import WorkerUnavailable
 
 if TYPE_CHECKING:
     from mailgate.config import Settings
@@ -384,7 +385,7 @@ class DkimSigner:
         if self._processes is not None:
             try:
                 return await self._processes.sign(raw, envelope_sender)
-            except SigningUnavailable as exc:  # a worker died: this one in a thread
+            except WorkerUnavailable as exc:  # a worker died: this one in a thread
                 log.warning("signing in a thread: %s", exc)
         return await asyncio.to_thread(self.sign, raw, envelope_sender)
 

@@ -1,5 +1,6 @@
-"""The delivery loop (Postfix's qmgr): claims due deliveries with a lease and hands each
-message's recipients to a transport in one transaction. It knows no SMTP.
+"""The delivery loop (Postfix's qmgr): claims due deliveries with a lease, has the
+delivery process (:mod:`mailgate.delivery.process`) attempt each message, and records
+the outcome in one transaction per message. It knows no SMTP.
 
 Woken at once by accept() after each commit, and by a timer for the next retry; it never
 polls on the hot path. A lease moves ``next_attempt_at`` to its expiry, so work claimed by a
@@ -12,26 +13,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from mailgate.config import Settings
-from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn, verp_address
-from mailgate.delivery.classify import connection_reply, is_hard_bounce
-from mailgate.delivery.dkim import DkimSigner
-from mailgate.delivery.retry import backoff, expired
-from mailgate.events.metrics import Metrics
+from mailgate.delivery.attempt import AttemptRecord, unfinished
 from mailgate.exceptions import StoreUnavailable
-from mailgate.headers import scan
-from mailgate.ids import new_id
-from mailgate.models import (
-    AttemptResult,
-    ClaimedDelivery,
-    DeliveryStatus,
-    Outcome,
-    QueuedMessage,
-)
-from mailgate.routing.router import Router
-from mailgate.store import DeliveryUpdate, NewMessage, Store, Suppression
-from mailgate.suppression import SuppressionList
+from mailgate.models import ClaimedDelivery, QueuedMessage
+from mailgate.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +30,27 @@ WAKE_GATHER = 0.01
 DUE_RECHECK = 1.0  # s: how old the known next due time may get before it is read again
 
 
+class Attempts(Protocol):
+    """Makes delivery attempts: :class:`~mailgate.delivery.process.DeliveryProcess`."""
+
+    async def attempt(self, msg: QueuedMessage) -> AttemptRecord: ...
+
+
 class Scheduler:
     def __init__(
         self,
         settings: Settings,
         store: Store,
-        router: Router,
+        deliverer: Attempts,
         owner: str,
         *,
-        signer: DkimSigner | None = None,
-        suppressions: SuppressionList | None = None,
-        metrics: Metrics | None = None,
+        on_recorded: Callable[[AttemptRecord], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._router = router
-        self._signer = signer
-        self._suppressions = suppressions
-        self._metrics = metrics
+        self._deliverer = deliverer
+        self._on_recorded = on_recorded  # metrics and the suppression cache, in the relay
         self.owner = owner
         self._clock = clock
         self._wake = asyncio.Event()
@@ -175,197 +165,37 @@ class Scheduler:
             task.add_done_callback(self._tasks.discard)
         return len(claimed)
 
-    async def _signed(self, msg: QueuedMessage) -> tuple[bytes, bytes | None]:
-        """The bytes to send: signed on the first attempt, the same signature after."""
-        if msg.dkim is not None:
-            return msg.dkim + msg.raw, None
-        if self._signer is None:
-            return msg.raw, None
-        try:
-            header = await self._signer.sign_async(msg.raw, msg.sender)
-        except Exception:  # an unsignable message still goes out, unsigned and logged
-            log.exception("DKIM signing failed for %s; sending unsigned", msg.id)
-            return msg.raw, None
-        return header + msg.raw, (header or None)
-
     async def _attempt(self, msg: QueuedMessage) -> None:
         try:
-            data, new_signature = await self._signed(msg)
-            # One transaction per route and return path: with VERP each recipient has its own.
-            groups: dict[tuple[int | None, str], list[ClaimedDelivery]] = {}
-            for d in msg.deliveries:
-                key = (self._router.route_for(d.recipient, msg.sender), self._return_path(msg, d))
-                groups.setdefault(key, []).append(d)
-            routed = await asyncio.gather(
-                *(
-                    self._deliver(route, sender, msg, dels, data)
-                    for (route, sender), dels in groups.items()
-                )
-            )
-            now = self._clock()
-            pairs = [
-                (d, result, failed)
-                for dels, (results, history) in zip(groups.values(), routed, strict=True)
-                for d, result, failed in zip(dels, results, history, strict=True)
-            ]
-            updates = [self._update(msg, d, r, failed, now) for d, r, failed in pairs]
-            suppress = [
-                Suppression(d.recipient.lower(), "hard_bounce", r.reply.line(), msg.id, now)
-                for d, r, _ in pairs
-                if r.outcome is Outcome.PERMANENT and is_hard_bounce(r.reply)
-            ]
-            dsn = self._dsn(msg, pairs, updates, now)
+            try:
+                done = await self._deliverer.attempt(msg)
+            except Exception as exc:
+                # The delivery process died mid-attempt (or a bug): whether the mail went
+                # out is unknown; try again after the backoff rather than hold the lease.
+                log.error("attempt of %s did not finish: %s", msg.id, exc)
+                why = f"delivery interrupted: {exc}"
+                done = unfinished(self._settings, msg, why, self._clock())
             try:
                 await self._store.record(
                     self.owner,
-                    now,
-                    updates,
-                    dkim={msg.id: new_signature} if new_signature else None,
-                    suppress=suppress,
-                    dsns=[dsn] if dsn is not None else [],
+                    self._clock(),
+                    done.updates,
+                    dkim={msg.id: done.dkim} if done.dkim else None,
+                    suppress=done.suppress,
+                    dsns=done.dsns,
                 )
             except StoreUnavailable as exc:
                 log.error(
                     "could not record results of %s (lease will expire, retry): %s", msg.id, exc
                 )
             else:
-                for u in updates:
+                for u in done.updates:
                     if u.next_attempt_at is not None:
                         self._note_due(u.next_attempt_at)
-                    if self._metrics is not None:
-                        self._metrics.results.labels(u.status.value, u.provider).inc()
-                if suppress and self._suppressions is not None:
-                    self._suppressions.added([x.address for x in suppress])
-                    for x in suppress:
-                        log.info("suppressed %s after a hard bounce (%s)", x.address, msg.id)
+                for x in done.suppress:
+                    log.info("suppressed %s after a hard bounce (%s)", x.address, msg.id)
+                if self._on_recorded is not None:
+                    self._on_recorded(done)
         finally:
             self._inflight -= len(msg.deliveries)
             self._wake.set()
-
-    def _dsn(
-        self,
-        msg: QueuedMessage,
-        pairs: list[tuple[ClaimedDelivery, AttemptResult, list[AttemptResult]]],
-        updates: list[DeliveryUpdate],
-        now: float,
-    ) -> NewMessage | None:
-        """A delivery status notification for the recipients that bounced or failed now.
-
-        Goes to the envelope sender with the null sender, through the same queue; never
-        for the null sender or for a DSN or auto-reply (no loops).
-        """
-        failures = [
-            FailedRecipient(
-                recipient=d.recipient,
-                status=r.reply.enhanced
-                or ("5.0.0" if u.status is DeliveryStatus.BOUNCED else "4.4.7"),
-                diagnostic=r.reply.line(),
-                remote_mta=r.provider,
-                last_attempt=now,
-            )
-            for (d, r, _), u in zip(pairs, updates, strict=True)
-            if u.status in (DeliveryStatus.BOUNCED, DeliveryStatus.FAILED)
-        ]
-        if not failures or not should_send_dsn(msg.sender, msg.raw):
-            return None
-        hostname = self._settings.server.hostname
-        try:
-            raw = build_dsn(
-                original=msg.raw,
-                queue_id=msg.id,
-                envelope_sender=msg.sender,
-                hostname=hostname,
-                failures=failures,
-                now=now,
-                arrival_date=msg.created_at,
-            )
-        except ValueError:
-            log.exception("could not build a DSN for %s", msg.id)
-            return None
-        dsn_id = new_id()
-        log.info(
-            "%s: DSN %s to <%s> for %d recipient(s)", msg.id, dsn_id, msg.sender, len(failures)
-        )
-        return NewMessage(
-            id=dsn_id,
-            created_at=now,
-            sender="",
-            recipients=(msg.sender,),
-            raw=raw,
-            subject="Undelivered Mail Returned to Sender",
-            message_id_header=scan(raw).message_id,
-            source="dsn",
-            credential=f"dsn:{msg.id}",
-        )
-
-    def _return_path(self, msg: QueuedMessage, d: ClaimedDelivery) -> str:
-        """The MAIL FROM upstream: the sender, or a VERP address that names the delivery."""
-        if not self._settings.bounces.verp or msg.sender in ("", "<>"):
-            return msg.sender
-        return verp_address(
-            self._settings.bounces.local, self._settings.bounce_domain, msg.id, d.rcpt_idx
-        )
-
-    async def _deliver(
-        self,
-        route: int | None,
-        sender: str,
-        msg: QueuedMessage,
-        dels: list[ClaimedDelivery],
-        data: bytes,
-    ) -> tuple[list[AttemptResult], list[list[AttemptResult]]]:
-        rcpts = [d.recipient for d in dels]
-        try:
-            routed = await self._router.deliver(route, sender, rcpts, data)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug in a transport must not lose the delivery
-            log.exception("delivery of %s failed unexpectedly", msg.id)
-            reply = connection_reply("internal", f"internal error: {type(exc).__name__}")
-            return [AttemptResult(Outcome.TEMPORARY, reply, "", "local") for _ in rcpts], [
-                [] for _ in rcpts
-            ]
-        return routed.results, routed.history
-
-    def _update(
-        self,
-        msg: QueuedMessage,
-        d: ClaimedDelivery,
-        r: AttemptResult,
-        failed: list[AttemptResult],
-        now: float,
-    ) -> DeliveryUpdate:
-        attempts = d.attempts + 1
-        nxt: float | None = None
-        if r.outcome is Outcome.SENT:
-            direct = self._router.is_direct(r.provider)
-            status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
-        elif r.outcome is Outcome.PERMANENT:
-            status = DeliveryStatus.BOUNCED
-        elif expired(msg.created_at, now, self._settings.retry):
-            status = DeliveryStatus.FAILED
-        else:
-            status = DeliveryStatus.DEFERRED
-            nxt = now + backoff(attempts, self._settings.retry)
-        log.info(
-            "%s to=<%s> status=%s attempts=%d provider=%s reply=%s%s",
-            msg.id,
-            d.recipient,
-            status.value,
-            attempts,
-            r.provider or "-",
-            r.reply,
-            "".join(f" (failed over from {f.provider}: {f.reply})" for f in failed),
-        )
-        return DeliveryUpdate(
-            message_id=msg.id,
-            rcpt_idx=d.rcpt_idx,
-            recipient=d.recipient,
-            status=status,
-            attempts=attempts,
-            next_attempt_at=nxt,
-            provider=r.provider,
-            response=r.reply.line(),
-            event=status.value,
-            failovers=tuple((f.provider, f.reply.line()) for f in failed),
-        )

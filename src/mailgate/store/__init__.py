@@ -1,14 +1,8 @@
 """The durable queue: schema, engines, group commit and every SQL statement."""
 
+from mailgate.models import DeliveryUpdate, NewMessage, Suppression
 from mailgate.store.keys import KeyRecord
-from mailgate.store.store import (
-    DeliveryUpdate,
-    IdempotentAnswer,
-    NewMessage,
-    QueueFilter,
-    Store,
-)
-from mailgate.store.suppressions import Suppression
+from mailgate.store.store import IdempotentAnswer, QueueFilter, Store
 from mailgate.store.templates import TemplateRecord
 
 __all__ = [

@@ -29,11 +29,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailgate.exceptions import StoreUnavailable
-from mailgate.models import ClaimedDelivery, DeliveryStatus, QueuedMessage
+from mailgate.models import (
+    ClaimedDelivery,
+    DeliveryStatus,
+    DeliveryUpdate,
+    NewMessage,
+    QueuedMessage,
+    Suppression,
+)
 from mailgate.store.engine import create_engine, migrate
 from mailgate.store.keys import KeyStore
 from mailgate.store.schema import deliveries, events, idempotency, messages
-from mailgate.store.suppressions import Suppression, SuppressionStore
+from mailgate.store.suppressions import SuppressionStore
 from mailgate.store.suppressions import row as suppression_row
 from mailgate.store.templates import TemplateStore
 from mailgate.store.writer import GroupCommitWriter, Op
@@ -93,28 +100,6 @@ _UPDATE_MESSAGE_STATUS = (
 
 
 @dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A message and its recipients, ready to commit."""
-
-    id: str
-    created_at: float
-    sender: str
-    recipients: Sequence[str]
-    raw: bytes
-    subject: str = ""
-    message_id_header: str = ""
-    source: str = "smtp"
-    credential: str = ""
-    client_address: str = ""
-    key_id: str = ""
-    display_to: Sequence[str] = ()
-    tags: Sequence[str] = ()
-    metadata: dict[str, Any] | None = None
-    tracking: dict[str, Any] | None = None
-    scheduled_at: float | None = None  # hold until then (status "scheduled")
-
-
-@dataclass(frozen=True, slots=True)
 class QueueFilter:
     """Which deliveries an operator command acts on; empty fields do not restrict."""
 
@@ -142,23 +127,6 @@ class IdempotentAnswer:
     request_hash: str
     status_code: int
     body: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryUpdate:
-    """The result of one attempt for one recipient, as the store records it."""
-
-    message_id: str
-    rcpt_idx: int
-    recipient: str
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: float | None  # None: final
-    provider: str
-    response: str
-    event: str  # event type: sent, deferred, bounced, failed, ...
-    # Providers that failed before this result in the same attempt: (provider, reply).
-    failovers: tuple[tuple[str, str], ...] = ()
 
 
 class Store:

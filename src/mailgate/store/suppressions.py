@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mailgate.models import Suppression
 from mailgate.store.schema import suppressions
 
 if TYPE_CHECKING:
     from mailgate.store.store import Store
 
 REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
-
-
-@dataclass(frozen=True, slots=True)
-class Suppression:
-    address: str
-    reason: str
-    detail: str
-    message_id: str
-    created_at: float
 
 
 def insert_ignoring_duplicates(dialect: str) -> Any:

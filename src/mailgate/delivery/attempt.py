@@ -1,0 +1,268 @@
+"""One delivery attempt of one message: sign, route, classify, and what to record.
+
+This is the work of the delivery process (:mod:`mailgate.delivery.process`): everything
+between a claimed message and the rows that record its outcome, with no SQL. The scheduler
+in the relay's process claims the message and records what comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailgate.config import Settings
+from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn, verp_address
+from mailgate.delivery.classify import connection_reply, is_hard_bounce
+from mailgate.delivery.dkim import DkimSigner
+from mailgate.delivery.retry import backoff, expired
+from mailgate.headers import scan
+from mailgate.ids import new_id
+from mailgate.models import (
+    AttemptResult,
+    ClaimedDelivery,
+    DeliveryStatus,
+    DeliveryUpdate,
+    NewMessage,
+    Outcome,
+    QueuedMessage,
+    Suppression,
+)
+from mailgate.routing.router import Router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """What one attempt changes in the queue, recorded in one transaction."""
+
+    updates: list[DeliveryUpdate]
+    dkim: bytes | None = None  # a signature made now, kept for the retries
+    suppress: list[Suppression] = field(default_factory=list)
+    dsns: list[NewMessage] = field(default_factory=list)
+
+
+def update_for(
+    settings: Settings,
+    msg: QueuedMessage,
+    d: ClaimedDelivery,
+    r: AttemptResult,
+    failed: list[AttemptResult],
+    now: float,
+    *,
+    direct: bool = False,
+) -> DeliveryUpdate:
+    """The delivery's new state after result ``r`` (``direct``: accepted by the recipient's
+    own MX, so "delivered" rather than "sent")."""
+    attempts = d.attempts + 1
+    nxt: float | None = None
+    if r.outcome is Outcome.SENT:
+        status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
+    elif r.outcome is Outcome.PERMANENT:
+        status = DeliveryStatus.BOUNCED
+    elif expired(msg.created_at, now, settings.retry):
+        status = DeliveryStatus.FAILED
+    else:
+        status = DeliveryStatus.DEFERRED
+        nxt = now + backoff(attempts, settings.retry)
+    log.info(
+        "%s to=<%s> status=%s attempts=%d provider=%s reply=%s%s",
+        msg.id,
+        d.recipient,
+        status.value,
+        attempts,
+        r.provider or "-",
+        r.reply,
+        "".join(f" (failed over from {f.provider}: {f.reply})" for f in failed),
+    )
+    return DeliveryUpdate(
+        message_id=msg.id,
+        rcpt_idx=d.rcpt_idx,
+        recipient=d.recipient,
+        status=status,
+        attempts=attempts,
+        next_attempt_at=nxt,
+        provider=r.provider,
+        response=r.reply.line(),
+        event=status.value,
+        failovers=tuple((f.provider, f.reply.line()) for f in failed),
+    )
+
+
+def unfinished(settings: Settings, msg: QueuedMessage, why: str, now: float) -> AttemptRecord:
+    """Every delivery of ``msg`` deferred for a local reason: the attempt did not finish.
+
+    Deferred even past ``max_age``: the next attempt fails it then, with its DSN.
+    """
+    reply = connection_reply("internal", why).line()
+    updates = []
+    for d in msg.deliveries:
+        log.info("%s to=<%s> status=deferred reply=%s", msg.id, d.recipient, reply)
+        updates.append(
+            DeliveryUpdate(
+                message_id=msg.id,
+                rcpt_idx=d.rcpt_idx,
+                recipient=d.recipient,
+                status=DeliveryStatus.DEFERRED,
+                attempts=d.attempts + 1,
+                next_attempt_at=now + backoff(d.attempts + 1, settings.retry),
+                provider="",
+                response=reply,
+                event=DeliveryStatus.DEFERRED.value,
+            )
+        )
+    return AttemptRecord(updates)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        signer: DkimSigner | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._router = router
+        self._signer = signer
+        self._clock = clock
+
+    async def close(self) -> None:
+        await self._router.close()
+        if self._signer is not None:
+            await self._signer.close()
+
+    async def attempt(self, msg: QueuedMessage) -> AttemptRecord:
+        data, new_signature = await self._signed(msg)
+        # One transaction per route and return path: with VERP each recipient has its own.
+        groups: dict[tuple[int | None, str], list[ClaimedDelivery]] = {}
+        for d in msg.deliveries:
+            key = (self._router.route_for(d.recipient, msg.sender), self._return_path(msg, d))
+            groups.setdefault(key, []).append(d)
+        routed = await asyncio.gather(
+            *(
+                self._deliver(route, sender, msg, dels, data)
+                for (route, sender), dels in groups.items()
+            )
+        )
+        now = self._clock()
+        pairs = [
+            (d, result, failed)
+            for dels, (results, history) in zip(groups.values(), routed, strict=True)
+            for d, result, failed in zip(dels, results, history, strict=True)
+        ]
+        updates = [
+            update_for(
+                self._settings, msg, d, r, failed, now, direct=self._router.is_direct(r.provider)
+            )
+            for d, r, failed in pairs
+        ]
+        suppress = [
+            Suppression(d.recipient.lower(), "hard_bounce", r.reply.line(), msg.id, now)
+            for d, r, _ in pairs
+            if r.outcome is Outcome.PERMANENT and is_hard_bounce(r.reply)
+        ]
+        dsn = self._dsn(msg, pairs, updates, now)
+        return AttemptRecord(updates, new_signature, suppress, [dsn] if dsn is not None else [])
+
+    async def _signed(self, msg: QueuedMessage) -> tuple[bytes, bytes | None]:
+        """The bytes to send: signed on the first attempt, the same signature after."""
+        if msg.dkim is not None:
+            return msg.dkim + msg.raw, None
+        if self._signer is None:
+            return msg.raw, None
+        try:
+            header = await self._signer.sign_async(msg.raw, msg.sender)
+        except Exception:  # an unsignable message still goes out, unsigned and logged
+            log.exception("DKIM signing failed for %s; sending unsigned", msg.id)
+            return msg.raw, None
+        return header + msg.raw, (header or None)
+
+    def _dsn(
+        self,
+        msg: QueuedMessage,
+        pairs: list[tuple[ClaimedDelivery, AttemptResult, list[AttemptResult]]],
+        updates: list[DeliveryUpdate],
+        now: float,
+    ) -> NewMessage | None:
+        """A delivery status notification for the recipients that bounced or failed now.
+
+        Goes to the envelope sender with the null sender, through the same queue; never
+        for the null sender or for a DSN or auto-reply (no loops).
+        """
+        failures = [
+            FailedRecipient(
+                recipient=d.recipient,
+                status=r.reply.enhanced
+                or ("5.0.0" if u.status is DeliveryStatus.BOUNCED else "4.4.7"),
+                diagnostic=r.reply.line(),
+                remote_mta=r.provider,
+                last_attempt=now,
+            )
+            for (d, r, _), u in zip(pairs, updates, strict=True)
+            if u.status in (DeliveryStatus.BOUNCED, DeliveryStatus.FAILED)
+        ]
+        if not failures or not should_send_dsn(msg.sender, msg.raw):
+            return None
+        hostname = self._settings.server.hostname
+        try:
+            raw = build_dsn(
+                original=msg.raw,
+                queue_id=msg.id,
+                envelope_sender=msg.sender,
+                hostname=hostname,
+                failures=failures,
+                now=now,
+                arrival_date=msg.created_at,
+            )
+        except ValueError:
+            log.exception("could not build a DSN for %s", msg.id)
+            return None
+        dsn_id = new_id()
+        log.info(
+            "%s: DSN %s to <%s> for %d recipient(s)", msg.id, dsn_id, msg.sender, len(failures)
+        )
+        return NewMessage(
+            id=dsn_id,
+            created_at=now,
+            sender="",
+            recipients=(msg.sender,),
+            raw=raw,
+            subject="Undelivered Mail Returned to Sender",
+            message_id_header=scan(raw).message_id,
+            source="dsn",
+            credential=f"dsn:{msg.id}",
+        )
+
+    def _return_path(self, msg: QueuedMessage, d: ClaimedDelivery) -> str:
+        """The MAIL FROM upstream: the sender, or a VERP address that names the delivery."""
+        if not self._settings.bounces.verp or msg.sender in ("", "<>"):
+            return msg.sender
+        return verp_address(
+            self._settings.bounces.local, self._settings.bounce_domain, msg.id, d.rcpt_idx
+        )
+
+    async def _deliver(
+        self,
+        route: int | None,
+        sender: str,
+        msg: QueuedMessage,
+        dels: list[ClaimedDelivery],
+        data: bytes,
+    ) -> tuple[list[AttemptResult], list[list[AttemptResult]]]:
+        rcpts = [d.recipient for d in dels]
+        try:
+            routed = await self._router.deliver(route, sender, rcpts, data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a transport must not lose the delivery
+            log.exception("delivery of %s failed unexpectedly", msg.id)
+            reply = connection_reply("internal", f"internal error: {type(exc).__name__}")
+            return [AttemptResult(Outcome.TEMPORARY, reply, "", "local") for _ in rcpts], [
+                [] for _ in rcpts
+            ]
+        return routed.results, routed.history

@@ -1,0 +1,111 @@
+"""The delivery process: a child of ``mailgate serve`` that makes the delivery attempts.
+
+Why a process of its own: an attempt is CPU on an event loop (the SMTP conversation with a
+provider or MX, DNS, the result lines in the log), and in the relay's process it ran on
+the same loop and GIL as the SMTP and HTTP listeners, so accepts waited behind deliveries
+and the relay used one core however many it had. Here attempts run beside the listeners,
+on a core of their own where there is one, at a lower priority
+(:data:`mailgate.workers.NICE`): when both want the same core, accepts go first.
+
+The scheduler stays in the relay's process with the store (one writer, so SQLite needs no
+locking between processes): it claims a message, sends it here
+(:class:`~mailgate.models.QueuedMessage`), and records the
+:class:`~mailgate.delivery.attempt.AttemptRecord` that comes back. The router's state
+(circuit breakers, rate buckets, connection pools, the DNS cache) lives here, in one
+process, so provider limits hold as configured. DKIM signing processes are this process's
+own children. If this process dies, the attempts in flight are deferred (whether they went
+out is unknown, so they are tried again after the backoff) and another one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from mailgate.config import Settings
+from mailgate.delivery.attempt import AttemptRecord
+from mailgate.models import QueuedMessage
+from mailgate.workers import WorkerPool, child_setup, exchange_messages, failure
+
+log = logging.getLogger(__name__)
+
+# DKIM signing processes: one per core but one (the relay's event loop), at most 4. Each
+# signs ~2,000 messages/s with RSA-2048; a second one on 2 cores only took the loop's.
+SIGNING_PROCESSES = max(1, min(4, (os.cpu_count() or 1) - 1))
+STOP_MARGIN = 30.0  # s beyond the shutdown grace for the attempts in flight to end
+
+
+class DeliveryProcess(WorkerPool):
+    """The relay's side: one child, started again if it dies."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            __name__,
+            settings,
+            1,
+            what="delivery process",
+            stop_timeout=settings.delivery.shutdown_grace + STOP_MARGIN,
+        )
+
+    async def attempt(self, msg: QueuedMessage) -> AttemptRecord:
+        record: AttemptRecord = await self.call(msg)
+        return record
+
+
+async def _setup(
+    settings: Settings, send: Callable[[object], None]
+) -> tuple[Callable[[Any], None], Callable[[], Any]]:
+    from mailgate.delivery.attempt import Deliverer
+    from mailgate.delivery.dkim import DkimSigner
+    from mailgate.logs import setup_logging
+    from mailgate.routing.router import Router
+
+    setup_logging(settings.server.log_level)
+    signer = DkimSigner.from_settings(settings)
+    if signer.domains():
+        await signer.start_processes(SIGNING_PROCESSES)
+    deliverer = Deliverer(settings, Router(settings), signer)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def attempt(rid: int, msg: QueuedMessage) -> None:
+        try:
+            answer = (rid, True, await deliverer.attempt(msg))
+        except Exception as exc:
+            log.exception("attempt of %s failed", msg.id)
+            answer = (rid, False, failure(exc))
+        send(answer)
+
+    def on_message(request: tuple[int, QueuedMessage]) -> None:
+        task = asyncio.create_task(attempt(*request))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def close() -> None:
+        # The relay waited for the attempts it wanted (its shutdown grace); the rest stop.
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await deliverer.close()
+
+    gc.collect()
+    gc.freeze()  # see App.serve: long-lived objects out of the collector's full passes
+    return on_message, close
+
+
+def main() -> None:
+    child_setup()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(exchange_messages(_setup))
+    else:
+        uvloop.run(exchange_messages(_setup))
+
+
+if __name__ == "__main__":
+    main()

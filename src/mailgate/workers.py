@@ -1,0 +1,339 @@
+"""Child processes the event loop hands work to through pipes (DKIM signing, delivery).
+
+Why processes: work done in the relay's own process holds the GIL and runs on the event
+loop's core, and SMTP accepts wait behind it. A child runs at a lower priority (nice), so
+when both want a core the accepts go first. Why pipes and not ``ProcessPoolExecutor``: its
+manager thread needs the relay's GIL to hand each job over (that capped signing at about
+600 messages/s on a busy loop); here the loop writes requests straight into the child's
+stdin and reads answers from its stdout, requests pipelined and matched by id.
+
+The frames are a 4-byte length and a pickle. A child first reads one "hello" frame (its
+configuration), answers with an empty frame when it is ready, then serves requests until
+end of file on its stdin: nobody else holds that pipe open, so a child exits by itself
+when the relay stops or dies (even by SIGKILL). A child that dies fails its requests with
+:class:`WorkerUnavailable` and is started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("!I")
+START_TIMEOUT = 30.0  # s for a child to import and load its configuration
+STOP_TIMEOUT = 10.0  # s for a child to finish after end of file, before SIGKILL
+# The children's priority, below the relay's listeners (0): when both want a core, accepts
+# go first; a child still gets about a third of a contended core, so delivery goes on.
+NICE = 5
+
+
+class WorkerUnavailable(Exception):
+    """The child process died (or was never running) before answering."""
+
+
+def frame(obj: object) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+class ChildProcess:
+    """One child running ``python -m module``: frames out through :meth:`send`, frames back
+    to ``on_message``; started again when it dies, unless it is being closed."""
+
+    def __init__(
+        self,
+        module: str,
+        hello: object,
+        *,
+        what: str,
+        on_message: Callable[[Any], None],
+        on_exit: Callable[[], None] | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
+    ) -> None:
+        self._module = module
+        self._hello = hello
+        self.what = what  # "DKIM signing process", for the log
+        self._on_message = on_message
+        self._on_exit = on_exit
+        self._stop_timeout = stop_timeout
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._restart: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._reader is not None and self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> None:
+        """Start the child and wait until it is ready (or raise WorkerUnavailable)."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            self._module,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(frame(self._hello))
+        try:
+            ready = await asyncio.wait_for(proc.stdout.readexactly(_LEN.size), START_TIMEOUT)
+        except (asyncio.IncompleteReadError, TimeoutError):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise WorkerUnavailable(f"a {self.what} did not start") from None
+        if _LEN.unpack(ready)[0] != 0:
+            raise WorkerUnavailable(f"a {self.what} said something unexpected")
+        self._proc = proc
+        self._reader = asyncio.create_task(self._read(proc), name=f"mailgate-{self._module}")
+
+    async def ready(self) -> bool:
+        """Is the child running, once a restart under way has finished?"""
+        if not self.alive and self._restart is not None and not self._restart.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._restart), START_TIMEOUT)
+        return self.alive
+
+    def send(self, obj: object) -> None:
+        if not self.alive:
+            raise WorkerUnavailable(f"the {self.what} is not running")
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(frame(obj))
+        except (ConnectionError, RuntimeError) as exc:
+            raise WorkerUnavailable(str(exc)) from None
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        stdout = proc.stdout
+        assert stdout is not None
+        try:
+            while True:
+                (size,) = _LEN.unpack(await stdout.readexactly(_LEN.size))
+                self._on_message(pickle.loads(await stdout.readexactly(size)))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the child exited
+        self._reader = None
+        if self._on_exit is not None:
+            self._on_exit()
+        if not self._closing:
+            code = await proc.wait()
+            log.error("a %s exited (code %s); starting another", self.what, code)
+            self._restart = asyncio.create_task(self._start_again())
+
+    async def _start_again(self) -> None:
+        try:
+            await self.start()
+        except (WorkerUnavailable, OSError) as exc:
+            log.error("could not start a %s: %s", self.what, exc)
+
+    async def close(self) -> None:
+        """End of file on the child's stdin, then wait for it to finish (SIGKILL after the
+        stop timeout)."""
+        self._closing = True
+        if self._restart is not None:
+            self._restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restart
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), self._stop_timeout)
+        except TimeoutError:
+            log.error("the %s did not stop in %.0f s; killing it", self.what, self._stop_timeout)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+class WorkerPool:
+    """``count`` children answering requests; each request goes to the least busy one."""
+
+    def __init__(
+        self,
+        module: str,
+        hello: object,
+        count: int,
+        *,
+        what: str,
+        stop_timeout: float = STOP_TIMEOUT,
+    ) -> None:
+        self._children: list[tuple[ChildProcess, dict[int, asyncio.Future[Any]]]] = []
+        for _ in range(count):
+            pending: dict[int, asyncio.Future[Any]] = {}
+            child = ChildProcess(
+                module,
+                hello,
+                what=what,
+                on_message=lambda msg, p=pending: self._answered(p, msg),
+                on_exit=lambda p=pending, w=what: self._died(p, w),
+                stop_timeout=stop_timeout,
+            )
+            self._children.append((child, pending))
+        self._what = what
+        self._ids = itertools.count()
+
+    async def start(self) -> None:
+        """Start the children and wait until each is ready (or raise WorkerUnavailable)."""
+        await asyncio.gather(*(child.start() for child, _ in self._children))
+
+    async def call(self, request: object) -> Any:
+        """The child's answer to ``request``; raises what it raised (as RuntimeError)."""
+        alive = [(c, p) for c, p in self._children if c.alive]
+        if not alive:  # all died: wait for one to start again rather than fail at once
+            ready = await asyncio.gather(*(c.ready() for c, _ in self._children))
+            alive = [cp for cp, ok in zip(self._children, ready, strict=True) if ok]
+        if not alive:
+            raise WorkerUnavailable(f"no {self._what} is running")
+        child, pending = min(alive, key=lambda cp: len(cp[1]))
+        rid = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        child.send((rid, request))
+        pending[rid] = future
+        return await future
+
+    @staticmethod
+    def _answered(pending: dict[int, asyncio.Future[Any]], msg: tuple[int, bool, Any]) -> None:
+        rid, ok, payload = msg
+        future = pending.pop(rid, None)
+        if future is None or future.done():
+            return
+        if ok:
+            future.set_result(payload)
+        else:
+            future.set_exception(RuntimeError(payload))
+
+    @staticmethod
+    def _died(pending: dict[int, asyncio.Future[Any]], what: str) -> None:
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(WorkerUnavailable(f"the {what} died"))
+        pending.clear()
+
+    async def close(self) -> None:
+        """Stop the children (they answer what they were given first)."""
+        await asyncio.gather(*(child.close() for child, _ in self._children))
+
+    def pids(self) -> list[int]:
+        return [c.pid for c, _ in self._children if c.pid is not None]
+
+
+# ---- the child's side
+
+
+def child_setup() -> None:
+    """Background work beside the relay's event loop: when both want a core, the loop goes
+    first. Ctrl-C in a terminal and systemd's SIGTERM reach the whole process group: the
+    relay stops in order and closes our stdin, and we exit then, after the work it still
+    needs, so those signals are ignored here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # a sandbox may refuse; the work gets done regardless
+        # Absolute, not relative: a signing process started by the delivery process gets
+        # the same priority as its parent, not lower again.
+        os.setpriority(os.PRIO_PROCESS, 0, max(NICE, os.getpriority(os.PRIO_PROCESS, 0)))
+
+
+def _read_frame(inp: BinaryIO) -> Any:
+    """The next frame's object; EOFError at end of file."""
+    head = inp.read(_LEN.size)
+    if len(head) < _LEN.size:
+        raise EOFError
+    (size,) = _LEN.unpack(head)
+    data = inp.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)
+
+
+def _answer(rid: int, ok: bool, payload: object) -> bytes:
+    return frame((rid, ok, payload))
+
+
+def failure(exc: BaseException) -> str:
+    """An exception as the text a failed answer carries (the relay raises it as RuntimeError)."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def serve_blocking(setup: Callable[[Any], Callable[[Any], object]]) -> None:
+    """Serve one request at a time: ``setup(hello)`` returns the handler for requests."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    handle = setup(_read_frame(inp))
+    out.write(_LEN.pack(0))  # ready
+    out.flush()
+    while True:
+        try:
+            rid, request = _read_frame(inp)
+        except EOFError:
+            return  # the relay stopped or died
+        try:
+            answer = _answer(rid, True, handle(request))
+        except Exception as exc:
+            answer = _answer(rid, False, failure(exc))
+        out.write(answer)
+        out.flush()
+
+
+Setup = Callable[
+    [Any, Callable[[object], None]],
+    Awaitable[tuple[Callable[[Any], None], Callable[[], Awaitable[None]]]],
+]
+
+
+async def exchange_messages(setup: Setup) -> None:
+    """Run a child that trades one-way messages with the relay on an event loop.
+
+    ``setup(hello, send)`` returns the function each message from the relay goes to and a
+    close function; ``send`` writes a message to the relay. At end of file (the relay
+    stopped or died) close is awaited, then this returns.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, sys.stdout
+    )
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    def send(obj: object) -> None:
+        if not transport.is_closing():
+            writer.write(frame(obj))
+
+    async def next_frame() -> Any:
+        (size,) = _LEN.unpack(await reader.readexactly(_LEN.size))
+        return pickle.loads(await reader.readexactly(size))
+
+    on_message, close = await setup(await next_frame(), send)
+    try:
+        if transport.is_closing():
+            raise ConnectionError("the relay is gone")
+        writer.write(_LEN.pack(0))  # ready
+        while True:
+            on_message(await next_frame())
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass  # end of file: the relay stopped or died
+    await close()
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
