@@ -28,6 +28,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
+from mailgate.exceptions import MailgateError
+
 log = logging.getLogger(__name__)
 
 _LEN = struct.Struct("!I")
@@ -38,7 +40,7 @@ STOP_TIMEOUT = 10.0  # s for a child to finish after end of file, before SIGKILL
 NICE = 5
 
 
-class WorkerUnavailable(Exception):
+class WorkerUnavailable(MailgateError):
     """The child process died (or was never running) before answering."""
 
 
