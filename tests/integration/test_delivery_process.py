@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import psutil
+from test_delivery_upstream import smtp_provider, submit
 
 from fakes.upstream import Upstream
-from test_delivery_upstream import smtp_provider, submit
 
 
 def _wait(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
@@ -69,8 +69,10 @@ def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
     signing process): they see end of file on their stdin and exit by themselves."""
     key = tmp_path / "rsa.pem"
     subprocess.run(
-        [sys.executable, "-m", "mailgate.cli", "dkim", "keygen", "--domain", "example.com"]
-        + ["--selector", "s1", "--out", str(key)],
+        [
+            *(sys.executable, "-m", "mailgate.cli", "dkim", "keygen"),
+            *("--domain", "example.com", "--selector", "s1", "--out", str(key)),
+        ],
         check=True,
         capture_output=True,
     )
