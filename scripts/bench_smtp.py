@@ -1547,8 +1547,9 @@ def print_table(scenarios: list[Scenario]) -> None:
         key = _key(sc)
         if key in DELIVERED_TITLES:
             x = sc.extra
+            title = DELIVERED_TITLES[key] + (f" #{sc.round}" if sc.round > 1 else "")
             print(
-                f"{DELIVERED_TITLES[key]:<32} {x['delivered_rate']:>9.0f} "
+                f"{title:<32} {x['delivered_rate']:>9.0f} "
                 f"{x['d_p50']:>8.2f} {x['d_p99']:>8.2f} {'':>7} {'':>12} {'':>11}"
             )
     if any(_key(sc) in DELIVERED_TITLES and not sc.failed for sc in scenarios):
