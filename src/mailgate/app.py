@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -30,6 +31,12 @@ from mailgate.store import Store
 from mailgate.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
+
+# How long the store's writer thread may wait for the GIL while the event loop runs Python.
+# pysqlite releases and re-takes the GIL around every row it writes, and each re-take could
+# wait the default 5 ms; accepts wait for those commits. A 30-row executemany next to a
+# busy thread (0.2 ms alone) took 11.6 / 163 ms (p50 / p99) at 5 ms, 4.5 / 13 ms at 0.5 ms.
+GIL_SWITCH_INTERVAL = 0.0005
 
 
 def sd_notify(state: str) -> None:
@@ -204,6 +211,7 @@ class App:
             # stopped every SMTP session for that long.
             gc.collect()
             gc.freeze()
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
             await self._stop.wait()
             log.info("shutting down")
         finally:
