@@ -54,16 +54,18 @@ def update_for(
     now: float,
     *,
     direct: bool = False,
+    may_fail: bool = True,
 ) -> DeliveryUpdate:
     """The delivery's new state after result ``r`` (``direct``: accepted by the recipient's
-    own MX, so "delivered" rather than "sent")."""
+    own MX, so "delivered" rather than "sent"; ``may_fail``: a temporary failure past
+    ``max_age`` fails the delivery, else it is deferred)."""
     attempts = d.attempts + 1
     nxt: float | None = None
     if r.outcome is Outcome.SENT:
         status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
     elif r.outcome is Outcome.PERMANENT:
         status = DeliveryStatus.BOUNCED
-    elif expired(msg.created_at, now, settings.retry):
+    elif may_fail and expired(msg.created_at, now, settings.retry):
         status = DeliveryStatus.FAILED
     else:
         status = DeliveryStatus.DEFERRED
@@ -92,29 +94,20 @@ def update_for(
     )
 
 
+def local_failure(why: str) -> AttemptResult:
+    """A temporary failure of the relay's own (4.3.0), not of a provider."""
+    return AttemptResult(Outcome.TEMPORARY, connection_reply("internal", why), "", "local")
+
+
 def unfinished(settings: Settings, msg: QueuedMessage, why: str, now: float) -> AttemptRecord:
     """Every delivery of ``msg`` deferred for a local reason: the attempt did not finish.
 
     Deferred even past ``max_age``: the next attempt fails it then, with its DSN.
     """
-    reply = connection_reply("internal", why).line()
-    updates = []
-    for d in msg.deliveries:
-        log.info("%s to=<%s> status=deferred reply=%s", msg.id, d.recipient, reply)
-        updates.append(
-            DeliveryUpdate(
-                message_id=msg.id,
-                rcpt_idx=d.rcpt_idx,
-                recipient=d.recipient,
-                status=DeliveryStatus.DEFERRED,
-                attempts=d.attempts + 1,
-                next_attempt_at=now + backoff(d.attempts + 1, settings.retry),
-                provider="",
-                response=reply,
-                event=DeliveryStatus.DEFERRED.value,
-            )
-        )
-    return AttemptRecord(updates)
+    result = local_failure(why)
+    return AttemptRecord(
+        [update_for(settings, msg, d, result, [], now, may_fail=False) for d in msg.deliveries]
+    )
 
 
 class Deliverer:
@@ -261,8 +254,6 @@ class Deliverer:
             raise
         except Exception as exc:  # a bug in a transport must not lose the delivery
             log.exception("delivery of %s failed unexpectedly", msg.id)
-            reply = connection_reply("internal", f"internal error: {type(exc).__name__}")
-            return [AttemptResult(Outcome.TEMPORARY, reply, "", "local") for _ in rcpts], [
-                [] for _ in rcpts
-            ]
+            result = local_failure(f"internal error: {type(exc).__name__}")
+            return [result for _ in rcpts], [[] for _ in rcpts]
         return routed.results, routed.history

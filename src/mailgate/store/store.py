@@ -433,14 +433,14 @@ class Store:
 
         def txn(conn: Connection) -> tuple[int, int]:
             rows = conn.execute(stmt).all()
+            touched = sorted({r[0] for r in rows})
             if rows:
                 conn.execute(
                     insert(events),
                     [_event_row(m, i, r, event, now, detail=detail) for m, i, r in rows],
                 )
-                touched = sorted({r[0] for r in rows})
                 conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in touched])
-            return len(rows), len({r[0] for r in rows})
+            return len(rows), len(touched)
 
         return await self.writer.run(txn)
 
