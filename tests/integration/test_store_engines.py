@@ -308,3 +308,71 @@ def test_operator_hold_release_retry_delete(db_url: str) -> None:
             await store.close()
 
     run(main())
+
+
+def test_many_row_writes_and_claims_round_trip(db_url: str) -> None:
+    """Writes and claims of many rows (SQLite runs them as one-step statements, in chunks)
+    keep every value, byte and order that row-by-row statements keep."""
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            raw = b"Subject: \xff\x00 bin\r\n\r\n" + bytes(range(256)) + b"\r\n"
+            odd = "q\"uote's,[x]\\ \u00e9\u4e2d@dest.test"
+            batch = [
+                NewMessage(
+                    id=f"bulk-{i:04d}",
+                    created_at=1000.0 + i,
+                    sender="app@example.com",
+                    recipients=[f"r{i}@dest.test", odd],
+                    raw=raw,
+                    subject=f"s{i}",
+                    tags=["a", "b"] if i % 2 else [],
+                )
+                for i in range(450)
+            ]
+            await store.enqueue(batch)  # 450 messages, 900 deliveries and events: one job
+            now = time.time()
+            claimed = await store.claim("node-a:1", now, 700, now + 60)
+            assert len(claimed) == 700
+            assert {type(c.rcpt_idx) for c in claimed} == {int}
+            assert {c.attempts for c in claimed} == {0} and {c.status for c in claimed} == {
+                "queued"
+            }
+            assert odd in {c.recipient for c in claimed}
+            # Oldest first: the 350 messages created first, both recipients each.
+            assert {c.message_id for c in claimed} == {f"bulk-{i:04d}" for i in range(350)}
+            rest = await store.claim("node-b:1", now, 700, now + 60)
+            assert len(rest) == 200  # nothing claimed twice
+
+            updates = [sent(c) for c in claimed]
+            signatures = {
+                c.message_id: b"DKIM-Signature: v=1; " + c.message_id.encode() for c in claimed
+            }
+            await store.record("node-a:1", now, updates, dkim=signatures)
+            # Another node's results and a second signature change nothing.
+            await store.record("node-b:1", now, updates[:10])
+            await store.record("node-a:1", now, [], dkim={"bulk-0000": b"other"})
+            late = {"bulk-0001": b"other", "bulk-0002": b"other"}
+            await store.record("node-b:1", now, [sent(c) for c in rest[:2]], dkim=late)
+            counts = await store.status_counts()
+            assert counts == {"sent": 702, "queued": 198}
+
+            loaded = await store.load_messages(["bulk-0000", "bulk-0001", "bulk-0449"])
+            assert loaded["bulk-0000"].raw == raw
+            assert loaded["bulk-0000"].dkim == b"DKIM-Signature: v=1; bulk-0000"
+            assert loaded["bulk-0001"].dkim == b"DKIM-Signature: v=1; bulk-0001"
+            m = await store.get_message("bulk-0301")
+            assert m is not None and m["status"] == "sent" and m["tags"] == ["a", "b"]
+            assert [d["recipient"] for d in m["deliveries"]] == ["r301@dest.test", odd]
+            types = [(e["type"], e["recipient"]) for e in await store.events_of("bulk-0301")]
+            assert types == [
+                ("queued", "r301@dest.test"),
+                ("queued", odd),
+                ("sent", "r301@dest.test"),
+                ("sent", odd),
+            ]
+        finally:
+            await store.close()
+
+    run(main())

@@ -2,7 +2,8 @@
 
 Writes go through the group-commit writer; reads use their own pooled connections
 (SQLite WAL lets them run beside the writer). The same statements serve SQLite and
-PostgreSQL; the only engine-specific clause is ``FOR UPDATE SKIP LOCKED`` on claims.
+PostgreSQL, except that on SQLite the claim and the many-row writes take one-step forms
+(bulk.py says why) and PostgreSQL's claim skips rows locked by other nodes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     tuple_,
     update,
 )
@@ -37,6 +39,7 @@ from mailgate.models import (
     QueuedMessage,
     Suppression,
 )
+from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
 from mailgate.store.engine import create_engine, migrate
 from mailgate.store.keys import KeyStore
 from mailgate.store.schema import deliveries, events, idempotency, messages
@@ -98,6 +101,53 @@ _UPDATE_MESSAGE_STATUS = (
     update(messages).where(messages.c.id == bindparam("m_id")).values(status=_derived_status())
 )
 
+# SQLite's claim (Store._claim_lane): the due deliveries as one JSON array of rows...
+_DUE = (
+    select(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
+    .where(d.c.lane == bindparam("c_lane"), d.c.next_attempt_at <= bindparam("c_now"))
+    .order_by(d.c.next_attempt_at)
+    .limit(bindparam("c_limit"))
+    .subquery("due")
+)
+_CLAIM_DUE_JSON = select(func.json_group_array(func.json_array(*_DUE.c)))
+# ...then the lease on exactly those rows.
+_LEASE_JSON = text(
+    "UPDATE deliveries SET lease_owner = :c_owner, next_attempt_at = :c_until,"
+    " updated_at = :c_now WHERE (message_id, rcpt_idx) IN"
+    " (SELECT value ->> 0, value ->> 1 FROM json_each(:c_rows))"
+)
+
+# SQLite: the forms that write all rows of these statements in one step (see bulk.py).
+_SQLITE_BULK: dict[Any, BulkForm] = {
+    _INSERT_MESSAGE: BulkInsert(messages),
+    _INSERT_DELIVERY: BulkInsert(deliveries),
+    _INSERT_EVENT: BulkInsert(events),
+    _UPDATE_RESULT: BulkUpdate(
+        deliveries,
+        match={"message_id": "b_message_id", "rcpt_idx": "b_rcpt_idx", "lease_owner": "b_owner"},
+        assign={
+            "status": "b_status",
+            "attempts": "b_attempts",
+            "next_attempt_at": "b_next_attempt_at",
+            "lane": "b_lane",
+            "provider": "b_provider",
+            "last_response": "b_response",
+            "updated_at": "b_now",
+        },
+        set_constant={"lease_owner": "NULL"},
+    ),
+    _UPDATE_MESSAGE_STATUS: BulkIn(
+        update(messages)
+        .where(messages.c.id.in_(bindparam("m_ids", expanding=True)))
+        .values(status=_derived_status()),
+        "m_ids",
+        "m_id",
+    ),
+    _SET_DKIM: BulkUpdate(
+        messages, match={"id": "k_id"}, assign={"dkim": "k_dkim"}, where_constant=["dkim IS NULL"]
+    ),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class QueueFilter:
@@ -133,7 +183,8 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.writer = GroupCommitWriter(engine)
+        bulk = _SQLITE_BULK if self.dialect == "sqlite" else None
+        self.writer = GroupCommitWriter(engine, bulk=bulk)
         self.keys = KeyStore(self)
         self.templates = TemplateStore(self)
         self.suppressions = SuppressionStore(self)
@@ -261,8 +312,17 @@ class Store:
     ) -> list[ClaimedDelivery]:
         if limit <= 0:
             return []
-        params = {"c_lane": lane, "c_now": now, "c_limit": limit, "c_owner": owner}
-        rows = conn.execute(self._claim_stmt, {**params, "c_until": until}).all()
+        params = {"c_lane": lane, "c_now": now, "c_limit": limit}
+        lease = {"c_owner": owner, "c_until": until, "c_now": now}
+        if self.dialect == "sqlite":
+            # Two steps whatever the count (see bulk.py): the due rows as one JSON value,
+            # then the lease on exactly those rows. RETURNING would step once per row.
+            found = conn.execute(_CLAIM_DUE_JSON, params).scalar_one()
+            got = [ClaimedDelivery(*r) for r in json.loads(found)] if found else []
+            if got:
+                conn.execute(_LEASE_JSON, {**lease, "c_rows": found})
+            return got
+        rows = conn.execute(self._claim_stmt, {**params, **lease}).all()
         return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     @functools.cached_property
@@ -273,9 +333,8 @@ class Store:
             .where(d.c.lane == bindparam("c_lane"), d.c.next_attempt_at <= bindparam("c_now"))
             .order_by(d.c.next_attempt_at)
             .limit(bindparam("c_limit"))
+            .with_for_update(skip_locked=True)
         )
-        if self.dialect == "postgresql":
-            due = due.with_for_update(skip_locked=True)
         return (
             update(d)
             .where(tuple_(d.c.message_id, d.c.rcpt_idx).in_(due.scalar_subquery()))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from mailgate.exceptions import DuplicateEntry, StoreUnavailable
+from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine, write_connection
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,16 @@ class _Job:
     )
 
 
-def execute_batch(conn: Connection, batch: Sequence[_Job]) -> list[Any]:
+def execute_batch(
+    conn: Connection, batch: Sequence[_Job], bulk: Mapping[Executable, BulkForm] | None = None
+) -> list[Any]:
     """Run the jobs of one transaction on ``conn``; return each job's result.
 
     Jobs with the same statements (e.g. all accepts) are merged into one executemany per
     statement; each job's own statements stay in its order (messages before their
     deliveries and events; a statement listed twice in one job runs at its first
     position). Function jobs are barriers: they see everything queued before them.
+    A statement with a form in ``bulk`` runs its rows through that form (see bulk.py).
     """
     results: list[Any] = []
     groups: _Groups = {}
@@ -77,23 +81,34 @@ def execute_batch(conn: Connection, batch: Sequence[_Job]) -> list[Any]:
                 merged.setdefault(stmt, []).extend(params)
             results.append(None)
         else:
-            _flush(conn, groups)
+            _flush(conn, groups, bulk)
             results.append(job.fn(conn))
-    _flush(conn, groups)
+    _flush(conn, groups, bulk)
     return results
 
 
-def _flush(conn: Connection, groups: _Groups) -> None:
+def _flush(conn: Connection, groups: _Groups, bulk: Mapping[Executable, BulkForm] | None) -> None:
     for merged in groups.values():
         for stmt, params in merged.items():
-            if params:
+            form = bulk.get(stmt) if bulk and len(params) > 1 else None
+            if form is not None:
+                form(conn, params)
+            elif params:
                 conn.execute(stmt, params)
     groups.clear()
 
 
 class GroupCommitWriter:
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = 1000,
+        bulk: Mapping[Executable, BulkForm] | None = None,
+    ) -> None:
+        """``bulk``: one-step forms of many-row statements, used on SQLite (bulk.py)."""
         self._engine = engine
+        self._bulk = bulk or {}
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -237,7 +252,7 @@ class GroupCommitWriter:
                 dbapi.execute(f"PRAGMA synchronous={'FULL' if flush else 'NORMAL'}")
                 self._flushing = flush
             with conn.begin():
-                return execute_batch(conn, batch)
+                return execute_batch(conn, batch, self._bulk)
         except BaseException:
             self._close_sync()  # the next batch starts on a fresh connection
             raise
