@@ -97,7 +97,8 @@ class App:
     async def start(self) -> None:
         s = self.settings
         self._lock_data_dir()
-        self.store = await Store.open(s.database_url)
+        # On SQLite the queue's writer runs in a process of its own (store/writer.py).
+        self.store = await Store.open(s.database_url, writer_process=True)
         # Leases held by an earlier process of this node died with it: retry them now.
         released = await self.store.release_leases(f"{s.server.node_id}:", time.time(), prefix=True)
         if released:

@@ -1,4 +1,5 @@
-"""Child processes the event loop hands work to through pipes (DKIM signing, delivery).
+"""Child processes the event loop hands work to through pipes (DKIM signing, delivery,
+the SQLite queue's writer).
 
 Why processes: work done in the relay's own process holds the GIL and runs on the event
 loop's core, and SMTP accepts wait behind it. A child runs at a lower priority (nice), so
@@ -245,13 +246,16 @@ class WorkerPool:
 # ---- the child's side
 
 
-def child_setup() -> None:
+def child_setup(*, nice: bool = True) -> None:
     """Background work beside the relay's event loop: when both want a core, the loop goes
-    first. Ctrl-C in a terminal and systemd's SIGTERM reach the whole process group: the
-    relay stops in order and closes our stdin, and we exit then, after the work it still
-    needs, so those signals are ignored here."""
+    first (unless not ``nice``: the queue's writer, which accepts wait for). Ctrl-C in a
+    terminal and systemd's SIGTERM reach the whole process group: the relay stops in order
+    and closes our stdin, and we exit then, after the work it still needs, so those signals
+    are ignored here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if not nice:
+        return
     with contextlib.suppress(OSError):  # a sandbox may refuse; the work gets done regardless
         # Absolute, not relative: a signing process started by the delivery process gets
         # the same priority as its parent, not lower again.

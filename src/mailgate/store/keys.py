@@ -51,32 +51,44 @@ def _record(row: tuple) -> KeyRecord:  # type: ignore[type-arg]
     return KeyRecord(row[0], row[1], row[2], row[3], domains, row[5], row[6], row[7] or "")
 
 
+def _add(conn: Connection, record: KeyRecord) -> None:
+    exists = conn.execute(select(api_keys.c.id).where(api_keys.c.name == record.name))
+    if exists.first() is not None:
+        raise DuplicateKeyName(record.name)
+    stmt = insert(api_keys).values(
+        id=record.id,
+        name=record.name,
+        key_hash=record.key_hash,
+        scope=record.scope,
+        domains=",".join(record.domains),
+        created_at=record.created_at,
+        revoked_at=None,
+        rate=record.rate,
+    )
+    try:
+        conn.execute(stmt)
+    except IntegrityError as exc:
+        raise DuplicateKeyName(record.name) from exc
+
+
+def _revoke(conn: Connection, name_or_id: str, now: float) -> bool:
+    stmt = (
+        update(api_keys)
+        .where(
+            or_(api_keys.c.name == name_or_id, api_keys.c.id == name_or_id),
+            api_keys.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    )
+    return conn.execute(stmt).rowcount > 0
+
+
 class KeyStore:
     def __init__(self, store: Store) -> None:
         self._store = store
 
     async def add(self, record: KeyRecord) -> None:
-        stmt = insert(api_keys).values(
-            id=record.id,
-            name=record.name,
-            key_hash=record.key_hash,
-            scope=record.scope,
-            domains=",".join(record.domains),
-            created_at=record.created_at,
-            revoked_at=None,
-            rate=record.rate,
-        )
-
-        def txn(conn: Connection) -> None:
-            exists = conn.execute(select(api_keys.c.id).where(api_keys.c.name == record.name))
-            if exists.first() is not None:
-                raise DuplicateKeyName(record.name)
-            try:
-                conn.execute(stmt)
-            except IntegrityError as exc:
-                raise DuplicateKeyName(record.name) from exc
-
-        await self._store.writer.run(txn)
+        await self._store.writer.run(_add, record)
 
     async def get(self, key_id: str) -> KeyRecord | None:
         rows = await self._store._read(select(*_COLUMNS).where(api_keys.c.id == key_id))
@@ -91,16 +103,5 @@ class KeyStore:
         return [_record(r) for r in rows]
 
     async def revoke(self, name_or_id: str, now: float) -> bool:
-        stmt = (
-            update(api_keys)
-            .where(
-                or_(api_keys.c.name == name_or_id, api_keys.c.id == name_or_id),
-                api_keys.c.revoked_at.is_(None),
-            )
-            .values(revoked_at=now)
-        )
-
-        def txn(conn: Connection) -> bool:
-            return conn.execute(stmt).rowcount > 0
-
-        return await self._store.writer.run(txn)
+        revoked: bool = await self._store.writer.run(_revoke, name_or_id, now)
+        return revoked

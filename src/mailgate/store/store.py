@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 
 from mailgate.exceptions import StoreUnavailable
 from mailgate.models import (
@@ -42,11 +43,12 @@ from mailgate.models import (
 from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
 from mailgate.store.engine import create_engine, migrate
 from mailgate.store.keys import KeyStore
-from mailgate.store.schema import deliveries, events, idempotency, messages
-from mailgate.store.suppressions import SuppressionStore
+from mailgate.store.schema import deliveries, events, idempotency, messages, templates
+from mailgate.store.suppressions import SuppressionStore, insert_ignoring_duplicates
 from mailgate.store.suppressions import row as suppression_row
 from mailgate.store.templates import TemplateStore
 from mailgate.store.writer import GroupCommitWriter, Op
+from mailgate.workers import WorkerUnavailable
 
 d = deliveries
 
@@ -101,7 +103,27 @@ _UPDATE_MESSAGE_STATUS = (
     update(messages).where(messages.c.id == bindparam("m_id")).values(status=_derived_status())
 )
 
-# SQLite's claim (Store._claim_lane): the due deliveries as one JSON array of rows...
+# PostgreSQL's claim: lease the due rows other nodes have not locked, and return them.
+_CLAIM_SKIP_LOCKED = (
+    update(d)
+    .where(
+        tuple_(d.c.message_id, d.c.rcpt_idx).in_(
+            select(d.c.message_id, d.c.rcpt_idx)
+            .where(d.c.lane == bindparam("c_lane"), d.c.next_attempt_at <= bindparam("c_now"))
+            .order_by(d.c.next_attempt_at)
+            .limit(bindparam("c_limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        lease_owner=bindparam("c_owner"),
+        next_attempt_at=bindparam("c_until"),
+        updated_at=bindparam("c_now"),
+    )
+    .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
+)
+# SQLite's claim (_claim_lane): the due deliveries as one JSON array of rows...
 _DUE = (
     select(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
     .where(d.c.lane == bindparam("c_lane"), d.c.next_attempt_at <= bindparam("c_now"))
@@ -117,12 +139,31 @@ _LEASE_JSON = text(
     " (SELECT value ->> 0, value ->> 1 FROM json_each(:c_rows))"
 )
 
+# The statements write jobs name (writer.py: ops travel by name, to a writer process too).
+_WRITES: dict[str, Executable] = {
+    "insert_message": _INSERT_MESSAGE,
+    "insert_delivery": _INSERT_DELIVERY,
+    "insert_event": _INSERT_EVENT,
+    "insert_idempotency": _INSERT_IDEMPOTENCY,
+    "update_result": _UPDATE_RESULT,
+    "update_message_status": _UPDATE_MESSAGE_STATUS,
+    "set_dkim": _SET_DKIM,
+    "insert_template": insert(templates),
+}
+
+
+@functools.cache
+def write_statements(dialect: str) -> dict[str, Executable]:
+    """The registry of named write statements for ``dialect``."""
+    return {**_WRITES, "insert_suppression": insert_ignoring_duplicates(dialect)}
+
+
 # SQLite: the forms that write all rows of these statements in one step (see bulk.py).
-_SQLITE_BULK: dict[Any, BulkForm] = {
-    _INSERT_MESSAGE: BulkInsert(messages),
-    _INSERT_DELIVERY: BulkInsert(deliveries),
-    _INSERT_EVENT: BulkInsert(events),
-    _UPDATE_RESULT: BulkUpdate(
+SQLITE_BULK: dict[str, BulkForm] = {
+    "insert_message": BulkInsert(messages),
+    "insert_delivery": BulkInsert(deliveries),
+    "insert_event": BulkInsert(events),
+    "update_result": BulkUpdate(
         deliveries,
         match={"message_id": "b_message_id", "rcpt_idx": "b_rcpt_idx", "lease_owner": "b_owner"},
         assign={
@@ -136,14 +177,14 @@ _SQLITE_BULK: dict[Any, BulkForm] = {
         },
         set_constant={"lease_owner": "NULL"},
     ),
-    _UPDATE_MESSAGE_STATUS: BulkIn(
+    "update_message_status": BulkIn(
         update(messages)
         .where(messages.c.id.in_(bindparam("m_ids", expanding=True)))
         .values(status=_derived_status()),
         "m_ids",
         "m_id",
     ),
-    _SET_DKIM: BulkUpdate(
+    "set_dkim": BulkUpdate(
         messages, match={"id": "k_id"}, assign={"dkim": "k_dkim"}, where_constant=["dkim IS NULL"]
     ),
 }
@@ -183,15 +224,16 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        bulk = _SQLITE_BULK if self.dialect == "sqlite" else None
-        self.writer = GroupCommitWriter(engine, bulk=bulk)
+        bulk = SQLITE_BULK if self.dialect == "sqlite" else None
+        self.writer = GroupCommitWriter(engine, write_statements(self.dialect), bulk=bulk)
         self.keys = KeyStore(self)
         self.templates = TemplateStore(self)
         self.suppressions = SuppressionStore(self)
 
     @classmethod
-    async def open(cls, url: str) -> Store:
-        """Connect, migrate the schema and start the writer."""
+    async def open(cls, url: str, *, writer_process: bool = False) -> Store:
+        """Connect, migrate the schema and start the writer: on SQLite in a process of its
+        own with ``writer_process`` (``mailgate serve``; writer.py says why)."""
         engine = create_engine(url)
         try:
             await migrate(engine)
@@ -199,7 +241,11 @@ class Store:
             await engine.dispose()
             raise StoreUnavailable(f"cannot open the queue database: {exc}") from exc
         store = cls(engine)
-        store.writer.start()
+        try:
+            await store.writer.start(process=writer_process)
+        except WorkerUnavailable as exc:
+            await engine.dispose()
+            raise StoreUnavailable(f"cannot start the queue's writer: {exc}") from exc
         return store
 
     async def close(self) -> None:
@@ -220,7 +266,7 @@ class Store:
         if answer is not None:
             ops.append(
                 (
-                    _INSERT_IDEMPOTENCY,
+                    "insert_idempotency",
                     [
                         {
                             "key_id": answer.key_id,
@@ -283,9 +329,9 @@ class Store:
                 )
                 evt_rows.append(_event_row(m.id, idx, rcpt, status, m.created_at))
         return [
-            (_INSERT_MESSAGE, msg_rows),
-            (_INSERT_DELIVERY, dlv_rows),
-            (_INSERT_EVENT, evt_rows),
+            ("insert_message", msg_rows),
+            ("insert_delivery", dlv_rows),
+            ("insert_event", evt_rows),
         ]
 
     async def claim(
@@ -296,55 +342,11 @@ class Store:
         Fresh mail (lane 0) is claimed before retries (lane 1), but retries always get a
         quarter of the batch so a steady stream of new mail cannot starve them.
         """
-
-        def txn(conn: Connection) -> list[ClaimedDelivery]:
-            got = self._claim_lane(conn, 1, owner, now, max(1, limit // 4), lease_until)
-            got += self._claim_lane(conn, 0, owner, now, limit - len(got), lease_until)
-            if len(got) < limit:
-                got += self._claim_lane(conn, 1, owner, now, limit - len(got), lease_until)
-            return got
-
         # A claim lost to a power cut only makes the deliveries due again.
-        return await self.writer.run(txn, durable=False)
-
-    def _claim_lane(
-        self, conn: Connection, lane: int, owner: str, now: float, limit: int, until: float
-    ) -> list[ClaimedDelivery]:
-        if limit <= 0:
-            return []
-        params = {"c_lane": lane, "c_now": now, "c_limit": limit}
-        lease = {"c_owner": owner, "c_until": until, "c_now": now}
-        if self.dialect == "sqlite":
-            # Two steps whatever the count (see bulk.py): the due rows as one JSON value,
-            # then the lease on exactly those rows. RETURNING would step once per row.
-            found = conn.execute(_CLAIM_DUE_JSON, params).scalar_one()
-            got = [ClaimedDelivery(*r) for r in json.loads(found)] if found else []
-            if got:
-                conn.execute(_LEASE_JSON, {**lease, "c_rows": found})
-            return got
-        rows = conn.execute(self._claim_stmt, {**params, **lease}).all()
-        return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
-    @functools.cached_property
-    def _claim_stmt(self) -> Any:
-        """The claim, built once: in the writer its construction showed up in profiles."""
-        due = (
-            select(d.c.message_id, d.c.rcpt_idx)
-            .where(d.c.lane == bindparam("c_lane"), d.c.next_attempt_at <= bindparam("c_now"))
-            .order_by(d.c.next_attempt_at)
-            .limit(bindparam("c_limit"))
-            .with_for_update(skip_locked=True)
+        result: list[ClaimedDelivery] = await self.writer.run(
+            _claim, owner, now, limit, lease_until, durable=False
         )
-        return (
-            update(d)
-            .where(tuple_(d.c.message_id, d.c.rcpt_idx).in_(due.scalar_subquery()))
-            .values(
-                lease_owner=bindparam("c_owner"),
-                next_attempt_at=bindparam("c_until"),
-                updated_at=bindparam("c_now"),
-            )
-            .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
-        )
+        return result
 
     async def record(
         self,
@@ -397,14 +399,14 @@ class Store:
             # position in the job (after their messages are inserted).
             ops: list[Op] = self._enqueue_ops(dsns) if dsns else []
             ops += [
-                (_UPDATE_RESULT, upd_rows),
-                (_INSERT_EVENT, evt_rows),
-                (_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted(touched)]),
+                ("update_result", upd_rows),
+                ("insert_event", evt_rows),
+                ("update_message_status", [{"m_id": m} for m in sorted(touched)]),
             ]
             if dkim:
-                ops.append((_SET_DKIM, [{"k_id": k, "k_dkim": v} for k, v in dkim.items()]))
+                ops.append(("set_dkim", [{"k_id": k, "k_dkim": v} for k, v in dkim.items()]))
             if suppress:
-                ops.append((self.suppressions.insert, [suppression_row(x) for x in suppress]))
+                ops.append(("insert_suppression", [suppression_row(x) for x in suppress]))
             # Not flushed on its own (see writer): a result lost to a power cut means the
             # attempt is made again, with its DSN and suppression, as at-least-once allows.
             await self.writer.write(ops, durable=False)
@@ -424,42 +426,10 @@ class Store:
         Returns the recipient, or None when there is no such delivery.
         """
 
-        def txn(conn: Connection) -> str | None:
-            row = (
-                conn.execute(
-                    select(d.c.recipient).where(
-                        d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx
-                    )
-                )
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                update(d)
-                .where(d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx)
-                .values(
-                    status=DeliveryStatus.BOUNCED.value,
-                    last_response=response,
-                    next_attempt_at=None,
-                    lease_owner=None,
-                    updated_at=now,
-                )
-            )
-            conn.execute(
-                insert(events),
-                [
-                    _event_row(
-                        message_id, rcpt_idx, row[0], "bounced", now, "", response, "asynchronous"
-                    )
-                ],
-            )
-            conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
-            if suppress:
-                entry = Suppression(str(row[0]).lower(), "hard_bounce", response, message_id, now)
-                conn.execute(self.suppressions.insert, [suppression_row(entry)])
-            return str(row[0])
-
-        return await self.writer.run(txn)
+        recipient: str | None = await self.writer.run(
+            _record_bounce, message_id, rcpt_idx, response, now, suppress
+        )
+        return recipient
 
     async def operate(self, action: str, selection: QueueFilter, now: float) -> tuple[int, int]:
         """An operator's retry, hold, release or delete (see QUEUE_ACTIONS) of the
@@ -469,57 +439,13 @@ class Store:
         which makes them due now; delete cancels them without a DSN. Deliveries being
         attempted right now (leased) are left alone.
         """
-        statuses, event = QUEUE_ACTIONS[action]
-        cond = [d.c.status.in_(statuses), d.c.lease_owner.is_(None), *_matching(selection)]
-        values: dict[str, Any] = {"updated_at": now}
-        if action == "hold":
-            values.update(status="held", next_attempt_at=None)
-        elif action == "release":
-            values.update(
-                status=case((d.c.attempts > 0, "deferred"), else_="queued"), next_attempt_at=now
-            )
-        elif action == "delete":
-            values.update(status="cancelled", next_attempt_at=None)
-        else:
-            values.update(next_attempt_at=now)
-        stmt = (
-            update(d)
-            .where(*cond)
-            .values(**values)
-            .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient)
-        )
-        detail = f"{action} by an operator"
-
-        def txn(conn: Connection) -> tuple[int, int]:
-            rows = conn.execute(stmt).all()
-            touched = sorted({r[0] for r in rows})
-            if rows:
-                conn.execute(
-                    insert(events),
-                    [_event_row(m, i, r, event, now, detail=detail) for m, i, r in rows],
-                )
-                conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in touched])
-            return len(rows), len(touched)
-
-        return await self.writer.run(txn)
+        changed: tuple[int, int] = await self.writer.run(_operate, action, selection, now)
+        return changed
 
     async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:
         """Make deliveries leased to ``owner`` due now (shutdown, or restart after a crash)."""
-        cond = (
-            d.c.lease_owner.startswith(owner, autoescape=True)
-            if prefix
-            else d.c.lease_owner == owner
-        )
-        stmt = (
-            update(d)
-            .where(cond, d.c.next_attempt_at.is_not(None))
-            .values(lease_owner=None, next_attempt_at=now, updated_at=now)
-        )
-
-        def txn(conn: Connection) -> int:
-            return conn.execute(stmt).rowcount
-
-        return await self.writer.run(txn)
+        released: int = await self.writer.run(_release_leases, owner, now, prefix)
+        return released
 
     # ------------------------------------------------------------------ reads
 
@@ -676,36 +602,8 @@ class Store:
     async def cancel_scheduled(self, message_id: str, now: float) -> bool:
         """Cancel a scheduled message that has not gone out; False if it already has."""
 
-        def txn(conn: Connection) -> bool:
-            held = (
-                conn.execute(
-                    select(d.c.rcpt_idx, d.c.recipient).where(
-                        d.c.message_id == message_id,
-                        d.c.status == "scheduled",
-                        d.c.lease_owner.is_(None),
-                    )
-                )
-            ).all()
-            total = (
-                conn.execute(
-                    select(func.count()).select_from(d).where(d.c.message_id == message_id)
-                )
-            ).scalar_one()
-            if not held or len(held) != total:
-                return False
-            conn.execute(
-                update(d)
-                .where(d.c.message_id == message_id)
-                .values(status="cancelled", next_attempt_at=None, updated_at=now)
-            )
-            conn.execute(
-                insert(events),
-                [_event_row(message_id, r[0], r[1], "cancelled", now) for r in held],
-            )
-            conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
-            return True
-
-        return await self.writer.run(txn)
+        cancelled: bool = await self.writer.run(_cancel_scheduled, message_id, now)
+        return cancelled
 
     async def idempotent_answer(
         self, key_id: str, idem_key: str, newer_than: float
@@ -722,12 +620,8 @@ class Store:
         return IdempotentAnswer(key_id, idem_key, rows[0][0], rows[0][1], rows[0][2])
 
     async def purge_idempotency(self, older_than: float) -> int:
-        stmt = delete(idempotency).where(idempotency.c.created_at <= older_than)
-
-        def txn(conn: Connection) -> int:
-            return conn.execute(stmt).rowcount
-
-        return await self.writer.run(txn)
+        purged: int = await self.writer.run(_purge_idempotency, older_than)
+        return purged
 
     async def events_of(self, message_id: str) -> list[dict[str, Any]]:
         rows = await self._read(
@@ -770,6 +664,137 @@ class Store:
             row = dict(r._mapping)
             out.setdefault(row.pop("message_id"), []).append(row)
         return out
+
+
+# ---------------------------------------------------------------------------------------
+# Transactions the writer runs: module-level with plain arguments, since writer.py may run
+# them in its own process. Each builds its statements and uses only the connection given.
+
+
+def _claim(
+    conn: Connection, owner: str, now: float, limit: int, until: float
+) -> list[ClaimedDelivery]:
+    got = _claim_lane(conn, 1, owner, now, max(1, limit // 4), until)
+    got += _claim_lane(conn, 0, owner, now, limit - len(got), until)
+    if len(got) < limit:
+        got += _claim_lane(conn, 1, owner, now, limit - len(got), until)
+    return got
+
+
+def _claim_lane(
+    conn: Connection, lane: int, owner: str, now: float, limit: int, until: float
+) -> list[ClaimedDelivery]:
+    if limit <= 0:
+        return []
+    params = {"c_lane": lane, "c_now": now, "c_limit": limit}
+    lease = {"c_owner": owner, "c_until": until, "c_now": now}
+    if conn.dialect.name == "sqlite":
+        # Two steps whatever the count (see bulk.py): the due rows as one JSON value,
+        # then the lease on exactly those rows. RETURNING would step once per row.
+        found = conn.execute(_CLAIM_DUE_JSON, params).scalar_one()
+        got = [ClaimedDelivery(*r) for r in json.loads(found)] if found else []
+        if got:
+            conn.execute(_LEASE_JSON, {**lease, "c_rows": found})
+        return got
+    rows = conn.execute(_CLAIM_SKIP_LOCKED, {**params, **lease}).all()
+    return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def _record_bounce(
+    conn: Connection, message_id: str, rcpt_idx: int, response: str, now: float, suppress: bool
+) -> str | None:
+    row = (
+        conn.execute(
+            select(d.c.recipient).where(d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx)
+        )
+    ).first()
+    if row is None:
+        return None
+    conn.execute(
+        update(d)
+        .where(d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx)
+        .values(
+            status=DeliveryStatus.BOUNCED.value,
+            last_response=response,
+            next_attempt_at=None,
+            lease_owner=None,
+            updated_at=now,
+        )
+    )
+    event = _event_row(message_id, rcpt_idx, row[0], "bounced", now, "", response, "asynchronous")
+    conn.execute(_INSERT_EVENT, [event])
+    conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
+    if suppress:
+        entry = Suppression(str(row[0]).lower(), "hard_bounce", response, message_id, now)
+        insert_suppression = write_statements(conn.dialect.name)["insert_suppression"]
+        conn.execute(insert_suppression, [suppression_row(entry)])
+    return str(row[0])
+
+
+def _operate(conn: Connection, action: str, selection: QueueFilter, now: float) -> tuple[int, int]:
+    statuses, event = QUEUE_ACTIONS[action]
+    cond = [d.c.status.in_(statuses), d.c.lease_owner.is_(None), *_matching(selection)]
+    values: dict[str, Any] = {"updated_at": now}
+    if action == "hold":
+        values.update(status="held", next_attempt_at=None)
+    elif action == "release":
+        values.update(
+            status=case((d.c.attempts > 0, "deferred"), else_="queued"), next_attempt_at=now
+        )
+    elif action == "delete":
+        values.update(status="cancelled", next_attempt_at=None)
+    else:
+        values.update(next_attempt_at=now)
+    stmt = update(d).where(*cond).values(**values)
+    rows = conn.execute(stmt.returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient)).all()
+    touched = sorted({r[0] for r in rows})
+    if rows:
+        detail = f"{action} by an operator"
+        conn.execute(
+            _INSERT_EVENT, [_event_row(m, i, r, event, now, detail=detail) for m, i, r in rows]
+        )
+        conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in touched])
+    return len(rows), len(touched)
+
+
+def _release_leases(conn: Connection, owner: str, now: float, prefix: bool) -> int:
+    cond = (
+        d.c.lease_owner.startswith(owner, autoescape=True) if prefix else d.c.lease_owner == owner
+    )
+    stmt = (
+        update(d)
+        .where(cond, d.c.next_attempt_at.is_not(None))
+        .values(lease_owner=None, next_attempt_at=now, updated_at=now)
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
+def _cancel_scheduled(conn: Connection, message_id: str, now: float) -> bool:
+    held = conn.execute(
+        select(d.c.rcpt_idx, d.c.recipient).where(
+            d.c.message_id == message_id, d.c.status == "scheduled", d.c.lease_owner.is_(None)
+        )
+    ).all()
+    total = conn.execute(
+        select(func.count()).select_from(d).where(d.c.message_id == message_id)
+    ).scalar_one()
+    if not held or len(held) != total:
+        return False
+    conn.execute(
+        update(d)
+        .where(d.c.message_id == message_id)
+        .values(status="cancelled", next_attempt_at=None, updated_at=now)
+    )
+    conn.execute(
+        _INSERT_EVENT, [_event_row(message_id, r[0], r[1], "cancelled", now) for r in held]
+    )
+    conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
+    return True
+
+
+def _purge_idempotency(conn: Connection, older_than: float) -> int:
+    stmt = delete(idempotency).where(idempotency.c.created_at <= older_than)
+    return int(conn.execute(stmt).rowcount)
 
 
 def _address_match(column: Any, value: str) -> Any:

@@ -33,22 +33,22 @@ def row(s: Suppression) -> dict[str, Any]:
     }
 
 
+def _remove(conn: Connection, address: str) -> bool:
+    stmt = delete(suppressions).where(suppressions.c.address == address)
+    return conn.execute(stmt).rowcount > 0
+
+
 class SuppressionStore:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.insert = insert_ignoring_duplicates(store.dialect)
 
     async def add(self, entries: list[Suppression]) -> None:
         if entries:
-            await self._store.writer.write([(self.insert, [row(e) for e in entries])])
+            await self._store.writer.write([("insert_suppression", [row(e) for e in entries])])
 
     async def remove(self, address: str) -> bool:
-        stmt = delete(suppressions).where(suppressions.c.address == address.lower())
-
-        def txn(conn: Connection) -> bool:
-            return conn.execute(stmt).rowcount > 0
-
-        return await self._store.writer.run(txn)
+        removed: bool = await self._store.writer.run(_remove, address.lower())
+        return removed
 
     async def get(self, address: str) -> Suppression | None:
         rows = await self._store._read(

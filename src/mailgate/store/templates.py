@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from mailgate.store.schema import templates
 
@@ -41,6 +41,16 @@ def _record(row: Any) -> TemplateRecord:
     return TemplateRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7])
 
 
+def _update(conn: Connection, template_id: str, values: dict[str, Any]) -> bool:
+    stmt = update(templates).where(templates.c.id == template_id).values(**values)
+    return conn.execute(stmt).rowcount > 0
+
+
+def _delete(conn: Connection, template_id: str) -> bool:
+    stmt = delete(templates).where(templates.c.id == template_id)
+    return conn.execute(stmt).rowcount > 0
+
+
 class TemplateStore:
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -49,7 +59,7 @@ class TemplateStore:
         await self._store.writer.write(
             [
                 (
-                    insert(templates),
+                    "insert_template",
                     [
                         {
                             "id": record.id,
@@ -77,17 +87,9 @@ class TemplateStore:
         return [_record(r) for r in rows]
 
     async def update(self, template_id: str, values: dict[str, Any]) -> bool:
-        stmt = update(templates).where(templates.c.id == template_id).values(**values)
-
-        def txn(conn: Connection) -> bool:
-            return conn.execute(stmt).rowcount > 0
-
-        return await self._store.writer.run(txn)
+        updated: bool = await self._store.writer.run(_update, template_id, values)
+        return updated
 
     async def delete(self, template_id: str) -> bool:
-        stmt = delete(templates).where(templates.c.id == template_id)
-
-        def txn(conn: Connection) -> bool:
-            return conn.execute(stmt).rowcount > 0
-
-        return await self._store.writer.run(txn)
+        deleted: bool = await self._store.writer.run(_delete, template_id)
+        return deleted

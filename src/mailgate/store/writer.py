@@ -5,13 +5,18 @@ durable queue keep up with the SMTP listener (DESIGN.md, "Fast because of design
 SQLite allows one writer at a time anyway; on PostgreSQL the same batching saves
 round trips and commits.
 
-On SQLite the whole transaction runs in one dedicated thread on a plain pysqlite
-connection: the event loop hands over a batch and gets the results back, one hop each
-way. Through aiosqlite every statement, BEGIN and COMMIT would be a hop of its own, and
-each hop waits for the event loop; with deliveries running that made a commit several
-times slower and accepts waited behind it. On PostgreSQL the same synchronous batch runs
-through asyncpg with ``run_sync``, where a round trip per statement is the network's
-cost anyway.
+What a job writes travels as data, not as code bound to this process: statements by name
+(the store's registry, ``mailgate.store.store.write_statements``) with their rows, or a
+module-level function with its arguments. So the same transaction can run in three
+places:
+
+- SQLite, ``mailgate serve``: in a writer process of its own (``writer_process.py``).
+  pysqlite gives the GIL up and takes it back around every step, and in a thread of the
+  relay's process each of those waited for the busy event loop (and the loop for it), so
+  commits and therefore accepts slowed down exactly while the relay delivered.
+- SQLite elsewhere (the CLI, tests of the store): in a thread, with the same code.
+- PostgreSQL: through asyncpg with ``run_sync``, where a round trip per statement is the
+  network's cost anyway.
 
 Jobs are durable by default: their commit is flushed to disk (fsync) before they return.
 The delivery loop's own bookkeeping (claims, attempt results) passes ``durable=False``;
@@ -27,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
@@ -40,20 +47,31 @@ from sqlalchemy.sql import Executable
 from mailgate.exceptions import DuplicateEntry, StoreUnavailable
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine, write_connection
+from mailgate.workers import WorkerPool, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Op = tuple[Executable, list[dict[str, Any]]]
-# A function job: runs inside the group transaction on a synchronous connection.
-TxnFn = Callable[[Connection], Any]
-_Groups = dict[tuple[Executable, ...], dict[Executable, list[dict[str, Any]]]]
+# A statement of the registry by name, and its rows.
+Op = tuple[str, list[dict[str, Any]]]
+# A function job: ``fn(conn, *args)`` inside the group transaction on a synchronous
+# connection. Module-level (and its arguments picklable) so a writer process can run it.
+TxnFn = Callable[..., Any]
+Statements = Mapping[str, Executable]
+_Groups = dict[tuple[str, ...], dict[str, list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What one job does in the transaction: ``ops``, or ``fn(conn, *args)``."""
+
+    ops: Sequence[Op] = ()
+    fn: TxnFn | None = None
+    args: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
 class _Job:
-    ops: Sequence[Op] = ()
-    fn: TxnFn | None = None
+    work: Work
     durable: bool = True
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -61,7 +79,10 @@ class _Job:
 
 
 def execute_batch(
-    conn: Connection, batch: Sequence[_Job], bulk: Mapping[Executable, BulkForm] | None = None
+    conn: Connection,
+    works: Sequence[Work],
+    statements: Statements,
+    bulk: Mapping[str, BulkForm] | None = None,
 ) -> list[Any]:
     """Run the jobs of one transaction on ``conn``; return each job's result.
 
@@ -73,58 +94,154 @@ def execute_batch(
     """
     results: list[Any] = []
     groups: _Groups = {}
-    for job in batch:
-        if job.fn is None:
-            shape = tuple(stmt for stmt, _ in job.ops)
+    for work in works:
+        if work.fn is None:
+            shape = tuple(name for name, _ in work.ops)
             merged = groups.setdefault(shape, {})
-            for stmt, params in job.ops:
-                merged.setdefault(stmt, []).extend(params)
+            for name, params in work.ops:
+                merged.setdefault(name, []).extend(params)
             results.append(None)
         else:
-            _flush(conn, groups, bulk)
-            results.append(job.fn(conn))
-    _flush(conn, groups, bulk)
+            _flush(conn, groups, statements, bulk)
+            results.append(work.fn(conn, *work.args))
+    _flush(conn, groups, statements, bulk)
     return results
 
 
-def _flush(conn: Connection, groups: _Groups, bulk: Mapping[Executable, BulkForm] | None) -> None:
+def _flush(
+    conn: Connection,
+    groups: _Groups,
+    statements: Statements,
+    bulk: Mapping[str, BulkForm] | None,
+) -> None:
     for merged in groups.values():
-        for stmt, params in merged.items():
-            form = bulk.get(stmt) if bulk and len(params) > 1 else None
+        for name, params in merged.items():
+            form = bulk.get(name) if bulk and len(params) > 1 else None
             if form is not None:
                 form(conn, params)
             elif params:
-                conn.execute(stmt, params)
+                conn.execute(statements[name], params)
     groups.clear()
+
+
+def store_error(exc: Exception) -> Exception:
+    """The exception a job's caller gets for ``exc`` raised in its transaction."""
+    if isinstance(exc, IntegrityError):
+        dup = DuplicateEntry(str(exc.orig))
+        dup.__cause__ = exc
+        return dup
+    if isinstance(exc, SQLAlchemyError | OSError):
+        err = StoreUnavailable(str(exc))
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+class SqliteTransactions:
+    """Group-commit transactions on one plain pysqlite connection, from one thread.
+
+    Runs in the relay's writer process (``writer_process.py``) or in a writer thread.
+    """
+
+    def __init__(self, url: str, statements: Statements, bulk: Mapping[str, BulkForm]) -> None:
+        self._engine: Engine = create_sync_writer_engine(make_url(url))
+        self._statements = statements
+        self._bulk = bulk
+        self._conn: Connection | None = None
+        self._flushing: bool | None = None  # the connection's synchronous setting
+
+    def run(self, works: Sequence[Work], flush: bool) -> list[Any]:
+        """One transaction of ``works``, flushed to disk at commit if ``flush``."""
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._close_conn()
+            self._conn = self._engine.connect()
+        conn = self._conn
+        try:
+            if flush is not self._flushing:
+                # Outside a transaction, straight on the driver: SQLAlchemy would begin one.
+                dbapi = conn.connection.dbapi_connection
+                assert dbapi is not None
+                dbapi.execute(f"PRAGMA synchronous={'FULL' if flush else 'NORMAL'}")
+                self._flushing = flush
+            with conn.begin():
+                return execute_batch(conn, works, self._statements, self._bulk)
+        except BaseException:
+            self._close_conn()  # the next batch starts on a fresh connection
+            raise
+
+    def answer(self, request: tuple[Sequence[Work], bool]) -> tuple[bool, Any]:
+        """:meth:`run` for a writer process: (True, results) or (False, the exception the
+        callers get), never raising, so typed errors cross the pipe."""
+        works, flush = request
+        try:
+            return True, self.run(works, flush)
+        except Exception as exc:
+            err = store_error(exc)
+            err.__cause__ = None  # driver exceptions do not always pickle
+            try:
+                pickle.dumps(err)
+            except Exception:
+                err = RuntimeError(f"{type(exc).__name__}: {exc}")
+            return False, err
+
+    def close(self) -> None:
+        self._close_conn()
+        self._engine.dispose()
+
+    def _close_conn(self) -> None:
+        self._flushing = None
+        if self._conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self._conn.close()
+            self._conn = None
 
 
 class GroupCommitWriter:
     def __init__(
         self,
         engine: AsyncEngine,
+        statements: Statements,
         *,
+        bulk: Mapping[str, BulkForm] | None = None,
         max_batch: int = 1000,
-        bulk: Mapping[Executable, BulkForm] | None = None,
     ) -> None:
-        """``bulk``: one-step forms of many-row statements, used on SQLite (bulk.py)."""
+        """``statements``: the registry ops name; ``bulk``: one-step forms of many-row
+        statements, used on SQLite (bulk.py)."""
         self._engine = engine
+        self._statements = statements
         self._bulk = bulk or {}
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        # SQLite: a thread of its own with a synchronous connection (see the module doc).
-        self._sync_engine: Engine | None = None
-        self._sync_conn: Connection | None = None  # used only in the writer thread
+        # SQLite: a writer process, or a thread with the same transactions.
+        self._process: WorkerPool | None = None
+        self._sqlite: SqliteTransactions | None = None  # used only in the writer thread
         self._thread: ThreadPoolExecutor | None = None
         self._aconn: AsyncConnection | None = None  # PostgreSQL
-        self._flushing: bool | None = None  # the SQLite connection's synchronous setting
 
-    def start(self) -> None:
+    async def start(self, *, process: bool = False) -> None:
+        """Start writing; on SQLite in a writer process if ``process`` (see the module doc).
+
+        Raises WorkerUnavailable if the writer process does not start.
+        """
         if self._engine.dialect.name == "sqlite":
-            self._sync_engine = create_sync_writer_engine(self._engine.url)
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-writer")
+            url = self._engine.url.render_as_string(hide_password=False)
+            if process:
+                from mailgate.store import writer_process
+
+                self._process = writer_process.WriterProcess(url)
+                await self._process.start()
+            else:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-writer")
+                self._sqlite = SqliteTransactions(url, self._statements, self._bulk)
         self._task = asyncio.create_task(self._run(), name="mailgate-writer")
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's pid, if it runs in one."""
+        pids = self._process.pids() if self._process is not None else []
+        return pids[0] if pids else None
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
@@ -133,8 +250,13 @@ class GroupCommitWriter:
         await self._queue.put(None)
         await self._task
         self._task = None
+        if self._process is not None:
+            await self._process.close()
+            self._process = None
         if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._shutdown_sync)
+            sqlite = self._sqlite
+            assert sqlite is not None
+            await asyncio.get_running_loop().run_in_executor(self._thread, sqlite.close)
             self._thread.shutdown(wait=True)
             self._thread = None
         if self._aconn is not None:
@@ -144,15 +266,15 @@ class GroupCommitWriter:
     async def write(self, ops: Sequence[Op], *, durable: bool = True) -> None:
         """Execute the statements in the next group commit; return once committed (and
         flushed to disk unless ``durable`` is False; see the module doc)."""
-        await self._submit(_Job(ops=ops, durable=durable))
+        await self._submit(_Job(Work(ops=ops), durable))
 
-    async def run(self, fn: Callable[[Connection], T], *, durable: bool = True) -> T:
-        """Run fn inside the next group-commit transaction and return its result.
+    async def run(self, fn: TxnFn, *args: Any, durable: bool = True) -> Any:
+        """Run ``fn(conn, *args)`` inside the next group-commit transaction; its result.
 
-        ``fn`` is synchronous and runs in the writer (its own thread on SQLite): it must
-        only use the connection it is given.
+        ``fn`` is synchronous, module-level, and must only use the connection it is given:
+        it may run in another thread or process.
         """
-        return await self._submit(_Job(fn=fn, durable=durable))  # type: ignore[no-any-return]
+        return await self._submit(_Job(Work(fn=fn, args=args), durable))
 
     async def _submit(self, job: _Job) -> Any:
         if self._task is None or self._task.done():
@@ -205,69 +327,40 @@ class GroupCommitWriter:
     def _fail(job: _Job, exc: Exception) -> None:
         if job.future.done():
             return
-        if isinstance(exc, IntegrityError):
-            dup = DuplicateEntry(str(exc.orig))
-            dup.__cause__ = exc
-            job.future.set_exception(dup)
-        elif isinstance(exc, SQLAlchemyError | OSError):
+        err = store_error(exc)
+        if isinstance(err, StoreUnavailable):
             log.error("store write failed: %s", exc)
-            err: Exception = StoreUnavailable(str(exc))
-            err.__cause__ = exc
-            job.future.set_exception(err)
-        else:
-            job.future.set_exception(exc)
+        job.future.set_exception(err)
 
     async def _transaction(self, batch: list[_Job]) -> list[Any]:
         """Run ``batch`` in one transaction; return each job's result."""
+        works = [job.work for job in batch]
+        flush = any(job.durable for job in batch)
+        if self._process is not None:
+            try:
+                ok, payload = await self._process.call((works, flush))
+            except WorkerUnavailable as exc:
+                raise StoreUnavailable(f"the queue's writer process: {exc}") from exc
+            if not ok:
+                raise payload
+            return payload  # type: ignore[no-any-return]
         if self._thread is not None:
+            sqlite = self._sqlite
+            assert sqlite is not None
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self._sync_transaction, batch)
+            return await loop.run_in_executor(self._thread, sqlite.run, works, flush)
         conn = await self._async_connection()
         try:
             async with conn.begin():
-                if not any(job.durable for job in batch):
+                if not flush:
                     await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                return await conn.run_sync(execute_batch, batch)
+                return await conn.run_sync(execute_batch, works, self._statements)
         except BaseException:
             # Start the next batch on a fresh connection: this one may be broken.
             self._aconn = None
             with contextlib.suppress(Exception):
                 await conn.close()
             raise
-
-    # ------------------------------------------------------------- writer thread
-
-    def _sync_transaction(self, batch: list[_Job]) -> list[Any]:
-        if self._sync_conn is None or self._sync_conn.closed or self._sync_conn.invalidated:
-            self._close_sync()
-            assert self._sync_engine is not None
-            self._sync_conn = self._sync_engine.connect()
-        conn = self._sync_conn
-        flush = any(job.durable for job in batch)
-        try:
-            if flush is not self._flushing:
-                # Outside a transaction, straight on the driver: SQLAlchemy would begin one.
-                dbapi = conn.connection.dbapi_connection
-                assert dbapi is not None
-                dbapi.execute(f"PRAGMA synchronous={'FULL' if flush else 'NORMAL'}")
-                self._flushing = flush
-            with conn.begin():
-                return execute_batch(conn, batch, self._bulk)
-        except BaseException:
-            self._close_sync()  # the next batch starts on a fresh connection
-            raise
-
-    def _shutdown_sync(self) -> None:
-        self._close_sync()
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
-
-    def _close_sync(self) -> None:
-        self._flushing = None
-        if self._sync_conn is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                self._sync_conn.close()
-            self._sync_conn = None
 
     # ---------------------------------------------------------------- PostgreSQL
 

@@ -1,0 +1,35 @@
+"""The SQLite queue's writer process: ``python -m mailgate.store.writer_process``.
+
+``mailgate serve`` commits every write here (writer.py says why), one group transaction
+per request. Unlike the other children it is not niced: every accept waits for its commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mailgate.workers import WorkerPool, child_setup, serve_blocking
+
+# Time for a transaction under way to commit once the relay closes our stdin.
+STOP_TIMEOUT = 30.0
+
+
+class WriterProcess(WorkerPool):
+    def __init__(self, url: str) -> None:
+        super().__init__(__name__, url, 1, what="queue writer process", stop_timeout=STOP_TIMEOUT)
+
+
+def _setup(url: str) -> Any:
+    from mailgate.store.store import SQLITE_BULK, write_statements
+    from mailgate.store.writer import SqliteTransactions
+
+    return SqliteTransactions(url, write_statements("sqlite"), SQLITE_BULK).answer
+
+
+if __name__ == "__main__":
+    child_setup(nice=False)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    serve_blocking(_setup)
