@@ -32,10 +32,11 @@ from mailgate.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
 
-# How long the store's writer thread may wait for the GIL while the event loop runs Python.
-# pysqlite releases and re-takes the GIL around every row it writes, and each re-take could
-# wait the default 5 ms; accepts wait for those commits. A 30-row executemany next to a
-# busy thread (0.2 ms alone) took 11.6 / 163 ms (p50 / p99) at 5 ms, 4.5 / 13 ms at 0.5 ms.
+# How long a thread of the relay's process may wait for the GIL while the event loop runs
+# Python. pysqlite releases and re-takes the GIL around every row it reads or writes (the
+# queue's reads run in aiosqlite threads; its writer, on SQLite, in a process of its own),
+# and each re-take could wait the default 5 ms. A 30-row executemany next to a busy thread
+# (0.2 ms alone) took 11.6 / 163 ms (p50 / p99) at 5 ms, 4.5 / 13 ms at 0.5 ms.
 GIL_SWITCH_INTERVAL = 0.0005
 
 

@@ -1,5 +1,5 @@
 """Story: deliveries run in a child process; the relay survives its death and leaves no
-orphans behind when it dies itself."""
+orphans (delivery, signing or queue writer process) behind when it dies itself."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def test_a_killed_delivery_process_defers_its_attempt_and_another_takes_over(
 
 
 def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
-    """SIGKILL gives the relay no chance to stop its delivery process (and that one's DKIM
-    signing process): they see end of file on their stdin and exit by themselves."""
+    """SIGKILL gives the relay no chance to stop its queue writer and delivery processes
+    (nor that one's DKIM signing process): they see end of file on their stdin and exit by
+    themselves."""
     key = tmp_path / "rsa.pem"
     subprocess.run(
         [
@@ -93,8 +94,9 @@ def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
         for line in proc.stderr:
             if "SMTP listening on" in line:
                 break
-        # The delivery process, and its signing process (ready before the relay's READY).
-        _wait(lambda: len(psutil.Process(proc.pid).children(recursive=True)) == 2)
+        # The queue writer, the delivery process and its signing process (ready before
+        # the relay's READY).
+        _wait(lambda: len(psutil.Process(proc.pid).children(recursive=True)) == 3)
         children = psutil.Process(proc.pid).children(recursive=True)
     finally:
         os.kill(proc.pid, signal.SIGKILL)

@@ -1,0 +1,83 @@
+"""Story: on SQLite the relay commits in a queue writer process of its own; errors come
+back typed, and a killed writer is replaced without losing an acknowledged message."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import time
+
+import psutil
+import pytest
+
+from mailgate.exceptions import DuplicateEntry
+from mailgate.store import NewMessage
+from mailgate.store.keys import DuplicateKeyName
+
+
+def _wait(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _send(relay, key: str, n: int) -> int:  # type: ignore[no-untyped-def]
+    """Send n messages in one session; how many were acknowledged (250)."""
+    acked = 0
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        c.login("apikey", key)
+        for i in range(n):
+            try:
+                c.sendmail("app@example.com", ["a@dest.test"], f"Subject: {i}\r\n\r\nx\r\n")
+            except smtplib.SMTPResponseException as exc:
+                assert exc.smtp_code == 451, exc  # only a temporary failure is allowed
+                continue
+            acked += 1
+    return acked
+
+
+def test_the_writer_is_an_unniced_child_process(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory()
+    pid = relay.store.writer.pid
+    assert pid is not None and pid != os.getpid()
+    child = psutil.Process(pid)
+    assert child.ppid() == os.getpid()  # started by the relay (here: this test process)
+    assert child.nice() == psutil.Process().nice()  # accepts wait for it: not niced
+    key = relay.create_key("w")
+    # Typed errors cross the pipe: a taken key name, a duplicate queue id.
+    with pytest.raises(DuplicateKeyName):
+        relay.create_key("w")
+    dup = NewMessage(
+        id="fixed-id",
+        created_at=time.time(),
+        sender="a@example.com",
+        recipients=["b@d.test"],
+        raw=b"Subject: d\r\n\r\nx\r\n",
+    )
+    relay.call(relay.store.enqueue([dup]))
+    with pytest.raises(DuplicateEntry):
+        relay.call(relay.store.enqueue([dup]))
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        c.login("apikey", key)
+        assert c.sendmail("app@example.com", ["a@dest.test"], b"Subject: w\r\n\r\nx\r\n") == {}
+
+
+def test_a_killed_writer_is_replaced_and_acknowledged_mail_is_kept(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(delivery={"enabled": False})
+    key = relay.create_key("w")
+    before = relay.call(relay.store.status_counts()).get("queued", 0)
+    acked = _send(relay, key, 20)
+    assert acked == 20
+    pid = relay.store.writer.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    # Sends while it restarts get 451 at worst (the client keeps the message), never a 5xx
+    # or a lost 250.
+    acked += _send(relay, key, 20)
+    _wait(lambda: relay.store.writer.pid not in (None, pid))
+    assert psutil.Process(relay.store.writer.pid).ppid() == os.getpid()
+    acked += _send(relay, key, 5)
+    assert relay.call(relay.store.status_counts())["queued"] - before == acked
+    assert acked >= 25
