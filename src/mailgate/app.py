@@ -17,9 +17,8 @@ from typing import IO
 
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
-from mailgate.delivery.attempt import AttemptRecord
 from mailgate.delivery.bounce_intake import BounceIntake
-from mailgate.delivery.dkim import DkimSigner
+from mailgate.delivery.outcome import AttemptRecord
 from mailgate.delivery.process import DeliveryProcess
 from mailgate.delivery.scheduler import Scheduler
 from mailgate.events.metrics import Metrics
@@ -104,8 +103,11 @@ class App:
         released = await self.store.release_leases(f"{s.server.node_id}:", time.time(), prefix=True)
         if released:
             log.info("released %d deliveries leased by an earlier run of this node", released)
-        signed = DkimSigner.from_settings(s).domains()  # the keys load, or serve stops here
-        if signed:
+        if any(domain.dkim_pairs() for domain in s.domains):
+            # Imported only then: signing itself happens in the delivery process.
+            from mailgate.delivery.dkim import DkimSigner
+
+            signed = DkimSigner.from_settings(s).domains()  # the keys load, or serve stops here
             log.info("DKIM signing for %s", ", ".join(sorted(signed)))
         # Attempts run in a child process (mailgate.delivery.process); it starts while the
         # listeners do, and is ready before the scheduler starts.

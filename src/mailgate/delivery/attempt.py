@@ -11,13 +11,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from mailgate.config import Settings
 from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn, verp_address
-from mailgate.delivery.classify import connection_reply, is_hard_bounce
+from mailgate.delivery.classify import is_hard_bounce
 from mailgate.delivery.dkim import DkimSigner
-from mailgate.delivery.retry import backoff, expired
+from mailgate.delivery.outcome import AttemptRecord, local_failure, update_for
 from mailgate.headers import scan
 from mailgate.ids import new_id
 from mailgate.models import (
@@ -33,81 +32,6 @@ from mailgate.models import (
 from mailgate.routing.router import Router
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class AttemptRecord:
-    """What one attempt changes in the queue, recorded in one transaction."""
-
-    updates: list[DeliveryUpdate]
-    dkim: bytes | None = None  # a signature made now, kept for the retries
-    suppress: list[Suppression] = field(default_factory=list)
-    dsns: list[NewMessage] = field(default_factory=list)
-
-
-def update_for(
-    settings: Settings,
-    msg: QueuedMessage,
-    d: ClaimedDelivery,
-    r: AttemptResult,
-    failed: list[AttemptResult],
-    now: float,
-    *,
-    direct: bool = False,
-    may_fail: bool = True,
-) -> DeliveryUpdate:
-    """The delivery's new state after result ``r`` (``direct``: accepted by the recipient's
-    own MX, so "delivered" rather than "sent"; ``may_fail``: a temporary failure past
-    ``max_age`` fails the delivery, else it is deferred)."""
-    attempts = d.attempts + 1
-    nxt: float | None = None
-    if r.outcome is Outcome.SENT:
-        status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
-    elif r.outcome is Outcome.PERMANENT:
-        status = DeliveryStatus.BOUNCED
-    elif may_fail and expired(msg.created_at, now, settings.retry):
-        status = DeliveryStatus.FAILED
-    else:
-        status = DeliveryStatus.DEFERRED
-        nxt = now + backoff(attempts, settings.retry)
-    log.info(
-        "%s to=<%s> status=%s attempts=%d provider=%s reply=%s%s",
-        msg.id,
-        d.recipient,
-        status.value,
-        attempts,
-        r.provider or "-",
-        r.reply,
-        "".join(f" (failed over from {f.provider}: {f.reply})" for f in failed),
-    )
-    return DeliveryUpdate(
-        message_id=msg.id,
-        rcpt_idx=d.rcpt_idx,
-        recipient=d.recipient,
-        status=status,
-        attempts=attempts,
-        next_attempt_at=nxt,
-        provider=r.provider,
-        response=r.reply.line(),
-        event=status.value,
-        failovers=tuple((f.provider, f.reply.line()) for f in failed),
-    )
-
-
-def local_failure(why: str) -> AttemptResult:
-    """A temporary failure of the relay's own (4.3.0), not of a provider."""
-    return AttemptResult(Outcome.TEMPORARY, connection_reply("internal", why), "", "local")
-
-
-def unfinished(settings: Settings, msg: QueuedMessage, why: str, now: float) -> AttemptRecord:
-    """Every delivery of ``msg`` deferred for a local reason: the attempt did not finish.
-
-    Deferred even past ``max_age``: the next attempt fails it then, with its DSN.
-    """
-    result = local_failure(why)
-    return AttemptRecord(
-        [update_for(settings, msg, d, result, [], now, may_fail=False) for d in msg.deliveries]
-    )
 
 
 class Deliverer:

@@ -10,7 +10,7 @@ on a core of their own where there is one, at a lower priority
 The scheduler stays in the relay's process with the store (one writer, so SQLite needs no
 locking between processes): it claims a message, sends it here
 (:class:`~mailgate.models.QueuedMessage`), and records the
-:class:`~mailgate.delivery.attempt.AttemptRecord` that comes back. The router's state
+:class:`~mailgate.delivery.outcome.AttemptRecord` that comes back. The router's state
 (circuit breakers, rate buckets, connection pools, the DNS cache) lives here, in one
 process, so provider limits hold as configured. DKIM signing processes are this process's
 own children. If this process dies, the attempts in flight are deferred (whether they went
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailgate.config import Settings
-from mailgate.delivery.attempt import AttemptRecord
+from mailgate.delivery.outcome import AttemptRecord
 from mailgate.models import QueuedMessage
 from mailgate.workers import WorkerPool, child_setup, exchange_messages, failure
 

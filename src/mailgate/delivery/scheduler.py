@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from mailgate.config import Settings
-from mailgate.delivery.attempt import AttemptRecord, unfinished
+from mailgate.delivery.outcome import AttemptRecord, unfinished
 from mailgate.exceptions import StoreUnavailable
 from mailgate.models import ClaimedDelivery, QueuedMessage
 from mailgate.store import Store

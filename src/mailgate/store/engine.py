@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, event, insert, select
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from mailgate.store.schema import SCHEMA_VERSION, metadata, schema_version
+
+if TYPE_CHECKING:
+    # Imported where used: the queue's writer process has no use for asyncio engines,
+    # which cost it 8 MB of memory.
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 WRITE_OPTION = "mailgate_write"
 
@@ -29,6 +34,8 @@ def create_engine(url: str) -> AsyncEngine:
     explicit ``BEGIN IMMEDIATE`` so a write transaction takes the lock up front instead of
     failing half-way, and a busy timeout for the CLI writing beside a running server.
     """
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -28,7 +28,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
 from mailgate.exceptions import StoreUnavailable
@@ -49,6 +48,9 @@ from mailgate.store.suppressions import row as suppression_row
 from mailgate.store.templates import TemplateStore
 from mailgate.store.writer import GroupCommitWriter, Op
 from mailgate.workers import WorkerUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 d = deliveries
 

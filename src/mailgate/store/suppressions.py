@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mailgate.models import Suppression
 from mailgate.store.schema import suppressions
@@ -18,6 +17,8 @@ REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
 
 def insert_ignoring_duplicates(dialect: str) -> Any:
     """INSERT that keeps the first suppression of an address (its original reason)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     if dialect == "postgresql":
         return postgresql.insert(suppressions).on_conflict_do_nothing(index_elements=["address"])
     return sqlite.insert(suppressions).on_conflict_do_nothing(index_elements=["address"])

@@ -1,0 +1,103 @@
+"""What an attempt changes in the queue: the record the delivery process sends back, and
+the updates of a delivery after a result.
+
+Apart from attempt.py so that the relay's process, which records outcomes and defers
+attempts that did not finish, does not load the transports, the router and DKIM.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from mailgate.config import Settings
+from mailgate.delivery.classify import connection_reply
+from mailgate.delivery.retry import backoff, expired
+from mailgate.models import (
+    AttemptResult,
+    ClaimedDelivery,
+    DeliveryStatus,
+    DeliveryUpdate,
+    NewMessage,
+    Outcome,
+    QueuedMessage,
+    Suppression,
+)
+
+# The attempt's log lines keep the logger name they always had.
+log = logging.getLogger("mailgate.delivery.attempt")
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """What one attempt changes in the queue, recorded in one transaction."""
+
+    updates: list[DeliveryUpdate]
+    dkim: bytes | None = None  # a signature made now, kept for the retries
+    suppress: list[Suppression] = field(default_factory=list)
+    dsns: list[NewMessage] = field(default_factory=list)
+
+
+def update_for(
+    settings: Settings,
+    msg: QueuedMessage,
+    d: ClaimedDelivery,
+    r: AttemptResult,
+    failed: list[AttemptResult],
+    now: float,
+    *,
+    direct: bool = False,
+    may_fail: bool = True,
+) -> DeliveryUpdate:
+    """The delivery's new state after result ``r`` (``direct``: accepted by the recipient's
+    own MX, so "delivered" rather than "sent"; ``may_fail``: a temporary failure past
+    ``max_age`` fails the delivery, else it is deferred)."""
+    attempts = d.attempts + 1
+    nxt: float | None = None
+    if r.outcome is Outcome.SENT:
+        status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
+    elif r.outcome is Outcome.PERMANENT:
+        status = DeliveryStatus.BOUNCED
+    elif may_fail and expired(msg.created_at, now, settings.retry):
+        status = DeliveryStatus.FAILED
+    else:
+        status = DeliveryStatus.DEFERRED
+        nxt = now + backoff(attempts, settings.retry)
+    log.info(
+        "%s to=<%s> status=%s attempts=%d provider=%s reply=%s%s",
+        msg.id,
+        d.recipient,
+        status.value,
+        attempts,
+        r.provider or "-",
+        r.reply,
+        "".join(f" (failed over from {f.provider}: {f.reply})" for f in failed),
+    )
+    return DeliveryUpdate(
+        message_id=msg.id,
+        rcpt_idx=d.rcpt_idx,
+        recipient=d.recipient,
+        status=status,
+        attempts=attempts,
+        next_attempt_at=nxt,
+        provider=r.provider,
+        response=r.reply.line(),
+        event=status.value,
+        failovers=tuple((f.provider, f.reply.line()) for f in failed),
+    )
+
+
+def local_failure(why: str) -> AttemptResult:
+    """A temporary failure of the relay's own (4.3.0), not of a provider."""
+    return AttemptResult(Outcome.TEMPORARY, connection_reply("internal", why), "", "local")
+
+
+def unfinished(settings: Settings, msg: QueuedMessage, why: str, now: float) -> AttemptRecord:
+    """Every delivery of ``msg`` deferred for a local reason: the attempt did not finish.
+
+    Deferred even past ``max_age``: the next attempt fails it then, with its DSN.
+    """
+    result = local_failure(why)
+    return AttemptRecord(
+        [update_for(settings, msg, d, result, [], now, may_fail=False) for d in msg.deliveries]
+    )
