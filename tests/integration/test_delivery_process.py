@@ -14,6 +14,7 @@ import psutil
 from test_delivery_upstream import smtp_provider, submit
 
 from fakes.upstream import Upstream
+from mailgate.delivery.process import SIGNING_PROCESSES
 
 
 def _wait(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
@@ -66,7 +67,7 @@ def test_a_killed_delivery_process_defers_its_attempt_and_another_takes_over(
 
 def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
     """SIGKILL gives the relay no chance to stop its queue writer and delivery processes
-    (nor that one's DKIM signing process): they see end of file on their stdin and exit by
+    (nor that one's DKIM signing processes): they see end of file on their stdin and exit by
     themselves."""
     key = tmp_path / "rsa.pem"
     subprocess.run(
@@ -94,9 +95,10 @@ def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
         for line in proc.stderr:
             if "SMTP listening on" in line:
                 break
-        # The queue writer, the delivery process and its signing process (ready before
-        # the relay's READY).
-        _wait(lambda: len(psutil.Process(proc.pid).children(recursive=True)) == 3)
+        # The queue writer, the delivery process and its signing processes (none on 2
+        # cores; ready before the relay's READY).
+        expected = 2 + SIGNING_PROCESSES
+        _wait(lambda: len(psutil.Process(proc.pid).children(recursive=True)) == expected)
         children = psutil.Process(proc.pid).children(recursive=True)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
