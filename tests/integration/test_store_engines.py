@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.exceptions import DuplicateEntry
-from mailgate.models import DeliveryStatus
+from mailgate.models import ClaimedDelivery, DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
 from mailgate.store.engine import migrate
 
@@ -345,23 +345,45 @@ def test_many_row_writes_and_claims_round_trip(db_url: str) -> None:
             rest = await store.claim("node-b:1", now, 700, now + 60)
             assert len(rest) == 200  # nothing claimed twice
 
-            updates = [sent(c) for c in claimed]
+            # The second recipient of the first 100 messages is deferred: its retry will
+            # need the signature. The other messages are done: theirs is not kept.
+            def result(c: ClaimedDelivery) -> DeliveryUpdate:
+                if c.rcpt_idx == 1 and int(c.message_id[5:]) < 100:
+                    return DeliveryUpdate(
+                        c.message_id,
+                        c.rcpt_idx,
+                        c.recipient,
+                        DeliveryStatus.DEFERRED,
+                        1,
+                        now + 60,
+                        "p",
+                        "451 later",
+                        "deferred",
+                    )
+                return sent(c)
+
+            updates = [result(c) for c in claimed]
             signatures = {
                 c.message_id: b"DKIM-Signature: v=1; " + c.message_id.encode() for c in claimed
             }
             await store.record("node-a:1", now, updates, dkim=signatures)
-            # Another node's results and a second signature change nothing.
+            # Another node's results change nothing; a second signature does not replace
+            # the first, and is kept only for a message still to be attempted.
             await store.record("node-b:1", now, updates[:10])
-            await store.record("node-a:1", now, [], dkim={"bulk-0000": b"other"})
-            late = {"bulk-0001": b"other", "bulk-0002": b"other"}
-            await store.record("node-b:1", now, [sent(c) for c in rest[:2]], dkim=late)
+            late = {"bulk-0001": b"other", "bulk-0350": b"other", "bulk-0351": b"other"}
+            done = [sent(c) for c in rest if c.message_id == "bulk-0350"]
+            await store.record("node-b:1", now, done, dkim=late)
             counts = await store.status_counts()
-            assert counts == {"sent": 702, "queued": 198}
+            assert counts == {"sent": 602, "deferred": 100, "queued": 198}
 
-            loaded = await store.load_messages(["bulk-0000", "bulk-0001", "bulk-0449"])
+            wanted = ["bulk-0000", "bulk-0001", "bulk-0200", "bulk-0350", "bulk-0351"]
+            loaded = await store.load_messages(wanted)
             assert loaded["bulk-0000"].raw == raw
             assert loaded["bulk-0000"].dkim == b"DKIM-Signature: v=1; bulk-0000"
             assert loaded["bulk-0001"].dkim == b"DKIM-Signature: v=1; bulk-0001"
+            assert loaded["bulk-0200"].dkim is None  # sent to everyone: no retry needs it
+            assert loaded["bulk-0350"].dkim is None
+            assert loaded["bulk-0351"].dkim == b"other"
             m = await store.get_message("bulk-0301")
             assert m is not None and m["status"] == "sent" and m["tags"] == ["a", "b"]
             assert [d["recipient"] for d in m["deliveries"]] == ["r301@dest.test", odd]

@@ -56,8 +56,8 @@ class BulkUpdate:
     """``UPDATE t SET ... FROM (VALUES ...) AS v WHERE t.key = v.key ...``.
 
     ``match`` and ``assign`` map columns of ``table`` to the row keys that hold their
-    values; ``set_constant`` and ``where_constant`` add SQL that is the same for every row
-    (``lease_owner = NULL``, ``dkim IS NULL``).
+    values; ``set_constant`` (column to SQL) and ``where_constant`` (whole conditions) add
+    SQL that is the same for every row (``lease_owner = NULL``, ``"t".dkim IS NULL``).
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class BulkUpdate:
         sets = [f'"{c}" = {col[k]}' for c, k in assign.items()]
         sets += [f'"{c}" = {sql}' for c, sql in (set_constant or {}).items()]
         where = [f'{name}."{c}" = {col[k]}' for c, k in match.items()]
-        where += [f"{name}.{cond}" for cond in where_constant]
+        where += where_constant
         self._head = f"UPDATE {name} SET {', '.join(sets)} FROM (VALUES "
         self._tail = f") AS v WHERE {' AND '.join(where)}"
 

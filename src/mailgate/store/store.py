@@ -22,6 +22,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     select,
     text,
     tuple_,
@@ -58,9 +59,22 @@ _INSERT_MESSAGE = insert(messages)
 _INSERT_DELIVERY = insert(deliveries)
 _INSERT_EVENT = insert(events)
 _INSERT_IDEMPOTENCY = insert(idempotency)
+# Deliveries still to be attempted (held ones too: a release makes them due).
+_PENDING = ("scheduled", "queued", "deferred", "held")
+# A signature is kept only for the retries: when none of the message's deliveries is
+# pending any more (the common case, everything sent at once) it is not written at all.
+_SIGNATURE_NEEDED = (
+    select(d.c.rcpt_idx)
+    # The statuses inline, not an expanding parameter: this runs with executemany.
+    .where(
+        d.c.message_id == messages.c.id,
+        d.c.status.in_([literal_column(repr(status)) for status in _PENDING]),
+    )
+    .exists()
+)
 _SET_DKIM = (
     update(messages)
-    .where(messages.c.id == bindparam("k_id"), messages.c.dkim.is_(None))
+    .where(messages.c.id == bindparam("k_id"), messages.c.dkim.is_(None), _SIGNATURE_NEEDED)
     .values(dkim=bindparam("k_dkim"))
 )
 _UPDATE_RESULT = (
@@ -187,7 +201,14 @@ SQLITE_BULK: dict[str, BulkForm] = {
         "m_id",
     ),
     "set_dkim": BulkUpdate(
-        messages, match={"id": "k_id"}, assign={"dkim": "k_dkim"}, where_constant=["dkim IS NULL"]
+        messages,
+        match={"id": "k_id"},
+        assign={"dkim": "k_dkim"},
+        where_constant=[
+            '"messages".dkim IS NULL',
+            'EXISTS (SELECT 1 FROM deliveries WHERE deliveries.message_id = "messages".id'
+            f" AND deliveries.status IN ({', '.join(repr(status) for status in _PENDING)}))",
+        ],
     ),
 }
 
