@@ -136,11 +136,13 @@ class ChildProcess:
         if self._on_exit is not None:
             self._on_exit()
         if not self._closing:
-            code = await proc.wait()
-            log.error("a %s exited (code %s); starting another", self.what, code)
-            self._restart = asyncio.create_task(self._start_again())
+            # Set before anything else runs, so requests from now on wait for the new child
+            # (ready()) instead of failing while the old one is being reaped.
+            self._restart = asyncio.create_task(self._start_again(proc))
 
-    async def _start_again(self) -> None:
+    async def _start_again(self, dead: asyncio.subprocess.Process) -> None:
+        code = await dead.wait()
+        log.error("a %s exited (code %s); starting another", self.what, code)
         try:
             await self.start()
         except (WorkerUnavailable, OSError) as exc:

@@ -81,3 +81,53 @@ def test_a_killed_writer_is_replaced_and_acknowledged_mail_is_kept(relay_factory
     acked += _send(relay, key, 5)
     assert relay.call(relay.store.status_counts())["queued"] - before == acked
     assert acked >= 25
+
+
+def test_jobs_of_a_commit_cut_short_fail_and_are_not_run_twice(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The writer process dies during a transaction: whether it committed is unknown, so
+    its jobs fail as temporary (the client retries) instead of running again."""
+    import asyncio
+
+    from sqlalchemy import Connection
+
+    from mailgate.exceptions import StoreUnavailable
+    from mailgate.store import Store
+
+    slow = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000)"
+        " SELECT count(*) FROM c"
+    )
+
+    def message(i: int) -> NewMessage:
+        return NewMessage(
+            id=f"cut-{i}",
+            created_at=time.time(),
+            sender="a@example.com",
+            recipients=["b@d.test"],
+            raw=b"Subject: c\r\n\r\nx\r\n",
+        )
+
+    async def main() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}", writer_process=True)
+        try:
+            pid = store.writer.pid
+            assert pid is not None
+            # One transaction: a statement that runs for seconds, and an accept.
+            jobs = asyncio.gather(
+                store.writer.run(Connection.exec_driver_sql, slow),
+                store.enqueue([message(1)]),
+                return_exceptions=True,
+            )
+            await asyncio.sleep(1.0)
+            os.kill(pid, signal.SIGKILL)
+            results = await asyncio.wait_for(jobs, 10)
+            assert all(isinstance(r, StoreUnavailable) for r in results), results
+            assert "retrying one by one" not in caplog.text  # as after an SQL error
+            assert await store.get_message("cut-1") is None  # not run again by itself
+            await store.enqueue([message(2)])  # the next writer process takes over
+            assert store.writer.pid not in (None, pid)
+            assert await store.get_message("cut-2") is not None
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -126,6 +126,13 @@ def _flush(
     groups.clear()
 
 
+class WriterLost(StoreUnavailable):
+    """The writer process died during the transaction: it may or may not have committed.
+
+    Its jobs fail (a client retries: delivery is at least once) rather than run again.
+    """
+
+
 def store_error(exc: Exception) -> Exception:
     """The exception a job's caller gets for ``exc`` raised in its transaction."""
     if isinstance(exc, IntegrityError):
@@ -307,8 +314,10 @@ class GroupCommitWriter:
         try:
             results = await self._transaction(batch)
         except Exception as exc:
-            if len(batch) == 1:
-                self._fail(batch[0], exc)
+            if len(batch) == 1 or isinstance(exc, WriterLost):
+                # WriterLost: whether it committed is unknown, so a retry could commit twice.
+                for job in batch:
+                    self._fail(job, exc)
                 return
             # One bad job must not fail the others: retry each alone.
             log.warning("group commit of %d jobs failed (%s); retrying one by one", len(batch), exc)
@@ -342,7 +351,7 @@ class GroupCommitWriter:
             try:
                 ok, payload = await self._process.call((works, flush))
             except WorkerUnavailable as exc:
-                raise StoreUnavailable(f"the queue's writer process: {exc}") from exc
+                raise WriterLost(f"the queue's writer process: {exc}") from exc
             if not ok:
                 raise payload
             return payload  # type: ignore[no-any-return]
