@@ -3,10 +3,11 @@ the SQLite queue's writer).
 
 Why processes: work done in the relay's own process holds the GIL and runs on the event
 loop's core, and SMTP accepts wait behind it. A child runs at a lower priority (nice), so
-when both want a core the accepts go first. Why pipes and not ``ProcessPoolExecutor``: its
-manager thread needs the relay's GIL to hand each job over (that capped signing at about
-600 messages/s on a busy loop); here the loop writes requests straight into the child's
-stdin and reads answers from its stdout, requests pipelined and matched by id.
+when both want a core the accepts go first; not the queue's writer, which accepts wait
+for. Why pipes and not ``ProcessPoolExecutor``: its manager thread needs the relay's GIL
+to hand each job over (that capped signing at about 600 messages/s on a busy loop); here
+the loop writes requests straight into the child's stdin and reads answers from its
+stdout, requests pipelined and matched by id.
 
 The frames are a 4-byte length and a pickle. A child first reads one "hello" frame (its
 configuration), answers with an empty frame when it is ready, then serves requests until
