@@ -3,7 +3,6 @@ canonicalization is Python, so in threads it holds the GIL the event loop needs.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,9 @@ def _setup(keys: list[KeySpec]) -> Any:
 
 
 if __name__ == "__main__":
+    from mailgate.logs import setup_logging
+
     child_setup()
     # Warnings (a message not signed, and why) go to the relay's stderr in its format.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging("warning")
     serve_blocking(_setup)

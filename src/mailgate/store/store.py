@@ -100,7 +100,7 @@ _UPDATE_RESULT = (
 
 # A message's status, derived from its deliveries (the most advanced/pending one wins).
 _STATUS_ORDER = (
-    *("scheduled", "queued", "deferred", "held"),
+    *_PENDING,
     *("delivered", "sent", "bounced", "failed"),
 )
 
@@ -228,7 +228,7 @@ QUEUE_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "retry": (("queued", "deferred"), "retry"),
     "hold": (("queued", "deferred"), "held"),
     "release": (("held",), "released"),
-    "delete": (("scheduled", "queued", "deferred", "held"), "cancelled"),
+    "delete": (_PENDING, "cancelled"),
 }
 
 

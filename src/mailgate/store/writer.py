@@ -46,7 +46,7 @@ from sqlalchemy.sql import Executable
 from mailgate.exceptions import DuplicateEntry, StoreUnavailable
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine, write_connection
-from mailgate.workers import WorkerPool, WorkerUnavailable
+from mailgate.workers import WorkerPool, WorkerUnavailable, failure
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -190,7 +190,7 @@ class SqliteTransactions:
             try:
                 pickle.dumps(err)
             except Exception:
-                err = RuntimeError(f"{type(exc).__name__}: {exc}")
+                err = RuntimeError(failure(exc))
             return False, err
 
     def close(self) -> None:

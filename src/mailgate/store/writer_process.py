@@ -6,7 +6,6 @@ per request. Unlike the other children it is not niced: every accept waits for i
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from mailgate.workers import WorkerPool, child_setup, serve_blocking
@@ -28,8 +27,8 @@ def _setup(url: str) -> Any:
 
 
 if __name__ == "__main__":
+    from mailgate.logs import setup_logging
+
     child_setup(nice=False)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging("warning")  # to the relay's stderr, in its format
     serve_blocking(_setup)
