@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from mailgate.exceptions import DuplicateEntry
 from mailgate.models import ClaimedDelivery, DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
 from mailgate.store.engine import migrate
+from mailgate.store.schema import messages
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -37,6 +39,24 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
+async def claim(
+    store: Store, owner: str, now: float, limit: int, until: float
+) -> list[ClaimedDelivery]:
+    """The deliveries a claim leased, whatever message each came with."""
+    claimed = await store.claim(owner, now, limit, until)
+    for m in claimed:
+        assert m.deliveries and {c.message_id for c in m.deliveries} == {m.id}
+    return [c for m in claimed for c in m.deliveries]
+
+
+async def stored_dkim(store: Store, ids: list[str]) -> dict[str, bytes | None]:
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(messages.c.id, messages.c.dkim).where(messages.c.id.in_(ids))
+        )
+        return {r[0]: r[1] for r in rows}
+
+
 def sent(c, owner_attempts: int = 1) -> DeliveryUpdate:  # type: ignore[no-untyped-def]
     return DeliveryUpdate(
         c.message_id, c.rcpt_idx, c.recipient, DeliveryStatus.SENT, 1, None, "p", "250 ok", "sent"
@@ -49,9 +69,9 @@ def test_enqueue_claim_record(db_url: str) -> None:
         try:
             await asyncio.gather(*(store.enqueue([msg(i, rcpts=2)]) for i in range(50)))
             now = time.time()
-            claimed = await store.claim("node-a:1", now, 30, now + 60)
+            claimed = await claim(store, "node-a:1", now, 30, now + 60)
             assert len(claimed) == 30
-            again = await store.claim("node-b:1", now, 100, now + 60)
+            again = await claim(store, "node-b:1", now, 100, now + 60)
             assert len(again) == 70  # the leased 30 are not claimed twice
             keys = {(c.message_id, c.rcpt_idx) for c in claimed}
             assert keys.isdisjoint({(c.message_id, c.rcpt_idx) for c in again})
@@ -77,9 +97,9 @@ def test_expired_lease_is_claimed_again(db_url: str) -> None:
         try:
             await store.enqueue([msg(1)])
             now = time.time()
-            (first,) = await store.claim("dead-node:1", now, 10, now + 5)
-            assert await store.claim("other:1", now + 1, 10, now + 60) == []
-            (again,) = await store.claim("other:1", now + 6, 10, now + 60)
+            (first,) = await claim(store, "dead-node:1", now, 10, now + 5)
+            assert await claim(store, "other:1", now + 1, 10, now + 60) == []
+            (again,) = await claim(store, "other:1", now + 6, 10, now + 60)
             assert (again.message_id, again.rcpt_idx) == (first.message_id, first.rcpt_idx)
         finally:
             await store.close()
@@ -93,10 +113,10 @@ def test_release_leases_by_node_prefix(db_url: str) -> None:
         try:
             await store.enqueue([msg(i) for i in range(4)])
             now = time.time()
-            await store.claim("node_a:1", now, 2, now + 900)
-            await store.claim("node%b:1", now, 2, now + 900)
+            await claim(store, "node_a:1", now, 2, now + 900)
+            await claim(store, "node%b:1", now, 2, now + 900)
             assert await store.release_leases("node_a:", now, prefix=True) == 2
-            assert len(await store.claim("x", now, 10, now + 900)) == 2
+            assert len(await claim(store, "x", now, 10, now + 900)) == 2
         finally:
             await store.close()
 
@@ -110,7 +130,7 @@ def test_retries_do_not_starve_and_fresh_mail_goes_first(db_url: str) -> None:
             old = time.time() - 100
             await store.enqueue([msg(i, at=old) for i in range(20)])
             now = time.time()
-            claimed = await store.claim("n", now, 20, now + 1)
+            claimed = await claim(store, "n", now, 20, now + 1)
             deferred = [
                 DeliveryUpdate(
                     c.message_id,
@@ -127,7 +147,7 @@ def test_retries_do_not_starve_and_fresh_mail_goes_first(db_url: str) -> None:
             ]
             await store.record("n", now, deferred)  # 20 retries due now, lane 1
             await store.enqueue([msg(100 + i) for i in range(20)])  # 20 fresh
-            batch = await store.claim("n", time.time(), 8, now + 60)
+            batch = await claim(store, "n", time.time(), 8, now + 60)
             fresh = [c for c in batch if c.attempts == 0]
             retries = [c for c in batch if c.attempts == 1]
             assert len(retries) == 2 and len(fresh) == 6  # a quarter for retries
@@ -197,7 +217,7 @@ def test_mixed_group_commit_keeps_each_jobs_order(db_url: str, caplog) -> None: 
         try:
             await store.enqueue([msg(i) for i in range(5)])
             now = time.time()
-            claimed = await store.claim("n", now, 5, now + 60)
+            claimed = await claim(store, "n", now, 5, now + 60)
             jobs = [store.record("n", now, [sent(c)]) for c in claimed]
             jobs += [store.enqueue([msg(100 + i)]) for i in range(5)]
             results = await asyncio.gather(*jobs, return_exceptions=True)
@@ -254,7 +274,7 @@ def test_operator_hold_release_retry_delete(db_url: str) -> None:
         try:
             await store.enqueue([msg(1, rcpts=2)])
             now = time.time()
-            (inflight,) = await store.claim("node-a:1", now, 1, now + 60)
+            (inflight,) = await claim(store, "node-a:1", now, 1, now + 60)
             other = NewMessage(
                 id="msg-other",
                 created_at=time.time(),
@@ -269,7 +289,7 @@ def test_operator_hold_release_retry_delete(db_url: str) -> None:
             assert held == (2, 2)  # msg-00001's other recipient and msg-00002; not leased one
             assert (await store.status_counts())["held"] == 2
             # Held deliveries are not claimed: only msg-other was due.
-            got = await store.claim("node-b:1", now, 10, now + 60)
+            got = await claim(store, "node-b:1", now, 10, now + 60)
             assert [c.message_id for c in got] == ["msg-other"]
             await store.release_leases("node-b:1", now)
             assert await store.operate("release", QueueFilter(["msg-00002"]), now) == (1, 1)
@@ -290,7 +310,7 @@ def test_operator_hold_release_retry_delete(db_url: str) -> None:
             )
             await store.record("node-a:1", now, [deferred])
             assert await store.operate("retry", QueueFilter(sender="example.com"), now) == (2, 2)
-            due = await store.claim("node-d:1", now + 1, 10, now + 60)
+            due = await claim(store, "node-d:1", now + 1, 10, now + 60)
             assert {(c.message_id, c.rcpt_idx) for c in due} >= {
                 (inflight.message_id, inflight.rcpt_idx),
                 ("msg-00002", 0),
@@ -333,7 +353,7 @@ def test_many_row_writes_and_claims_round_trip(db_url: str) -> None:
             ]
             await store.enqueue(batch)  # 450 messages, 900 deliveries and events: one job
             now = time.time()
-            claimed = await store.claim("node-a:1", now, 700, now + 60)
+            claimed = await claim(store, "node-a:1", now, 700, now + 60)
             assert len(claimed) == 700
             assert {type(c.rcpt_idx) for c in claimed} == {int}
             assert {c.attempts for c in claimed} == {0} and {c.status for c in claimed} == {
@@ -342,7 +362,7 @@ def test_many_row_writes_and_claims_round_trip(db_url: str) -> None:
             assert odd in {c.recipient for c in claimed}
             # Oldest first: the 350 messages created first, both recipients each.
             assert {c.message_id for c in claimed} == {f"bulk-{i:04d}" for i in range(350)}
-            rest = await store.claim("node-b:1", now, 700, now + 60)
+            rest = await claim(store, "node-b:1", now, 700, now + 60)
             assert len(rest) == 200  # nothing claimed twice
 
             # The second recipient of the first 100 messages is deferred: its retry will
@@ -377,13 +397,22 @@ def test_many_row_writes_and_claims_round_trip(db_url: str) -> None:
             assert counts == {"sent": 602, "deferred": 100, "queued": 198}
 
             wanted = ["bulk-0000", "bulk-0001", "bulk-0200", "bulk-0350", "bulk-0351"]
-            loaded = await store.load_messages(wanted)
-            assert loaded["bulk-0000"].raw == raw
-            assert loaded["bulk-0000"].dkim == b"DKIM-Signature: v=1; bulk-0000"
-            assert loaded["bulk-0001"].dkim == b"DKIM-Signature: v=1; bulk-0001"
-            assert loaded["bulk-0200"].dkim is None  # sent to everyone: no retry needs it
-            assert loaded["bulk-0350"].dkim is None
-            assert loaded["bulk-0351"].dkim == b"other"
+            assert await stored_dkim(store, wanted) == {
+                "bulk-0000": b"DKIM-Signature: v=1; bulk-0000",
+                "bulk-0001": b"DKIM-Signature: v=1; bulk-0001",
+                "bulk-0200": None,  # sent to everyone: no retry needs it
+                "bulk-0350": None,
+                "bulk-0351": b"other",
+            }
+            # The retries' claim brings each message's bytes and signature with it.
+            retries = await store.claim("node-c:1", now + 61, 1000, now + 120)
+            by_id = {m.id: m for m in retries}
+            assert len(by_id) == 199  # 100 deferred, 99 whose lease expired
+            assert by_id["bulk-0000"].raw == raw and by_id["bulk-0000"].sender == "app@example.com"
+            assert by_id["bulk-0000"].dkim == b"DKIM-Signature: v=1; bulk-0000"
+            assert [(c.rcpt_idx, c.attempts) for c in by_id["bulk-0000"].deliveries] == [(1, 1)]
+            assert by_id["bulk-0351"].dkim == b"other"
+            assert len(by_id["bulk-0351"].deliveries) == 2
             m = await store.get_message("bulk-0301")
             assert m is not None and m["status"] == "sent" and m["tags"] == ["a", "b"]
             assert [d["recipient"] for d in m["deliveries"]] == ["r301@dest.test", odd]

@@ -118,12 +118,19 @@ def test_jobs_of_a_commit_cut_short_fail_and_are_not_run_twice(tmp_path, caplog)
                 store.enqueue([message(1)]),
                 return_exceptions=True,
             )
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.3)
+            # The next transaction is handed over while that one runs (it is not held
+            # back for the round trip), so it is cut short too.
+            queued_behind = asyncio.ensure_future(store.enqueue([message(3)]))
+            await asyncio.sleep(0.7)
             os.kill(pid, signal.SIGKILL)
             results = await asyncio.wait_for(jobs, 10)
             assert all(isinstance(r, StoreUnavailable) for r in results), results
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(queued_behind, 10)
             assert "retrying one by one" not in caplog.text  # as after an SQL error
             assert await store.get_message("cut-1") is None  # not run again by itself
+            assert await store.get_message("cut-3") is None
             await store.enqueue([message(2)])  # the next writer process takes over
             assert store.writer.pid not in (None, pid)
             assert await store.get_message("cut-2") is not None

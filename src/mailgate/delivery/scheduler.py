@@ -18,7 +18,7 @@ from typing import Protocol
 from mailgate.config import Settings
 from mailgate.delivery.outcome import AttemptRecord, unfinished
 from mailgate.exceptions import StoreUnavailable
-from mailgate.models import ClaimedDelivery, QueuedMessage
+from mailgate.models import QueuedMessage
 from mailgate.store import Store
 
 log = logging.getLogger(__name__)
@@ -147,23 +147,12 @@ class Scheduler:
         claimed = await self._store.claim(
             self.owner, now, want, now + self._settings.delivery.lease
         )
-        if not claimed:
-            return 0
-        by_message: dict[str, list[ClaimedDelivery]] = {}
-        for c in claimed:
-            by_message.setdefault(c.message_id, []).append(c)
-        messages = await self._store.load_messages(by_message)
-        for message_id, dels in by_message.items():
-            msg = messages.get(message_id)
-            if msg is None:
-                log.warning("message %s vanished while leased; skipping", message_id)
-                continue
-            msg.deliveries = dels
-            self._inflight += len(dels)
-            task = asyncio.create_task(self._attempt(msg), name=f"deliver-{message_id}")
+        for msg in claimed:
+            self._inflight += len(msg.deliveries)
+            task = asyncio.create_task(self._attempt(msg), name=f"deliver-{msg.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return len(claimed)
+        return sum(len(msg.deliveries) for msg in claimed)
 
     async def _attempt(self, msg: QueuedMessage) -> None:
         try:

@@ -155,6 +155,10 @@ _LEASE_JSON = text(
     " (SELECT value ->> 0, value ->> 1 FROM json_each(:c_rows))"
 )
 
+_LOAD_MESSAGES = select(
+    messages.c.id, messages.c.sender, messages.c.raw, messages.c.created_at, messages.c.dkim
+).where(messages.c.id.in_(bindparam("ids", expanding=True)))
+
 # The statements write jobs name (writer.py: ops travel by name, to a writer process too).
 _WRITES: dict[str, Executable] = {
     "insert_message": _INSERT_MESSAGE,
@@ -359,14 +363,17 @@ class Store:
 
     async def claim(
         self, owner: str, now: float, limit: int, lease_until: float
-    ) -> list[ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries to ``owner``.
+    ) -> list[QueuedMessage]:
+        """Lease up to ``limit`` due deliveries to ``owner``; their messages, each with the
+        deliveries claimed, read in the same transaction.
 
         Fresh mail (lane 0) is claimed before retries (lane 1), but retries always get a
-        quarter of the batch so a steady stream of new mail cannot starve them.
+        quarter of the batch so a steady stream of new mail cannot starve them. The bodies
+        come with the claim so that no read of the relay's process (a thread that competes
+        with the listeners for the GIL) is on the delivery path.
         """
         # A claim lost to a power cut only makes the deliveries due again.
-        result: list[ClaimedDelivery] = await self.writer.run(
+        result: list[QueuedMessage] = await self.writer.run(
             _claim, owner, now, limit, lease_until, durable=False
         )
         return result
@@ -478,24 +485,6 @@ class Store:
                 return list((await conn.execute(stmt)).all())
         except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(str(exc)) from exc
-
-    async def load_messages(self, ids: Iterable[str]) -> dict[str, QueuedMessage]:
-        wanted = list(set(ids))
-        if not wanted:
-            return {}
-        rows = await self._read(
-            select(
-                messages.c.id,
-                messages.c.sender,
-                messages.c.raw,
-                messages.c.created_at,
-                messages.c.dkim,
-            ).where(messages.c.id.in_(wanted))
-        )
-        return {
-            r[0]: QueuedMessage(id=r[0], sender=r[1], raw=r[2], created_at=r[3], dkim=r[4])
-            for r in rows
-        }
 
     async def next_due_at(self) -> float | None:
         rows = await self._read(select(func.min(d.c.next_attempt_at)))
@@ -696,12 +685,24 @@ class Store:
 
 def _claim(
     conn: Connection, owner: str, now: float, limit: int, until: float
-) -> list[ClaimedDelivery]:
+) -> list[QueuedMessage]:
     got = _claim_lane(conn, 1, owner, now, max(1, limit // 4), until)
     got += _claim_lane(conn, 0, owner, now, limit - len(got), until)
     if len(got) < limit:
         got += _claim_lane(conn, 1, owner, now, limit - len(got), until)
-    return got
+    by_message: dict[str, list[ClaimedDelivery]] = {}
+    for c in got:
+        by_message.setdefault(c.message_id, []).append(c)
+    if not by_message:
+        return []
+    # Deliveries cascade with their message, so every claimed one has its message here.
+    rows = conn.execute(_LOAD_MESSAGES, {"ids": list(by_message)}).all()
+    return [
+        QueuedMessage(
+            id=r[0], sender=r[1], raw=r[2], created_at=r[3], dkim=r[4], deliveries=by_message[r[0]]
+        )
+        for r in rows
+    ]
 
 
 def _claim_lane(

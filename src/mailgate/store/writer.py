@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Transactions handed to a writer process before the first of them has committed.
+IN_FLIGHT = 2
+
 # A statement of the registry by name, and its rows.
 Op = tuple[str, list[dict[str, Any]]]
 # A function job: ``fn(conn, *args)`` inside the group transaction on a synchronous
@@ -127,7 +130,8 @@ def _flush(
 
 
 class WriterLost(StoreUnavailable):
-    """The writer process died during the transaction: it may or may not have committed.
+    """The writer process died with the transaction handed to it: it may or may not have
+    committed (the transaction it was making, or the next one, already in its pipe).
 
     Its jobs fail (a client retries: delivery is at least once) rather than run again.
     """
@@ -293,13 +297,29 @@ class GroupCommitWriter:
 
     async def _run(self) -> None:
         self._stopping = False
+        # A writer process runs its requests one after another, so the next transaction
+        # can be on its way while one commits: the process starts it at once instead of
+        # idling for the round trip through the relay's (busy) event loop.
+        slots = asyncio.Semaphore(IN_FLIGHT if self._process is not None else 1)
+        commits: set[asyncio.Task[None]] = set()
         while not self._stopping:
             job = await self._queue.get()
             if job is None:
                 break
+            await slots.acquire()  # meanwhile more jobs join the queue, and this batch
             batch = [job]
             self._take_waiting(batch)
+            task = asyncio.create_task(self._commit_and_release(batch, slots))
+            commits.add(task)
+            task.add_done_callback(commits.discard)
+        if commits:
+            await asyncio.wait(commits)
+
+    async def _commit_and_release(self, batch: list[_Job], slots: asyncio.Semaphore) -> None:
+        try:
             await self._commit_batch(batch)
+        finally:
+            slots.release()
 
     def _take_waiting(self, batch: list[_Job]) -> None:
         """Move the jobs waiting in the queue into ``batch`` (up to max_batch)."""
