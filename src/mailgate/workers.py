@@ -24,7 +24,6 @@ import itertools
 import logging
 import os
 import pickle
-import select
 import signal
 import struct
 import sys
@@ -65,9 +64,7 @@ class ChildProcess:
         on_message: Callable[[Any], None],
         on_exit: Callable[[], None] | None = None,
         stop_timeout: float = STOP_TIMEOUT,
-        coalesce: bool = False,
     ) -> None:
-        """``coalesce``: the frames sent in one turn of the event loop go in one write."""
         self._module = module
         self._hello = hello
         self.what = what  # "DKIM signing process", for the log
@@ -78,8 +75,6 @@ class ChildProcess:
         self._reader: asyncio.Task[None] | None = None
         self._restart: asyncio.Task[None] | None = None
         self._closing = False
-        self._coalesce = coalesce
-        self._outbox: list[bytes] = []
 
     @property
     def pid(self) -> int | None:
@@ -124,26 +119,10 @@ class ChildProcess:
         if not self.alive:
             raise WorkerUnavailable(f"the {self.what} is not running")
         assert self._proc is not None and self._proc.stdin is not None
-        if self._coalesce:
-            if not self._outbox:
-                asyncio.get_running_loop().call_soon(self._flush)
-            self._outbox.append(frame(obj))
-            return
         try:
             self._proc.stdin.write(frame(obj))
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerUnavailable(str(exc)) from None
-
-    def _flush(self) -> None:
-        if not self._outbox:
-            return
-        data = b"".join(self._outbox)
-        self._outbox.clear()
-        if not self.alive:
-            return  # it died after send(): its exit fails those requests (on_exit)
-        assert self._proc is not None and self._proc.stdin is not None
-        with contextlib.suppress(ConnectionError, RuntimeError):  # dying: as above
-            self._proc.stdin.write(data)
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         stdout = proc.stdout
@@ -181,7 +160,6 @@ class ChildProcess:
         proc = self._proc
         if proc is None:
             return
-        self._flush()  # what was sent is answered before the child stops
         if proc.stdin is not None:
             proc.stdin.close()
         try:
@@ -207,9 +185,7 @@ class WorkerPool:
         *,
         what: str,
         stop_timeout: float = STOP_TIMEOUT,
-        coalesce: bool = False,
     ) -> None:
-        """``coalesce``: see :class:`ChildProcess`."""
         self._children: list[tuple[ChildProcess, dict[int, asyncio.Future[Any]]]] = []
         for _ in range(count):
             pending: dict[int, asyncio.Future[Any]] = {}
@@ -220,7 +196,6 @@ class WorkerPool:
                 on_message=lambda msg, p=pending: self._answered(p, msg),
                 on_exit=lambda p=pending, w=what: self._died(p, w),
                 stop_timeout=stop_timeout,
-                coalesce=coalesce,
             )
             self._children.append((child, pending))
         self._what = what
@@ -328,64 +303,6 @@ def serve_blocking(setup: Callable[[Any], Callable[[Any], object]]) -> None:
             answer = _answer(rid, False, failure(exc))
         out.write(answer)
         out.flush()
-
-
-def serve_batches(setup: Callable[[Any], Callable[[list[Any]], list[object]]]) -> None:
-    """Serve requests in batches: every request the pipe holds when the previous batch is
-    done, handed over together. ``setup(hello)`` returns the handler, which answers a
-    list of requests with a list of answers in the same order."""
-    frames = _FrameReader(sys.stdin.buffer.fileno())
-    out = sys.stdout.buffer
-    hello = frames.next_batch()
-    if not hello:
-        return
-    handle = setup(hello[0])
-    out.write(_LEN.pack(0))  # ready
-    out.flush()
-    while batch := frames.next_batch():
-        rids = [rid for rid, _ in batch]
-        try:
-            answers = [
-                _answer(rid, True, a)
-                for rid, a in zip(rids, handle([r for _, r in batch]), strict=True)
-            ]
-        except Exception as exc:
-            answers = [_answer(rid, False, failure(exc)) for rid in rids]
-        out.write(b"".join(answers))
-        out.flush()
-
-
-class _FrameReader:
-    """Frames from a pipe, as many at a time as it holds."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._buf = bytearray()
-
-    def next_batch(self) -> list[Any]:
-        """Every complete frame available, waiting for at least one; [] at end of file."""
-        while not self._complete():
-            if not self._read():
-                return []
-        while select.select([self._fd], [], [], 0)[0] and self._read():
-            pass
-        frames = []
-        while self._complete():
-            (size,) = _LEN.unpack_from(self._buf)
-            frames.append(pickle.loads(self._buf[_LEN.size : _LEN.size + size]))
-            del self._buf[: _LEN.size + size]
-        return frames
-
-    def _complete(self) -> bool:
-        if len(self._buf) < _LEN.size:
-            return False
-        (size,) = _LEN.unpack_from(self._buf)
-        return len(self._buf) >= _LEN.size + size
-
-    def _read(self) -> bool:
-        data = os.read(self._fd, 1 << 20)
-        self._buf += data
-        return bool(data)
 
 
 Setup = Callable[

@@ -119,8 +119,8 @@ def test_jobs_of_a_commit_cut_short_fail_and_are_not_run_twice(tmp_path, caplog)
                 return_exceptions=True,
             )
             await asyncio.sleep(0.3)
-            # A job sent while that transaction runs waits in the writer process's pipe
-            # (it is sent at once, not held back for the round trip): it fails too.
+            # The next transaction is handed over while that one runs (it is not held
+            # back for the round trip), so it is cut short too.
             queued_behind = asyncio.ensure_future(store.enqueue([message(3)]))
             await asyncio.sleep(0.7)
             os.kill(pid, signal.SIGKILL)
@@ -138,43 +138,3 @@ def test_jobs_of_a_commit_cut_short_fail_and_are_not_run_twice(tmp_path, caplog)
             await store.close()
 
     asyncio.run(main())
-
-
-def test_the_writer_process_groups_what_its_pipe_holds_and_one_bad_job_fails_alone(
-    tmp_path, capfd
-) -> None:  # type: ignore[no-untyped-def]
-    """Jobs sent in one turn of the relay's event loop are committed together by the
-    writer process; a duplicate among them fails alone, the others are queued."""
-    import asyncio
-
-    from mailgate.store import Store
-
-    def message(name: str) -> NewMessage:
-        return NewMessage(
-            id=f"group-{name}",
-            created_at=time.time(),
-            sender="a@example.com",
-            recipients=["b@d.test"],
-            raw=b"Subject: g\r\n\r\nx\r\n",
-        )
-
-    async def main() -> None:
-        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}", writer_process=True)
-        try:
-            await store.enqueue([message("dup")])
-            results = await asyncio.gather(
-                store.enqueue([message("a")]),
-                store.enqueue([message("dup")]),
-                store.enqueue([message("b")]),
-                return_exceptions=True,
-            )
-            assert results[0] is None and results[2] is None, results
-            assert isinstance(results[1], DuplicateEntry), results
-            assert await store.get_message("group-a") is not None
-            assert await store.get_message("group-b") is not None
-        finally:
-            await store.close()
-
-    asyncio.run(main())
-    # One transaction for the three (the writer process logs to the relay's stderr).
-    assert "group commit of 3 jobs failed" in capfd.readouterr().err

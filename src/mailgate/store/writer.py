@@ -13,9 +13,7 @@ places:
 - SQLite, ``mailgate serve``: in a writer process of its own (``writer_process.py``).
   pysqlite gives the GIL up and takes it back around every step, and in a thread of the
   relay's process each of those waited for the busy event loop (and the loop for it), so
-  commits and therefore accepts slowed down exactly while the relay delivered. There the
-  grouping happens in the writer process: each job is sent at once, and after a commit
-  the process takes everything its pipe holds into the next transaction.
+  commits and therefore accepts slowed down exactly while the relay delivered.
 - SQLite elsewhere (the CLI, tests of the store): in a thread, with the same code.
 - PostgreSQL: through asyncpg with ``run_sync``, where a round trip per statement is the
   network's cost anyway.
@@ -55,7 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 1000  # jobs in one transaction
+# Transactions handed to a writer process before the first of them has committed.
+IN_FLIGHT = 2
 
 # A statement of the registry by name, and its rows.
 Op = tuple[str, list[dict[str, Any]]]
@@ -131,8 +130,8 @@ def _flush(
 
 
 class WriterLost(StoreUnavailable):
-    """The writer process died before answering the job: it may or may not have
-    committed it (it was in the transaction being made, or still in the pipe).
+    """The writer process died with the transaction handed to it: it may or may not have
+    committed (the transaction it was making, or the next one, already in its pipe).
 
     Its jobs fail (a client retries: delivery is at least once) rather than run again.
     """
@@ -149,17 +148,6 @@ def store_error(exc: Exception) -> Exception:
         err.__cause__ = exc
         return err
     return exc
-
-
-def _crossing(exc: Exception) -> Exception:
-    """``exc`` as its caller gets it (store_error), made to cross a pipe."""
-    err = store_error(exc)
-    err.__cause__ = None  # driver exceptions do not always pickle
-    try:
-        pickle.dumps(err)
-    except Exception:
-        err = RuntimeError(failure(exc))
-    return err
 
 
 class SqliteTransactions:
@@ -194,37 +182,20 @@ class SqliteTransactions:
             self._close_conn()  # the next batch starts on a fresh connection
             raise
 
-    def answer_many(
-        self, requests: Sequence[tuple[Work, bool]], max_batch: int = MAX_BATCH
-    ) -> list[tuple[bool, Any]]:
-        """For a writer process: the jobs ``(work, durable)`` its pipe held, committed
-        together (in transactions of up to ``max_batch``); per job (True, result) or
-        (False, the exception its caller gets), never raising, so typed errors cross the
-        pipe. One bad job does not fail the others: a failed group is run again one job
-        at a time."""
-        answers: list[tuple[bool, Any]] = []
-        for start in range(0, len(requests), max_batch):
-            chunk = requests[start : start + max_batch]
-            works = [work for work, _ in chunk]
+    def answer(self, request: tuple[Sequence[Work], bool]) -> tuple[bool, Any]:
+        """:meth:`run` for a writer process: (True, results) or (False, the exception the
+        callers get), never raising, so typed errors cross the pipe."""
+        works, flush = request
+        try:
+            return True, self.run(works, flush)
+        except Exception as exc:
+            err = store_error(exc)
+            err.__cause__ = None  # driver exceptions do not always pickle
             try:
-                results = self.run(works, any(durable for _, durable in chunk))
-            except Exception as exc:
-                if len(chunk) == 1:
-                    answers.append((False, _crossing(exc)))
-                    continue
-                log.warning(
-                    "group commit of %d jobs failed (%s); retrying one by one", len(chunk), exc
-                )
-                for work, durable in chunk:
-                    try:
-                        (result,) = self.run([work], durable)
-                    except Exception as single_exc:
-                        answers.append((False, _crossing(single_exc)))
-                    else:
-                        answers.append((True, result))
-            else:
-                answers += [(True, result) for result in results]
-        return answers
+                pickle.dumps(err)
+            except Exception:
+                err = RuntimeError(failure(exc))
+            return False, err
 
     def close(self) -> None:
         self._close_conn()
@@ -245,7 +216,7 @@ class GroupCommitWriter:
         statements: Statements,
         *,
         bulk: Mapping[str, BulkForm] | None = None,
-        max_batch: int = MAX_BATCH,
+        max_batch: int = 1000,
     ) -> None:
         """``statements``: the registry ops name; ``bulk``: one-step forms of many-row
         statements, used on SQLite (bulk.py)."""
@@ -321,40 +292,34 @@ class GroupCommitWriter:
     async def _submit(self, job: _Job) -> Any:
         if self._task is None or self._task.done():
             raise StoreUnavailable("writer is not running")
-        if self._process is not None:
-            return await self._in_process(job)
         self._queue.put_nowait(job)
         return await job.future
 
-    async def _in_process(self, job: _Job) -> Any:
-        """A writer process groups the commits itself: each job goes to it at once (the
-        jobs of one turn of the event loop in one write), and after each commit it takes
-        everything its pipe holds into the next transaction. So it never idles for a
-        round trip through the relay's busy event loop, and batches stay as large as
-        the time of one commit allows."""
-        assert self._process is not None
-        try:
-            ok, payload = await self._process.call((job.work, job.durable))
-        except WorkerUnavailable as exc:
-            # Whether it committed is unknown, so a retry could commit twice.
-            err: Exception = WriterLost(f"the queue's writer process: {exc}")
-            log.error("store write failed: %s", err)
-            raise err from exc
-        if ok:
-            return payload
-        if isinstance(payload, StoreUnavailable):
-            log.error("store write failed: %s", payload)
-        raise payload
-
     async def _run(self) -> None:
         self._stopping = False
+        # A writer process runs its requests one after another, so the next transaction
+        # can be on its way while one commits: the process starts it at once instead of
+        # idling for the round trip through the relay's (busy) event loop.
+        slots = asyncio.Semaphore(IN_FLIGHT if self._process is not None else 1)
+        commits: set[asyncio.Task[None]] = set()
         while not self._stopping:
             job = await self._queue.get()
             if job is None:
                 break
+            await slots.acquire()  # meanwhile more jobs join the queue, and this batch
             batch = [job]
             self._take_waiting(batch)
+            task = asyncio.create_task(self._commit_and_release(batch, slots))
+            commits.add(task)
+            task.add_done_callback(commits.discard)
+        if commits:
+            await asyncio.wait(commits)
+
+    async def _commit_and_release(self, batch: list[_Job], slots: asyncio.Semaphore) -> None:
+        try:
             await self._commit_batch(batch)
+        finally:
+            slots.release()
 
     def _take_waiting(self, batch: list[_Job]) -> None:
         """Move the jobs waiting in the queue into ``batch`` (up to max_batch)."""
@@ -369,7 +334,8 @@ class GroupCommitWriter:
         try:
             results = await self._transaction(batch)
         except Exception as exc:
-            if len(batch) == 1:
+            if len(batch) == 1 or isinstance(exc, WriterLost):
+                # WriterLost: whether it committed is unknown, so a retry could commit twice.
                 for job in batch:
                     self._fail(job, exc)
                 return
@@ -401,6 +367,14 @@ class GroupCommitWriter:
         """Run ``batch`` in one transaction; return each job's result."""
         works = [job.work for job in batch]
         flush = any(job.durable for job in batch)
+        if self._process is not None:
+            try:
+                ok, payload = await self._process.call((works, flush))
+            except WorkerUnavailable as exc:
+                raise WriterLost(f"the queue's writer process: {exc}") from exc
+            if not ok:
+                raise payload
+            return payload  # type: ignore[no-any-return]
         if self._thread is not None:
             sqlite = self._sqlite
             assert sqlite is not None
