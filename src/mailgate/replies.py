@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mailgate.models import SmtpReply
 
 MAIL_OK = SmtpReply(250, "2.1.0", "Sender OK")
@@ -28,3 +30,32 @@ IDLE_TIMEOUT = SmtpReply(421, "4.4.2", "Idle timeout, closing connection")
 
 def queued(queue_id: str) -> SmtpReply:
     return SmtpReply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
+
+# aiosmtpd's own protocol replies ("503 Error: need MAIL command", "250 OK" to NOOP) carry
+# no enhanced status code, but RFC 2034 wants one on every reply once ENHANCEDSTATUSCODES
+# is advertised (except the greeting, the EHLO/HELO answer and the 3xx prompts): these
+# are the codes Postfix gives the same situations, and the class's X.0.0 otherwise.
+_HAS_ENHANCED = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
+_ENHANCED_BY_CODE = {
+    454: "4.7.0",  # TLS not available
+    500: "5.5.2",  # syntax error, command unrecognised, line too long
+    501: "5.5.4",  # syntax error in parameters
+    502: "5.5.1",  # command not implemented
+    503: "5.5.1",  # bad sequence of commands
+    504: "5.5.4",  # parameter not implemented
+    530: "5.7.0",  # STARTTLS first
+    552: "5.3.4",
+    553: "5.1.3",
+}
+
+
+def with_enhanced_code(line: str) -> str:
+    """``line`` with an enhanced status code after its reply code, if it has none."""
+    if len(line) < 4 or not line[:3].isdigit() or line[3] not in " -" or line[0] == "3":
+        return line
+    if _HAS_ENHANCED.match(line):
+        return line
+    code = int(line[:3])
+    enhanced = _ENHANCED_BY_CODE.get(code, f"{line[0]}.0.0")
+    return f"{line[:4]}{enhanced} {line[4:]}" if line[4:] else f"{line[:4]}{enhanced}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import smtplib
 import socket
 
@@ -53,6 +54,31 @@ def test_garbage_commands_and_binary_data(relay_factory) -> None:  # type: ignor
         out = session(relay.port(), payload)
         assert b"Traceback" not in out and b"Error: (" not in out, out[:500]
     still_serves(relay)
+
+
+def test_every_reply_has_an_enhanced_status_code(relay) -> None:  # type: ignore[no-untyped-def]
+    """RFC 2034: once ENHANCEDSTATUSCODES is advertised every reply carries one, aiosmtpd's
+    own protocol errors included (all but the greeting, the EHLO answer and 3xx prompts)."""
+    payload = (
+        b"MAIL FROM:<app@example.com>\r\n"  # before EHLO
+        b"EHLO x\r\n"
+        b"NOOP\r\nRSET\r\nHELP\r\nVRFY a\r\nEXPN a\r\nFOO\r\nMAIL\r\n"
+        b"RCPT TO:<a@dest.test>\r\nDATA\r\n"  # out of sequence
+        b"MAIL FROM:<" + b"a" * 5000 + b"@example.com>\r\n"  # command line too long
+        b"MAIL FROM:<app@example.com>\r\nMAIL FROM:<app@example.com>\r\n"  # nested
+        b"RCPT TO:<a@dest.test>\r\nDATA x\r\nQUIT\r\n"
+    )
+    lines = session(relay.port(), payload).decode().split("\r\n")
+    ehlo = [line for line in lines if line.startswith("250-")]
+    assert ehlo and "250-ENHANCEDSTATUSCODES" in ehlo
+    replies = [line for line in lines if line and not line.startswith("250-")]
+    replies.remove(next(r for r in replies if r.startswith("250 HELP")))  # EHLO's last line
+    assert len(replies) >= 15, replies
+    for reply in replies:
+        assert re.match(r"\d{3} [245]\.\d{1,3}\.\d{1,3} ", reply), reply
+    assert replies[0].startswith("503 5.5.1 ")  # MAIL before EHLO
+    assert "500 5.5.2 " in {r[:10] for r in replies}
+    assert replies[-1] == "221 2.0.0 Bye"
 
 
 def test_http_garbage(relay) -> None:  # type: ignore[no-untyped-def]

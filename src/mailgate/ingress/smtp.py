@@ -17,7 +17,7 @@ import logging
 import re
 import ssl
 from collections.abc import Container, Iterable
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -91,6 +91,8 @@ class RelaySMTP(SMTP):
         self.network_credential: Credential | None = None
         self.network_checked = False
         self._registry = registry
+        self._greeted = False
+        self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -116,6 +118,29 @@ class RelaySMTP(SMTP):
     def close_connection(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    async def push(self, status: AnyStr) -> None:
+        """Every reply but the greeting and EHLO/HELO's with an enhanced status code
+        (aiosmtpd's own protocol errors have none; see replies.with_enhanced_code)."""
+        verbatim = self._verbatim and status[:3] == "250"
+        if isinstance(status, str) and self._greeted and not verbatim:
+            status = replies.with_enhanced_code(status)
+        self._greeted = True
+        await super().push(status)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._verbatim = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._verbatim = False
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._verbatim = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._verbatim = False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's MAIL/RCPT address parser, with a fast path for ``<local@domain>``.
