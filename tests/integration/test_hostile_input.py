@@ -79,6 +79,9 @@ def test_every_reply_has_an_enhanced_status_code(relay) -> None:  # type: ignore
     assert replies[0].startswith("503 5.5.1 ")  # MAIL before EHLO
     assert "500 5.5.2 " in {r[:10] for r in replies}
     assert replies[-1] == "221 2.0.0 Bye"
+    help_line = next(r for r in replies if "Supported commands" in r)
+    for command in ("DATA", "EHLO", "HELO", "MAIL", "RCPT", "QUIT"):
+        assert command in help_line.split(), help_line
 
 
 def test_http_garbage(relay) -> None:  # type: ignore[no-untyped-def]

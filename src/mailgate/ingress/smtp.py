@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Container, Iterable
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from mailgate import policy, replies
 from mailgate.accept import Acceptor
@@ -128,6 +128,7 @@ class RelaySMTP(SMTP):
         self._greeted = True
         await super().push(status)
 
+    @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
         self._verbatim = True
         try:
@@ -135,6 +136,7 @@ class RelaySMTP(SMTP):
         finally:
             self._verbatim = False
 
+    @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         self._verbatim = True
         try:
@@ -167,6 +169,7 @@ class RelaySMTP(SMTP):
                 log.debug("could not send the idle-timeout reply", exc_info=True)
         super()._timeout_cb()
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed():
             return
