@@ -48,6 +48,18 @@ def _valid_local(local: str) -> bool:
     return not any(c in _ATOM_SPECIALS for c in local)
 
 
+def utf8_encodable(text: str) -> bool:
+    """False for text holding lone surrogates: bytes that were not UTF-8 (aiosmtpd decodes
+    them to surrogates) or a JSON ``\\udcff`` escape. Nothing can encode such text."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def split_address(address: str) -> tuple[str, str] | None:
     """'user@Example.COM' -> ('user', 'example.com'); None if it is not an address.
 
@@ -56,6 +68,8 @@ def split_address(address: str) -> tuple[str, str] | None:
     """
     local, sep, domain = address.rpartition("@")
     if not sep or not local or not domain or len(address) > 320:
+        return None
+    if not utf8_encodable(address):
         return None
     if not _valid_local(local):
         return None

@@ -109,3 +109,42 @@ def test_http_garbage(relay) -> None:  # type: ignore[no-untyped-def]
             assert r.status_code in (400, 422), (body[:20], r.status_code, r.text[:200])
             assert set(r.json()) == {"error"}
         assert c.get("/healthz").status_code == 200
+
+
+def test_addresses_that_are_not_utf8_are_refused_at_mail_and_rcpt(relay) -> None:  # type: ignore[no-untyped-def]
+    """aiosmtpd decodes such bytes to surrogates; accepted, they failed the message at DATA
+    with 451 for ever after."""
+    out = session(
+        relay.port(),
+        b"EHLO x\r\nMAIL FROM:<a\xff@example.com>\r\nMAIL FROM:<app@example.com>\r\n"
+        b"RCPT TO:<b\xfe@dest.test>\r\nRCPT TO:<b@d\xfeest.test>\r\n"
+        b"RCPT TO:<\xc3\xa9t\xc3\xa9@dest.test>\r\nQUIT\r\n",
+    ).decode()
+    assert "553 5.1.7 " in out
+    assert out.count("553 5.1.3 ") == 2
+    assert out.count("250 2.1.5 ") == 1  # UTF-8 is fine (SMTPUTF8)
+    still_serves(relay)
+
+
+def test_json_with_lone_surrogates_is_a_400_naming_the_field(relay) -> None:  # type: ignore[no-untyped-def]
+    key = relay.create_key("app")
+
+    def body(rest: str) -> str:
+        return '{"from": "app@example.com", "to": ["a@dest.test"], ' + rest + "}"
+
+    cases = {
+        body('"subject": "s\\udcff", "text": "t"'): "subject",
+        body('"subject": "s", "text": "t", "headers": {"X-A": "\\ud800"}'): "headers.X-A",
+        body('"subject": "s", "text": "t", "tags": ["ok", "\\udfff"]'): "tags[1]",
+    }
+    json_type = {"content-type": "application/json"}
+    with httpx.Client(base_url=relay.http_url, headers={"x-api-key": key}) as c:
+        for content, field in cases.items():
+            r = c.post("/v1/messages/send", content=content, headers=json_type)
+            assert r.status_code == 400, (content, r.text)
+            assert r.json()["error"]["code"] == "invalid_json"
+            assert r.json()["error"]["field"] == field
+        paired = body('"subject": "s \\ud83d\\ude00", "text": "t"')
+        r = c.post("/v1/messages/send", content=paired, headers=json_type)
+        assert r.status_code == 202, r.text
+        assert r.json()["data"]["subject"] == "s \U0001f600"

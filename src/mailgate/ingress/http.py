@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from mailgate.events.metrics import Metrics
 from mailgate.exceptions import ListenError, StoreUnavailable
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
+from mailgate.policy import utf8_encodable
 from mailgate.ratelimit import RateLimiter
 from mailgate.store import Store
 from mailgate.units import parse_hostport, parse_rate
@@ -121,9 +123,44 @@ class ApiContext:
             if len(body) > limit:
                 raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
         try:
-            return json.loads(body), bytes(body)
+            obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        if _SURROGATE_ESCAPE.search(body):
+            where = _lone_surrogate(obj, "")
+            if where is not None:
+                raise ApiError(
+                    400,
+                    "invalid_json",
+                    "the body is not valid JSON text: an unpaired UTF-16 surrogate escape"
+                    f" in {where or 'the body'}",
+                    where or None,
+                )
+        return obj, bytes(body)
+
+
+# A \uD800-\uDFFF escape: only through one can a JSON body hold a lone surrogate (UTF-8
+# cannot encode them), which no header, address or stored text can carry.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(obj: Any, path: str) -> str | None:
+    """The field path of the first string (or key) holding a lone surrogate, or None."""
+    if isinstance(obj, str):
+        return None if utf8_encodable(obj) else path
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            found = _lone_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            if not utf8_encodable(key):
+                return f"{path}.{key!a}" if path else ascii(key)
+            found = _lone_surrogate(value, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    return None
 
 
 _FIELD_CODES = {
