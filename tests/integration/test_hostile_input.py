@@ -148,3 +148,23 @@ def test_json_with_lone_surrogates_is_a_400_naming_the_field(relay) -> None:  # 
         r = c.post("/v1/messages/send", content=paired, headers=json_type)
         assert r.status_code == 202, r.text
         assert r.json()["data"]["subject"] == "s \U0001f600"
+
+
+def test_an_aborted_or_garbled_auth_gets_exactly_one_reply(relay) -> None:  # type: ignore[no-untyped-def]
+    """A "*" or a non-base64 answer to a 334 challenge is one 501, not two: a pipelining
+    client would take the second as the answer to its next command."""
+    out = session(
+        relay.port(),
+        b"EHLO x\r\nAUTH LOGIN\r\n*\r\nAUTH LOGIN\r\n!!!\r\nAUTH PLAIN\r\n*\r\n"
+        b"AUTH LOGIN YXBpa2V5\r\n*\r\nAUTH PLAIN !!!!\r\nNOOP\r\n",
+    ).decode()
+    answers = [line for line in out.split("\r\n") if line and not line.startswith("250-")]
+    assert [a[:3] for a in answers] == [
+        "250",  # EHLO's last line
+        *("334", "501"),
+        *("334", "501"),
+        *("334", "501"),
+        *("334", "501"),  # the password challenge after the initial username
+        "501",
+        "250",
+    ], answers

@@ -34,22 +34,24 @@ def _b64(text: str) -> bytes | None:
         return None
 
 
-_ABORTED = "501 5.7.0 Auth aborted"
-
-
 def _refuse(message: str) -> AuthResult:
     # handled=False with a message: aiosmtpd sends it (without one the client would hang).
     return AuthResult(success=False, handled=False, message=message)
 
 
-async def _first_answer(server: RelaySMTP, args: list[str], challenge: str) -> bytes | str:
+# aiosmtpd's challenge_auth has already answered a "*" or a non-base64 reply (501): one
+# reply per command, or a pipelining client reads the next answer as this one's.
+_ANSWERED = AuthResult(success=False, handled=True)
+
+
+async def _first_answer(server: RelaySMTP, args: list[str], challenge: str) -> bytes | AuthResult:
     """The initial response sent with AUTH, else the client's answer to ``challenge``;
-    a refusal text when there is none or it is not base64."""
+    the refusal when there is none or it is not base64."""
     if len(args) == 1:
         answer: Any = await server.challenge_auth(challenge)
-        return _ABORTED if answer is MISSING else bytes(answer)
+        return _ANSWERED if answer is MISSING else bytes(answer)
     decoded = _b64(args[1])
-    return "501 5.5.2 Cannot decode base64" if decoded is None else decoded
+    return _refuse("501 5.5.2 Cannot decode base64") if decoded is None else decoded
 
 
 class AuthHooks:
@@ -60,8 +62,8 @@ class AuthHooks:
 
     async def auth_PLAIN(self, server: RelaySMTP, args: list[str]) -> AuthResult:
         raw = await _first_answer(server, args, "")
-        if isinstance(raw, str):
-            return _refuse(raw)
+        if isinstance(raw, AuthResult):
+            return raw
         parts = raw.split(b"\x00")
         if len(parts) != 3:
             return _refuse("501 5.5.2 Cannot split auth value")
@@ -69,11 +71,11 @@ class AuthHooks:
 
     async def auth_LOGIN(self, server: RelaySMTP, args: list[str]) -> AuthResult:
         login = await _first_answer(server, args, server.AuthLoginUsernameChallenge)
-        if isinstance(login, str):
-            return _refuse(login)
+        if isinstance(login, AuthResult):
+            return login
         password: Any = await server.challenge_auth(server.AuthLoginPasswordChallenge)
         if password is MISSING:
-            return _refuse(_ABORTED)
+            return _ANSWERED
         return await self._verify(server, login, bytes(password))
 
     async def _verify(self, server: RelaySMTP, login: bytes, password: bytes) -> AuthResult:
