@@ -103,6 +103,10 @@ class SmtpSettings(_Section):
     # AUTH without TLS from loopback clients. Set false when a proxy on this host
     # forwards remote clients (their connections then come from loopback too).
     auth_plaintext_loopback: bool = True
+    # Open connections, in all and from one client address (trusted_networks exempt):
+    # beyond them a new connection gets 421 4.7.0 and is closed.
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_client: int = Field(default=50, ge=1)
 
     _listen = field_validator("listen", "implicit_tls_listen")(_check_listen)
 

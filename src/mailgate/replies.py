@@ -26,6 +26,10 @@ STORE_FAILED = SmtpReply(451, "4.3.0", "Queue temporarily unavailable, try again
 INTERNAL_ERROR = SmtpReply(451, "4.3.0", "Internal error, try again later")
 SHUTTING_DOWN = SmtpReply(421, "4.3.2", "Service shutting down, try again later")
 IDLE_TIMEOUT = SmtpReply(421, "4.4.2", "Idle timeout, closing connection")
+TOO_MANY_CONNECTIONS = SmtpReply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_FROM_CLIENT = SmtpReply(
+    421, "4.7.0", "Too many connections from your address, try again later"
+)
 
 
 def queued(queue_id: str) -> SmtpReply:

@@ -6,6 +6,7 @@ import random
 import re
 import smtplib
 import socket
+import time
 
 import httpx
 
@@ -168,3 +169,49 @@ def test_an_aborted_or_garbled_auth_gets_exactly_one_reply(relay) -> None:  # ty
         "501",
         "250",
     ], answers
+
+
+def _greeting(port: int) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return sock, sock.recv(1024)
+
+
+def _greeting_once_free(port: int) -> tuple[socket.socket, bytes]:
+    """A 220 once the server has seen closed connections go (their close is asynchronous)."""
+    deadline = time.monotonic() + 5
+    while True:
+        sock, greeting = _greeting(port)
+        if greeting.startswith(b"220 ") or time.monotonic() > deadline:
+            return sock, greeting
+        sock.close()
+        time.sleep(0.05)
+
+
+def test_connections_beyond_the_limits_get_421_instead_of_the_greeting(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    # Loopback is not trusted here, so the per-client limit applies to it.
+    relay = relay_factory(
+        smtp={"max_connections_per_client": 2, "trusted_networks": ["10.0.0.0/8"]}
+    )
+    first, a = _greeting(relay.port())
+    second, b = _greeting(relay.port())
+    third, c = _greeting(relay.port())
+    assert a.startswith(b"220 ") and b.startswith(b"220 ")
+    assert c.startswith(b"421 4.7.0 Too many connections from your address"), c
+    assert third.recv(1024) == b""  # and closed
+    for sock in (first, third):
+        sock.close()
+    fourth, d = _greeting_once_free(relay.port())  # a slot is free again
+    assert d.startswith(b"220 "), d
+    second.close()
+    fourth.close()
+
+
+def test_trusted_clients_are_held_only_to_the_global_limit(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(smtp={"max_connections": 3, "max_connections_per_client": 1})
+    socks = [_greeting(relay.port()) for _ in range(4)]
+    assert [g[:4] for _, g in socks] == [b"220 ", b"220 ", b"220 ", b"421 "]
+    assert socks[3][1].startswith(b"421 4.7.0 Too many connections, try again later")
+    for sock, _ in socks:
+        sock.close()
+    _greeting_once_free(relay.port())[0].close()
+    still_serves(relay)

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import re
 import ssl
+from collections import Counter
 from collections.abc import Container, Iterable
 from typing import Any, AnyStr
 
@@ -23,11 +24,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from mailgate import policy, replies
 from mailgate.accept import Acceptor
-from mailgate.config import Settings
+from mailgate.config import Settings, SmtpSettings
 from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
 from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
 from mailgate.ingress.smtp_auth import AuthHooks
-from mailgate.models import Credential, Submission
+from mailgate.models import Credential, SmtpReply, Submission
 from mailgate.store import Store
 from mailgate.units import parse_hostport
 
@@ -54,6 +55,40 @@ _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
 _PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:[ \t]+(?=[\x21-\x27\x29-\x7e])|\Z)")
 
 
+class Connections:
+    """The open SMTP connections, counted in all and per client address, so that one
+    client (or a flood of them) cannot take every socket and all the memory."""
+
+    def __init__(self, smtp: SmtpSettings) -> None:
+        self.open: set[RelaySMTP] = set()
+        self._per_client: Counter[str] = Counter()
+        self._max = smtp.max_connections
+        self._max_per_client = smtp.max_connections_per_client
+        self._networks = smtp.networks()
+
+    def add(self, conn: RelaySMTP) -> None:
+        self.open.add(conn)
+        self._per_client[conn.peer_address] += 1
+
+    def discard(self, conn: RelaySMTP) -> None:
+        if conn not in self.open:
+            return
+        self.open.remove(conn)
+        self._per_client[conn.peer_address] -= 1
+        if self._per_client[conn.peer_address] <= 0:
+            del self._per_client[conn.peer_address]
+
+    def refusal(self, conn: RelaySMTP) -> SmtpReply | None:
+        """The 421 for ``conn`` (already counted) if it is one too many, else None."""
+        if len(self.open) > self._max:
+            return replies.TOO_MANY_CONNECTIONS
+        if self._per_client[conn.peer_address] > self._max_per_client and not policy.is_trusted(
+            conn.peer_address, self._networks
+        ):
+            return replies.TOO_MANY_FROM_CLIENT
+        return None
+
+
 class RelaySMTP(SMTP):
     """One client connection."""
 
@@ -64,7 +99,7 @@ class RelaySMTP(SMTP):
         settings: Settings,
         tls_context: ssl.SSLContext | None,
         implicit_tls: bool,
-        registry: set[RelaySMTP],
+        connections: Connections,
     ) -> None:
         smtp = settings.smtp
         super().__init__(
@@ -90,7 +125,7 @@ class RelaySMTP(SMTP):
         # What the peer address alone allows (SmtpHandler._credential), found once.
         self.network_credential: Credential | None = None
         self.network_checked = False
-        self._registry = registry
+        self._connections = connections
         self._greeted = False
         self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
 
@@ -105,10 +140,10 @@ class RelaySMTP(SMTP):
                 self.plaintext_loopback and policy.is_loopback(self.peer_address)
             ):
                 self._auth_require_tls = False
-            self._registry.add(self)
+            self._connections.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._registry.discard(self)
+        self._connections.discard(self)
         super().connection_lost(error)
 
     @property
@@ -118,6 +153,15 @@ class RelaySMTP(SMTP):
     def close_connection(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    async def _handle_client(self) -> None:
+        refusal = self._connections.refusal(self)
+        if refusal is None:
+            await super()._handle_client()
+            return
+        log.warning("refused a connection from %s: %s", self.peer_address, refusal.text)
+        await self.push(refusal.line())  # instead of the greeting
+        self.close_connection()
 
     async def push(self, status: AnyStr) -> None:
         """Every reply but the greeting and EHLO/HELO's with an enhanced status code
@@ -440,8 +484,8 @@ class SmtpListeners:
         self._settings = settings
         self._handler = handler
         self._servers: list[asyncio.Server] = []
-        self.connections: set[RelaySMTP] = set()
         smtp = settings.smtp
+        self.connections = Connections(smtp)
         self._tls = (
             server_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
             if smtp.tls_cert and smtp.tls_key
@@ -461,7 +505,7 @@ class SmtpListeners:
                     settings=self._settings,
                     tls_context=self._tls,
                     implicit_tls=implicit,
-                    registry=self.connections,
+                    connections=self.connections,
                 )
 
             try:
@@ -506,9 +550,9 @@ class SmtpListeners:
             server.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while any(c.busy for c in self.connections) and loop.time() < deadline:
+        while any(c.busy for c in self.connections.open) and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for conn in list(self.connections):
+        for conn in list(self.connections.open):
             if conn.transport is not None and not conn.transport.is_closing():
                 try:
                     conn._writer.write(f"{replies.SHUTTING_DOWN.line()}\r\n".encode())
