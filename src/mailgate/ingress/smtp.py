@@ -17,7 +17,7 @@ import logging
 import re
 import ssl
 from collections import Counter
-from collections.abc import Container, Iterable
+from collections.abc import Awaitable, Container, Iterable
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
@@ -174,17 +174,16 @@ class RelaySMTP(SMTP):
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
-        self._verbatim = True
-        try:
-            await super().smtp_HELO(hostname)
-        finally:
-            self._verbatim = False
+        await self._with_plain_250(super().smtp_HELO(hostname))
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
+        await self._with_plain_250(super().smtp_EHLO(hostname))
+
+    async def _with_plain_250(self, answer: Awaitable[None]) -> None:
         self._verbatim = True
         try:
-            await super().smtp_EHLO(hostname)
+            await answer
         finally:
             self._verbatim = False
 
