@@ -2,20 +2,60 @@
 
 A missing variable is an error naming it (invalid_template), never blank output; HTML
 bodies autoescape values, text bodies and subjects do not.
+
+Templates come from API clients, so rendering is bounded as well as sandboxed: any error
+a template raises is the client's (422, never a 500), and ``**``, sequence ``*``,
+``range()`` and the output have limits, so one request cannot take minutes of CPU or
+gigabytes of memory (``{{ 9 ** (9 ** 9) }}``, nested ``range(100000)`` loops).
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment, SecurityError, safe_range
 
-_TEXT = SandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
-_HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
+MAX_OUTPUT = 10_000_000  # characters one field may render to
+MAX_RANGE_ITEMS = 1_000_000  # range() items in all, per rendered field
+_MAX_POWER_BITS = 4096
+
+_range_budget: ContextVar[list[int]] = ContextVar("range_budget")
+
+
+def _bounded_range(*args: int) -> range:
+    items = safe_range(*args)  # one range: at most 100,000 items (jinja2's own limit)
+    budget = _range_budget.get([MAX_RANGE_ITEMS])
+    budget[0] -= len(items)
+    if budget[0] < 0:
+        raise SecurityError(f"more than {MAX_RANGE_ITEMS} range() items in one template")
+    return items
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(undefined=StrictUndefined, keep_trailing_newline=True, **options)
+        self.globals["range"] = _bounded_range
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and abs(left) > 1 and right * abs(left).bit_length() > _MAX_POWER_BITS:
+                raise SecurityError("the result of ** would be too large")
+        elif operator == "*":
+            seq, times = (left, right) if isinstance(right, int) else (right, left)
+            sequence = isinstance(seq, str | list | tuple) and isinstance(times, int)
+            if sequence and len(seq) * times > MAX_OUTPUT:
+                raise SecurityError("the result of * would be too long")
+        return super().call_binop(context, operator, left, right)
+
+
+_TEXT = _BoundedSandbox(autoescape=False)
+_HTML = _BoundedSandbox(autoescape=True)
 
 
 class TemplateProblem(ValueError):
@@ -42,12 +82,31 @@ def check_syntax(source: str, *, html: bool, field: str) -> None:
 def render(source: str, data: dict[str, Any], *, html: bool, field: str) -> str:
     if "{" not in source:
         return source
+    token = _range_budget.set([MAX_RANGE_ITEMS])
     try:
-        return str(_compile(source, html).render(data))
+        template = _compile(source, html)
+        chunks: list[str] = []
+        size = 0
+        for chunk in template.generate(data):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise TemplateProblem(
+                    f"{field}: the template renders to more than {MAX_OUTPUT} characters", field
+                )
+            chunks.append(chunk)
+        return "".join(chunks)
     except UndefinedError as exc:
         raise TemplateProblem(f"{field}: template variable {exc.message}", field) from None
     except TemplateError as exc:
         raise TemplateProblem(f"{field}: template error: {exc.message or exc}", field) from None
+    except TemplateProblem:
+        raise
+    except Exception as exc:  # e.g. {{ 1 / 0 }}, {{ "a" + 1 }}: the template's fault
+        raise TemplateProblem(
+            f"{field}: template error: {type(exc).__name__}: {exc}"[:500], field
+        ) from None
+    finally:
+        _range_budget.reset(token)
 
 
 def render_all(subject: str, html: str, text: str, data: dict[str, Any]) -> tuple[str, str, str]:

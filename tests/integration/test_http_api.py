@@ -438,6 +438,29 @@ BASE = {"from": "hello@example.com", "to": "user@example.net", "subject": "s", "
             "invalid_template",
             "template_data",
         ),
+        # A template's own runtime errors and resource abuse are the client's: 422, no 500,
+        # no minutes of CPU.
+        ({"text": "{{ 1 / 0 }}", "template_data": {}}, "invalid_template", "template_data"),
+        ({"text": "{{ 9 ** (9 ** 9) }}", "template_data": {}}, "invalid_template", "template_data"),
+        (
+            {"subject": "{{ 'x' * 100000000 }}", "template_data": {}},
+            "invalid_template",
+            "template_data",
+        ),
+        (
+            {
+                "html": "{% for i in range(99999) %}{% for j in range(99999) %}"
+                "{% endfor %}{% endfor %}",
+                "template_data": {},
+            },
+            "invalid_template",
+            "template_data",
+        ),
+        (
+            {"text": "{% for i in range(99999) %}{{ 'y' * 999 }}{% endfor %}", "template_data": {}},
+            "invalid_template",
+            "template_data",
+        ),
         (
             {"attachments": [{"filename": "a", "content": "AAAA"}] * 11},
             "too_many_attachments",
