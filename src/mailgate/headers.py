@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.utils import format_datetime
 
+from mailgate.text import storable
+
 _HELO_SAFE = re.compile(rb"[^\x21-\x7e]")
 
 
@@ -65,17 +67,17 @@ def scan(data: bytes) -> HeaderInfo:
         received=received,
         has_date=has_date,
         has_message_id=has_message_id,
-        message_id=message_id.strip().decode("utf-8", "replace"),
+        message_id=storable(message_id.strip().decode("utf-8", "replace")),
         subject=_decode_subject(b"".join(subject_parts)),
     )
 
 
 def _decode_subject(raw: bytes) -> str:
     text = raw.strip().decode("utf-8", "replace")
-    if "=?" in text:
+    if "=?" in text and text.isascii():  # decode_header would turn non-ASCII into "\uXXXX" text
         with contextlib.suppress(ValueError, LookupError, UnicodeError):
             text = str(make_header(decode_header(text)))
-    return " ".join(text.split())[:998]
+    return " ".join(storable(text).split())[:998]
 
 
 _last_date: tuple[int | None, str] = (None, "")

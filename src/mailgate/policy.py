@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from mailgate import replies
 from mailgate.models import Credential, SmtpReply
+from mailgate.text import utf8_encodable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -46,18 +47,6 @@ def _valid_local(local: str) -> bool:
     if local.startswith(".") or local.endswith(".") or ".." in local:
         return False
     return not any(c in _ATOM_SPECIALS for c in local)
-
-
-def utf8_encodable(text: str) -> bool:
-    """False for text holding lone surrogates: bytes that were not UTF-8 (aiosmtpd decodes
-    them to surrogates) or a JSON ``\\udcff`` escape. Nothing can encode such text."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def split_address(address: str) -> tuple[str, str] | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import smtplib
+import socketserver
+import threading
 import time
 
 import pytest
@@ -201,3 +203,38 @@ def test_new_mail_is_not_stuck_behind_retries(relay_factory, upstream) -> None: 
     qid = submit(relay, ["fresh@dest.test"])
     relay.wait_status(qid, lambda s: s == {"fresh@dest.test": "sent"})
     assert time.monotonic() - started < 5
+
+
+class _RawUpstream(socketserver.StreamRequestHandler):
+    """Answers RCPT with bytes no store can hold as they are (not UTF-8, a NUL)."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 raw.test ESMTP\r\n")
+        for line in self.rfile:
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                self.wfile.write(b"250-raw.test\r\n250 PIPELINING\r\n")
+            elif verb == b"RCPT":
+                self.wfile.write(b"550 5.1.1 <a@dest.test>: no such user \xff\xfe\x00 here\r\n")
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+def test_an_upstream_reply_that_is_not_utf8_is_recorded_readably(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    """aiosmtplib hands such bytes over as surrogates: committed as they were, the result
+    could never be recorded and the delivery went out again after every lease."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RawUpstream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        relay = relay_factory(providers=smtp_provider(server.server_address[1]))
+        qid = submit(relay, ["a@dest.test"])
+        relay.wait_status(qid, lambda s: set(s.values()) == {"bounced"})
+        d = relay.message(qid)["deliveries"][0]
+        assert d["last_response"] == "550 5.1.1 <a@dest.test>: no such user \ufffd\ufffd here"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -215,3 +215,20 @@ def test_trusted_clients_are_held_only_to_the_global_limit(relay_factory) -> Non
         sock.close()
     _greeting_once_free(relay.port())[0].close()
     still_serves(relay)
+
+
+def test_a_template_with_nul_is_refused(relay) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL's text cannot hold NUL: stored, it was a 503 on every try."""
+    key = relay.create_key("app")
+    with httpx.Client(base_url=relay.http_url, headers={"x-api-key": key}) as c:
+        for body, field in (
+            ({"name": "n\x00", "subject": "s", "text": "t"}, "name"),
+            ({"name": "n", "subject": "s", "html": "<b>\x00</b>"}, "html"),
+        ):
+            r = c.post("/v1/templates", json=body)
+            assert r.status_code == 422, r.text
+            assert r.json()["error"] == {
+                "code": "invalid_template",
+                "message": f"{field}: NUL characters are not allowed",
+                "field": field,
+            }

@@ -127,6 +127,15 @@ def test_scan_invalid_utf8_does_not_raise() -> None:
     assert result.message_id == "<\ufffd@x>"
 
 
+def test_scan_keeps_only_text_a_store_can_hold() -> None:
+    """NUL (PostgreSQL's text refuses it) and bytes that are not UTF-8 never reach the
+    subject and Message-ID columns, however they come: raw or in an encoded word."""
+    got = scan(b"Subject: a\x00b \xff =?utf-8?q?x=00y?=\r\nMessage-ID: <x\x00y@z>\r\n\r\nhi\r\n")
+    assert got.subject == "ab \ufffd =?utf-8?q?x=00y?="  # encoded words only in ASCII text
+    assert got.message_id == "<xy@z>"
+    assert scan(b"Subject: =?utf-8?q?x=00y_=C3=A9?=\r\n\r\n").subject == "xy \u00e9"
+
+
 @pytest.mark.parametrize(
     ("ts", "expected"),
     [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from mailgate.models import Outcome, SmtpReply
+from mailgate.text import storable
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b\s*")
 
@@ -24,8 +25,9 @@ PROVIDER_STAGES = frozenset({"connect", "ehlo", "starttls", "auth"})
 
 
 def parse_reply(code: int, text: str) -> SmtpReply:
-    """Split 'x.y.z text' into the enhanced code and the rest."""
-    text = " ".join(text.split())
+    """Split 'x.y.z text' into the enhanced code and the rest (as text a store can hold:
+    the reply goes into events and DSNs, whatever bytes the server sent)."""
+    text = " ".join(storable(text).split())
     m = _ENHANCED.match(text)
     cls = m.group(1) if m else ""
     if m and (cls == str(code)[0] or (cls == "4" and code // 100 == 5)):

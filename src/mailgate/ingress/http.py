@@ -34,9 +34,9 @@ from mailgate.events.metrics import Metrics
 from mailgate.exceptions import ListenError, StoreUnavailable
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
-from mailgate.policy import utf8_encodable
 from mailgate.ratelimit import RateLimiter
 from mailgate.store import Store
+from mailgate.text import utf8_encodable
 from mailgate.units import parse_hostport, parse_rate
 
 log = logging.getLogger(__name__)

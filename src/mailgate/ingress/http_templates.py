@@ -30,9 +30,11 @@ def _out(t: TemplateRecord) -> dict[str, Any]:
 
 
 def _check(fields: dict[str, Any]) -> None:
-    for name in ("subject", "html", "text"):
+    for name in ("name", "subject", "html", "text"):
         value = fields.get(name)
-        if value:
+        if value and "\x00" in value:  # PostgreSQL's text cannot hold it
+            raise invalid("invalid_template", f"{name}: NUL characters are not allowed", name)
+        if value and name != "name":
             try:
                 check_syntax(value, html=name == "html", field=name)
             except TemplateProblem as exc:
