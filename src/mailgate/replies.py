@@ -51,6 +51,7 @@ _ENHANCED_BY_CODE = {
     530: "5.7.0",  # STARTTLS first
     552: "5.3.4",
     553: "5.1.3",
+    555: "5.5.4",  # MAIL/RCPT parameters not recognised
 }
 
 

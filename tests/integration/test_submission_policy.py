@@ -284,3 +284,25 @@ def test_one_connection_can_send_more_than_a_thousand_messages(relay_factory) ->
         code, _ = send_raw(client, "app@example.com", ["a@dest.test"], MSG)
         assert code == 250
     client.quit()
+
+
+def test_mail_auth_parameter_is_accepted_and_ignored(relay) -> None:  # type: ignore[no-untyped-def]
+    """RFC 4954 section 5: a server offering AUTH accepts MAIL FROM's AUTH= (Exim sends
+    AUTH=<> once authenticated); it does not change who the sender is."""
+    key = relay.create_key("exim")
+    client = connect(relay)
+    client.login("apikey", key)
+    code, msg = client.mail("app@example.com", ["AUTH=<>", "SIZE=100"])
+    assert (code, msg) == (250, b"2.1.0 Sender OK")
+    assert client.rcpt("a@dest.test")[0] == 250
+    code, reply = client.data(MSG)
+    assert code == 250
+    assert relay.message(queue_id_of(reply))["credential"] == "key:exim"
+    client.rset()
+    code, msg = client.mail("app@example.com", ["AUTH=someone+40example.org"])
+    assert code == 250
+    client.rset()
+    # Parameters it does not know are still refused, with an enhanced status code.
+    code, msg = client.mail("app@example.com", ["RET=HDRS"])
+    assert (code, msg[:6]) == (555, b"5.5.4 ")
+    client.quit()

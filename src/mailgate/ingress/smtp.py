@@ -187,6 +187,16 @@ class RelaySMTP(SMTP):
         finally:
             self._verbatim = False
 
+    def _getparams(self, params: Iterable[str]) -> dict[str, str | bool] | None:
+        """aiosmtpd's MAIL/RCPT parameter parser, accepting ``AUTH=`` (RFC 4954 section 5:
+        a server that offers AUTH must accept it, and may ignore it, as we do: the
+        session's own AUTH says who sends). Exim sends ``AUTH=<>`` once authenticated;
+        aiosmtpd refused that MAIL with 555."""
+        parsed: dict[str, str | bool] | None = super()._getparams(params)
+        if parsed is not None:
+            parsed.pop("AUTH", None)
+        return parsed
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's MAIL/RCPT address parser, with a fast path for ``<local@domain>``.
 
