@@ -2,63 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from mailgate import __version__
-from mailgate.config import Settings, load_settings
-from mailgate.exceptions import ConfigError, MailgateError
+from mailgate.commands.common import (
+    config_option,
+    run_or_exit,
+    settings_or_exit,
+    timestamp,
+    with_store,
+)
+from mailgate.commands.db import db
+from mailgate.exceptions import ConfigError
 from mailgate.logs import setup_logging
 from mailgate.store import QueueFilter, Store
-
-T = TypeVar("T")
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    default="relay.toml",
-    envvar="MAILGATE_CONFIG",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Path of relay.toml.",
-)
-
-
-def _settings(path: str) -> Settings:
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-
-
-def _run(coro: Awaitable[T], runner: Callable[..., Any] = asyncio.run) -> T:
-    try:
-        return runner(coro)  # type: ignore[no-any-return]
-    except MailgateError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-
-
-async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
-    store = await Store.open(settings.database_url)
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
-
-
-def _ts(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @click.group()
@@ -73,15 +35,15 @@ def serve(config_path: str) -> None:
     """Run the SMTP listeners and the delivery loop until SIGTERM/SIGINT."""
     from mailgate.app import App
 
-    settings = _settings(config_path)
+    settings = settings_or_exit(config_path)
     setup_logging(settings.server.log_level)
     app = App(settings)
     try:
         import uvloop
     except ImportError:
-        _run(app.serve())
+        run_or_exit(app.serve())
     else:
-        _run(app.serve(), runner=uvloop.run)
+        run_or_exit(app.serve(), runner=uvloop.run)
 
 
 @main.command("check-config")
@@ -90,7 +52,7 @@ def check_config(config_path: str) -> None:
     """Validate relay.toml: exit 0, or print the bad key and exit 2."""
     from mailgate.delivery.dkim import DkimSigner
 
-    s = _settings(config_path)
+    s = settings_or_exit(config_path)
     try:
         signer = DkimSigner.from_settings(s)
     except ConfigError as exc:
@@ -150,14 +112,16 @@ def keys_create(
     from mailgate.credentials import create_key
     from mailgate.store.keys import DuplicateKeyName
 
-    settings = _settings(config_path)
+    settings = settings_or_exit(config_path)
     configured = settings.domain_names()
     unknown = [d for d in domains if d.lower() not in configured]
     if unknown:
         click.echo(f"error: domain(s) not in [[domains]]: {', '.join(unknown)}", err=True)
         sys.exit(2)
     try:
-        key = _run(_with_store(settings, lambda st: create_key(st, name, scope, domains, rate)))
+        key = run_or_exit(
+            with_store(settings, lambda st: create_key(st, name, scope, domains, rate))
+        )
     except DuplicateKeyName:
         click.echo(f"error: a key named {name!r} already exists", err=True)
         sys.exit(2)
@@ -172,15 +136,15 @@ def keys_create(
 @config_option
 def keys_list(config_path: str) -> None:
     """List keys (never the keys themselves)."""
-    settings = _settings(config_path)
-    records = _run(_with_store(settings, lambda st: st.keys.all()))
+    settings = settings_or_exit(config_path)
+    records = run_or_exit(with_store(settings, lambda st: st.keys.all()))
     click.echo(
         f"{'NAME':<24} {'ID':<14} {'SCOPE':<6} {'CREATED':<21} {'STATUS':<8} {'RATE':<8} DOMAINS"
     )
     for r in records:
         status = "active" if r.active else "revoked"
         click.echo(
-            f"{r.name:<24} {r.id:<14} {r.scope:<6} {_ts(r.created_at):<21} {status:<8} "
+            f"{r.name:<24} {r.id:<14} {r.scope:<6} {timestamp(r.created_at):<21} {status:<8} "
             f"{r.rate or '-':<8} {','.join(r.domains) or '*'}"
         )
 
@@ -192,8 +156,8 @@ def keys_revoke(config_path: str, name_or_id: str) -> None:
     """Revoke a key by name or id: refused at once over SMTP, within 2 s over HTTP."""
     import time
 
-    settings = _settings(config_path)
-    done = _run(_with_store(settings, lambda st: st.keys.revoke(name_or_id, time.time())))
+    settings = settings_or_exit(config_path)
+    done = run_or_exit(with_store(settings, lambda st: st.keys.revoke(name_or_id, time.time())))
     if not done:
         click.echo(f"error: no active key named {name_or_id!r}", err=True)
         sys.exit(1)
@@ -244,7 +208,7 @@ def send(
     from mailgate.ingress.http_validation import ApiError, prepare_send
     from mailgate.models import Credential
 
-    settings = _settings(config_path)
+    settings = settings_or_exit(config_path)
     if text == "-":
         text = sys.stdin.read()
     extra: dict[str, str] = {}
@@ -291,7 +255,7 @@ def send(
         return accepted.id
 
     try:
-        queue_id = _run(_with_store(settings, queue_it))
+        queue_id = run_or_exit(with_store(settings, queue_it))
     except ApiError as exc:
         click.echo(f"error: {exc.code}: {exc.message}", err=True)
         sys.exit(2)
@@ -315,9 +279,9 @@ def domains_check(config_path: str) -> None:
     """
     from mailgate.domains_check import check_domains
 
-    settings = _settings(config_path)
+    settings = settings_or_exit(config_path)
     try:
-        rows = _run(check_domains(settings))
+        rows = run_or_exit(check_domains(settings))
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -337,11 +301,11 @@ def suppressions() -> None:
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
 def suppressions_list(config_path: str, limit: int) -> None:
     """Newest first: address, reason, when, and the reply or note that caused it."""
-    settings = _settings(config_path)
-    rows = _run(_with_store(settings, lambda st: st.suppressions.list(limit=limit)))
+    settings = settings_or_exit(config_path)
+    rows = run_or_exit(with_store(settings, lambda st: st.suppressions.list(limit=limit)))
     click.echo(f"{'ADDRESS':<40} {'REASON':<12} {'SINCE':<21} DETAIL")
     for r in rows:
-        click.echo(f"{r.address:<40} {r.reason:<12} {_ts(r.created_at):<21} {r.detail}")
+        click.echo(f"{r.address:<40} {r.reason:<12} {timestamp(r.created_at):<21} {r.detail}")
 
 
 @suppressions.command("add")
@@ -364,9 +328,9 @@ def suppressions_add(config_path: str, address: str, reason: str, note: str) -> 
     if split_address(address) is None:
         click.echo(f"error: {address!r} is not an email address", err=True)
         sys.exit(2)
-    settings = _settings(config_path)
+    settings = settings_or_exit(config_path)
     entry = Suppression(address.lower(), reason, note, "", time.time())
-    _run(_with_store(settings, lambda st: st.suppressions.add([entry])))
+    run_or_exit(with_store(settings, lambda st: st.suppressions.add([entry])))
     click.echo(f"suppressed {address.lower()} ({reason})")
 
 
@@ -375,8 +339,8 @@ def suppressions_add(config_path: str, address: str, reason: str, note: str) -> 
 @click.argument("address")
 def suppressions_remove(config_path: str, address: str) -> None:
     """Send to ADDRESS again."""
-    settings = _settings(config_path)
-    if not _run(_with_store(settings, lambda st: st.suppressions.remove(address))):
+    settings = settings_or_exit(config_path)
+    if not run_or_exit(with_store(settings, lambda st: st.suppressions.remove(address))):
         click.echo(f"error: {address} is not suppressed", err=True)
         sys.exit(1)
     click.echo(f"removed {address.lower()}")
@@ -401,8 +365,10 @@ def _summary(deliveries: list[dict[str, Any]]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def queue_list(config_path: str, status: str | None, limit: int, as_json: bool) -> None:
     """List messages, newest first, with their recipients' statuses."""
-    settings = _settings(config_path)
-    rows = _run(_with_store(settings, lambda st: st.list_messages(limit=limit, status=status)))
+    settings = settings_or_exit(config_path)
+    rows = run_or_exit(
+        with_store(settings, lambda st: st.list_messages(limit=limit, status=status))
+    )
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, default=str))
@@ -410,7 +376,7 @@ def queue_list(config_path: str, status: str | None, limit: int, as_json: bool) 
     click.echo(f"{'ID':<36}  {'CREATED':<20}  {'FROM':<30}  RCPTS  STATUS")
     for row in rows:
         click.echo(
-            f"{row['id']:<36}  {_ts(row['created_at']):<20}  {row['sender'][:30]:<30}  "
+            f"{row['id']:<36}  {timestamp(row['created_at']):<20}  {row['sender'][:30]:<30}  "
             f"{len(row['deliveries']):>5}  {_summary(row['deliveries'])}"
         )
 
@@ -420,17 +386,17 @@ def queue_list(config_path: str, status: str | None, limit: int, as_json: bool) 
 @click.argument("message_id")
 def queue_show(config_path: str, message_id: str) -> None:
     """Show one message: each recipient's status, attempts and last response, and its events."""
-    settings = _settings(config_path)
+    settings = settings_or_exit(config_path)
 
     async def fetch(st: Store) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         return await st.get_message(message_id), await st.events_of(message_id)
 
-    msg, events = _run(_with_store(settings, fetch))
+    msg, events = run_or_exit(with_store(settings, fetch))
     if msg is None:
         click.echo(f"error: no message {message_id}", err=True)
         sys.exit(1)
     click.echo(f"id:         {msg['id']}")
-    click.echo(f"created:    {_ts(msg['created_at'])}")
+    click.echo(f"created:    {timestamp(msg['created_at'])}")
     click.echo(f"from:       {msg['sender']}")
     click.echo(f"subject:    {msg['subject']}")
     click.echo(f"message-id: {msg['message_id_header']}")
@@ -438,7 +404,7 @@ def queue_show(config_path: str, message_id: str) -> None:
     click.echo(f"size:       {msg['size']} bytes")
     click.echo("recipients:")
     for d in msg["deliveries"]:
-        nxt = f" next {_ts(d['next_attempt_at'])}" if d["next_attempt_at"] else ""
+        nxt = f" next {timestamp(d['next_attempt_at'])}" if d["next_attempt_at"] else ""
         click.echo(f"  {d['recipient']}: {d['status']} after {d['attempts']} attempt(s){nxt}")
         if d["last_response"]:
             click.echo(
@@ -448,7 +414,7 @@ def queue_show(config_path: str, message_id: str) -> None:
     click.echo("events:")
     for e in events:
         extra = f" via {e['provider']}: {e['response']}" if e["provider"] or e["response"] else ""
-        click.echo(f"  {_ts(e['at'])} {e['type']:<9} {e['recipient']}{extra}")
+        click.echo(f"  {timestamp(e['at'])} {e['type']:<9} {e['recipient']}{extra}")
 
 
 _ACTION_HELP = {
@@ -486,9 +452,9 @@ def _queue_action(action: str) -> None:
             click.echo("error: name message ids, --to, --from, or --all", err=True)
             sys.exit(2)
         selection = QueueFilter(message_ids, recipient, sender)
-        settings = _settings(config_path)
-        changed, messages = _run(
-            _with_store(settings, lambda st: st.operate(action, selection, time.time()))
+        settings = settings_or_exit(config_path)
+        changed, messages = run_or_exit(
+            with_store(settings, lambda st: st.operate(action, selection, time.time()))
         )
         click.echo(f"{action}: {changed} deliveries of {messages} messages")
 
@@ -574,6 +540,8 @@ def dkim_keygen(domain: str, selector: str, kind: str, bits: int, out: str | Non
         f"dkim_keys = [{{ selector = {json.dumps(selector)}, key = {key_path} }}]"
     )
 
+
+main.add_command(db)
 
 if __name__ == "__main__":
     main()

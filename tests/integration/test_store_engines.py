@@ -12,7 +12,6 @@ from sqlalchemy import select
 from mailgate.exceptions import DuplicateEntry
 from mailgate.models import ClaimedDelivery, DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
-from mailgate.store.engine import migrate
 from mailgate.store.schema import messages
 
 
@@ -171,25 +170,6 @@ def test_one_bad_write_does_not_fail_the_group(db_url: str) -> None:
             assert isinstance(results[0], DuplicateEntry)
             assert results[1] is None and results[2] is None
             assert await store.get_message("msg-00002") is not None
-        finally:
-            await store.close()
-
-    run(main())
-
-
-def test_migrate_is_idempotent_and_refuses_newer_schema(db_url: str) -> None:
-    async def main() -> None:
-        store = await Store.open(db_url)
-        try:
-            assert await migrate(store.engine) == 1
-            from sqlalchemy import insert
-
-            from mailgate.store.schema import schema_version
-
-            async with store.engine.begin() as conn:
-                await conn.execute(insert(schema_version).values(version=99, applied_at=0))
-            with pytest.raises(RuntimeError, match="newer"):
-                await migrate(store.engine)
         finally:
             await store.close()
 

@@ -1,16 +1,13 @@
-"""Engine creation and schema migration for SQLite and PostgreSQL."""
+"""Engine creation for SQLite and PostgreSQL (migrations: mailgate.store.migrate)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, event, insert, select
+from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
-
-from mailgate.store.schema import SCHEMA_VERSION, metadata, schema_version
 
 if TYPE_CHECKING:
     # Imported where used: the queue's writer process has no use for asyncio engines,
@@ -78,26 +75,3 @@ def _sqlite_settings(engine: Engine) -> None:
         # Writers take the lock up front; readers must not (WAL lets them run freely).
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-async def migrate(engine: AsyncEngine) -> int:
-    """Bring the schema to SCHEMA_VERSION; return the version found before."""
-    conn = await write_connection(engine)
-    try:
-        async with conn.begin():
-            await conn.run_sync(metadata.create_all, checkfirst=True)
-            found = (await conn.execute(select(schema_version.c.version))).scalars().all()
-            current = max(found, default=0)
-            if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"database schema version {current} is newer than this mailgate "
-                    f"({SCHEMA_VERSION}); upgrade mailgate"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                # Later versions add their ALTER statements here, keyed by version.
-                await conn.execute(
-                    insert(schema_version).values(version=version, applied_at=time.time())
-                )
-            return current
-    finally:
-        await conn.close()

@@ -1,5 +1,8 @@
 """The queue's schema: one definition for SQLite and PostgreSQL.
 
+This is the schema at the newest migration (``store/migrations/versions``): every table
+or column added here arrives in a new revision there, and a test checks the two agree.
+
 Timestamps are Unix seconds as doubles, so both engines compare and index them the same
 way. A delivery's ``next_attempt_at`` is NULL once it is final; a claim moves it to the
 lease expiry, so a crashed node's work becomes due again by itself.
@@ -22,19 +25,10 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
-
 metadata = MetaData()
 
 # Autoincrement primary keys: INTEGER on SQLite (rowid alias), BIGINT elsewhere.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-schema_version = Table(
-    "schema_version",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", Double, nullable=False),
-)
 
 messages = Table(
     "messages",
@@ -60,6 +54,11 @@ messages = Table(
     Column("scheduled_at", Double, nullable=True),
     # The DKIM-Signature header(s) made on the first attempt, reused by every retry.
     Column("dkim", LargeBinary, nullable=True),
+    Column("job_id", String(36), nullable=True),  # the batch it came in
+    # The one provider it may go to ("" = the routes decide).
+    Column("provider", Text, nullable=False, default="", server_default=""),
+    # 1: the first attempt decides (a temporary failure fails it, without a DSN).
+    Column("attempt_once", SmallInteger, nullable=False, default=0, server_default="0"),
 )
 Index("ix_messages_created_at", messages.c.created_at)
 Index("ix_messages_key_created", messages.c.key_id, messages.c.created_at)
@@ -80,11 +79,22 @@ deliveries = Table(
     Column("provider", Text, nullable=False, default=""),
     Column("last_response", Text, nullable=False, default=""),
     Column("updated_at", Double, nullable=False),
+    Column("job_id", String(36), nullable=True),  # the message's, for per-job counts
+    # The id the upstream gave in its reply to DATA (or the maildir file name).
+    Column("provider_message_id", Text, nullable=False, default="", server_default=""),
     ForeignKeyConstraint(["message_id"], ["messages.id"], ondelete="CASCADE"),
 )
 Index("ix_deliveries_due", deliveries.c.lane, deliveries.c.next_attempt_at)
 Index("ix_deliveries_lease_owner", deliveries.c.lease_owner)
 Index("ix_deliveries_status", deliveries.c.status)
+# A job's progress is one aggregate over this index, never a scan of its messages.
+Index(
+    "ix_deliveries_job",
+    deliveries.c.job_id,
+    deliveries.c.status,
+    sqlite_where=deliveries.c.job_id.is_not(None),
+    postgresql_where=deliveries.c.job_id.is_not(None),
+)
 
 events = Table(
     "events",
@@ -114,17 +124,59 @@ api_keys = Table(
     Column("created_at", Double, nullable=False),
     Column("revoked_at", Double, nullable=True),
     Column("rate", String(32), nullable=False, default=""),  # e.g. "10/s"; "" = [http] default
+    Column("default_from", Text, nullable=False, default="", server_default=""),
+    # Accepted recipients per calendar period, e.g. "10000/month" or "500/d"; "" = none.
+    Column("quota", String(32), nullable=False, default="", server_default=""),
 )
+
+# Recipients accepted per key and period ("2026-12" or "2026-12-03"), for key quotas.
+quota_usage = Table(
+    "quota_usage",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("used", Integer, nullable=False),
+)
+
+# A batch of messages, controlled as one: state is what an operator or client asked for
+# (active, paused, stopped); progress is counted from the deliveries (ix_deliveries_job).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("campaign_id", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("started_at", Double, nullable=True),  # the first attempt of any of its deliveries
+)
+Index("ix_jobs_key_created", jobs.c.key_id, jobs.c.created_at)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("at", Double, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
+)
+Index("ix_job_events_job", job_events.c.job_id, job_events.c.id)
 
 templates = Table(
     "templates",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", String(64), primary_key=True),  # ours, or the client's own
     Column("name", String(200), nullable=False),
     Column("subject", Text, nullable=False, default=""),
     Column("html", Text, nullable=False, default=""),
     Column("text", Text, nullable=False, default=""),
     Column("active", SmallInteger, nullable=False, default=1),
+    Column("from_address", Text, nullable=False, default="", server_default=""),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
 )

@@ -41,7 +41,7 @@ from mailgate.models import (
     Suppression,
 )
 from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
-from mailgate.store.engine import create_engine, migrate
+from mailgate.store.engine import create_engine
 from mailgate.store.keys import KeyStore
 from mailgate.store.schema import deliveries, events, idempotency, messages, templates
 from mailgate.store.suppressions import SuppressionStore, insert_ignoring_duplicates
@@ -258,12 +258,26 @@ class Store:
         self.suppressions = SuppressionStore(self)
 
     @classmethod
-    async def open(cls, url: str, *, writer_process: bool = False) -> Store:
-        """Connect, migrate the schema and start the writer: on SQLite in a process of its
-        own with ``writer_process`` (``mailgate serve``; writer.py says why)."""
+    async def open(cls, url: str, *, writer_process: bool = False, upgrade: bool = True) -> Store:
+        """Connect, bring the schema up to date (online revisions only; SchemaMismatch
+        otherwise, or with ``upgrade=False`` when any is pending) and start the writer: on
+        SQLite in a process of its own with ``writer_process`` (``mailgate serve``)."""
+        from mailgate.store import migrate
+
         engine = create_engine(url)
         try:
-            await migrate(engine)
+            if upgrade:
+                await migrate.upgrade(engine, allow_offline=False)
+            else:
+                found = await migrate.status(engine)
+                if not found.up_to_date:
+                    raise migrate.SchemaMismatch(
+                        f"the database schema is at revision {found.current}, not "
+                        f"{found.head}: run mailgate db upgrade"
+                    )
+        except migrate.SchemaMismatch:
+            await engine.dispose()
+            raise
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
             raise StoreUnavailable(f"cannot open the queue database: {exc}") from exc

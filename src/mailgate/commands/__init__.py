@@ -1,0 +1,1 @@
+"""Subcommand groups of ``mailgate`` (cli.py adds them to the command)."""

@@ -1,0 +1,237 @@
+"""Story: a queue made by an older mailgate is upgraded in place and its mail goes out;
+a database from a newer mailgate is refused, naming both revisions."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import Connection, text
+
+from mailgate.cli import main
+from mailgate.credentials import hash_key
+from mailgate.store import Store, migrate
+from mailgate.store.engine import create_engine
+from mailgate.store.schema import metadata
+
+KEY = "mg_0123456789ab_" + "k" * 40
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'mailgate.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def _async_url(url: str) -> str:
+    if url.startswith("sqlite:"):
+        return url.replace("sqlite:", "sqlite+aiosqlite:", 1)
+    return "postgresql+asyncpg://" + url.split("://", 1)[1]
+
+
+def _on_connection(url: str, fn: Any) -> Any:
+    """Run ``fn(sync_connection)`` in one committed transaction."""
+
+    async def go() -> Any:
+        engine = create_engine(_async_url(url))
+        try:
+            async with engine.begin() as conn:
+                return await conn.run_sync(fn)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def _base_database(url: str, *, legacy: bool) -> None:
+    """A database at the base revision; ``legacy``: as mailgate made it before Alembic."""
+
+    def build(conn: Connection) -> None:
+        command.upgrade(migrate.alembic_config(conn), migrate.BASE)
+        if legacy:
+            conn.execute(text("DROP TABLE alembic_version"))
+
+    _on_connection(url, build)
+
+
+def _fill_base(url: str, now: float) -> None:
+    """Mail as the base schema holds it: a queued message with two deliveries and their
+    events, a deferred one, a key, a template and a suppression."""
+
+    def fill(conn: Connection) -> None:
+        raw = b"From: app@example.com\r\nTo: a@dest.test\r\nSubject: old\r\n\r\nold body\r\n"
+        for mid, status, rcpts in (
+            ("old-queued", "queued", ["a@dest.test", "b@dest.test"]),
+            ("old-deferred", "deferred", ["c@dest.test"]),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO messages (id, created_at, sender, subject, message_id_header,"
+                    " source, credential, client_address, size, raw, key_id, status,"
+                    " display_to, tags, metadata, tracking, scheduled_at, dkim) VALUES"
+                    " (:id, :at, 'app@example.com', 'old', '<old@x>', 'smtp', 'key:app',"
+                    " '127.0.0.1', :size, :raw, '0123456789ab', :status, '[]', '[]', '{}',"
+                    " '{}', NULL, NULL)"
+                ),
+                {"id": mid, "at": now - 60, "size": len(raw), "raw": raw, "status": status},
+            )
+            for idx, rcpt in enumerate(rcpts):
+                conn.execute(
+                    text(
+                        "INSERT INTO deliveries (message_id, rcpt_idx, recipient, status, lane,"
+                        " attempts, next_attempt_at, lease_owner, provider, last_response,"
+                        " updated_at) VALUES (:m, :i, :r, :s, :lane, :att, :due, NULL, '',"
+                        " '', :at)"
+                    ),
+                    {
+                        "m": mid,
+                        "i": idx,
+                        "r": rcpt,
+                        "s": status,
+                        "lane": 1 if status == "deferred" else 0,
+                        "att": 1 if status == "deferred" else 0,
+                        "due": now - 1,
+                        "at": now - 60,
+                    },
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO events (message_id, rcpt_idx, recipient, type, at,"
+                        " provider, response, detail) VALUES (:m, :i, :r, 'queued', :at, '',"
+                        " '', '')"
+                    ),
+                    {"m": mid, "i": idx, "r": rcpt, "at": now - 60},
+                )
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (id, name, key_hash, scope, domains, created_at,"
+                " revoked_at, rate) VALUES ('0123456789ab', 'app', :h, 'send', '', :at, NULL,"
+                " '')"
+            ),
+            {"h": hash_key(KEY), "at": now - 3600},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO templates (id, name, subject, html, text, active, created_at,"
+                " updated_at) VALUES ('tpl-old', 'old', 'Hi {{ name }}', '', 'Hello', 1, :at,"
+                " :at)"
+            ),
+            {"at": now - 3600},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO suppressions (address, reason, detail, message_id, created_at)"
+                " VALUES ('gone@dest.test', 'manual', '', '', :at)"
+            ),
+            {"at": now - 3600},
+        )
+
+    _on_connection(url, fill)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["alembic-base", "pre-alembic"])
+def test_base_database_is_upgraded_and_its_mail_delivered(
+    relay_factory, db_url: str, tmp_path: Path, legacy: bool
+) -> None:  # type: ignore[no-untyped-def]
+    _base_database(db_url, legacy=legacy)
+    _fill_base(db_url, time.time())
+
+    relay = relay_factory(database={"url": db_url})
+    found = relay.call(migrate.status(relay.store.engine))
+    assert found.up_to_date and found.current == migrate.head()
+
+    for mid, rcpts in (("old-queued", 2), ("old-deferred", 1)):
+        statuses = relay.wait_status(
+            mid, lambda s, n=rcpts: len(s) == n and set(s.values()) == {"sent"}
+        )
+        assert len(statuses) == rcpts
+    captured = list((tmp_path / "maildir" / "new").iterdir())
+    assert len(captured) == 3
+    assert all(b"old body" in p.read_bytes() for p in captured)
+
+    # The old key, template and suppression work after the upgrade.
+    assert relay.call(relay.store.templates.get("tpl-old")) is not None
+    assert relay.call(relay.store.suppressions.get("gone@dest.test")) is not None
+    with smtplib.SMTP("127.0.0.1", relay.port()) as client:
+        client.login("apikey", KEY)
+        refused = client.sendmail("app@example.com", ["new@dest.test"], b"Subject: new\r\n\r\nx")
+    assert refused == {}
+
+
+def test_schema_of_the_migrations_is_the_schema_the_code_uses(db_url: str) -> None:
+    def compare(conn: Connection) -> list[Any]:
+        command.upgrade(migrate.alembic_config(conn), "head")
+        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+    diffs = _on_connection(db_url, compare)
+    assert diffs == []
+
+
+def test_a_newer_database_is_refused_naming_both_revisions(db_url: str, tmp_path: Path) -> None:
+    def newer(conn: Connection) -> None:
+        command.upgrade(migrate.alembic_config(conn), "head")
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+
+    _on_connection(db_url, newer)
+
+    async def open_it() -> None:
+        store = await Store.open(_async_url(db_url))
+        await store.close()
+
+    with pytest.raises(migrate.SchemaMismatch) as refused:
+        asyncio.run(open_it())
+    assert "9999" in str(refused.value) and migrate.head() in str(refused.value)
+
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        f'[server]\nhostname = "relay.test"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[database]\nurl = "{db_url}"\n'
+        '[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = []\n'
+        f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path / "m"}"\n'
+    )
+    served = subprocess.run(
+        [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode != 0
+    assert "9999" in served.stderr and migrate.head() in served.stderr
+    assert "Traceback" not in served.stderr
+
+
+def test_db_status_and_upgrade_commands(db_url: str, tmp_path: Path) -> None:
+    _base_database(db_url, legacy=False)
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        f'[server]\nhostname = "relay.test"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[database]\nurl = "{db_url}"\n'
+        f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path / "m"}"\n'
+    )
+    runner = CliRunner()
+    behind = runner.invoke(main, ["db", "status", "--config", str(config)])
+    assert behind.exit_code == 1, behind.output
+    assert f"database revision: {migrate.BASE}" in behind.output
+    assert f"newest revision:   {migrate.head()}" in behind.output
+    assert "pending" in behind.output
+
+    upgraded = runner.invoke(main, ["db", "upgrade", "--config", str(config)])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"from {migrate.BASE} to {migrate.head()}" in upgraded.output
+
+    current = runner.invoke(main, ["db", "status", "--config", str(config)])
+    assert current.exit_code == 0, current.output
+    assert "up to date" in current.output
+    again = runner.invoke(main, ["db", "upgrade", "--config", str(config)])
+    assert again.exit_code == 0 and "up to date" in again.output
