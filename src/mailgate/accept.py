@@ -150,4 +150,7 @@ class Acceptor:
             metadata=sub.metadata,
             tracking=sub.tracking,
             scheduled_at=scheduled_at,
+            job_id=sub.job_id,
+            provider=sub.provider,
+            attempt_once=sub.attempt_once,
         )

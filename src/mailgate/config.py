@@ -378,6 +378,29 @@ class DeliverySettings(_Section):
     shutdown_grace: Duration = 20.0
 
 
+DIALECTS = ("mailsage", "mailstack", "messagepipe")
+
+
+class CompatSettings(_Section):
+    """The compatibility routes for clients of other hosted APIs (README, "Compatibility")."""
+
+    enabled: StrList = list(DIALECTS)
+    # The sender of requests that carry none, after the template's and the key's.
+    default_from: str = ""
+    # How long MessagePipe's /email/send waits for the first delivery attempt.
+    send_wait: Duration = Field(default=10.0, ge=0, le=120)
+
+    @field_validator("enabled")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(DIALECTS))
+        if unknown:
+            raise ValueError(
+                f"unknown dialect(s) {', '.join(unknown)}; known: {', '.join(DIALECTS)}"
+            )
+        return value
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -390,6 +413,7 @@ class Settings(_Section):
     bounces: BounceSettings = BounceSettings()
     retry: RetrySettings = RetrySettings()
     delivery: DeliverySettings = DeliverySettings()
+    compat: CompatSettings = CompatSettings()
 
     source: str = "relay.toml"
 
@@ -424,7 +448,17 @@ class Settings(_Section):
         return (self.bounces.domain or self.server.hostname).lower()
 
 
-_TABLE_SECTIONS = ("server", "database", "smtp", "http", "dns", "bounces", "retry", "delivery")
+_TABLE_SECTIONS = (
+    "server",
+    "database",
+    "smtp",
+    "http",
+    "dns",
+    "bounces",
+    "retry",
+    "delivery",
+    "compat",
+)
 
 
 def _env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str) -> None:

@@ -81,6 +81,8 @@ class Credential:
     domains: tuple[str, ...] | None = None  # sender domains allowed; None = all configured
     scope: str = "send"
     rate: str = ""  # HTTP request rate of this key ("" = the [http] default)
+    default_from: str = ""  # the sender of API requests that name none ("" = [compat])
+    quota: str = ""  # accepted recipients per calendar period, e.g. "10000/month"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,9 @@ class Submission:
     metadata: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
     scheduled_at: float | None = None
+    job_id: str | None = None  # the batch (job) it belongs to
+    provider: str = ""  # the one provider it may go to ("" = the routes decide)
+    attempt_once: bool = False  # the first attempt decides: no retries, no DSN
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,9 @@ class QueuedMessage:
     created_at: float
     deliveries: list[ClaimedDelivery] = field(default_factory=list)
     dkim: bytes | None = None  # DKIM-Signature header(s), once signed
+    job_id: str | None = None
+    provider: str = ""  # pinned provider ("" = the routes decide)
+    attempt_once: bool = False
 
 
 SKIPPED = "skipped"  # AttemptResult.stage of a provider that was not tried after all
@@ -177,6 +185,9 @@ class NewMessage:
     metadata: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
     scheduled_at: float | None = None  # hold until then (status "scheduled")
+    job_id: str | None = None
+    provider: str = ""
+    attempt_once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +205,7 @@ class DeliveryUpdate:
     event: str  # event type: sent, deferred, bounced, failed, ...
     # Providers that failed before this result in the same attempt: (provider, reply).
     failovers: tuple[tuple[str, str], ...] = ()
+    provider_message_id: str = ""  # the upstream's id for the message, when it gave one
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,7 @@ _UPDATE_RESULT = (
         lane=bindparam("b_lane"),
         provider=bindparam("b_provider"),
         last_response=bindparam("b_response"),
+        provider_message_id=bindparam("b_upstream_id"),
         lease_owner=None,
         updated_at=bindparam("b_now"),
     )
@@ -156,7 +157,14 @@ _LEASE_JSON = text(
 )
 
 _LOAD_MESSAGES = select(
-    messages.c.id, messages.c.sender, messages.c.raw, messages.c.created_at, messages.c.dkim
+    messages.c.id,
+    messages.c.sender,
+    messages.c.raw,
+    messages.c.created_at,
+    messages.c.dkim,
+    messages.c.job_id,
+    messages.c.provider,
+    messages.c.attempt_once,
 ).where(messages.c.id.in_(bindparam("ids", expanding=True)))
 
 # The statements write jobs name (writer.py: ops travel by name, to a writer process too).
@@ -193,6 +201,7 @@ SQLITE_BULK: dict[str, BulkForm] = {
             "lane": "b_lane",
             "provider": "b_provider",
             "last_response": "b_response",
+            "provider_message_id": "b_upstream_id",
             "updated_at": "b_now",
         },
         set_constant={"lease_owner": "NULL"},
@@ -350,6 +359,9 @@ class Store:
                     "metadata": json.dumps(m.metadata) if m.metadata else "{}",
                     "tracking": json.dumps(m.tracking) if m.tracking else "{}",
                     "scheduled_at": m.scheduled_at,
+                    "job_id": m.job_id,
+                    "provider": m.provider,
+                    "attempt_once": int(m.attempt_once),
                 }
             )
             for idx, rcpt in enumerate(m.recipients):
@@ -366,6 +378,7 @@ class Store:
                         "provider": "",
                         "last_response": "",
                         "updated_at": m.created_at,
+                        "job_id": m.job_id,
                     }
                 )
                 evt_rows.append(_event_row(m.id, idx, rcpt, status, m.created_at))
@@ -430,6 +443,7 @@ class Store:
                     "b_lane": 1,
                     "b_provider": u.provider,
                     "b_response": u.response,
+                    "b_upstream_id": u.provider_message_id,
                     "b_now": now,
                 }
             )
@@ -538,6 +552,8 @@ class Store:
         messages.c.metadata,
         messages.c.tracking,
         messages.c.scheduled_at,
+        messages.c.job_id,
+        messages.c.provider,
     )
 
     @staticmethod
@@ -681,6 +697,7 @@ class Store:
                 d.c.provider,
                 d.c.last_response,
                 d.c.updated_at,
+                d.c.provider_message_id,
             )
             .where(d.c.message_id.in_(ids))
             .order_by(d.c.message_id, d.c.rcpt_idx)
@@ -713,7 +730,15 @@ def _claim(
     rows = conn.execute(_LOAD_MESSAGES, {"ids": list(by_message)}).all()
     return [
         QueuedMessage(
-            id=r[0], sender=r[1], raw=r[2], created_at=r[3], dkim=r[4], deliveries=by_message[r[0]]
+            id=r[0],
+            sender=r[1],
+            raw=r[2],
+            created_at=r[3],
+            dkim=r[4],
+            deliveries=by_message[r[0]],
+            job_id=r[5],
+            provider=r[6],
+            attempt_once=bool(r[7]),
         )
         for r in rows
     ]
