@@ -42,6 +42,10 @@ class Acceptor:
         self._domains = settings.domain_names()
         self._hostname = settings.server.hostname
 
+    def due_now(self) -> None:
+        """Deliveries were made due outside accept (a client's retry): wake the scheduler."""
+        self._on_commit(None)
+
     async def accept(self, sub: Submission) -> Accepted:
         """Validate, complete the headers and commit durably; raise PolicyRefused if refused."""
         (result,) = await self.accept_many([sub])

@@ -21,6 +21,7 @@ from mailgate.delivery.bounce_intake import BounceIntake
 from mailgate.delivery.outcome import AttemptRecord
 from mailgate.delivery.process import DeliveryProcess
 from mailgate.delivery.scheduler import Scheduler
+from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
 from mailgate.exceptions import MailgateError
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
@@ -134,12 +135,14 @@ class App:
         handler = SmtpHandler(s, self.store, self.acceptor, self.suppressions, bounces)
         self.smtp = SmtpListeners(s, handler)
         await self.smtp.start()
+        self.first_attempts = FirstAttempts(self.store)
         api = ApiContext(
             settings=s,
             store=self.store,
             acceptor=self.acceptor,
             limiter=RateLimiter(),
             metrics=self.metrics,
+            attempts=self.first_attempts,
         )
         self.http = HttpServer(s, create_app(api))
         await self.http.start()
@@ -158,6 +161,7 @@ class App:
         """An attempt's outcome is committed: count it, and refuse hard-bounced addresses."""
         for u in record.updates:
             self.metrics.results.labels(u.status.value, u.provider).inc()
+        self.first_attempts.recorded({u.message_id for u in record.updates})
         if record.suppress and self.suppressions is not None:
             self.suppressions.added([x.address for x in record.suppress])
 

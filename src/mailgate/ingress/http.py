@@ -30,6 +30,7 @@ from starlette.routing import Route
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
 from mailgate.credentials import authenticate
+from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
 from mailgate.exceptions import ListenError, StoreUnavailable
 from mailgate.ingress.http_validation import ApiError
@@ -55,6 +56,7 @@ class ApiContext:
     acceptor: Acceptor
     limiter: RateLimiter
     metrics: Metrics | None = None
+    attempts: FirstAttempts | None = None  # waits for first attempts (MessagePipe's send)
     clock: Callable[[], float] = time.time
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
@@ -252,7 +254,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(ctx: ApiContext) -> Starlette:
-    from mailgate.ingress import http_messages, http_templates
+    from mailgate.ingress import compat, http_messages, http_templates
     from mailgate.ingress.openapi import openapi_document
 
     async def healthz(request: Request) -> Response:
@@ -289,6 +291,10 @@ def create_app(ctx: ApiContext) -> Starlette:
     ]
     for path, handler, methods in (*http_messages.routes(ctx), *http_templates.routes(ctx)):
         routes.append(Route(path, _errors(handler), methods=methods))
+    # The dialects answer every error in their own shape (compat.common.guarded).
+    routes.extend(
+        Route(path, handler, methods=methods) for path, handler, methods in compat.routes(ctx)
+    )
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_exception, Exception: _internal_error},

@@ -682,6 +682,25 @@ class Store:
         )
         return [dict(r._mapping) for r in rows]
 
+    async def deliveries_of(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The deliveries of these messages, by message id (rcpt_idx order)."""
+        return await self._deliveries_of(list(ids))
+
+    async def queue_counts(self, key_id: str | None) -> dict[str, int]:
+        """Deliveries of one key's messages (all with None) by status, the leased ones
+        (being attempted right now) apart as "leased"."""
+        leased = d.c.lease_owner.is_not(None) & d.c.next_attempt_at.is_not(None)
+        stmt = select(d.c.status, leased, func.count()).group_by(d.c.status, leased)
+        if key_id is not None:
+            stmt = stmt.join(messages, messages.c.id == d.c.message_id).where(
+                messages.c.key_id == key_id
+            )
+        out: dict[str, int] = {}
+        for status, is_leased, count in await self._read(stmt):
+            name = "leased" if is_leased else status
+            out[name] = out.get(name, 0) + int(count)
+        return out
+
     async def _deliveries_of(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         if not ids:
             return {}

@@ -1,0 +1,220 @@
+"""MailSage's API (``/api/v1/emails/...``): send, batch and job control, for its clients.
+
+A send is a job of one, so the ``job_id`` every answer carries can be polled like a
+batch's. ``task_id`` is the message's queue id (``/v1/messages/{id}`` reads it);
+``tracking_id`` is its Message-ID without the angle brackets. ``body`` is HTML when it
+contains markup, else plain text. ``smtp_id`` names a provider of relay.toml.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mailgate.exceptions import PolicyRefused
+from mailgate.ingress.compat.common import (
+    Lenient,
+    Route,
+    accept_job,
+    body_of,
+    guarded,
+    native_request,
+    parse,
+    prepare,
+    refusal,
+    template_or_none,
+)
+from mailgate.ingress.http import ApiContext, json_response
+from mailgate.ingress.http_messages import iso
+from mailgate.ingress.http_validation import ApiError, Prepared
+from mailgate.models import Accepted
+
+MAX_BATCH = 1000
+_MARKUP = re.compile(r"<\s*/?\s*[A-Za-z!][^>]*>")
+# The seed's error codes (its "Error Codes" table), from the native ones.
+_CODES = {
+    "invalid_to_address": "invalid_recipient",
+    "recipient_suppressed": "invalid_recipient",
+    "too_many_recipients": "invalid_recipient",
+    "invalid_template": "template_error",
+    "rate_limit_exceeded": "rate_limit",
+    "service_unavailable": "smtp_error",
+}
+
+
+def error_shape(status: int, code: str, message: str) -> dict[str, Any]:
+    return {"error": message, "code": _CODES.get(code, code)}
+
+
+class Recipient(Lenient):
+    email: str = Field(max_length=998)
+    variables: dict[str, Any] | None = None
+
+
+class SendIn(Lenient):
+    template_id: str | None = Field(default=None, max_length=64)
+    recipient: Recipient
+    subject: str | None = None
+    body: str | None = None
+    smtp_id: str | None = Field(default=None, max_length=200)
+
+
+class BatchIn(Lenient):
+    template_id: str | None = Field(default=None, max_length=64)
+    recipients: list[Recipient]
+    subject: str | None = None
+    body: str | None = None
+    smtp_id: str | None = Field(default=None, max_length=200)
+    campaign_id: str | None = Field(default=None, max_length=200)
+
+
+class ControlIn(Lenient):
+    action: str
+
+
+def _body_fields(body: str | None) -> dict[str, Any]:
+    if body is None:
+        return {}
+    return {"html": body} if _MARKUP.search(body) else {"text": body}
+
+
+def _answer(message: str, job_id: str | None, first: Accepted, **extra: Any) -> dict[str, Any]:
+    return {
+        "message": message,
+        "job_id": job_id,
+        "task_id": first.id,
+        "tracking_id": first.message_id.strip("<>"),
+        "status": "queued",
+        **extra,
+    }
+
+
+def _job_body(progress: Any) -> dict[str, Any]:
+    return {
+        "id": progress.id,
+        "status": progress.status,
+        "progress": {
+            "total": progress.total,
+            "sent": progress.sent,
+            "failed": progress.failed,
+            "pending": progress.pending,
+            "percentage": progress.percentage,
+        },
+        "started_at": iso(progress.started_at),
+        "updated_at": iso(progress.updated_at),
+        "campaign_id": progress.campaign_id or None,
+    }
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    store = ctx.store
+
+    async def template(template_id: str | None) -> Any:
+        record = await template_or_none(ctx, template_id)
+        if template_id and record is None:
+            raise ApiError(404, "not_found", f"Template {template_id} not found")
+        return record
+
+    def prepared_for(
+        request: Request, cred: Any, shared: dict[str, Any], rcpt: Recipient, record: Any
+    ) -> Prepared:
+        req = native_request({**shared, "to": rcpt.email})
+        return prepare(ctx, request, cred, req, record, rcpt.variables, now=ctx.clock())
+
+    async def commit(
+        cred: Any, prepared: list[Prepared], campaign_id: str
+    ) -> tuple[str | None, list[Accepted]]:
+        def check(results: list[Accepted | PolicyRefused]) -> None:
+            """All or nothing, before the commit; a suppressed recipient is only left out."""
+            for index, result in enumerate(results):
+                if isinstance(result, PolicyRefused) and (
+                    result.error_code != "recipient_suppressed" or len(results) == 1
+                ):
+                    err = refusal(result)
+                    if len(results) > 1:
+                        err.message = f"recipients[{index}]: {err.message}"
+                    raise err
+
+        job_id, results = await accept_job(
+            ctx, cred, prepared, source="mailsage", campaign_id=campaign_id, check=check
+        )
+        accepted = [r for r in results if isinstance(r, Accepted)]
+        if not accepted:
+            raise ApiError(400, "invalid_recipient", "every recipient is on the suppression list")
+        return job_id, accepted
+
+    def shared_fields(body: SendIn | BatchIn) -> dict[str, Any]:
+        return {
+            "subject": body.subject,
+            "template_id": body.template_id,
+            "provider": body.smtp_id,
+            **_body_fields(body.body),
+        }
+
+    async def send(request: Request) -> Response:
+        cred = await ctx.credential(request, need="send")
+        body = parse(SendIn, await body_of(ctx, request))
+        record = await template(body.template_id)
+        prep = prepared_for(request, cred, shared_fields(body), body.recipient, record)
+        job_id, accepted = await commit(cred, [prep], "")
+        return json_response(_answer("Email queued successfully", job_id, accepted[0]), 202)
+
+    async def batch(request: Request) -> Response:
+        cred = await ctx.credential(request, need="send")
+        body = parse(BatchIn, await body_of(ctx, request))
+        if not body.recipients:
+            raise ApiError(400, "invalid_recipient", "recipients: at least one is required")
+        if len(body.recipients) > MAX_BATCH:
+            raise ApiError(400, "invalid_recipient", f"recipients: at most {MAX_BATCH}")
+        record = await template(body.template_id)
+        shared = shared_fields(body)
+        prepared: list[Prepared] = []
+        for index, rcpt in enumerate(body.recipients):
+            try:
+                prepared.append(prepared_for(request, cred, shared, rcpt, record))
+            except ApiError as exc:
+                exc.message = f"recipients[{index}]: {exc.message}"
+                raise
+        job_id, accepted = await commit(cred, prepared, body.campaign_id or "")
+        answer = _answer(
+            "Batch email queued successfully",
+            job_id,
+            accepted[0],
+            recipient_count=sum(len(a.recipients) for a in accepted),
+        )
+        return json_response(answer, 202)
+
+    async def visible_job(request: Request, need: str | None = None) -> Any:
+        cred = await ctx.credential(request, need=need)
+        progress = await store.jobs.progress(request.path_params["job_id"])
+        if progress is None or (cred.scope not in ("read", "admin") and progress.key_id != cred.id):
+            raise ApiError(404, "not_found", "Job not found")
+        return progress
+
+    async def job(request: Request) -> Response:
+        return json_response(_job_body(await visible_job(request)))
+
+    async def control(request: Request) -> Response:
+        found = await visible_job(request, need="send")
+        body = parse(ControlIn, await body_of(ctx, request))
+        if body.action not in ("pause", "resume", "stop"):
+            raise ApiError(400, "invalid_action", "action: one of pause, resume, stop", "action")
+        progress = await store.jobs.control(found.id, body.action, ctx.clock())
+        if progress is None:
+            raise ApiError(404, "not_found", "Job not found")
+        return json_response(_job_body(progress))
+
+    return [
+        (path, guarded(error_shape, handler), methods)
+        for path, handler, methods in (
+            ("/api/v1/emails/send", send, ["POST"]),
+            ("/api/v1/emails/batch", batch, ["POST"]),
+            ("/api/v1/emails/jobs/{job_id}", job, ["GET"]),
+            ("/api/v1/emails/jobs/{job_id}/status", job, ["GET"]),
+            ("/api/v1/emails/jobs/{job_id}/control", control, ["POST"]),
+        )
+    ]
