@@ -56,9 +56,11 @@ class Deliverer:
     async def attempt(self, msg: QueuedMessage) -> AttemptRecord:
         data, new_signature = await self._signed(msg)
         # One transaction per route and return path: with VERP each recipient has its own.
+        # A message pinned to a provider goes there whatever the routes say.
         groups: dict[tuple[int | None, str], list[ClaimedDelivery]] = {}
         for d in msg.deliveries:
-            key = (self._router.route_for(d.recipient, msg.sender), self._return_path(msg, d))
+            route = None if msg.provider else self._router.route_for(d.recipient, msg.sender)
+            key = (route, self._return_path(msg, d))
             groups.setdefault(key, []).append(d)
         routed = await asyncio.gather(
             *(
@@ -109,8 +111,11 @@ class Deliverer:
         """A delivery status notification for the recipients that bounced or failed now.
 
         Goes to the envelope sender with the null sender, through the same queue; never
-        for the null sender or for a DSN or auto-reply (no loops).
+        for the null sender or for a DSN or auto-reply (no loops), nor for an attempt-once
+        message, whose client learns the result from the API.
         """
+        if msg.attempt_once:
+            return None
         failures = [
             FailedRecipient(
                 recipient=d.recipient,
@@ -173,7 +178,7 @@ class Deliverer:
     ) -> tuple[list[AttemptResult], list[list[AttemptResult]]]:
         rcpts = [d.recipient for d in dels]
         try:
-            routed = await self._router.deliver(route, sender, rcpts, data)
+            routed = await self._router.deliver(route, sender, rcpts, data, provider=msg.provider)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in a transport must not lose the delivery

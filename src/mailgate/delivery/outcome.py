@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from mailgate.config import Settings
 from mailgate.delivery.classify import connection_reply
 from mailgate.delivery.retry import backoff, expired
+from mailgate.delivery.upstream_id import upstream_message_id
 from mailgate.models import (
     AttemptResult,
     ClaimedDelivery,
@@ -51,14 +52,17 @@ def update_for(
 ) -> DeliveryUpdate:
     """The delivery's new state after result ``r`` (``direct``: accepted by the recipient's
     own MX, so "delivered" rather than "sent"; ``may_fail``: a temporary failure past
-    ``max_age`` fails the delivery, else it is deferred)."""
+    ``max_age``, or of an attempt-once message, fails the delivery, else it is deferred).
+
+    An attempt-once message (``msg.attempt_once``) gets no retries: its client learns the
+    result synchronously and can ask for a retry itself (Store.requeue)."""
     attempts = d.attempts + 1
     nxt: float | None = None
     if r.outcome is Outcome.SENT:
         status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
     elif r.outcome is Outcome.PERMANENT:
         status = DeliveryStatus.BOUNCED
-    elif may_fail and expired(msg.created_at, now, settings.retry):
+    elif may_fail and (msg.attempt_once or expired(msg.created_at, now, settings.retry)):
         status = DeliveryStatus.FAILED
     else:
         status = DeliveryStatus.DEFERRED
@@ -84,6 +88,9 @@ def update_for(
         response=r.reply.line(),
         event=status.value,
         failovers=tuple((f.provider, f.reply.line()) for f in failed),
+        provider_message_id=(
+            upstream_message_id(r.reply.text) if r.outcome is Outcome.SENT else ""
+        ),
     )
 
 

@@ -366,6 +366,7 @@ def routes(ctx: ApiContext) -> list[Route]:
                         "attempts": d["attempts"],
                         "last_response": d["last_response"],
                         "provider": d["provider"],
+                        "provider_message_id": d["provider_message_id"] or "",
                         "updated_at": iso(d["updated_at"]),
                     }
                     for d in m["deliveries"]

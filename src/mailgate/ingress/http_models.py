@@ -55,6 +55,17 @@ class SendRequest(_Model):
     optimize_send_time: bool | None = Field(
         default=None, description="Accepted for compatibility; only false is supported."
     )
+    provider: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The name of a configured provider: the message goes through it only "
+        "(no failover to others; deferred while it is down). Unknown: 404 provider_not_found.",
+    )
+    single_attempt: bool = Field(
+        default=False,
+        description="One attempt decides: a temporary failure makes the delivery 'failed' "
+        "at once instead of retrying, and no bounce message (DSN) is sent to the sender.",
+    )
 
 
 class BatchMessage(SendRequest):
@@ -73,6 +84,17 @@ class BatchRequest(_Model):
     metadata: dict[str, Any] | None = None
     tracking: Tracking | None = None
     scheduled_at: datetime | None = None
+    provider: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The name of a configured provider: the message goes through it only "
+        "(no failover to others; deferred while it is down). Unknown: 404 provider_not_found.",
+    )
+    single_attempt: bool = Field(
+        default=False,
+        description="One attempt decides: a temporary failure makes the delivery 'failed' "
+        "at once instead of retrying, and no bounce message (DSN) is sent to the sender.",
+    )
     recipient_variables: dict[str, dict[str, Any]] | None = Field(
         default=None, description="One message per recipient address, rendered with its variables."
     )
@@ -130,6 +152,9 @@ class RecipientOut(BaseModel):
     attempts: int
     last_response: str
     provider: str
+    provider_message_id: str = Field(
+        description='The provider\'s id for the message, from its reply; "" when it gave none.'
+    )
     updated_at: str
 
 

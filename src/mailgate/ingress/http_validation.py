@@ -248,6 +248,10 @@ def prepare_send(
             "optimize_send_time: not supported by this relay; omit it or send false",
             "optimize_send_time",
         )
+    if req.provider is not None and not any(p.name == req.provider for p in settings.providers):
+        raise ApiError(
+            404, "provider_not_found", f"provider: no provider named {req.provider!r}", "provider"
+        )
     sender = parse_mailbox(req.from_, "from", "invalid_from_address")
     if policy.check_sender(sender.address, credential, settings.domain_names()) is not None:
         domain = sender.address.rpartition("@")[2]
@@ -333,6 +337,8 @@ def prepare_send(
         metadata=metadata,
         tracking=(req.tracking.model_dump() if req.tracking else {"opens": True, "clicks": True}),
         scheduled_at=scheduled_at,
+        provider=req.provider or "",
+        attempt_once=req.single_attempt,
     )
     return Prepared(
         submission=submission,

@@ -6,6 +6,11 @@ whose circuit breaker is open. Within one attempt a recipient moves on to the ne
 provider after a temporary failure or a provider-level 5xx (connect, EHLO, TLS, AUTH,
 MAIL, DATA); a 5xx to RCPT is the recipient's and ends it there. ``rate`` is enforced
 with a token bucket per provider.
+
+A message pinned to one provider (``provider``, chosen by the API client) is tried there
+only: no failover, routes ignored, its breaker and rate still apply. A pinned provider that
+is no longer configured defers the delivery (451 4.3.5) rather than bouncing it, so a
+configuration mistake can be undone without losing mail.
 """
 
 from __future__ import annotations
@@ -143,34 +148,47 @@ class Router:
             await asyncio.sleep(wait)
 
     async def deliver(
-        self, route: int | None, sender: str, recipients: Sequence[str], data: bytes
+        self,
+        route: int | None,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        *,
+        provider: str = "",
     ) -> Routed:
+        """Deliver through the route's providers with failover, or only through ``provider``
+        when the message is pinned to one."""
         n = len(recipients)
+        if provider and provider not in self.providers:
+            reply = SmtpReply(451, "4.3.5", f"provider {provider} is not configured")
+            missing = AttemptResult(Outcome.TEMPORARY, reply, provider, "local")
+            return Routed([missing] * n, [[] for _ in range(n)])
         final: list[AttemptResult | None] = [None] * n
         history: list[list[AttemptResult]] = [[] for _ in range(n)]
         pending = list(range(n))
         tls_policy = self._settings.routes[route].tls_policy if route is not None else None
-        for provider in self._candidates(route):
+        candidates = [self.providers[provider]] if provider else self._candidates(route)
+        for candidate in candidates:
             if not pending:
                 break
-            if provider.breaker is not None and not provider.breaker.allow():
+            if candidate.breaker is not None and not candidate.breaker.allow():
                 continue
-            await self._pace(provider)
+            await self._pace(candidate)
             batch = [recipients[i] for i in pending]
-            breaker = provider.breaker
-            if isinstance(provider.transport, MxTransport):
-                got = await provider.transport.deliver(sender, batch, data, tls_policy=tls_policy)
-            elif isinstance(provider.transport, SmtpTransport) and breaker is not None:
-                got = await provider.transport.deliver(
+            breaker = candidate.breaker
+            if isinstance(candidate.transport, MxTransport):
+                got = await candidate.transport.deliver(sender, batch, data, tls_policy=tls_policy)
+            elif isinstance(candidate.transport, SmtpTransport) and breaker is not None:
+                got = await candidate.transport.deliver(
                     sender, batch, data, gate=lambda b=breaker: not b.blocks()
                 )
             else:
-                got = await provider.transport.deliver(sender, batch, data)
+                got = await candidate.transport.deliver(sender, batch, data)
             if got and all(r.stage == SKIPPED for r in got):
                 continue  # never tried: not a failure of the provider, nothing to record
-            if provider.breaker is not None:
+            if candidate.breaker is not None:
                 works = any(r.outcome is Outcome.SENT or r.stage in _RECIPIENT_STAGES for r in got)
-                provider.breaker.record(works)
+                candidate.breaker.record(works)
             still: list[int] = []
             for i, r in zip(pending, got, strict=True):
                 if r.outcome is Outcome.SENT or (
@@ -184,7 +202,12 @@ class Router:
         for i in pending:
             tried = history[i]
             if not tried:
-                reply = SmtpReply(451, "4.4.1", "no provider available (circuit breakers open)")
+                why = (
+                    f"provider {provider} not available (circuit breaker open)"
+                    if provider
+                    else "no provider available (circuit breakers open)"
+                )
+                reply = SmtpReply(451, "4.4.1", why)
                 final[i] = AttemptResult(Outcome.TEMPORARY, reply, "", "connect")
                 continue
             last = tried.pop()

@@ -53,6 +53,8 @@ from mailgate.workers import WorkerUnavailable
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from mailgate.store.requeue import Requeued
+
 d = deliveries
 
 _INSERT_MESSAGE = insert(messages)
@@ -499,6 +501,15 @@ class Store:
         """
         changed: tuple[int, int] = await self.writer.run(_operate, action, selection, now)
         return changed
+
+    async def requeue(self, targets: Sequence[tuple[str, int]], now: float) -> Requeued:
+        """Bring failed or bounced deliveries, named (message_id, rcpt_idx), back: due now
+        (status 'queued', attempts kept, a 'retry' event each). A recipient now on the
+        suppression list is not requeued but returned in ``suppressed`` (see requeue.py)."""
+        from mailgate.store.requeue import requeue
+
+        done: Requeued = await self.writer.run(requeue, list(targets), now)
+        return done
 
     async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:
         """Make deliveries leased to ``owner`` due now (shutdown, or restart after a crash)."""

@@ -1,0 +1,74 @@
+"""A client's retry of deliveries that ended (failed or bounced): due again now.
+
+Runs in the writer (store.writer.run), so it is module-level with plain arguments. Apart
+from the operator's queue actions (store._operate), which act on pending deliveries by
+filter: this one names deliveries, acts on final ones, and refuses suppressed recipients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from sqlalchemy import Connection, select, tuple_, update
+
+from mailgate.store.schema import deliveries, suppressions
+
+d = deliveries
+
+# What a retry may bring back: the deliveries that ended without reaching anyone.
+REQUEUEABLE = ("failed", "bounced")
+
+
+class Requeued(NamedTuple):
+    """Deliveries made due again, and those refused because the recipient is suppressed;
+    each (message_id, rcpt_idx, recipient). Targets in neither were not failed/bounced
+    (or do not exist)."""
+
+    requeued: list[tuple[str, int, str]]
+    suppressed: list[tuple[str, int, str]]
+
+
+def requeue(conn: Connection, targets: Sequence[tuple[str, int]], now: float) -> Requeued:
+    """Failed or bounced deliveries among ``targets`` (not suppressed) due now, lane 1,
+    attempts kept, each with a 'retry' event; their messages' status follows."""
+    from mailgate.store.store import _INSERT_EVENT, _UPDATE_MESSAGE_STATUS, _event_row
+
+    keys = sorted({(str(m), int(i)) for m, i in targets})
+    if not keys:
+        return Requeued([], [])
+    found = conn.execute(
+        select(d.c.message_id, d.c.rcpt_idx, d.c.recipient).where(
+            tuple_(d.c.message_id, d.c.rcpt_idx).in_(keys),
+            d.c.status.in_(REQUEUEABLE),
+            d.c.lease_owner.is_(None),
+        )
+    ).all()
+    rows = [(str(r[0]), int(r[1]), str(r[2])) for r in found]
+    addresses = sorted({r[2].lower() for r in rows})
+    blocked: set[str] = set()
+    if addresses:
+        blocked = {
+            str(a)
+            for (a,) in conn.execute(
+                select(suppressions.c.address).where(suppressions.c.address.in_(addresses))
+            )
+        }
+    refused = [r for r in rows if r[2].lower() in blocked]
+    chosen = [r for r in rows if r[2].lower() not in blocked]
+    if not chosen:
+        return Requeued([], refused)
+    conn.execute(
+        update(d)
+        .where(
+            tuple_(d.c.message_id, d.c.rcpt_idx).in_([(m, i) for m, i, _ in chosen]),
+            d.c.status.in_(REQUEUEABLE),
+        )
+        .values(status="queued", lane=1, next_attempt_at=now, lease_owner=None, updated_at=now)
+    )
+    conn.execute(
+        _INSERT_EVENT,
+        [_event_row(m, i, r, "retry", now, detail="retry requested") for m, i, r in chosen],
+    )
+    conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted({m for m, _, _ in chosen})])
+    return Requeued(chosen, refused)
