@@ -140,6 +140,7 @@ class App:
             acceptor=self.acceptor,
             limiter=RateLimiter(),
             metrics=self.metrics,
+            wake=self.scheduler.wake,
         )
         self.http = HttpServer(s, create_app(api))
         await self.http.start()
