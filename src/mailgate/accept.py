@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
 
 from mailgate import policy, replies
 from mailgate.config import Settings
@@ -17,9 +18,19 @@ from mailgate.exceptions import PolicyRefused
 from mailgate.headers import received_header, rfc5322_date, scan
 from mailgate.ids import new_id
 from mailgate.models import Accepted, Submission
-from mailgate.store import IdempotentAnswer, NewMessage, Store
+from mailgate.store import IdempotentAnswer, NewJob, NewMessage, Store
 
 AnswerFactory = Callable[[list["Accepted | PolicyRefused"]], IdempotentAnswer | None]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """The job a batch's accepted messages make (its total is counted at commit)."""
+
+    id: str
+    key_id: str
+    source: str
+    campaign_id: str = ""
 
 
 class Acceptor:
@@ -42,10 +53,6 @@ class Acceptor:
         self._domains = settings.domain_names()
         self._hostname = settings.server.hostname
 
-    def due_now(self) -> None:
-        """Deliveries were made due outside accept (a client's retry): wake the scheduler."""
-        self._on_commit(None)
-
     async def accept(self, sub: Submission) -> Accepted:
         """Validate, complete the headers and commit durably; raise PolicyRefused if refused."""
         (result,) = await self.accept_many([sub])
@@ -54,11 +61,18 @@ class Acceptor:
         return result
 
     async def accept_many(
-        self, subs: Sequence[Submission], *, answer: AnswerFactory | None = None
+        self,
+        subs: Sequence[Submission],
+        *,
+        answer: AnswerFactory | None = None,
+        job: JobSpec | None = None,
     ) -> list[Accepted | PolicyRefused]:
         """Check each submission alone; commit all accepted ones in one transaction.
 
         ``answer`` builds the Idempotency-Key answer from the results; it commits with them.
+        ``job``: the job the accepted messages belong to (their Submission.job_id), created
+        in the same transaction, with their recipients as its total; none if none is
+        accepted (mailgate.jobs.accept_job is the way in).
         """
         now = self._clock()
         results: list[Accepted | PolicyRefused] = []
@@ -82,7 +96,11 @@ class Acceptor:
             )
         stored_answer = answer(results) if answer is not None else None
         if rows or stored_answer is not None:
-            await self._store.enqueue(rows, answer=stored_answer)
+            new_job = None
+            if job is not None and rows:
+                total = sum(len(r.recipients) for r in rows)
+                new_job = NewJob(job.id, job.key_id, job.source, job.campaign_id, total, now)
+            await self._store.enqueue(rows, answer=stored_answer, job=new_job)
             if rows:
                 # Also for scheduled mail: the scheduler re-times its sleep to the earliest.
                 held = [r.scheduled_at for r in rows if r.scheduled_at is not None]

@@ -143,6 +143,7 @@ class App:
             limiter=RateLimiter(),
             metrics=self.metrics,
             attempts=self.first_attempts,
+            wake=self.scheduler.wake,
         )
         self.http = HttpServer(s, create_app(api))
         await self.http.start()

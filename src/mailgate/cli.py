@@ -18,6 +18,7 @@ from mailgate.commands.common import (
     with_store,
 )
 from mailgate.commands.db import db
+from mailgate.commands.jobs import jobs
 from mailgate.exceptions import ConfigError
 from mailgate.logs import setup_logging
 from mailgate.store import QueueFilter, Store
@@ -542,6 +543,7 @@ def dkim_keygen(domain: str, selector: str, kind: str, bits: int, out: str | Non
 
 
 main.add_command(db)
+main.add_command(jobs)
 
 if __name__ == "__main__":
     main()

@@ -174,7 +174,10 @@ TEMPLATES = {
     "template-123": ("Welcome {{ name }}", "Hi {{ name }}"),
     "uuid": ("Welcome", "Hi {{ name }}, your plan: {{ plan }}"),
     "template_123": ("Welcome", "Hi {{ name }} of {{ company }}"),
-    "template-uuid": ("Hello", "Hi {{ firstName }} at {{ companyName }} {{ monthYear|default('') }}"),
+    "template-uuid": (
+        "Hello",
+        "Hi {{ firstName }} at {{ companyName }} {{ monthYear|default('') }}",
+    ),
 }
 
 
@@ -355,7 +358,8 @@ def test_mailstack_errors_and_quota(compat_relay: RelayRunner) -> None:
         r = client.post("/v1/emails", json={"from": "hi@you.com", "subject": "x", "text": "y"})
         assert r.status_code == 400 and r.json()["error"]
         r = client.post(
-            "/v1/emails", json={"from": "hi@nope.test", "to": "a@b.test", "subject": "x", "text": "y"}
+            "/v1/emails",
+            json={"from": "hi@nope.test", "to": "a@b.test", "subject": "x", "text": "y"},
         )
         assert r.status_code == 400, r.text
         r = client.post("/v1/emails/batch", json={"emails": [{}] * 101})
@@ -369,18 +373,34 @@ def test_messagepipe_examples_and_failover(relay_factory, tmp_path: Path) -> Non
         primary.stop_listening()  # the priority-1 provider is dead
         relay = relay_factory(
             providers=[
-                {"name": "primary", "kind": "smtp", "host": "127.0.0.1", "port": primary.port,
-                 "tls": "none", "priority": 1},
-                {"name": "secondary", "kind": "smtp", "host": "127.0.0.1",
-                 "port": secondary.port, "tls": "none", "priority": 2},
+                {
+                    "name": "primary",
+                    "kind": "smtp",
+                    "host": "127.0.0.1",
+                    "port": primary.port,
+                    "tls": "none",
+                    "priority": 1,
+                },
+                {
+                    "name": "secondary",
+                    "kind": "smtp",
+                    "host": "127.0.0.1",
+                    "port": secondary.port,
+                    "tls": "none",
+                    "priority": 2,
+                },
             ],
             compat={"default_from": "app@example.com", "send_wait": "10s"},
         )
         admin = relay.create_key("admin", scope="admin")
         created = httpx.post(
             f"{relay.http_url}/v1/templates",
-            json={"id": "template-uuid", "name": "t", "subject": "Hello",
-                  "text": "Hi {{ firstName|default('you') }} at {{ companyName }}"},
+            json={
+                "id": "template-uuid",
+                "name": "t",
+                "subject": "Hello",
+                "text": "Hi {{ firstName|default('you') }} at {{ companyName }}",
+            },
             headers={"Authorization": f"Bearer {admin}"},
         )
         assert created.status_code == 201, created.text
@@ -418,7 +438,9 @@ def test_messagepipe_examples_and_failover(relay_factory, tmp_path: Path) -> Non
             log_id = failed["deliveryLogId"]
             message_id = log_id.rsplit(".", 1)[0]
             assert relay.statuses(message_id) == {"user@example.com": "failed"}
-            assert [m for m in relay.call(relay.store.list_messages()) if m["source"] == "dsn"] == []
+            assert [
+                m for m in relay.call(relay.store.list_messages()) if m["source"] == "dsn"
+            ] == []
 
             r = client.post("/email/send-bulk", json=strip_comments(MESSAGEPIPE_BULK))
             assert r.status_code == 201
@@ -446,7 +468,8 @@ def test_messagepipe_examples_and_failover(relay_factory, tmp_path: Path) -> Non
             assert r.status_code == 404
             assert set(r.json()) == {"message", "error", "statusCode"}
 
-            r = client.post("/email/send", json={**strip_comments(MESSAGEPIPE_SEND),
-                                                 "templateId": "missing"})
+            r = client.post(
+                "/email/send", json={**strip_comments(MESSAGEPIPE_SEND), "templateId": "missing"}
+            )
             assert r.status_code == 404
             assert r.json() == {"error": "Template not found", "statusCode": 404}

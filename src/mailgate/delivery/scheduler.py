@@ -172,6 +172,7 @@ class Scheduler:
                     dkim={msg.id: done.dkim} if done.dkim else None,
                     suppress=done.suppress,
                     dsns=done.dsns,
+                    jobs=(msg.job_id,) if msg.job_id else (),
                 )
             except StoreUnavailable as exc:
                 log.error(

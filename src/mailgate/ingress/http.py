@@ -2,7 +2,7 @@
 
 Authentication (Bearer or x-api-key), per-key rate limits, request-body limits, JSON
 errors in the seed's shape, health endpoints. Message routes live in http_messages,
-template routes in http_templates; they call the same accept() as SMTP.
+template routes in http_templates, job routes in http_jobs; they call the same accept() as SMTP.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class ApiContext:
     metrics: Metrics | None = None
     attempts: FirstAttempts | None = None  # waits for first attempts (MessagePipe's send)
     clock: Callable[[], float] = time.time
+    # Wakes the delivery loop when held work becomes due (a job resumed).
+    wake: Callable[[], None] = lambda: None
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
@@ -254,7 +256,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(ctx: ApiContext) -> Starlette:
-    from mailgate.ingress import compat, http_messages, http_templates
+    from mailgate.ingress import compat, http_jobs, http_messages, http_templates
     from mailgate.ingress.openapi import openapi_document
 
     async def healthz(request: Request) -> Response:
@@ -289,7 +291,11 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    for path, handler, methods in (*http_messages.routes(ctx), *http_templates.routes(ctx)):
+    for path, handler, methods in (
+        *http_messages.routes(ctx),
+        *http_templates.routes(ctx),
+        *http_jobs.routes(ctx),
+    ):
         routes.append(Route(path, _errors(handler), methods=methods))
     # The dialects answer every error in their own shape (compat.common.guarded).
     routes.extend(

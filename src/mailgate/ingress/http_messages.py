@@ -16,8 +16,10 @@ from mailgate.exceptions import DuplicateEntry, PolicyRefused
 from mailgate.ingress.http import ApiContext, json_response, parse_model, request_hash
 from mailgate.ingress.http_models import BatchMessage, BatchRequest, SendRequest
 from mailgate.ingress.http_validation import ApiError, Prepared, invalid, prepare_send
+from mailgate.jobs import accept_job
 from mailgate.models import Accepted, Credential, DeliveryStatus
 from mailgate.store import IdempotentAnswer, TemplateRecord
+from mailgate.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,8 @@ def routes(ctx: ApiContext) -> list[Route]:
                 raise invalid("invalid_request", "the body must be a JSON object", None)
             items = obj.get("messages")
             base = parse_model(BatchRequest, {k: v for k, v in obj.items() if k != "messages"})
+            if base.campaign_id and base.campaign_id != storable(base.campaign_id):
+                raise invalid("invalid_parameter", "campaign_id: control characters", "campaign_id")
             if (items is None) == (base.recipient_variables is None):
                 raise invalid(
                     "invalid_request",
@@ -222,7 +226,9 @@ def routes(ctx: ApiContext) -> list[Route]:
                         "recipient_variables",
                     )
                 shared = base.model_dump(
-                    by_alias=True, exclude_none=True, exclude={"recipient_variables"}
+                    by_alias=True,
+                    exclude_none=True,
+                    exclude={"recipient_variables", "campaign_id"},
                 )
                 if base.from_ is None:
                     raise invalid("invalid_from_address", "from: required", "from")
@@ -329,14 +335,26 @@ def routes(ctx: ApiContext) -> list[Route]:
 
             body: dict[str, Any] = {}
 
-            def answer(results: list[Accepted | PolicyRefused]) -> IdempotentAnswer | None:
+            def answer(
+                job_id: str | None, results: list[Accepted | PolicyRefused]
+            ) -> IdempotentAnswer | None:
                 body.update(assemble(results))
+                body["data"]["job_id"] = job_id
                 return factory(202, body) if factory is not None else None
 
-            await ctx.acceptor.accept_many([p.submission for p in valid], answer=answer)
+            # Every batch is a job (mailgate.jobs): created with its messages, or none.
+            job_id, _ = await accept_job(
+                ctx.acceptor,
+                [p.submission for p in valid],
+                key_id=cred.id,
+                source="http",
+                campaign_id=base.campaign_id or "",
+                answer=answer,
+            )
             log.info(
-                "batch via HTTP key=%s total=%d queued=%d",
+                "batch via HTTP key=%s job=%s total=%d queued=%d",
                 cred.name,
+                job_id,
                 body["data"]["total"],
                 body["data"]["queued"],
             )

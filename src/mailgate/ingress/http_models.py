@@ -99,6 +99,9 @@ class BatchRequest(_Model):
         default=None, description="One message per recipient address, rendered with its variables."
     )
     messages: list[BatchMessage] | None = Field(default=None, description="Up to 1000 messages.")
+    campaign_id: str | None = Field(
+        default=None, max_length=200, description="Kept with the batch's job."
+    )
 
 
 class TemplateIn(_Model):
@@ -199,6 +202,9 @@ class BatchResult(BaseModel):
     queued: int
     errors: int
     messages: list[BatchItem]
+    job_id: str | None = Field(
+        description="The batch's job (GET /v1/jobs/{id}); null when nothing was queued."
+    )
 
 
 class BatchData(BaseModel):
@@ -256,3 +262,29 @@ class TemplateData(BaseModel):
 
 class TemplateList(BaseModel):
     data: list[TemplateOut]
+
+
+class JobCounts(BaseModel):
+    total: int = Field(description="Recipients in the job.")
+    sent: int = Field(description="Sent or delivered.")
+    failed: int = Field(description="Bounced, failed or cancelled.")
+    pending: int = Field(description="Not finished yet (including held while paused).")
+    percentage: float = Field(description="100 * sent / total, one decimal.")
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str = Field(description="queued, processing, paused, stopped or completed.")
+    progress: JobCounts
+    campaign_id: str | None
+    created_at: str
+    started_at: str | None = Field(description="The first attempt of any of its messages.")
+    updated_at: str
+
+
+class JobData(BaseModel):
+    data: JobOut
+
+
+class JobList(BaseModel):
+    data: list[JobOut]

@@ -60,6 +60,19 @@ _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseMod
         True,
     ),
     ("delete", "/v1/templates/{template_id}", "Delete a template", None, 200, m.TemplateData, True),
+    ("get", "/v1/jobs", "List jobs (batches)", None, 200, m.JobList, False),
+    ("get", "/v1/jobs/{job_id}", "A job's status and progress", None, 200, m.JobData, False),
+    ("post", "/v1/jobs/{job_id}/pause", "Pause a job", None, 200, m.JobData, True),
+    ("post", "/v1/jobs/{job_id}/resume", "Resume a paused job", None, 200, m.JobData, True),
+    (
+        "post",
+        "/v1/jobs/{job_id}/stop",
+        "Stop a job (cancel what has not gone out)",
+        None,
+        200,
+        m.JobData,
+        True,
+    ),
 ]
 
 _QUERY: dict[str, list[dict[str, Any]]] = {
@@ -83,6 +96,7 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
     "/v1/messages/scheduled": [
         {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
     ],
+    "/v1/jobs": [{"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
     "/v1/templates": [
         {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
         {"name": "offset", "schema": {"type": "integer", "minimum": 0}},
@@ -94,7 +108,7 @@ _ERRORS = {
     "401": "Missing or invalid API key",
     "403": "The key's scope does not allow this",
     "404": "Not found (or not visible to this key)",
-    "409": "Conflict (idempotency key reused, message not scheduled)",
+    "409": "Conflict (idempotency key reused, message not scheduled, job not active)",
     "413": "Body or message too large",
     "422": "A field is invalid; error.field names it",
     "429": "Rate limit exceeded; see Retry-After",
@@ -140,7 +154,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         params = [{**q, "in": "query", "required": False} for q in _QUERY.get(path, [])]
         if method != "get":
             params = []
-        for name in ("message_id", "template_id"):
+        for name in ("message_id", "template_id", "job_id"):
             if "{" + name + "}" in path:
                 params.append(
                     {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}

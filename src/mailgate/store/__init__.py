@@ -1,6 +1,7 @@
 """The durable queue: schema, engines, group commit and every SQL statement."""
 
 from mailgate.models import DeliveryUpdate, NewMessage, Suppression
+from mailgate.store.jobs import JobProgress, NewJob
 from mailgate.store.keys import KeyRecord
 from mailgate.store.store import IdempotentAnswer, QueueFilter, Store
 from mailgate.store.templates import TemplateRecord
@@ -8,7 +9,9 @@ from mailgate.store.templates import TemplateRecord
 __all__ = [
     "DeliveryUpdate",
     "IdempotentAnswer",
+    "JobProgress",
     "KeyRecord",
+    "NewJob",
     "NewMessage",
     "QueueFilter",
     "Store",

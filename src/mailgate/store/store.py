@@ -42,6 +42,14 @@ from mailgate.models import (
 )
 from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
 from mailgate.store.engine import create_engine
+from mailgate.store.jobs import (
+    JOB_STATEMENTS,
+    JobStore,
+    NewJob,
+    hold_released,
+    job_ops,
+    park_claimed,
+)
 from mailgate.store.keys import KeyStore
 from mailgate.store.schema import deliveries, events, idempotency, messages, templates
 from mailgate.store.suppressions import SuppressionStore, insert_ignoring_duplicates
@@ -179,6 +187,7 @@ _WRITES: dict[str, Executable] = {
     "update_message_status": _UPDATE_MESSAGE_STATUS,
     "set_dkim": _SET_DKIM,
     "insert_template": insert(templates),
+    **JOB_STATEMENTS,
 }
 
 
@@ -267,6 +276,7 @@ class Store:
         self.keys = KeyStore(self)
         self.templates = TemplateStore(self)
         self.suppressions = SuppressionStore(self)
+        self.jobs = JobStore(self)
 
     @classmethod
     async def open(cls, url: str, *, writer_process: bool = False, upgrade: bool = True) -> Store:
@@ -307,14 +317,20 @@ class Store:
     # ----------------------------------------------------------------- writes
 
     async def enqueue(
-        self, batch: Sequence[NewMessage], *, answer: IdempotentAnswer | None = None
+        self,
+        batch: Sequence[NewMessage],
+        *,
+        answer: IdempotentAnswer | None = None,
+        job: NewJob | None = None,
     ) -> None:
         """Commit messages with one delivery and one 'queued' event per recipient.
 
         With ``answer``, the Idempotency-Key's answer commits in the same transaction, so a
         retried request either finds it or finds nothing queued (DuplicateEntry if taken).
+        With ``job``, the job the messages belong to is created in it too.
         """
-        ops = self._enqueue_ops(batch)
+        ops = job_ops(job) if job is not None else []
+        ops += self._enqueue_ops(batch)
         if answer is not None:
             ops.append(
                 (
@@ -416,12 +432,15 @@ class Store:
         dkim: dict[str, bytes] | None = None,
         suppress: Sequence[Suppression] = (),
         dsns: Sequence[NewMessage] = (),
+        jobs: Sequence[str] = (),
     ) -> None:
         """Record attempt results (only for deliveries still leased to ``owner``).
 
         In the same transaction: ``dkim`` signatures made during this attempt (kept so
         retries reuse them), addresses to ``suppress`` after hard bounces, and delivery
-        status notifications (``dsns``) queued for the senders.
+        status notifications (``dsns``) queued for the senders. ``jobs``: the jobs of the
+        messages recorded; they are marked started, and a delivery that came back deferred
+        while its job is paused is held (stopped: cancelled), so a pause holds on every node.
         """
         upd_rows: list[dict[str, Any]] = []
         evt_rows: list[dict[str, Any]] = []
@@ -461,8 +480,11 @@ class Store:
             ops += [
                 ("update_result", upd_rows),
                 ("insert_event", evt_rows),
-                ("update_message_status", [{"m_id": m} for m in sorted(touched)]),
             ]
+            if jobs:
+                job_rows = [{"j_id": j, "j_now": now} for j in sorted(set(jobs))]
+                ops += [("job_attempted", job_rows), ("job_guard", job_rows)]
+            ops.append(("update_message_status", [{"m_id": m} for m in sorted(touched)]))
             if dkim:
                 ops.append(("set_dkim", [{"k_id": k, "k_dkim": v} for k, v in dkim.items()]))
             if suppress:
@@ -758,6 +780,14 @@ def _claim(
         return []
     # Deliveries cascade with their message, so every claimed one has its message here.
     rows = conn.execute(_LOAD_MESSAGES, {"ids": list(by_message)}).all()
+    job_ids = {r[5] for r in rows if r[5] is not None}
+    if job_ids:
+        # Paused or stopped since these became due: parked here, not attempted.
+        parked = park_claimed(conn, owner, job_ids, now)
+        if parked:
+            gone = [r[0] for r in rows if r[5] in parked]
+            conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in gone])
+            rows = [r for r in rows if r[5] not in parked]
     return [
         QueuedMessage(
             id=r[0],
@@ -854,6 +884,9 @@ def _release_leases(conn: Connection, owner: str, now: float, prefix: bool) -> i
     cond = (
         d.c.lease_owner.startswith(owner, autoescape=True) if prefix else d.c.lease_owner == owner
     )
+    held = hold_released(conn, cond, now)  # a paused or stopped job's are not made due
+    if held:
+        conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in held])
     stmt = (
         update(d)
         .where(cond, d.c.next_attempt_at.is_not(None))

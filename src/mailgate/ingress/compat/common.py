@@ -145,7 +145,7 @@ async def accept_job(
     the whole request by raising."""
     from mailgate.jobs import accept_job as run_job
 
-    def answer(results: list[Accepted | PolicyRefused]) -> None:
+    def answer(_job_id: str | None, results: list[Accepted | PolicyRefused]) -> None:
         if check is not None:
             check(results)
 

@@ -29,7 +29,7 @@ from mailgate.ingress.compat.common import (
     template_or_none,
 )
 from mailgate.ingress.http import ApiContext, json_response
-from mailgate.ingress.http_messages import iso
+from mailgate.ingress.http_jobs import control_job, job_body, visible_job
 from mailgate.ingress.http_validation import ApiError, Prepared
 from mailgate.models import Accepted
 
@@ -93,26 +93,7 @@ def _answer(message: str, job_id: str | None, first: Accepted, **extra: Any) -> 
     }
 
 
-def _job_body(progress: Any) -> dict[str, Any]:
-    return {
-        "id": progress.id,
-        "status": progress.status,
-        "progress": {
-            "total": progress.total,
-            "sent": progress.sent,
-            "failed": progress.failed,
-            "pending": progress.pending,
-            "percentage": progress.percentage,
-        },
-        "started_at": iso(progress.started_at),
-        "updated_at": iso(progress.updated_at),
-        "campaign_id": progress.campaign_id or None,
-    }
-
-
 def routes(ctx: ApiContext) -> list[Route]:
-    store = ctx.store
-
     async def template(template_id: str | None) -> Any:
         record = await template_or_none(ctx, template_id)
         if template_id and record is None:
@@ -188,25 +169,23 @@ def routes(ctx: ApiContext) -> list[Route]:
         )
         return json_response(answer, 202)
 
-    async def visible_job(request: Request, need: str | None = None) -> Any:
-        cred = await ctx.credential(request, need=need)
-        progress = await store.jobs.progress(request.path_params["job_id"])
-        if progress is None or (cred.scope not in ("read", "admin") and progress.key_id != cred.id):
-            raise ApiError(404, "not_found", "Job not found")
-        return progress
-
     async def job(request: Request) -> Response:
-        return json_response(_job_body(await visible_job(request)))
+        cred = await ctx.credential(request)
+        return json_response(job_body(await visible_job(ctx, cred, request.path_params["job_id"])))
 
     async def control(request: Request) -> Response:
-        found = await visible_job(request, need="send")
+        cred = await ctx.credential(request, need="send")
+        found = await visible_job(ctx, cred, request.path_params["job_id"])
         body = parse(ControlIn, await body_of(ctx, request))
         if body.action not in ("pause", "resume", "stop"):
             raise ApiError(400, "invalid_action", "action: one of pause, resume, stop", "action")
-        progress = await store.jobs.control(found.id, body.action, ctx.clock())
-        if progress is None:
-            raise ApiError(404, "not_found", "Job not found")
-        return json_response(_job_body(progress))
+        try:
+            after = await control_job(ctx, cred, found, body.action)
+        except ApiError as exc:
+            if exc.status == 409:  # MailSage has no 409: an action the job cannot take
+                exc.status = 400
+            raise
+        return json_response(job_body(after))
 
     return [
         (path, guarded(error_shape, handler), methods)

@@ -236,7 +236,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             raise ApiError(404, "not_found", problem, "deliveryLogId")
         if problem is not None:
             raise ApiError(400, "not_retryable", problem, "deliveryLogId")
-        ctx.acceptor.due_now()
+        ctx.wake()
         return json_response({"message": "Email added to retry queue successfully"}, 201)
 
     async def retry_many(request: Request) -> Response:
@@ -249,7 +249,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             if problem is not None:
                 entry["error"] = problem
             results.append(entry)
-        ctx.acceptor.due_now()
+        ctx.wake()
         return json_response({"message": "Emails processed for retry", "results": results}, 201)
 
     async def queue_stats(request: Request) -> Response:

@@ -1,0 +1,344 @@
+"""Jobs: a batch of messages read and controlled as one (pause, resume, stop).
+
+A job's row holds what was asked of it (state active / paused / stopped) and when it
+started; its progress is counted from its deliveries through ix_deliveries_job (index
+range counts, never a scan of its messages). Pause, resume and stop change every
+delivery of the job that is not in flight in one set-based transaction and record one
+job event; deliveries in flight are caught when their result is recorded (record_guard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, bindparam, case, func, insert, literal_column, select, update
+
+from mailgate.store.schema import deliveries, job_events, jobs, messages
+
+if TYPE_CHECKING:
+    from mailgate.store.store import Store
+
+d = deliveries
+
+# What an operator or client may do to a job, and the state it leaves the job in.
+ACTIONS: dict[str, str] = {"pause": "paused", "resume": "active", "stop": "stopped"}
+_EVENT = {"pause": "paused", "resume": "resumed", "stop": "stopped"}
+_SENT = ("sent", "delivered")
+_FAILED = ("bounced", "failed", "cancelled")
+_WAITING = ("scheduled", "queued", "deferred")  # not yet attempted, or due again
+_PENDING = (*_WAITING, "held")
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to commit with its messages (Store.enqueue(..., job=))."""
+
+    id: str
+    key_id: str
+    source: str
+    campaign_id: str
+    total: int  # recipients accepted
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    """A job as clients read it; counts are per recipient."""
+
+    id: str
+    key_id: str
+    source: str
+    campaign_id: str
+    status: str  # queued, processing, paused, stopped, completed
+    total: int
+    sent: int  # sent or delivered
+    failed: int  # bounced, failed or cancelled
+    pending: int  # the rest
+    percentage: float  # 100 * sent / total, one decimal
+    created_at: float
+    updated_at: float
+    started_at: float | None
+
+
+def job_ops(job: NewJob) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The writer ops that create ``job`` (they run before its messages' ops)."""
+    row = {
+        "id": job.id,
+        "key_id": job.key_id,
+        "source": job.source,
+        "campaign_id": job.campaign_id,
+        "state": "active",
+        "total": job.total,
+        "created_at": job.created_at,
+        "updated_at": job.created_at,
+        "started_at": None,
+    }
+    event = {"job_id": job.id, "type": "created", "at": job.created_at, "detail": ""}
+    return [("insert_job", [row]), ("insert_job_event", [event])]
+
+
+# Named statements (store.py registers them in _WRITES) for Store.record: one row per job
+# that had an attempt recorded ({"j_id", "j_now"}).
+JOB_STATEMENTS = {
+    "insert_job": insert(jobs),
+    "insert_job_event": insert(job_events),
+    "job_attempted": update(jobs)
+    .where(jobs.c.id == bindparam("j_id"))
+    .values(
+        started_at=func.coalesce(jobs.c.started_at, bindparam("j_now")),
+        updated_at=bindparam("j_now"),
+    ),
+    # A delivery that came back deferred while its job is paused is held; stopped, cancelled.
+    "job_guard": update(d)
+    .where(
+        d.c.job_id == bindparam("j_id"),
+        d.c.status == "deferred",
+        d.c.lease_owner.is_(None),
+        select(jobs.c.id)
+        .where(jobs.c.id == bindparam("j_id"), jobs.c.state.in_(("paused", "stopped")))
+        .exists(),
+    )
+    .values(
+        status=case(
+            (
+                select(jobs.c.state).where(jobs.c.id == bindparam("j_id")).scalar_subquery()
+                == "stopped",
+                "cancelled",
+            ),
+            else_="held",
+        ),
+        next_attempt_at=None,
+        updated_at=bindparam("j_now"),
+    ),
+}
+
+
+def _count(statuses: tuple[str, ...]) -> Any:
+    """Deliveries of the job in ``statuses``: index range counts on (job_id, status)."""
+    inline = [literal_column(repr(s)) for s in statuses]
+    return (
+        select(func.count())
+        .select_from(d)
+        .where(d.c.job_id == jobs.c.id, d.c.status.in_(inline))
+        .scalar_subquery()
+    )
+
+
+_COLUMNS = (
+    jobs.c.id,
+    jobs.c.key_id,
+    jobs.c.source,
+    jobs.c.campaign_id,
+    jobs.c.state,
+    jobs.c.total,
+    jobs.c.created_at,
+    jobs.c.updated_at,
+    jobs.c.started_at,
+    _count(_SENT).label("sent"),
+    _count(_FAILED).label("failed"),
+)
+
+
+def _progress(row: Any) -> JobProgress:
+    job_id, key_id, source, campaign, state, total, created, updated, started, sent, failed = row
+    sent, failed, total = int(sent), int(failed), int(total)
+    pending = max(0, total - sent - failed)
+    if state == "stopped":
+        status = "stopped"
+    elif pending == 0:
+        status = "completed"
+    elif state == "paused":
+        status = "paused"
+    elif started is not None:
+        status = "processing"
+    else:
+        status = "queued"
+    percentage = round(100.0 * sent / total, 1) if total else 0.0
+    return JobProgress(
+        id=job_id,
+        key_id=key_id,
+        source=source,
+        campaign_id=campaign,
+        status=status,
+        total=total,
+        sent=sent,
+        failed=failed,
+        pending=pending,
+        percentage=percentage,
+        created_at=created,
+        updated_at=updated,
+        started_at=started,
+    )
+
+
+# Messages whose derived status is refreshed per writer transaction after a job action.
+REFRESH_CHUNK = 5000
+_FROM = {"pause": _WAITING, "resume": ("held",), "stop": _PENDING}
+
+
+def _set_state(conn: Connection, job_id: str, action: str, now: float) -> str:
+    """The job's new state and its event: "ok", "unchanged" (already so), "missing" or
+    "not_active" (stopped or completed). A pause or stop is in effect from this commit:
+    the claim parks what it would otherwise hand out (park_claimed)."""
+    row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
+    if row is None:
+        return "missing"
+    state = row[0]
+    if state == "stopped":
+        return "unchanged" if action == "stop" else "not_active"
+    if state == ACTIONS[action]:
+        return "unchanged"  # nothing to change, no new event
+    pending = conn.execute(
+        select(func.count()).select_from(d).where(d.c.job_id == job_id, d.c.status.in_(_PENDING))
+    ).scalar_one()
+    if not pending:
+        return "not_active"  # completed
+    conn.execute(
+        update(jobs).where(jobs.c.id == job_id).values(state=ACTIONS[action], updated_at=now)
+    )
+    conn.execute(
+        insert(job_events),
+        [{"job_id": job_id, "type": _EVENT[action], "at": now, "detail": ""}],
+    )
+    return "ok"
+
+
+def _convert(conn: Connection, job_id: str, action: str, now: float) -> list[str]:
+    """The job's deliveries not in flight, as the action wants them (unless a later
+    action changed the state meanwhile); returns the messages changed."""
+    state = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+    if state != ACTIONS[action]:
+        return []
+    base = [d.c.job_id == job_id, d.c.lease_owner.is_(None)]
+    touched = conn.execute(
+        select(d.c.message_id).distinct().where(*base, d.c.status.in_(_FROM[action]))
+    )
+    touched_ids = list(touched.scalars())
+    if action == "pause":
+        stmt = update(d).where(*base, d.c.status.in_(_WAITING))
+        conn.execute(stmt.values(status="held", next_attempt_at=None, updated_at=now))
+    elif action == "resume":
+        scheduled_at = (
+            select(messages.c.scheduled_at).where(messages.c.id == d.c.message_id).scalar_subquery()
+        )
+        later = and_later(scheduled_at, now)
+        conn.execute(
+            update(d)
+            .where(*base, d.c.status == "held")
+            .values(
+                status=case((d.c.attempts > 0, "deferred"), (later, "scheduled"), else_="queued"),
+                next_attempt_at=case((d.c.attempts > 0, now), (later, scheduled_at), else_=now),
+                updated_at=now,
+            )
+        )
+    else:
+        stmt = update(d).where(*base, d.c.status.in_(_PENDING))
+        conn.execute(stmt.values(status="cancelled", next_attempt_at=None, updated_at=now))
+    return touched_ids
+
+
+def park_claimed(conn: Connection, owner: str, job_ids: set[str], now: float) -> set[str]:
+    """Of the messages just claimed by ``owner``, those of paused or stopped jobs are
+    held (paused) or cancelled (stopped) rather than attempted; returns those jobs."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(job_ids), jobs.c.state != "active")
+    ).all()
+    for job_id, state in rows:
+        conn.execute(
+            update(d)
+            .where(d.c.job_id == job_id, d.c.lease_owner == owner, d.c.status.in_(_WAITING))
+            .values(
+                status="cancelled" if state == "stopped" else "held",
+                next_attempt_at=None,
+                lease_owner=None,
+                updated_at=now,
+            )
+        )
+    return {r[0] for r in rows}
+
+
+def and_later(scheduled_at: Any, now: float) -> Any:
+    """The message is scheduled for later than ``now``."""
+    return scheduled_at.is_not(None) & (scheduled_at > now)
+
+
+def hold_released(conn: Connection, lease: Any, now: float) -> list[str]:
+    """Deliveries of paused or stopped jobs among those whose lease ``lease`` matches:
+    held (paused) or cancelled (stopped) instead of made due. Returns their messages."""
+    state = select(jobs.c.state).where(jobs.c.id == d.c.job_id).scalar_subquery()
+    stopped_or_paused = select(jobs.c.id).where(jobs.c.state.in_(("paused", "stopped")))
+    rows = conn.execute(
+        update(d)
+        .where(
+            lease,
+            d.c.job_id.in_(stopped_or_paused),
+            d.c.status.in_(_WAITING),
+        )
+        .values(
+            status=case((state == "stopped", "cancelled"), else_="held"),
+            next_attempt_at=None,
+            lease_owner=None,
+            updated_at=now,
+        )
+        .returning(d.c.message_id)
+    ).all()
+    return sorted({r[0] for r in rows})
+
+
+def _ids(message_ids: list[str]) -> list[dict[str, Any]]:
+    return [{"m_id": m} for m in message_ids]
+
+
+class JobStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def progress(self, job_id: str) -> JobProgress | None:
+        """The job's status and per-recipient counts (None: no such job)."""
+        rows = await self._store._read(select(*_COLUMNS).where(jobs.c.id == job_id))
+        return _progress(rows[0]) if rows else None
+
+    async def list(self, key_id: str | None = None, limit: int = 50) -> list[JobProgress]:
+        """Newest first; ``key_id``: only that key's jobs."""
+        q = select(*_COLUMNS).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        if key_id is not None:
+            q = q.where(jobs.c.key_id == key_id)
+        return [_progress(r) for r in await self._store._read(q)]
+
+    async def control(self, job_id: str, action: str, now: float) -> str:
+        """``action`` (pause, resume, stop; see ACTIONS) on the deliveries of the job not in
+        flight; returns "ok", "missing" (no such job) or "not_active" (stopped or
+        completed). Pause holds what has not gone out; resume makes it due again (scheduled
+        mail at its time); stop cancels it without a DSN."""
+        outcome, touched = await self.apply(job_id, action, now)
+        await self.refresh_messages(touched)
+        return outcome
+
+    async def apply(self, job_id: str, action: str, now: float) -> tuple[str, list[str]]:
+        """The action, in effect once this returns (control's first step): its outcome
+        and the messages whose deliveries it changed. Two transactions: the job's state
+        (a pause or stop holds from that commit on, on every node) and its deliveries."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown job action {action!r}")
+        outcome: str = await self._store.writer.run(_set_state, job_id, action, now)
+        if outcome not in ("ok", "unchanged"):
+            return outcome, []
+        touched: list[str] = await self._store.writer.run(_convert, job_id, action, now)
+        return "ok", touched
+
+    async def refresh_messages(self, message_ids: list[str]) -> None:
+        """Re-derive the messages' status, in transactions of their own: on SQLite
+        rewriting 100,000 message rows (bodies inline) takes seconds, and an action must
+        take effect (its deliveries changed and committed) well within one."""
+        for start in range(0, len(message_ids), REFRESH_CHUNK):
+            chunk = message_ids[start : start + REFRESH_CHUNK]
+            await self._store.writer.write([("update_message_status", _ids(chunk))])
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        rows = await self._store._read(
+            select(job_events.c.type, job_events.c.at, job_events.c.detail)
+            .where(job_events.c.job_id == job_id)
+            .order_by(job_events.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
