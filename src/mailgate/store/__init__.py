@@ -2,6 +2,7 @@
 
 from mailgate.models import DeliveryUpdate, NewMessage, Suppression
 from mailgate.store.keys import KeyRecord
+from mailgate.store.quota import QuotaRace, QuotaTake
 from mailgate.store.store import IdempotentAnswer, QueueFilter, Store
 from mailgate.store.templates import TemplateRecord
 
@@ -11,6 +12,8 @@ __all__ = [
     "KeyRecord",
     "NewMessage",
     "QueueFilter",
+    "QuotaRace",
+    "QuotaTake",
     "Store",
     "Suppression",
     "TemplateRecord",

@@ -43,6 +43,7 @@ from mailgate.models import (
 from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
 from mailgate.store.engine import create_engine
 from mailgate.store.keys import KeyStore
+from mailgate.store.quota import QuotaRace, QuotaTake, take_and_enqueue
 from mailgate.store.schema import deliveries, events, idempotency, messages, templates
 from mailgate.store.suppressions import SuppressionStore, insert_ignoring_duplicates
 from mailgate.store.suppressions import row as suppression_row
@@ -305,12 +306,18 @@ class Store:
     # ----------------------------------------------------------------- writes
 
     async def enqueue(
-        self, batch: Sequence[NewMessage], *, answer: IdempotentAnswer | None = None
+        self,
+        batch: Sequence[NewMessage],
+        *,
+        answer: IdempotentAnswer | None = None,
+        quota: QuotaTake | None = None,
     ) -> None:
         """Commit messages with one delivery and one 'queued' event per recipient.
 
         With ``answer``, the Idempotency-Key's answer commits in the same transaction, so a
         retried request either finds it or finds nothing queued (DuplicateEntry if taken).
+        With ``quota``, its count is taken in the same transaction too; QuotaRace (nothing
+        written) if it no longer fits.
         """
         ops = self._enqueue_ops(batch)
         if answer is not None:
@@ -329,7 +336,12 @@ class Store:
                     ],
                 )
             )
-        await self.writer.write(ops)
+        if quota is None:
+            await self.writer.write(ops)
+            return
+        used = await self.writer.run(take_and_enqueue, quota, ops)
+        if used is not None:
+            raise QuotaRace(used)
 
     @staticmethod
     def _enqueue_ops(batch: Sequence[NewMessage]) -> list[Op]:
