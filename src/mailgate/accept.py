@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from mailgate import policy, replies
 from mailgate.config import Settings
 from mailgate.events.metrics import Metrics
-from mailgate.exceptions import PolicyRefused
+from mailgate.exceptions import PolicyRefused, StoreUnavailable
 from mailgate.headers import received_header, rfc5322_date, scan
 from mailgate.ids import new_id
 from mailgate.models import Accepted, Submission
-from mailgate.store import IdempotentAnswer, NewJob, NewMessage, Store
+from mailgate.quota import Quota, fitting, parse_quota
+from mailgate.store import IdempotentAnswer, NewJob, NewMessage, QuotaRace, QuotaTake, Store
+
+# Commits tried when other requests keep using the quota between the read and the commit.
+_QUOTA_TRIES = 5
 
 AnswerFactory = Callable[[list["Accepted | PolicyRefused"]], IdempotentAnswer | None]
 
@@ -94,20 +98,50 @@ class Acceptor:
                     suppressed=tuple(r for r in sub.recipients if r not in row.recipients),
                 )
             )
+        quota = _quota_of(subs)
+        if quota is None:
+            await self._commit(rows, results, answer, None, job, now)
+            return results
+        # Over a key's quota: the batch takes what is left, in order, and the rest is
+        # refused per item. The count commits with the messages; when another request or
+        # node took some meanwhile, the cut is made again from the count it found.
+        cred = subs[0].credential
+        period = quota.period(now)
+        used = await self._store.keys.quota_usage(cred.id, period)
+        for _ in range(_QUOTA_TRIES):
+            taken, cut = _cut(rows, results, quota.limit - used, quota.seconds_left(now))
+            count = sum(len(r.recipients) for r in taken)
+            take = QuotaTake(cred.id, period, quota.limit, count) if count else None
+            try:
+                await self._commit(taken, cut, answer, take, job, now)
+            except QuotaRace as race:
+                used = race.used
+                continue
+            return cut
+        raise StoreUnavailable("the key's quota is contended; try again")
+
+    async def _commit(
+        self,
+        rows: list[NewMessage],
+        results: list[Accepted | PolicyRefused],
+        answer: AnswerFactory | None,
+        quota: QuotaTake | None,
+        job: JobSpec | None,
+        now: float,
+    ) -> None:
         stored_answer = answer(results) if answer is not None else None
         if rows or stored_answer is not None:
             new_job = None
             if job is not None and rows:
                 total = sum(len(r.recipients) for r in rows)
                 new_job = NewJob(job.id, job.key_id, job.source, job.campaign_id, total, now)
-            await self._store.enqueue(rows, answer=stored_answer, job=new_job)
+            await self._store.enqueue(rows, answer=stored_answer, job=new_job, quota=quota)
             if rows:
                 # Also for scheduled mail: the scheduler re-times its sleep to the earliest.
                 held = [r.scheduled_at for r in rows if r.scheduled_at is not None]
                 self._on_commit(min(held) if held else None)
                 if self._metrics is not None:
                     self._metrics.accepted.labels(rows[0].source).inc(len(rows))
-        return results
 
     def _prepare(self, sub: Submission, now: float) -> NewMessage:
         limits = self._settings.smtp
@@ -176,3 +210,34 @@ class Acceptor:
             provider=sub.provider,
             attempt_once=sub.attempt_once,
         )
+
+
+def _quota_of(subs: Sequence[Submission]) -> Quota | None:
+    """The quota of the submissions' key (one call's submissions share their credential)."""
+    if not subs or not subs[0].credential.quota or subs[0].credential.kind != "key":
+        return None
+    return parse_quota(subs[0].credential.quota)
+
+
+def _cut(
+    rows: list[NewMessage],
+    results: list[Accepted | PolicyRefused],
+    left: int,
+    retry_after: int,
+) -> tuple[list[NewMessage], list[Accepted | PolicyRefused]]:
+    """The rows that fit in ``left`` recipients, and the results with the rest refused."""
+    n = fitting([len(r.recipients) for r in rows], max(left, 0))
+    if n == len(rows):
+        return rows, results
+    over = {r.id for r in rows[n:]}
+    cut: list[Accepted | PolicyRefused] = []
+    for result in results:
+        if isinstance(result, Accepted) and result.id in over:
+            result = PolicyRefused(
+                replies.QUOTA_EXCEEDED,
+                http_status=429,
+                error_code="quota_exceeded",
+                retry_after=retry_after,
+            )
+        cut.append(result)
+    return rows[:n], cut

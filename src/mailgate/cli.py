@@ -19,6 +19,7 @@ from mailgate.commands.common import (
 )
 from mailgate.commands.db import db
 from mailgate.commands.jobs import jobs
+from mailgate.commands.keys import keys
 from mailgate.exceptions import ConfigError
 from mailgate.logs import setup_logging
 from mailgate.store import QueueFilter, Store
@@ -82,87 +83,6 @@ def check_config(config_path: str) -> None:
     click.echo(f"  database:           {s.database_url.split('+', 1)[0]}")
     if not s.delivery.enabled:
         click.echo("  delivery:           DISABLED (mail is queued, not sent)")
-
-
-@main.group()
-def keys() -> None:
-    """Manage API keys (SMTP AUTH password and HTTP bearer token)."""
-
-
-@keys.command("create")
-@config_option
-@click.option("--name", required=True, help="A name for the key; also usable as SMTP user name.")
-@click.option(
-    "--scope", type=click.Choice(["send", "read", "admin"]), default="send", show_default=True
-)
-@click.option(
-    "--domain",
-    "domains",
-    multiple=True,
-    help="Restrict the key to this sender domain (repeatable); default: all configured domains.",
-)
-@click.option(
-    "--rate",
-    default="",
-    help='HTTP API request limit for this key, e.g. "10/s" or "1000/h" (default: [http] rate).',
-)
-def keys_create(
-    config_path: str, name: str, scope: str, domains: tuple[str, ...], rate: str
-) -> None:
-    """Create a key; the key itself is printed alone on the last line."""
-    from mailgate.credentials import create_key
-    from mailgate.store.keys import DuplicateKeyName
-
-    settings = settings_or_exit(config_path)
-    configured = settings.domain_names()
-    unknown = [d for d in domains if d.lower() not in configured]
-    if unknown:
-        click.echo(f"error: domain(s) not in [[domains]]: {', '.join(unknown)}", err=True)
-        sys.exit(2)
-    try:
-        key = run_or_exit(
-            with_store(settings, lambda st: create_key(st, name, scope, domains, rate))
-        )
-    except DuplicateKeyName:
-        click.echo(f"error: a key named {name!r} already exists", err=True)
-        sys.exit(2)
-    except ValueError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    click.echo(f"created key {name!r} (scope {scope}); it is shown only once:", err=True)
-    click.echo(key)
-
-
-@keys.command("list")
-@config_option
-def keys_list(config_path: str) -> None:
-    """List keys (never the keys themselves)."""
-    settings = settings_or_exit(config_path)
-    records = run_or_exit(with_store(settings, lambda st: st.keys.all()))
-    click.echo(
-        f"{'NAME':<24} {'ID':<14} {'SCOPE':<6} {'CREATED':<21} {'STATUS':<8} {'RATE':<8} DOMAINS"
-    )
-    for r in records:
-        status = "active" if r.active else "revoked"
-        click.echo(
-            f"{r.name:<24} {r.id:<14} {r.scope:<6} {timestamp(r.created_at):<21} {status:<8} "
-            f"{r.rate or '-':<8} {','.join(r.domains) or '*'}"
-        )
-
-
-@keys.command("revoke")
-@config_option
-@click.argument("name_or_id")
-def keys_revoke(config_path: str, name_or_id: str) -> None:
-    """Revoke a key by name or id: refused at once over SMTP, within 2 s over HTTP."""
-    import time
-
-    settings = settings_or_exit(config_path)
-    done = run_or_exit(with_store(settings, lambda st: st.keys.revoke(name_or_id, time.time())))
-    if not done:
-        click.echo(f"error: no active key named {name_or_id!r}", err=True)
-        sys.exit(1)
-    click.echo(f"revoked {name_or_id}")
 
 
 @main.command("send")
@@ -544,6 +464,7 @@ def dkim_keygen(domain: str, selector: str, kind: str, bits: int, out: str | Non
 
 main.add_command(db)
 main.add_command(jobs)
+main.add_command(keys)
 
 if __name__ == "__main__":
     main()

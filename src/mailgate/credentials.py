@@ -15,7 +15,9 @@ import secrets
 import time
 from collections.abc import Iterable
 
+from mailgate import policy
 from mailgate.models import Credential
+from mailgate.quota import parse_quota
 from mailgate.store import KeyRecord, Store
 from mailgate.units import parse_rate
 
@@ -38,15 +40,39 @@ def validate_name(name: str) -> str:
     return name
 
 
+def validate_default_from(value: str) -> str:
+    """A key's default sender: a bare address (the domain policy applies when it is used)."""
+    value = value.strip()
+    if value and (policy.split_address(value) is None or any(c in value for c in "<> \t")):
+        raise ValueError(f"default-from {value!r} is not an email address (give a bare address)")
+    return value
+
+
 async def create_key(
-    store: Store, name: str, scope: str = "send", domains: Iterable[str] = (), rate: str = ""
+    store: Store,
+    name: str,
+    scope: str = "send",
+    domains: Iterable[str] = (),
+    rate: str = "",
+    *,
+    default_from: str = "",
+    quota: str = "",
 ) -> str:
-    """Store a new key and return it: the only time the full key is seen."""
+    """Store a new key and return it: the only time the full key is seen.
+
+    ``default_from``: the sender of API requests that name none (after a template's);
+    ``quota``: accepted recipients per calendar period, "10000/month" or "500/d".
+    """
     validate_name(name)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     if rate:
         parse_rate(rate)
+    default_from = validate_default_from(default_from)
+    quota = quota.strip()
+    if quota:
+        parsed = parse_quota(quota)
+        quota = f"{parsed.limit}/{'d' if parsed.unit == 'day' else 'month'}"
     key_id = secrets.token_hex(6)
     key = f"mg_{key_id}_{secrets.token_urlsafe(32)}"
     record = KeyRecord(
@@ -58,6 +84,8 @@ async def create_key(
         created_at=time.time(),
         revoked_at=None,
         rate=rate,
+        default_from=default_from,
+        quota=quota,
     )
     await store.keys.add(record)
     return key
@@ -83,4 +111,6 @@ async def authenticate(store: Store, login: str, password: str) -> Credential | 
         domains=record.domains or None,
         scope=record.scope,
         rate=record.rate,
+        default_from=record.default_from,
+        quota=record.quota,
     )

@@ -51,8 +51,10 @@ class PolicyRefused(MailgateError):
         http_status: int = 422,
         error_code: str = "rejected",
         field: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(reply.text, public_message=reply.text)
+        self.retry_after = retry_after  # seconds until retrying can succeed, if known
         self.reply = reply
         self.temporary = reply.is_temporary
         self.http_status = http_status

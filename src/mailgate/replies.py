@@ -22,6 +22,11 @@ NO_RECIPIENTS = SmtpReply(554, "5.5.1", "No valid recipients")
 MESSAGE_TOO_BIG = SmtpReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 LINE_TOO_LONG = SmtpReply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6: at most 998 octets)")
 TOO_MANY_HOPS = SmtpReply(554, "5.4.6", "Too many hops (Received headers): mail loop?")
+# A key's quota (accepted recipients per day or month) is used up: temporary, since the
+# next period takes the message (the client's queue keeps it meanwhile).
+QUOTA_EXCEEDED = SmtpReply(
+    452, "4.7.1", "Sending quota of this key exceeded, try again next period"
+)
 STORE_FAILED = SmtpReply(451, "4.3.0", "Queue temporarily unavailable, try again later")
 INTERNAL_ERROR = SmtpReply(451, "4.3.0", "Internal error, try again later")
 SHUTTING_DOWN = SmtpReply(421, "4.3.2", "Service shutting down, try again later")

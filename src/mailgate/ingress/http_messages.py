@@ -101,7 +101,8 @@ def _sent_body(prep: Prepared, acc: Accepted) -> dict[str, Any]:
 
 
 def _refusal(exc: PolicyRefused) -> ApiError:
-    return ApiError(exc.http_status, exc.error_code, exc.reply.text, exc.field)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return ApiError(exc.http_status, exc.error_code, exc.reply.text, exc.field, headers)
 
 
 def routes(ctx: ApiContext) -> list[Route]:
@@ -230,8 +231,6 @@ def routes(ctx: ApiContext) -> list[Route]:
                     exclude_none=True,
                     exclude={"recipient_variables", "campaign_id"},
                 )
-                if base.from_ is None:
-                    raise invalid("invalid_from_address", "from: required", "from")
                 for address, variables in entries:
                     try:
                         req = parse_model(SendRequest, {**shared, "to": address})

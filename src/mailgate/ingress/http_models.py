@@ -34,7 +34,12 @@ class Tracking(_Model):
 
 
 class SendRequest(_Model):
-    from_: str = Field(alias="from", description='"Name <addr>" or a bare address.')
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        description='"Name <addr>" or a bare address. Without it: the template\'s from, '
+        "the key's default sender, or [compat] default_from, in that order.",
+    )
     to: Recipients = Field(description="One address or a list.")
     subject: str | None = None
     html: str | None = None
@@ -105,7 +110,14 @@ class BatchRequest(_Model):
 
 
 class TemplateIn(_Model):
+    id: str | None = Field(
+        default=None,
+        description="Your own id ([A-Za-z0-9_.-], 1-64 characters); default: one is made.",
+    )
     name: str = Field(min_length=1, max_length=200)
+    from_: str | None = Field(
+        default=None, alias="from", description="The sender of requests that name none."
+    )
     subject: str = ""
     html: str = ""
     text: str = ""
@@ -114,6 +126,7 @@ class TemplateIn(_Model):
 
 class TemplateUpdate(_Model):
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    from_: str | None = Field(default=None, alias="from", description='"" removes it.')
     subject: str | None = None
     html: str | None = None
     text: str | None = None
@@ -248,6 +261,7 @@ class CancelData(BaseModel):
 class TemplateOut(BaseModel):
     id: str
     name: str
+    from_: str | None = Field(default=None, alias="from")
     subject: str
     html: str
     text: str

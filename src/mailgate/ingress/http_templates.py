@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailgate.exceptions import DuplicateEntry
 from mailgate.ids import new_id
 from mailgate.ingress.http import ApiContext, json_response, parse_model
 from mailgate.ingress.http_messages import Route, _int_param, iso
 from mailgate.ingress.http_models import TemplateIn, TemplateUpdate
-from mailgate.ingress.http_validation import ApiError, invalid
+from mailgate.ingress.http_validation import ApiError, invalid, parse_mailbox
 from mailgate.rendering import TemplateProblem, check_syntax
 from mailgate.store import TemplateRecord
+
+_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _out(t: TemplateRecord) -> dict[str, Any]:
     return {
         "id": t.id,
         "name": t.name,
+        "from": t.from_address or None,
         "subject": t.subject,
         "html": t.html,
         "text": t.text,
@@ -41,6 +46,25 @@ def _check(fields: dict[str, Any]) -> None:
                 raise invalid("invalid_template", str(exc), name) from None
 
 
+def _template_id(value: str | None) -> str:
+    """The client's own id (its system's key, a UUID), or a new one."""
+    if value is None:
+        return new_id()
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise invalid(
+            "invalid_template_id", "id: 1-64 characters of letters, digits, '_', '.' or '-'", "id"
+        )
+    return value
+
+
+def _sender(value: str | None) -> str | None:
+    """A template's ``from`` as given ("Name <addr>" or an address), once it is valid."""
+    if value is None or value == "":
+        return value
+    parse_mailbox(value, "from", "invalid_from_address")
+    return value.strip()
+
+
 def routes(ctx: ApiContext) -> list[Route]:
     store = ctx.store
 
@@ -57,7 +81,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         _check(body.model_dump())
         now = ctx.clock()
         record = TemplateRecord(
-            id=new_id(),
+            id=_template_id(body.id),
             name=body.name,
             subject=body.subject,
             html=body.html,
@@ -65,8 +89,14 @@ def routes(ctx: ApiContext) -> list[Route]:
             active=body.active,
             created_at=now,
             updated_at=now,
+            from_address=_sender(body.from_) or "",
         )
-        await store.templates.add(record)
+        try:
+            await store.templates.add(record)
+        except DuplicateEntry:
+            raise ApiError(
+                409, "template_exists", f"id: a template {record.id!r} already exists", "id"
+            ) from None
         return json_response({"data": _out(record)}, 201)
 
     async def list_(request: Request) -> Response:
@@ -87,6 +117,8 @@ def routes(ctx: ApiContext) -> list[Route]:
         body = parse_model(TemplateUpdate, obj)
         values = body.model_dump(exclude_none=True)
         _check(values)
+        if "from_" in values:
+            values["from_address"] = _sender(values.pop("from_"))
         if "active" in values:
             values["active"] = int(values["active"])
         values["updated_at"] = ctx.clock()

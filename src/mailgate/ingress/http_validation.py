@@ -231,6 +231,31 @@ def _schedule(value: datetime | None, now: float) -> float | None:
     return ts if ts > now else None
 
 
+MISSING_FROM = (
+    "from: no sender: give from, set a template's from, create the key with --default-from, "
+    "or set [compat] default_from in relay.toml"
+)
+
+
+def default_sender(
+    template: TemplateRecord | None, credential: Credential, settings: Settings
+) -> str:
+    """The sender of a request that names none: the template's ``from``, else the key's
+    ``--default-from``, else ``[compat] default_from``; ApiError 400 missing_from if none.
+
+    Every ingress that may lack a sender (the native API, MailSage, MessagePipe) uses this,
+    so the order is the same everywhere. The result still passes the domain policy.
+    """
+    for value in (
+        template.from_address if template is not None else "",
+        credential.default_from,
+        settings.compat.default_from,
+    ):
+        if value:
+            return value
+    raise ApiError(400, "missing_from", MISSING_FROM, "from")
+
+
 def prepare_send(
     req: SendRequest,
     *,
@@ -252,7 +277,8 @@ def prepare_send(
         raise ApiError(
             404, "provider_not_found", f"provider: no provider named {req.provider!r}", "provider"
         )
-    sender = parse_mailbox(req.from_, "from", "invalid_from_address")
+    from_ = req.from_ if req.from_ is not None else default_sender(template, credential, settings)
+    sender = parse_mailbox(from_, "from", "invalid_from_address")
     if policy.check_sender(sender.address, credential, settings.domain_names()) is not None:
         domain = sender.address.rpartition("@")[2]
         raise invalid(

@@ -3,6 +3,7 @@
 from mailgate.models import DeliveryUpdate, NewMessage, Suppression
 from mailgate.store.jobs import JobProgress, NewJob
 from mailgate.store.keys import KeyRecord
+from mailgate.store.quota import QuotaRace, QuotaTake
 from mailgate.store.store import IdempotentAnswer, QueueFilter, Store
 from mailgate.store.templates import TemplateRecord
 
@@ -14,6 +15,8 @@ __all__ = [
     "NewJob",
     "NewMessage",
     "QueueFilter",
+    "QuotaRace",
+    "QuotaTake",
     "Store",
     "Suppression",
     "TemplateRecord",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mailgate.store.schema import api_keys
+from mailgate.store.schema import api_keys, quota_usage
 
 if TYPE_CHECKING:
     from mailgate.store.store import Store
@@ -24,6 +24,8 @@ class KeyRecord:
     created_at: float
     revoked_at: float | None
     rate: str = ""
+    default_from: str = ""  # sender of API requests that name none
+    quota: str = ""  # accepted recipients per calendar period, e.g. "10000/month"
 
     @property
     def active(self) -> bool:
@@ -43,12 +45,16 @@ _COLUMNS = (
     api_keys.c.created_at,
     api_keys.c.revoked_at,
     api_keys.c.rate,
+    api_keys.c.default_from,
+    api_keys.c.quota,
 )
 
 
 def _record(row: tuple) -> KeyRecord:  # type: ignore[type-arg]
     domains = tuple(x for x in (row[4] or "").split(",") if x)
-    return KeyRecord(row[0], row[1], row[2], row[3], domains, row[5], row[6], row[7] or "")
+    return KeyRecord(
+        row[0], row[1], row[2], row[3], domains, row[5], row[6], row[7] or "", row[8], row[9]
+    )
 
 
 def _add(conn: Connection, record: KeyRecord) -> None:
@@ -64,6 +70,8 @@ def _add(conn: Connection, record: KeyRecord) -> None:
         created_at=record.created_at,
         revoked_at=None,
         rate=record.rate,
+        default_from=record.default_from,
+        quota=record.quota,
     )
     try:
         conn.execute(stmt)
@@ -101,6 +109,15 @@ class KeyStore:
     async def all(self) -> list[KeyRecord]:
         rows = await self._store._read(select(*_COLUMNS).order_by(api_keys.c.created_at))
         return [_record(r) for r in rows]
+
+    async def quota_usage(self, key_id: str, period: str) -> int:
+        """Recipients accepted for the key in ``period`` ("2026-12" or "2026-12-03")."""
+        rows = await self._store._read(
+            select(quota_usage.c.used).where(
+                quota_usage.c.key_id == key_id, quota_usage.c.period == period
+            )
+        )
+        return int(rows[0][0]) if rows else 0
 
     async def revoke(self, name_or_id: str, now: float) -> bool:
         revoked: bool = await self._store.writer.run(_revoke, name_or_id, now)

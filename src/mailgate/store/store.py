@@ -51,6 +51,7 @@ from mailgate.store.jobs import (
     park_claimed,
 )
 from mailgate.store.keys import KeyStore
+from mailgate.store.quota import QuotaRace, QuotaTake, take_and_enqueue
 from mailgate.store.schema import deliveries, events, idempotency, messages, templates
 from mailgate.store.suppressions import SuppressionStore, insert_ignoring_duplicates
 from mailgate.store.suppressions import row as suppression_row
@@ -322,12 +323,15 @@ class Store:
         *,
         answer: IdempotentAnswer | None = None,
         job: NewJob | None = None,
+        quota: QuotaTake | None = None,
     ) -> None:
         """Commit messages with one delivery and one 'queued' event per recipient.
 
         With ``answer``, the Idempotency-Key's answer commits in the same transaction, so a
         retried request either finds it or finds nothing queued (DuplicateEntry if taken).
-        With ``job``, the job the messages belong to is created in it too.
+        With ``job``, the job the messages belong to is created in it too. With ``quota``,
+        its count is taken in the same transaction too; QuotaRace (nothing written) if it
+        no longer fits.
         """
         ops = job_ops(job) if job is not None else []
         ops += self._enqueue_ops(batch)
@@ -347,7 +351,12 @@ class Store:
                     ],
                 )
             )
-        await self.writer.write(ops)
+        if quota is None:
+            await self.writer.write(ops)
+            return
+        used = await self.writer.run(take_and_enqueue, quota, ops)
+        if used is not None:
+            raise QuotaRace(used)
 
     @staticmethod
     def _enqueue_ops(batch: Sequence[NewMessage]) -> list[Op]:

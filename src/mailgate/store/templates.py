@@ -23,6 +23,7 @@ class TemplateRecord:
     active: bool
     created_at: float
     updated_at: float
+    from_address: str = ""  # the sender of requests that name none ("" = the key's)
 
 
 _COLUMNS = (
@@ -34,11 +35,14 @@ _COLUMNS = (
     templates.c.active,
     templates.c.created_at,
     templates.c.updated_at,
+    templates.c.from_address,
 )
 
 
 def _record(row: Any) -> TemplateRecord:
-    return TemplateRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7])
+    return TemplateRecord(
+        row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8]
+    )
 
 
 def _update(conn: Connection, template_id: str, values: dict[str, Any]) -> bool:
@@ -70,6 +74,7 @@ class TemplateStore:
                             "active": int(record.active),
                             "created_at": record.created_at,
                             "updated_at": record.updated_at,
+                            "from_address": record.from_address,
                         }
                     ],
                 )
