@@ -187,14 +187,21 @@ def maildir(path: Path, name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def compat_relay(relay_factory: Callable[..., RelayRunner], tmp_path: Path) -> RelayRunner:
+    return start_compat(relay_factory, tmp_path)
+
+
+def start_compat(
+    relay_factory: Callable[..., RelayRunner], tmp_path: Path, **sections: Any
+) -> RelayRunner:
     relay = relay_factory(
         domains=[{"name": "example.com"}, {"name": "you.com"}],
         providers=[
             maildir(tmp_path, "capture"),
-            {**maildir(tmp_path, "id"), "priority": 5},
-            {**maildir(tmp_path, "uuid"), "priority": 5},
+            {**maildir(tmp_path, "id"), "priority": 1000},
+            {**maildir(tmp_path, "uuid"), "priority": 1000},
         ],
         compat={"default_from": "app@example.com"},
+        **sections,
     )
     admin = relay.create_key("admin", scope="admin")
     for template_id, (subject, text) in TEMPLATES.items():
@@ -270,16 +277,37 @@ def test_mailsage_examples(compat_relay: RelayRunner, tmp_path: Path) -> None:
         r = client.post("/emails/batch", json=strip_comments(MAILSAGE_GUIDE_BATCH))
         assert r.status_code == 202, r.text
         assert r.json()["recipient_count"] == 2
-        guide_job = r.json()["job_id"]
-        for example in (MAILSAGE_CONTROL, MAILSAGE_GUIDE_CONTROL):
-            r = client.post(f"/emails/jobs/{guide_job}/control", json=strip_comments(example))
-            assert r.status_code == 200, r.text
-            check_job(r.json())
+        compat_relay.wait_status(r.json()["task_id"], lambda s: set(s.values()) == {"sent"})
+        r = client.get(f"/emails/jobs/{r.json()['job_id']}")
+        assert r.json()["status"] == "completed" and r.json()["progress"]["percentage"] == 100.0
 
     rendered = b"".join(captured(tmp_path, "uuid"))
     assert b"your plan: Pro" in rendered and b"your plan: Enterprise" in rendered
     templated = b"".join(captured(tmp_path, "capture"))
     assert b"Subject: Welcome to Acme Inc!" in templated  # {{ var }} in the subject
+
+
+def test_mailsage_job_control(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    relay = start_compat(relay_factory, tmp_path, delivery={"enabled": False})
+    with httpx.Client(base_url=relay.http_url + "/api/v1", headers=bearer(relay)) as client:
+        r = client.post("/emails/batch", json=strip_comments(MAILSAGE_GUIDE_BATCH))
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        statuses = []
+        for example in (MAILSAGE_CONTROL, MAILSAGE_GUIDE_CONTROL):
+            r = client.post(f"/emails/jobs/{job_id}/control", json=strip_comments(example))
+            assert r.status_code == 200, r.text
+            check_job(r.json())
+            statuses.append(r.json()["status"])
+        assert statuses == ["paused", "paused"]
+        r = client.post(f"/emails/jobs/{job_id}/control", json={"action": "resume"})
+        assert r.status_code == 200 and r.json()["status"] == "queued"
+        r = client.post(f"/emails/jobs/{job_id}/control", json={"action": "stop"})
+        assert r.status_code == 200 and r.json()["status"] == "stopped"
+        progress = r.json()["progress"]
+        assert progress == {"total": 2, "sent": 0, "failed": 2, "pending": 0, "percentage": 0.0}
+        r = client.post(f"/emails/jobs/{job_id}/control", json={"action": "resume"})
+        assert r.status_code == 400 and r.json()["code"] == "job_not_active"
 
 
 def test_mailsage_errors(compat_relay: RelayRunner) -> None:
@@ -428,7 +456,7 @@ def test_messagepipe_examples_and_failover(relay_factory, tmp_path: Path) -> Non
                 assert isinstance(row["messageId"], str) and isinstance(row["deliveryLogId"], str)
             secondary.wait_for(3)
 
-            secondary.stop_listening()  # now every provider is dead
+            secondary.faults.mail_reply = "421 4.7.0 Service not available"  # all dead now
             r = client.post("/email/send", json=strip_comments(MESSAGEPIPE_SEND))
             assert r.status_code == 500, r.text
             failed = r.json()
@@ -452,7 +480,7 @@ def test_messagepipe_examples_and_failover(relay_factory, tmp_path: Path) -> Non
             assert set(stats) == {"pending", "processing", "failed", "completed"}
             assert stats["failed"] == 3 and stats["completed"] == 3
 
-            secondary.start_listening()  # the provider is back: retry
+            secondary.faults.mail_reply = None  # the provider is back: retry
             r = client.post("/email/retry", json={"deliveryLogId": log_id})
             assert r.status_code == 201, r.text
             assert r.json() == {"message": "Email added to retry queue successfully"}
