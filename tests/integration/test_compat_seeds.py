@@ -380,20 +380,49 @@ def test_mailstack_examples(compat_relay: RelayRunner, tmp_path: Path) -> None:
 
 
 def test_mailstack_errors_and_quota(compat_relay: RelayRunner) -> None:
-    key = compat_relay.create_key("metered")
-    compat_relay.call(compat_relay.store.keys.get(key.split("_")[1]))
+    from mailgate.credentials import create_key
+
+    metered = compat_relay.call(create_key(compat_relay.store, "metered", quota="2/d"))
+    email = {"from": "hi@you.com", "to": "a@example.com", "subject": "x", "text": "y"}
+    with httpx.Client(
+        base_url=compat_relay.http_url, headers={"Authorization": f"Bearer {metered}"}
+    ) as client:
+        assert client.post("/v1/emails", json=email).status_code == 202
+        r = client.post("/v1/emails/batch", json={"emails": [email, email]})
+        assert r.status_code == 202, r.text
+        assert r.json()["accepted"] == 1 and r.json()["rejected"] == 1
+        assert r.json()["results"][1]["error"].startswith("Payment Required")
+        r = client.post("/v1/emails", json=email)
+        assert r.status_code == 402 and set(r.json()) == {"error", "code"}
+        r = client.post("/v1/emails/batch", json={"emails": [email]})
+        assert r.status_code == 402
     with httpx.Client(base_url=compat_relay.http_url, headers=bearer(compat_relay)) as client:
         r = client.post("/v1/emails", json={"from": "hi@you.com", "subject": "x", "text": "y"})
         assert r.status_code == 400 and r.json()["error"]
-        r = client.post(
-            "/v1/emails",
-            json={"from": "hi@nope.test", "to": "a@b.test", "subject": "x", "text": "y"},
-        )
+        r = client.post("/v1/emails", json={**email, "from": "hi@nope.test"})
         assert r.status_code == 400, r.text
-        r = client.post("/v1/emails/batch", json={"emails": [{}] * 101})
+        r = client.post("/v1/emails", json={**email, "templateId": "missing"})
+        assert r.status_code == 404
+        r = client.post("/v1/emails", json={**email, "unknownField": 1, "cc": None})
+        assert r.status_code == 202, r.text  # unknown fields ignored, null is absent
+        r = client.post("/v1/emails/batch", json={"emails": [email] * 101})
+        assert r.status_code == 400
+        r = client.post("/v1/emails/batch", json={"emails": "nope"})
         assert r.status_code == 400
         r = client.get("/v1/emails/does-not-exist")
         assert r.status_code == 404
+        other = httpx.post(
+            f"{compat_relay.http_url}/v1/emails",
+            json=email,
+            headers={"Authorization": f"Bearer {metered}"},
+        )
+        assert other.status_code == 402
+        mine = client.post("/v1/emails", json=email).json()["id"]
+        r = httpx.get(
+            f"{compat_relay.http_url}/v1/emails/{mine}",
+            headers={"Authorization": f"Bearer {metered}"},
+        )
+        assert r.status_code == 404  # another key's message
 
 
 def test_messagepipe_examples_and_failover(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -501,3 +530,35 @@ def test_messagepipe_examples_and_failover(relay_factory, tmp_path: Path) -> Non
             )
             assert r.status_code == 404
             assert r.json() == {"error": "Template not found", "statusCode": 404}
+
+
+def test_messagepipe_send_waits_for_another_nodes_attempt(
+    relay_factory, pg_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A node that does not deliver answers the send once another node has attempted it."""
+    common = {
+        "database": {"url": pg_url},
+        "compat": {"default_from": "app@example.com", "send_wait": "15s"},
+    }
+    front = relay_factory(
+        server={"data_dir": str(tmp_path / "front"), "node_id": "front"},
+        delivery={"enabled": False},
+        **common,
+    )
+    relay_factory(server={"data_dir": str(tmp_path / "back"), "node_id": "back"}, **common)
+    admin = front.create_key("admin", scope="admin")
+    created = httpx.post(
+        f"{front.http_url}/v1/templates",
+        json={"id": "welcome", "name": "w", "subject": "Hello", "text": "Hi"},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert created.status_code == 201, created.text
+    r = httpx.post(
+        f"{front.http_url}/email/send",
+        json={"templateId": "welcome", "to": "user@example.com"},
+        headers={"x-api-key": front.create_key("pipe")},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["message"] == "Email sent successfully"
+    assert r.json()["provider"] == "capture"

@@ -159,14 +159,10 @@ def routes(ctx: ApiContext) -> list[Route]:
                 err = _problem(result)
                 out.append({"index": index, "status": "rejected", "error": err.message})
         accepted = sum(1 for o in out if o["status"] == "queued")
-        if (
-            out
-            and not accepted
-            and all(
-                isinstance(r, PolicyRefused) and r.error_code == "quota_exceeded" for r in results
-            )
-            and len(results) == len(out)
-        ):
+        quota_only = all(
+            isinstance(r, PolicyRefused) and r.error_code == "quota_exceeded" for r in results
+        )
+        if valid and len(valid) == len(items) and not accepted and quota_only:
             raise ApiError(402, "quota_exceeded", "Payment Required: this key's quota is used up")
         answer = {"accepted": accepted, "rejected": len(out) - accepted, "results": out}
         if job_id is not None:
