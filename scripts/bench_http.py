@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""HTTP API throughput of mailgate: ``POST /v1/messages/send`` and ``/v1/messages/batch``.
+"""HTTP API throughput of mailgate: native send and batch, and the compat dialects' ones.
 
 Scenarios (``--only`` picks some), each against a fresh ``mailgate serve`` (temp dir, SQLite,
 SMTP off, HTTP on a kernel-chosen loopback port) delivering to the no-op SMTP sink of
@@ -12,6 +12,13 @@ bench_smtp.py, with an API key made by ``mailgate keys create``:
 * ``batch``: ``--batches`` sequential batch requests of 1000 ``recipient_variables`` each
   (subject, html and text templated with {{ name }} and {{ code }}); the latency of each
   request, and whether the answer says queued=1000.
+* ``mailsage-send``: the ``send`` load against MailSage's ``POST /api/v1/emails/send``
+  (the sender from ``[compat] default_from``); compared with ``send`` of the same run.
+* ``messagepipe-send``: the ``send`` load against MessagePipe's ``POST /email/send`` with
+  a template made first; each answer waits for the first delivery attempt (into the sink),
+  so its latency is accept + delivery, and only a 201 "Email sent successfully" counts.
+* ``mailsage-batch``: ``--batches`` MailSage ``POST /api/v1/emails/batch`` of 1000
+  recipients each; the latency of each request and whether recipient_count=1000.
 
 Why the load client is raw asyncio streams on uvloop in two processes rather than httpx: it
 must not be the bottleneck on a small machine. It writes prebuilt request bytes and reads
@@ -57,15 +64,29 @@ from bench_smtp import (
     verdict,
 )
 
-SCENARIOS = ("send", "batch")
-TITLES = {"send": "POST /v1/messages/send", "batch": "POST /v1/messages/batch (x1000)"}
+SCENARIOS = ("send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch")
+TITLES = {
+    "send": "POST /v1/messages/send",
+    "mailsage-send": "MailSage /api/v1/emails/send",
+    "messagepipe-send": "MessagePipe /email/send (waits)",
+    "batch": "POST /v1/messages/batch (x1000)",
+    "mailsage-batch": "MailSage /api/v1/emails/batch (x1000)",
+}
 SEND_PATH = "/v1/messages/send"
 BATCH_PATH = "/v1/messages/batch"
+MAILSAGE_SEND_PATH = "/api/v1/emails/send"
+MAILSAGE_BATCH_PATH = "/api/v1/emails/batch"
+MESSAGEPIPE_SEND_PATH = "/email/send"
+TEMPLATES_PATH = "/v1/templates"
+BENCH_TEMPLATE = {"id": "bench-tpl", "name": "bench", "subject": "s", "text": "Hi {{ name }}"}
+DEFAULT_FROM = "bench@example.com"  # [compat] default_from, on the bench's [[domains]]
 BATCH_SIZE = 1000  # the API's maximum, and what the target is about
 REPLY_TIMEOUT = 30.0  # a stalled server fails a request instead of hanging the run
 SAMPLE_BYTES = 300
 SEND_TARGET = 1000.0  # msg/s
 BATCH_TARGET_MS = 500.0
+COMPAT_RATIO_TARGET = 0.9  # mailsage-send rate / send rate, same run
+MESSAGEPIPE_P50_TARGET_MS = 100.0
 
 # ----------------------------------------------------------------------- HTTP, lean
 
@@ -74,12 +95,16 @@ class ProtocolError(Exception):
     """The server said something this small client does not handle."""
 
 
-def request_head(path: str, port: int, key: str, length: int) -> bytes:
-    """Request line and headers of a JSON POST; the body follows as is."""
+def request_head(path: str, port: int, key: str, length: int, *, api_key: bool = False) -> bytes:
+    """Request line and headers of a JSON POST; the body follows as is.
+
+    ``api_key``: the key in ``x-api-key`` (MessagePipe's clients) instead of Bearer.
+    """
+    auth = f"x-api-key: {key}" if api_key else f"Authorization: Bearer {key}"
     return (
         f"POST {path} HTTP/1.1\r\n"
         f"Host: {HOST}:{port}\r\n"
-        f"Authorization: Bearer {key}\r\n"
+        f"{auth}\r\n"
         "Content-Type: application/json\r\n"
         "Accept: application/json\r\n"
         f"Content-Length: {length}\r\n"
@@ -117,6 +142,16 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
     return status, body, close
 
 
+@dataclass(frozen=True)
+class SendKind:
+    """One dialect's single send: where it goes, how the key travels, what success is."""
+
+    path: str
+    body: Callable[[str], dict[str, Any]]
+    expect: int = 202
+    api_key: bool = False
+
+
 class SendFactory:
     """The same ~2 KB send request with a different order number each time, cheaply.
 
@@ -126,12 +161,13 @@ class SendFactory:
 
     MARK = "@@@@@@@@@@@@"  # 12 characters, replaced by the request number
 
-    def __init__(self, port: int, key: str) -> None:
-        body = json.dumps(send_body(self.MARK), separators=(",", ":")).encode()
+    def __init__(self, kind: SendKind, port: int, key: str) -> None:
+        body = json.dumps(kind.body(self.MARK), separators=(",", ":")).encode()
         parts = body.split(self.MARK.encode())
-        parts[0] = request_head(SEND_PATH, port, key, len(body)) + parts[0]
+        parts[0] = request_head(kind.path, port, key, len(body), api_key=kind.api_key) + parts[0]
         self._parts = parts
         self.body_size = len(body)
+        self.expect = kind.expect
 
     def make(self, n: int) -> bytes:
         return f"{n:012d}".encode().join(self._parts)
@@ -151,6 +187,38 @@ def send_body(order: str) -> dict[str, Any]:
         "tags": ["transactional", "orders", "bench"],
         "metadata": {"user_id": "usr_123", "order_id": order, "source": "bench-http"},
     }
+
+
+def mailsage_send_body(order: str) -> dict[str, Any]:
+    """The native send's content in MailSage's shape: one body (html, as it has markup),
+    variables rendered into the subject; the sender is ``[compat] default_from``."""
+    lines = _body_lines(9)
+    html = "".join(f"<p>{line}</p>\n" for line in lines)
+    return {
+        "recipient": {
+            "email": "rcpt@example.net",
+            "variables": {"name": "Bench Recipient", "order": order, "user_id": "usr_123"},
+        },
+        "subject": "Your order #{{ order }} has shipped",
+        "body": f"<html><body><h1>Order #{order}</h1>\n{html}</body></html>",
+    }
+
+
+def messagepipe_send_body(order: str) -> dict[str, Any]:
+    """MessagePipe's send: a template (``BENCH_TEMPLATE``), its variables, a subject."""
+    return {
+        "templateId": BENCH_TEMPLATE["id"],
+        "to": "rcpt@example.net",
+        "subject": f"Your order #{order} has shipped",
+        "variables": {"name": f"Bench Recipient {order}", "order": order},
+    }
+
+
+SEND_KINDS = {
+    "send": SendKind(SEND_PATH, send_body),
+    "mailsage-send": SendKind(MAILSAGE_SEND_PATH, mailsage_send_body),
+    "messagepipe-send": SendKind(MESSAGEPIPE_SEND_PATH, messagepipe_send_body, 201, True),
+}
 
 
 def batch_body(batch_no: int, size: int = BATCH_SIZE) -> bytes:
@@ -174,12 +242,33 @@ def batch_body(batch_no: int, size: int = BATCH_SIZE) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def mailsage_batch_body(batch_no: int, size: int = BATCH_SIZE) -> bytes:
+    """The native batch's recipients and content in MailSage's shape (one html body)."""
+    recipients = [
+        {
+            "email": f"user{batch_no:02d}.{i:04d}@example.net",
+            "variables": {
+                "name": f"User {batch_no}-{i}",
+                "code": f"{(batch_no * 7919 + i * 104729) % 1_000_000:06d}",
+            },
+        }
+        for i in range(size)
+    ]
+    body = {
+        "recipients": recipients,
+        "subject": "Hi {{ name }}",
+        "body": "<p>Hi {{ name }},</p><p>your sign-in code is <b>{{ code }}</b>.</p>",
+        "campaign_id": "bench-http",
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 # ------------------------------------------------------------------ client (child)
 
 
 @dataclass
 class ClientStats:
-    accepted: int = 0  # 202 inside the window
+    accepted: int = 0  # the kind's success status inside the window
     accepted_total: int = 0
     latencies_us: list[int] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
@@ -220,7 +309,7 @@ class HttpSession:
         if kind not in self._stats.samples:
             self._stats.samples[kind] = body[:SAMPLE_BYTES].decode(errors="replace")
 
-    async def _request(self, plan: Plan, payload: bytes) -> bool:
+    async def _request(self, plan: Plan, payload: bytes, expect: int) -> bool:
         assert self._reader is not None and self._writer is not None
         t0 = time.perf_counter()
         self._writer.write(payload)
@@ -228,7 +317,7 @@ class HttpSession:
         elapsed = time.perf_counter() - t0
         if close:
             self._drop()
-        if status != 202:
+        if status != expect:
             self._error(f"HTTP {status}", body)
             return False
         now = time.time()
@@ -245,7 +334,8 @@ class HttpSession:
                 counter[0] += 1
                 try:
                     async with asyncio.timeout(REPLY_TIMEOUT):
-                        ok = await self._request(plan, factory.make(counter[0]))
+                        payload = factory.make(counter[0])
+                        ok = await self._request(plan, payload, factory.expect)
                 except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as exc:
                     self._error(f"session: {type(exc).__name__}", str(exc).encode())
                     self._drop()
@@ -255,7 +345,7 @@ class HttpSession:
 
 
 async def client_main(port: int, sessions: int) -> None:
-    """Connect all sessions, say READY, wait for GO {start,end,key,base}, run, say RESULT.
+    """Connect all sessions, say READY, wait for GO {start,end,key,base,kind}, run, say RESULT.
 
     The API key comes with GO (on stdin) rather than in argv, where ps would show it.
     """
@@ -269,7 +359,7 @@ async def client_main(port: int, sessions: int) -> None:
         return
     go = json.loads(line[3:])
     plan = Plan(start=go["start"], end=go["end"])
-    factory = SendFactory(port, go["key"])
+    factory = SendFactory(SEND_KINDS[go["kind"]], port, go["key"])
     counter = [go["base"]]  # distinct order numbers across client processes
     await asyncio.gather(*(c.run(plan, factory, counter) for c in clients))
     loop = asyncio.get_running_loop()
@@ -298,7 +388,8 @@ class Mailgate:
 
 def relay_toml(workdir: Path, sink_port: int, log_level: str) -> str:
     """SMTP off, HTTP on a kernel-chosen loopback port, SQLite under workdir, the sink as
-    the only provider (delivery runs, as it would in production)."""
+    the only provider (delivery runs, as it would in production: MessagePipe's send waits
+    for it), and a compat default sender for the dialects' requests, which carry none."""
     return (
         "[server]\n"
         'hostname = "mailgate.bench.test"\n'
@@ -312,6 +403,8 @@ def relay_toml(workdir: Path, sink_port: int, log_level: str) -> str:
         'name = "example.com"\n\n'
         "[delivery]\n"
         'shutdown_grace = "5s"\n\n'
+        "[compat]\n"
+        f'default_from = "{DEFAULT_FROM}"\n\n'
         "[[providers]]\n"
         'name = "sink"\nkind = "smtp"\nhost = "127.0.0.1"\n'
         f'port = {sink_port}\ntls = "none"\nmax_connections = 20\n'
@@ -426,9 +519,38 @@ class HttpBench(ChildrenBench):
     # ---- send
 
     async def send(self) -> Result:
-        return await self._with_mailgate("send", self._send_load)
+        return await self._with_mailgate("send", self._send_load("send"))
 
-    async def _send_load(self, mg: Mailgate, res: Result) -> None:
+    async def mailsage_send(self) -> Result:
+        return await self._with_mailgate("mailsage-send", self._send_load("mailsage-send"))
+
+    async def messagepipe_send(self) -> Result:
+        async def body(mg: Mailgate, res: Result) -> None:
+            await self._create_template(mg)
+            await self._send_load("messagepipe-send")(mg, res)
+
+        return await self._with_mailgate("messagepipe-send", body)
+
+    async def _create_template(self, mg: Mailgate) -> None:
+        """MessagePipe sends name a template: ``BENCH_TEMPLATE``, made once (201)."""
+        body = json.dumps(BENCH_TEMPLATE).encode()
+        reader, writer = await asyncio.open_connection(HOST, mg.port)
+        try:
+            writer.write(request_head(TEMPLATES_PATH, mg.port, mg.key, len(body)) + body)
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                status, answer, _ = await read_response(reader)
+        finally:
+            writer.close()
+        if status != 201:
+            raise BenchError(f"POST {TEMPLATES_PATH}: HTTP {status}: {answer[:SAMPLE_BYTES]!r}")
+
+    def _send_load(self, kind: str) -> Callable[[Mailgate, Result], Awaitable[None]]:
+        async def load(mg: Mailgate, res: Result) -> None:
+            await self._send_clients(kind, mg, res)
+
+        return load
+
+    async def _send_clients(self, kind: str, mg: Mailgate, res: Result) -> None:
         opts = self.opts
         procs = [
             await self.children.spawn(
@@ -447,19 +569,21 @@ class HttpBench(ChildrenBench):
             connected = sum(int(line.split()[1]) for line in ready)
             now = time.time()
             start, end = now + opts.warmup, now + opts.warmup + opts.duration
-            self._log(f"send: {connected}/{opts.sessions} connections; loading")
+            self._log(f"{kind}: {connected}/{opts.sessions} connections; loading")
             for i, p in enumerate(procs):
                 assert p.stdin is not None
-                go = {"start": start, "end": end, "key": mg.key, "base": i * 10**11}
+                go = {"start": start, "end": end, "key": mg.key, "base": i * 10**11, "kind": kind}
                 p.stdin.write(b"GO " + json.dumps(go).encode() + b"\n")
                 await p.stdin.drain()
             lines = [await _read_line(p, "http client", end - time.time() + 60) for p in procs]
         finally:
             for p in procs:
                 await self.children.stop(p, 10.0)
-        self._merge(res, lines, end - start, connected)
+        self._merge(kind, res, lines, end - start, connected)
 
-    def _merge(self, res: Result, lines: Sequence[str], window: float, connected: int) -> None:
+    def _merge(
+        self, kind: str, res: Result, lines: Sequence[str], window: float, connected: int
+    ) -> None:
         for line in lines:
             if not line.startswith("RESULT "):
                 raise BenchError(f"http client said {line[:200]!r}")
@@ -473,29 +597,54 @@ class HttpBench(ChildrenBench):
             res.extra["loop"] = r["loop"]
         res.rate = res.extra["accepted"] / window
         res.extra.update(window=window, connected=connected, sessions=self.opts.sessions)
-        res.extra["body_size"] = SendFactory(0, "").body_size
+        factory = SendFactory(SEND_KINDS[kind], 0, "")
+        res.extra.update(body_size=factory.body_size, expect=factory.expect)
 
     # ---- batch
 
     async def batch(self) -> Result:
-        return await self._with_mailgate("batch", self._batch_requests)
+        async def requests(mg: Mailgate, res: Result) -> None:
+            await self._batch_requests("batch", BATCH_PATH, batch_body, self._batch_queued, mg, res)
 
-    async def _batch_requests(self, mg: Mailgate, res: Result) -> None:
+        return await self._with_mailgate("batch", requests)
+
+    async def mailsage_batch(self) -> Result:
+        async def requests(mg: Mailgate, res: Result) -> None:
+            await self._batch_requests(
+                "mailsage-batch",
+                MAILSAGE_BATCH_PATH,
+                mailsage_batch_body,
+                self._mailsage_queued,
+                mg,
+                res,
+            )
+
+        return await self._with_mailgate("mailsage-batch", requests)
+
+    async def _batch_requests(
+        self,
+        name: str,
+        path: str,
+        make_body: Callable[[int], bytes],
+        count: Callable[[Result, int, bytes], int],
+        mg: Mailgate,
+        res: Result,
+    ) -> None:
         """Sequential batches on one keep-alive connection; each timed on its own."""
-        bodies = [batch_body(i) for i in range(self.opts.batches)]  # built before timing
+        bodies = [make_body(i) for i in range(self.opts.batches)]  # built before timing
         res.extra["body_size"] = len(bodies[0])
         queued: list[int] = []
-        self._log(f"batch: {len(bodies)} requests of {BATCH_SIZE} recipients")
+        self._log(f"{name}: {len(bodies)} requests of {BATCH_SIZE} recipients")
         reader, writer = await asyncio.open_connection(HOST, mg.port)
         try:
             for body in bodies:
-                payload = request_head(BATCH_PATH, mg.port, mg.key, len(body)) + body
+                payload = request_head(path, mg.port, mg.key, len(body)) + body
                 t0 = time.perf_counter()
                 writer.write(payload)
                 async with asyncio.timeout(REPLY_TIMEOUT):
                     status, answer, close = await read_response(reader)
                 res.latencies_ms.append((time.perf_counter() - t0) * 1000)
-                queued.append(self._batch_queued(res, status, answer))
+                queued.append(count(res, status, answer))
                 if close:
                     writer.close()
                     reader, writer = await asyncio.open_connection(HOST, mg.port)
@@ -521,10 +670,29 @@ class HttpBench(ChildrenBench):
             res.samples.setdefault(kind, json.dumps(rejected)[:SAMPLE_BYTES])
         return int(data["queued"])
 
+    @staticmethod
+    def _mailsage_queued(res: Result, status: int, answer: bytes) -> int:
+        """MailSage's ``recipient_count``; a non-202 or a short count is recorded as an error."""
+        if status != 202:
+            kind = f"HTTP {status}"
+            res.errors[kind] += 1
+            res.samples.setdefault(kind, answer[:SAMPLE_BYTES].decode(errors="replace"))
+            return 0
+        data = json.loads(answer)
+        count = int(data.get("recipient_count", 0))
+        if count != BATCH_SIZE:
+            kind = f"recipient_count {count} of {BATCH_SIZE}"
+            res.errors[kind] += 1
+            res.samples.setdefault(kind, answer[:SAMPLE_BYTES].decode(errors="replace"))
+        return count
+
     async def run(self, which: Sequence[str]) -> list[Result]:
         steps: dict[str, Callable[[], Awaitable[Result]]] = {
             "send": self.send,
+            "mailsage-send": self.mailsage_send,
+            "messagepipe-send": self.messagepipe_send,
             "batch": self.batch,
+            "mailsage-batch": self.mailsage_batch,
         }
         out = []
         for name in which:
@@ -542,13 +710,18 @@ class HttpBench(ChildrenBench):
 def print_header(opts: argparse.Namespace) -> None:
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    body = SendFactory(0, "").body_size
+    body = SendFactory(SEND_KINDS["send"], 0, "").body_size
     print()
     print("mailgate HTTP API benchmark")
     print(f"  python        {platform.python_version()} ({platform.python_implementation()})")
     print(f"  event loop    uvloop {uvloop.__version__} (clients; mailgate installs it)")
     print(f"  cpus          {cpus} (usable {usable}), {platform.machine()}")
     print(f"  send          {body}-byte JSON body, 1 recipient, keep-alive HTTP/1.1")
+    sizes = ", ".join(
+        f"{name} {SendFactory(SEND_KINDS[name], 0, '').body_size}"
+        for name in ("mailsage-send", "messagepipe-send")
+    )
+    print(f"  compat sends  same load; body bytes {sizes}")
     print(
         f"  load          {opts.sessions} connections in {opts.client_procs} client "
         f"process(es), warm-up {opts.warmup:g} s, window {opts.duration:g} s; "
@@ -558,7 +731,7 @@ def print_header(opts: argparse.Namespace) -> None:
 
 def print_table(results: list[Result]) -> None:
     head = (
-        f"{'scenario':<32} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'scenario':<38} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
         f"{'errors':>7} {'peak RSS MB':>12}"
     )
     print()
@@ -566,13 +739,16 @@ def print_table(results: list[Result]) -> None:
     print("-" * len(head))
     for r in results:
         if r.failed:
-            print(f"{r.name:<32} FAILED (see below)")
+            print(f"{r.name:<38} FAILED (see below)")
             continue
         print(
-            f"{r.name:<32} {r.rate:>9.0f} {r.percentile(50):>8.2f} {r.percentile(99):>8.2f} "
+            f"{r.name:<38} {r.rate:>9.0f} {r.percentile(50):>8.2f} {r.percentile(99):>8.2f} "
             f"{r.max_ms:>8.2f} {sum(r.errors.values()):>7} {r.peak_rss / 1e6:>12.1f}"
         )
-    print("(send: latency per request; batch: per request of 1000 messages)")
+    print(
+        "(sends: latency per request, MessagePipe's including the first delivery attempt; "
+        "batches: per request of 1000 messages)"
+    )
 
 
 def print_details(results: list[Result]) -> None:
@@ -585,7 +761,8 @@ def print_details(results: list[Result]) -> None:
         x = r.extra
         if "accepted" in x:
             print(
-                f"  accepted (202) {x['accepted']} in {x['window']:.1f} s (total incl. warm-up "
+                f"  accepted ({x['expect']}) {x['accepted']} in {x['window']:.1f} s "
+                f"(total incl. warm-up "
                 f"{x['accepted_total']}); connections {x['connected']}/{x['sessions']}; "
                 f"{x['body_size']}-byte bodies; client loop {x['loop']}"
             )
@@ -614,7 +791,7 @@ def print_targets(results: list[Result]) -> None:
     send, batch = by_name.get(TITLES["send"]), by_name.get(TITLES["batch"])
     print()
     print("targets:")
-    if send is None and batch is None:
+    if not by_name:
         print("  (no target applies to the scenarios run)")
     if send is not None:
         ok = send.rate >= SEND_TARGET
@@ -629,6 +806,45 @@ def print_targets(results: list[Result]) -> None:
             f"(max {batch.max_ms:.0f} ms, p50 {batch.percentile(50):.0f} ms; "
             f"{'all' if batch.extra['all_queued'] else 'NOT all'} queued={BATCH_SIZE})"
         )
+    print_compat_targets(by_name, send)
+
+
+def print_compat_targets(by_name: dict[str, Result], send: Result | None) -> None:
+    """MailSage send against native send of this run; MessagePipe's wait; MailSage batch."""
+    mailsage = by_name.get(TITLES["mailsage-send"])
+    pipe = by_name.get(TITLES["messagepipe-send"])
+    msbatch = by_name.get(TITLES["mailsage-batch"])
+    if mailsage is not None:
+        errors = sum(mailsage.errors.values())
+        if send is not None and send.rate > 0:
+            ratio = mailsage.rate / send.rate
+            print(
+                f"  mailsage-send >= {COMPAT_RATIO_TARGET:g}x send:   "
+                f"{verdict(ratio >= COMPAT_RATIO_TARGET)} ({mailsage.rate:.0f} msg/s = "
+                f"{ratio:.2f}x native {send.rate:.0f} msg/s; p50 {mailsage.percentile(50):.1f} ms, "
+                f"p99 {mailsage.percentile(99):.1f} ms; {errors} errors)"
+            )
+        else:
+            print(
+                f"  mailsage-send >= {COMPAT_RATIO_TARGET:g}x send:   n/a (no native send in "
+                f"this run; {mailsage.rate:.0f} msg/s, {errors} errors)"
+            )
+    if pipe is not None:
+        p50 = pipe.percentile(50)
+        ok = p50 < MESSAGEPIPE_P50_TARGET_MS and not pipe.errors
+        print(
+            f"  messagepipe-send p50 < {MESSAGEPIPE_P50_TARGET_MS:.0f} ms: {verdict(ok)} "
+            f"(p50 {p50:.1f} ms, p99 {pipe.percentile(99):.1f} ms, {pipe.rate:.0f} msg/s sent; "
+            f"{sum(pipe.errors.values())} errors)"
+        )
+    if msbatch is not None:
+        ok = msbatch.max_ms < BATCH_TARGET_MS and msbatch.extra["all_queued"]
+        print(
+            f"  mailsage-batch of {BATCH_SIZE} < {BATCH_TARGET_MS:.0f} ms: {verdict(ok)} "
+            f"(max {msbatch.max_ms:.0f} ms, p50 {msbatch.percentile(50):.0f} ms; "
+            f"{'all' if msbatch.extra['all_queued'] else 'NOT all'} "
+            f"recipient_count={BATCH_SIZE})"
+        )
 
 
 # ---------------------------------------------------------------------------- main
@@ -637,12 +853,20 @@ def print_targets(results: list[Result]) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench-http",
-        description="HTTP API throughput of mailgate: send and batch (127.0.0.1).",
+        description=(
+            "HTTP API throughput of mailgate: native send and batch, MailSage send and batch, "
+            "MessagePipe send (127.0.0.1)."
+        ),
     )
     p.add_argument("--sessions", type=int, default=50, help="concurrent keep-alive connections")
-    p.add_argument("--duration", type=float, default=10.0, help="send: measuring window, s")
-    p.add_argument("--warmup", type=float, default=2.0, help="send: warm-up before it, s")
-    p.add_argument("--batches", type=int, default=10, help=f"batch requests of {BATCH_SIZE}")
+    p.add_argument("--duration", type=float, default=10.0, help="sends: measuring window, s")
+    p.add_argument("--warmup", type=float, default=2.0, help="sends: warm-up before it, s")
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=10,
+        help=f"batch requests of {BATCH_SIZE}, each batch scenario",
+    )
     p.add_argument("--client-procs", type=int, default=2, help="load client processes")
     p.add_argument(
         "--only",

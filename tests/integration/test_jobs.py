@@ -236,7 +236,8 @@ def test_store_pause_resume_stop_and_in_flight_results(db_url: str) -> None:
             ]
             assert len(claimed) == 2
             assert await store.jobs.control(job_id, "pause", now) == "ok"
-            assert await _statuses(store, job_id) == {"held": 6, "queued": 2}
+            # Scheduled mail keeps its time (a claim parks it if it comes due meanwhile).
+            assert await _statuses(store, job_id) == {"held": 4, "queued": 2, "scheduled": 2}
             # Claims made now hand nothing of the job out, on any node.
             assert await store.claim("n2", now + 30, 10, now + 90) == []
             sent = DeliveryUpdate(
@@ -251,7 +252,7 @@ def test_store_pause_resume_stop_and_in_flight_results(db_url: str) -> None:
                 "sent",
             )
             await store.record("n1", now, [_deferred(claimed[0], now), sent], jobs=[job_id])
-            assert await _statuses(store, job_id) == {"held": 7, "sent": 1}
+            assert await _statuses(store, job_id) == {"held": 5, "sent": 1, "scheduled": 2}
             progress = await store.jobs.progress(job_id)
             assert progress is not None and progress.status == "paused"
             assert (progress.sent, progress.pending, progress.percentage) == (1, 7, 12.5)
@@ -292,6 +293,24 @@ def test_store_pause_resume_stop_and_in_flight_results(db_url: str) -> None:
             assert await store.writer.run(_set_state, other, "pause", now) == "ok"
             assert await store.claim("n1", now + 1, 10, now + 60) == []
             assert await _statuses(store, other) == {"held": 2}
+
+            # A scheduled delivery that comes due while its job is paused is parked too.
+            assert await store.jobs.control(job_id, "resume", now) == "not_active"  # stopped
+            third = new_id()
+            await store.enqueue(
+                _job_messages(third, 1, scheduled_at=now + 10),
+                job=NewJob(third, "", "x", "", 2, now),
+            )
+            assert await store.jobs.control(third, "pause", now) == "ok"
+            assert await _statuses(store, third) == {"scheduled": 2}
+            assert await store.claim("n1", now + 20, 10, now + 60) == []
+            assert await _statuses(store, third) == {"held": 2}
+            assert await store.jobs.control(third, "resume", now + 20) == "ok"
+            assert await _statuses(store, third) == {"queued": 2}
+
+            # The statements recorded per job run for several jobs at once (executemany).
+            rows = [{"j_id": j, "j_now": now} for j in (other, third)]
+            await store.writer.write([("job_attempted", rows), ("job_guard", rows)])
         finally:
             await store.close()
 

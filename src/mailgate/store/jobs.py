@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, literal_column, select, update
 
-from mailgate.store.schema import deliveries, job_events, jobs, messages
+from mailgate.store.schema import deliveries, job_events, jobs
 
 if TYPE_CHECKING:
     from mailgate.store.store import Store
@@ -95,9 +95,9 @@ JOB_STATEMENTS = {
         d.c.job_id == bindparam("j_id"),
         d.c.status == "deferred",
         d.c.lease_owner.is_(None),
-        select(jobs.c.id)
-        .where(jobs.c.id == bindparam("j_id"), jobs.c.state.in_(("paused", "stopped")))
-        .exists(),
+        # Not an IN: the statement runs with executemany (one row per job), which refuses
+        # expanding parameters.
+        select(jobs.c.id).where(jobs.c.id == bindparam("j_id"), jobs.c.state != "active").exists(),
     )
     .values(
         status=case(
@@ -174,7 +174,8 @@ def _progress(row: Any) -> JobProgress:
 
 # Messages whose derived status is refreshed per writer transaction after a job action.
 REFRESH_CHUNK = 5000
-_FROM = {"pause": _WAITING, "resume": ("held",), "stop": _PENDING}
+_ATTEMPTABLE = ("queued", "deferred")
+_FROM = {"pause": _ATTEMPTABLE, "resume": ("held",), "stop": _PENDING}
 
 
 def _set_state(conn: Connection, job_id: str, action: str, now: float) -> str:
@@ -216,19 +217,16 @@ def _convert(conn: Connection, job_id: str, action: str, now: float) -> list[str
     )
     touched_ids = list(touched.scalars())
     if action == "pause":
-        stmt = update(d).where(*base, d.c.status.in_(_WAITING))
+        # Scheduled mail keeps its time: if it comes due while paused, the claim parks it.
+        stmt = update(d).where(*base, d.c.status.in_(_ATTEMPTABLE))
         conn.execute(stmt.values(status="held", next_attempt_at=None, updated_at=now))
     elif action == "resume":
-        scheduled_at = (
-            select(messages.c.scheduled_at).where(messages.c.id == d.c.message_id).scalar_subquery()
-        )
-        later = and_later(scheduled_at, now)
         conn.execute(
             update(d)
             .where(*base, d.c.status == "held")
             .values(
-                status=case((d.c.attempts > 0, "deferred"), (later, "scheduled"), else_="queued"),
-                next_attempt_at=case((d.c.attempts > 0, now), (later, scheduled_at), else_=now),
+                status=case((d.c.attempts > 0, "deferred"), else_="queued"),
+                next_attempt_at=now,
                 updated_at=now,
             )
         )
@@ -256,11 +254,6 @@ def park_claimed(conn: Connection, owner: str, job_ids: set[str], now: float) ->
             )
         )
     return {r[0] for r in rows}
-
-
-def and_later(scheduled_at: Any, now: float) -> Any:
-    """The message is scheduled for later than ``now``."""
-    return scheduled_at.is_not(None) & (scheduled_at > now)
 
 
 def hold_released(conn: Connection, lease: Any, now: float) -> list[str]:

@@ -127,6 +127,23 @@ def prepare(
     )
 
 
+T = TypeVar("T")
+
+
+def prepare_each(
+    items: Sequence[T], field: str, fn: Callable[[T], Prepared]
+) -> list[Prepared | ApiError]:
+    """Each item of a batch prepared alone; a refusal names its item (``field[i]: ...``)."""
+    out: list[Prepared | ApiError] = []
+    for index, item in enumerate(items):
+        try:
+            out.append(fn(item))
+        except ApiError as exc:
+            exc.message = f"{field}[{index}]: {exc.message}"
+            out.append(exc)
+    return out
+
+
 def refusal(exc: PolicyRefused) -> ApiError:
     return ApiError(exc.http_status, exc.error_code, exc.reply.text, exc.field)
 

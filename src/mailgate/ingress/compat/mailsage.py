@@ -25,6 +25,7 @@ from mailgate.ingress.compat.common import (
     native_request,
     parse,
     prepare,
+    prepare_each,
     refusal,
     template_or_none,
 )
@@ -153,13 +154,15 @@ def routes(ctx: ApiContext) -> list[Route]:
             raise ApiError(400, "invalid_recipient", f"recipients: at most {MAX_BATCH}")
         record = await template(body.template_id)
         shared = shared_fields(body)
-        prepared: list[Prepared] = []
-        for index, rcpt in enumerate(body.recipients):
-            try:
-                prepared.append(prepared_for(request, cred, shared, rcpt, record))
-            except ApiError as exc:
-                exc.message = f"recipients[{index}]: {exc.message}"
-                raise
+        items = prepare_each(
+            body.recipients,
+            "recipients",
+            lambda rcpt: prepared_for(request, cred, shared, rcpt, record),
+        )
+        for item in items:
+            if isinstance(item, ApiError):  # MailSage answers per request: all or nothing
+                raise item
+        prepared = [p for p in items if isinstance(p, Prepared)]
         job_id, accepted = await commit(cred, prepared, body.campaign_id or "")
         answer = _answer(
             "Batch email queued successfully",

@@ -30,6 +30,7 @@ from mailgate.ingress.compat.common import (
     parse,
     parse_delivery_log_id,
     prepare,
+    prepare_each,
     refusal,
     template_or_none,
 )
@@ -165,13 +166,9 @@ def routes(ctx: ApiContext) -> list[Route]:
         if len(body.recipients) > MAX_BULK:
             raise ApiError(400, "too_many_messages", f"recipients: at most {MAX_BULK}")
         record = await template(body.templateId)
-        items: list[Prepared | ApiError] = []
-        for index, to in enumerate(body.recipients):
-            try:
-                items.append(prepared(request, cred, record, to, body))
-            except ApiError as exc:
-                exc.message = f"recipients[{index}]: {exc.message}"
-                items.append(exc)
+        items = prepare_each(
+            body.recipients, "recipients", lambda to: prepared(request, cred, record, to, body)
+        )
         valid = [p for p in items if isinstance(p, Prepared)]
         _job_id, results = await accept_job(ctx, cred, valid, source="messagepipe")
         ids = [r.id for r in results if isinstance(r, Accepted)]
