@@ -144,11 +144,7 @@ RAW = [
     b'{"to": "a@example.com",}',
     b'{"a": 1, "a": 2}',
     b"1" * 5000,
-    b"[" * 500 + b"]" * 500,
-    b"[" * 990 + b"]" * 990,
-    b"[" * 30000 + b"]" * 30000,
-    b'{"a":' * 990 + b"1" + b"}" * 990,
-    b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    b"[" * 200 + b"]" * 200,
     b'{"deliveryLogIds": ["\\ud800"]}',
 ]
 raw_bodies = st.sampled_from(RAW) | st.binary(max_size=200)
@@ -300,7 +296,7 @@ def example_for(path: str, fx: dict[str, Any]) -> dict[str, Any] | None:
 
 def path_ids(real: str) -> st.SearchStrategy[str]:
     """A path parameter: the real id, or any text (percent-encoded so the route matches)."""
-    text = st.text(min_size=1, max_size=40).filter(lambda s: s not in (".", ".."))
+    text = st.text(min_size=1, max_size=40).filter(lambda s: s not in (".", "..") and "/" not in s)
     return st.sampled_from([real, real + ".0", "nope"]) | text
 
 
@@ -405,3 +401,27 @@ def test_oversized_body_is_413_in_the_dialect_shape(
     )
     assert response.status_code == 413, response.text[:300]
     check_shape(dialect, path, response)
+
+
+DEEP = {
+    "array-1000": b"[" * 1000 + b"]" * 1000,
+    "object-600": b'{"a":' * 600 + b"1" + b"}" * 600,
+    "variables-600": b'{"variables":' + b'{"a":' * 600 + b"1" + b"}" * 601,
+}
+
+
+@pytest.mark.parametrize(("dialect", "method", "path", "auth"), POSTS, ids=lambda v: str(v))
+@pytest.mark.parametrize("deep", sorted(DEEP))
+def test_deeply_nested_json_is_400_in_the_dialect_shape(
+    compat_fuzz: dict[str, Any], dialect: str, method: str, path: str, auth: str, deep: str
+) -> None:
+    """Nesting well within the body size limit is a client's error, not a RecursionError."""
+    relay: RelayRunner = compat_fuzz["relay"]
+    response = httpx.post(
+        relay.http_url + url_for(path, compat_fuzz["job_id"]),
+        content=DEEP[deep],
+        headers=headers_for(auth, compat_fuzz["key"]),
+        timeout=30,
+    )
+    check_shape(dialect, path, response)
+    assert response.status_code == 400, response.text[:300]

@@ -398,6 +398,9 @@ def test_body_limits_and_malformed_json(relay_factory) -> None:  # type: ignore[
             "/v1/messages/send", content=b'{"from": ', headers={"content-type": "application/json"}
         )
         assert r.status_code == 400 and error_of(r)["code"] == "invalid_json"
+        deep = b'{"a":' * 1200 + b"1" + b"}" * 1200  # deeper than json.loads recurses
+        r = c.post("/v1/messages/send", content=deep)
+        assert r.status_code == 400 and error_of(r)["code"] == "invalid_json", r.text
         big = {"from": "a@example.com", "to": "b@example.net", "subject": "s", "text": "x" * 20000}
         r = c.post("/v1/messages/send", json=big)
         assert r.status_code == 413 and error_of(r)["code"] == "payload_too_large"

@@ -130,8 +130,13 @@ class ApiContext:
             obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
         if _SURROGATE_ESCAPE.search(body):
-            where = _lone_surrogate(obj, "")
+            try:
+                where = _lone_surrogate(obj, "")
+            except RecursionError:
+                raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
             if where is not None:
                 raise ApiError(
                     400,

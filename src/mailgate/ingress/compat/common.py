@@ -41,12 +41,17 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-def without_nulls(value: Any) -> Any:
+MAX_DEPTH = 64  # nesting of a request body; no client's request needs more
+
+
+def without_nulls(value: Any, depth: int = 0) -> Any:
     """JSON ``null`` means "absent" to these clients: drop such keys, at every depth."""
+    if depth > MAX_DEPTH:
+        raise ApiError(400, "invalid_json", f"the body is nested more than {MAX_DEPTH} deep")
     if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: without_nulls(v, depth + 1) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [without_nulls(v) for v in value]
+        return [without_nulls(v, depth + 1) for v in value]
     return value
 
 
