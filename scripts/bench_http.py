@@ -17,6 +17,9 @@ bench_smtp.py, with an API key made by ``mailgate keys create``:
 * ``messagepipe-send``: the ``send`` load against MessagePipe's ``POST /email/send`` with
   a template made first; each answer waits for the first delivery attempt (into the sink),
   so its latency is accept + delivery, and only a 201 "Email sent successfully" counts.
+  Run with ``--pipe-sessions`` connections (10): every client waits for a delivery, so
+  with as many clients as ``send`` the closed loop measures the pipeline's throughput
+  (each answer waits for all the work queued before it), not a send's latency.
 * ``mailsage-batch``: ``--batches`` MailSage ``POST /api/v1/emails/batch`` of 1000
   recipients each; the latency of each request and whether recipient_count=1000.
 
@@ -527,7 +530,7 @@ class HttpBench(ChildrenBench):
     async def messagepipe_send(self) -> Result:
         async def body(mg: Mailgate, res: Result) -> None:
             await self._create_template(mg)
-            await self._send_load("messagepipe-send")(mg, res)
+            await self._send_clients("messagepipe-send", mg, res, self.opts.pipe_sessions)
 
         return await self._with_mailgate("messagepipe-send", body)
 
@@ -546,11 +549,11 @@ class HttpBench(ChildrenBench):
 
     def _send_load(self, kind: str) -> Callable[[Mailgate, Result], Awaitable[None]]:
         async def load(mg: Mailgate, res: Result) -> None:
-            await self._send_clients(kind, mg, res)
+            await self._send_clients(kind, mg, res, self.opts.sessions)
 
         return load
 
-    async def _send_clients(self, kind: str, mg: Mailgate, res: Result) -> None:
+    async def _send_clients(self, kind: str, mg: Mailgate, res: Result, sessions: int) -> None:
         opts = self.opts
         procs = [
             await self.children.spawn(
@@ -562,14 +565,14 @@ class HttpBench(ChildrenBench):
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
-            for n in self._split(opts.sessions)
+            for n in self._split(sessions)
         ]
         try:
             ready = [await _read_line(p, "http client", START_TIMEOUT) for p in procs]
             connected = sum(int(line.split()[1]) for line in ready)
             now = time.time()
             start, end = now + opts.warmup, now + opts.warmup + opts.duration
-            self._log(f"{kind}: {connected}/{opts.sessions} connections; loading")
+            self._log(f"{kind}: {connected}/{sessions} connections; loading")
             for i, p in enumerate(procs):
                 assert p.stdin is not None
                 go = {"start": start, "end": end, "key": mg.key, "base": i * 10**11, "kind": kind}
@@ -579,10 +582,16 @@ class HttpBench(ChildrenBench):
         finally:
             for p in procs:
                 await self.children.stop(p, 10.0)
-        self._merge(kind, res, lines, end - start, connected)
+        self._merge(kind, res, lines, end - start, connected, sessions)
 
     def _merge(
-        self, kind: str, res: Result, lines: Sequence[str], window: float, connected: int
+        self,
+        kind: str,
+        res: Result,
+        lines: Sequence[str],
+        window: float,
+        connected: int,
+        sessions: int,
     ) -> None:
         for line in lines:
             if not line.startswith("RESULT "):
@@ -596,7 +605,7 @@ class HttpBench(ChildrenBench):
             res.extra["accepted_total"] = res.extra.get("accepted_total", 0) + r["accepted_total"]
             res.extra["loop"] = r["loop"]
         res.rate = res.extra["accepted"] / window
-        res.extra.update(window=window, connected=connected, sessions=self.opts.sessions)
+        res.extra.update(window=window, connected=connected, sessions=sessions)
         factory = SendFactory(SEND_KINDS[kind], 0, "")
         res.extra.update(body_size=factory.body_size, expect=factory.expect)
 
@@ -725,7 +734,7 @@ def print_header(opts: argparse.Namespace) -> None:
     print(
         f"  load          {opts.sessions} connections in {opts.client_procs} client "
         f"process(es), warm-up {opts.warmup:g} s, window {opts.duration:g} s; "
-        f"{opts.batches} batches of {BATCH_SIZE}"
+        f"{opts.batches} batches of {BATCH_SIZE}; messagepipe-send {opts.pipe_sessions} clients"
     )
 
 
@@ -859,6 +868,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         ),
     )
     p.add_argument("--sessions", type=int, default=50, help="concurrent keep-alive connections")
+    p.add_argument(
+        "--pipe-sessions",
+        type=int,
+        default=10,
+        help="messagepipe-send: concurrent clients, each waiting for its delivery",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="sends: measuring window, s")
     p.add_argument("--warmup", type=float, default=2.0, help="sends: warm-up before it, s")
     p.add_argument(
@@ -877,8 +892,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     opts = p.parse_args(argv)
     opts.scenarios = select_scenarios(opts.only, SCENARIOS)
-    if opts.sessions < 1 or opts.client_procs < 1 or opts.batches < 1:
-        p.error("--sessions, --client-procs and --batches must be >= 1")
+    if min(opts.sessions, opts.pipe_sessions, opts.client_procs, opts.batches) < 1:
+        p.error("--sessions, --pipe-sessions, --client-procs and --batches must be >= 1")
     if opts.duration <= 0 or opts.warmup < 0:
         p.error("--duration must be > 0, --warmup >= 0")
     return opts

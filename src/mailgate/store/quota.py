@@ -46,7 +46,7 @@ def take_and_enqueue(conn: Connection, take: QuotaTake, ops: Sequence[Op]) -> in
 
     Returns instead of raising, so the other jobs of the group commit are not rolled back.
     """
-    from mailgate.store.store import SQLITE_BULK, write_statements
+    from mailgate.store.statements import SQLITE_BULK, write_statements
 
     dialect = conn.dialect.name
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(quota_usage)

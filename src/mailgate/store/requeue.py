@@ -1,7 +1,7 @@
 """A client's retry of deliveries that ended (failed or bounced): due again now.
 
 Runs in the writer (store.writer.run), so it is module-level with plain arguments. Apart
-from the operator's queue actions (store._operate), which act on pending deliveries by
+from the operator's queue actions (transactions.operate), which act on pending deliveries by
 filter: this one names deliveries, acts on final ones, and refuses suppressed recipients.
 """
 
@@ -32,7 +32,7 @@ class Requeued(NamedTuple):
 def requeue(conn: Connection, targets: Sequence[tuple[str, int]], now: float) -> Requeued:
     """Failed or bounced deliveries among ``targets`` (not suppressed) due now, lane 1,
     attempts kept, each with a 'retry' event; their messages' status follows."""
-    from mailgate.store.store import _INSERT_EVENT, _UPDATE_MESSAGE_STATUS, _event_row
+    from mailgate.store.statements import INSERT_EVENT, UPDATE_MESSAGE_STATUS, event_row
 
     keys = sorted({(str(m), int(i)) for m, i in targets})
     if not keys:
@@ -67,8 +67,8 @@ def requeue(conn: Connection, targets: Sequence[tuple[str, int]], now: float) ->
         .values(status="queued", lane=1, next_attempt_at=now, lease_owner=None, updated_at=now)
     )
     conn.execute(
-        _INSERT_EVENT,
-        [_event_row(m, i, r, "retry", now, detail="retry requested") for m, i, r in chosen],
+        INSERT_EVENT,
+        [event_row(m, i, r, "retry", now, detail="retry requested") for m, i, r in chosen],
     )
-    conn.execute(_UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted({m for m, _, _ in chosen})])
+    conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted({m for m, _, _ in chosen})])
     return Requeued(chosen, refused)

@@ -6,7 +6,7 @@ SQLite allows one writer at a time anyway; on PostgreSQL the same batching saves
 round trips and commits.
 
 What a job writes travels as data, not as code bound to this process: statements by name
-(the store's registry, ``mailgate.store.store.write_statements``) with their rows, or a
+(the store's registry, ``mailgate.store.statements.write_statements``) with their rows, or a
 module-level function with its arguments. So the same transaction can run in three
 places:
 

@@ -20,7 +20,7 @@ class WriterProcess(WorkerPool):
 
 
 def _setup(url: str) -> Any:
-    from mailgate.store.store import SQLITE_BULK, write_statements
+    from mailgate.store.statements import SQLITE_BULK, write_statements
     from mailgate.store.writer import SqliteTransactions
 
     return SqliteTransactions(url, write_statements("sqlite"), SQLITE_BULK).answer

@@ -1,0 +1,256 @@
+"""The queue's SQL statements: the named writes jobs refer to (the writer, perhaps in its
+own process, looks them up by name), SQLite's one-step forms of them, and the values
+operator commands act with. Every statement of the queue tables lives here or in
+transactions.py; store.py runs them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.sql import Executable
+
+from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
+from mailgate.store.jobs import JOB_STATEMENTS
+from mailgate.store.schema import deliveries, events, idempotency, messages, templates
+from mailgate.store.suppressions import insert_ignoring_duplicates
+
+d = deliveries
+
+_INSERT_MESSAGE = insert(messages)
+_INSERT_DELIVERY = insert(deliveries)
+INSERT_EVENT = insert(events)
+_INSERT_IDEMPOTENCY = insert(idempotency)
+# Deliveries still to be attempted (held ones too: a release makes them due).
+PENDING = ("scheduled", "queued", "deferred", "held")
+# A signature is kept only for the retries: when none of the message's deliveries is
+# pending any more (the common case, everything sent at once) it is not written at all.
+_SIGNATURE_NEEDED = (
+    select(d.c.rcpt_idx)
+    # The statuses inline, not an expanding parameter: this runs with executemany.
+    .where(
+        d.c.message_id == messages.c.id,
+        d.c.status.in_([literal_column(repr(status)) for status in PENDING]),
+    )
+    .exists()
+)
+_SET_DKIM = (
+    update(messages)
+    .where(messages.c.id == bindparam("k_id"), messages.c.dkim.is_(None), _SIGNATURE_NEEDED)
+    .values(dkim=bindparam("k_dkim"))
+)
+_UPDATE_RESULT = (
+    update(deliveries)
+    .where(
+        and_(
+            d.c.message_id == bindparam("b_message_id"),
+            d.c.rcpt_idx == bindparam("b_rcpt_idx"),
+            d.c.lease_owner == bindparam("b_owner"),
+        )
+    )
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        next_attempt_at=bindparam("b_next_attempt_at"),
+        lane=bindparam("b_lane"),
+        provider=bindparam("b_provider"),
+        last_response=bindparam("b_response"),
+        provider_message_id=bindparam("b_upstream_id"),
+        lease_owner=None,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+# A message's status, derived from its deliveries (the most advanced/pending one wins).
+_STATUS_ORDER = (
+    *PENDING,
+    *("delivered", "sent", "bounced", "failed"),
+)
+
+
+def _derived_status() -> Any:
+    """The first status of _STATUS_ORDER that any delivery of the message has (one MIN over
+    a rank, literals inline: a third faster than a count per status with bound literals)."""
+    d2 = deliveries.alias("d2")
+    order = [(i, literal_column(repr(status))) for i, status in enumerate(_STATUS_ORDER)]
+    best = func.min(case(*[(d2.c.status == status, i) for i, status in order]))
+    expr = case(*[(best == i, status) for i, status in order], else_=literal_column("'cancelled'"))
+    return select(expr).where(d2.c.message_id == messages.c.id).scalar_subquery()
+
+
+UPDATE_MESSAGE_STATUS = (
+    update(messages).where(messages.c.id == bindparam("m_id")).values(status=_derived_status())
+)
+
+# PostgreSQL's claim: lease the due rows other nodes have not locked, and return them.
+CLAIM_SKIP_LOCKED = (
+    update(d)
+    .where(
+        tuple_(d.c.message_id, d.c.rcpt_idx).in_(
+            select(d.c.message_id, d.c.rcpt_idx)
+            .where(d.c.lane == bindparam("c_lane"), d.c.next_attempt_at <= bindparam("c_now"))
+            .order_by(d.c.next_attempt_at)
+            .limit(bindparam("c_limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        lease_owner=bindparam("c_owner"),
+        next_attempt_at=bindparam("c_until"),
+        updated_at=bindparam("c_now"),
+    )
+    .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
+)
+# SQLite's claim (_claim_lane): the due deliveries as one JSON array of rows...
+_DUE = (
+    select(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
+    .where(d.c.lane == bindparam("c_lane"), d.c.next_attempt_at <= bindparam("c_now"))
+    .order_by(d.c.next_attempt_at)
+    .limit(bindparam("c_limit"))
+    .subquery("due")
+)
+CLAIM_DUE_JSON = select(func.json_group_array(func.json_array(*_DUE.c)))
+# ...then the lease on exactly those rows.
+LEASE_JSON = text(
+    "UPDATE deliveries SET lease_owner = :c_owner, next_attempt_at = :c_until,"
+    " updated_at = :c_now WHERE (message_id, rcpt_idx) IN"
+    " (SELECT value ->> 0, value ->> 1 FROM json_each(:c_rows))"
+)
+
+LOAD_MESSAGES = select(
+    messages.c.id,
+    messages.c.sender,
+    messages.c.raw,
+    messages.c.created_at,
+    messages.c.dkim,
+    messages.c.job_id,
+    messages.c.provider,
+    messages.c.attempt_once,
+).where(messages.c.id.in_(bindparam("ids", expanding=True)))
+
+# The statements write jobs name (writer.py: ops travel by name, to a writer process too).
+_WRITES: dict[str, Executable] = {
+    "insert_message": _INSERT_MESSAGE,
+    "insert_delivery": _INSERT_DELIVERY,
+    "insert_event": INSERT_EVENT,
+    "insert_idempotency": _INSERT_IDEMPOTENCY,
+    "update_result": _UPDATE_RESULT,
+    "update_message_status": UPDATE_MESSAGE_STATUS,
+    "set_dkim": _SET_DKIM,
+    "insert_template": insert(templates),
+    **JOB_STATEMENTS,
+}
+
+
+@functools.cache
+def write_statements(dialect: str) -> dict[str, Executable]:
+    """The registry of named write statements for ``dialect``."""
+    return {**_WRITES, "insert_suppression": insert_ignoring_duplicates(dialect)}
+
+
+# SQLite: the forms that write all rows of these statements in one step (see bulk.py).
+SQLITE_BULK: dict[str, BulkForm] = {
+    "insert_message": BulkInsert(messages),
+    "insert_delivery": BulkInsert(deliveries),
+    "insert_event": BulkInsert(events),
+    "update_result": BulkUpdate(
+        deliveries,
+        match={"message_id": "b_message_id", "rcpt_idx": "b_rcpt_idx", "lease_owner": "b_owner"},
+        assign={
+            "status": "b_status",
+            "attempts": "b_attempts",
+            "next_attempt_at": "b_next_attempt_at",
+            "lane": "b_lane",
+            "provider": "b_provider",
+            "last_response": "b_response",
+            "provider_message_id": "b_upstream_id",
+            "updated_at": "b_now",
+        },
+        set_constant={"lease_owner": "NULL"},
+    ),
+    "update_message_status": BulkIn(
+        update(messages)
+        .where(messages.c.id.in_(bindparam("m_ids", expanding=True)))
+        .values(status=_derived_status()),
+        "m_ids",
+        "m_id",
+    ),
+    "set_dkim": BulkUpdate(
+        messages,
+        match={"id": "k_id"},
+        assign={"dkim": "k_dkim"},
+        where_constant=[
+            '"messages".dkim IS NULL',
+            'EXISTS (SELECT 1 FROM deliveries WHERE deliveries.message_id = "messages".id'
+            f" AND deliveries.status IN ({', '.join(repr(status) for status in PENDING)}))",
+        ],
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    """Which deliveries an operator command acts on; empty fields do not restrict."""
+
+    message_ids: Sequence[str] = ()
+    recipient: str = ""  # an address, or a domain (every address at it)
+    sender: str = ""  # the same, for the envelope sender
+
+
+# Operator actions on deliveries that are not in flight (not leased): the statuses each
+# applies to, and the event it records.
+QUEUE_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "retry": (("queued", "deferred"), "retry"),
+    "hold": (("queued", "deferred"), "held"),
+    "release": (("held",), "released"),
+    "delete": (PENDING, "cancelled"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """The first answer to a request with an Idempotency-Key, stored with its commit."""
+
+    key_id: str
+    idem_key: str
+    request_hash: str
+    status_code: int
+    body: str
+
+
+def event_row(
+    message_id: str,
+    rcpt_idx: int | None,
+    recipient: str,
+    type_: str,
+    at: float,
+    provider: str = "",
+    response: str = "",
+    detail: str = "",
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "rcpt_idx": rcpt_idx,
+        "recipient": recipient,
+        "type": type_,
+        "at": at,
+        "provider": provider,
+        "response": response,
+        "detail": detail,
+    }

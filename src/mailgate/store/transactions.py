@@ -1,0 +1,226 @@
+"""The transactions the writer runs as functions: claims, bounces that came back later,
+operator actions, lease releases, cancellations. Module-level with plain arguments,
+since writer.py may run them in its own process; each uses only the connection given.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Connection,
+    case,
+    delete,
+    func,
+    select,
+    update,
+)
+
+from mailgate.models import (
+    ClaimedDelivery,
+    DeliveryStatus,
+    QueuedMessage,
+    Suppression,
+)
+from mailgate.store.jobs import (
+    hold_released,
+    park_claimed,
+)
+from mailgate.store.schema import idempotency, messages
+from mailgate.store.suppressions import row as suppression_row
+
+if TYPE_CHECKING:
+    pass
+
+from mailgate.store.statements import (
+    CLAIM_DUE_JSON,
+    CLAIM_SKIP_LOCKED,
+    INSERT_EVENT,
+    LEASE_JSON,
+    LOAD_MESSAGES,
+    QUEUE_ACTIONS,
+    UPDATE_MESSAGE_STATUS,
+    QueueFilter,
+    d,
+    event_row,
+    write_statements,
+)
+
+# Transactions the writer runs: module-level with plain arguments, since writer.py may run
+# them in its own process. Each builds its statements and uses only the connection given.
+
+
+def claim(
+    conn: Connection, owner: str, now: float, limit: int, until: float
+) -> list[QueuedMessage]:
+    got = claim_lane(conn, 1, owner, now, max(1, limit // 4), until)
+    got += claim_lane(conn, 0, owner, now, limit - len(got), until)
+    if len(got) < limit:
+        got += claim_lane(conn, 1, owner, now, limit - len(got), until)
+    by_message: dict[str, list[ClaimedDelivery]] = {}
+    for c in got:
+        by_message.setdefault(c.message_id, []).append(c)
+    if not by_message:
+        return []
+    # Deliveries cascade with their message, so every claimed one has its message here.
+    rows = conn.execute(LOAD_MESSAGES, {"ids": list(by_message)}).all()
+    job_ids = {r[5] for r in rows if r[5] is not None}
+    if job_ids:
+        # Paused or stopped since these became due: parked here, not attempted.
+        parked = park_claimed(conn, owner, job_ids, now)
+        if parked:
+            gone = [r[0] for r in rows if r[5] in parked]
+            conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in gone])
+            rows = [r for r in rows if r[5] not in parked]
+    return [
+        QueuedMessage(
+            id=r[0],
+            sender=r[1],
+            raw=r[2],
+            created_at=r[3],
+            dkim=r[4],
+            deliveries=by_message[r[0]],
+            job_id=r[5],
+            provider=r[6],
+            attempt_once=bool(r[7]),
+        )
+        for r in rows
+    ]
+
+
+def claim_lane(
+    conn: Connection, lane: int, owner: str, now: float, limit: int, until: float
+) -> list[ClaimedDelivery]:
+    if limit <= 0:
+        return []
+    params = {"c_lane": lane, "c_now": now, "c_limit": limit}
+    lease = {"c_owner": owner, "c_until": until, "c_now": now}
+    if conn.dialect.name == "sqlite":
+        # Two steps whatever the count (see bulk.py): the due rows as one JSON value,
+        # then the lease on exactly those rows. RETURNING would step once per row.
+        found = conn.execute(CLAIM_DUE_JSON, params).scalar_one()
+        got = [ClaimedDelivery(*r) for r in json.loads(found)] if found else []
+        if got:
+            conn.execute(LEASE_JSON, {**lease, "c_rows": found})
+        return got
+    rows = conn.execute(CLAIM_SKIP_LOCKED, {**params, **lease}).all()
+    return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def record_bounce(
+    conn: Connection, message_id: str, rcpt_idx: int, response: str, now: float, suppress: bool
+) -> str | None:
+    row = (
+        conn.execute(
+            select(d.c.recipient).where(d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx)
+        )
+    ).first()
+    if row is None:
+        return None
+    conn.execute(
+        update(d)
+        .where(d.c.message_id == message_id, d.c.rcpt_idx == rcpt_idx)
+        .values(
+            status=DeliveryStatus.BOUNCED.value,
+            last_response=response,
+            next_attempt_at=None,
+            lease_owner=None,
+            updated_at=now,
+        )
+    )
+    event = event_row(message_id, rcpt_idx, row[0], "bounced", now, "", response, "asynchronous")
+    conn.execute(INSERT_EVENT, [event])
+    conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
+    if suppress:
+        entry = Suppression(str(row[0]).lower(), "hard_bounce", response, message_id, now)
+        insert_suppression = write_statements(conn.dialect.name)["insert_suppression"]
+        conn.execute(insert_suppression, [suppression_row(entry)])
+    return str(row[0])
+
+
+def operate(conn: Connection, action: str, selection: QueueFilter, now: float) -> tuple[int, int]:
+    statuses, event = QUEUE_ACTIONS[action]
+    cond = [d.c.status.in_(statuses), d.c.lease_owner.is_(None), *_matching(selection)]
+    values: dict[str, Any] = {"updated_at": now}
+    if action == "hold":
+        values.update(status="held", next_attempt_at=None)
+    elif action == "release":
+        values.update(
+            status=case((d.c.attempts > 0, "deferred"), else_="queued"), next_attempt_at=now
+        )
+    elif action == "delete":
+        values.update(status="cancelled", next_attempt_at=None)
+    else:
+        values.update(next_attempt_at=now)
+    stmt = update(d).where(*cond).values(**values)
+    rows = conn.execute(stmt.returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient)).all()
+    touched = sorted({r[0] for r in rows})
+    if rows:
+        detail = f"{action} by an operator"
+        conn.execute(
+            INSERT_EVENT, [event_row(m, i, r, event, now, detail=detail) for m, i, r in rows]
+        )
+        conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in touched])
+    return len(rows), len(touched)
+
+
+def release_leases(conn: Connection, owner: str, now: float, prefix: bool) -> int:
+    cond = (
+        d.c.lease_owner.startswith(owner, autoescape=True) if prefix else d.c.lease_owner == owner
+    )
+    held = hold_released(conn, cond, now)  # a paused or stopped job's are not made due
+    if held:
+        conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in held])
+    stmt = (
+        update(d)
+        .where(cond, d.c.next_attempt_at.is_not(None))
+        .values(lease_owner=None, next_attempt_at=now, updated_at=now)
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
+def cancel_scheduled(conn: Connection, message_id: str, now: float) -> bool:
+    held = conn.execute(
+        select(d.c.rcpt_idx, d.c.recipient).where(
+            d.c.message_id == message_id, d.c.status == "scheduled", d.c.lease_owner.is_(None)
+        )
+    ).all()
+    total = conn.execute(
+        select(func.count()).select_from(d).where(d.c.message_id == message_id)
+    ).scalar_one()
+    if not held or len(held) != total:
+        return False
+    conn.execute(
+        update(d)
+        .where(d.c.message_id == message_id)
+        .values(status="cancelled", next_attempt_at=None, updated_at=now)
+    )
+    conn.execute(INSERT_EVENT, [event_row(message_id, r[0], r[1], "cancelled", now) for r in held])
+    conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
+    return True
+
+
+def purge_idempotency(conn: Connection, older_than: float) -> int:
+    stmt = delete(idempotency).where(idempotency.c.created_at <= older_than)
+    return int(conn.execute(stmt).rowcount)
+
+
+def _address_match(column: Any, value: str) -> Any:
+    """``value`` an address: that address; a domain: every address at it (any case)."""
+    value = value.strip().lower()
+    if "@" in value:
+        return func.lower(column) == value
+    return func.lower(column).endswith("@" + value.lstrip("@"), autoescape=True)
+
+
+def _matching(selection: QueueFilter) -> list[Any]:
+    cond: list[Any] = []
+    if selection.message_ids:
+        cond.append(d.c.message_id.in_(list(selection.message_ids)))
+    if selection.recipient:
+        cond.append(_address_match(d.c.recipient, selection.recipient))
+    if selection.sender:
+        senders = select(messages.c.id).where(_address_match(messages.c.sender, selection.sender))
+        cond.append(d.c.message_id.in_(senders.scalar_subquery()))
+    return cond
