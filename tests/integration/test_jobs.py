@@ -214,7 +214,9 @@ async def _statuses(store: Store, job_id: str) -> dict[str, int]:
         return out
 
 
-def test_store_pause_resume_stop_and_in_flight_results(db_url: str) -> None:
+def test_store_pause_resume_stop_and_in_flight_results(db_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("mailgate.store.jobs.CONVERT_CHUNK", 3)  # several chunks per action
+
     async def main() -> None:
         store = await Store.open(db_url)
         try:

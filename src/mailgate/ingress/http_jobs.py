@@ -52,7 +52,9 @@ async def control_job(
     ctx: ApiContext, cred: Credential, job: JobProgress, action: str
 ) -> JobProgress:
     """Pause, resume or stop ``job``; the job afterwards (404 / 409 as ApiError)."""
-    outcome = await ctx.store.jobs.control(job.id, action, ctx.clock())
+    # A resume wakes the delivery loop as soon as its first deliveries are due again.
+    started = ctx.wake if action == "resume" else None
+    outcome = await ctx.store.jobs.control(job.id, action, ctx.clock(), started=started)
     if outcome == "missing":  # deleted meanwhile
         raise ApiError(404, "not_found", "no such job")
     if outcome == "not_active":
@@ -62,8 +64,6 @@ async def control_job(
             f"the job is {job.status}: only a job that is not stopped or completed can {action}",
         )
     log.info("job %s: %s by key=%s", job.id, action, cred.name)
-    if action == "resume":
-        ctx.wake()  # its deliveries are due now: the scheduler need not wait
     return await ctx.store.jobs.progress(job.id) or job
 
 
