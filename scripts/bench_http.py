@@ -17,9 +17,9 @@ bench_smtp.py, with an API key made by ``mailgate keys create``:
 * ``messagepipe-send``: the ``send`` load against MessagePipe's ``POST /email/send`` with
   a template made first; each answer waits for the first delivery attempt (into the sink),
   so its latency is accept + delivery, and only a 201 "Email sent successfully" counts.
-  Run with ``--pipe-sessions`` connections (10): every client waits for a delivery, so
-  with as many clients as ``send`` the closed loop measures the pipeline's throughput
-  (each answer waits for all the work queued before it), not a send's latency.
+  Run with ``--pipe-sessions`` connections (50, as ``send``): every client waits for a
+  delivery, so at saturation the closed loop measures the pipeline's throughput (each
+  answer waits for the work queued before it); fewer show a send's own latency.
 * ``mailsage-batch``: ``--batches`` MailSage ``POST /api/v1/emails/batch`` of 1000
   recipients each; the latency of each request and whether recipient_count=1000.
 
@@ -871,7 +871,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--pipe-sessions",
         type=int,
-        default=10,
+        default=50,
         help="messagepipe-send: concurrent clients, each waiting for its delivery",
     )
     p.add_argument("--duration", type=float, default=10.0, help="sends: measuring window, s")

@@ -162,7 +162,7 @@ class App:
         """An attempt's outcome is committed: count it, and refuse hard-bounced addresses."""
         for u in record.updates:
             self.metrics.results.labels(u.status.value, u.provider).inc()
-        self.first_attempts.recorded({u.message_id for u in record.updates})
+        self.first_attempts.recorded(record.updates)
         if record.suppress and self.suppressions is not None:
             self.suppressions.added([x.address for x in record.suppress])
 

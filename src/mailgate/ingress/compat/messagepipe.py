@@ -120,10 +120,12 @@ def routes(ctx: ApiContext) -> list[Route]:
         )
         return prepare(ctx, request, cred, req, record, body.variables or {}, now=ctx.clock())
 
-    async def outcomes(ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    async def outcomes(accepted: list[Accepted]) -> dict[str, list[dict[str, Any]]]:
+        """Each message's deliveries after their first attempt (or at send_wait)."""
         if ctx.attempts is None:
-            return await store.deliveries_of(ids)
-        return await ctx.attempts.wait(ids, ctx.settings.compat.send_wait)
+            return await store.deliveries_of([a.id for a in accepted])
+        counts = {a.id: len(a.recipients) for a in accepted}
+        return await ctx.attempts.wait(counts, ctx.settings.compat.send_wait)
 
     async def send(request: Request) -> Response:
         cred = await ctx.credential(request, need="send")
@@ -135,7 +137,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         (result,) = await ctx.acceptor.accept_many([prep.submission])
         if isinstance(result, PolicyRefused):
             raise refusal(result)
-        found = (await outcomes([result.id])).get(result.id, [])
+        found = (await outcomes([result])).get(result.id, [])
         first = found[0] if found else {"status": "queued", "rcpt_idx": 0}
         log_id = delivery_log_id(result.id, first["rcpt_idx"])
         if first["status"] in SENT:
@@ -171,8 +173,8 @@ def routes(ctx: ApiContext) -> list[Route]:
         )
         valid = [p for p in items if isinstance(p, Prepared)]
         _job_id, results = await accept_job(ctx, cred, valid, source="messagepipe")
-        ids = [r.id for r in results if isinstance(r, Accepted)]
-        found = await outcomes(ids) if ids else {}
+        accepted = [r for r in results if isinstance(r, Accepted)]
+        found = await outcomes(accepted) if accepted else {}
         outcome = iter(results)
         rows: list[dict[str, Any]] = []
         counts = {"sent": 0, "failed": 0, "queued": 0}
