@@ -562,3 +562,13 @@ def test_messagepipe_send_waits_for_another_nodes_attempt(
     assert r.status_code == 201, r.text
     assert r.json()["message"] == "Email sent successfully"
     assert r.json()["provider"] == "capture"
+
+
+def test_only_the_enabled_dialects_are_served(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(compat={"enabled": ["mailstack"], "default_from": "app@example.com"})
+    headers = {"Authorization": f"Bearer {relay.create_key('app')}"}
+    email = {"from": "app@example.com", "to": "a@example.net", "subject": "s", "text": "t"}
+    assert httpx.post(f"{relay.http_url}/v1/emails", json=email, headers=headers).status_code == 202
+    for path in ("/api/v1/emails/send", "/email/send"):
+        r = httpx.post(f"{relay.http_url}{path}", json={}, headers=headers)
+        assert r.status_code == 404, path

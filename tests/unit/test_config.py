@@ -568,3 +568,15 @@ def test_missing_tls_file_is_named() -> None:
             environ={},
         )
     assert str(exc.value) == "<config>: [smtp] tls_cert: cannot read file '/nonexistent/cert.pem'"
+
+
+def test_compat_section() -> None:
+    s = load_settings(data=data_with(), environ={})
+    assert s.compat.enabled == ["mailsage", "mailstack", "messagepipe"]
+    assert s.compat.default_from == "" and s.compat.send_wait == 10.0
+    env = {"MAILGATE_COMPAT_ENABLED": "mailsage", "MAILGATE_COMPAT_SEND_WAIT": "2s"}
+    s = load_settings(data=data_with(), environ=env)
+    assert s.compat.enabled == ["mailsage"] and s.compat.send_wait == 2.0
+    message = config_error(data_with(compat={"enabled": ["mailsage", "sendgrid"]}))
+    assert "[compat] enabled" in message and "sendgrid" in message
+    assert "send_wait" in config_error(data_with(compat={"send_wait": "10m"}))
