@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 _QUOTA = re.compile(r"^\s*(\d{1,12})\s*/\s*(d|day|month)\s*$", re.IGNORECASE)
 _UNITS = {"d": "day", "day": "day", "month": "month"}
+MAX_LIMIT = 2**31 - 1  # the usage column is a 32-bit integer on PostgreSQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +40,10 @@ class Quota:
 def parse_quota(value: str) -> Quota:
     """'10000/month' -> Quota(10000, "month"); '500/d' or '500/day' -> Quota(500, "day")."""
     m = _QUOTA.match(value)
-    if not m or int(m.group(1)) <= 0:
-        raise ValueError(f"invalid quota {value!r} (use e.g. 10000/month or 500/d)")
+    if not m or not 0 < int(m.group(1)) <= MAX_LIMIT:
+        raise ValueError(
+            f"invalid quota {value!r} (use e.g. 10000/month or 500/d, at most {MAX_LIMIT})"
+        )
     return Quota(int(m.group(1)), _UNITS[m.group(2).lower()])
 
 

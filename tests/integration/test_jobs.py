@@ -317,3 +317,65 @@ def test_store_pause_resume_stop_and_in_flight_results(db_url: str, monkeypatch)
             await store.close()
 
     asyncio.run(main())
+
+
+def test_job_actions_spare_deliveries_in_flight_and_leave_events(db_url: str) -> None:
+    """A claim after a pause parks only what it leased itself, not what the same node is
+    attempting; every delivery a job action changes has its event; a resume left half done
+    is finished."""
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            now = time.time()
+            job_id = new_id()
+            first = _job_messages(job_id, 1)
+            later = _job_messages(job_id, 1, scheduled_at=now + 10)
+            await store.enqueue(first + later, job=NewJob(job_id, "k", "http", "", 4, now))
+            in_flight = [
+                c for m in await store.claim("n1", now + 1, 10, now + 60) for c in m.deliveries
+            ]
+            assert {c.message_id for c in in_flight} == {first[0].id}
+            assert await store.jobs.control(job_id, "pause", now + 2) == "ok"
+            # The scheduled message comes due; the same node claims again.
+            assert await store.claim("n1", now + 20, 10, now + 80) == []
+            statuses = await _statuses(store, job_id)
+            assert statuses == {"queued": 2, "held": 2}  # the two in flight keep their lease
+            done = [
+                DeliveryUpdate(
+                    c.message_id,
+                    c.rcpt_idx,
+                    c.recipient,
+                    DeliveryStatus.SENT,
+                    1,
+                    None,
+                    "p",
+                    "250 ok",
+                    "sent",
+                )
+                for c in in_flight
+            ]
+            await store.record("n1", now + 21, done, jobs=[job_id])
+            assert await _statuses(store, job_id) == {"sent": 2, "held": 2}
+            held = [e["type"] for e in await store.events_of(later[0].id)]
+            assert held == ["scheduled", "scheduled", "held", "held"]
+
+            # A resume whose node died after the job's state committed: finished later.
+            assert await store.writer.run(_set_state, job_id, "resume", now + 30) == "ok"
+            assert (await store.jobs.progress(job_id)).status == "processing"  # type: ignore[union-attr]
+            assert await _statuses(store, job_id) == {"sent": 2, "held": 2}
+            assert await store.jobs.finish_interrupted(now + 31) == 1
+            assert await _statuses(store, job_id) == {"sent": 2, "queued": 2}
+            assert await store.jobs.finish_interrupted(now + 32) == 0
+            events = [e["type"] for e in await store.events_of(later[0].id)]
+            assert events[-2:] == ["released", "released"]
+
+            # Stop: every pending delivery cancelled, with its event.
+            assert await store.jobs.control(job_id, "stop", now + 40) == "ok"
+            assert await _statuses(store, job_id) == {"sent": 2, "cancelled": 2}
+            events = [e["type"] for e in await store.events_of(later[0].id)]
+            assert events[-2:] == ["cancelled", "cancelled"]
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -19,13 +19,16 @@ def ts(*args: int) -> float:
         ("10000/month", Quota(10000, "month")),
         ("500/d", Quota(500, "day")),
         (" 500 / Day ", Quota(500, "day")),
+        ("2147483647/month", Quota(2**31 - 1, "month")),
     ],
 )
 def test_parse(text: str, expected: Quota) -> None:
     assert parse_quota(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "0/d", "-1/d", "10/m", "10/h", "10/week", "ten/d", "10"])
+@pytest.mark.parametrize(
+    "text", ["", "0/d", "-1/d", "10/m", "10/h", "10/week", "ten/d", "10", "2147483648/month"]
+)
 def test_parse_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="invalid quota"):
         parse_quota(text)

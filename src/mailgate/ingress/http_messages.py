@@ -100,11 +100,6 @@ def _sent_body(prep: Prepared, acc: Accepted) -> dict[str, Any]:
     return data
 
 
-def _refusal(exc: PolicyRefused) -> ApiError:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return ApiError(exc.http_status, exc.error_code, exc.reply.text, exc.field, headers)
-
-
 def routes(ctx: ApiContext) -> list[Route]:
     store = ctx.store
 
@@ -190,7 +185,7 @@ def routes(ctx: ApiContext) -> list[Route]:
 
             (result,) = await ctx.acceptor.accept_many([prep.submission], answer=answer)
             if isinstance(result, PolicyRefused):
-                raise _refusal(result)
+                raise ApiError.refused(result)
             log.info(
                 "queued %s via HTTP key=%s rcpts=%d", result.id, cred.name, len(result.recipients)
             )
@@ -304,7 +299,7 @@ def routes(ctx: ApiContext) -> list[Route]:
                         continue
                     r = next(it)
                     if isinstance(r, PolicyRefused):
-                        err = _refusal(r)
+                        err = ApiError.refused(r)
                         out.append(
                             {
                                 "index": index,

@@ -21,6 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailgate import mime, policy
 from mailgate.config import Settings
+from mailgate.exceptions import PolicyRefused
 from mailgate.ingress.http_models import AttachmentIn, SendRequest
 from mailgate.models import Credential, Submission
 from mailgate.rendering import TemplateProblem, render_all
@@ -76,6 +77,12 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers or {}
+
+    @classmethod
+    def refused(cls, exc: PolicyRefused) -> ApiError:
+        """accept()'s refusal as an HTTP answer (with Retry-After when it says when)."""
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return cls(exc.http_status, exc.error_code, exc.reply.text, exc.field, headers)
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -9,7 +9,7 @@ job event; deliveries in flight are caught when their result is recorded (record
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,21 +19,30 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal,
     literal_column,
+    or_,
     select,
     tuple_,
     update,
 )
 
-from mailgate.store.schema import deliveries, job_events, jobs
+from mailgate.store.schema import deliveries, events, job_events, jobs
 
 if TYPE_CHECKING:
     from mailgate.store.store import Store
 
 d = deliveries
 
-# What an operator or client may do to a job, and the state it leaves the job in.
-ACTIONS: dict[str, str] = {"pause": "paused", "resume": "active", "stop": "stopped"}
+# What an operator or client may do to a job, and the state it leaves the job in. A resume
+# is "resuming" until every held delivery is due again (a node that dies half-way leaves
+# it so, and finish_interrupted completes it); then "active".
+ACTIONS: dict[str, str] = {"pause": "paused", "resume": "resuming", "stop": "stopped"}
+# States in which the action has nothing left to ask of the job's state.
+_ALREADY = {"pause": ("paused",), "resume": ("active", "resuming"), "stop": ("stopped",)}
+# Events of the deliveries an action changes (the queue actions' names for the same).
+_DELIVERY_EVENT = {"pause": "held", "resume": "released", "stop": "cancelled"}
+_HALTED = ("paused", "stopped")  # states in which nothing of the job goes out
 _EVENT = {"pause": "paused", "resume": "resumed", "stop": "stopped"}
 _SENT = ("sent", "delivered")
 _FAILED = ("bounced", "failed", "cancelled")
@@ -89,6 +98,16 @@ def job_ops(job: NewJob) -> list[tuple[str, list[dict[str, Any]]]]:
     return [("insert_job", [row]), ("insert_job_event", [event])]
 
 
+_JOB_STATE = select(jobs.c.state).where(jobs.c.id == bindparam("j_id")).scalar_subquery()
+_GUARDED = (
+    d.c.job_id == bindparam("j_id"),
+    d.c.status == "deferred",
+    d.c.lease_owner.is_(None),
+    # Not an IN: these run with executemany (one row per job), which refuses expanding
+    # parameters.
+    or_(_JOB_STATE == "paused", _JOB_STATE == "stopped"),
+)
+
 # Named statements (store.py registers them in _WRITES) for Store.record: one row per job
 # that had an attempt recorded ({"j_id", "j_now"}).
 JOB_STATEMENTS = {
@@ -101,24 +120,24 @@ JOB_STATEMENTS = {
         updated_at=bindparam("j_now"),
     ),
     # A delivery that came back deferred while its job is paused is held; stopped, cancelled.
+    # Its event first, while the delivery is still "deferred" (same rows as the update).
+    "job_guard_events": insert(events).from_select(
+        ["message_id", "rcpt_idx", "recipient", "type", "at", "provider", "response", "detail"],
+        select(
+            d.c.message_id,
+            d.c.rcpt_idx,
+            d.c.recipient,
+            case((_JOB_STATE == "stopped", "cancelled"), else_="held"),
+            bindparam("j_now"),
+            literal(""),
+            literal(""),
+            case((_JOB_STATE == "stopped", "job stopped"), else_="job paused"),
+        ).where(*_GUARDED),
+    ),
     "job_guard": update(d)
-    .where(
-        d.c.job_id == bindparam("j_id"),
-        d.c.status == "deferred",
-        d.c.lease_owner.is_(None),
-        # Not an IN: the statement runs with executemany (one row per job), which refuses
-        # expanding parameters.
-        select(jobs.c.id).where(jobs.c.id == bindparam("j_id"), jobs.c.state != "active").exists(),
-    )
+    .where(*_GUARDED)
     .values(
-        status=case(
-            (
-                select(jobs.c.state).where(jobs.c.id == bindparam("j_id")).scalar_subquery()
-                == "stopped",
-                "cancelled",
-            ),
-            else_="held",
-        ),
+        status=case((_JOB_STATE == "stopped", "cancelled"), else_="held"),
         next_attempt_at=None,
         updated_at=bindparam("j_now"),
     ),
@@ -202,8 +221,8 @@ def _set_state(conn: Connection, job_id: str, action: str, now: float) -> str:
     state = row[0]
     if state == "stopped":
         return "unchanged" if action == "stop" else "not_active"
-    if state == ACTIONS[action]:
-        return "unchanged"  # nothing to change, no new event
+    if state in _ALREADY[action]:
+        return "unchanged"  # nothing to change, no new event (a resume carries on)
     pending = conn.execute(
         select(func.count()).select_from(d).where(d.c.job_id == job_id, d.c.status.in_(_PENDING))
     ).scalar_one()
@@ -221,12 +240,15 @@ def _set_state(conn: Connection, job_id: str, action: str, now: float) -> str:
 
 def _convert(conn: Connection, job_id: str, action: str, now: float, limit: int) -> list[str]:
     """Up to ``limit`` of the job's deliveries not in flight, as the action wants them
-    (none once a later action changed the state); the message of each delivery changed."""
+    (none once a later action changed the state), each with its event; the message of
+    each delivery changed. The last chunk of a resume makes the job "active"."""
     state = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
     if state != ACTIONS[action]:
         return []
-    base = [d.c.job_id == job_id, d.c.lease_owner.is_(None)]
-    chunk = select(d.c.message_id, d.c.rcpt_idx).where(*base, d.c.status.in_(_FROM[action]))
+    # Repeated outside the chunk's subquery: PostgreSQL re-checks only the outer conditions
+    # of a row another node locked meanwhile (a claim that leased it).
+    wanted = (d.c.job_id == job_id, d.c.lease_owner.is_(None), d.c.status.in_(_FROM[action]))
+    chunk = select(d.c.message_id, d.c.rcpt_idx).where(*wanted).limit(limit)
     if action == "pause":
         # Scheduled mail keeps its time: if it comes due while paused, the claim parks it.
         values: dict[str, Any] = {"status": "held", "next_attempt_at": None}
@@ -237,54 +259,93 @@ def _convert(conn: Connection, job_id: str, action: str, now: float, limit: int)
         values = {"status": "cancelled", "next_attempt_at": None}
     stmt = (
         update(d)
-        .where(tuple_(d.c.message_id, d.c.rcpt_idx).in_(chunk.limit(limit)))
+        .where(*wanted, tuple_(d.c.message_id, d.c.rcpt_idx).in_(chunk))
         .values(**values, updated_at=now)
-        .returning(d.c.message_id)
+        .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient)
     )
-    return [r[0] for r in conn.execute(stmt)]
-
-
-def park_claimed(conn: Connection, owner: str, job_ids: set[str], now: float) -> set[str]:
-    """Of the messages just claimed by ``owner``, those of paused or stopped jobs are
-    held (paused) or cancelled (stopped) rather than attempted; returns those jobs."""
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(job_ids), jobs.c.state != "active")
-    ).all()
-    for job_id, state in rows:
+    rows = conn.execute(stmt).all()
+    _delivery_events(conn, rows, _DELIVERY_EVENT[action], f"job {action}", now)
+    if action == "resume" and len(rows) < limit:
         conn.execute(
-            update(d)
-            .where(d.c.job_id == job_id, d.c.lease_owner == owner, d.c.status.in_(_WAITING))
-            .values(
-                status="cancelled" if state == "stopped" else "held",
-                next_attempt_at=None,
-                lease_owner=None,
-                updated_at=now,
-            )
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "resuming")
+            .values(state="active", updated_at=now)
         )
-    return {r[0] for r in rows}
+    return [r[0] for r in rows]
+
+
+def _delivery_events(
+    conn: Connection, rows: Sequence[Any], type_: str, detail: str, now: float
+) -> None:
+    """One event per delivery a job action changed: (message_id, rcpt_idx, recipient)."""
+    if rows:
+        conn.execute(
+            insert(events),
+            [
+                {
+                    "message_id": m,
+                    "rcpt_idx": i,
+                    "recipient": r,
+                    "type": type_,
+                    "at": now,
+                    "provider": "",
+                    "response": "",
+                    "detail": detail,
+                }
+                for m, i, r in rows
+            ],
+        )
+
+
+def park_claimed(
+    conn: Connection, owner: str, until: float, job_of: dict[str, str], now: float
+) -> set[str]:
+    """Of the deliveries this claim just leased (to ``owner`` until ``until``; ``job_of``:
+    their messages' jobs), those of paused or stopped jobs are held (paused) or cancelled
+    (stopped) rather than attempted; returns those jobs. Deliveries the same node claimed
+    earlier and is attempting now have another lease expiry and are left alone."""
+    halted = dict(
+        conn.execute(
+            select(jobs.c.id, jobs.c.state).where(
+                jobs.c.id.in_(set(job_of.values())), jobs.c.state.in_(_HALTED)
+            )
+        ).all()
+    )
+    for state, status in (("paused", "held"), ("stopped", "cancelled")):
+        ids = [m for m, j in job_of.items() if halted.get(j) == state]
+        if not ids:
+            continue
+        rows = conn.execute(
+            update(d)
+            .where(
+                d.c.message_id.in_(ids),
+                d.c.lease_owner == owner,
+                d.c.next_attempt_at == until,
+                d.c.status.in_(_WAITING),
+            )
+            .values(status=status, next_attempt_at=None, lease_owner=None, updated_at=now)
+            .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient)
+        ).all()
+        _delivery_events(conn, rows, status, f"job {state}", now)
+    return set(halted)
 
 
 def hold_released(conn: Connection, lease: Any, now: float) -> list[str]:
     """Deliveries of paused or stopped jobs among those whose lease ``lease`` matches:
     held (paused) or cancelled (stopped) instead of made due. Returns their messages."""
     state = select(jobs.c.state).where(jobs.c.id == d.c.job_id).scalar_subquery()
-    stopped_or_paused = select(jobs.c.id).where(jobs.c.state.in_(("paused", "stopped")))
-    rows = conn.execute(
-        update(d)
-        .where(
-            lease,
-            d.c.job_id.in_(stopped_or_paused),
-            d.c.status.in_(_WAITING),
-        )
-        .values(
-            status=case((state == "stopped", "cancelled"), else_="held"),
-            next_attempt_at=None,
-            lease_owner=None,
-            updated_at=now,
-        )
-        .returning(d.c.message_id)
-    ).all()
-    return sorted({r[0] for r in rows})
+    halted = select(jobs.c.id).where(jobs.c.state.in_(_HALTED))
+    messages: set[str] = set()
+    for wanted, status in (("paused", "held"), ("stopped", "cancelled")):
+        rows = conn.execute(
+            update(d)
+            .where(lease, d.c.job_id.in_(halted), d.c.status.in_(_WAITING), state == wanted)
+            .values(status=status, next_attempt_at=None, lease_owner=None, updated_at=now)
+            .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient)
+        ).all()
+        _delivery_events(conn, rows, status, f"job {wanted}", now)
+        messages.update(r[0] for r in rows)
+    return sorted(messages)
 
 
 def _ids(message_ids: list[str]) -> list[dict[str, Any]]:
@@ -352,6 +413,14 @@ class JobStore:
                 started = None
             if len(changed) < CONVERT_CHUNK:
                 return "ok", list(touched)
+
+    async def finish_interrupted(self, now: float) -> int:
+        """Carry on the resumes a stopped or dead node left half done (jobs still
+        "resuming"); how many. Run at start and now and then by every node."""
+        rows = await self._store._read(select(jobs.c.id).where(jobs.c.state == "resuming"))
+        for (job_id,) in rows:
+            await self.control(job_id, "resume", now)
+        return len(rows)
 
     async def refresh_messages(self, message_ids: list[str]) -> None:
         """Re-derive the messages' status, in transactions of their own: on SQLite

@@ -2,10 +2,11 @@
 ``mailgate serve`` makes before it opens the queue.
 
 The revisions live in ``store/migrations/versions``; each says whether it is ``online``
-(additive: nodes of the previous revision keep working beside it). ``serve`` applies
-pending online revisions by itself, refuses to start below an offline one (the operator
-stops every node and runs ``mailgate db upgrade``), and refuses a database whose
-revision it does not know (made by a newer mailgate), naming both revisions.
+(nodes of the previous revision keep working beside it). ``serve`` applies pending
+online revisions by itself; on PostgreSQL it refuses to start below an offline one (the
+operator stops every node and runs ``mailgate db upgrade``), while on SQLite, which has
+one node, it applies those too. It refuses a database whose revision it does not know
+(made by a newer mailgate), naming both revisions.
 
 A database made before migrations existed (a ``schema_version`` table, no
 ``alembic_version``) has the base revision's schema: it is stamped, not rebuilt.
@@ -101,7 +102,8 @@ def _upgrade(conn: Connection, allow_offline: bool) -> SchemaStatus:
             f"not know (its newest is {status.head}): it was upgraded by a newer mailgate; "
             "run that version"
         )
-    if status.offline and not allow_offline:
+    # An empty database has no node of an older revision to run beside: build it whole.
+    if status.offline and not allow_offline and status.current is not None:
         raise SchemaMismatch(
             f"the database schema is at revision {status.current} and revision "
             f"{status.offline[0]} (of {status.head}) must be applied with every node stopped:"

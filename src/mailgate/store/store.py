@@ -66,15 +66,16 @@ class Store(QueueReads):
 
     @classmethod
     async def open(cls, url: str, *, writer_process: bool = False, upgrade: bool = True) -> Store:
-        """Connect, bring the schema up to date (online revisions only; SchemaMismatch
-        otherwise, or with ``upgrade=False`` when any is pending) and start the writer: on
-        SQLite in a process of its own with ``writer_process`` (``mailgate serve``)."""
+        """Connect, bring the schema up to date (on PostgreSQL online revisions only:
+        SchemaMismatch before an offline one, or with ``upgrade=False`` before any) and
+        start the writer: on SQLite in a process of its own with ``writer_process``."""
         from mailgate.store import migrate
 
         engine = create_engine(url)
         try:
             if upgrade:
-                await migrate.upgrade(engine, allow_offline=False)
+                # SQLite has one node (serve locks its data_dir): nothing runs beside it.
+                await migrate.upgrade(engine, allow_offline=engine.dialect.name == "sqlite")
             else:
                 found = await migrate.status(engine)
                 if not found.up_to_date:
@@ -277,7 +278,11 @@ class Store(QueueReads):
             ]
             if jobs:
                 job_rows = [{"j_id": j, "j_now": now} for j in sorted(set(jobs))]
-                ops += [("job_attempted", job_rows), ("job_guard", job_rows)]
+                ops += [
+                    ("job_attempted", job_rows),
+                    ("job_guard_events", job_rows),
+                    ("job_guard", job_rows),
+                ]
             ops.append(("update_message_status", [{"m_id": m} for m in sorted(touched)]))
             if dkim:
                 ops.append(("set_dkim", [{"k_id": k, "k_dkim": v} for k, v in dkim.items()]))

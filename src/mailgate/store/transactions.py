@@ -65,10 +65,10 @@ def claim(
         return []
     # Deliveries cascade with their message, so every claimed one has its message here.
     rows = conn.execute(LOAD_MESSAGES, {"ids": list(by_message)}).all()
-    job_ids = {r[5] for r in rows if r[5] is not None}
-    if job_ids:
+    job_of = {r[0]: r[5] for r in rows if r[5] is not None}
+    if job_of:
         # Paused or stopped since these became due: parked here, not attempted.
-        parked = park_claimed(conn, owner, job_ids, now)
+        parked = park_claimed(conn, owner, until, job_of, now)
         if parked:
             gone = [r[0] for r in rows if r[5] in parked]
             conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in gone])

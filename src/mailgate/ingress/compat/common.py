@@ -149,10 +149,6 @@ def prepare_each(
     return out
 
 
-def refusal(exc: PolicyRefused) -> ApiError:
-    return ApiError(exc.http_status, exc.error_code, exc.reply.text, exc.field)
-
-
 async def accept_job(
     ctx: ApiContext,
     cred: Credential,

@@ -26,7 +26,6 @@ from mailgate.ingress.compat.common import (
     parse,
     prepare,
     prepare_each,
-    refusal,
     template_or_none,
 )
 from mailgate.ingress.http import ApiContext, json_response
@@ -116,7 +115,7 @@ def routes(ctx: ApiContext) -> list[Route]:
                 if isinstance(result, PolicyRefused) and (
                     result.error_code != "recipient_suppressed" or len(results) == 1
                 ):
-                    err = refusal(result)
+                    err = ApiError.refused(result)
                     if len(results) > 1:
                         err.message = f"recipients[{index}]: {err.message}"
                     raise err

@@ -23,7 +23,6 @@ from mailgate.ingress.compat.common import (
     native_request,
     parse,
     prepare,
-    refusal,
     template_or_none,
 )
 from mailgate.ingress.http import ApiContext, json_response
@@ -89,11 +88,11 @@ def _tags(value: str | list[str] | None) -> list[str] | None:
 
 
 def _problem(exc: ApiError | PolicyRefused) -> ApiError:
-    err = refusal(exc) if isinstance(exc, PolicyRefused) else exc
+    err = ApiError.refused(exc) if isinstance(exc, PolicyRefused) else exc
     if err.code == "recipient_suppressed":
         return ApiError(400, err.code, SUPPRESSED, err.field)
     if err.code == "quota_exceeded":
-        return ApiError(402, err.code, f"Payment Required: {err.message}", err.field)
+        return ApiError(402, err.code, f"Payment Required: {err.message}", err.field, err.headers)
     return err
 
 

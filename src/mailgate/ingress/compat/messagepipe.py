@@ -31,7 +31,6 @@ from mailgate.ingress.compat.common import (
     parse_delivery_log_id,
     prepare,
     prepare_each,
-    refusal,
     template_or_none,
 )
 from mailgate.ingress.http import ApiContext, json_response
@@ -136,7 +135,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         prep = prepared(request, cred, record, body.to, body)
         (result,) = await ctx.acceptor.accept_many([prep.submission])
         if isinstance(result, PolicyRefused):
-            raise refusal(result)
+            raise ApiError.refused(result)
         found = (await outcomes([result])).get(result.id, [])
         first = found[0] if found else {"status": "queued", "rcpt_idx": 0}
         log_id = delivery_log_id(result.id, first["rcpt_idx"])
@@ -181,7 +180,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         for to, item in zip(body.recipients, items, strict=True):
             result = item if isinstance(item, ApiError) else next(outcome)
             if not isinstance(result, Accepted):
-                err = refusal(result) if isinstance(result, PolicyRefused) else result
+                err = ApiError.refused(result) if isinstance(result, PolicyRefused) else result
                 rows.append({"recipient": to, "success": False, "error": err.message})
                 counts["failed"] += 1
                 continue

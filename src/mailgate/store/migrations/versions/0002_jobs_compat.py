@@ -4,8 +4,11 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-03
 
-Additive only (new tables, columns with defaults, one index), so a node still running the
-base revision keeps working beside it.
+Offline: the tables and columns are additive, but a node still running the base revision
+would claim the new mail and ignore what these columns ask (a pinned provider, a single
+attempt without DSN, a paused job), and PostgreSQL builds ix_deliveries_job under a lock.
+Stop every node and run ``mailgate db upgrade``; on SQLite, with its one node, ``mailgate
+serve`` applies it by itself.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-online = True
+online = False
 
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
