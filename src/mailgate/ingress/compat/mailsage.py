@@ -153,7 +153,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             raise ApiError(400, "invalid_recipient", f"recipients: at most {MAX_BATCH}")
         record = await template(body.template_id)
         shared = shared_fields(body)
-        items = prepare_each(
+        items = await prepare_each(
             body.recipients,
             "recipients",
             lambda rcpt: prepared_for(request, cred, shared, rcpt, record),

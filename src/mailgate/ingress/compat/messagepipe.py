@@ -167,7 +167,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         if len(body.recipients) > MAX_BULK:
             raise ApiError(400, "too_many_messages", f"recipients: at most {MAX_BULK}")
         record = await template(body.templateId)
-        items = prepare_each(
+        items = await prepare_each(
             body.recipients, "recipients", lambda to: prepared(request, cred, record, to, body)
         )
         valid = [p for p in items if isinstance(p, Prepared)]
