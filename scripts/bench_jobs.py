@@ -95,9 +95,9 @@ async def bench(url: str, label: str, args: argparse.Namespace) -> None:
                     _convert, job_id, action, time.time(), CONVERT_CHUNK
                 )
                 first_ms = first_ms or (time.perf_counter() - t) * 1000
-                touched += changed
-                if len(changed) < CONVERT_CHUNK:
+                if changed is None:
                     break
+                touched += changed
             touched = list(dict.fromkeys(touched))
             convert_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
