@@ -8,11 +8,26 @@ http_validation so that every refusal carries the seed's error code and the fiel
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Recipients = str | list[str]
+PinnedProvider = Annotated[
+    str | None,
+    Field(
+        max_length=200,
+        description="The name of a configured provider: the message goes through it only "
+        "(no failover to others; deferred while it is down). Unknown: 404 provider_not_found.",
+    ),
+]
+SingleAttempt = Annotated[
+    bool,
+    Field(
+        description="One attempt decides: a temporary failure makes the delivery 'failed' "
+        "at once instead of retrying, and no bounce message (DSN) is sent to the sender.",
+    ),
+]
 
 
 class _Model(BaseModel):
@@ -60,17 +75,8 @@ class SendRequest(_Model):
     optimize_send_time: bool | None = Field(
         default=None, description="Accepted for compatibility; only false is supported."
     )
-    provider: str | None = Field(
-        default=None,
-        max_length=200,
-        description="The name of a configured provider: the message goes through it only "
-        "(no failover to others; deferred while it is down). Unknown: 404 provider_not_found.",
-    )
-    single_attempt: bool = Field(
-        default=False,
-        description="One attempt decides: a temporary failure makes the delivery 'failed' "
-        "at once instead of retrying, and no bounce message (DSN) is sent to the sender.",
-    )
+    provider: PinnedProvider = None
+    single_attempt: SingleAttempt = False
 
 
 class BatchMessage(SendRequest):
@@ -89,17 +95,8 @@ class BatchRequest(_Model):
     metadata: dict[str, Any] | None = None
     tracking: Tracking | None = None
     scheduled_at: datetime | None = None
-    provider: str | None = Field(
-        default=None,
-        max_length=200,
-        description="The name of a configured provider: the message goes through it only "
-        "(no failover to others; deferred while it is down). Unknown: 404 provider_not_found.",
-    )
-    single_attempt: bool = Field(
-        default=False,
-        description="One attempt decides: a temporary failure makes the delivery 'failed' "
-        "at once instead of retrying, and no bounce message (DSN) is sent to the sender.",
-    )
+    provider: PinnedProvider = None
+    single_attempt: SingleAttempt = False
     recipient_variables: dict[str, dict[str, Any]] | None = Field(
         default=None, description="One message per recipient address, rendered with its variables."
     )
