@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailgate.exceptions import MailgateError
 from mailgate.store.schema import quota_usage
+from mailgate.store.statements import SQLITE_BULK, write_statements
 from mailgate.store.writer import Op, Work, execute_batch
 
 
@@ -46,8 +47,6 @@ def take_and_enqueue(conn: Connection, take: QuotaTake, ops: Sequence[Op]) -> in
 
     Returns instead of raising, so the other jobs of the group commit are not rolled back.
     """
-    from mailgate.store.statements import SQLITE_BULK, write_statements
-
     dialect = conn.dialect.name
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(quota_usage)
     conn.execute(

@@ -13,6 +13,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, select, tuple_, update
 
 from mailgate.store.schema import deliveries, suppressions
+from mailgate.store.statements import INSERT_EVENT, UPDATE_MESSAGE_STATUS, event_row
 
 d = deliveries
 
@@ -32,8 +33,6 @@ class Requeued(NamedTuple):
 def requeue(conn: Connection, targets: Sequence[tuple[str, int]], now: float) -> Requeued:
     """Failed or bounced deliveries among ``targets`` (not suppressed) due now, lane 1,
     attempts kept, each with a 'retry' event; their messages' status follows."""
-    from mailgate.store.statements import INSERT_EVENT, UPDATE_MESSAGE_STATUS, event_row
-
     keys = sorted({(str(m), int(i)) for m, i in targets})
     if not keys:
         return Requeued([], [])
