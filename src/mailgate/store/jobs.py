@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from mailgate.store.rows import event_row
 from mailgate.store.schema import deliveries, events, job_events, jobs
 
 if TYPE_CHECKING:
@@ -315,20 +316,7 @@ def _delivery_events(
     """One event per delivery a job action changed: (message_id, rcpt_idx, recipient)."""
     if rows:
         conn.execute(
-            insert(events),
-            [
-                {
-                    "message_id": m,
-                    "rcpt_idx": i,
-                    "recipient": r,
-                    "type": type_,
-                    "at": now,
-                    "provider": "",
-                    "response": "",
-                    "detail": detail,
-                }
-                for m, i, r in rows
-            ],
+            insert(events), [event_row(m, i, r, type_, now, detail=detail) for m, i, r in rows]
         )
 
 

@@ -127,7 +127,7 @@ class QueueReads:
             .offset(offset)
         )
         result = [self._summary(r) for r in await self._read(q)]
-        by_id = await self._deliveries_of([r["id"] for r in result])
+        by_id = await self.deliveries_of([r["id"] for r in result])
         for r in result:
             r["deliveries"] = by_id.get(r["id"], [])
         if not with_total:
@@ -141,7 +141,7 @@ class QueueReads:
         if not rows:
             return None
         result = self._summary(rows[0])
-        result["deliveries"] = (await self._deliveries_of([message_id])).get(message_id, [])
+        result["deliveries"] = (await self.deliveries_of([message_id])).get(message_id, [])
         firsts = await self._read(
             select(events.c.type, func.min(events.c.at))
             .where(events.c.message_id == message_id, events.c.type.in_(("sent", "delivered")))
@@ -188,10 +188,6 @@ class QueueReads:
         )
         return [dict(r._mapping) for r in rows]
 
-    async def deliveries_of(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """The deliveries of these messages, by message id (rcpt_idx order)."""
-        return await self._deliveries_of(list(ids))
-
     async def queue_counts(self, key_id: str | None) -> dict[str, int]:
         """Deliveries of one key's messages (all with None) by status, the leased ones
         (being attempted right now) apart as "leased"."""
@@ -207,7 +203,8 @@ class QueueReads:
             out[name] = out.get(name, 0) + int(count)
         return out
 
-    async def _deliveries_of(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    async def deliveries_of(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The deliveries of these messages, by message id (rcpt_idx order)."""
         if not ids:
             return {}
         rows = await self._read(

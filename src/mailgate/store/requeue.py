@@ -12,8 +12,9 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, select, tuple_, update
 
+from mailgate.store.rows import event_row
 from mailgate.store.schema import deliveries, suppressions
-from mailgate.store.statements import INSERT_EVENT, UPDATE_MESSAGE_STATUS, event_row
+from mailgate.store.statements import INSERT_EVENT, UPDATE_MESSAGE_STATUS
 
 d = deliveries
 

@@ -232,25 +232,3 @@ class IdempotentAnswer:
     request_hash: str
     status_code: int
     body: str
-
-
-def event_row(
-    message_id: str,
-    rcpt_idx: int | None,
-    recipient: str,
-    type_: str,
-    at: float,
-    provider: str = "",
-    response: str = "",
-    detail: str = "",
-) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "rcpt_idx": rcpt_idx,
-        "recipient": recipient,
-        "type": type_,
-        "at": at,
-        "provider": provider,
-        "response": response,
-        "detail": detail,
-    }

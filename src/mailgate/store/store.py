@@ -44,11 +44,11 @@ if TYPE_CHECKING:
 
 from mailgate.store import transactions as txn
 from mailgate.store.reads import QueueReads
+from mailgate.store.rows import event_row
 from mailgate.store.statements import (
     SQLITE_BULK,
     IdempotentAnswer,
     QueueFilter,
-    event_row,
     write_statements,
 )
 

@@ -33,6 +33,7 @@ from mailgate.store.suppressions import row as suppression_row
 if TYPE_CHECKING:
     pass
 
+from mailgate.store.rows import event_row
 from mailgate.store.statements import (
     CLAIM_DUE_JSON,
     CLAIM_SKIP_LOCKED,
@@ -43,7 +44,6 @@ from mailgate.store.statements import (
     UPDATE_MESSAGE_STATUS,
     QueueFilter,
     d,
-    event_row,
     write_statements,
 )
 
