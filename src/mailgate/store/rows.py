@@ -14,6 +14,8 @@ def event_row(
     provider: str = "",
     response: str = "",
     detail: str = "",
+    category: str = "",
+    data: str = "",
 ) -> dict[str, Any]:
     return {
         "message_id": message_id,
@@ -24,4 +26,6 @@ def event_row(
         "provider": provider,
         "response": response,
         "detail": detail,
+        "category": category,
+        "data": data,
     }

@@ -108,6 +108,10 @@ events = Table(
     Column("provider", Text, nullable=False, default=""),
     Column("response", Text, nullable=False, default=""),
     Column("detail", Text, nullable=False, default=""),
+    # A bounce's or deferral's category (delivery/categories.py), "" for other events.
+    Column("category", String(32), nullable=False, default="", server_default=""),
+    # JSON object for engagement events (user_agent, ip, url); "" for the others.
+    Column("data", Text, nullable=False, default="", server_default=""),
     ForeignKeyConstraint(["message_id"], ["messages.id"], ondelete="CASCADE"),
 )
 Index("ix_events_message", events.c.message_id, events.c.id)
@@ -205,3 +209,74 @@ suppressions = Table(
     Column("created_at", Double, nullable=False),
 )
 Index("ix_suppressions_created", suppressions.c.created_at)
+
+# Relay-wide values every node shares, made once (e.g. the tracking links' HMAC key).
+settings = Table(
+    "settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Where events go out. Endpoints from relay.toml are kept here too (source "config"), so
+# that their deliveries have a row to point at; /v1/webhooks makes those of source "api".
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),  # JSON list of event types
+    Column("secret", Text, nullable=False),  # whsec_...
+    # During a rotation the old secret signs too, until previous_until.
+    Column("previous_secret", Text, nullable=False, default="", server_default=""),
+    Column("previous_until", Double, nullable=True),
+    Column("description", Text, nullable=False, default="", server_default=""),
+    Column("source", String(16), nullable=False),
+    Column("disabled_at", Double, nullable=True),  # a 410, or an operator
+    Column("disabled_reason", Text, nullable=False, default="", server_default=""),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# (webhook type, endpoint): what the outbox triggers of revision 0003 join events against.
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("type", String(32), primary_key=True),
+    Column("endpoint_id", String(36), primary_key=True),
+    ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoints.id"], ondelete="CASCADE"),
+)
+
+# The outbox: one row per (endpoint, event), inserted by the triggers in the transaction
+# that inserts the event. Its id is the stable webhook-id. next_attempt_at is NULL once
+# final; a claim moves it to the lease expiry, as for mail deliveries.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("endpoint_id", String(36), nullable=False),
+    Column("event_id", BigInteger, nullable=True),
+    Column("job_event_id", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False),  # pending, succeeded, failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Double, nullable=True),
+    Column("lease_owner", Text, nullable=True),
+    Column("last_status", Integer, nullable=True),  # the HTTP status of the last attempt
+    Column("last_error", Text, nullable=False, default="", server_default=""),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=True),
+    ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoints.id"], ondelete="CASCADE"),
+)
+Index(
+    "ix_webhook_deliveries_due",
+    webhook_deliveries.c.next_attempt_at,
+    sqlite_where=webhook_deliveries.c.next_attempt_at.is_not(None),
+    postgresql_where=webhook_deliveries.c.next_attempt_at.is_not(None),
+)
+Index(
+    "ix_webhook_deliveries_endpoint",
+    webhook_deliveries.c.endpoint_id,
+    webhook_deliveries.c.status,
+    webhook_deliveries.c.id,
+)
+Index("ix_webhook_deliveries_created", webhook_deliveries.c.created_at)
