@@ -23,6 +23,7 @@ from mailgate.delivery.process import DeliveryProcess
 from mailgate.delivery.scheduler import Scheduler
 from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
+from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import MailgateError
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
 from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
@@ -73,6 +74,7 @@ class App:
         self._lag_watch: asyncio.Task[None] | None = None
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
+        self.webhooks: WebhookDispatcher | None = None
         self._lock_file: IO[str] | None = None
         self._stop = asyncio.Event()
         node = settings.server.node_id
@@ -125,10 +127,12 @@ class App:
         self.scheduler = Scheduler(
             s, self.store, self.delivery, self.owner, on_recorded=self._recorded
         )
+        self.webhooks = WebhookDispatcher(s, self.store, self.owner, on_outcome=self._webhooked)
+        await self.webhooks.start()
         self.acceptor = Acceptor(
             s,
             self.store,
-            on_commit=self.scheduler.wake,
+            on_commit=self._committed,
             suppressed=self.suppressions,
             metrics=self.metrics,
         )
@@ -145,6 +149,7 @@ class App:
             metrics=self.metrics,
             attempts=self.first_attempts,
             wake=self.scheduler.wake,
+            webhooks=self.webhooks,
         )
         self.http = HttpServer(s, create_app(api))
         await self.http.start()
@@ -159,8 +164,19 @@ class App:
             log.warning("delivery is disabled ([delivery] enabled = false): mail is only queued")
         sd_notify("READY=1")
 
+    def _committed(self, due: float | None) -> None:
+        """Mail was accepted: the delivery loop has work, the outbox may have events."""
+        assert self.scheduler is not None and self.webhooks is not None
+        self.scheduler.wake(due)
+        self.webhooks.wake()
+
+    def _webhooked(self, status: str, ok: bool) -> None:
+        self.metrics.webhooks.labels("succeeded" if ok else status).inc()
+
     def _recorded(self, record: AttemptRecord) -> None:
         """An attempt's outcome is committed: count it, and refuse hard-bounced addresses."""
+        if self.webhooks is not None:
+            self.webhooks.wake()
         for u in record.updates:
             self.metrics.results.labels(u.status.value, u.provider).inc()
         self.first_attempts.recorded(record.updates)
@@ -204,6 +220,8 @@ class App:
                 await self._starting
         if self.delivery is not None:
             await self.delivery.close()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         if self.suppressions is not None:
             await self.suppressions.stop()
         if self.store is not None:

@@ -20,6 +20,7 @@ from mailgate.commands.common import (
 from mailgate.commands.db import db
 from mailgate.commands.jobs import jobs
 from mailgate.commands.keys import keys
+from mailgate.commands.webhooks import webhooks
 from mailgate.exceptions import ConfigError
 from mailgate.logs import setup_logging
 from mailgate.store import QueueFilter, Store
@@ -465,6 +466,7 @@ def dkim_keygen(domain: str, selector: str, kind: str, bits: int, out: str | Non
 main.add_command(db)
 main.add_command(jobs)
 main.add_command(keys)
+main.add_command(webhooks)
 
 if __name__ == "__main__":
     main()

@@ -14,37 +14,20 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from mailgate.config_types import Duration, Size, StrList
+from mailgate.config_types import Section as _Section
+from mailgate.events.webhook_settings import WebhookSettings
 from mailgate.exceptions import ConfigError
-from mailgate.units import parse_duration, parse_hostport, parse_rate, parse_size
-
-Size = Annotated[int, BeforeValidator(parse_size)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def _split_list(value: Any) -> Any:
-    """Let an environment override give a list as 'a,b,c'."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-StrList = Annotated[list[str], BeforeValidator(_split_list)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from mailgate.units import parse_hostport, parse_rate, parse_size
 
 
 def _check_rate(value: str) -> str:
@@ -414,6 +397,7 @@ class Settings(_Section):
     retry: RetrySettings = RetrySettings()
     delivery: DeliverySettings = DeliverySettings()
     compat: CompatSettings = CompatSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     source: str = "relay.toml"
 
@@ -458,6 +442,7 @@ _TABLE_SECTIONS = (
     "retry",
     "delivery",
     "compat",
+    "webhooks",
 )
 
 
@@ -482,6 +467,9 @@ def _describe(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     if not parts:
         return "(top level)"
     head, *rest = parts
+    if head == "webhooks" and len(rest) > 1 and rest[0] == "endpoints" and isinstance(rest[1], int):
+        keys = ".".join(str(p) for p in rest[2:])
+        return f"[[webhooks.endpoints]] #{rest[1] + 1}" + (f" {keys}" if keys else "")
     if head in ("providers", "domains", "routes") and rest and isinstance(rest[0], int):
         idx = rest[0]
         try:

@@ -49,6 +49,17 @@ class Metrics:
             "Age of the oldest message with a delivery still pending (0 if none)",
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "mailgate_webhook_attempts",
+            "Webhook attempts made by this process, by outcome (pending: to be retried)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_backlog = Gauge(
+            "mailgate_webhook_backlog",
+            "Webhook deliveries not yet sent or given up, all endpoints",
+            registry=self.registry,
+        )
         self.loop_lag = Histogram(
             "mailgate_event_loop_lag_seconds",
             f"How late the event loop ran a timer (sampled every {LAG_INTERVAL * 1000:g} ms)",
@@ -70,4 +81,5 @@ class Metrics:
             self.deliveries.labels(status.value).set(counts.get(status.value, 0))
         oldest = await store.oldest_pending_created_at()
         self.oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
+        self.webhook_backlog.set(await store.webhooks.backlog())
         return generate_latest(self.registry)

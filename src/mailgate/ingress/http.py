@@ -32,6 +32,7 @@ from mailgate.config import Settings
 from mailgate.credentials import authenticate
 from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
+from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import ListenError, StoreUnavailable
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
@@ -60,6 +61,7 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     # Wakes the delivery loop when held work becomes due (a job resumed).
     wake: Callable[[], None] = lambda: None
+    webhooks: WebhookDispatcher | None = None  # told when /v1/webhooks changes endpoints
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
@@ -261,7 +263,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(ctx: ApiContext) -> Starlette:
-    from mailgate.ingress import compat, http_jobs, http_messages, http_templates
+    from mailgate.ingress import compat, http_jobs, http_messages, http_templates, http_webhooks
     from mailgate.ingress.openapi import openapi_document
 
     async def healthz(request: Request) -> Response:
@@ -300,6 +302,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         *http_messages.routes(ctx),
         *http_templates.routes(ctx),
         *http_jobs.routes(ctx),
+        *http_webhooks.routes(ctx),
     ):
         routes.append(Route(path, _errors(handler), methods=methods))
     # The dialects answer every error in their own shape (compat.common.guarded).

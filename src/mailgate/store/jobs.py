@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
+    Double,
     String,
     bindparam,
     case,
     column,
+    exists,
     func,
     insert,
     literal,
@@ -146,6 +148,23 @@ JOB_STATEMENTS = {
         next_attempt_at=None,
         updated_at=bindparam("j_now"),
     ),
+    # Once nothing of the job is left to go out: its "completed" event, once (webhooks);
+    # not for a stopped job (the client that stopped it knows).
+    "job_completed": insert(job_events).from_select(
+        ["job_id", "type", "at", "detail"],
+        select(
+            bindparam("j_id", type_=String),
+            literal("completed"),
+            bindparam("j_now", type_=Double),
+            literal(""),
+        ).where(
+            exists().where(jobs.c.id == bindparam("j_id"), jobs.c.state != "stopped"),
+            ~exists().where(d.c.job_id == bindparam("j_id"), d.c.status.in_(_PENDING)),
+            ~exists().where(
+                job_events.c.job_id == bindparam("j_id"), job_events.c.type == "completed"
+            ),
+        ),
+    ),
 }
 
 
@@ -160,7 +179,7 @@ def _count(statuses: tuple[str, ...]) -> Any:
     )
 
 
-_COLUMNS = (
+PROGRESS_COLUMNS = (
     jobs.c.id,
     jobs.c.key_id,
     jobs.c.source,
@@ -175,7 +194,7 @@ _COLUMNS = (
 )
 
 
-def _progress(row: Any) -> JobProgress:
+def progress_of(row: Any) -> JobProgress:
     job_id, key_id, source, campaign, state, total, created, updated, started, sent, failed = row
     sent, failed, total = int(sent), int(failed), int(total)
     pending = max(0, total - sent - failed)
@@ -381,15 +400,19 @@ class JobStore:
 
     async def progress(self, job_id: str) -> JobProgress | None:
         """The job's status and per-recipient counts (None: no such job)."""
-        rows = await self._store._read(select(*_COLUMNS).where(jobs.c.id == job_id))
-        return _progress(rows[0]) if rows else None
+        rows = await self._store._read(select(*PROGRESS_COLUMNS).where(jobs.c.id == job_id))
+        return progress_of(rows[0]) if rows else None
 
     async def list(self, key_id: str | None = None, limit: int = 50) -> list[JobProgress]:
         """Newest first; ``key_id``: only that key's jobs."""
-        q = select(*_COLUMNS).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        q = (
+            select(*PROGRESS_COLUMNS)
+            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+            .limit(limit)
+        )
         if key_id is not None:
             q = q.where(jobs.c.key_id == key_id)
-        return [_progress(r) for r in await self._store._read(q)]
+        return [progress_of(r) for r in await self._store._read(q)]
 
     async def control(
         self,

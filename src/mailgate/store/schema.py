@@ -269,6 +269,7 @@ webhook_deliveries = Table(
 )
 Index(
     "ix_webhook_deliveries_due",
+    webhook_deliveries.c.endpoint_id,
     webhook_deliveries.c.next_attempt_at,
     sqlite_where=webhook_deliveries.c.next_attempt_at.is_not(None),
     postgresql_where=webhook_deliveries.c.next_attempt_at.is_not(None),

@@ -1,0 +1,276 @@
+"""Webhooks out: the dispatcher that sends the outbox (store/webhooks.py) to endpoints.
+
+One lane per enabled endpoint: it claims that endpoint's due deliveries (at most twice
+``[webhooks] max_in_flight`` held at a time, so a backlog of any size stays in the
+database, not in memory), posts them through the webhook process with at most
+``max_in_flight`` requests in flight, and hands the outcomes to one recorder that writes
+them in batches. A slow or dead endpoint fills only its own lane; mail never waits for it.
+
+Only a 2xx is a success. A failure is retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+14 h, 20 h and 24 h (each jittered by up to 20 %, and never before a Retry-After), then
+the delivery is "failed" (``mailgate webhooks replay`` sends it again). A 410 Gone
+disables the endpoint. Delivery is at least once, with the outbox row's id as webhook-id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mailgate.config import Settings
+from mailgate.events.webhook_models import WebhookAnswer, WebhookHello, WebhookRequest
+from mailgate.events.webhook_process import WebhookProcess
+from mailgate.events.webhook_signing import secret_key
+from mailgate.events.webhook_types import subscription
+from mailgate.exceptions import MailgateError
+from mailgate.store import Store
+from mailgate.store.webhooks import Endpoint, Result
+from mailgate.workers import WorkerUnavailable
+
+log = logging.getLogger(__name__)
+
+SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
+JITTER = 0.2
+POLL = 1.0  # s between claims of an idle lane when nothing wakes it
+REFRESH = 5.0  # s between reads of the endpoints (another node may have changed them)
+FLUSH = 0.05  # s outcomes wait to be recorded together
+
+
+def msg_id(row_id: int) -> str:
+    return f"msg_{row_id}"
+
+
+def next_attempt(
+    attempts: int, answer: WebhookAnswer, now: float, rand: Callable[[], float] = random.random
+) -> float | None:
+    """When to try again after the ``attempts``-th failed attempt (None: give up)."""
+    if attempts > len(SCHEDULE):
+        return None
+    delay = SCHEDULE[attempts - 1] * (1 + JITTER * (2 * rand() - 1))
+    if answer.retry_after is not None:
+        delay = max(delay, min(answer.retry_after, SCHEDULE[-1]))
+    return now + delay
+
+
+def config_rows(settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": e.id,
+            "url": e.url,
+            "events": subscription(e.events),
+            "secret": e.resolved_secret(),
+            "description": e.description,
+        }
+        for e in settings.webhooks.endpoints
+    ]
+
+
+class _Lane:
+    """One endpoint's deliveries: claimed in windows, posted with bounded concurrency."""
+
+    def __init__(self, dispatcher: WebhookDispatcher, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._d = dispatcher
+        self._limit = dispatcher.settings.webhooks.max_in_flight
+        self._slots = asyncio.Semaphore(self._limit)
+        self._held = 0  # claimed and not yet answered
+        self._wake = asyncio.Event()
+        self._sends: set[asyncio.Task[None]] = set()
+        self.task = asyncio.create_task(self._run(), name=f"mailgate-webhooks-{endpoint.id}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        d = self._d
+        while True:
+            free = 2 * self._limit - self._held
+            got = 0
+            if free > 0:
+                now = d.clock()
+                try:
+                    rows = await d.store.webhooks.claim(
+                        self.endpoint.id, d.owner, now, free, now + d.lease
+                    )
+                except MailgateError as exc:
+                    log.warning("webhooks: claim for %s failed: %s", self.endpoint.id, exc)
+                    rows = []
+                got = len(rows)
+                for row in rows:
+                    self._held += 1
+                    task = asyncio.create_task(self._send(row))
+                    self._sends.add(task)
+                    task.add_done_callback(self._sends.discard)
+            if got < free or free <= 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL):
+                        await self._wake.wait()
+
+    async def _send(self, row: dict[str, Any]) -> None:
+        d = self._d
+        endpoint = self.endpoint
+        try:
+            async with self._slots:
+                keys = tuple(secret_key(s) for s in endpoint.secrets(d.clock()))
+                request = WebhookRequest(msg_id(row["id"]), endpoint.url, keys, row)
+                try:
+                    answer = await d.process.post(request)
+                except (WorkerUnavailable, RuntimeError) as exc:
+                    answer = WebhookAnswer(None, f"webhook process: {exc}", None)
+            d.outcome(endpoint, row, answer)
+        finally:
+            self._held -= 1
+            self._wake.set()
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        for task in list(self._sends):
+            task.cancel()
+        await asyncio.gather(self.task, *self._sends, return_exceptions=True)
+
+
+class WebhookDispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        owner: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_outcome: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.owner = owner
+        self.clock = clock
+        # A claimed delivery waits for at most two rounds of the lane's requests.
+        self.lease = 4 * settings.webhooks.timeout + 60.0
+        self.process = WebhookProcess(
+            WebhookHello(
+                allow_private=settings.webhooks.allow_private,
+                timeout=settings.webhooks.timeout,
+                log_level=settings.server.log_level,
+            )
+        )
+        self._on_outcome = on_outcome
+        self._lanes: dict[str, _Lane] = {}
+        self._results: list[Result] = []
+        self._disable: list[tuple[str, str]] = []
+        self._flushed = asyncio.Event()
+        self._refresh = asyncio.Event()
+        self._started = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Make the configured endpoints current, take back this node's earlier leases,
+        and start the lanes."""
+        await self.store.webhooks.sync_config(config_rows(self.settings), self.clock())
+        node = self.owner.split(":", 1)[0] + ":"
+        released = await self.store.webhooks.release(node, self.clock())
+        if released:
+            log.info("webhooks: %d deliveries leased by an earlier run are due again", released)
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="mailgate-webhooks"),
+            asyncio.create_task(self._record_loop(), name="mailgate-webhooks-record"),
+        ]
+
+    def wake(self) -> None:
+        """New events may be in the outbox."""
+        for lane in self._lanes.values():
+            lane.wake()
+
+    def endpoints_changed(self) -> None:
+        self._refresh.set()
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                endpoints = await self.store.webhooks.endpoints()
+            except MailgateError as exc:
+                log.warning("webhooks: cannot read the endpoints: %s", exc)
+                endpoints = None
+            if endpoints is not None:
+                await self._set_lanes({e.id: e for e in endpoints if e.disabled_at is None})
+            self._refresh.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFRESH):
+                    await self._refresh.wait()
+
+    async def _set_lanes(self, active: dict[str, Endpoint]) -> None:
+        for endpoint_id in list(self._lanes):
+            if endpoint_id not in active:
+                await self._lanes.pop(endpoint_id).stop()
+        if active and not self._started:
+            await self.process.start()
+            self._started = True
+        for endpoint_id, endpoint in active.items():
+            lane = self._lanes.get(endpoint_id)
+            if lane is None:
+                self._lanes[endpoint_id] = _Lane(self, endpoint)
+            else:
+                lane.endpoint = endpoint  # a new URL or secret applies to the next send
+
+    def outcome(self, endpoint: Endpoint, row: dict[str, Any], answer: WebhookAnswer) -> None:
+        """Queue one attempt's outcome for the recorder."""
+        now = self.clock()
+        attempts = int(row["attempts"]) + 1
+        ok = answer.status is not None and 200 <= answer.status < 300
+        error = answer.error
+        if ok:
+            result = Result(row["id"], "succeeded", None, answer.status, "")
+        elif answer.status == 410:
+            result = Result(row["id"], "failed", None, 410, error or "HTTP 410")
+            self._disable.append((endpoint.id, "the endpoint answered 410 Gone"))
+            log.warning("webhooks: %s answered 410 Gone: endpoint disabled", endpoint.url)
+        else:
+            when = next_attempt(attempts, answer, now)
+            result = Result(row["id"], "pending" if when else "failed", when, answer.status, error)
+            if when is None:
+                log.warning(
+                    "webhooks: %s to %s failed for good after %d attempts: %s",
+                    msg_id(row["id"]),
+                    endpoint.url,
+                    attempts,
+                    error,
+                )
+        if self._on_outcome is not None:
+            self._on_outcome(result.status, ok)
+        self._results.append(result)
+
+    async def _record_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH)
+            await self._record()
+
+    async def _record(self) -> None:
+        if not self._results and not self._disable:
+            return
+        results, self._results = self._results, []
+        disable, self._disable = self._disable, []
+        try:
+            await self.store.webhooks.record(self.owner, results, disable, self.clock())
+        except MailgateError as exc:
+            log.warning("webhooks: recording %d outcomes failed: %s", len(results), exc)
+            self._results[:0] = results  # the leases still hold them; try again
+            self._disable[:0] = disable
+            return
+        if disable:
+            self._refresh.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for lane in list(self._lanes.values()):
+            await lane.stop()
+        self._lanes.clear()
+        with contextlib.suppress(MailgateError):
+            await self._record()
+        if self._started:
+            await self.process.close()

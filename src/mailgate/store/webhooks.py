@@ -1,0 +1,430 @@
+"""Webhook endpoints and their deliveries (the outbox the triggers of revision 0003 fill).
+
+Writes are transaction functions the writer runs (module-level, plain arguments: on
+SQLite they may run in the writer's process); reads use the store's pooled connections.
+A delivery is claimed like a mail delivery: ``next_attempt_at`` moves to the lease's
+expiry, so what a dead node held is sent again after it, with the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+
+from mailgate.store.jobs import PROGRESS_COLUMNS, progress_of
+from mailgate.store.schema import (
+    events,
+    job_events,
+    jobs,
+    messages,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_subscriptions,
+)
+
+if TYPE_CHECKING:
+    from mailgate.store.store import Store
+
+wd = webhook_deliveries
+we = webhook_endpoints
+ws = webhook_subscriptions
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    url: str
+    events: list[str]
+    secret: str
+    previous_secret: str
+    previous_until: float | None
+    description: str
+    source: str  # "config" or "api"
+    disabled_at: float | None
+    disabled_reason: str
+    created_at: float
+    updated_at: float
+
+    def secrets(self, now: float) -> list[str]:
+        """The secrets that sign now: during a rotation, the new one and the previous."""
+        if self.previous_secret and self.previous_until and self.previous_until > now:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    id: int
+    endpoint_id: str
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: float | None
+    last_status: int | None
+    last_error: str
+    created_at: float
+    updated_at: float | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """One attempt's outcome, as the dispatcher records it."""
+
+    id: int
+    status: str  # pending (to retry at next_attempt_at), succeeded, failed
+    next_attempt_at: float | None
+    http_status: int | None
+    error: str
+
+
+def _endpoint(row: Any) -> Endpoint:
+    return Endpoint(
+        id=row.id,
+        url=row.url,
+        events=json.loads(row.events),
+        secret=row.secret,
+        previous_secret=row.previous_secret,
+        previous_until=row.previous_until,
+        description=row.description,
+        source=row.source,
+        disabled_at=row.disabled_at,
+        disabled_reason=row.disabled_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+# ---- transactions (the writer runs them)
+
+
+def _subscribe(conn: Connection, endpoint_id: str, types: Sequence[str] | None) -> None:
+    """What the triggers fan events out to: nothing while disabled (``types`` None)."""
+    conn.execute(delete(ws).where(ws.c.endpoint_id == endpoint_id))
+    if types:
+        conn.execute(insert(ws), [{"type": t, "endpoint_id": endpoint_id} for t in types])
+
+
+def sync_config(conn: Connection, rows: list[dict[str, Any]], now: float) -> None:
+    """Make the endpoints of source "config" those of relay.toml (keeping a 410's disable)."""
+    keep = [r["id"] for r in rows]
+    conn.execute(delete(we).where(we.c.source == "config", we.c.id.not_in(keep)))
+    for r in rows:
+        found = conn.execute(select(we.c.disabled_at).where(we.c.id == r["id"])).first()
+        values = {
+            "url": r["url"],
+            "events": json.dumps(r["events"]),
+            "secret": r["secret"],
+            "description": r["description"],
+            "updated_at": now,
+        }
+        if found is None:
+            conn.execute(insert(we).values(id=r["id"], source="config", created_at=now, **values))
+        else:
+            conn.execute(update(we).where(we.c.id == r["id"]).values(**values))
+        _subscribe(conn, r["id"], None if found and found[0] is not None else r["events"])
+
+
+def create(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(insert(we).values(**{**row, "events": json.dumps(row["events"])}))
+    _subscribe(conn, row["id"], row["events"])
+
+
+def change(conn: Connection, endpoint_id: str, values: dict[str, Any], now: float) -> bool:
+    """Update an endpoint (``enabled`` True/False among the values re-enables or disables
+    it); False if there is no such endpoint."""
+    row = conn.execute(select(we).where(we.c.id == endpoint_id)).first()
+    if row is None:
+        return False
+    values = dict(values)
+    enabled = values.pop("enabled", None)
+    if enabled is True:
+        values.update(disabled_at=None, disabled_reason="")
+    elif enabled is False and row.disabled_at is None:
+        values.update(disabled_at=now, disabled_reason="disabled by an operator")
+    if "events" in values:
+        values["events"] = json.dumps(values["events"])
+    conn.execute(update(we).where(we.c.id == endpoint_id).values(updated_at=now, **values))
+    after = conn.execute(select(we).where(we.c.id == endpoint_id)).one()
+    _subscribe(conn, endpoint_id, None if after.disabled_at else json.loads(after.events))
+    return True
+
+
+def remove(conn: Connection, endpoint_id: str) -> bool:
+    conn.execute(delete(wd).where(wd.c.endpoint_id == endpoint_id))
+    conn.execute(delete(ws).where(ws.c.endpoint_id == endpoint_id))
+    return bool(conn.execute(delete(we).where(we.c.id == endpoint_id)).rowcount)
+
+
+def claim(
+    conn: Connection, endpoint_id: str, owner: str, now: float, limit: int, until: float
+) -> list[dict[str, Any]]:
+    """Lease up to ``limit`` due deliveries of one endpoint, oldest due first, each with
+    what its payload is made of (the event, its message's tags and metadata, or the job)."""
+    due = (
+        select(wd.c.id)
+        .where(wd.c.endpoint_id == endpoint_id, wd.c.next_attempt_at <= now)
+        .order_by(wd.c.next_attempt_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    ids = [
+        r[0]
+        for r in conn.execute(
+            update(wd)
+            .where(wd.c.id.in_(due.scalar_subquery()))
+            .values(lease_owner=owner, next_attempt_at=until)
+            .returning(wd.c.id)
+        ).all()
+    ]
+    if not ids:
+        return []
+    rows = conn.execute(
+        select(
+            wd.c.id,
+            wd.c.attempts,
+            wd.c.created_at,
+            events.c.id.label("id_event"),
+            events.c.message_id,
+            events.c.recipient,
+            events.c.type,
+            events.c.at,
+            events.c.provider,
+            events.c.response,
+            events.c.detail,
+            events.c.category,
+            events.c.data,
+            messages.c.tags,
+            messages.c.metadata,
+            messages.c.subject,
+            messages.c.job_id,
+            job_events.c.job_id.label("event_job_id"),
+            job_events.c.type.label("job_event_type"),
+            job_events.c.at.label("job_event_at"),
+        )
+        .select_from(
+            wd.outerjoin(events, events.c.id == wd.c.event_id)
+            .outerjoin(messages, messages.c.id == events.c.message_id)
+            .outerjoin(job_events, job_events.c.id == wd.c.job_event_id)
+        )
+        .where(wd.c.id.in_(ids))
+        .order_by(wd.c.id)
+    ).all()
+    found = []
+    for r in rows:
+        item = dict(r._mapping)
+        if item["event_job_id"] is not None:
+            item["job"] = _job_counts(conn, item["event_job_id"])
+        found.append(item)
+    return found
+
+
+def _job_counts(conn: Connection, job_id: str) -> dict[str, Any]:
+    row = conn.execute(select(*PROGRESS_COLUMNS).where(jobs.c.id == job_id)).first()
+    if row is None:
+        return {"job_id": job_id}
+    p = progress_of(row)
+    return {
+        "job_id": p.id,
+        "status": p.status,
+        "campaign_id": p.campaign_id,
+        "total": p.total,
+        "sent": p.sent,
+        "failed": p.failed,
+    }
+
+
+RECORD = (
+    update(wd)
+    .where(wd.c.id == bindparam("r_id"), wd.c.lease_owner == bindparam("r_owner"))
+    .values(
+        status=bindparam("r_status"),
+        attempts=wd.c.attempts + 1,
+        next_attempt_at=bindparam("r_next"),
+        lease_owner=None,
+        last_status=bindparam("r_http"),
+        last_error=bindparam("r_error"),
+        updated_at=bindparam("r_now"),
+    )
+)
+
+
+def record(
+    conn: Connection,
+    owner: str,
+    results: Sequence[Result],
+    disable: Sequence[tuple[str, str]],
+    now: float,
+) -> None:
+    """Attempts' outcomes (those still leased to ``owner``), and endpoints to disable
+    (id, reason: a 410 Gone)."""
+    if results:
+        conn.execute(
+            RECORD,
+            [
+                {
+                    "r_id": r.id,
+                    "r_owner": owner,
+                    "r_status": r.status,
+                    "r_next": r.next_attempt_at,
+                    "r_http": r.http_status,
+                    "r_error": r.error[:500],
+                    "r_now": now,
+                }
+                for r in results
+            ],
+        )
+    for endpoint_id, reason in disable:
+        conn.execute(
+            update(we)
+            .where(we.c.id == endpoint_id, we.c.disabled_at.is_(None))
+            .values(disabled_at=now, disabled_reason=reason, updated_at=now)
+        )
+        _subscribe(conn, endpoint_id, None)
+
+
+def release(conn: Connection, owner_prefix: str, now: float) -> int:
+    """Make what an earlier run of this node leased due now."""
+    return int(
+        conn.execute(
+            update(wd)
+            .where(wd.c.lease_owner.startswith(owner_prefix, autoescape=True))
+            .values(lease_owner=None, next_attempt_at=now)
+        ).rowcount
+    )
+
+
+def replay(
+    conn: Connection, since: float, endpoint_id: str | None, statuses: Sequence[str], now: float
+) -> int:
+    """Send again the deliveries made since ``since`` in ``statuses``, with a fresh
+    schedule; their ids (webhook-id) stay, so receivers can tell a replay."""
+    cond = [wd.c.created_at >= since, wd.c.status.in_(list(statuses))]
+    if endpoint_id is not None:
+        cond.append(wd.c.endpoint_id == endpoint_id)
+    return int(
+        conn.execute(
+            update(wd)
+            .where(and_(*cond))
+            .values(status="pending", attempts=0, next_attempt_at=now, lease_owner=None)
+        ).rowcount
+    )
+
+
+# ---- the store's face
+
+
+class WebhookStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def sync_config(self, rows: list[dict[str, Any]], now: float) -> None:
+        await self._store.writer.run(sync_config, rows, now)
+
+    async def create(self, row: dict[str, Any]) -> None:
+        await self._store.writer.run(create, row)
+
+    async def change(self, endpoint_id: str, values: dict[str, Any], now: float) -> bool:
+        changed: bool = await self._store.writer.run(change, endpoint_id, values, now)
+        return changed
+
+    async def remove(self, endpoint_id: str) -> bool:
+        removed: bool = await self._store.writer.run(remove, endpoint_id)
+        return removed
+
+    async def claim(
+        self, endpoint_id: str, owner: str, now: float, limit: int, until: float
+    ) -> list[dict[str, Any]]:
+        # A claim lost to a power cut only makes the deliveries due again.
+        rows: list[dict[str, Any]] = await self._store.writer.run(
+            claim, endpoint_id, owner, now, limit, until, durable=False
+        )
+        return rows
+
+    async def record(
+        self,
+        owner: str,
+        results: Sequence[Result],
+        disable: Sequence[tuple[str, str]],
+        now: float,
+    ) -> None:
+        await self._store.writer.run(record, owner, list(results), list(disable), now)
+
+    async def release(self, owner_prefix: str, now: float) -> int:
+        released: int = await self._store.writer.run(release, owner_prefix, now)
+        return released
+
+    async def replay(
+        self,
+        since: float,
+        now: float,
+        *,
+        endpoint_id: str | None = None,
+        statuses: Sequence[str] = ("failed",),
+    ) -> int:
+        count: int = await self._store.writer.run(replay, since, endpoint_id, list(statuses), now)
+        return count
+
+    async def endpoints(self) -> list[Endpoint]:
+        rows = await self._store._read(select(we).order_by(we.c.created_at, we.c.id))
+        return [_endpoint(r) for r in rows]
+
+    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
+        rows = await self._store._read(select(we).where(we.c.id == endpoint_id))
+        return _endpoint(rows[0]) if rows else None
+
+    async def deliveries(
+        self,
+        endpoint_id: str,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[WebhookDelivery]:
+        """Newest first, by keyset (``before``: the last id of the previous page)."""
+        q = (
+            select(
+                wd,
+                func.coalesce("message." + events.c.type, "job." + job_events.c.type).label(
+                    "event_type"
+                ),
+            )
+            .select_from(
+                wd.outerjoin(events, events.c.id == wd.c.event_id).outerjoin(
+                    job_events, job_events.c.id == wd.c.job_event_id
+                )
+            )
+            .where(wd.c.endpoint_id == endpoint_id)
+            .order_by(wd.c.id.desc())
+            .limit(limit)
+        )
+        if status is not None:
+            q = q.where(wd.c.status == status)
+        if before is not None:
+            q = q.where(wd.c.id < before)
+        return [
+            WebhookDelivery(
+                id=r.id,
+                endpoint_id=r.endpoint_id,
+                event_type=r.event_type or "",
+                status=r.status,
+                attempts=r.attempts,
+                next_attempt_at=r.next_attempt_at,
+                last_status=r.last_status,
+                last_error=r.last_error,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+            )
+            for r in await self._store._read(q)
+        ]
+
+    async def backlog(self) -> int:
+        """Deliveries still to be sent, all endpoints."""
+        rows = await self._store._read(
+            select(func.count()).select_from(wd).where(wd.c.next_attempt_at.is_not(None))
+        )
+        return int(rows[0][0])
