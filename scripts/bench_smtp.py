@@ -28,6 +28,8 @@ Scenarios (``--only`` picks some):
   events in the queue shows how many deliveries still tried the dead one.
 * ``failover-blackhole``: the dead provider accepts TCP connections and never answers
   (2 s timeouts): once its breaker is open, delivery must not wait for those timeouts.
+* ``paced-webhooks`` and ``paced-webhooks-dead``: ``paced-e2e`` with a webhook endpoint
+  for every event (two per message), live or never answering; see bench_webhooks.py.
 * ``fill``: push ``--queue-fill`` messages into a held mailgate and read its RSS, to show
   the queue lives on disk and not in memory.
 
@@ -75,13 +77,20 @@ from typing import Any, Protocol, cast
 
 import psutil
 import uvloop
+from bench_webhooks import (
+    WebhookSink,
+    print_webhook_details,
+    print_webhook_targets,
+    webhook_stats,
+    webhook_toml,
+)
 
 HOST = "127.0.0.1"
 SENDER = "bench@example.com"
 RECIPIENT = "rcpt@example.net"
 SCENARIOS = (
     *("ceiling", "held", "e2e", "e2e-dkim", "paced-held", "paced-e2e", "paced-dkim"),
-    *("failover", "failover-blackhole", "fill"),
+    *("failover", "failover-blackhole", "paced-webhooks", "paced-webhooks-dead", "fill"),
 )
 TITLES = {
     "ceiling": "ceiling (bare aiosmtpd)",
@@ -93,6 +102,8 @@ TITLES = {
     "paced-dkim": "paced e2e, DKIM (accept)",
     "failover": "failover, dead port (accept)",
     "failover-blackhole": "failover, blackhole (accept)",
+    "paced-webhooks": "paced e2e, webhooks (accept)",
+    "paced-webhooks-dead": "paced e2e, dead webhook (accept)",
     "fill": "mailgate, queue fill (held)",
 }
 # The second table row of a delivering scenario: its delivered rate and 250->delivered.
@@ -103,6 +114,8 @@ DELIVERED_TITLES = {
     "paced-dkim": "paced e2e, DKIM (delivered)",
     "failover": "failover, dead port (delivered)",
     "failover-blackhole": "failover, blackhole (delivered)",
+    "paced-webhooks": "paced e2e, webhooks (delivered)",
+    "paced-webhooks-dead": "paced e2e, dead webhook (deliv.)",
 }
 DKIM_SELECTOR = "bench"
 DKIM_DOMAIN = "example.com"  # SENDER's and the From: domain, so every message is signed
@@ -891,6 +904,7 @@ def relay_toml(
     http_port: int = 0,
     dkim_key: Path | None = None,
     dead: DeadProvider | None = None,
+    webhook_url: str | None = None,
 ) -> str:
     """relay.toml: loopback listener, trusted loopback (no AUTH), SQLite under workdir.
 
@@ -898,6 +912,7 @@ def relay_toml(
     ``listen_port`` 0: the kernel picks one and mailgate logs it.
     ``dkim_key``: example.com signs with it (selector "bench").
     ``dead``: a failing provider at priority 10, the sink then at priority 20.
+    ``webhook_url``: an endpoint for every event.
     """
     delivery = "true" if sink_port is not None else "false"
     if sink_port is None:
@@ -928,7 +943,7 @@ def relay_toml(
         "[delivery]\n"
         f"enabled = {delivery}\n"
         'shutdown_grace = "5s"\n\n'
-        f"[[providers]]\n{provider}"
+        f"[[providers]]\n{provider}" + (webhook_toml(webhook_url) if webhook_url else "")
     )
 
 
@@ -1171,6 +1186,7 @@ class Bench(ChildrenBench):
         *,
         dkim_key: Path | None = None,
         dead: DeadProvider | None = None,
+        webhook_url: str | None = None,
     ) -> Mailgate:
         self._runs += 1
         workdir = self.workdir / f"mailgate-{self._runs}"
@@ -1189,6 +1205,7 @@ class Bench(ChildrenBench):
                 http_port=http_port,
                 dkim_key=dkim_key,
                 dead=dead,
+                webhook_url=webhook_url,
             )
         )
         log = workdir / "mailgate.log"
@@ -1422,6 +1439,12 @@ class Bench(ChildrenBench):
         key = await self._dkim_key()
         return await self._delivering("paced-dkim", dkim=key, rate=self.opts.rate)
 
+    async def paced_webhooks(self) -> Scenario:
+        return await self._delivering("paced-webhooks", rate=self.opts.rate, webhooks="live")
+
+    async def paced_webhooks_dead(self) -> Scenario:
+        return await self._delivering("paced-webhooks-dead", rate=self.opts.rate, webhooks="dead")
+
     async def failover(self) -> Scenario:
         return await self._delivering("failover", dead="closed")
 
@@ -1435,12 +1458,15 @@ class Bench(ChildrenBench):
         dkim: DkimKeyFile | None = None,
         dead: str | None = None,
         rate: float | None = None,
+        webhooks: str | None = None,
     ) -> Scenario:
-        """Load mailgate delivering to a tracking sink (optionally signing, or behind a dead
-        provider); measure accept, delivered rate, backlog and 250->delivered per message."""
+        """Load mailgate delivering to a tracking sink (optionally signing, behind a dead
+        provider, or sending webhooks: "live" or "dead"); measure accept, delivered rate,
+        backlog and 250->delivered per message."""
         sc = Scenario(TITLES[key])
         sink = await self.start_sink(track=True, blackhole=dead == "blackhole")
         mg: Mailgate | None = None
+        hooks = await WebhookSink(dead=webhooks == "dead").start() if webhooks else None
         try:
             provider = None
             if dead == "closed":
@@ -1448,7 +1474,10 @@ class Bench(ChildrenBench):
             elif dead == "blackhole":
                 provider = DeadProvider(sink.blackhole_port, DEAD_TIMEOUT)
             mg = await self.start_mailgate(
-                sink.port, dkim_key=dkim.path if dkim else None, dead=provider
+                sink.port,
+                dkim_key=dkim.path if dkim else None,
+                dead=provider,
+                webhook_url=hooks.url if hooks else None,
             )
             via = f" (dead provider on port {provider.port} first)" if provider else ""
             self._log(
@@ -1464,6 +1493,12 @@ class Bench(ChildrenBench):
                 )
                 self._log(f"{key}: load done; waiting for the queue to drain")
                 sc.extra.update(await self._drain(mg, sink))
+                if hooks is not None:
+                    expected = 0 if hooks.dead else 2 * sc.load.accepted_total
+                    waited = await hooks.wait_for(expected, DRAIN_TIMEOUT)
+                    start = sc.load.go + self.opts.warmup
+                    end = start + sc.load.window
+                    sc.extra.update(webhook_stats(hooks, expected, start, end, waited))
             sc.peak_rss = rss.peak
             sc.extra.update(window_rates(sc.load, edges))
             sc.extra.update(lag_stats(edges["start"]["lag"], edges["end"]["lag"]))
@@ -1485,6 +1520,8 @@ class Bench(ChildrenBench):
                 sc.extra["exit"] = await self.stop_mailgate(mg)
                 sc.problems = log_problems(mg.log)
             await self.stop_sink(sink)
+            if hooks is not None:
+                await hooks.close()
         return sc
 
     async def _drain(self, mg: Mailgate, sink: Sink) -> dict[str, Any]:
@@ -1539,6 +1576,8 @@ class Bench(ChildrenBench):
             "paced-dkim": self.paced_dkim,
             "failover": self.failover,
             "failover-blackhole": self.failover_blackhole,
+            "paced-webhooks": self.paced_webhooks,
+            "paced-webhooks-dead": self.paced_webhooks_dead,
             "fill": self.fill,
         }
         out = []
@@ -1676,6 +1715,8 @@ def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
             )
         if "d_count" in x:
             _print_delivery_details(x)
+        if "wh_dead" in x:
+            print_webhook_details(x)
         if "rss_after" in x:
             print(
                 f"  queued {x['queued']} (asked {opts.queue_fill}) in {load.window:.1f} s "
@@ -1759,6 +1800,12 @@ def print_targets(scenarios: list[Scenario]) -> None:
         _print_paced_rounds(scenarios, key, what)
     for sc in dead:
         _print_failover_targets(sc, e2e)
+    for sc in scenarios:
+        if _key(sc).startswith("paced-webhooks") and not sc.failed and sc.load:
+            base = next(
+                (b for b in scenarios if _key(b) == "paced-e2e" and b.round == sc.round), None
+            )
+            print_webhook_targets(sc, base, verdict)
     if fill and fill.load:
         rss = fill.extra["rss_after"]
         print(

@@ -12,18 +12,23 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from mailgate.events.ssrf import UrlRefused, literal, refused_address, resolve
 from mailgate.events.webhook_models import WebhookAnswer, WebhookHello, WebhookRequest
+from mailgate.events.webhook_payload import payload
+from mailgate.events.webhook_signing import signature
 from mailgate.workers import WorkerPool, child_setup, exchange_messages, failure
 
 log = logging.getLogger(__name__)
 
-RESOLVE_TTL = 30.0  # s an endpoint's checked addresses are reused
+RESOLVE_TTL = 30  # s an endpoint's checked addresses are reused for new connections
 MAX_ERROR_BODY = 300  # bytes of a failed answer's body kept as its error
+MAX_READ = 65536  # bytes of an answer read at most
 
 
 class WebhookProcess(WorkerPool):
@@ -51,98 +56,100 @@ def retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+class _Refused(OSError):
+    """The resolver's refusal, as the kind of error aiohttp lets through."""
+
+
+class _CheckedResolver:
+    """aiohttp's resolver for new connections: only addresses webhooks may go to
+    (events/ssrf.py). The connection is made to an address this returned, so a name that
+    resolves elsewhere a moment later changes nothing."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
+        try:
+            addresses = await resolve(host, port, allow_private=False)
+        except UrlRefused as exc:
+            raise _Refused(str(exc)) from None  # aiohttp passes OSErrors on, not others
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
 class Poster:
-    """Posts signed webhooks with one pooled HTTP client."""
+    """Posts signed webhooks over one pool of kept-alive connections (aiohttp: httpx made
+    a tenth as many requests a second here once 32 were in flight)."""
 
     def __init__(self, hello: WebhookHello) -> None:
-        import httpx
+        import aiohttp
 
         from mailgate import __version__
 
         self._hello = hello
-        self._httpx = httpx
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(hello.timeout),
-            follow_redirects=False,
-            trust_env=False,  # no proxy from the environment: the checked address is used
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=256),
-            headers={"user-agent": f"mailgate-webhooks/{__version__}"},
+        self._aiohttp = aiohttp
+        connector = aiohttp.TCPConnector(
+            limit=0,  # the relay bounds requests per endpoint ([webhooks] max_in_flight)
+            resolver=None if hello.allow_private else _CheckedResolver(),  # type: ignore[arg-type]
+            ttl_dns_cache=RESOLVE_TTL,
         )
-        self._resolved: dict[tuple[str, int], tuple[list[str], float]] = {}
-
-    async def _target(self, url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-        """The URL to connect to (the checked address in place of the name), the Host
-        header, and the TLS server name."""
-        from mailgate.events.ssrf import resolve
-
-        parts = urlsplit(url)
-        if self._hello.allow_private:
-            return url, {}, {}
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        now = time.monotonic()
-        hit = self._resolved.get((host, port))
-        if hit is None or hit[1] < now:
-            hit = (await resolve(host, port, allow_private=False), now + RESOLVE_TTL)
-            self._resolved[(host, port)] = hit
-        address = hit[0][0]
-        shown = f"[{address}]" if ":" in address else address
-        netloc = f"{shown}:{parts.port}" if parts.port else shown
-        target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        ext = {"sni_hostname": host} if parts.scheme == "https" else {}
-        return target, {"host": parts.netloc}, ext
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=hello.timeout),
+            headers={"user-agent": f"mailgate-webhooks/{__version__}"},
+            trust_env=False,  # no proxy from the environment: the checked address is used
+            auto_decompress=False,
+        )
 
     async def post(self, req: WebhookRequest) -> WebhookAnswer:
-        from mailgate.events.ssrf import UrlRefused
-        from mailgate.events.webhook_payload import payload
-        from mailgate.events.webhook_signing import signature
-
-        httpx = self._httpx
+        aiohttp = self._aiohttp
         try:
             _, body = payload(req.row)
-            target, headers, ext = await self._target(req.url)
+            host = urlsplit(req.url).hostname or ""
+            ip = literal(host)
+            if ip is not None and not self._hello.allow_private:
+                why = refused_address(ip)  # literal addresses never reach the resolver
+                if why:
+                    raise UrlRefused(f"{host} is {why}")
             ts = int(time.time())
-            headers.update(
-                {
-                    "content-type": "application/json",
-                    "webhook-id": req.msg_id,
-                    "webhook-timestamp": str(ts),
-                    "webhook-signature": signature(req.keys, req.msg_id, ts, body),
-                }
-            )
-            async with asyncio.timeout(self._hello.timeout):
-                async with self._client.stream(
-                    "POST", target, content=body, headers=headers, extensions=ext
-                ) as resp:
-                    error = ""
-                    if not 200 <= resp.status_code < 300:
-                        error = await _start_of(resp)
-                    wait = retry_after(resp.headers.get("retry-after"), time.time())
-                    return WebhookAnswer(resp.status_code, error, wait)
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": req.msg_id,
+                "webhook-timestamp": str(ts),
+                "webhook-signature": signature(req.keys, req.msg_id, ts, body),
+            }
+            async with self._session.post(
+                req.url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                text = await resp.content.read(MAX_READ)
+                error = ""
+                if not 200 <= resp.status < 300:
+                    shown = " ".join(text[:MAX_ERROR_BODY].decode("utf-8", "replace").split())
+                    error = f"HTTP {resp.status}" + (f": {shown}" if shown else "")
+                wait = retry_after(resp.headers.get("retry-after"), time.time())
+                return WebhookAnswer(resp.status, error, wait)
         except UrlRefused as exc:
             return WebhookAnswer(None, f"refused: {exc}", None)
         except TimeoutError:
             return WebhookAnswer(None, f"no answer within {self._hello.timeout:g} s", None)
-        except httpx.TimeoutException:
-            return WebhookAnswer(None, f"no answer within {self._hello.timeout:g} s", None)
-        except httpx.HTTPError as exc:
-            return WebhookAnswer(None, f"{type(exc).__name__}: {exc}", None)
-        except OSError as exc:
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, _Refused):
+                return WebhookAnswer(None, f"refused: {exc.os_error}", None)
+            return WebhookAnswer(None, f"cannot connect: {exc.os_error}", None)
+        except (aiohttp.ClientError, OSError) as exc:
             return WebhookAnswer(None, f"{type(exc).__name__}: {exc}", None)
 
     async def close(self) -> None:
-        await self._client.aclose()
-
-
-async def _start_of(resp: Any) -> str:
-    """The first bytes of a failed answer's body, as text for the delivery's last_error."""
-    got = b""
-    async for chunk in resp.aiter_raw():
-        got += chunk
-        if len(got) >= MAX_ERROR_BODY:
-            break
-    text = got[:MAX_ERROR_BODY].decode("utf-8", "replace")
-    return f"HTTP {resp.status_code}" + (f": {' '.join(text.split())}" if text.strip() else "")
+        await self._session.close()
 
 
 async def _setup(

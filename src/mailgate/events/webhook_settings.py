@@ -57,7 +57,7 @@ class WebhookSettings(Section):
     allow_private: bool = False
     timeout: Duration = Field(default=15.0, gt=0, le=60)
     # Requests in flight to one endpoint at a time.
-    max_in_flight: int = Field(default=16, ge=1, le=256)
+    max_in_flight: int = Field(default=32, ge=1, le=256)
     # How long the previous secret keeps signing after /v1/webhooks/{id}/rotate.
     rotation_overlap: Duration = Field(default=24 * 3600.0, ge=0, le=7 * 24 * 3600)
     endpoints: list[WebhookEndpointSettings] = []

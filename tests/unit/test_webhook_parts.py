@@ -92,3 +92,39 @@ def test_subscriptions() -> None:
         subscription(["message.nope"])
     with pytest.raises(ValueError, match="no event types"):
         subscription([])
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/h", "http://localhost:9/h", "http://[::1]:9/"])
+def test_a_send_to_a_private_address_is_refused_at_send_time(url: str) -> None:
+    """The check at configuration is repeated at each send (the name may resolve
+    elsewhere by then): literal addresses before connecting, names in the resolver."""
+    import asyncio
+
+    from mailgate.events.webhook_models import WebhookHello, WebhookRequest
+    from mailgate.events.webhook_process import Poster
+
+    row = {
+        "type": "queued",
+        "at": 0.0,
+        "message_id": "m",
+        "recipient": "r@example.net",
+        "subject": "",
+        "tags": "[]",
+        "metadata": "{}",
+        "job_id": None,
+        "provider": "",
+        "response": "",
+        "category": "",
+        "detail": "",
+        "data": "",
+    }
+
+    async def post() -> WebhookAnswer:
+        poster = Poster(WebhookHello(allow_private=False, timeout=2.0, log_level="info"))
+        try:
+            return await poster.post(WebhookRequest("msg_1", url, (b"k" * 32,), row))
+        finally:
+            await poster.close()
+
+    answer = asyncio.run(post())
+    assert answer.status is None and answer.error.startswith("refused:"), answer
