@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from mailgate.config import Settings
-from mailgate.delivery.bounce import parse_dsn, parse_verp
+from mailgate.delivery.bounce import parse_verp
 from mailgate.delivery.classify import is_hard_bounce, parse_reply
+from mailgate.delivery.reports import parse_dsn
 from mailgate.models import SmtpReply
 from mailgate.store import Store
 from mailgate.suppression import SuppressionList
