@@ -327,7 +327,11 @@ def queue_show(config_path: str, message_id: str) -> None:
     click.echo("recipients:")
     for d in msg["deliveries"]:
         nxt = f" next {timestamp(d['next_attempt_at'])}" if d["next_attempt_at"] else ""
-        click.echo(f"  {d['recipient']}: {d['status']} after {d['attempts']} attempt(s){nxt}")
+        failed = d["status"] in ("bounced", "deferred", "failed") and d.get("bounce_category")
+        category = f" [{d['bounce_category']}]" if failed else ""
+        click.echo(
+            f"  {d['recipient']}: {d['status']}{category} after {d['attempts']} attempt(s){nxt}"
+        )
         if d["last_response"]:
             click.echo(
                 f"    last response: {d['last_response']}"
@@ -336,6 +340,7 @@ def queue_show(config_path: str, message_id: str) -> None:
     click.echo("events:")
     for e in events:
         extra = f" via {e['provider']}: {e['response']}" if e["provider"] or e["response"] else ""
+        extra += f" [{e['category']}]" if e["category"] else ""
         click.echo(f"  {timestamp(e['at'])} {e['type']:<9} {e['recipient']}{extra}")
 
 

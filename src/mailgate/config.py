@@ -331,6 +331,8 @@ class BounceSettings(_Section):
     verp: bool = False  # per-recipient return path: bounces+<id>.<n>@domain
     domain: str = ""  # default: [server] hostname
     local: str = "bounces"
+    # Where feedback loops send complaints (ARF reports), e.g. "fbl@example.com"; "" = none.
+    complaints_address: str = ""
 
     @field_validator("local")
     @classmethod
@@ -338,6 +340,14 @@ class BounceSettings(_Section):
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", value):
             raise ValueError("letters, digits, '.', '_' or '-' (at most 40)")
         return value
+
+    @field_validator("complaints_address")
+    @classmethod
+    def _complaints(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9.-]{1,253}", value):
+            raise ValueError("an address such as fbl@example.com, or empty")
+        return value.lower()
 
 
 class RetrySettings(_Section):

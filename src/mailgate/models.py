@@ -206,6 +206,7 @@ class DeliveryUpdate:
     # Providers that failed before this result in the same attempt: (provider, reply).
     failovers: tuple[tuple[str, str], ...] = ()
     provider_message_id: str = ""  # the upstream's id for the message, when it gave one
+    category: str = ""  # bounce category (events/categories.py) of a failure, else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""mailgate.delivery.bounce: DSNs out (RFC 3464), VERP, and remote bounces in."""
+"""mailgate.delivery.bounce and .reports: DSNs out (RFC 3464), VERP, and remote bounces in."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ import pytest
 
 from mailgate.delivery.bounce import (
     FailedRecipient,
-    ReportedFailure,
     build_dsn,
-    parse_dsn,
     parse_verp,
     should_send_dsn,
     verp_address,
 )
+from mailgate.delivery.reports import ReportedFailure, parse_dsn
 from mailgate.ids import new_id
 
 QUEUE_ID = "018cc251-f400-7abc-8def-0123456789ab"  # UUIDv7 of 2024-01-01T00:00:00Z

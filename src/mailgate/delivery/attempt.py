@@ -82,8 +82,8 @@ class Deliverer:
         ]
         suppress = [
             Suppression(d.recipient.lower(), "hard_bounce", r.reply.line(), msg.id, now)
-            for d, r, _ in pairs
-            if r.outcome is Outcome.PERMANENT and is_hard_bounce(r.reply)
+            for (d, r, _), u in zip(pairs, updates, strict=True)
+            if r.outcome is Outcome.PERMANENT and is_hard_bounce(r.reply, u.category)
         ]
         dsn = self._dsn(msg, pairs, updates, now)
         return AttemptRecord(updates, new_signature, suppress, [dsn] if dsn is not None else [])

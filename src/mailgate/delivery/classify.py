@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from mailgate.events.categories import categorize, suppresses
 from mailgate.models import Outcome, SmtpReply
 from mailgate.text import storable
 
@@ -42,19 +43,25 @@ def classify(stage: str, reply: SmtpReply) -> Outcome:
     if 200 <= reply.code < 300 and stage == "data":
         return Outcome.SENT
     if 500 <= reply.code < 600 and stage not in PROVIDER_STAGES:
-        if _TEMPORARY_HINTS.search(reply.text) or reply.enhanced.startswith("4."):
-            return Outcome.TEMPORARY
-        return Outcome.PERMANENT
+        return Outcome.PERMANENT if is_permanent(reply) else Outcome.TEMPORARY
     return Outcome.TEMPORARY
 
 
-# "No such user / domain": the address itself is bad, so it is suppressed. Anything else
-# (policy, content, size, rate limits) bounces the message but keeps the address.
-HARD_BOUNCE_CODES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1"})
+def is_permanent(reply: SmtpReply) -> bool:
+    """A 5xx that does not say "later": retrying the same recipient cannot help."""
+    if not 500 <= reply.code < 600:
+        return False
+    return not (_TEMPORARY_HINTS.search(reply.text) or reply.enhanced.startswith("4."))
 
 
-def is_hard_bounce(reply: SmtpReply) -> bool:
-    return reply.code >= 500 and reply.enhanced in HARD_BOUNCE_CODES
+def is_hard_bounce(reply: SmtpReply, category: str | None = None) -> bool:
+    """Whether this reply suppresses the address: a permanent failure whose category says
+    the address itself is bad (no such user or domain). Policy, content, reputation, quota
+    and rate limits bounce the message but keep the address. ``category``: when the
+    caller already has it (the attempt computes it once for the event)."""
+    if not is_permanent(reply):
+        return False
+    return suppresses(categorize(reply) if category is None else category)
 
 
 def connection_reply(kind: str, detail: str) -> SmtpReply:

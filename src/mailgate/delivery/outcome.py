@@ -14,6 +14,7 @@ from mailgate.config import Settings
 from mailgate.delivery.classify import connection_reply
 from mailgate.delivery.retry import backoff, expired
 from mailgate.delivery.upstream_id import upstream_message_id
+from mailgate.events.categories import EXPIRED, categorize
 from mailgate.models import (
     AttemptResult,
     ClaimedDelivery,
@@ -67,14 +68,20 @@ def update_for(
     else:
         status = DeliveryStatus.DEFERRED
         nxt = now + backoff(attempts, settings.retry)
+    category = ""
+    if status is DeliveryStatus.FAILED and not msg.attempt_once:
+        category = EXPIRED  # given up after max_age, whatever the last reply was
+    elif status in (DeliveryStatus.BOUNCED, DeliveryStatus.FAILED, DeliveryStatus.DEFERRED):
+        category = categorize(r.reply)
     log.info(
-        "%s to=<%s> status=%s attempts=%d provider=%s reply=%s%s",
+        "%s to=<%s> status=%s attempts=%d provider=%s reply=%s%s%s",
         msg.id,
         d.recipient,
         status.value,
         attempts,
         r.provider or "-",
         r.reply,
+        f" category={category}" if category else "",
         "".join(f" (failed over from {f.provider}: {f.reply})" for f in failed),
     )
     return DeliveryUpdate(
@@ -91,6 +98,7 @@ def update_for(
         provider_message_id=(
             upstream_message_id(r.reply.text) if r.outcome is Outcome.SENT else ""
         ),
+        category=category,
     )
 
 

@@ -75,6 +75,13 @@ def _summary(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _bounce_category(delivery: dict[str, Any]) -> dict[str, str]:
+    """``bounce_category`` for a recipient whose delivery bounced, failed or is deferred."""
+    if delivery["status"] in ("bounced", "deferred", "failed") and delivery["bounce_category"]:
+        return {"bounce_category": delivery["bounce_category"]}
+    return {}
+
+
 def _can_read(cred: Credential, message: dict[str, Any]) -> bool:
     return cred.scope in ("read", "admin") or (
         message["key_id"] != "" and message["key_id"] == cred.id
@@ -380,6 +387,7 @@ def routes(ctx: ApiContext) -> list[Route]:
                         "provider": d["provider"],
                         "provider_message_id": d["provider_message_id"] or "",
                         "updated_at": iso(d["updated_at"]),
+                        **_bounce_category(d),
                     }
                     for d in m["deliveries"]
                 ],
@@ -428,6 +436,8 @@ def routes(ctx: ApiContext) -> list[Route]:
                 meta["response"] = e["response"]
             if e["detail"]:
                 meta["detail"] = e["detail"]
+            if e["category"]:
+                meta["category"] = e["category"]
             data.append(
                 {
                     "id": f"evt_{e['id']}",

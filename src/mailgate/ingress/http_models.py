@@ -169,6 +169,11 @@ class RecipientOut(BaseModel):
         description='The provider\'s id for the message, from its reply; "" when it gave none.'
     )
     updated_at: str
+    bounce_category: str | None = Field(
+        default=None,
+        description="Why a bounced, failed or deferred delivery did not go out, in KumoMTA's "
+        "bounce classes (InvalidRecipient, BadDomain, QuotaIssues, SpamBlock, ...).",
+    )
 
 
 class MessageDetail(MessageOut):

@@ -89,6 +89,20 @@ class Connections:
         return None
 
 
+class RelayEnvelope(Envelope):
+    """An envelope, and whether it carries reports (bounces, complaints) to the intake.
+
+    ``refusal``: why MAIL would have been refused to a submission; with report intake on,
+    that answer waits for RCPT (as Postfix's smtpd_delay_reject does), because a feedback
+    loop sends from its own address, with no AUTH, to our bounce or complaints address.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.intake = False
+        self.refusal: str | None = None
+
+
 class RelaySMTP(SMTP):
     """One client connection."""
 
@@ -145,6 +159,9 @@ class RelaySMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self._connections.discard(self)
         super().connection_lost(error)
+
+    def _create_envelope(self) -> RelayEnvelope:
+        return RelayEnvelope()
 
     @property
     def is_tls(self) -> bool:
@@ -390,17 +407,23 @@ class SmtpHandler(AuthHooks):
             name, _, value = option.partition("=")
             if name == "SIZE" and value.isdigit() and int(value) > server.max_message_size:
                 return replies.MESSAGE_TOO_BIG.line()
-        if address == NULL_SENDER and self.bounces is not None and self.bounces.enabled:
-            # A bounce coming back from the internet: no AUTH; RCPT must be a VERP address.
+        intake = self.bounces is not None and self.bounces.enabled
+        if address == NULL_SENDER and intake:
+            # A bounce coming back from the internet: no AUTH; RCPT must be a VERP address
+            # (or the complaints address).
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
             return replies.MAIL_OK.line()
         credential = self._credential(server, session)
-        if credential is None:
-            return replies.AUTH_REQUIRED.line()
-        refusal = policy.check_sender(address, credential, self._domains)
+        refusal = (
+            replies.AUTH_REQUIRED
+            if credential is None
+            else policy.check_sender(address, credential, self._domains)
+        )
         if refusal is not None:
-            return refusal.line()
+            if not intake or not isinstance(envelope, RelayEnvelope):
+                return refusal.line()
+            envelope.refusal = refusal.line()  # unless RCPT names a report address
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.MAIL_OK.line()
@@ -415,12 +438,22 @@ class SmtpHandler(AuthHooks):
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return replies.TOO_MANY_RECIPIENTS.line()
-        if envelope.mail_from == NULL_SENDER:
-            assert self.bounces is not None
-            if self.bounces.delivery_of(address) is None:
+        reports = self.bounces is not None and self.bounces.takes(address)
+        as_intake = isinstance(envelope, RelayEnvelope) and (
+            envelope.intake or envelope.refusal is not None or not envelope.rcpt_tos
+        )
+        if envelope.mail_from == NULL_SENDER or (reports and as_intake):
+            if not reports:
                 return NOT_A_BOUNCE_ADDRESS.line()
+            if isinstance(envelope, RelayEnvelope):
+                envelope.intake = True
             envelope.rcpt_tos.append(address)
             return replies.RCPT_OK.line()
+        if isinstance(envelope, RelayEnvelope):
+            if envelope.intake:  # reports and mail do not share a transaction
+                return NOT_A_BOUNCE_ADDRESS.line()
+            if envelope.refusal is not None:
+                return envelope.refusal
         refusal = policy.check_recipient(address)
         if refusal is not None:
             return refusal.line()
@@ -432,7 +465,8 @@ class SmtpHandler(AuthHooks):
 
     async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content if isinstance(envelope.content, bytes) else b""
-        if envelope.mail_from == NULL_SENDER and self.bounces is not None:
+        intake = isinstance(envelope, RelayEnvelope) and envelope.intake
+        if (intake or envelope.mail_from == NULL_SENDER) and self.bounces is not None:
             try:
                 return (await self.bounces.process(envelope.rcpt_tos, content)).line()
             except StoreUnavailable as exc:

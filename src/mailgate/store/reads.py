@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 
+# The events that carry a bounce category (events/categories.py).
+FAILURE_EVENTS = ("bounced", "deferred", "failed")
+
+
 class QueueReads:
     engine: AsyncEngine
 
@@ -150,6 +154,18 @@ class QueueReads:
         first = {r[0]: r[1] for r in firsts}
         result["sent_at"] = first.get("sent")
         result["delivered_at"] = first.get("delivered")
+        categories = await self._read(
+            select(events.c.rcpt_idx, events.c.category)
+            .where(
+                events.c.message_id == message_id,
+                events.c.type.in_(FAILURE_EVENTS),
+                events.c.category != "",
+            )
+            .order_by(events.c.id)
+        )
+        latest = {r[0]: r[1] for r in categories}  # the last failure's category wins
+        for delivery in result["deliveries"]:
+            delivery["bounce_category"] = latest.get(delivery["rcpt_idx"], "")
         return result
 
     async def list_scheduled(self, *, key_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
@@ -182,6 +198,7 @@ class QueueReads:
                 events.c.provider,
                 events.c.response,
                 events.c.detail,
+                events.c.category,
             )
             .where(events.c.message_id == message_id)
             .order_by(events.c.id)

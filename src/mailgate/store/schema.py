@@ -63,6 +63,13 @@ messages = Table(
 Index("ix_messages_created_at", messages.c.created_at)
 Index("ix_messages_key_created", messages.c.key_id, messages.c.created_at)
 Index("ix_messages_status", messages.c.status)
+# Complaints (ARF) name their message by its Message-ID. Hash on PostgreSQL: a client's
+# Message-ID may be longer than a B-tree entry allows.
+Index(
+    "ix_messages_message_id_header",
+    messages.c.message_id_header,
+    postgresql_using="hash",
+)
 
 deliveries = Table(
     "deliveries",

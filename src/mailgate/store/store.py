@@ -267,7 +267,14 @@ class Store(QueueReads):
             )
             evt_rows.append(
                 event_row(
-                    u.message_id, u.rcpt_idx, u.recipient, u.event, now, u.provider, u.response
+                    u.message_id,
+                    u.rcpt_idx,
+                    u.recipient,
+                    u.event,
+                    now,
+                    u.provider,
+                    u.response,
+                    category=u.category,
                 )
             )
         if upd_rows:
@@ -303,17 +310,38 @@ class Store(QueueReads):
         now: float,
         *,
         suppress: bool = False,
+        category: str = "",
     ) -> str | None:
         """A bounce that came back later (by mail) for a delivery that had gone out.
 
-        With ``suppress`` the recipient is suppressed (hard bounce) in the same transaction.
-        Returns the recipient, or None when there is no such delivery.
+        With ``suppress`` the recipient is suppressed (hard bounce) in the same transaction;
+        ``category`` goes on the event. Returns the recipient, or None when there is no
+        such delivery.
         """
 
         recipient: str | None = await self.writer.run(
-            txn.record_bounce, message_id, rcpt_idx, response, now, suppress
+            txn.record_bounce, message_id, rcpt_idx, response, now, suppress, category
         )
         return recipient
+
+    async def record_complaint(
+        self,
+        now: float,
+        *,
+        named: tuple[str, int] | None = None,
+        message_id_header: str = "",
+        recipient: str = "",
+        detail: str = "",
+        data: str = "",
+    ) -> tuple[str, int, str] | None:
+        """A complaint (ARF) about a delivery: its 'complained' event and the recipient's
+        suppression (reason "complaint"), in one transaction. The delivery is ``named``
+        (VERP) or found by ``message_id_header`` and ``recipient``; returns (message id,
+        recipient index, recipient), or None when no delivery matches."""
+        found: tuple[str, int, str] | None = await self.writer.run(
+            txn.record_complaint, named, message_id_header, recipient, detail, data, now
+        )
+        return found
 
     async def operate(self, action: str, selection: QueueFilter, now: float) -> tuple[int, int]:
         """An operator's retry, hold, release or delete (see QUEUE_ACTIONS) of the

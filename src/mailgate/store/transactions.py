@@ -109,7 +109,13 @@ def claim_lane(
 
 
 def record_bounce(
-    conn: Connection, message_id: str, rcpt_idx: int, response: str, now: float, suppress: bool
+    conn: Connection,
+    message_id: str,
+    rcpt_idx: int,
+    response: str,
+    now: float,
+    suppress: bool,
+    category: str = "",
 ) -> str | None:
     row = (
         conn.execute(
@@ -129,7 +135,9 @@ def record_bounce(
             updated_at=now,
         )
     )
-    event = event_row(message_id, rcpt_idx, row[0], "bounced", now, "", response, "asynchronous")
+    event = event_row(
+        message_id, rcpt_idx, row[0], "bounced", now, "", response, "asynchronous", category
+    )
     conn.execute(INSERT_EVENT, [event])
     conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": message_id}])
     if suppress:
@@ -137,6 +145,66 @@ def record_bounce(
         insert_suppression = write_statements(conn.dialect.name)["insert_suppression"]
         conn.execute(insert_suppression, [suppression_row(entry)])
     return str(row[0])
+
+
+def record_complaint(
+    conn: Connection,
+    named: tuple[str, int] | None,
+    message_id_header: str,
+    recipient_hint: str,
+    detail: str,
+    data: str,
+    now: float,
+) -> tuple[str, int, str] | None:
+    """A recipient complained (ARF): a 'complained' event and the address suppressed.
+
+    The delivery is ``named`` (from a VERP address) or found by the original's Message-ID
+    and ``recipient_hint`` (the reported recipient; not needed when the message had only
+    one). Returns (message id, recipient index, recipient), or None when nothing matches.
+    """
+    found = _complained_delivery(conn, named, message_id_header, recipient_hint)
+    if found is None:
+        return None
+    message_id, rcpt_idx, recipient = found
+    event = event_row(message_id, rcpt_idx, recipient, "complained", now, detail=detail, data=data)
+    conn.execute(INSERT_EVENT, [event])
+    entry = Suppression(recipient.lower(), "complaint", detail, message_id, now)
+    insert_suppression = write_statements(conn.dialect.name)["insert_suppression"]
+    conn.execute(insert_suppression, [suppression_row(entry)])
+    return found
+
+
+def _complained_delivery(
+    conn: Connection, named: tuple[str, int] | None, message_id_header: str, hint: str
+) -> tuple[str, int, str] | None:
+    if named is not None:
+        row = conn.execute(
+            select(d.c.recipient).where(d.c.message_id == named[0], d.c.rcpt_idx == named[1])
+        ).first()
+        return (named[0], named[1], str(row[0])) if row is not None else None
+    bare = message_id_header.strip().strip("<>").strip()
+    if not bare:
+        return None
+    candidates = [f"<{bare}>", bare]
+    newest = (
+        select(messages.c.id)
+        .where(messages.c.message_id_header.in_(candidates))
+        .order_by(messages.c.created_at.desc())
+        .limit(1)
+    ).scalar_subquery()
+    rows = conn.execute(
+        select(d.c.message_id, d.c.rcpt_idx, d.c.recipient)
+        .where(d.c.message_id == newest)
+        .order_by(d.c.rcpt_idx)
+    ).all()
+    hint = hint.strip().strip("<>").lower()
+    matching = [r for r in rows if str(r[2]).lower() == hint] if hint else []
+    if not matching and len(rows) == 1:
+        matching = rows  # one recipient: the report can only be about it
+    if not matching:
+        return None
+    r = matching[0]
+    return str(r[0]), int(r[1]), str(r[2])
 
 
 def operate(conn: Connection, action: str, selection: QueueFilter, now: float) -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """Events out: webhook endpoints, subscriptions and deliveries (the outbox), bounce
-categories and engagement data on events, and relay-wide settings (the tracking key).
+categories and engagement data on events, relay-wide settings (the tracking key), and an
+index on messages.message_id_header (complaints name their message by it).
 
 Revision ID: 0003
 Revises: 0002
@@ -90,6 +91,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("category", sa.String(32), nullable=False, server_default=""))
         # JSON object for engagement events: user_agent, ip, url.
         batch.add_column(sa.Column("data", sa.Text, nullable=False, server_default=""))
+    # Complaints (ARF) find their message by its Message-ID (hash: no B-tree size limit).
+    op.create_index(
+        "ix_messages_message_id_header",
+        "messages",
+        ["message_id_header"],
+        postgresql_using="hash",
+    )
     op.create_table(
         "settings",
         sa.Column("name", sa.String(64), primary_key=True),
@@ -161,6 +169,7 @@ def downgrade() -> None:
     op.drop_table("webhook_subscriptions")
     op.drop_table("webhook_endpoints")
     op.drop_table("settings")
+    op.drop_index("ix_messages_message_id_header", table_name="messages")
     with op.batch_alter_table("events") as batch:
         batch.drop_column("data")
         batch.drop_column("category")
