@@ -164,9 +164,7 @@ def test_risky_attachments() -> None:
         assert (issue.subtype, issue.severity, issue.penalty) == ("risky_attachment", "high", 25)
     (macro,) = checks.risky_attachments(draft(attachments=[att("Budget.xlsm")]))
     assert "macro" in macro.detail and macro.penalty == 20
-    (typed,) = checks.risky_attachments(
-        draft(attachments=[att("x", "application/x-msdownload")])
-    )
+    (typed,) = checks.risky_attachments(draft(attachments=[att("x", "application/x-msdownload")]))
     assert "application/x-msdownload" in typed.detail
     safe = [att("invoice.pdf", "application/pdf"), att("a.docx"), att("logo.png", "image/png")]
     assert checks.risky_attachments(draft(attachments=safe)) == []
@@ -301,6 +299,7 @@ def test_checks_are_deterministic_and_fast() -> None:
     first = report(run_checks(d))
     started = time.perf_counter()
     for _ in range(20):
-        again = report(run_checks(draft(html=html, text="", tags=["newsletter"], subject=d.subject)))
+        fresh = draft(html=html, text="", tags=["newsletter"], subject=d.subject)
+        again = report(run_checks(fresh))
         assert again == first
     assert (time.perf_counter() - started) / 20 < 0.05
