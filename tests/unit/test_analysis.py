@@ -242,7 +242,10 @@ def test_draft_from_mime_sees_parts_and_attachments() -> None:
             html="<p>Hi</p>",
             text="",
             headers=[("List-Unsubscribe", "<https://example.com/u>")],
-            attachments=[Attachment("tool.exe", b"MZ" * 10, "application/octet-stream", "")],
+            attachments=[
+                Attachment("tool.exe", b"MZ" * 10, "application/octet-stream", ""),
+                Attachment("résumé déjà.docm", b"PK", "application/octet-stream", ""),
+            ],
         )
     )
     d = from_mime(
@@ -250,8 +253,11 @@ def test_draft_from_mime_sees_parts_and_attachments() -> None:
     )
     assert d.html.strip() == "<p>Hi</p>" and d.text == ""
     assert d.headers["list-unsubscribe"] == "<https://example.com/u>"
-    assert [(a.filename, a.size) for a in d.attachments] == [("tool.exe", 20)]
-    assert subtypes(d) == ["missing_text", "risky_attachment"]
+    assert [(a.filename, a.size) for a in d.attachments] == [
+        ("tool.exe", 20),
+        ("résumé déjà.docm", 2),
+    ]
+    assert subtypes(d) == ["missing_text", "risky_attachment", "risky_attachment"]
 
 
 def test_report_scores_grades_and_counts() -> None:

@@ -8,9 +8,9 @@ not is read from the request fields as given, so its content can still be judged
 from __future__ import annotations
 
 import email
-import email.policy
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.header import decode_header, make_header
+from email.message import Message
 from functools import cached_property
 from typing import Any
 
@@ -53,12 +53,37 @@ _MIME_HEADERS = frozenset(
 )
 
 
+def _text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:  # an unknown charset name
+        return payload.decode("utf-8", "replace")
+
+
+def _decoded(value: str) -> str:
+    """A header value with RFC 2047 encoded words decoded (the parser keeps them)."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return value
+
+
 def from_mime(
     data: bytes, *, sender: str, subject: str, recipients: int, tags: list[str], size: int
 ) -> Draft:
-    """The draft of a prepared message (``data``: the MIME that send would queue)."""
-    msg = email.message_from_bytes(data, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
+    """The draft of a prepared message (``data``: the MIME that send would queue).
+
+    Parsed with the compat32 policy: ten times faster than the default policy's header
+    objects (which dominated the time of an analyze), and the checks need only the parts,
+    file names and a few plain header values.
+    """
+    msg = email.message_from_bytes(data)
     html = text = ""
     attachments: list[AttachmentFacts] = []
     for part in msg.walk():
@@ -71,18 +96,20 @@ def from_mime(
             payload = part.get_payload(decode=True)
             attachments.append(
                 AttachmentFacts(
-                    filename or "",
+                    _decoded(filename or ""),
                     ctype,
                     len(payload) if isinstance(payload, bytes) else 0,
                     inline=disposition == "inline",
                 )
             )
         elif ctype == "text/html" and not html:
-            html = str(part.get_content())
+            html = _text(part)
         elif ctype == "text/plain" and not text:
-            text = str(part.get_content())
+            text = _text(part)
     headers = {
-        name.lower(): str(value) for name, value in msg.items() if name.lower() not in _MIME_HEADERS
+        name.lower(): _decoded(str(value))
+        for name, value in msg.items()
+        if name.lower() not in _MIME_HEADERS
     }
     return Draft(
         sender=sender,
