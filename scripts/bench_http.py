@@ -20,6 +20,9 @@ bench_smtp.py, with an API key made by ``mailgate keys create``:
   Run with ``--pipe-sessions`` connections (50, as ``send``): every client waits for a
   delivery, so at saturation the closed loop measures the pipeline's throughput (each
   answer waits for the work queued before it); fewer show a send's own latency.
+* ``analyze``: ``--analyze-sessions`` (1) keep-alive connections posting a ~9 KB newsletter-like
+  message (html with links and images, text, tags) to ``POST /v1/messages/analyze?dns=false``
+  (no DNS: the figure is the relay's own work); 200 is success. Target p99 <= 50 ms.
 * ``mailsage-batch``: ``--batches`` MailSage ``POST /api/v1/emails/batch`` of 1000
   recipients each; the latency of each request and whether recipient_count=1000.
 
@@ -67,13 +70,14 @@ from bench_smtp import (
     verdict,
 )
 
-SCENARIOS = ("send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch")
+SCENARIOS = ("send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch", "analyze")
 TITLES = {
     "send": "POST /v1/messages/send",
     "mailsage-send": "MailSage /api/v1/emails/send",
     "messagepipe-send": "MessagePipe /email/send (waits)",
     "batch": "POST /v1/messages/batch (x1000)",
     "mailsage-batch": "MailSage /api/v1/emails/batch (x1000)",
+    "analyze": "POST /v1/messages/analyze (no DNS)",
 }
 SEND_PATH = "/v1/messages/send"
 BATCH_PATH = "/v1/messages/batch"
@@ -90,6 +94,8 @@ SEND_TARGET = 1000.0  # msg/s
 BATCH_TARGET_MS = 500.0
 COMPAT_RATIO_TARGET = 0.9  # mailsage-send rate / send rate, same run
 MESSAGEPIPE_P50_TARGET_MS = 100.0
+ANALYZE_PATH = "/v1/messages/analyze?dns=false"
+ANALYZE_P99_TARGET_MS = 50.0
 
 # ----------------------------------------------------------------------- HTTP, lean
 
@@ -217,10 +223,30 @@ def messagepipe_send_body(order: str) -> dict[str, Any]:
     }
 
 
+def analyze_body(order: str) -> dict[str, Any]:
+    """A newsletter-like message: sections with links and images, a text part, tags."""
+    lines = _body_lines(9)
+    sections = "".join(
+        f"<h2>Section {i}</h2><p>{line} <a href='https://example.com/p/{order}/{i}'>Read "
+        f"more</a></p><img src='https://cdn.example.com/{i}.png' alt='picture {i}'>\n"
+        for i, line in enumerate(lines * 3)
+    )
+    return {
+        "from": "News <news@example.com>",
+        "to": "Reader <rcpt@example.net>",
+        "subject": f"Our news of the week, issue {order}",
+        "html": f"<html><body><h1>Issue {order}</h1>{sections}</body></html>",
+        "text": "\n\n".join(lines * 3),
+        "tags": ["newsletter", "bench"],
+        "headers": {"List-Unsubscribe": "<https://example.com/u/bench>"},
+    }
+
+
 SEND_KINDS = {
     "send": SendKind(SEND_PATH, send_body),
     "mailsage-send": SendKind(MAILSAGE_SEND_PATH, mailsage_send_body),
     "messagepipe-send": SendKind(MESSAGEPIPE_SEND_PATH, messagepipe_send_body, 201, True),
+    "analyze": SendKind(ANALYZE_PATH, analyze_body, 200),
 }
 
 
@@ -534,6 +560,12 @@ class HttpBench(ChildrenBench):
 
         return await self._with_mailgate("messagepipe-send", body)
 
+    async def analyze(self) -> Result:
+        async def body(mg: Mailgate, res: Result) -> None:
+            await self._send_clients("analyze", mg, res, self.opts.analyze_sessions)
+
+        return await self._with_mailgate("analyze", body)
+
     async def _create_template(self, mg: Mailgate) -> None:
         """MessagePipe sends name a template: ``BENCH_TEMPLATE``, made once (201)."""
         body = json.dumps(BENCH_TEMPLATE).encode()
@@ -702,6 +734,7 @@ class HttpBench(ChildrenBench):
             "messagepipe-send": self.messagepipe_send,
             "batch": self.batch,
             "mailsage-batch": self.mailsage_batch,
+            "analyze": self.analyze,
         }
         out = []
         for name in which:
@@ -816,6 +849,15 @@ def print_targets(results: list[Result]) -> None:
             f"{'all' if batch.extra['all_queued'] else 'NOT all'} queued={BATCH_SIZE})"
         )
     print_compat_targets(by_name, send)
+    analyze = by_name.get(TITLES["analyze"])
+    if analyze is not None:
+        p99 = analyze.percentile(99)
+        ok = p99 <= ANALYZE_P99_TARGET_MS and not analyze.errors
+        print(
+            f"  analyze p99 <= {ANALYZE_P99_TARGET_MS:.0f} ms:     {verdict(ok)} "
+            f"(p50 {analyze.percentile(50):.1f} ms, p99 {p99:.1f} ms, {analyze.rate:.0f} req/s, "
+            f"{sum(analyze.errors.values())} errors)"
+        )
 
 
 def print_compat_targets(by_name: dict[str, Result], send: Result | None) -> None:
@@ -874,6 +916,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=50,
         help="messagepipe-send: concurrent clients, each waiting for its delivery",
     )
+    p.add_argument(
+        "--analyze-sessions",
+        type=int,
+        default=1,
+        help="analyze: concurrent keep-alive connections (1: the latency of one request; "
+        "more measure queueing behind a busy event loop)",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="sends: measuring window, s")
     p.add_argument("--warmup", type=float, default=2.0, help="sends: warm-up before it, s")
     p.add_argument(
@@ -892,8 +941,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     opts = p.parse_args(argv)
     opts.scenarios = select_scenarios(opts.only, SCENARIOS)
-    if min(opts.sessions, opts.pipe_sessions, opts.client_procs, opts.batches) < 1:
-        p.error("--sessions, --pipe-sessions, --client-procs and --batches must be >= 1")
+    counts = (opts.sessions, opts.pipe_sessions, opts.analyze_sessions, opts.client_procs)
+    if min(*counts, opts.batches) < 1:
+        p.error(
+            "--sessions, --pipe-sessions, --analyze-sessions, --client-procs and --batches "
+            "must be >= 1"
+        )
     if opts.duration <= 0 or opts.warmup < 0:
         p.error("--duration must be > 0, --warmup >= 0")
     return opts

@@ -64,6 +64,11 @@ class Acceptor:
             raise result
         return result
 
+    def preview(self, sub: Submission) -> NewMessage:
+        """The row accept would commit for ``sub``, committing nothing (for analyze);
+        raises PolicyRefused exactly as accept would."""
+        return self._prepare(sub, self._clock())
+
     async def accept_many(
         self,
         subs: Sequence[Submission],

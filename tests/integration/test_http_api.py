@@ -275,7 +275,16 @@ def test_seed_list_messages_with_filters(api) -> None:  # type: ignore[no-untype
     assert [m["subject"] for m in only["data"]] == ["s1"]
     future = api.get("/v1/messages", params={"since": "2999-01-01T00:00:00Z"}).json()
     assert future["data"] == [] and future["meta"]["total"] == 0
-    assert api.get("/v1/messages", params={"limit": 101}).status_code == 422
+    # The seed's "max: 100" clamps a larger page size; a non-positive one is refused.
+    clamped = api.get("/v1/messages", params={"limit": 101})
+    assert clamped.status_code == 200 and clamped.json()["meta"]["limit"] == 100
+    assert len(clamped.json()["data"]) == 3
+    for bad in ("0", "-1", "ten"):
+        assert error_of(api.get("/v1/messages", params={"limit": bad}))["field"] == "limit"
+    # "pending" (created, not yet queued) is a seed status; mail is queued at its commit.
+    pending = api.get("/v1/messages", params={"status": "pending"})
+    assert pending.status_code == 200 and pending.json()["data"] == []
+    assert pending.json()["meta"]["total"] == 0
     assert error_of(api.get("/v1/messages", params={"status": "lost"}))["field"] == "status"
     assert (
         error_of(api.get("/v1/messages", params={"since": "yesterday"}))["code"]
@@ -811,3 +820,63 @@ def test_batch_messages_with_templates(api, tmp_path) -> None:  # type: ignore[n
     assert data["messages"][3]["error"]["code"] == "invalid_template"
     subjects = sorted(m["Subject"] for m in delivered(tmp_path, 3))
     assert subjects == ["Order 0", "Order 1", "Order 2"]
+
+
+def test_events_carry_api_names_and_metadata(api) -> None:  # type: ignore[no-untyped-def]
+    """Store types map to the seed's names (events/names.py); a bounce category and an
+    engagement event's user agent, IP and url appear in metadata."""
+    import json
+
+    from sqlalchemy import insert
+
+    from mailgate.store.rows import event_row
+    from mailgate.store.schema import events
+
+    resp = api.post(
+        "/v1/messages/send",
+        json={"from": "hello@example.com", "to": "u@example.net", "subject": "s", "text": "x"},
+    )
+    qid = resp.json()["data"]["id"]
+    relay = api.relay
+    relay.wait_status(qid, lambda s: s["u@example.net"] == "sent")
+    opened = {"user_agent": "Mozilla/5.0", "ip": "192.0.2.9", "url": ""}
+    rows = [
+        event_row(qid, 0, "u@example.net", "opened", time.time(), data=json.dumps(opened)),
+        event_row(qid, 0, "u@example.net", "retry", time.time(), detail="retry requested"),
+        event_row(
+            qid,
+            0,
+            "u@example.net",
+            "bounced",
+            time.time(),
+            "",
+            "550 5.1.1 no such user",
+            category="InvalidRecipient",
+        ),
+    ]
+
+    async def add() -> None:
+        async with relay.store.engine.begin() as conn:
+            await conn.execute(insert(events), rows)
+
+    relay.call(add())
+    data = api.get(f"/v1/messages/{qid}/events").json()["data"]
+    assert [e["type"] for e in data] == ["queued", "sent", "opened", "requeued", "bounced"]
+    assert data[0]["metadata"] == {} and data[1]["metadata"]["provider"] == "capture"
+    assert data[2]["metadata"] == {"user_agent": "Mozilla/5.0", "ip": "192.0.2.9"}
+    assert data[3]["metadata"] == {"detail": "retry requested"}
+    assert data[4]["metadata"] == {
+        "response": "550 5.1.1 no such user",
+        "category": "InvalidRecipient",
+    }
+
+
+def test_other_lists_clamp_their_limit(api) -> None:  # type: ignore[no-untyped-def]
+    for path, most in (
+        ("/v1/jobs", 100),
+        ("/v1/templates", 1000),
+        ("/v1/messages/scheduled", 1000),
+    ):
+        resp = api.get(path, params={"limit": most + 1})
+        assert resp.status_code == 200, (path, resp.text)
+        assert error_of(api.get(path, params={"limit": 0}))["field"] == "limit"

@@ -2,7 +2,8 @@
 
 Authentication (Bearer or x-api-key), per-key rate limits, request-body limits, JSON
 errors in the seed's shape, health endpoints. Message routes live in http_messages,
-template routes in http_templates, job routes in http_jobs; they call the same accept() as SMTP.
+template routes in http_templates, job routes in http_jobs, analyze in http_analyze;
+they call the same accept() as SMTP.
 """
 
 from __future__ import annotations
@@ -263,7 +264,14 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(ctx: ApiContext) -> Starlette:
-    from mailgate.ingress import compat, http_jobs, http_messages, http_templates, http_webhooks
+    from mailgate.ingress import (
+        compat,
+        http_analyze,
+        http_jobs,
+        http_messages,
+        http_templates,
+        http_webhooks,
+    )
     from mailgate.ingress.openapi import openapi_document
 
     async def healthz(request: Request) -> Response:
@@ -299,6 +307,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
     ]
     for path, handler, methods in (
+        *http_analyze.routes(ctx),
         *http_messages.routes(ctx),
         *http_templates.routes(ctx),
         *http_jobs.routes(ctx),

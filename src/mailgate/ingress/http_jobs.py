@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mailgate.ingress.http import ApiContext, json_response
-from mailgate.ingress.http_messages import Route, _int_param, iso
+from mailgate.ingress.http_messages import Route, iso, limit_param
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
 from mailgate.store import JobProgress
@@ -72,7 +72,7 @@ def routes(ctx: ApiContext) -> list[Route]:
 
     async def list_jobs(request: Request) -> Response:
         cred = await ctx.credential(request)
-        limit = _int_param(request, "limit", 50, 1, 100)
+        limit = limit_param(request, 50, 100)
         rows = await store.jobs.list(None if _sees_all(cred) else cred.id, limit)
         return json_response({"data": [job_body(j) for j in rows]})
 

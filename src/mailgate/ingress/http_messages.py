@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailgate.events.names import api_name
 from mailgate.exceptions import DuplicateEntry, PolicyRefused
 from mailgate.ingress.http import ApiContext, json_response, parse_model, request_hash
 from mailgate.ingress.http_models import BatchMessage, BatchRequest, SendRequest
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 MAX_BATCH = 1000
-STATUSES = tuple(status.value for status in DeliveryStatus)
+# "pending" is the seed's "created, not yet queued": mail here is queued at the commit
+# that creates it, so the filter is accepted and matches nothing.
+STATUSES = ("pending", *(status.value for status in DeliveryStatus))
 
 Route = tuple[str, Callable[[Request], Awaitable[Response]], list[str]]
 
@@ -57,6 +60,17 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
+def limit_param(request: Request, default: int, high: int) -> int:
+    """A list's ``limit``: a positive integer, clamped to ``high`` (the seed says "max",
+    so a larger page size is served at the maximum, not refused)."""
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise invalid("invalid_parameter", "limit: a positive integer", "limit")
+    return min(int(raw), high)
+
+
 def _to_repr(addresses: list[str]) -> str | list[str]:
     return addresses[0] if len(addresses) == 1 else addresses
 
@@ -80,6 +94,20 @@ def _bounce_category(delivery: dict[str, Any]) -> dict[str, str]:
     if delivery["status"] in ("bounced", "deferred", "failed") and delivery["bounce_category"]:
         return {"bounce_category": delivery["bounce_category"]}
     return {}
+
+
+def _event_metadata(e: dict[str, Any]) -> dict[str, Any]:
+    """What an event carries besides its type and time: provider, reply, bounce category,
+    and for opens and clicks the user agent, IP and url (only the ones it has)."""
+    meta: dict[str, Any] = {}
+    for key in ("provider", "response", "detail", "category"):
+        if e.get(key):
+            meta[key] = e[key]
+    data = e.get("data") or {}
+    for key in ("user_agent", "ip", "url"):
+        if data.get(key):
+            meta[key] = data[key]
+    return meta
 
 
 def _can_read(cred: Credential, message: dict[str, Any]) -> bool:
@@ -398,7 +426,7 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def list_messages(request: Request) -> Response:
         cred = await ctx.credential(request)
         q = request.query_params
-        limit = _int_param(request, "limit", 50, 1, 100)
+        limit = limit_param(request, 50, 100)
         offset = _int_param(request, "offset", 0, 0, 10**9)
         status = q.get("status") or None
         if status is not None and status not in STATUSES:
@@ -427,31 +455,21 @@ def routes(ctx: ApiContext) -> list[Route]:
         cred = await ctx.credential(request)
         m = await visible(request, cred)
         rows = await store.events_of(m["id"])
-        data = []
-        for e in rows:
-            meta: dict[str, Any] = {}
-            if e["provider"]:
-                meta["provider"] = e["provider"]
-            if e["response"]:
-                meta["response"] = e["response"]
-            if e["detail"]:
-                meta["detail"] = e["detail"]
-            if e["category"]:
-                meta["category"] = e["category"]
-            data.append(
-                {
-                    "id": f"evt_{e['id']}",
-                    "type": e["type"],
-                    "timestamp": iso(e["at"]),
-                    "recipient": e["recipient"],
-                    "metadata": meta,
-                }
-            )
+        data = [
+            {
+                "id": f"evt_{e['id']}",
+                "type": api_name(e["type"]),
+                "timestamp": iso(e["at"]),
+                "recipient": e["recipient"],
+                "metadata": _event_metadata(e),
+            }
+            for e in rows
+        ]
         return json_response({"data": data})
 
     async def scheduled(request: Request) -> Response:
         cred = await ctx.credential(request)
-        limit = _int_param(request, "limit", 100, 1, 1000)
+        limit = limit_param(request, 100, 1000)
         rows = await store.list_scheduled(
             key_id=None if cred.scope in ("read", "admin") else cred.id, limit=limit
         )

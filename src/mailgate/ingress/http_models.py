@@ -238,6 +238,35 @@ class EventList(BaseModel):
     data: list[EventOut]
 
 
+class AnalyzeIssue(BaseModel):
+    type: str = Field(
+        description="validation, content, subject, links, compliance, size, "
+        "html, attachments, authentication or recipients"
+    )
+    subtype: str = Field(description="e.g. missing_text; for validation: send's error code")
+    severity: str = Field(description="critical, high, medium, low or info")
+    detail: str
+    penalty: int
+
+
+class AnalyzeResult(BaseModel):
+    score: int = Field(description="100 minus the penalties, at least 0")
+    grade: str = Field(description="excellent, good, fair or poor")
+    issues_count: int
+    critical_count: int
+    high_count: int
+    medium_count: int
+    low_count: int
+    info_count: int = Field(description="Checks that could not run (e.g. the DNS did not answer)")
+    can_send: bool = Field(description="false when send would refuse the request")
+    recommendations: list[str]
+    issues: list[AnalyzeIssue] = Field(description="Worst first")
+
+
+class AnalyzeData(BaseModel):
+    data: AnalyzeResult
+
+
 class ScheduledOut(BaseModel):
     id: str
     to: str | list[str]

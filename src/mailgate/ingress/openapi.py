@@ -26,6 +26,16 @@ _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseMod
         m.BatchData,
         True,
     ),
+    (
+        "post",
+        "/v1/messages/analyze",
+        "Check a message before sending: send's validation (as critical issues), content, "
+        "links, html, attachments, DKIM/SPF/DMARC; nothing is queued",
+        m.SendRequest,
+        200,
+        m.AnalyzeData,
+        True,
+    ),
     ("get", "/v1/messages", "List messages", None, 200, m.MessageList, False),
     ("get", "/v1/messages/scheduled", "List scheduled messages", None, 200, m.ScheduledList, False),
     ("get", "/v1/messages/{message_id}", "Get a message", None, 200, m.MessageDetailData, False),
@@ -76,17 +86,25 @@ _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseMod
 ]
 
 _QUERY: dict[str, list[dict[str, Any]]] = {
+    "/v1/messages/analyze": [
+        {
+            "name": "dns",
+            "description": "false: skip the SPF/DMARC lookups of the From domain",
+            "schema": {"type": "boolean", "default": True},
+        }
+    ],
     "/v1/messages": [
         {
             "name": "limit",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+            "description": "Page size; above 100 is served as 100",
+            "schema": {"type": "integer", "minimum": 1, "default": 50},
         },
         {"name": "offset", "schema": {"type": "integer", "minimum": 0, "default": 0}},
         {
             "name": "status",
             "schema": {
                 "type": "string",
-                "enum": [status.value for status in DeliveryStatus],
+                "enum": ["pending", *(status.value for status in DeliveryStatus)],
             },
         },
         {"name": "to", "schema": {"type": "string"}},
@@ -94,11 +112,25 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
         {"name": "until", "schema": {"type": "string", "format": "date-time"}},
     ],
     "/v1/messages/scheduled": [
-        {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+        {
+            "name": "limit",
+            "description": "Page size; above 1000 is served as 1000",
+            "schema": {"type": "integer", "minimum": 1},
+        }
     ],
-    "/v1/jobs": [{"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+    "/v1/jobs": [
+        {
+            "name": "limit",
+            "description": "Page size; above 100 is served as 100",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    ],
     "/v1/templates": [
-        {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        {
+            "name": "limit",
+            "description": "Page size; above 1000 is served as 1000",
+            "schema": {"type": "integer", "minimum": 1},
+        },
         {"name": "offset", "schema": {"type": "integer", "minimum": 0}},
     ],
 }

@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 FAILURE_EVENTS = ("bounced", "deferred", "failed")
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """An event's ``data`` column as an object; "" (most events) or a non-object is {}."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 class QueueReads:
     engine: AsyncEngine
 
@@ -188,6 +199,7 @@ class QueueReads:
         return IdempotentAnswer(key_id, idem_key, rows[0][0], rows[0][1], rows[0][2])
 
     async def events_of(self, message_id: str) -> list[dict[str, Any]]:
+        """A message's events in order; ``data`` decoded (an object, {} when none)."""
         rows = await self._read(
             select(
                 events.c.id,
@@ -199,11 +211,17 @@ class QueueReads:
                 events.c.response,
                 events.c.detail,
                 events.c.category,
+                events.c.data,
             )
             .where(events.c.message_id == message_id)
             .order_by(events.c.id)
         )
-        return [dict(r._mapping) for r in rows]
+        out = []
+        for r in rows:
+            row = dict(r._mapping)
+            row["data"] = _json_object(row["data"])
+            out.append(row)
+        return out
 
     async def queue_counts(self, key_id: str | None) -> dict[str, int]:
         """Deliveries of one key's messages (all with None) by status, the leased ones
