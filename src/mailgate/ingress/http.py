@@ -32,6 +32,7 @@ from mailgate.config import Settings
 from mailgate.credentials import authenticate
 from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
+from mailgate.events.tracking import Tracking
 from mailgate.exceptions import ListenError, StoreUnavailable
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
@@ -60,6 +61,7 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     # Wakes the delivery loop when held work becomes due (a job resumed).
     wake: Callable[[], None] = lambda: None
+    tracking: Tracking | None = None  # the public /t/ and /u/ endpoints, with public_url
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
@@ -306,6 +308,13 @@ def create_app(ctx: ApiContext) -> Starlette:
     routes.extend(
         Route(path, handler, methods=methods) for path, handler, methods in compat.routes(ctx)
     )
+    if ctx.tracking is not None:  # plain 404s of their own, never the JSON error shape
+        from mailgate.ingress import http_tracking
+
+        routes.extend(
+            Route(path, handler, methods=methods)
+            for path, handler, methods in http_tracking.routes(ctx.tracking)
+        )
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_exception, Exception: _internal_error},

@@ -370,6 +370,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             {
                 "sent_at": iso(m["sent_at"]),
                 "delivered_at": iso(m["delivered_at"]),
+                "opened_at": iso(m["opened_at"]),
                 "scheduled_at": iso(m["scheduled_at"]),
                 "recipients": [
                     {
@@ -428,6 +429,8 @@ def routes(ctx: ApiContext) -> list[Route]:
                 meta["response"] = e["response"]
             if e["detail"]:
                 meta["detail"] = e["detail"]
+            if e["data"]:  # opened / clicked / unsubscribed: user_agent, ip, url
+                meta.update(json.loads(e["data"]))
             data.append(
                 {
                     "id": f"evt_{e['id']}",

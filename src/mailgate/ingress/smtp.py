@@ -26,6 +26,7 @@ from mailgate import policy, replies
 from mailgate.accept import Acceptor
 from mailgate.config import Settings, SmtpSettings
 from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
+from mailgate.events.tracking import Tracking
 from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
 from mailgate.ingress.smtp_auth import AuthHooks
 from mailgate.models import Credential, SmtpReply, Submission
@@ -33,6 +34,11 @@ from mailgate.store import Store
 from mailgate.units import parse_hostport
 
 log = logging.getLogger(__name__)
+
+UNSUBSCRIBED = SmtpReply(250, "2.0.0", "Unsubscribed")
+# Unsubscribe addresses and other recipients are taken in separate transactions; 452 asks
+# the client to send the rest again (RFC 5321 3.3).
+ONE_KIND_AT_A_TIME = SmtpReply(452, "4.5.3", "Send to this recipient in another transaction")
 
 MAX_LINE = 998
 NULL_SENDER = "<>"  # how aiosmtpd hands over MAIL FROM:<>
@@ -335,8 +341,11 @@ class SmtpHandler(AuthHooks):
         acceptor: Acceptor,
         suppressed: Container[str] = frozenset(),
         bounces: BounceIntake | None = None,
+        *,
+        unsubscribes: Tracking | None = None,
     ) -> None:
         self.settings = settings
+        self.unsubscribes = unsubscribes  # List-Unsubscribe mailto addresses, with public_url
         self.store = store
         self.acceptor = acceptor
         self._suppressed = suppressed
@@ -397,7 +406,13 @@ class SmtpHandler(AuthHooks):
             return replies.MAIL_OK.line()
         credential = self._credential(server, session)
         if credential is None:
-            return replies.AUTH_REQUIRED.line()
+            if self.unsubscribes is None:
+                return replies.AUTH_REQUIRED.line()
+            # A mailbox provider sending a List-Unsubscribe mail: it has no AUTH, so only
+            # unsubscribe addresses are taken at RCPT (530 for any other, as here).
+            envelope.mail_from = address
+            envelope.inbound_only = True  # type: ignore[attr-defined]
+            return replies.MAIL_OK.line()
         refusal = policy.check_sender(address, credential, self._domains)
         if refusal is not None:
             return refusal.line()
@@ -415,6 +430,18 @@ class SmtpHandler(AuthHooks):
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return replies.TOO_MANY_RECIPIENTS.line()
+        unsubscribing = getattr(envelope, "unsubscribe", None)
+        if self.unsubscribes is not None and self.unsubscribes.mail_token(address) is not None:
+            if unsubscribing is False:
+                return ONE_KIND_AT_A_TIME.line()
+            envelope.unsubscribe = True  # type: ignore[attr-defined]
+            envelope.rcpt_tos.append(address)
+            return replies.RCPT_OK.line()
+        if unsubscribing:
+            return ONE_KIND_AT_A_TIME.line()
+        if getattr(envelope, "inbound_only", False):
+            return replies.AUTH_REQUIRED.line()
+        envelope.unsubscribe = False  # type: ignore[attr-defined]
         if envelope.mail_from == NULL_SENDER:
             assert self.bounces is not None
             if self.bounces.delivery_of(address) is None:
@@ -432,6 +459,14 @@ class SmtpHandler(AuthHooks):
 
     async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content if isinstance(envelope.content, bytes) else b""
+        if getattr(envelope, "unsubscribe", False) and self.unsubscribes is not None:
+            try:
+                done = await self.unsubscribes.unsubscribe_by_mail(envelope.rcpt_tos)
+            except StoreUnavailable as exc:
+                log.error("could not record an unsubscribe from %s: %s", server.peer_address, exc)
+                return replies.STORE_FAILED.line()
+            log.info("unsubscribe mail from %s: %d address(es)", server.peer_address, done)
+            return UNSUBSCRIBED.line()
         if envelope.mail_from == NULL_SENDER and self.bounces is not None:
             try:
                 return (await self.bounces.process(envelope.rcpt_tos, content)).line()

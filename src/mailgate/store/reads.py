@@ -144,12 +144,16 @@ class QueueReads:
         result["deliveries"] = (await self.deliveries_of([message_id])).get(message_id, [])
         firsts = await self._read(
             select(events.c.type, func.min(events.c.at))
-            .where(events.c.message_id == message_id, events.c.type.in_(("sent", "delivered")))
+            .where(
+                events.c.message_id == message_id,
+                events.c.type.in_(("sent", "delivered", "opened")),
+            )
             .group_by(events.c.type)
         )
         first = {r[0]: r[1] for r in firsts}
         result["sent_at"] = first.get("sent")
         result["delivered_at"] = first.get("delivered")
+        result["opened_at"] = first.get("opened")
         return result
 
     async def list_scheduled(self, *, key_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
@@ -182,6 +186,7 @@ class QueueReads:
                 events.c.provider,
                 events.c.response,
                 events.c.detail,
+                events.c.data,
             )
             .where(events.c.message_id == message_id)
             .order_by(events.c.id)

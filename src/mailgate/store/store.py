@@ -34,6 +34,7 @@ from mailgate.store.quota import QuotaRace, QuotaTake, take_and_enqueue
 from mailgate.store.suppressions import SuppressionStore
 from mailgate.store.suppressions import row as suppression_row
 from mailgate.store.templates import TemplateStore
+from mailgate.store.tracking import TrackingStore
 from mailgate.store.writer import GroupCommitWriter, Op
 from mailgate.workers import WorkerUnavailable
 
@@ -63,6 +64,7 @@ class Store(QueueReads):
         self.templates = TemplateStore(self)
         self.suppressions = SuppressionStore(self)
         self.jobs = JobStore(self)
+        self.tracking = TrackingStore(self)
 
     @classmethod
     async def open(cls, url: str, *, writer_process: bool = False, upgrade: bool = True) -> Store:

@@ -1,5 +1,6 @@
 """Events out: webhook endpoints, subscriptions and deliveries (the outbox), bounce
-categories and engagement data on events, and relay-wide settings (the tracking key).
+categories and engagement data on events, relay-wide settings (the tracking key), and
+one-click unsubscribes per sending domain.
 
 Revision ID: 0003
 Revises: 0002
@@ -96,6 +97,15 @@ def upgrade() -> None:
         sa.Column("value", sa.Text, nullable=False),
     )
     op.create_table(
+        "unsubscribes",
+        sa.Column("address", sa.String(320), primary_key=True),
+        sa.Column("domain", sa.String(255), primary_key=True),
+        sa.Column("message_id", sa.String(36), nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+    )
+    op.create_index("ix_unsubscribes_created", "unsubscribes", ["created_at"])
+    op.create_table(
         "webhook_endpoints",
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column("url", sa.Text, nullable=False),
@@ -160,6 +170,7 @@ def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_subscriptions")
     op.drop_table("webhook_endpoints")
+    op.drop_table("unsubscribes")
     op.drop_table("settings")
     with op.batch_alter_table("events") as batch:
         batch.drop_column("data")
