@@ -22,6 +22,9 @@ bench_smtp.py, with an API key made by ``mailgate keys create``:
   answer waits for the work queued before it); fewer show a send's own latency.
 * ``mailsage-batch``: ``--batches`` MailSage ``POST /api/v1/emails/batch`` of 1000
   recipients each; the latency of each request and whether recipient_count=1000.
+* ``tracking``: the tracking endpoints under the ``send`` load's connections: GETs of the
+  open pixel (200) and of a click (302) in turn, with valid tokens of messages sent first
+  with tracking on (see bench_http_tracking.py); each records an event.
 
 Why the load client is raw asyncio streams on uvloop in two processes rather than httpx: it
 must not be the bottleneck on a small machine. It writes prebuilt request bytes and reads
@@ -48,6 +51,13 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_smtp lives beside us
 
+from bench_http_tracking import (
+    TRACKING_TARGET_P99_MS,
+    TRACKING_TARGET_RATE,
+    TrackingFactory,
+    tokens,
+    tracking_key,
+)
 from bench_smtp import (
     HOST,
     START_TIMEOUT,
@@ -67,14 +77,16 @@ from bench_smtp import (
     verdict,
 )
 
-SCENARIOS = ("send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch")
+SCENARIOS = ("send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch", "tracking")
 TITLES = {
     "send": "POST /v1/messages/send",
     "mailsage-send": "MailSage /api/v1/emails/send",
     "messagepipe-send": "MessagePipe /email/send (waits)",
     "batch": "POST /v1/messages/batch (x1000)",
     "mailsage-batch": "MailSage /api/v1/emails/batch (x1000)",
+    "tracking": "GET /t/o + /t/c (pixel, click)",
 }
+TRACKED_MESSAGES = 200  # sent before the tracking load; their tokens are requested in turn
 SEND_PATH = "/v1/messages/send"
 BATCH_PATH = "/v1/messages/batch"
 MAILSAGE_SEND_PATH = "/api/v1/emails/send"
@@ -174,6 +186,9 @@ class SendFactory:
 
     def make(self, n: int) -> bytes:
         return f"{n:012d}".encode().join(self._parts)
+
+    def expected(self, n: int) -> int:
+        return self.expect
 
 
 def send_body(order: str) -> dict[str, Any]:
@@ -330,7 +345,9 @@ class HttpSession:
             self._stats.latencies_us.append(int(elapsed * 1e6))
         return True
 
-    async def run(self, plan: Plan, factory: SendFactory, counter: list[int]) -> None:
+    async def run(
+        self, plan: Plan, factory: SendFactory | TrackingFactory, counter: list[int]
+    ) -> None:
         while plan.take():
             ok = False
             if self.connected or await self.connect():
@@ -338,7 +355,7 @@ class HttpSession:
                 try:
                     async with asyncio.timeout(REPLY_TIMEOUT):
                         payload = factory.make(counter[0])
-                        ok = await self._request(plan, payload, factory.expect)
+                        ok = await self._request(plan, payload, factory.expected(counter[0]))
                 except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as exc:
                     self._error(f"session: {type(exc).__name__}", str(exc).encode())
                     self._drop()
@@ -362,7 +379,11 @@ async def client_main(port: int, sessions: int) -> None:
         return
     go = json.loads(line[3:])
     plan = Plan(start=go["start"], end=go["end"])
-    factory = SendFactory(SEND_KINDS[go["kind"]], port, go["key"])
+    factory: SendFactory | TrackingFactory
+    if go["kind"] == "tracking":
+        factory = TrackingFactory(port, go["tokens"])
+    else:
+        factory = SendFactory(SEND_KINDS[go["kind"]], port, go["key"])
     counter = [go["base"]]  # distinct order numbers across client processes
     await asyncio.gather(*(c.run(plan, factory, counter) for c in clients))
     loop = asyncio.get_running_loop()
@@ -389,7 +410,7 @@ class Mailgate:
     log: Path
 
 
-def relay_toml(workdir: Path, sink_port: int, log_level: str) -> str:
+def relay_toml(workdir: Path, sink_port: int, log_level: str, public_url: str = "") -> str:
     """SMTP off, HTTP on a kernel-chosen loopback port, SQLite under workdir, the sink as
     the only provider (delivery runs, as it would in production: MessagePipe's send waits
     for it), and a compat default sender for the dialects' requests, which carry none."""
@@ -401,7 +422,9 @@ def relay_toml(workdir: Path, sink_port: int, log_level: str) -> str:
         "[smtp]\n"
         "listen = []\n\n"
         "[http]\n"
-        'listen = ["127.0.0.1:0"]\n\n'
+        'listen = ["127.0.0.1:0"]\n'
+        + (f'public_url = "{public_url}"\n' if public_url else "")
+        + "\n"
         "[[domains]]\n"
         'name = "example.com"\n\n'
         "[delivery]\n"
@@ -444,6 +467,7 @@ class HttpBench(ChildrenBench):
     def __init__(self, opts: argparse.Namespace, workdir: Path) -> None:
         super().__init__(opts, workdir, str(Path(__file__).resolve()))
         self._runs = 0
+        self._public_url = ""  # set for the tracking scenario
 
     async def _mailgate_cli(self, *args: str, timeout: float = 60.0) -> str:
         """Run a short ``mailgate`` command; its stdout, or BenchError with its stderr."""
@@ -476,7 +500,7 @@ class HttpBench(ChildrenBench):
         workdir = self.workdir / f"mailgate-{self._runs}"
         workdir.mkdir()
         config = workdir / "relay.toml"
-        config.write_text(relay_toml(workdir, sink_port, "info"))
+        config.write_text(relay_toml(workdir, sink_port, "info", self._public_url))
         out = await self._mailgate_cli("keys", "create", "--name", "bench", "--config", str(config))
         lines = out.strip().splitlines()
         if not lines:
@@ -553,7 +577,14 @@ class HttpBench(ChildrenBench):
 
         return load
 
-    async def _send_clients(self, kind: str, mg: Mailgate, res: Result, sessions: int) -> None:
+    async def _send_clients(
+        self,
+        kind: str,
+        mg: Mailgate,
+        res: Result,
+        sessions: int,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         opts = self.opts
         procs = [
             await self.children.spawn(
@@ -576,6 +607,7 @@ class HttpBench(ChildrenBench):
             for i, p in enumerate(procs):
                 assert p.stdin is not None
                 go = {"start": start, "end": end, "key": mg.key, "base": i * 10**11, "kind": kind}
+                go.update(extra or {})
                 p.stdin.write(b"GO " + json.dumps(go).encode() + b"\n")
                 await p.stdin.drain()
             lines = [await _read_line(p, "http client", end - time.time() + 60) for p in procs]
@@ -606,8 +638,44 @@ class HttpBench(ChildrenBench):
             res.extra["loop"] = r["loop"]
         res.rate = res.extra["accepted"] / window
         res.extra.update(window=window, connected=connected, sessions=sessions)
+        if kind == "tracking":
+            res.extra.update(body_size=0, expect="200/302")
+            return
         factory = SendFactory(SEND_KINDS[kind], 0, "")
         res.extra.update(body_size=factory.body_size, expect=factory.expect)
+
+    # ---- tracking
+
+    async def tracking(self) -> Result:
+        async def load(mg: Mailgate, res: Result) -> None:
+            ids = await self._tracked_sends(mg, TRACKED_MESSAGES)
+            db = self.workdir / f"mailgate-{self._runs}" / "data" / "mailgate.db"
+            pairs = tokens(tracking_key(db), ids)
+            await self._send_clients("tracking", mg, res, self.opts.sessions, {"tokens": pairs})
+
+        self._public_url = "https://track.bench.test"
+        try:
+            return await self._with_mailgate("tracking", load)
+        finally:
+            self._public_url = ""
+
+    async def _tracked_sends(self, mg: Mailgate, count: int) -> list[str]:
+        """Send ``count`` messages with tracking on, one after another; their ids."""
+        ids = []
+        reader, writer = await asyncio.open_connection(HOST, mg.port)
+        try:
+            for n in range(count):
+                fields = {**send_body(f"{n:012d}"), "tracking": {"opens": True, "clicks": True}}
+                body = json.dumps(fields).encode()
+                writer.write(request_head(SEND_PATH, mg.port, mg.key, len(body)) + body)
+                async with asyncio.timeout(REPLY_TIMEOUT):
+                    status, answer, _ = await read_response(reader)
+                if status != 202:
+                    raise BenchError(f"tracked send: HTTP {status}: {answer[:SAMPLE_BYTES]!r}")
+                ids.append(json.loads(answer)["data"]["id"])
+        finally:
+            writer.close()
+        return ids
 
     # ---- batch
 
@@ -702,6 +770,7 @@ class HttpBench(ChildrenBench):
             "messagepipe-send": self.messagepipe_send,
             "batch": self.batch,
             "mailsage-batch": self.mailsage_batch,
+            "tracking": self.tracking,
         }
         out = []
         for name in which:
@@ -816,6 +885,15 @@ def print_targets(results: list[Result]) -> None:
             f"{'all' if batch.extra['all_queued'] else 'NOT all'} queued={BATCH_SIZE})"
         )
     print_compat_targets(by_name, send)
+    tracked = by_name.get(TITLES["tracking"])
+    if tracked is not None:
+        p99 = tracked.percentile(99)
+        ok = tracked.rate >= TRACKING_TARGET_RATE and p99 < TRACKING_TARGET_P99_MS
+        print(
+            f"  tracking >= {TRACKING_TARGET_RATE:.0f}/s, p99 < {TRACKING_TARGET_P99_MS:.0f} ms: "
+            f"{verdict(ok)} ({tracked.rate:.0f} req/s, p50 {tracked.percentile(50):.1f} ms, "
+            f"p99 {p99:.1f} ms; {sum(tracked.errors.values())} errors)"
+        )
 
 
 def print_compat_targets(by_name: dict[str, Result], send: Result | None) -> None:

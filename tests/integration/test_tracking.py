@@ -340,3 +340,71 @@ def test_tracking_needs_public_url(tmp_path: Path, relay_factory) -> None:  # ty
             },
         )
         assert r.status_code == 422 and "public_url" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_key_made_once_and_unsubscribes_shared_by_nodes(
+    engine: str, tmp_path: Path, request
+) -> None:  # type: ignore[no-untyped-def]
+    """Two nodes starting at once agree on one key; an unsubscribe made through one node's
+    store reaches the other's suppression list at its refresh."""
+    import asyncio
+
+    from mailgate.models import NewMessage
+    from mailgate.store import Store
+    from mailgate.suppression import SuppressionList
+
+    url = (
+        request.getfixturevalue("pg_url").replace("postgresql://", "postgresql+asyncpg://")
+        if engine == "postgresql"
+        else f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
+    )
+
+    async def run() -> None:
+        first = await Store.open(url)
+        second = await Store.open(url) if engine == "postgresql" else first
+        try:
+            keys = await asyncio.gather(
+                *(s.tracking.key(bytes([n]) * 32) for n, s in enumerate([first, second] * 4))
+            )
+            assert len(set(keys)) == 1
+            await first.enqueue(
+                [
+                    NewMessage(
+                        "01a23c00-0000-7000-8000-000000000001",
+                        1.0,
+                        "app@example.com",
+                        ["Reader@dest.test"],
+                        b"From: app@example.com\r\n\r\nx\r\n",
+                    )
+                ]
+            )
+            other = SuppressionList(second)
+            await other.load()
+            assert not other.unsubscribes
+            done = await first.tracking.unsubscribe(
+                "01a23c00-0000-7000-8000-000000000001", 0, 2.0, "one-click", "{}"
+            )
+            assert (
+                done is not None
+                and done.new
+                and (done.address, done.domain)
+                == (
+                    "reader@dest.test",
+                    "example.com",
+                )
+            )
+            again = await first.tracking.unsubscribe(
+                "01a23c00-0000-7000-8000-000000000001", 0, 3.0, "one-click", "{}"
+            )
+            assert again is not None and not again.new
+            await other.load()  # what its refresh task does every few seconds
+            assert ("reader@dest.test", "example.com") in other.unsubscribes
+            events = await first.events_of("01a23c00-0000-7000-8000-000000000001")
+            assert [e["type"] for e in events].count("unsubscribed") == 1
+        finally:
+            await first.close()
+            if second is not first:
+                await second.close()
+
+    asyncio.run(run())

@@ -2,19 +2,25 @@
 
 Tokens are checked here (:mod:`mailgate.events.tokens`) before anything is read or
 written, so a guessed or forged one costs one HMAC and gets nothing. Opens and clicks are
-recorded through the store's writer with the group commit (many concurrent requests share
-one transaction); an unsubscribe is committed durably before its answer and takes effect
-in this process's accept path at once, on the other nodes at their next refresh.
+recorded before their answer, but not each alone: the requests that arrive while one
+write is in flight share the next (:class:`Engagements`), one writer job and one
+executemany for all of them, committed without a flush of their own (a lost open is a lost
+statistic). When the queue is unavailable the pixel and the redirect are served anyway: the
+recipient's click matters more than its record. An unsubscribe is committed durably
+before its answer and takes effect in this process's accept path at once, on the other
+nodes at their next refresh.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable
 
 from mailgate.events.tokens import Signer, Target
+from mailgate.exceptions import StoreUnavailable
 from mailgate.store import Store
 from mailgate.store.tracking import Engagement, Unsubscribed
 from mailgate.suppression import SuppressionList
@@ -22,6 +28,41 @@ from mailgate.suppression import SuppressionList
 log = logging.getLogger(__name__)
 
 UNSUBSCRIBE_LOCAL = "unsubscribe"
+
+
+class Engagements:
+    """Opens and clicks written in batches: one write in flight, the next one gathering."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[Engagement] = []
+        self._done: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, event: Engagement) -> None:
+        """Returns once ``event`` is committed; StoreUnavailable if it could not be."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        done = self._done
+        self._pending.append(event)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._write(), name="mailgate-engagements")
+        await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, done = self._pending, self._done
+            self._pending, self._done = [], None
+            assert done is not None
+            try:
+                await self._store.tracking.record(batch)
+            except StoreUnavailable as exc:
+                done.set_exception(exc)
+            except Exception as exc:  # never leave the requests waiting
+                log.exception("recording %d opens/clicks failed", len(batch))
+                done.set_exception(StoreUnavailable(str(exc)))
+            else:
+                done.set_result(None)
 
 
 class Tracking:
@@ -39,18 +80,22 @@ class Tracking:
         self._bounce_domain = bounce_domain.lower()
         self._suppressions = suppressions
         self._clock = clock
+        self._engagements = Engagements(store)
+
+    async def _record(self, event: Engagement) -> None:
+        try:
+            await self._engagements.add(event)
+        except StoreUnavailable as exc:
+            log.warning("%s: %s not recorded: %s", event.message_id, event.type_, exc)
 
     async def opened(self, token: str, user_agent: str, ip: str) -> bool:
         """Record an open; False for a token that is not ours (answer 404)."""
         target = self._signer.check_open(token)
         if target is None:
             return False
-        await self._store.tracking.record(
-            [
-                Engagement(
-                    target.message_id, target.rcpt_idx, "opened", self._clock(), user_agent, ip
-                )
-            ]
+        now = self._clock()
+        await self._record(
+            Engagement(target.message_id, target.rcpt_idx, "opened", now, user_agent, ip)
         )
         return True
 
@@ -59,18 +104,11 @@ class Tracking:
         target = self._signer.check_click(token)
         if target is None:
             return None
-        await self._store.tracking.record(
-            [
-                Engagement(
-                    target.message_id,
-                    target.rcpt_idx,
-                    "clicked",
-                    self._clock(),
-                    user_agent,
-                    ip,
-                    target.url,
-                )
-            ]
+        now = self._clock()
+        await self._record(
+            Engagement(
+                target.message_id, target.rcpt_idx, "clicked", now, user_agent, ip, target.url
+            )
         )
         return target.url
 
