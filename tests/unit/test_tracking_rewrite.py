@@ -42,6 +42,8 @@ def test_tokens_name_message_recipient_and_kind(signer: Signer) -> None:
     assert signer.check_open(o) is not None and signer.check_open(o).rcpt_idx == 7  # type: ignore[union-attr]
     assert signer.check_unsubscribe(o) is None  # a token of one kind is none of another
     assert signer.check_unsubscribe(u.upper()) is not None  # mail systems may change case
+    for bent in ("+" + o[1:], o[:10] + "_" + o[11:], o[:-1] + "w", " " + o[1:], o[:-1] + "1"):
+        assert signer.check_open(bent) is None, bent
     c = signer.click_token(mid, 1, "https://a.test/?q=1")
     assert signer.check_click(c).url == "https://a.test/?q=1"  # type: ignore[union-attr]
     assert Signer(new_key()).check_click(c) is None  # another relay's key

@@ -6,9 +6,11 @@ kind (open, click, unsubscribe) is inside the MAC, so a token of one kind is wor
 another, and a click token carries its target URL under the MAC too: the redirect goes only
 where the signed token says (no open redirect), with no read of the message per click.
 
-Open and unsubscribe tokens are lower-case base32 (50 characters): the unsubscribe one is
-also the local part of a mailto address (``unsubscribe+TOKEN@...``, at most 64 octets),
-which mail systems may change the case of. Click tokens are base64url, shorter for the URL.
+Open and unsubscribe tokens are lower-case base32hex (RFC 4648 section 7, 50 characters):
+the unsubscribe one is also the local part of a mailto address (``unsubscribe+TOKEN@...``,
+at most 64 octets), which mail systems may change the case of. That alphabet is Python's
+``int(token, 32)``, which decodes one in about a microsecond where ``base64.b32decode``
+(Python code) took tens on the busiest endpoint. Click tokens are base64url, shorter for the URL.
 No recipient address appears in a token. Pure functions, no I/O: the delivery process
 imports this module.
 """
@@ -26,6 +28,7 @@ KEY_BYTES = 32
 _MAC = 12  # bytes of HMAC-SHA256 kept: 2^96 online guesses to forge one
 _IDX = 3  # recipient index: up to 16,777,215 recipients
 _FIXED = 16 + _IDX + _MAC
+_B32_LEN = 50  # base32 digits of _FIXED bytes (248 bits and 2 padding bits)
 MAX_URL = 4096  # longer targets are left alone (not rewritten)
 
 OPEN, CLICK, UNSUBSCRIBE = b"o", b"c", b"u"
@@ -80,7 +83,7 @@ class Signer:
     def _b32(self, kind: bytes, message_id: str, rcpt_idx: int) -> str:
         head = _head(message_id, rcpt_idx)
         raw = head + _mac(self._key, kind, head, b"")
-        return base64.b32encode(raw).rstrip(b"=").decode().lower()
+        return base64.b32hexencode(raw).rstrip(b"=").decode().lower()
 
     def check_open(self, token: str) -> Target | None:
         return self._check_b32(OPEN, token)
@@ -108,14 +111,16 @@ class Signer:
         return Target(_message_id(head[:16]), int.from_bytes(head[16:], "big"), target)
 
     def _check_b32(self, kind: bytes, token: str) -> Target | None:
-        if not token.isascii() or len(token) != 50:
+        # isalnum: no sign, space or "_", which int() would take.
+        if len(token) != _B32_LEN or not token.isascii() or not token.isalnum():
             return None
         try:
-            raw = base64.b32decode(token.upper() + "======")
-        except (binascii.Error, ValueError):
+            value = int(token, 32)
+        except ValueError:  # w-z
             return None
-        if len(raw) != _FIXED:
+        if value & 3:  # the 2 padding bits of the last digit are 0 in a token we made
             return None
+        raw = (value >> 2).to_bytes(_FIXED, "big")
         head, mac = raw[: 16 + _IDX], raw[16 + _IDX :]
         if not hmac.compare_digest(mac, _mac(self._key, kind, head, b"")):
             return None

@@ -292,7 +292,17 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    routes = [
+    routes = []
+    if ctx.tracking is not None:
+        # First: the most frequent requests match without trying the API's routes. Their
+        # plain 404s are their own, never the API's JSON error shape.
+        from mailgate.ingress import http_tracking
+
+        routes += [
+            Route(path, handler, methods=methods)
+            for path, handler, methods in http_tracking.routes(ctx.tracking)
+        ]
+    routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
@@ -308,13 +318,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     routes.extend(
         Route(path, handler, methods=methods) for path, handler, methods in compat.routes(ctx)
     )
-    if ctx.tracking is not None:  # plain 404s of their own, never the JSON error shape
-        from mailgate.ingress import http_tracking
 
-        routes.extend(
-            Route(path, handler, methods=methods)
-            for path, handler, methods in http_tracking.routes(ctx.tracking)
-        )
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_exception, Exception: _internal_error},
