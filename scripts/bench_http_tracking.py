@@ -28,6 +28,13 @@ def tracking_key(db: Path) -> bytes:
     return base64.b64decode(row[0])
 
 
+def recorded(db: Path) -> int:
+    """Opened and clicked events in the database (after mailgate stopped: all written)."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT count(*) FROM events WHERE type IN ('opened', 'clicked')")
+        return int(row.fetchone()[0])
+
+
 def tokens(key: bytes, message_ids: list[str]) -> list[tuple[str, str]]:
     """(open token, click token) per message, recipient 0."""
     signer = Signer(key)

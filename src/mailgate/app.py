@@ -75,6 +75,7 @@ class App:
         self._lag_watch: asyncio.Task[None] | None = None
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
+        self.tracking: Tracking | None = None
         self._lock_file: IO[str] | None = None
         self._stop = asyncio.Event()
         node = settings.server.node_id
@@ -137,9 +138,9 @@ class App:
             unsubscribed=self.suppressions.unsubscribes,
             metrics=self.metrics,
         )
-        tracking = None
+        tracking = self.tracking = None
         if s.http.public_url:  # links point there: without it none is ever made
-            tracking = Tracking(
+            tracking = self.tracking = Tracking(
                 self.store,
                 Signer(tracking_key),
                 bounce_domain=s.bounce_domain,
@@ -211,6 +212,8 @@ class App:
                     await task
         if self.http is not None:
             await self.http.stop()
+        if self.tracking is not None:  # the opens and clicks answered but not written yet
+            await self.tracking.close()
         if self.smtp is not None:
             await self.smtp.stop(grace=min(5.0, grace))
         if self.scheduler is not None:

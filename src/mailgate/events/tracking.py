@@ -2,13 +2,10 @@
 
 Tokens are checked here (:mod:`mailgate.events.tokens`) before anything is read or
 written, so a guessed or forged one costs one HMAC and gets nothing. Opens and clicks are
-recorded before their answer, but not each alone: the requests that arrive while one
-write is in flight share the next (:class:`Engagements`), one writer job and one
-executemany for all of them, committed without a flush of their own (a lost open is a lost
-statistic). When the queue is unavailable the pixel and the redirect are served anyway: the
-recipient's click matters more than its record. An unsubscribe is committed durably
-before its answer and takes effect in this process's accept path at once, on the other
-nodes at their next refresh.
+written in batches behind their answers (:class:`Engagements`): the pixel and the
+redirect never wait for the queue, which also keeps them working while it is unavailable.
+An unsubscribe is committed durably before its answer and takes effect in this process's
+accept path at once, on the other nodes at their next refresh.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import time
 from collections.abc import Callable
 
 from mailgate.events.tokens import Signer, Target
-from mailgate.exceptions import StoreUnavailable
 from mailgate.store import Store
 from mailgate.store.tracking import Engagement, Unsubscribed
 from mailgate.suppression import SuppressionList
@@ -28,41 +24,61 @@ from mailgate.suppression import SuppressionList
 log = logging.getLogger(__name__)
 
 UNSUBSCRIBE_LOCAL = "unsubscribe"
+MAX_PENDING = 50_000  # opens and clicks waiting for their write
+RETRY_SECONDS = 1.0
 
 
 class Engagements:
-    """Opens and clicks written in batches: one write in flight, the next one gathering."""
+    """Opens and clicks written behind their answers, in batches: one write in flight
+    while the next one gathers, so a thousand requests are one writer job, not a thousand.
+
+    Waiting for the commit before answering cost every request a round trip to the
+    writer: at 2,000 requests/s offered, p50 6.5 ms and p99 37 ms on the 2-core test
+    machine. Not waiting, an open is written a few milliseconds after its answer and a
+    crash in between loses those few, a lost statistic, never mail. At most
+    :data:`MAX_PENDING` wait; beyond that a request waits for the next write (the queue's
+    pace is the limit, memory is not). While the queue is unavailable the batch is kept
+    and tried again every second, the oldest dropped (counted in the log) past the limit.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._pending: list[Engagement] = []
-        self._done: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._written = asyncio.Event()
+        self._closing = False
 
     async def add(self, event: Engagement) -> None:
-        """Returns once ``event`` is committed; StoreUnavailable if it could not be."""
-        if self._done is None:
-            self._done = asyncio.get_running_loop().create_future()
-        done = self._done
         self._pending.append(event)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._write(), name="mailgate-engagements")
-        await asyncio.shield(done)
+        if len(self._pending) > MAX_PENDING:
+            await self._written.wait()
+
+    async def close(self) -> None:
+        """Write what is pending (one try if the queue is down), then stop."""
+        self._closing = True
+        if self._task is not None:
+            await self._task
 
     async def _write(self) -> None:
         while self._pending:
-            batch, done = self._pending, self._done
-            self._pending, self._done = [], None
-            assert done is not None
+            batch, self._pending = self._pending, []
             try:
                 await self._store.tracking.record(batch)
-            except StoreUnavailable as exc:
-                done.set_exception(exc)
-            except Exception as exc:  # never leave the requests waiting
-                log.exception("recording %d opens/clicks failed", len(batch))
-                done.set_exception(StoreUnavailable(str(exc)))
-            else:
-                done.set_result(None)
+            except Exception as exc:
+                if self._closing:
+                    log.warning("%d opens/clicks not recorded at shutdown: %s", len(batch), exc)
+                    return
+                log.warning("recording %d opens/clicks failed, retrying: %s", len(batch), exc)
+                self._pending = batch + self._pending
+                if len(self._pending) > MAX_PENDING:
+                    dropped = len(self._pending) - MAX_PENDING
+                    del self._pending[:dropped]
+                    log.warning("dropped the %d oldest unrecorded opens/clicks", dropped)
+                await asyncio.sleep(RETRY_SECONDS)
+            written, self._written = self._written, asyncio.Event()
+            written.set()
 
 
 class Tracking:
@@ -82,11 +98,9 @@ class Tracking:
         self._clock = clock
         self._engagements = Engagements(store)
 
-    async def _record(self, event: Engagement) -> None:
-        try:
-            await self._engagements.add(event)
-        except StoreUnavailable as exc:
-            log.warning("%s: %s not recorded: %s", event.message_id, event.type_, exc)
+    async def close(self) -> None:
+        """Write the opens and clicks not written yet (before the store closes)."""
+        await self._engagements.close()
 
     async def opened(self, token: str, user_agent: str, ip: str) -> bool:
         """Record an open; False for a token that is not ours (answer 404)."""
@@ -94,7 +108,7 @@ class Tracking:
         if target is None:
             return False
         now = self._clock()
-        await self._record(
+        await self._engagements.add(
             Engagement(target.message_id, target.rcpt_idx, "opened", now, user_agent, ip)
         )
         return True
@@ -105,7 +119,7 @@ class Tracking:
         if target is None:
             return None
         now = self._clock()
-        await self._record(
+        await self._engagements.add(
             Engagement(
                 target.message_id, target.rcpt_idx, "clicked", now, user_agent, ip, target.url
             )
