@@ -408,3 +408,39 @@ def test_key_made_once_and_unsubscribes_shared_by_nodes(
                 await second.close()
 
     asyncio.run(run())
+
+
+def test_batch_mail_is_bulk_and_gets_list_unsubscribe(
+    relay_factory, tmp_path: Path, keyfile
+) -> None:  # type: ignore[no-untyped-def]
+    _, txt = keyfile
+    with Upstream() as up:
+        relay = start(relay_factory, tmp_path, keyfile, up)
+        with client(relay) as api:
+            r = api.post(
+                "/v1/messages/batch",
+                json={
+                    "messages": [
+                        {
+                            "from": "app@example.com",
+                            "to": "a@dest.test",
+                            "subject": "news",
+                            "html": HTML,
+                        },
+                        {
+                            "from": "app@example.com",
+                            "to": "b@dest.test",
+                            "subject": "receipt",
+                            "text": TEXT,
+                            "tracking": {"opens": False, "clicks": False},
+                        },
+                    ]
+                },
+            )
+            assert r.status_code == 202, r.text
+            got = {g.rcpt_tos[0]: g for g in up.wait_for(2)}
+        bulk, transactional = got["a@dest.test"], got["b@dest.test"]
+        assert bulk.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert b"/t/o/" not in bulk.data and b"/t/c/" not in bulk.data  # not tracked
+        assert verify(bulk.data, txt)
+        assert b"List-Unsubscribe" not in transactional.data and b"/t/c/" not in transactional.data
