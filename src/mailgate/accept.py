@@ -61,6 +61,7 @@ class Acceptor:
         self._unsubscribed = unsubscribed
         t = settings.tracking
         self._tracking = Options(t.opens, t.clicks, t.unsubscribe)
+        self._tracking_off = self._tracking == Options()
         self._links = bool(settings.http.public_url)
 
     async def accept(self, sub: Submission) -> Accepted:
@@ -226,7 +227,7 @@ class Acceptor:
     def _tracking_of(self, sub: Submission) -> dict[str, bool] | None:
         """The message's resolved tracking options (see Options.resolve); refused when it
         asks for tracking and the relay has no [http] public_url for the links."""
-        if sub.tracking is None and not sub.job_id and self._tracking == _NO_TRACKING:
+        if sub.tracking is None and not sub.job_id and self._tracking_off:
             return None  # the common case, SMTP or API mail with tracking off: no work
         options = Options.resolve(sub.tracking, self._tracking, bulk=sub.job_id is not None)
         if not self._links:
@@ -236,9 +237,6 @@ class Acceptor:
                 )
             return None  # no public URL: no List-Unsubscribe either
         return options.stored()
-
-
-_NO_TRACKING = Options()
 
 
 def _quota_of(subs: Sequence[Submission]) -> Quota | None:
