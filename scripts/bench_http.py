@@ -25,6 +25,9 @@ bench_smtp.py, with an API key made by ``mailgate keys create``:
   (no DNS: the figure is the relay's own work); 200 is success. Target p99 <= 50 ms.
 * ``mailsage-batch``: ``--batches`` MailSage ``POST /api/v1/emails/batch`` of 1000
   recipients each; the latency of each request and whether recipient_count=1000.
+* ``tracking``: the tracking endpoints under the ``send`` load's connections: GETs of the
+  open pixel (200) and of a click (302) in turn, with valid tokens of messages sent first
+  with tracking on (see bench_http_tracking.py); each records an event.
 
 Why the load client is raw asyncio streams on uvloop in two processes rather than httpx: it
 must not be the bottleneck on a small machine. It writes prebuilt request bytes and reads
@@ -51,6 +54,14 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_smtp lives beside us
 
+from bench_http_tracking import (
+    TRACKING_TARGET_P99_MS,
+    TRACKING_TARGET_RATE,
+    TrackingFactory,
+    recorded,
+    tokens,
+    tracking_key,
+)
 from bench_smtp import (
     HOST,
     START_TIMEOUT,
@@ -70,7 +81,10 @@ from bench_smtp import (
     verdict,
 )
 
-SCENARIOS = ("send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch", "analyze")
+SCENARIOS = (
+    *("send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch"),
+    *("analyze", "tracking"),
+)
 TITLES = {
     "send": "POST /v1/messages/send",
     "mailsage-send": "MailSage /api/v1/emails/send",
@@ -78,7 +92,9 @@ TITLES = {
     "batch": "POST /v1/messages/batch (x1000)",
     "mailsage-batch": "MailSage /api/v1/emails/batch (x1000)",
     "analyze": "POST /v1/messages/analyze (no DNS)",
+    "tracking": "GET /t/o + /t/c (pixel, click)",
 }
+TRACKED_MESSAGES = 200  # sent before the tracking load; their tokens are requested in turn
 SEND_PATH = "/v1/messages/send"
 BATCH_PATH = "/v1/messages/batch"
 MAILSAGE_SEND_PATH = "/api/v1/emails/send"
@@ -180,6 +196,9 @@ class SendFactory:
 
     def make(self, n: int) -> bytes:
         return f"{n:012d}".encode().join(self._parts)
+
+    def expected(self, n: int) -> int:
+        return self.expect
 
 
 def send_body(order: str) -> dict[str, Any]:
@@ -356,15 +375,18 @@ class HttpSession:
             self._stats.latencies_us.append(int(elapsed * 1e6))
         return True
 
-    async def run(self, plan: Plan, factory: SendFactory, counter: list[int]) -> None:
+    async def run(
+        self, plan: Plan, factory: SendFactory | TrackingFactory, counter: list[int]
+    ) -> None:
         while plan.take():
+            await plan.pace()  # paced (open-loop) runs only
             ok = False
             if self.connected or await self.connect():
                 counter[0] += 1
                 try:
                     async with asyncio.timeout(REPLY_TIMEOUT):
                         payload = factory.make(counter[0])
-                        ok = await self._request(plan, payload, factory.expect)
+                        ok = await self._request(plan, payload, factory.expected(counter[0]))
                 except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as exc:
                     self._error(f"session: {type(exc).__name__}", str(exc).encode())
                     self._drop()
@@ -387,8 +409,14 @@ async def client_main(port: int, sessions: int) -> None:
     if not line.startswith(b"GO "):
         return
     go = json.loads(line[3:])
-    plan = Plan(start=go["start"], end=go["end"])
-    factory = SendFactory(SEND_KINDS[go["kind"]], port, go["key"])
+    plan = Plan(
+        start=go["start"], end=go["end"], rate=go.get("rate"), paced_from=go.get("paced_from", 0)
+    )
+    factory: SendFactory | TrackingFactory
+    if go["kind"] == "tracking":
+        factory = TrackingFactory(port, go["tokens"])
+    else:
+        factory = SendFactory(SEND_KINDS[go["kind"]], port, go["key"])
     counter = [go["base"]]  # distinct order numbers across client processes
     await asyncio.gather(*(c.run(plan, factory, counter) for c in clients))
     loop = asyncio.get_running_loop()
@@ -399,6 +427,7 @@ async def client_main(port: int, sessions: int) -> None:
         "errors": dict(stats.errors),
         "samples": stats.samples,
         "connects": stats.connects,
+        "late": plan.late,
         "loop": f"{type(loop).__module__}.{type(loop).__qualname__}",
     }
     _say("RESULT " + json.dumps(result, separators=(",", ":")))
@@ -415,7 +444,7 @@ class Mailgate:
     log: Path
 
 
-def relay_toml(workdir: Path, sink_port: int, log_level: str) -> str:
+def relay_toml(workdir: Path, sink_port: int, log_level: str, public_url: str = "") -> str:
     """SMTP off, HTTP on a kernel-chosen loopback port, SQLite under workdir, the sink as
     the only provider (delivery runs, as it would in production: MessagePipe's send waits
     for it), and a compat default sender for the dialects' requests, which carry none."""
@@ -427,7 +456,9 @@ def relay_toml(workdir: Path, sink_port: int, log_level: str) -> str:
         "[smtp]\n"
         "listen = []\n\n"
         "[http]\n"
-        'listen = ["127.0.0.1:0"]\n\n'
+        'listen = ["127.0.0.1:0"]\n'
+        + (f'public_url = "{public_url}"\n' if public_url else "")
+        + "\n"
         "[[domains]]\n"
         'name = "example.com"\n\n'
         "[delivery]\n"
@@ -470,6 +501,7 @@ class HttpBench(ChildrenBench):
     def __init__(self, opts: argparse.Namespace, workdir: Path) -> None:
         super().__init__(opts, workdir, str(Path(__file__).resolve()))
         self._runs = 0
+        self._public_url = ""  # set for the tracking scenario
 
     async def _mailgate_cli(self, *args: str, timeout: float = 60.0) -> str:
         """Run a short ``mailgate`` command; its stdout, or BenchError with its stderr."""
@@ -502,7 +534,7 @@ class HttpBench(ChildrenBench):
         workdir = self.workdir / f"mailgate-{self._runs}"
         workdir.mkdir()
         config = workdir / "relay.toml"
-        config.write_text(relay_toml(workdir, sink_port, "info"))
+        config.write_text(relay_toml(workdir, sink_port, "info", self._public_url))
         out = await self._mailgate_cli("keys", "create", "--name", "bench", "--config", str(config))
         lines = out.strip().splitlines()
         if not lines:
@@ -585,7 +617,14 @@ class HttpBench(ChildrenBench):
 
         return load
 
-    async def _send_clients(self, kind: str, mg: Mailgate, res: Result, sessions: int) -> None:
+    async def _send_clients(
+        self,
+        kind: str,
+        mg: Mailgate,
+        res: Result,
+        sessions: int,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         opts = self.opts
         procs = [
             await self.children.spawn(
@@ -608,6 +647,7 @@ class HttpBench(ChildrenBench):
             for i, p in enumerate(procs):
                 assert p.stdin is not None
                 go = {"start": start, "end": end, "key": mg.key, "base": i * 10**11, "kind": kind}
+                go.update(extra or {})
                 p.stdin.write(b"GO " + json.dumps(go).encode() + b"\n")
                 await p.stdin.drain()
             lines = [await _read_line(p, "http client", end - time.time() + 60) for p in procs]
@@ -636,10 +676,56 @@ class HttpBench(ChildrenBench):
             res.extra["accepted"] = res.extra.get("accepted", 0) + r["accepted"]
             res.extra["accepted_total"] = res.extra.get("accepted_total", 0) + r["accepted_total"]
             res.extra["loop"] = r["loop"]
+            res.extra["late"] = res.extra.get("late", 0) + r.get("late", 0)
         res.rate = res.extra["accepted"] / window
         res.extra.update(window=window, connected=connected, sessions=sessions)
+        if kind == "tracking":
+            res.extra.update(body_size=0, expect="200/302")
+            return
         factory = SendFactory(SEND_KINDS[kind], 0, "")
         res.extra.update(body_size=factory.body_size, expect=factory.expect)
+
+    # ---- tracking
+
+    async def tracking(self) -> Result:
+        async def load(mg: Mailgate, res: Result) -> None:
+            ids = await self._tracked_sends(mg, TRACKED_MESSAGES)
+            db = self.workdir / f"mailgate-{self._runs}" / "data" / "mailgate.db"
+            pairs = tokens(tracking_key(db), ids)
+            extra: dict[str, Any] = {"tokens": pairs}
+            res.extra["paced"] = self.opts.tracking_rate or None
+            if self.opts.tracking_rate > 0:  # open loop: each client process its share
+                procs = len(self._split(self.opts.sessions))
+                extra.update(rate=self.opts.tracking_rate / procs, paced_from=time.time())
+            await self._send_clients("tracking", mg, res, self.opts.sessions, extra)
+
+        self._public_url = "https://track.bench.test"
+        try:
+            res = await self._with_mailgate("tracking", load)
+        finally:
+            self._public_url = ""
+        # Answered before written: after the stop every answered request is an event.
+        db = self.workdir / f"mailgate-{self._runs}" / "data" / "mailgate.db"
+        res.extra["recorded"] = recorded(db)
+        return res
+
+    async def _tracked_sends(self, mg: Mailgate, count: int) -> list[str]:
+        """Send ``count`` messages with tracking on, one after another; their ids."""
+        ids = []
+        reader, writer = await asyncio.open_connection(HOST, mg.port)
+        try:
+            for n in range(count):
+                fields = {**send_body(f"{n:012d}"), "tracking": {"opens": True, "clicks": True}}
+                body = json.dumps(fields).encode()
+                writer.write(request_head(SEND_PATH, mg.port, mg.key, len(body)) + body)
+                async with asyncio.timeout(REPLY_TIMEOUT):
+                    status, answer, _ = await read_response(reader)
+                if status != 202:
+                    raise BenchError(f"tracked send: HTTP {status}: {answer[:SAMPLE_BYTES]!r}")
+                ids.append(json.loads(answer)["data"]["id"])
+        finally:
+            writer.close()
+        return ids
 
     # ---- batch
 
@@ -735,6 +821,7 @@ class HttpBench(ChildrenBench):
             "batch": self.batch,
             "mailsage-batch": self.mailsage_batch,
             "analyze": self.analyze,
+            "tracking": self.tracking,
         }
         out = []
         for name in which:
@@ -858,6 +945,24 @@ def print_targets(results: list[Result]) -> None:
             f"(p50 {analyze.percentile(50):.1f} ms, p99 {p99:.1f} ms, {analyze.rate:.0f} req/s, "
             f"{sum(analyze.errors.values())} errors)"
         )
+    tracked = by_name.get(TITLES["tracking"])
+    if tracked is not None:
+        p99 = tracked.percentile(99)
+        late = tracked.extra.get("late", 0)
+        # A paced run whose slots started late did not offer the rate it was asked for.
+        ok = tracked.rate >= TRACKING_TARGET_RATE * 0.99 and p99 < TRACKING_TARGET_P99_MS
+        mode = "closed loop" if tracked.extra.get("paced") is None else "paced"
+        answered = tracked.extra.get("accepted_total", 0)
+        print(
+            f"  tracking events: {tracked.extra.get('recorded')} recorded of {answered} "
+            "requests answered (warm-up included)"
+        )
+        print(
+            f"  tracking >= {TRACKING_TARGET_RATE:.0f}/s, p99 < {TRACKING_TARGET_P99_MS:.0f} ms: "
+            f"{verdict(ok and not late)} ({mode}: {tracked.rate:.0f} req/s, "
+            f"p50 {tracked.percentile(50):.1f} ms, p99 {p99:.1f} ms; "
+            f"{sum(tracked.errors.values())} errors, {late} late starts)"
+        )
 
 
 def print_compat_targets(by_name: dict[str, Result], send: Result | None) -> None:
@@ -932,6 +1037,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"batch requests of {BATCH_SIZE}, each batch scenario",
     )
     p.add_argument("--client-procs", type=int, default=2, help="load client processes")
+    p.add_argument(
+        "--tracking-rate",
+        type=float,
+        default=TRACKING_TARGET_RATE,
+        help="tracking: requests/s offered (open loop) over --sessions connections; "
+        "0 = closed loop (as fast as the connections go)",
+    )
     p.add_argument(
         "--only",
         action="append",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mailgate import policy, replies
 from mailgate.config import Settings
 from mailgate.events.metrics import Metrics
+from mailgate.events.rewrite import Options
 from mailgate.exceptions import PolicyRefused, StoreUnavailable
 from mailgate.headers import received_header, rfc5322_date, scan
 from mailgate.ids import new_id
@@ -46,6 +47,7 @@ class Acceptor:
         on_commit: Callable[[float | None], None] = lambda due: None,
         clock: Callable[[], float] = time.time,
         suppressed: Container[str] = frozenset(),
+        unsubscribed: Container[tuple[str, str]] = frozenset(),
         metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
@@ -56,6 +58,11 @@ class Acceptor:
         self._clock = clock
         self._domains = settings.domain_names()
         self._hostname = settings.server.hostname
+        self._unsubscribed = unsubscribed
+        t = settings.tracking
+        self._tracking = Options(t.opens, t.clicks, t.unsubscribe)
+        self._tracking_off = self._tracking == Options()
+        self._links = bool(settings.http.public_url)
 
     async def accept(self, sub: Submission) -> Accepted:
         """Validate, complete the headers and commit durably; raise PolicyRefused if refused."""
@@ -164,6 +171,11 @@ class Acceptor:
             if refusal is not None:
                 raise PolicyRefused(refusal, error_code="invalid_to_address", field="to")
         recipients = tuple(r for r in sub.recipients if r not in self._suppressed)
+        if self._unsubscribed:  # unsubscribed from this sending domain only
+            domain = sub.sender.rpartition("@")[2].lower()
+            recipients = tuple(
+                r for r in recipients if (r.lower(), domain) not in self._unsubscribed
+            )
         if not recipients:
             raise PolicyRefused(
                 replies.RCPT_SUPPRESSED, error_code="recipient_suppressed", field="to"
@@ -194,6 +206,7 @@ class Acceptor:
         if not info.has_date:
             added.append(f"Date: {rfc5322_date(now)}\r\n".encode("ascii"))
         scheduled_at = sub.scheduled_at if sub.scheduled_at and sub.scheduled_at > now else None
+        tracking = self._tracking_of(sub)
         return NewMessage(
             id=queue_id,
             created_at=now,
@@ -209,12 +222,26 @@ class Acceptor:
             display_to=sub.display_to,
             tags=sub.tags,
             metadata=sub.metadata,
-            tracking=sub.tracking,
+            tracking=tracking,
             scheduled_at=scheduled_at,
             job_id=sub.job_id,
             provider=sub.provider,
             attempt_once=sub.attempt_once,
         )
+
+    def _tracking_of(self, sub: Submission) -> dict[str, bool] | None:
+        """The message's resolved tracking options (see Options.resolve); refused when it
+        asks for tracking and the relay has no [http] public_url for the links."""
+        if sub.tracking is None and not sub.job_id and self._tracking_off:
+            return None  # the common case, SMTP or API mail with tracking off: no work
+        options = Options.resolve(sub.tracking, self._tracking, bulk=sub.job_id is not None)
+        if not self._links:
+            if options.opens or options.clicks:
+                raise PolicyRefused(
+                    replies.TRACKING_UNAVAILABLE, error_code="invalid_tracking", field="tracking"
+                )
+            return None  # no public URL: no List-Unsubscribe either
+        return options.stored()
 
 
 def _quota_of(subs: Sequence[Submission]) -> Quota | None:

@@ -23,6 +23,8 @@ from mailgate.delivery.process import DeliveryProcess
 from mailgate.delivery.scheduler import Scheduler
 from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
+from mailgate.events.tokens import Signer, new_key
+from mailgate.events.tracking import Tracking
 from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import MailgateError
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
@@ -75,6 +77,7 @@ class App:
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
         self.webhooks: WebhookDispatcher | None = None
+        self.tracking: Tracking | None = None
         self._lock_file: IO[str] | None = None
         self._stop = asyncio.Event()
         node = settings.server.node_id
@@ -113,9 +116,11 @@ class App:
 
             signed = DkimSigner.from_settings(s).domains()  # the keys load, or serve stops here
             log.info("DKIM signing for %s", ", ".join(sorted(signed)))
+        # The relay-wide key of tracking and unsubscribe links: made by the first node.
+        tracking_key = await self.store.tracking.key(new_key())
         # Attempts run in a child process (mailgate.delivery.process); it starts while the
         # listeners do, and is ready before the scheduler starts.
-        self.delivery = DeliveryProcess(s)
+        self.delivery = DeliveryProcess(s, tracking_key)
         if s.delivery.enabled:
             self._starting = asyncio.create_task(
                 self.delivery.start(), name="mailgate-delivery-start"
@@ -134,10 +139,21 @@ class App:
             self.store,
             on_commit=self._committed,
             suppressed=self.suppressions,
+            unsubscribed=self.suppressions.unsubscribes,
             metrics=self.metrics,
         )
+        tracking = self.tracking = None
+        if s.http.public_url:  # links point there: without it none is ever made
+            tracking = self.tracking = Tracking(
+                self.store,
+                Signer(tracking_key),
+                bounce_domain=s.bounce_domain,
+                suppressions=self.suppressions,
+            )
         bounces = BounceIntake(s, self.store, self.suppressions)
-        handler = SmtpHandler(s, self.store, self.acceptor, self.suppressions, bounces)
+        handler = SmtpHandler(
+            s, self.store, self.acceptor, self.suppressions, bounces, unsubscribes=tracking
+        )
         self.smtp = SmtpListeners(s, handler)
         await self.smtp.start()
         self.first_attempts = FirstAttempts(self.store)
@@ -150,6 +166,7 @@ class App:
             attempts=self.first_attempts,
             wake=self.scheduler.wake,
             webhooks=self.webhooks,
+            tracking=tracking,
         )
         self.http = HttpServer(s, create_app(api))
         await self.http.start()
@@ -211,6 +228,8 @@ class App:
                     await task
         if self.http is not None:
             await self.http.stop()
+        if self.tracking is not None:  # the opens and clicks answered but not written yet
+            await self.tracking.close()
         if self.smtp is not None:
             await self.smtp.stop(grace=min(5.0, grace))
         if self.scheduler is not None:

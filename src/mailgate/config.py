@@ -130,6 +130,13 @@ class HttpSettings(_Section):
 
     _rate = field_validator("rate")(_check_rate)
 
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("an http:// or https:// URL with no query or fragment")
+        return value.rstrip("/")
+
 
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
@@ -350,6 +357,15 @@ class BounceSettings(_Section):
         return value.lower()
 
 
+class TrackingSettings(_Section):
+    """Defaults for a message's ``tracking`` options (the API's per-message field wins)."""
+
+    opens: bool = False  # an open pixel in html parts
+    clicks: bool = False  # links of html and text parts redirect through [http] public_url
+    # List-Unsubscribe (RFC 8058 one-click) on every message, not only tracked or batch mail.
+    unsubscribe: bool = False
+
+
 class RetrySettings(_Section):
     min_backoff: Duration = 300.0
     max_backoff: Duration = 4 * 3600.0
@@ -408,6 +424,7 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     compat: CompatSettings = CompatSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     source: str = "relay.toml"
 
@@ -422,6 +439,13 @@ class Settings(_Section):
             unknown = [p for p in route.providers if p not in names]
             if unknown:
                 raise ValueError(f"[[routes]] #{i + 1}: unknown provider(s) {', '.join(unknown)}")
+        t = self.tracking
+        on = [k for k in ("opens", "clicks", "unsubscribe") if getattr(t, k)]
+        if on and not self.http.public_url:
+            raise ValueError(
+                f"[http] public_url is required when [tracking] {' and '.join(on)} is on "
+                "(tracking links point there)"
+            )
         return self
 
     @property
@@ -453,6 +477,7 @@ _TABLE_SECTIONS = (
     "delivery",
     "compat",
     "webhooks",
+    "tracking",
 )
 
 

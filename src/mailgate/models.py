@@ -144,6 +144,8 @@ class QueuedMessage:
     job_id: str | None = None
     provider: str = ""  # pinned provider ("" = the routes decide)
     attempt_once: bool = False
+    # Resolved tracking options (events.rewrite.Options.stored()); None: sent as stored.
+    tracking: dict[str, bool] | None = None
 
 
 SKIPPED = "skipped"  # AttemptResult.stage of a provider that was not tried after all

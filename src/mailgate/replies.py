@@ -18,6 +18,9 @@ SENDER_SYNTAX = SmtpReply(553, "5.1.7", "Sender address rejected: bad address sy
 RCPT_SYNTAX = SmtpReply(553, "5.1.3", "Recipient address rejected: bad address syntax")
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients")
 RCPT_SUPPRESSED = SmtpReply(550, "5.7.1", "Recipient address rejected: recipient is suppressed")
+TRACKING_UNAVAILABLE = SmtpReply(
+    550, "5.7.1", "Tracking needs [http] public_url in the relay's configuration"
+)
 NO_RECIPIENTS = SmtpReply(554, "5.5.1", "No valid recipients")
 MESSAGE_TOO_BIG = SmtpReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 LINE_TOO_LONG = SmtpReply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6: at most 998 octets)")

@@ -17,6 +17,7 @@ from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn
 from mailgate.delivery.classify import is_hard_bounce
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.outcome import AttemptRecord, local_failure, update_for
+from mailgate.events.rewrite import Options, Personalizer
 from mailgate.headers import scan
 from mailgate.ids import new_id
 from mailgate.models import (
@@ -41,11 +42,13 @@ class Deliverer:
         router: Router,
         signer: DkimSigner | None = None,
         *,
+        personalizer: Personalizer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._router = router
         self._signer = signer
+        self._personalizer = personalizer
         self._clock = clock
 
     async def close(self) -> None:
@@ -54,18 +57,28 @@ class Deliverer:
             await self._signer.close()
 
     async def attempt(self, msg: QueuedMessage) -> AttemptRecord:
-        data, new_signature = await self._signed(msg)
-        # One transaction per route and return path: with VERP each recipient has its own.
+        options = None
+        if msg.tracking is not None and self._personalizer is not None:
+            options = Options.of(msg.tracking)
+        copies: dict[int, bytes] | None = None
+        if options is None:
+            data, new_signature = await self._signed(msg)
+        else:
+            # Each recipient its own copy, signed over its own body: nothing to keep.
+            data, new_signature = b"", None
+            copies = await self._copies(msg, options)
+        # One transaction per route and return path: with VERP each recipient has its own,
+        # and so has each recipient of a tracked message (its own copy).
         # A message pinned to a provider goes there whatever the routes say.
-        groups: dict[tuple[int | None, str], list[ClaimedDelivery]] = {}
+        groups: dict[tuple[int | None, str, int], list[ClaimedDelivery]] = {}
         for d in msg.deliveries:
             route = None if msg.provider else self._router.route_for(d.recipient, msg.sender)
-            key = (route, self._return_path(msg, d))
+            key = (route, self._return_path(msg, d), -1 if copies is None else d.rcpt_idx)
             groups.setdefault(key, []).append(d)
         routed = await asyncio.gather(
             *(
-                self._deliver(route, sender, msg, dels, data)
-                for (route, sender), dels in groups.items()
+                self._deliver(route, sender, msg, dels, data if copies is None else copies[idx])
+                for (route, sender, idx), dels in groups.items()
             )
         )
         now = self._clock()
@@ -100,6 +113,28 @@ class Deliverer:
             log.exception("DKIM signing failed for %s; sending unsigned", msg.id)
             return msg.raw, None
         return header + msg.raw, (header or None)
+
+    async def _copies(self, msg: QueuedMessage, options: Options) -> dict[int, bytes]:
+        """Each recipient's copy (pixel, links, List-Unsubscribe), DKIM-signed over it."""
+        assert self._personalizer is not None
+        made = {
+            d.rcpt_idx: self._personalizer.personalize(msg.raw, msg.id, d.rcpt_idx, options)
+            for d in msg.deliveries
+        }
+        if self._signer is None:
+            return made
+        signed = await asyncio.gather(
+            *(self._sign_copy(msg, raw) for raw in made.values()), return_exceptions=False
+        )
+        return dict(zip(made, signed, strict=True))
+
+    async def _sign_copy(self, msg: QueuedMessage, raw: bytes) -> bytes:
+        assert self._signer is not None
+        try:
+            return await self._signer.sign_async(raw, msg.sender) + raw
+        except Exception:  # as in _signed: out unsigned, and logged
+            log.exception("DKIM signing failed for %s; sending unsigned", msg.id)
+            return raw
 
     def _dsn(
         self,

@@ -45,10 +45,11 @@ STOP_MARGIN = 30.0  # s beyond the shutdown grace for the attempts in flight to 
 class DeliveryProcess(WorkerPool):
     """The relay's side: one child, started again if it dies."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracking_key: bytes = b"") -> None:
+        # The tracking key comes from the store (one for the relay), not from relay.toml.
         super().__init__(
             __name__,
-            settings,
+            (settings, tracking_key),
             1,
             what="delivery process",
             stop_timeout=settings.delivery.shutdown_grace + STOP_MARGIN,
@@ -60,18 +61,26 @@ class DeliveryProcess(WorkerPool):
 
 
 async def _setup(
-    settings: Settings, send: Callable[[object], None]
+    hello: tuple[Settings, bytes], send: Callable[[object], None]
 ) -> tuple[Callable[[Any], None], Callable[[], Any]]:
     from mailgate.delivery.attempt import Deliverer
     from mailgate.delivery.dkim import DkimSigner
+    from mailgate.events.rewrite import Personalizer
+    from mailgate.events.tokens import Signer
     from mailgate.logs import setup_logging
     from mailgate.routing.router import Router
 
+    settings, tracking_key = hello
     setup_logging(settings.server.log_level)
     signer = DkimSigner.from_settings(settings)
     if signer.domains():
         await signer.start_processes(SIGNING_PROCESSES)
-    deliverer = Deliverer(settings, Router(settings), signer)
+    personalizer = None
+    if tracking_key and settings.http.public_url:
+        personalizer = Personalizer(
+            Signer(tracking_key), settings.http.public_url, settings.bounce_domain
+        )
+    deliverer = Deliverer(settings, Router(settings), signer, personalizer=personalizer)
     tasks: set[asyncio.Task[None]] = set()
 
     async def attempt(rid: int, msg: QueuedMessage) -> None:

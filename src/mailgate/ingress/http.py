@@ -33,6 +33,7 @@ from mailgate.config import Settings
 from mailgate.credentials import authenticate
 from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
+from mailgate.events.tracking import Tracking
 from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import ListenError, StoreUnavailable
 from mailgate.ingress.http_validation import ApiError
@@ -63,6 +64,7 @@ class ApiContext:
     # Wakes the delivery loop when held work becomes due (a job resumed).
     wake: Callable[[], None] = lambda: None
     webhooks: WebhookDispatcher | None = None  # told when /v1/webhooks changes endpoints
+    tracking: Tracking | None = None  # the public /t/ and /u/ endpoints, with public_url
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
@@ -300,7 +302,17 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    routes = [
+    routes = []
+    if ctx.tracking is not None:
+        # First: the most frequent requests match without trying the API's routes. Their
+        # plain 404s are their own, never the API's JSON error shape.
+        from mailgate.ingress import http_tracking
+
+        routes += [
+            Route(path, handler, methods=methods)
+            for path, handler, methods in http_tracking.routes(ctx.tracking)
+        ]
+    routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
@@ -318,6 +330,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     routes.extend(
         Route(path, handler, methods=methods) for path, handler, methods in compat.routes(ctx)
     )
+
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_exception, Exception: _internal_error},

@@ -405,6 +405,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             {
                 "sent_at": iso(m["sent_at"]),
                 "delivered_at": iso(m["delivered_at"]),
+                "opened_at": iso(m["opened_at"]),
                 "scheduled_at": iso(m["scheduled_at"]),
                 "recipients": [
                     {

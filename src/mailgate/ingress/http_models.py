@@ -44,8 +44,17 @@ class AttachmentIn(_Model):
 
 
 class Tracking(_Model):
-    opens: bool = True
-    clicks: bool = True
+    """Unset: the relay's ``[tracking]`` defaults (off unless configured)."""
+
+    opens: bool | None = Field(default=None, description="An open pixel in the html part.")
+    clicks: bool | None = Field(
+        default=None, description="Links of the html and text parts redirect through the relay."
+    )
+    unsubscribe: bool | None = Field(
+        default=None,
+        description="RFC 8058 List-Unsubscribe headers. Unset: on for tracked and batch mail, "
+        "off when opens and clicks are both false.",
+    )
 
 
 class SendRequest(_Model):

@@ -368,7 +368,7 @@ def prepare_send(
         display_to=display_to,
         tags=tuple(tags),
         metadata=metadata,
-        tracking=(req.tracking.model_dump() if req.tracking else {"opens": True, "clicks": True}),
+        tracking=req.tracking.model_dump(exclude_none=True) if req.tracking else None,
         scheduled_at=scheduled_at,
         provider=req.provider or "",
         attempt_once=req.single_attempt,

@@ -26,6 +26,7 @@ from mailgate import policy, replies
 from mailgate.accept import Acceptor
 from mailgate.config import Settings, SmtpSettings
 from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
+from mailgate.events.tracking import Tracking
 from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
 from mailgate.ingress.smtp_auth import AuthHooks
 from mailgate.models import Credential, SmtpReply, Submission
@@ -33,6 +34,11 @@ from mailgate.store import Store
 from mailgate.units import parse_hostport
 
 log = logging.getLogger(__name__)
+
+UNSUBSCRIBED = SmtpReply(250, "2.0.0", "Unsubscribed")
+# Unsubscribe addresses and other recipients are taken in separate transactions; 452 asks
+# the client to send the rest again (RFC 5321 3.3).
+ONE_KIND_AT_A_TIME = SmtpReply(452, "4.5.3", "Send to this recipient in another transaction")
 
 MAX_LINE = 998
 NULL_SENDER = "<>"  # how aiosmtpd hands over MAIL FROM:<>
@@ -90,7 +96,8 @@ class Connections:
 
 
 class RelayEnvelope(Envelope):
-    """An envelope, and whether it carries reports (bounces, complaints) to the intake.
+    """An envelope, and whether it carries reports (bounces, complaints) to the intake or
+    unsubscribe requests.
 
     ``refusal``: why MAIL would have been refused to a submission; with report intake on,
     that answer waits for RCPT (as Postfix's smtpd_delay_reject does), because a feedback
@@ -101,6 +108,8 @@ class RelayEnvelope(Envelope):
         super().__init__()
         self.intake = False
         self.refusal: str | None = None
+        # RCPT named a List-Unsubscribe mailto address (True) or another (False).
+        self.unsubscribe: bool | None = None
 
 
 class RelaySMTP(SMTP):
@@ -352,8 +361,11 @@ class SmtpHandler(AuthHooks):
         acceptor: Acceptor,
         suppressed: Container[str] = frozenset(),
         bounces: BounceIntake | None = None,
+        *,
+        unsubscribes: Tracking | None = None,
     ) -> None:
         self.settings = settings
+        self.unsubscribes = unsubscribes  # List-Unsubscribe mailto addresses, with public_url
         self.store = store
         self.acceptor = acceptor
         self._suppressed = suppressed
@@ -420,6 +432,10 @@ class SmtpHandler(AuthHooks):
             if credential is None
             else policy.check_sender(address, credential, self._domains)
         )
+        # Feedback loops (complaints) and mailbox providers sending a List-Unsubscribe mail
+        # come with no AUTH, from their own address: with either intake on, the refusal
+        # waits for RCPT, which takes only report and unsubscribe addresses then.
+        intake = intake or self.unsubscribes is not None
         if refusal is not None:
             if not intake or not isinstance(envelope, RelayEnvelope):
                 return refusal.line()
@@ -438,6 +454,16 @@ class SmtpHandler(AuthHooks):
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return replies.TOO_MANY_RECIPIENTS.line()
+        unsubscribe = (
+            self.unsubscribes is not None and self.unsubscribes.mail_token(address) is not None
+        )
+        if isinstance(envelope, RelayEnvelope):
+            if envelope.unsubscribe is not None and envelope.unsubscribe != unsubscribe:
+                return ONE_KIND_AT_A_TIME.line()  # an unsubscribe and mail do not mix
+            envelope.unsubscribe = unsubscribe
+        if unsubscribe:
+            envelope.rcpt_tos.append(address)
+            return replies.RCPT_OK.line()
         reports = self.bounces is not None and self.bounces.takes(address)
         as_intake = isinstance(envelope, RelayEnvelope) and (
             envelope.intake or envelope.refusal is not None or not envelope.rcpt_tos
@@ -465,6 +491,14 @@ class SmtpHandler(AuthHooks):
 
     async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content if isinstance(envelope.content, bytes) else b""
+        if isinstance(envelope, RelayEnvelope) and envelope.unsubscribe and self.unsubscribes:
+            try:
+                done = await self.unsubscribes.unsubscribe_by_mail(envelope.rcpt_tos)
+            except StoreUnavailable as exc:
+                log.error("could not record an unsubscribe from %s: %s", server.peer_address, exc)
+                return replies.STORE_FAILED.line()
+            log.info("unsubscribe mail from %s: %d address(es)", server.peer_address, done)
+            return UNSUBSCRIBED.line()
         intake = isinstance(envelope, RelayEnvelope) and envelope.intake
         if (intake or envelope.mail_from == NULL_SENDER) and self.bounces is not None:
             try:

@@ -159,7 +159,10 @@ class QueueReads:
         result["deliveries"] = (await self.deliveries_of([message_id])).get(message_id, [])
         firsts = await self._read(
             select(events.c.type, func.min(events.c.at))
-            .where(events.c.message_id == message_id, events.c.type.in_(("sent", "delivered")))
+            .where(
+                events.c.message_id == message_id,
+                events.c.type.in_(("sent", "delivered", "opened")),
+            )
             .group_by(events.c.type)
         )
         first = {r[0]: r[1] for r in firsts}
@@ -177,6 +180,7 @@ class QueueReads:
         latest = {r[0]: r[1] for r in categories}  # the last failure's category wins
         for delivery in result["deliveries"]:
             delivery["bounce_category"] = latest.get(delivery["rcpt_idx"], "")
+        result["opened_at"] = first.get("opened")
         return result
 
     async def list_scheduled(self, *, key_id: str | None, limit: int = 100) -> list[dict[str, Any]]:

@@ -217,6 +217,19 @@ suppressions = Table(
 )
 Index("ix_suppressions_created", suppressions.c.created_at)
 
+# One-click unsubscribes (RFC 8058): the address takes no more mail from that sending
+# domain (the envelope sender's); other domains of the relay may still write to it.
+unsubscribes = Table(
+    "unsubscribes",
+    metadata,
+    Column("address", String(320), primary_key=True),  # lower-cased
+    Column("domain", String(255), primary_key=True),  # lower-cased sending domain
+    Column("message_id", String(36), nullable=False, default=""),  # the mail it came from
+    Column("source", String(16), nullable=False),  # "one-click", "page" or "mailto"
+    Column("created_at", Double, nullable=False),
+)
+Index("ix_unsubscribes_created", unsubscribes.c.created_at)
+
 # Relay-wide values every node shares, made once (e.g. the tracking links' HMAC key).
 settings = Table(
     "settings",

@@ -29,6 +29,7 @@ from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
 from mailgate.store.jobs import JOB_STATEMENTS
 from mailgate.store.schema import deliveries, events, idempotency, messages, templates
 from mailgate.store.suppressions import insert_ignoring_duplicates
+from mailgate.store.tracking import TRACKING_STATEMENTS
 
 d = deliveries
 
@@ -142,6 +143,7 @@ LOAD_MESSAGES = select(
     messages.c.job_id,
     messages.c.provider,
     messages.c.attempt_once,
+    messages.c.tracking,
 ).where(messages.c.id.in_(bindparam("ids", expanding=True)))
 
 # The statements write jobs name (writer.py: ops travel by name, to a writer process too).
@@ -155,6 +157,7 @@ _WRITES: dict[str, Executable] = {
     "set_dkim": _SET_DKIM,
     "insert_template": insert(templates),
     **JOB_STATEMENTS,
+    **TRACKING_STATEMENTS,
 }
 
 

@@ -34,6 +34,7 @@ from mailgate.store.quota import QuotaRace, QuotaTake, take_and_enqueue
 from mailgate.store.suppressions import SuppressionStore
 from mailgate.store.suppressions import row as suppression_row
 from mailgate.store.templates import TemplateStore
+from mailgate.store.tracking import TrackingStore
 from mailgate.store.webhooks import WebhookStore
 from mailgate.store.writer import GroupCommitWriter, Op
 from mailgate.workers import WorkerUnavailable
@@ -65,6 +66,7 @@ class Store(QueueReads):
         self.suppressions = SuppressionStore(self)
         self.jobs = JobStore(self)
         self.webhooks = WebhookStore(self)
+        self.tracking = TrackingStore(self)
 
     @classmethod
     async def open(cls, url: str, *, writer_process: bool = False, upgrade: bool = True) -> Store:

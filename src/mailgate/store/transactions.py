@@ -84,6 +84,7 @@ def claim(
             job_id=r[5],
             provider=r[6],
             attempt_once=bool(r[7]),
+            tracking=json.loads(r[8]) if r[8] != "{}" else None,
         )
         for r in rows
     ]

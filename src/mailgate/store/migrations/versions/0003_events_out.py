@@ -1,6 +1,7 @@
 """Events out: webhook endpoints, subscriptions and deliveries (the outbox), bounce
-categories and engagement data on events, relay-wide settings (the tracking key), and an
-index on messages.message_id_header (complaints name their message by it).
+categories and engagement data on events, relay-wide settings (the tracking key), one-click
+unsubscribes per sending domain, and an index on messages.message_id_header (complaints
+name their message by it).
 
 Revision ID: 0003
 Revises: 0002
@@ -104,6 +105,15 @@ def upgrade() -> None:
         sa.Column("value", sa.Text, nullable=False),
     )
     op.create_table(
+        "unsubscribes",
+        sa.Column("address", sa.String(320), primary_key=True),
+        sa.Column("domain", sa.String(255), primary_key=True),
+        sa.Column("message_id", sa.String(36), nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+    )
+    op.create_index("ix_unsubscribes_created", "unsubscribes", ["created_at"])
+    op.create_table(
         "webhook_endpoints",
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column("url", sa.Text, nullable=False),
@@ -168,6 +178,7 @@ def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_subscriptions")
     op.drop_table("webhook_endpoints")
+    op.drop_table("unsubscribes")
     op.drop_table("settings")
     op.drop_index("ix_messages_message_id_header", table_name="messages")
     with op.batch_alter_table("events") as batch:
