@@ -346,3 +346,49 @@ async def exchange_messages(setup: Setup) -> None:
     await close()
     with contextlib.suppress(ConnectionError):
         await writer.drain()
+
+
+def answer_each(
+    handle: Callable[[Any], Awaitable[Any]],
+    send: Callable[[object], None],
+    *,
+    name: Callable[[Any], str],
+    finish: Callable[[], Awaitable[None]],
+) -> tuple[Callable[[Any], None], Callable[[], Awaitable[None]]]:
+    """For :func:`exchange_messages`: each request handled in a task of its own and
+    answered when done (an exception as a failed answer, logged with ``name(request)``);
+    close cancels what is still running, then awaits ``finish``."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(rid: int, request: Any) -> None:
+        try:
+            answer = (rid, True, await handle(request))
+        except Exception as exc:
+            log.exception("%s failed", name(request))
+            answer = (rid, False, failure(exc))
+        send(answer)
+
+    def on_message(message: tuple[int, Any]) -> None:
+        task = asyncio.create_task(run(*message))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await finish()
+
+    return on_message, close
+
+
+def run_child(setup: Setup) -> None:
+    """The ``main`` of a child that trades messages on an event loop (uvloop if there)."""
+    child_setup()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(exchange_messages(setup))
+    else:
+        uvloop.run(exchange_messages(setup))

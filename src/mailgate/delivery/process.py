@@ -19,7 +19,6 @@ out is unknown, so they are tried again after the backoff) and another one start
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -29,7 +28,7 @@ from typing import Any
 from mailgate.config import Settings
 from mailgate.delivery.outcome import AttemptRecord
 from mailgate.models import QueuedMessage
-from mailgate.workers import WorkerPool, child_setup, exchange_messages, failure
+from mailgate.workers import WorkerPool, answer_each, run_child
 
 log = logging.getLogger(__name__)
 
@@ -81,42 +80,18 @@ async def _setup(
             Signer(tracking_key), settings.http.public_url, settings.bounce_domain
         )
     deliverer = Deliverer(settings, Router(settings), signer, personalizer=personalizer)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def attempt(rid: int, msg: QueuedMessage) -> None:
-        try:
-            answer = (rid, True, await deliverer.attempt(msg))
-        except Exception as exc:
-            log.exception("attempt of %s failed", msg.id)
-            answer = (rid, False, failure(exc))
-        send(answer)
-
-    def on_message(request: tuple[int, QueuedMessage]) -> None:
-        task = asyncio.create_task(attempt(*request))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def close() -> None:
-        # The relay waited for the attempts it wanted (its shutdown grace); the rest stop.
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        await deliverer.close()
-
+    # At close the relay waited for the attempts it wanted (its shutdown grace); the rest
+    # stop.
+    handlers = answer_each(
+        deliverer.attempt, send, name=lambda msg: f"attempt of {msg.id}", finish=deliverer.close
+    )
     gc.collect()
     gc.freeze()  # see App.serve: long-lived objects out of the collector's full passes
-    return on_message, close
+    return handlers
 
 
 def main() -> None:
-    child_setup()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(exchange_messages(_setup))
-    else:
-        uvloop.run(exchange_messages(_setup))
+    run_child(_setup)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ holds the store); this process builds each body, signs it, checks the address ag
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import socket
@@ -22,7 +21,7 @@ from mailgate.events.ssrf import UrlRefused, literal, refused_address, resolve
 from mailgate.events.webhook_models import WebhookAnswer, WebhookHello, WebhookRequest
 from mailgate.events.webhook_payload import payload
 from mailgate.events.webhook_signing import signature
-from mailgate.workers import WorkerPool, child_setup, exchange_messages, failure
+from mailgate.workers import WorkerPool, answer_each, run_child
 
 log = logging.getLogger(__name__)
 
@@ -159,39 +158,13 @@ async def _setup(
 
     setup_logging(hello.log_level)
     poster = Poster(hello)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def post(rid: int, req: WebhookRequest) -> None:
-        try:
-            answer = (rid, True, await poster.post(req))
-        except Exception as exc:
-            log.exception("webhook %s failed", req.msg_id)
-            answer = (rid, False, failure(exc))
-        send(answer)
-
-    def on_message(request: tuple[int, WebhookRequest]) -> None:
-        task = asyncio.create_task(post(*request))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def close() -> None:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        await poster.close()
-
-    return on_message, close
+    return answer_each(
+        poster.post, send, name=lambda req: f"webhook {req.msg_id}", finish=poster.close
+    )
 
 
 def main() -> None:
-    child_setup()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(exchange_messages(_setup))
-    else:
-        uvloop.run(exchange_messages(_setup))
+    run_child(_setup)
 
 
 if __name__ == "__main__":
