@@ -278,3 +278,45 @@ def test_kill_9_between_the_event_and_its_post_loses_no_webhook(tmp_path: Path) 
             again.close()
         assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
         verified(SECRET, got[1])
+
+
+def test_opens_clicks_and_unsubscribes_become_webhooks(
+    relay_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """One event model: what tracking and List-Unsubscribe record goes out as webhooks,
+    with the user agent, address and URL."""
+    import re
+
+    from test_tracking import client, local, parts, send, start
+
+    from mailgate.delivery.dkim import generate_key
+
+    pem, txt = generate_key("ed25519")
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    keyfile = (tmp_path / "dkim.pem", txt)
+
+    from fakes.upstream import Upstream
+
+    wanted = ["message.opened", "message.clicked", "message.unsubscribed"]
+    with Receiver() as rx, Upstream() as up:
+        relay = start(relay_factory, tmp_path, keyfile, up, webhooks=hooks(rx, events=wanted))
+        with client(relay) as api:
+            qid = send(api, to="reader@dest.test", tracking={"opens": True, "clicks": True})
+        (got,) = up.wait_for(1)
+        html = parts(got)["text/html"]
+        pixel = re.findall(r'<img[^>]+src="([^"]+/t/o/[^"]+)"', html)[0]
+        click = next(u for u in re.findall(r'href="([^"]+)"', html) if "/t/c/" in u)
+        unsubscribe = re.findall(r"<([^>]+/u/[^>]+)>", got.message["List-Unsubscribe"])[0]
+        with httpx.Client(headers={"user-agent": "MailReader/1.0"}) as web:
+            assert web.get(local(pixel, relay)).status_code == 200
+            assert web.get(local(click, relay)).status_code == 302
+            r = web.post(local(unsubscribe, relay), content=b"List-Unsubscribe=One-Click")
+            assert r.status_code == 200
+        rx.wait(lambda g: sorted(set(types(g))) == sorted(wanted), timeout=20)
+        opened = verified(SECRET, rx.of_type("message.opened")[0])["data"]
+        assert opened["message_id"] == qid and opened["recipient"] == "reader@dest.test"
+        assert opened["user_agent"] == "MailReader/1.0" and opened["ip"] == "127.0.0.1"
+        clicked = verified(SECRET, rx.of_type("message.clicked")[0])["data"]
+        assert clicked["url"] == "https://shop.test/item?id=7&ref=mail"
+        gone = verified(SECRET, rx.of_type("message.unsubscribed")[0])["data"]
+        assert gone["recipient"] == "reader@dest.test"

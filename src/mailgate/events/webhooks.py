@@ -40,6 +40,7 @@ POLL = 1.0  # s between claims of an idle lane when nothing wakes it
 REFRESH = 5.0  # s between reads of the endpoints (another node may have changed them)
 FLUSH = 0.05  # s outcomes wait to be recorded together
 GATHER = 0.05  # s a caught-up lane waits before its next claim
+GONE = WebhookAnswer(None, "the event is no longer stored", None)
 WINDOW = 4  # a lane holds up to this many times [webhooks] max_in_flight claimed
 
 
@@ -126,6 +127,10 @@ class _Lane:
         d = self._d
         endpoint = self.endpoint
         try:
+            if row["type"] is None and row.get("job") is None:
+                # Its event (or job) was purged before it could be sent: nothing to say.
+                d.outcome(endpoint, row, GONE)
+                return
             async with self._slots:
                 keys = tuple(secret_key(s) for s in endpoint.secrets(d.clock()))
                 request = WebhookRequest(msg_id(row["id"]), endpoint.url, keys, row)
@@ -234,6 +239,8 @@ class WebhookDispatcher:
         error = answer.error
         if ok:
             result = Result(row["id"], "succeeded", None, answer.status, "")
+        elif answer is GONE:
+            result = Result(row["id"], "failed", None, None, answer.error)
         elif answer.status == 410:
             result = Result(row["id"], "failed", None, 410, error or "HTTP 410")
             self._disable.append((endpoint.id, "the endpoint answered 410 Gone"))
