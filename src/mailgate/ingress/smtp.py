@@ -108,8 +108,8 @@ class RelayEnvelope(Envelope):
         super().__init__()
         self.intake = False
         self.refusal: str | None = None
-        # RCPT named a List-Unsubscribe mailto address (True) or another (False).
-        self.unsubscribe: bool | None = None
+        # RCPT took a List-Unsubscribe mailto address: the transaction is an unsubscribe.
+        self.unsubscribe = False
 
 
 class RelaySMTP(SMTP):
@@ -457,13 +457,17 @@ class SmtpHandler(AuthHooks):
         unsubscribe = (
             self.unsubscribes is not None and self.unsubscribes.mail_token(address) is not None
         )
-        if isinstance(envelope, RelayEnvelope):
-            if envelope.unsubscribe is not None and envelope.unsubscribe != unsubscribe:
-                return ONE_KIND_AT_A_TIME.line()  # an unsubscribe and mail do not mix
-            envelope.unsubscribe = unsubscribe
+        # An unsubscribe and other recipients do not share a transaction.
+        unsubscribing = isinstance(envelope, RelayEnvelope) and envelope.unsubscribe is True
         if unsubscribe:
+            if envelope.rcpt_tos and not unsubscribing:
+                return ONE_KIND_AT_A_TIME.line()
+            if isinstance(envelope, RelayEnvelope):
+                envelope.unsubscribe = True
             envelope.rcpt_tos.append(address)
             return replies.RCPT_OK.line()
+        if unsubscribing:
+            return ONE_KIND_AT_A_TIME.line()
         reports = self.bounces is not None and self.bounces.takes(address)
         as_intake = isinstance(envelope, RelayEnvelope) and (
             envelope.intake or envelope.refusal is not None or not envelope.rcpt_tos
