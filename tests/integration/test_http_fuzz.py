@@ -29,7 +29,7 @@ def test_no_server_errors(fuzz_relay: RelayRunner) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzz_relay.http_url}/v1/openapi.json")
     headers = {"Authorization": f"Bearer {fuzz_relay.key}"}  # type: ignore[attr-defined]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 18
+    assert len(operations) == 26
     for operation in operations:
 
         @given(case=operation.as_strategy())

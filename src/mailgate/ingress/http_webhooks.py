@@ -12,38 +12,19 @@ import datetime as dt
 import secrets
 from typing import Any
 
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
 from mailgate.events.ssrf import UrlRefused, check_url
 from mailgate.events.webhook_signing import new_secret
-from mailgate.events.webhook_types import EVENT_TYPES, subscription
+from mailgate.events.webhook_types import subscription
 from mailgate.ingress.http import ApiContext, json_response, parse_model
-from mailgate.ingress.http_messages import Route, _int_param, iso
-from mailgate.ingress.http_models import _Model
+from mailgate.ingress.http_messages import Route, iso, limit_param
 from mailgate.ingress.http_validation import ApiError, invalid
+from mailgate.ingress.http_webhook_models import ReplayIn, WebhookIn, WebhookUpdate
 from mailgate.store.webhooks import Endpoint, WebhookDelivery
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
-
-
-class WebhookIn(_Model):
-    url: str = Field(max_length=2000)
-    events: list[str] = Field(default=["*"], description=f"Any of {', '.join(EVENT_TYPES)}; *")
-    description: str = Field(default="", max_length=500)
-
-
-class WebhookUpdate(_Model):
-    url: str | None = Field(default=None, max_length=2000)
-    events: list[str] | None = None
-    description: str | None = Field(default=None, max_length=500)
-    enabled: bool | None = None
-
-
-class ReplayIn(_Model):
-    since: dt.datetime
-    status: list[str] = ["failed"]
 
 
 def endpoint_body(e: Endpoint, secret: str | None = None) -> dict[str, Any]:
@@ -209,7 +190,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             raise invalid(
                 "invalid_parameter", f"status: one of {', '.join(DELIVERY_STATUSES)}", "status"
             )
-        limit = _int_param(request, "limit", 50, 1, 100)
+        limit = limit_param(request, 50, 100)
         before_text = request.query_params.get("before") or None
         before = None
         if before_text is not None:

@@ -10,12 +10,16 @@ from pydantic.json_schema import models_json_schema
 from mailgate import __version__
 from mailgate.config import Settings
 from mailgate.ingress import http_models as m
+from mailgate.ingress import http_webhook_models as w
 from mailgate.models import DeliveryStatus
 
 _REF = "#/components/schemas/{model}"
 
-# (method, path, summary, request model, success status, response model, needs "send")
-_OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseModel], bool]] = [
+# (method, path, summary, request model, success status, response model (None: no body),
+# needs "send")
+_OPERATIONS: list[
+    tuple[str, str, str, type[BaseModel] | None, int, type[BaseModel] | None, bool]
+] = [
     ("post", "/v1/messages/send", "Send one message", m.SendRequest, 202, m.MessageData, True),
     (
         "post",
@@ -83,6 +87,54 @@ _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseMod
         m.JobData,
         True,
     ),
+    ("get", "/v1/webhooks", "Webhook endpoints (admin)", None, 200, w.WebhookList, False),
+    (
+        "post",
+        "/v1/webhooks",
+        "Add a webhook endpoint (admin); its secret is shown this once",
+        w.WebhookIn,
+        201,
+        w.WebhookData,
+        False,
+    ),
+    ("get", "/v1/webhooks/{webhook_id}", "A webhook endpoint", None, 200, w.WebhookData, False),
+    (
+        "patch",
+        "/v1/webhooks/{webhook_id}",
+        "Change a webhook endpoint, or enable it again",
+        w.WebhookUpdate,
+        200,
+        w.WebhookData,
+        False,
+    ),
+    ("delete", "/v1/webhooks/{webhook_id}", "Remove a webhook endpoint", None, 204, None, False),
+    (
+        "post",
+        "/v1/webhooks/{webhook_id}/rotate",
+        "A new secret; the previous one signs too for [webhooks] rotation_overlap",
+        None,
+        200,
+        w.WebhookData,
+        False,
+    ),
+    (
+        "get",
+        "/v1/webhooks/{webhook_id}/deliveries",
+        "An endpoint's deliveries, newest first",
+        None,
+        200,
+        w.WebhookDeliveryList,
+        False,
+    ),
+    (
+        "post",
+        "/v1/webhooks/{webhook_id}/replay",
+        "Send an endpoint's deliveries again (failed ones by default)",
+        w.ReplayIn,
+        200,
+        w.ReplayData,
+        False,
+    ),
 ]
 
 _QUERY: dict[str, list[dict[str, Any]]] = {
@@ -125,6 +177,22 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
             "schema": {"type": "integer", "minimum": 1},
         }
     ],
+    "/v1/webhooks/{webhook_id}/deliveries": [
+        {
+            "name": "status",
+            "schema": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+        },
+        {
+            "name": "limit",
+            "description": "Page size; above 100 is served as 100",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+        {
+            "name": "before",
+            "description": "meta.next_before of the page before",
+            "schema": {"type": "string"},
+        },
+    ],
     "/v1/templates": [
         {
             "name": "limit",
@@ -153,7 +221,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     for _method, _path, _summary, req, _status, resp, _send in _OPERATIONS:
         if req is not None:
             models.append(req)
-        models.append(resp)
+        if resp is not None:
+            models.append(resp)
     unique = list(dict.fromkeys(models))
     _keys, schema = models_json_schema(
         [(model, "validation") for model in unique], ref_template=_REF
@@ -161,15 +230,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     components = schema.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for method, path, summary, req, status, resp, _send in _OPERATIONS:
+        ok: dict[str, Any] = {"description": "OK"}
+        if resp is not None:
+            ok["content"] = {
+                "application/json": {"schema": {"$ref": _REF.format(model=resp.__name__)}}
+            }
         op: dict[str, Any] = {
             "summary": summary,
             "responses": {
-                str(status): {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {"schema": {"$ref": _REF.format(model=resp.__name__)}}
-                    },
-                },
+                str(status): ok,
                 **{
                     code: {
                         "description": text,
@@ -186,7 +255,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         params = [{**q, "in": "query", "required": False} for q in _QUERY.get(path, [])]
         if method != "get":
             params = []
-        for name in ("message_id", "template_id", "job_id"):
+        for name in ("message_id", "template_id", "job_id", "webhook_id"):
             if "{" + name + "}" in path:
                 params.append(
                     {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
