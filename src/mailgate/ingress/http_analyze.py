@@ -19,9 +19,9 @@ from mailgate.analysis.dns_checks import DnsChecker, dkim_issue
 from mailgate.analysis.report import report
 from mailgate.exceptions import PolicyRefused
 from mailgate.ingress.http import ApiContext, json_response, parse_model
-from mailgate.ingress.http_messages import Route
+from mailgate.ingress.http_messages import Route, prepare_native
 from mailgate.ingress.http_models import SendRequest
-from mailgate.ingress.http_validation import ApiError, invalid, prepare_send
+from mailgate.ingress.http_validation import ApiError, invalid
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +61,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             return json_response({"data": report([validation_issue(exc)])})
         draft: drafts.Draft | None = None
         try:
-            template = None
-            if req.template_id is not None:
-                template = await ctx.store.templates.get(req.template_id)
-                if template is None or not template.active:
-                    raise invalid(
-                        "invalid_template",
-                        "template_id: template not found or inactive",
-                        "template_id",
-                    )
-            prep = prepare_send(
-                req,
-                settings=ctx.settings,
-                credential=cred,
-                client_address=request.client.host if request.client else "",
-                template=template,
-                template_data=req.template_data,
-                now=ctx.clock(),
-            )
+            prep = await prepare_native(ctx, request, cred, req)
             row = ctx.acceptor.preview(prep.submission)
         except ApiError as exc:
             issues.append(validation_issue(exc))

@@ -135,16 +135,35 @@ def _sent_body(prep: Prepared, acc: Accepted) -> dict[str, Any]:
     return data
 
 
+async def active_template(
+    ctx: ApiContext, template_id: str | None, field: str
+) -> TemplateRecord | None:
+    """The template a request names (None if it names none); 422 if missing or inactive."""
+    if template_id is None:
+        return None
+    record = await ctx.store.templates.get(template_id)
+    if record is None or not record.active:
+        raise invalid("invalid_template", f"{field}: template not found or inactive", field)
+    return record
+
+
+async def prepare_native(
+    ctx: ApiContext, request: Request, cred: Credential, req: SendRequest
+) -> Prepared:
+    """A native send request validated and built, as send (and analyze) see it."""
+    return prepare_send(
+        req,
+        settings=ctx.settings,
+        credential=cred,
+        client_address=request.client.host if request.client else "",
+        template=await active_template(ctx, req.template_id, "template_id"),
+        template_data=req.template_data,
+        now=ctx.clock(),
+    )
+
+
 def routes(ctx: ApiContext) -> list[Route]:
     store = ctx.store
-
-    async def template_for(template_id: str | None, field: str) -> TemplateRecord | None:
-        if template_id is None:
-            return None
-        record = await store.templates.get(template_id)
-        if record is None or not record.active:
-            raise invalid("invalid_template", f"{field}: template not found or inactive", field)
-        return record
 
     async def idempotent(
         request: Request,
@@ -202,16 +221,7 @@ def routes(ctx: ApiContext) -> list[Route]:
 
         async def run(factory: IdempotentAnswerFactory | None) -> Response:
             req = parse_model(SendRequest, obj)
-            template = await template_for(req.template_id, "template_id")
-            prep = prepare_send(
-                req,
-                settings=ctx.settings,
-                credential=cred,
-                client_address=request.client.host if request.client else "",
-                template=template,
-                template_data=req.template_data,
-                now=ctx.clock(),
-            )
+            prep = await prepare_native(ctx, request, cred, req)
 
             def answer(results: list[Accepted | PolicyRefused]) -> IdempotentAnswer | None:
                 if factory is None or not isinstance(results[0], Accepted):
@@ -285,8 +295,8 @@ def routes(ctx: ApiContext) -> list[Route]:
             for req, _error, _variables in requests:
                 if req is not None and req.template_id and req.template_id not in templates:
                     try:
-                        templates[req.template_id] = await template_for(
-                            req.template_id, "template_id"
+                        templates[req.template_id] = await active_template(
+                            ctx, req.template_id, "template_id"
                         )
                     except ApiError as exc:
                         templates[req.template_id] = exc
