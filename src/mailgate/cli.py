@@ -39,7 +39,7 @@ def serve(config_path: str) -> None:
     from mailgate.app import App
 
     settings = settings_or_exit(config_path)
-    setup_logging(settings.server.log_level)
+    setup_logging(settings.server.log_level, settings.server.log_format)
     app = App(settings)
     try:
         import uvloop

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 from mailgate.exceptions import MailgateError
+from mailgate.logs import LOG_FORMAT_ENV, current_format
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class ChildProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 20,
+            env={**os.environ, LOG_FORMAT_ENV: current_format()},  # the relay's log format
         )
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(frame(self._hello))

@@ -28,6 +28,7 @@ from mailgate.events.webhook_process import WebhookProcess
 from mailgate.events.webhook_signing import secret_key
 from mailgate.events.webhook_types import subscription
 from mailgate.exceptions import MailgateError
+from mailgate.logs import fields
 from mailgate.store import Store
 from mailgate.store.webhooks import Endpoint, Result
 from mailgate.workers import WorkerUnavailable
@@ -244,7 +245,11 @@ class WebhookDispatcher:
         elif answer.status == 410:
             result = Result(row["id"], "failed", None, 410, error or "HTTP 410")
             self._disable.append((endpoint.id, "the endpoint answered 410 Gone"))
-            log.warning("webhooks: %s answered 410 Gone: endpoint disabled", endpoint.url)
+            log.warning(
+                "webhooks: %s answered 410 Gone: endpoint disabled",
+                endpoint.url,
+                extra=fields(event="webhook_disabled", endpoint=endpoint.id, reply="HTTP 410"),
+            )
         else:
             when = next_attempt(attempts, answer, now)
             result = Result(row["id"], "pending" if when else "failed", when, answer.status, error)
@@ -255,6 +260,13 @@ class WebhookDispatcher:
                     endpoint.url,
                     attempts,
                     error,
+                    extra=fields(
+                        event="webhook_failed",
+                        webhook_id=msg_id(row["id"]),
+                        endpoint=endpoint.id,
+                        attempt=attempts,
+                        reply=error,
+                    ),
                 )
         if self._on_outcome is not None:
             self._on_outcome(result.status, ok)

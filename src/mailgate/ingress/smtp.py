@@ -29,6 +29,7 @@ from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
 from mailgate.events.tracking import Tracking
 from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
 from mailgate.ingress.smtp_auth import AuthHooks
+from mailgate.logs import fields, recipient_domain
 from mailgate.models import Credential, SmtpReply, Submission
 from mailgate.store import Store
 from mailgate.units import parse_hostport
@@ -543,6 +544,15 @@ class SmtpHandler(AuthHooks):
             len(sub.recipients),
             len(sub.data),
             server.peer_address,
+            extra=fields(
+                event="queued",
+                message_id=accepted.id,
+                source="smtp",
+                recipient_domains=sorted({recipient_domain(r) for r in accepted.recipients}),
+                recipients=len(accepted.recipients),
+                size=len(sub.data),
+                client=server.peer_address,
+            ),
         )
         return replies.queued(accepted.id).line()
 
