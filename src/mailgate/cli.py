@@ -20,6 +20,7 @@ from mailgate.commands.common import (
 from mailgate.commands.db import db
 from mailgate.commands.jobs import jobs
 from mailgate.commands.keys import keys
+from mailgate.commands.reload import reload_command
 from mailgate.commands.webhooks import webhooks
 from mailgate.exceptions import ConfigError
 from mailgate.logs import setup_logging
@@ -471,6 +472,7 @@ def dkim_keygen(domain: str, selector: str, kind: str, bits: int, out: str | Non
 main.add_command(db)
 main.add_command(jobs)
 main.add_command(keys)
+main.add_command(reload_command)
 main.add_command(webhooks)
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ def next_attempt(
     return now + delay
 
 
+def _hello(settings: Settings) -> WebhookHello:
+    return WebhookHello(
+        allow_private=settings.webhooks.allow_private,
+        timeout=settings.webhooks.timeout,
+        log_level=settings.server.log_level,
+    )
+
+
 def config_rows(settings: Settings) -> list[dict[str, Any]]:
     return [
         {
@@ -167,13 +175,8 @@ class WebhookDispatcher:
         self.clock = clock
         # A claimed delivery waits for at most two rounds of the lane's requests.
         self.lease = 4 * settings.webhooks.timeout + 60.0
-        self.process = WebhookProcess(
-            WebhookHello(
-                allow_private=settings.webhooks.allow_private,
-                timeout=settings.webhooks.timeout,
-                log_level=settings.server.log_level,
-            )
-        )
+        self._hello = _hello(settings)
+        self.process = WebhookProcess(self._hello)
         self._on_outcome = on_outcome
         self._lanes: dict[str, _Lane] = {}
         self._results: list[Result] = []
@@ -195,6 +198,21 @@ class WebhookDispatcher:
             asyncio.create_task(self._supervise(), name="mailgate-webhooks"),
             asyncio.create_task(self._record_loop(), name="mailgate-webhooks-record"),
         ]
+
+    async def reconfigure(self, settings: Settings) -> None:
+        """A reload: the endpoints of relay.toml made current (lanes follow at once), and
+        a new webhook process if its settings changed (the old one answers what it has)."""
+        self.settings = settings
+        self.lease = 4 * settings.webhooks.timeout + 60.0
+        await self.store.webhooks.sync_config(config_rows(settings), self.clock())
+        hello = _hello(settings)
+        if hello != self._hello:
+            if self._started:
+                await self.process.replace(hello)
+            else:  # not started yet: it starts with the new settings
+                self.process = WebhookProcess(hello)
+            self._hello = hello
+        self.endpoints_changed()
 
     def wake(self) -> None:
         """New events may be in the outbox."""
