@@ -50,15 +50,19 @@ class Acceptor:
         unsubscribed: Container[tuple[str, str]] = frozenset(),
         metrics: Metrics | None = None,
     ) -> None:
-        self._settings = settings
         self._store = store
         self._suppressed = suppressed
         self._metrics = metrics
         self._on_commit = on_commit
         self._clock = clock
+        self._unsubscribed = unsubscribed
+        self.reconfigure(settings)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reload: sender domains, limits and tracking defaults for the next accept."""
+        self._settings = settings
         self._domains = settings.domain_names()
         self._hostname = settings.server.hostname
-        self._unsubscribed = unsubscribed
         t = settings.tracking
         self._tracking = Options(t.opens, t.clicks, t.unsubscribe)
         self._tracking_off = self._tracking == Options()

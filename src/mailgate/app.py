@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from mailgate import reload
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
 from mailgate.delivery.bounce_intake import BounceIntake
@@ -26,12 +27,13 @@ from mailgate.events.metrics import Metrics
 from mailgate.events.tokens import Signer, new_key
 from mailgate.events.tracking import Tracking
 from mailgate.events.webhooks import WebhookDispatcher
-from mailgate.exceptions import MailgateError
+from mailgate.exceptions import ConfigError, MailgateError
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
 from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
 from mailgate.ratelimit import RateLimiter
 from mailgate.store import Store
 from mailgate.suppression import SuppressionList
+from mailgate.workers import WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,10 @@ class App:
         self.tracking: Tracking | None = None
         self._lock_file: IO[str] | None = None
         self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[bool]] = set()
+        self.api: ApiContext | None = None
         node = settings.server.node_id
         self.owner = f"{node}:{os.getpid()}:{int(time.time())}"
 
@@ -87,7 +93,7 @@ class App:
         """One serving process per data_dir (and so per node id)."""
         data_dir = Path(self.settings.server.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(data_dir / "mailgate.lock", "a+")  # noqa: SIM115 - held for the process's life
+        fh = open(reload.lock_path(self.settings), "a+")  # noqa: SIM115 - held for the process's life
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -157,7 +163,7 @@ class App:
         self.smtp = SmtpListeners(s, handler)
         await self.smtp.start()
         self.first_attempts = FirstAttempts(self.store)
-        api = ApiContext(
+        api = self.api = ApiContext(
             settings=s,
             store=self.store,
             acceptor=self.acceptor,
@@ -179,7 +185,76 @@ class App:
             self.scheduler.start()
         else:
             log.warning("delivery is disabled ([delivery] enabled = false): mail is only queued")
+        self._ready.set()
         sd_notify("READY=1")
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload once the relay has started (several in a row run one after another)."""
+        task = asyncio.create_task(self.reload(), name="mailgate-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> bool:
+        """Read relay.toml again and apply what can change without a restart (reload.py);
+        sessions, connections and queued mail are untouched. False, with the old settings
+        still running, when the file is refused (logged with the file and the key)."""
+        await self._ready.wait()
+        async with self._reload_lock:
+            sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                return await self._reload()
+            except Exception:  # a bug: the reload fails, the relay goes on as it was
+                log.exception("reload failed")
+                return False
+            finally:
+                sd_notify("READY=1")
+
+    async def _reload(self) -> bool:
+        old = self.settings
+        log.info("reloading %s", old.source)
+        try:
+            new, restart = reload.read(old)
+            if any(domain.dkim_pairs() for domain in new.domains):
+                from mailgate.delivery.dkim import DkimSigner
+
+                DkimSigner.from_settings(new)  # the keys load, or the reload stops here
+        except ConfigError as exc:
+            log.error("reload refused, the running settings stay: %s", exc)
+            return False
+        for line in restart:
+            log.warning("reload: %s", line)
+        assert self.delivery is not None and self.scheduler is not None
+        if new.delivery.enabled:
+            try:
+                # First, as the one step that can fail: then nothing else has changed yet.
+                await self.delivery.reconfigure(new)
+            except WorkerUnavailable as exc:
+                log.error("reload refused, the running settings stay: %s", exc)
+                return False
+        self.settings = new
+        self.scheduler.reconfigure(new)
+        if self.acceptor is not None:
+            self.acceptor.reconfigure(new)
+        if self.smtp is not None:
+            self.smtp.reconfigure(new)
+        if self.api is not None:
+            self.api.settings = new
+        if self.webhooks is not None:
+            try:
+                await self.webhooks.reconfigure(new)
+            except MailgateError as exc:
+                # The store or the new webhook process failed: the outbox keeps the events;
+                # the lanes go on with what the store holds, and the next reload tries again.
+                log.error("reload: webhooks not updated: %s", exc)
+        log.info(
+            "reloaded %s: %d domain(s), %d provider(s), %d route(s), %d webhook endpoint(s)",
+            new.source,
+            len(new.domains),
+            len(new.providers),
+            len(new.routes),
+            len(new.webhooks.endpoints),
+        )
+        return True
 
     def _committed(self, due: float | None) -> None:
         """Mail was accepted: the delivery loop has work, the outbox may have events."""
@@ -257,6 +332,7 @@ class App:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self.start()
             # Everything built so far lives as long as the process. Frozen, the collector's
@@ -269,7 +345,11 @@ class App:
             log.info("shutting down")
         finally:
             with contextlib.suppress(Exception):
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
+            for task in list(self._reloads):
+                task.cancel()
+            if self._reloads:
+                await asyncio.wait(set(self._reloads))
             await self.stop()
             log.info("stopped")

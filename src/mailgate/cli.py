@@ -20,6 +20,7 @@ from mailgate.commands.common import (
 from mailgate.commands.db import db
 from mailgate.commands.jobs import jobs
 from mailgate.commands.keys import keys
+from mailgate.commands.reload import reload_command
 from mailgate.commands.webhooks import webhooks
 from mailgate.exceptions import ConfigError
 from mailgate.logs import setup_logging
@@ -39,7 +40,7 @@ def serve(config_path: str) -> None:
     from mailgate.app import App
 
     settings = settings_or_exit(config_path)
-    setup_logging(settings.server.log_level)
+    setup_logging(settings.server.log_level, settings.server.log_format)
     app = App(settings)
     try:
         import uvloop
@@ -471,6 +472,7 @@ def dkim_keygen(domain: str, selector: str, kind: str, bits: int, out: str | Non
 main.add_command(db)
 main.add_command(jobs)
 main.add_command(keys)
+main.add_command(reload_command)
 main.add_command(webhooks)
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class ServerSettings(_Section):
     data_dir: Path = Path("./data")
     node_id: str = Field(default_factory=socket.gethostname)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (logs.py)
 
 
 class DatabaseSettings(_Section):

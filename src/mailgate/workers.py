@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 from mailgate.exceptions import MailgateError
+from mailgate.logs import LOG_FORMAT_ENV, current_format
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class ChildProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 20,
+            env={**os.environ, LOG_FORMAT_ENV: current_format()},  # the relay's log format
         )
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(frame(self._hello))
@@ -186,24 +188,59 @@ class WorkerPool:
         what: str,
         stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
-        self._children: list[tuple[ChildProcess, dict[int, asyncio.Future[Any]]]] = []
-        for _ in range(count):
+        self._module = module
+        self._count = count
+        self._what = what
+        self._stop_timeout = stop_timeout
+        self._children = self._make(hello)
+        self._ids = itertools.count()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _make(self, hello: object) -> list[tuple[ChildProcess, dict[int, asyncio.Future[Any]]]]:
+        children = []
+        for _ in range(self._count):
             pending: dict[int, asyncio.Future[Any]] = {}
             child = ChildProcess(
-                module,
+                self._module,
                 hello,
-                what=what,
+                what=self._what,
                 on_message=lambda msg, p=pending: self._answered(p, msg),
-                on_exit=lambda p=pending, w=what: self._died(p, w),
-                stop_timeout=stop_timeout,
+                on_exit=lambda p=pending, w=self._what: self._died(p, w),
+                stop_timeout=self._stop_timeout,
             )
-            self._children.append((child, pending))
-        self._what = what
-        self._ids = itertools.count()
+            children.append((child, pending))
+        return children
 
     async def start(self) -> None:
         """Start the children and wait until each is ready (or raise WorkerUnavailable)."""
         await asyncio.gather(*(child.start() for child, _ in self._children))
+
+    async def replace(self, hello: object, *, stop_timeout: float | None = None) -> None:
+        """Start new children with ``hello`` (a reload's settings) and send every request
+        from now on to them; the old ones answer what they were given, then stop. Raises
+        WorkerUnavailable, and the old children stay, if the new ones do not start."""
+        if stop_timeout is not None:
+            self._stop_timeout = stop_timeout
+        new = self._make(hello)
+        try:
+            await asyncio.gather(*(child.start() for child, _ in new))
+        except BaseException:
+            await asyncio.gather(*(child.close() for child, _ in new), return_exceptions=True)
+            raise
+        old, self._children = self._children, new
+        task = asyncio.create_task(self._retire(old), name=f"mailgate-retire-{self._module}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(old: list[tuple[ChildProcess, dict[int, asyncio.Future[Any]]]]) -> None:
+        """Wait for the old children's answers (or their callers giving up), then stop them."""
+        waiting = [f for _, pending in old for f in pending.values()]
+        try:
+            if waiting:
+                await asyncio.wait(waiting)
+        finally:  # also when close() stops waiting
+            await asyncio.gather(*(child.close() for child, _ in old), return_exceptions=True)
 
     async def call(self, request: object) -> Any:
         """The child's answer to ``request``; raises what it raised (as RuntimeError)."""
@@ -239,8 +276,15 @@ class WorkerPool:
         pending.clear()
 
     async def close(self) -> None:
-        """Stop the children (they answer what they were given first)."""
+        """Stop the children (they answer what they were given first), and the ones a
+        replace() is retiring, once their callers have their answers or gave up."""
         await asyncio.gather(*(child.close() for child, _ in self._children))
+        if self._retiring:
+            _, late = await asyncio.wait(set(self._retiring), timeout=self._stop_timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
 
     def pids(self) -> list[int]:
         return [c.pid for c, _ in self._children if c.pid is not None]

@@ -20,6 +20,7 @@ from mailgate.delivery.outcome import AttemptRecord, local_failure, update_for
 from mailgate.events.rewrite import Options, Personalizer
 from mailgate.headers import scan
 from mailgate.ids import new_id
+from mailgate.logs import fields
 from mailgate.models import (
     AttemptResult,
     ClaimedDelivery,
@@ -57,6 +58,7 @@ class Deliverer:
             await self._signer.close()
 
     async def attempt(self, msg: QueuedMessage) -> AttemptRecord:
+        started = self._clock()
         options = None
         if msg.tracking is not None and self._personalizer is not None:
             options = Options.of(msg.tracking)
@@ -89,7 +91,14 @@ class Deliverer:
         ]
         updates = [
             update_for(
-                self._settings, msg, d, r, failed, now, direct=self._router.is_direct(r.provider)
+                self._settings,
+                msg,
+                d,
+                r,
+                failed,
+                now,
+                direct=self._router.is_direct(r.provider),
+                started=started,
             )
             for d, r, failed in pairs
         ]
@@ -181,7 +190,12 @@ class Deliverer:
             return None
         dsn_id = new_id()
         log.info(
-            "%s: DSN %s to <%s> for %d recipient(s)", msg.id, dsn_id, msg.sender, len(failures)
+            "%s: DSN %s to <%s> for %d recipient(s)",
+            msg.id,
+            dsn_id,
+            msg.sender,
+            len(failures),
+            extra=fields(event="dsn", message_id=msg.id, dsn_id=dsn_id),
         )
         return NewMessage(
             id=dsn_id,

@@ -15,6 +15,7 @@ from mailgate.delivery.classify import connection_reply
 from mailgate.delivery.retry import backoff, expired
 from mailgate.delivery.upstream_id import upstream_message_id
 from mailgate.events.categories import EXPIRED, categorize
+from mailgate.logs import fields, recipient_domain
 from mailgate.models import (
     AttemptResult,
     ClaimedDelivery,
@@ -50,13 +51,15 @@ def update_for(
     *,
     direct: bool = False,
     may_fail: bool = True,
+    started: float | None = None,
 ) -> DeliveryUpdate:
     """The delivery's new state after result ``r`` (``direct``: accepted by the recipient's
     own MX, so "delivered" rather than "sent"; ``may_fail``: a temporary failure past
     ``max_age``, or of an attempt-once message, fails the delivery, else it is deferred).
 
     An attempt-once message (``msg.attempt_once``) gets no retries: its client learns the
-    result synchronously and can ask for a retry itself (Store.requeue)."""
+    result synchronously and can ask for a retry itself (Store.requeue). ``started``: when
+    the attempt began, for the duration in the log."""
     attempts = d.attempts + 1
     nxt: float | None = None
     if r.outcome is Outcome.SENT:
@@ -83,6 +86,18 @@ def update_for(
         r.reply,
         f" category={category}" if category else "",
         "".join(f" (failed over from {f.provider}: {f.reply})" for f in failed),
+        extra=fields(
+            event=status.value,
+            message_id=msg.id,
+            recipient_domain=recipient_domain(d.recipient),
+            provider=r.provider or None,
+            reply=r.reply.line(),
+            attempt=attempts,
+            duration_ms=None if started is None else round((now - started) * 1000, 1),
+            category=category or None,
+            failed_over=[f.provider for f in failed] or None,
+            next_attempt_at=nxt,
+        ),
     )
     return DeliveryUpdate(
         message_id=msg.id,

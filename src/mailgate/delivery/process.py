@@ -46,11 +46,23 @@ class DeliveryProcess(WorkerPool):
 
     def __init__(self, settings: Settings, tracking_key: bytes = b"") -> None:
         # The tracking key comes from the store (one for the relay), not from relay.toml.
+        self._tracking_key = tracking_key
         super().__init__(
             __name__,
             (settings, tracking_key),
             1,
             what="delivery process",
+            stop_timeout=settings.delivery.shutdown_grace + STOP_MARGIN,
+        )
+
+    async def reconfigure(self, settings: Settings) -> None:
+        """A reload: a new child with the new providers, routes, DKIM keys, [retry] and
+        [dns] takes every attempt from now on; the old one finishes the attempts it has,
+        then stops (workers.WorkerPool.replace). Its circuit breakers, rate buckets and
+        connection pools start afresh. Raises WorkerUnavailable if the new one does not
+        start: the old one goes on."""
+        await self.replace(
+            (settings, self._tracking_key),
             stop_timeout=settings.delivery.shutdown_grace + STOP_MARGIN,
         )
 
@@ -70,7 +82,7 @@ async def _setup(
     from mailgate.routing.router import Router
 
     settings, tracking_key = hello
-    setup_logging(settings.server.log_level)
+    setup_logging(settings.server.log_level, settings.server.log_format)
     signer = DkimSigner.from_settings(settings)
     if signer.domains():
         await signer.start_processes(SIGNING_PROCESSES)

@@ -62,6 +62,10 @@ class Scheduler:
         self._next_due: float | None = None
         self._due_read_at: float | None = None
 
+    def reconfigure(self, settings: Settings) -> None:
+        """A reload: concurrency, claim batch, lease and [retry] for the next claim."""
+        self._settings = settings
+
     def wake(self, due: float | None = None) -> None:
         """New work was committed; ``due``: when held (scheduled) mail among it is due."""
         if due is not None:

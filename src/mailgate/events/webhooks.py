@@ -28,6 +28,7 @@ from mailgate.events.webhook_process import WebhookProcess
 from mailgate.events.webhook_signing import secret_key
 from mailgate.events.webhook_types import subscription
 from mailgate.exceptions import MailgateError
+from mailgate.logs import fields
 from mailgate.store import Store
 from mailgate.store.webhooks import Endpoint, Result
 from mailgate.workers import WorkerUnavailable
@@ -58,6 +59,14 @@ def next_attempt(
     if answer.retry_after is not None:
         delay = max(delay, min(answer.retry_after, SCHEDULE[-1]))
     return now + delay
+
+
+def _hello(settings: Settings) -> WebhookHello:
+    return WebhookHello(
+        allow_private=settings.webhooks.allow_private,
+        timeout=settings.webhooks.timeout,
+        log_level=settings.server.log_level,
+    )
 
 
 def config_rows(settings: Settings) -> list[dict[str, Any]]:
@@ -166,13 +175,8 @@ class WebhookDispatcher:
         self.clock = clock
         # A claimed delivery waits for at most two rounds of the lane's requests.
         self.lease = 4 * settings.webhooks.timeout + 60.0
-        self.process = WebhookProcess(
-            WebhookHello(
-                allow_private=settings.webhooks.allow_private,
-                timeout=settings.webhooks.timeout,
-                log_level=settings.server.log_level,
-            )
-        )
+        self._hello = _hello(settings)
+        self.process = WebhookProcess(self._hello)
         self._on_outcome = on_outcome
         self._lanes: dict[str, _Lane] = {}
         self._results: list[Result] = []
@@ -194,6 +198,21 @@ class WebhookDispatcher:
             asyncio.create_task(self._supervise(), name="mailgate-webhooks"),
             asyncio.create_task(self._record_loop(), name="mailgate-webhooks-record"),
         ]
+
+    async def reconfigure(self, settings: Settings) -> None:
+        """A reload: the endpoints of relay.toml made current (lanes follow at once), and
+        a new webhook process if its settings changed (the old one answers what it has)."""
+        self.settings = settings
+        self.lease = 4 * settings.webhooks.timeout + 60.0
+        await self.store.webhooks.sync_config(config_rows(settings), self.clock())
+        hello = _hello(settings)
+        if hello != self._hello:
+            if self._started:
+                await self.process.replace(hello)
+            else:  # not started yet: it starts with the new settings
+                self.process = WebhookProcess(hello)
+            self._hello = hello
+        self.endpoints_changed()
 
     def wake(self) -> None:
         """New events may be in the outbox."""
@@ -244,7 +263,11 @@ class WebhookDispatcher:
         elif answer.status == 410:
             result = Result(row["id"], "failed", None, 410, error or "HTTP 410")
             self._disable.append((endpoint.id, "the endpoint answered 410 Gone"))
-            log.warning("webhooks: %s answered 410 Gone: endpoint disabled", endpoint.url)
+            log.warning(
+                "webhooks: %s answered 410 Gone: endpoint disabled",
+                endpoint.url,
+                extra=fields(event="webhook_disabled", endpoint=endpoint.id, reply="HTTP 410"),
+            )
         else:
             when = next_attempt(attempts, answer, now)
             result = Result(row["id"], "pending" if when else "failed", when, answer.status, error)
@@ -255,6 +278,13 @@ class WebhookDispatcher:
                     endpoint.url,
                     attempts,
                     error,
+                    extra=fields(
+                        event="webhook_failed",
+                        webhook_id=msg_id(row["id"]),
+                        endpoint=endpoint.id,
+                        attempt=attempts,
+                        reply=error,
+                    ),
                 )
         if self._on_outcome is not None:
             self._on_outcome(result.status, ok)

@@ -372,6 +372,7 @@ class HttpServer:
             self._app,
             lifespan="off",
             log_level="warning",
+            log_config=None,  # uvicorn's records go to the relay's handler, in its format
             access_log=False,
             server_header=False,
             proxy_headers=False,

@@ -18,6 +18,7 @@ from mailgate.ingress.http import ApiContext, json_response, parse_model, reques
 from mailgate.ingress.http_models import BatchMessage, BatchRequest, SendRequest
 from mailgate.ingress.http_validation import ApiError, Prepared, invalid, prepare_send
 from mailgate.jobs import accept_job
+from mailgate.logs import fields, recipient_domain
 from mailgate.models import Accepted, Credential, DeliveryStatus
 from mailgate.store import IdempotentAnswer, TemplateRecord
 from mailgate.text import storable
@@ -232,7 +233,18 @@ def routes(ctx: ApiContext) -> list[Route]:
             if isinstance(result, PolicyRefused):
                 raise ApiError.refused(result)
             log.info(
-                "queued %s via HTTP key=%s rcpts=%d", result.id, cred.name, len(result.recipients)
+                "queued %s via HTTP key=%s rcpts=%d",
+                result.id,
+                cred.name,
+                len(result.recipients),
+                extra=fields(
+                    event="queued",
+                    message_id=result.id,
+                    source="http",
+                    recipient_domains=sorted({recipient_domain(r) for r in result.recipients}),
+                    recipients=len(result.recipients),
+                    key=cred.name,
+                ),
             )
             return json_response({"data": _sent_body(prep, result)}, 202)
 

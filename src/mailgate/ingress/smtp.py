@@ -29,6 +29,7 @@ from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
 from mailgate.events.tracking import Tracking
 from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
 from mailgate.ingress.smtp_auth import AuthHooks
+from mailgate.logs import fields, recipient_domain
 from mailgate.models import Credential, SmtpReply, Submission
 from mailgate.store import Store
 from mailgate.units import parse_hostport
@@ -68,6 +69,10 @@ class Connections:
     def __init__(self, smtp: SmtpSettings) -> None:
         self.open: set[RelaySMTP] = set()
         self._per_client: Counter[str] = Counter()
+        self.reconfigure(smtp)
+
+    def reconfigure(self, smtp: SmtpSettings) -> None:
+        """New limits (a reload) for the connections from now on; none is closed."""
         self._max = smtp.max_connections
         self._max_per_client = smtp.max_connections_per_client
         self._networks = smtp.networks()
@@ -139,7 +144,7 @@ class RelaySMTP(SMTP):
             # pooled client connection can send any number of messages.
             command_call_limit=_CALL_LIMITS,
         )
-        self.max_message_size = smtp.max_message_size
+        self._relay = handler
         self.implicit_tls = implicit_tls
         self.plaintext_loopback = smtp.auth_plaintext_loopback
         self.auth_failures = 0
@@ -151,6 +156,11 @@ class RelaySMTP(SMTP):
         self._connections = connections
         self._greeted = False
         self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
+
+    @property
+    def max_message_size(self) -> int:
+        """The limit of the settings now running: a reload applies to open sessions too."""
+        return self._relay.settings.smtp.max_message_size
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -364,12 +374,17 @@ class SmtpHandler(AuthHooks):
         *,
         unsubscribes: Tracking | None = None,
     ) -> None:
-        self.settings = settings
         self.unsubscribes = unsubscribes  # List-Unsubscribe mailto addresses, with public_url
         self.store = store
         self.acceptor = acceptor
         self._suppressed = suppressed
         self.bounces = bounces
+        self.reconfigure(settings)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reload: sender domains, trusted networks and limits apply to every session from
+        its next command on (a client trusted by address is judged once per connection)."""
+        self.settings = settings
         self.login_failure_delay = settings.smtp.auth_failure_delay
         self._networks = settings.smtp.networks()
         self._domains = settings.domain_names()
@@ -543,6 +558,15 @@ class SmtpHandler(AuthHooks):
             len(sub.recipients),
             len(sub.data),
             server.peer_address,
+            extra=fields(
+                event="queued",
+                message_id=accepted.id,
+                source="smtp",
+                recipient_domains=sorted({recipient_domain(r) for r in accepted.recipients}),
+                recipients=len(accepted.recipients),
+                size=len(sub.data),
+                client=server.peer_address,
+            ),
         )
         return replies.queued(accepted.id).line()
 
@@ -572,6 +596,14 @@ class SmtpListeners:
             if smtp.tls_cert and smtp.tls_key
             else None
         )
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reload: the handler's settings (every session), connection limits, and the
+        settings new connections start with (idle timeout, plain-text AUTH on loopback).
+        Listen addresses and TLS need a restart."""
+        self._settings = settings
+        self.connections.reconfigure(settings.smtp)
+        self._handler.reconfigure(settings)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,51 @@
+"""``mailgate serve`` as a child process, for the stories that need signals (reload, JSON
+logs): its SMTP and HTTP ports are read from its log."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class ServeProcess:
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(config)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.port = int(self.wait_for(r"SMTP listening on 127\.0\.0\.1:(\d+)"))
+        self.http_port = int(self.wait_for(r"HTTP API listening on 127\.0\.0\.1:(\d+)"))
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, *, count: int = 1, timeout: float = 30.0) -> str:
+        """The first group of the ``count``-th match of ``pattern`` in the log (or "")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.findall(pattern, self.text())
+            if len(found) >= count:
+                return str(found[count - 1]) if found[count - 1] else ""
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mailgate serve exited:\n{self.text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the log:\n{self.text()}")
+
+    def stop(self) -> None:
+        """SIGTERM, and wait for an orderly stop (the log is complete then)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
