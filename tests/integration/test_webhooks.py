@@ -320,3 +320,52 @@ def test_opens_clicks_and_unsubscribes_become_webhooks(
         assert clicked["url"] == "https://shop.test/item?id=7&ref=mail"
         gone = verified(SECRET, rx.of_type("message.unsubscribed")[0])["data"]
         assert gone["recipient"] == "reader@dest.test"
+
+
+def test_a_reload_moves_webhooks_to_the_new_endpoint(tmp_path: Path) -> None:
+    """[[webhooks.endpoints]] changed and reloaded (SIGHUP): events after it go to the new
+    URL, none to the old one, and check-config's refusal of a private URL keeps the old."""
+    from test_crash_and_shutdown import write_config
+
+    from fakes.serve import ServeProcess
+    from fakes.upstream import Upstream
+
+    def endpoint(url: str, allow_private: bool = True) -> str:
+        return (
+            f"[webhooks]\nallow_private = {'true' if allow_private else 'false'}\n"
+            f'[[webhooks.endpoints]]\nurl = "{url}"\nsecret = "{SECRET}"\n'
+            'events = ["message.queued"]\n'
+        )
+
+    with Receiver() as old, Receiver() as new, Upstream() as upstream:
+        config = write_config(tmp_path, upstream.port)
+        base = config.read_text()
+        config.write_text(base + endpoint(old.url))
+        serve = ServeProcess(config, tmp_path / "serve.log")
+        try:
+
+            def mail(n: int) -> None:
+                with smtplib.SMTP("127.0.0.1", serve.port, timeout=10) as smtp:
+                    smtp.sendmail(
+                        "app@example.com", ["a@example.net"], f"Subject: {n}\r\n\r\nx\r\n"
+                    )
+
+            mail(1)
+            old.wait(lambda g: len(g) == 1)
+            config.write_text(base + endpoint(new.url))
+            os.kill(serve.proc.pid, signal.SIGHUP)
+            serve.wait_for(r"(reloaded) ")
+            mail(2)
+            got = new.wait(lambda g: len(g) == 1)
+            verified(SECRET, got[0])
+            # A private URL without allow_private is refused; the new endpoint stays.
+            config.write_text(base + endpoint(new.url, allow_private=False))
+            os.kill(serve.proc.pid, signal.SIGHUP)
+            line = serve.wait_for(r"(reload refused, the running settings stay: .*)")
+            assert "allow_private" in line
+            mail(3)
+            new.wait(lambda g: len(g) == 2)
+            time.sleep(0.5)
+            assert len(old.received) == 1
+        finally:
+            serve.close()
