@@ -246,7 +246,7 @@ class App:
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
         grace = self.settings.delivery.shutdown_grace
-        for task in (self._maintenance, self._lag_watch, self._watchdog):
+        for task in (self._maintenance, self._lag_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -273,6 +273,10 @@ class App:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+        if self._watchdog is not None:  # last: the pings go on through a long shutdown
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
 
     def request_stop(self) -> None:
         self._stop.set()
