@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.integration.test_cli import CONFIG
 
 from mailgate import app
-from tests.integration.test_cli import CONFIG
 
 
 def _receive(sock: socket.socket, until: float) -> list[str]:
