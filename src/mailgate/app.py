@@ -61,6 +61,26 @@ def sd_notify(state: str) -> None:
         log.debug("sd_notify failed: %s", exc)
 
 
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings: half of systemd's WatchdogSec (WATCHDOG_USEC), when
+    it is meant for this process (WATCHDOG_PID unset or ours); None without a watchdog."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) <= 0:
+        return None
+    if pid and pid != str(os.getpid()):
+        return None
+    return int(usec) / 2_000_000
+
+
+async def ping_watchdog(interval: float) -> None:
+    """WATCHDOG=1 from the event loop itself: a loop that stops turning stops the pings,
+    and systemd restarts the relay (Restart=on-failure)."""
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
 class AlreadyRunning(MailgateError):
     temporary = False
 
@@ -76,6 +96,7 @@ class App:
         self.http: HttpServer | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
         self.webhooks: WebhookDispatcher | None = None
@@ -110,6 +131,9 @@ class App:
     async def start(self) -> None:
         s = self.settings
         self._lock_data_dir()
+        interval = watchdog_interval()
+        if interval is not None:  # from the start: opening the store may take a while
+            self._watchdog = asyncio.create_task(ping_watchdog(interval), name="mailgate-watchdog")
         # On SQLite the queue's writer runs in a process of its own (store/writer.py).
         self.store = await Store.open(s.database_url, writer_process=True)
         # Leases held by an earlier process of this node died with it: retry them now.
@@ -173,6 +197,7 @@ class App:
             wake=self.scheduler.wake,
             webhooks=self.webhooks,
             tracking=tracking,
+            providers=self.delivery.provider_status if s.delivery.enabled else None,
         )
         self.http = HttpServer(s, create_app(api))
         await self.http.start()
@@ -323,6 +348,10 @@ class App:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+        if self._watchdog is not None:  # last: the pings go on through a long shutdown
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
 
     def request_stop(self) -> None:
         self._stop.set()

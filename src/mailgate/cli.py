@@ -25,6 +25,7 @@ from mailgate.commands.webhooks import webhooks
 from mailgate.exceptions import ConfigError
 from mailgate.logs import setup_logging
 from mailgate.store import QueueFilter, Store
+from mailgate.units import parse_duration
 
 
 @click.group()
@@ -350,13 +351,15 @@ _ACTION_HELP = {
     "hold": "Hold waiting deliveries: no attempts (and no expiry) until released.",
     "release": "Release held deliveries: due now.",
     "delete": "Cancel waiting or held deliveries (no bounce is sent).",
+    "bounce": "Bounce waiting or held deliveries: a DSN goes to each sender (like "
+    "postsuper -e/-f or kcli bounce), and the 'bounced' event to webhooks.",
 }
 
 
 _SELECTION_HELP = (
-    "\n\nSelect by MESSAGE_IDS, --to and --from (all given must match), or --all. "
-    "Deliveries being attempted right now are left alone. A running relay sees a "
-    "retry or release within 5 seconds."
+    "\n\nSelect by MESSAGE_IDS, --to, --from, --provider and --older-than (all given must "
+    "match), or --all. Deliveries being attempted right now are left alone. A running "
+    "relay sees a retry or release within 5 seconds."
 )
 
 
@@ -368,21 +371,57 @@ def _queue_action(action: str) -> None:
     @click.argument("message_ids", nargs=-1)
     @click.option("--to", "recipient", default="", help="Recipient address or domain.")
     @click.option("--from", "sender", default="", help="Envelope sender address or domain.")
+    @click.option("--provider", default="", help="Last tried through, or pinned to, PROVIDER.")
+    @click.option("--older-than", default="", help="Accepted longer ago than this (e.g. 2h).")
     @click.option("--all", "everything", is_flag=True, help="Every matching delivery.")
+    @click.option(
+        "--reason",
+        default="",
+        hidden=action != "bounce",
+        help="bounce: the diagnostic the DSN and the event carry.",
+    )
     def command(
         config_path: str,
         message_ids: tuple[str, ...],
         recipient: str,
         sender: str,
+        provider: str,
+        older_than: str,
         everything: bool,
+        reason: str,
     ) -> None:
-        if not (message_ids or recipient or sender or everything):
-            click.echo("error: name message ids, --to, --from, or --all", err=True)
+        if not (message_ids or recipient or sender or provider or older_than or everything):
+            click.echo(
+                "error: name message ids, --to, --from, --provider, --older-than, or --all",
+                err=True,
+            )
             sys.exit(2)
-        selection = QueueFilter(message_ids, recipient, sender)
+        now = time.time()
+        cutoff = None
+        if older_than:
+            try:
+                cutoff = now - parse_duration(older_than)
+            except ValueError as exc:
+                click.echo(f"error: --older-than: {exc}", err=True)
+                sys.exit(2)
+        selection = QueueFilter(message_ids, recipient, sender, provider, cutoff)
         settings = settings_or_exit(config_path)
+        if action == "bounce":
+            from mailgate.delivery.operator_bounce import dsn_builder, reply_line
+
+            build = dsn_builder(settings.server.hostname)
+            done = run_or_exit(
+                with_store(
+                    settings, lambda st: st.bounce(selection, now, reply_line(reason), build)
+                )
+            )
+            click.echo(
+                f"bounce: {done.deliveries} deliveries of {done.messages} messages,"
+                f" {len(done.dsns)} DSN(s) queued"
+            )
+            return
         changed, messages = run_or_exit(
-            with_store(settings, lambda st: st.operate(action, selection, time.time()))
+            with_store(settings, lambda st: st.operate(action, selection, now))
         )
         click.echo(f"{action}: {changed} deliveries of {messages} messages")
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from mailgate.config import Settings
 from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn, verp_address
@@ -51,6 +52,10 @@ class Deliverer:
         self._signer = signer
         self._personalizer = personalizer
         self._clock = clock
+
+    def provider_status(self) -> list[dict[str, Any]]:
+        """Each provider's breaker, connections, rate and last results (admin API)."""
+        return self._router.health.snapshot(self._router.providers, self._settings.server.node_id)
 
     async def close(self) -> None:
         await self._router.close()

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # DKIM (paced 500/s, 3 rounds: accept p99 11.8-35.4 ms against 6.9-7.5 ms; held 3-5 ms).
 SIGNING_PROCESSES = max(0, min(4, (os.cpu_count() or 1) - 2))
 STOP_MARGIN = 30.0  # s beyond the shutdown grace for the attempts in flight to end
+# The request for the router's provider health (admin API) instead of a message to attempt.
+PROVIDER_STATUS = "provider-status"
 
 
 class DeliveryProcess(WorkerPool):
@@ -70,6 +72,11 @@ class DeliveryProcess(WorkerPool):
         record: AttemptRecord = await self.call(msg)
         return record
 
+    async def provider_status(self) -> list[dict[str, Any]]:
+        """The providers as this node's delivery process sees them (routing/status.py)."""
+        status: list[dict[str, Any]] = await self.call(PROVIDER_STATUS)
+        return status
+
 
 async def _setup(
     hello: tuple[Settings, bytes], send: Callable[[object], None]
@@ -94,8 +101,18 @@ async def _setup(
     deliverer = Deliverer(settings, Router(settings), signer, personalizer=personalizer)
     # At close the relay waited for the attempts it wanted (its shutdown grace); the rest
     # stop.
+
+    async def handle(request: QueuedMessage | str) -> Any:
+        if request == PROVIDER_STATUS:
+            return deliverer.provider_status()
+        assert isinstance(request, QueuedMessage)
+        return await deliverer.attempt(request)
+
     handlers = answer_each(
-        deliverer.attempt, send, name=lambda msg: f"attempt of {msg.id}", finish=deliverer.close
+        handle,
+        send,
+        name=lambda msg: f"attempt of {getattr(msg, 'id', msg)}",
+        finish=deliverer.close,
     )
     gc.collect()
     gc.freeze()  # see App.serve: long-lived objects out of the collector's full passes

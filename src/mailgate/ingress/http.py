@@ -65,6 +65,8 @@ class ApiContext:
     wake: Callable[[], None] = lambda: None
     webhooks: WebhookDispatcher | None = None  # told when /v1/webhooks changes endpoints
     tracking: Tracking | None = None  # the public /t/ and /u/ endpoints, with public_url
+    # The delivery process's provider health (admin API); None when delivery is disabled.
+    providers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
@@ -268,6 +270,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def create_app(ctx: ApiContext) -> Starlette:
     from mailgate.ingress import (
         compat,
+        http_admin,
         http_analyze,
         http_jobs,
         http_messages,
@@ -324,6 +327,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         *http_templates.routes(ctx),
         *http_jobs.routes(ctx),
         *http_webhooks.routes(ctx),
+        *http_admin.routes(ctx),
     ):
         routes.append(Route(path, _errors(handler), methods=methods))
     # The dialects answer every error in their own shape (compat.common.guarded).

@@ -9,6 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 from mailgate import __version__
 from mailgate.config import Settings
+from mailgate.ingress import http_admin_models as admin
 from mailgate.ingress import http_models as m
 from mailgate.ingress import http_webhook_models as w
 from mailgate.models import DeliveryStatus
@@ -135,6 +136,7 @@ _OPERATIONS: list[
         w.ReplayData,
         False,
     ),
+    *admin.OPERATIONS,
 ]
 
 _QUERY: dict[str, list[dict[str, Any]]] = {
@@ -201,6 +203,7 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
         },
         {"name": "offset", "schema": {"type": "integer", "minimum": 0}},
     ],
+    **admin.QUERY,
 }
 
 _ERRORS = {
@@ -255,7 +258,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         params = [{**q, "in": "query", "required": False} for q in _QUERY.get(path, [])]
         if method != "get":
             params = []
-        for name in ("message_id", "template_id", "job_id", "webhook_id"):
+        for name in ("message_id", "template_id", "job_id", "webhook_id", "action"):
             if "{" + name + "}" in path:
                 params.append(
                     {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}

@@ -26,6 +26,7 @@ from mailgate.models import SKIPPED, AttemptResult, Outcome, SmtpReply
 from mailgate.ratelimit import TokenBucket
 from mailgate.routing.breaker import CircuitBreaker
 from mailgate.routing.resolver import MxResolver
+from mailgate.routing.status import ProviderHealth
 from mailgate.transports.base import Transport
 from mailgate.transports.maildir import MaildirTransport
 from mailgate.transports.mx import MxTransport
@@ -76,6 +77,7 @@ class Router:
         self._clock = clock
         self._rng = rng or random.Random()
         self._resolver: MxResolver | None = None
+        self.health = ProviderHealth()  # for the admin API (routing/status.py)
         built = transports or {
             p.name: build_transport(p, settings.server.hostname, self.resolver)
             for p in settings.providers
@@ -186,6 +188,7 @@ class Router:
                 got = await candidate.transport.deliver(sender, batch, data)
             if got and all(r.stage == SKIPPED for r in got):
                 continue  # never tried: not a failure of the provider, nothing to record
+            self.health.record(candidate.settings.name, got)
             if candidate.breaker is not None:
                 works = any(r.outcome is Outcome.SENT or r.stage in _RECIPIENT_STAGES for r in got)
                 candidate.breaker.record(works)

@@ -214,6 +214,8 @@ class QueueFilter:
     message_ids: Sequence[str] = ()
     recipient: str = ""  # an address, or a domain (every address at it)
     sender: str = ""  # the same, for the envelope sender
+    provider: str = ""  # last tried through this provider, or pinned to it
+    created_before: float | None = None  # messages accepted at or before (epoch seconds)
 
 
 # Operator actions on deliveries that are not in flight (not leased): the statuses each

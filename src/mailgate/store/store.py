@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from mailgate.store.requeue import Requeued
 
 from mailgate.store import transactions as txn
-from mailgate.store.reads import QueueReads
+from mailgate.store.operator import AdminReads, Bounced, DsnBuilder, bounce
 from mailgate.store.rows import event_row
 from mailgate.store.statements import (
     SQLITE_BULK,
@@ -55,7 +55,7 @@ from mailgate.store.statements import (
 )
 
 
-class Store(QueueReads):
+class Store(AdminReads):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
@@ -355,6 +355,15 @@ class Store(QueueReads):
         """
         changed: tuple[int, int] = await self.writer.run(txn.operate, action, selection, now)
         return changed
+
+    async def bounce(
+        self, selection: QueueFilter, now: float, reason: str, build: DsnBuilder
+    ) -> Bounced:
+        """An operator's bounce of the waiting deliveries ``selection`` matches (not those
+        in flight): 'bounced' with ``reason``, and the DSNs ``build`` makes queued for
+        their senders, in one transaction (operator.py)."""
+        done: Bounced = await self.writer.run(bounce, selection, now, reason, build)
+        return done
 
     async def requeue(self, targets: Sequence[tuple[str, int]], now: float) -> Requeued:
         """Bring failed or bounced deliveries, named (message_id, rcpt_idx), back: due now

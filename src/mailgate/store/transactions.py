@@ -13,6 +13,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    or_,
     select,
     update,
 )
@@ -210,7 +211,7 @@ def _complained_delivery(
 
 def operate(conn: Connection, action: str, selection: QueueFilter, now: float) -> tuple[int, int]:
     statuses, event = QUEUE_ACTIONS[action]
-    cond = [d.c.status.in_(statuses), d.c.lease_owner.is_(None), *_matching(selection)]
+    cond = [d.c.status.in_(statuses), d.c.lease_owner.is_(None), *matching(selection)]
     values: dict[str, Any] = {"updated_at": now}
     if action == "hold":
         values.update(status="held", next_attempt_at=None)
@@ -283,7 +284,9 @@ def _address_match(column: Any, value: str) -> Any:
     return func.lower(column).endswith("@" + value.lstrip("@"), autoescape=True)
 
 
-def _matching(selection: QueueFilter) -> list[Any]:
+def matching(selection: QueueFilter) -> list[Any]:
+    """The conditions on deliveries that ``selection`` stands for (operator actions, the
+    admin API's queue list)."""
     cond: list[Any] = []
     if selection.message_ids:
         cond.append(d.c.message_id.in_(list(selection.message_ids)))
@@ -292,4 +295,12 @@ def _matching(selection: QueueFilter) -> list[Any]:
     if selection.sender:
         senders = select(messages.c.id).where(_address_match(messages.c.sender, selection.sender))
         cond.append(d.c.message_id.in_(senders.scalar_subquery()))
+    if selection.provider:
+        pinned = select(messages.c.id).where(messages.c.provider == selection.provider)
+        cond.append(
+            or_(d.c.provider == selection.provider, d.c.message_id.in_(pinned.scalar_subquery()))
+        )
+    if selection.created_before is not None:
+        old = select(messages.c.id).where(messages.c.created_at <= selection.created_before)
+        cond.append(d.c.message_id.in_(old.scalar_subquery()))
     return cond

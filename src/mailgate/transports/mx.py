@@ -44,6 +44,10 @@ class MxTransport:
         self._per_domain: dict[str, asyncio.Semaphore] = {}
         self._total = asyncio.Semaphore(settings.max_connections)
 
+    def connections_in_use(self) -> int:
+        """Connections to MX hosts open now (the admin API's provider status)."""
+        return self.settings.max_connections - self._total._value
+
     async def close(self) -> None:
         return None
 

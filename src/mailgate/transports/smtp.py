@@ -41,6 +41,10 @@ class SmtpTransport:
         s = settings
         self._timeouts = Timeouts(s.connect_timeout, s.command_timeout, s.data_timeout)
 
+    def connections_in_use(self) -> int:
+        """Connections carrying a transaction now (the admin API's provider status)."""
+        return self.settings.max_connections - self._sem._value
+
     def _endpoint(self) -> Endpoint:
         # Built per connection: a password read from the environment may be rotated.
         s = self.settings
