@@ -36,7 +36,9 @@ class _Model(BaseModel):
 
 class AttachmentIn(_Model):
     filename: str = Field(default="", max_length=255)
-    content: str = Field(description="Base64-encoded content (at most 10 MB decoded).")
+    content: str = Field(
+        description="Base64-encoded content (at most 10 MiB, 10,485,760 bytes, decoded)."
+    )
     content_type: str = Field(default="application/octet-stream", max_length=255)
     content_id: str | None = Field(
         default=None, max_length=255, description="Set for inline images: <img src='cid:ID'>."

@@ -184,7 +184,11 @@ def _attachments(items: Sequence[AttachmentIn] | None) -> list[mime.Attachment]:
                 "invalid_attachment", f"{field}.content: not valid base64", f"{field}.content"
             ) from None
         if len(content) > MAX_ATTACHMENT_BYTES:
-            raise invalid("attachment_too_large", f"{field}: larger than 10 MB", f"{field}.content")
+            raise invalid(
+                "attachment_too_large",
+                f"{field}: larger than 10 MiB (10,485,760 bytes) decoded",
+                f"{field}.content",
+            )
         if _CONTROL.search(a.filename) or "/" in a.filename or "\\" in a.filename:
             raise invalid(
                 "invalid_attachment",
