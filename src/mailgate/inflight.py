@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+from mailgate.memory import TRIMMER
 from mailgate.units import parse_size
 
 # Reservations grow by at least this much, so a DATA of many short lines asks seldom.
@@ -80,4 +81,5 @@ class Reservation:
 
     def release(self) -> None:
         self._budget.used -= self.amount
+        TRIMMER.note(self.amount)  # a big message's buffers are gone: trim once it is quiet
         self.amount = 0

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 from mailgate.exceptions import MailgateError
+from mailgate.memory import TRIMMER, tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,19 @@ class WorkerUnavailable(MailgateError):
     """The child process died (or was never running) before answering."""
 
 
-def frame(obj: object) -> bytes:
+def frame(obj: object) -> tuple[bytes, bytes]:
+    """The length header and the pickle, written one after the other: joined, a big
+    message's pickle would be copied once more."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(data)) + data
+    return _LEN.pack(len(data)), data
+
+
+def _write(out: Any, obj: object) -> int:
+    """Write ``obj``'s frame to a stream or transport; its size."""
+    head, data = frame(obj)
+    out.write(head)
+    out.write(data)
+    return len(data)
 
 
 class ChildProcess:
@@ -95,7 +106,7 @@ class ChildProcess:
             limit=1 << 20,
         )
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(frame(self._hello))
+        _write(proc.stdin, self._hello)
         try:
             ready = await asyncio.wait_for(proc.stdout.readexactly(_LEN.size), START_TIMEOUT)
         except (asyncio.IncompleteReadError, TimeoutError):
@@ -120,7 +131,7 @@ class ChildProcess:
             raise WorkerUnavailable(f"the {self.what} is not running")
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            self._proc.stdin.write(frame(obj))
+            TRIMMER.note(_write(self._proc.stdin, obj))
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerUnavailable(str(exc)) from None
 
@@ -131,6 +142,7 @@ class ChildProcess:
             while True:
                 (size,) = _LEN.unpack(await stdout.readexactly(_LEN.size))
                 self._on_message(pickle.loads(await stdout.readexactly(size)))
+                TRIMMER.note(size)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the child exited
         self._reader = None
@@ -257,6 +269,7 @@ def child_setup(*, nice: bool = True) -> None:
     are ignored here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tune_allocator()
     if not nice:
         return
     with contextlib.suppress(OSError):  # a sandbox may refuse; the work gets done regardless
@@ -265,8 +278,8 @@ def child_setup(*, nice: bool = True) -> None:
         os.setpriority(os.PRIO_PROCESS, 0, max(NICE, os.getpriority(os.PRIO_PROCESS, 0)))
 
 
-def _read_frame(inp: BinaryIO) -> Any:
-    """The next frame's object; EOFError at end of file."""
+def _read_frame(inp: BinaryIO) -> tuple[Any, int]:
+    """The next frame's object and size; EOFError at end of file."""
     head = inp.read(_LEN.size)
     if len(head) < _LEN.size:
         raise EOFError
@@ -274,11 +287,7 @@ def _read_frame(inp: BinaryIO) -> Any:
     data = inp.read(size)
     if len(data) < size:
         raise EOFError
-    return pickle.loads(data)
-
-
-def _answer(rid: int, ok: bool, payload: object) -> bytes:
-    return frame((rid, ok, payload))
+    return pickle.loads(data), size
 
 
 def failure(exc: BaseException) -> str:
@@ -289,20 +298,23 @@ def failure(exc: BaseException) -> str:
 def serve_blocking(setup: Callable[[Any], Callable[[Any], object]]) -> None:
     """Serve one request at a time: ``setup(hello)`` returns the handler for requests."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
-    handle = setup(_read_frame(inp))
+    handle = setup(_read_frame(inp)[0])
     out.write(_LEN.pack(0))  # ready
     out.flush()
     while True:
         try:
-            rid, request = _read_frame(inp)
+            (rid, request), size = _read_frame(inp)
         except EOFError:
             return  # the relay stopped or died
         try:
-            answer = _answer(rid, True, handle(request))
+            answer: tuple[int, bool, object] = (rid, True, handle(request))
         except Exception as exc:
-            answer = _answer(rid, False, failure(exc))
-        out.write(answer)
+            answer = (rid, False, failure(exc))
+        del request
+        size = max(size, _write(out, answer))
+        del answer
         out.flush()
+        TRIMMER.note(size)
 
 
 Setup = Callable[
@@ -328,11 +340,13 @@ async def exchange_messages(setup: Setup) -> None:
 
     def send(obj: object) -> None:
         if not transport.is_closing():
-            writer.write(frame(obj))
+            TRIMMER.note(_write(writer, obj))
 
     async def next_frame() -> Any:
         (size,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-        return pickle.loads(await reader.readexactly(size))
+        obj = pickle.loads(await reader.readexactly(size))
+        TRIMMER.note(size)
+        return obj
 
     on_message, close = await setup(await next_frame(), send)
     try:
