@@ -129,6 +129,19 @@ def _flush(
     groups.clear()
 
 
+BIG_MESSAGE = 1024 * 1024  # bytes: a body this big is not left bound to a cached statement
+
+
+def _wrote_big_message(works: Sequence[Work]) -> bool:
+    return any(
+        row.get("size", 0) >= BIG_MESSAGE
+        for work in works
+        for name, rows in work.ops
+        if name == "insert_message"
+        for row in rows
+    )
+
+
 class WriterLost(StoreUnavailable):
     """The writer process died with the transaction handed to it: it may or may not have
     committed (the transaction it was making, or the next one, already in its pipe).
@@ -177,10 +190,16 @@ class SqliteTransactions:
                 dbapi.execute(f"PRAGMA synchronous={'FULL' if flush else 'NORMAL'}")
                 self._flushing = flush
             with conn.begin():
-                return execute_batch(conn, works, self._statements, self._bulk)
+                results = execute_batch(conn, works, self._statements, self._bulk)
         except BaseException:
             self._close_conn()  # the next batch starts on a fresh connection
             raise
+        if _wrote_big_message(works):
+            # pysqlite's statement cache keeps each statement's last parameters bound
+            # until it runs again: a big body stayed in memory per cached statement (the
+            # writer held 383 MB after twenty 20 MB messages). Closing finalizes them.
+            self._close_conn()
+        return results
 
     def answer(self, request: tuple[Sequence[Work], bool]) -> tuple[bool, Any]:
         """:meth:`run` for a writer process: (True, results) or (False, the exception the
