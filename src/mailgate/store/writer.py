@@ -197,7 +197,9 @@ class SqliteTransactions:
         if _wrote_big_message(works):
             # pysqlite's statement cache keeps each statement's last parameters bound
             # until it runs again: a big body stayed in memory per cached statement (the
-            # writer held 383 MB after twenty 20 MB messages). Closing finalizes them.
+            # writer held 383 MB after twenty 20 MB messages). Closing the driver's
+            # connection (not only returning it to the pool) finalizes them.
+            conn.invalidate()
             self._close_conn()
         return results
 
