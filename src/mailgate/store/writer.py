@@ -142,6 +142,29 @@ def _wrote_big_message(works: Sequence[Work]) -> bool:
     )
 
 
+def _bodies_beside(works: list[Work]) -> list[Work]:
+    """``works`` with big bodies wrapped to travel beside the pickle to the writer process
+    (workers.frame), not copied into it; the process gets them back as bytes."""
+    if not _wrote_big_message(works):
+        return works
+    out = []
+    for work in works:
+        ops = [
+            (
+                name,
+                [
+                    {**row, "raw": pickle.PickleBuffer(row["raw"])}
+                    if name == "insert_message" and row.get("size", 0) >= BIG_MESSAGE
+                    else row
+                    for row in rows
+                ],
+            )
+            for name, rows in work.ops
+        ]
+        out.append(Work(ops=ops, fn=work.fn, args=work.args))
+    return out
+
+
 class WriterLost(StoreUnavailable):
     """The writer process died with the transaction handed to it: it may or may not have
     committed (the transaction it was making, or the next one, already in its pipe).
@@ -390,7 +413,7 @@ class GroupCommitWriter:
         flush = any(job.durable for job in batch)
         if self._process is not None:
             try:
-                ok, payload = await self._process.call((works, flush))
+                ok, payload = await self._process.call((_bodies_beside(works), flush))
             except WorkerUnavailable as exc:
                 raise WriterLost(f"the queue's writer process: {exc}") from exc
             if not ok:
