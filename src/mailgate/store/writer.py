@@ -122,6 +122,10 @@ def _flush(
     for merged in groups.values():
         for name, params in merged.items():
             form = bulk.get(name) if bulk and len(params) > 1 else None
+            if form is not None and name == "insert_message" and _has_big_row(params):
+                # One statement binding every row would copy every big body into SQLite
+                # at once (400 MB for twenty 20 MB messages); one row at a time, one.
+                form = None
             if form is not None:
                 form(conn, params)
             elif params:
@@ -132,13 +136,13 @@ def _flush(
 BIG_MESSAGE = 1024 * 1024  # bytes: a body this big is not left bound to a cached statement
 
 
+def _has_big_row(rows: Sequence[dict[str, Any]]) -> bool:
+    return any(row.get("size", 0) >= BIG_MESSAGE for row in rows)
+
+
 def _wrote_big_message(works: Sequence[Work]) -> bool:
     return any(
-        row.get("size", 0) >= BIG_MESSAGE
-        for work in works
-        for name, rows in work.ops
-        if name == "insert_message"
-        for row in rows
+        _has_big_row(rows) for work in works for name, rows in work.ops if name == "insert_message"
     )
 
 
