@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -350,10 +351,17 @@ async def run_memory(
         x["baseline"], x["after"] = tree.baseline, tree.last
         x["growth"] = tree.peak_total - sum(tree.baseline.values())
         x["amplification"] = x["growth"] / inflight if inflight else 0.0
+        x["cap"] = _cap_of(log)
     finally:
         await bench.children.stop(proc, 40.0)
         await bench.stop_sink(sink)
     return x
+
+
+def _cap_of(log: Path) -> int:
+    """max_inflight_bytes as mailgate reports it at start (0 if it did not say)."""
+    m = re.search(r"in-flight message bytes capped at (\d+)", log.read_text(errors="replace"))
+    return int(m[1]) if m else 0
 
 
 def _mb(n: float) -> str:
@@ -381,6 +389,12 @@ def print_memory(x: dict[str, Any]) -> None:
         f"  after {_mb(sum(after.values())):>5} MB;  peak growth {_mb(x['growth'])} MB = "
         f"{x['amplification']:.2f}x the bytes in flight (target <= {TARGET_AMPLIFICATION:g}x)"
     )
+    if x.get("cap"):
+        ratio = x["growth"] / x["cap"]
+        print(
+            f"    max_inflight_bytes {_mb(x['cap'])} MB: peak growth = {ratio:.2f}x the cap "
+            f"(target <= {TARGET_AMPLIFICATION:g}x)"
+        )
     if "attachment_bytes" in x:
         print(f"    ({x['growth'] / x['attachment_bytes']:.2f}x the decoded attachment bytes)")
 

@@ -131,6 +131,7 @@ class App:
         self.suppressions.start()
         self.metrics = Metrics()
         self.inflight = InflightBudget(s.server.max_inflight_bytes)
+        log.info("in-flight message bytes capped at %d", s.server.max_inflight_bytes)
         self.metrics.watch_inflight(self.inflight)
         self.scheduler = Scheduler(
             s, self.store, self.delivery, self.owner, on_recorded=self._recorded
