@@ -30,6 +30,9 @@ Scenarios (``--only`` picks some):
   (2 s timeouts): once its breaker is open, delivery must not wait for those timeouts.
 * ``paced-webhooks`` and ``paced-webhooks-dead``: ``paced-e2e`` with a webhook endpoint
   for every event (two per message), live or never answering; see bench_webhooks.py.
+* ``memory`` and ``memory-http``: peak and settled RSS of all of mailgate's processes
+  around 20 concurrent 20 MB SMTP messages / a 9 MB attachment over HTTP, and the
+  amplification (peak growth / bytes in flight); see bench_memory.py.
 * ``fill``: push ``--queue-fill`` messages into a held mailgate and read its RSS, to show
   the queue lives on disk and not in memory.
 
@@ -77,6 +80,8 @@ from typing import Any, Protocol, cast
 
 import psutil
 import uvloop
+from bench_memory import add_arguments as add_memory_arguments
+from bench_memory import print_memory, run_memory
 from bench_webhooks import (
     WebhookSink,
     print_webhook_details,
@@ -91,6 +96,7 @@ RECIPIENT = "rcpt@example.net"
 SCENARIOS = (
     *("ceiling", "held", "e2e", "e2e-dkim", "paced-held", "paced-e2e", "paced-dkim"),
     *("failover", "failover-blackhole", "paced-webhooks", "paced-webhooks-dead", "fill"),
+    *("memory", "memory-http"),
 )
 TITLES = {
     "ceiling": "ceiling (bare aiosmtpd)",
@@ -105,6 +111,8 @@ TITLES = {
     "paced-webhooks": "paced e2e, webhooks (accept)",
     "paced-webhooks-dead": "paced e2e, dead webhook (accept)",
     "fill": "mailgate, queue fill (held)",
+    "memory": "memory, 20 x 20 MB over SMTP",
+    "memory-http": "memory, 9 MB attachment (HTTP)",
 }
 # The second table row of a delivering scenario: its delivered rate and 250->delivered.
 DELIVERED_TITLES = {
@@ -1565,6 +1573,18 @@ class Bench(ChildrenBench):
             sc.problems = log_problems(mg.log)
         return sc
 
+    async def memory(self, http: bool = False) -> Scenario:
+        sc = Scenario(TITLES["memory-http" if http else "memory"])
+        try:
+            sc.extra = await run_memory(self, _free_port, http=http)
+        except (RuntimeError, OSError) as exc:
+            raise BenchError(str(exc)) from exc
+        sc.peak_rss = sc.extra["peak_total"]
+        return sc
+
+    async def memory_http(self) -> Scenario:
+        return await self.memory(http=True)
+
     async def run(self, which: Sequence[str]) -> list[Scenario]:
         steps: dict[str, Callable[[], Awaitable[Scenario]]] = {
             "ceiling": self.ceiling,
@@ -1579,6 +1599,8 @@ class Bench(ChildrenBench):
             "paced-webhooks": self.paced_webhooks,
             "paced-webhooks-dead": self.paced_webhooks_dead,
             "fill": self.fill,
+            "memory": self.memory,
+            "memory-http": self.memory_http,
         }
         out = []
         rounds = self.opts.rounds
@@ -1640,6 +1662,12 @@ def print_table(scenarios: list[Scenario]) -> None:
         if sc.failed:
             print(f"{_shown(sc):<32} FAILED (see below)")
             continue
+        if "amplification" in sc.extra:
+            amp = f"{sc.extra['amplification']:.2f}x in flight"
+            print(
+                f"{_shown(sc):<32} {'-':>9} {'-':>8} {'-':>8} {'-':>7} {_mb(sc.peak_rss):>12} {amp}"
+            )
+            continue
         assert sc.load is not None
         ratio = "-"
         if ceiling is not None and sc is not ceiling and ceiling.load and ceiling.load.accept_rate:
@@ -1667,6 +1695,9 @@ def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
         print(f"{_shown(sc)}:")
         if sc.failed:
             print("  FAILED: " + sc.failed.replace("\n", "\n    "))
+            continue
+        if "amplification" in sc.extra:
+            print_memory(sc.extra)
             continue
         assert sc.load is not None
         load = sc.load
@@ -1987,6 +2018,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="run the chosen scenarios this many times in turn (paced ratios: the median)",
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    add_memory_arguments(p)
     opts = p.parse_args(argv)
     opts.scenarios = select_scenarios(opts.only, SCENARIOS)
     if opts.skip_fill and "fill" in opts.scenarios:

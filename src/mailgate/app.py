@@ -28,6 +28,7 @@ from mailgate.events.tokens import Signer, new_key
 from mailgate.events.tracking import Tracking
 from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import ConfigError, MailgateError
+from mailgate.inflight import InflightBudget
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
 from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
 from mailgate.ratelimit import RateLimiter
@@ -159,6 +160,9 @@ class App:
         await self.suppressions.load()
         self.suppressions.start()
         self.metrics = Metrics()
+        self.inflight = InflightBudget(s.server.max_inflight_bytes)
+        log.info("in-flight message bytes capped at %d", s.server.max_inflight_bytes)
+        self.metrics.watch_inflight(self.inflight)
         self.scheduler = Scheduler(
             s, self.store, self.delivery, self.owner, on_recorded=self._recorded
         )
@@ -182,7 +186,13 @@ class App:
             )
         bounces = BounceIntake(s, self.store, self.suppressions)
         handler = SmtpHandler(
-            s, self.store, self.acceptor, self.suppressions, bounces, unsubscribes=tracking
+            s,
+            self.store,
+            self.acceptor,
+            self.suppressions,
+            bounces,
+            unsubscribes=tracking,
+            inflight=self.inflight,
         )
         self.smtp = SmtpListeners(s, handler)
         await self.smtp.start()
@@ -198,6 +208,7 @@ class App:
             webhooks=self.webhooks,
             tracking=tracking,
             providers=self.delivery.provider_status if s.delivery.enabled else None,
+            inflight=self.inflight,
         )
         self.http = HttpServer(s, create_app(api))
         await self.http.start()

@@ -39,9 +39,11 @@ def main() -> None:
 def serve(config_path: str) -> None:
     """Run the SMTP listeners and the delivery loop until SIGTERM/SIGINT."""
     from mailgate.app import App
+    from mailgate.memory import tune_allocator
 
     settings = settings_or_exit(config_path)
     setup_logging(settings.server.log_level, settings.server.log_format)
+    tune_allocator()  # before the listeners allocate: big buffers go back when freed
     app = App(settings)
     try:
         import uvloop

@@ -27,6 +27,7 @@ from mailgate.config_types import Duration, Size, StrList
 from mailgate.config_types import Section as _Section
 from mailgate.events.webhook_settings import WebhookSettings
 from mailgate.exceptions import ConfigError
+from mailgate.inflight import default_cap
 from mailgate.units import parse_hostport, parse_rate, parse_size
 
 
@@ -56,6 +57,9 @@ class ServerSettings(_Section):
     node_id: str = Field(default_factory=socket.gethostname)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one object per line (logs.py)
+    # Message bytes held in memory across all SMTP sessions and HTTP requests; over it
+    # clients get 452 4.3.1 / HTTP 503 and retry (mailgate.inflight).
+    max_inflight_bytes: Size = Field(default_factory=default_cap, gt=0)
 
 
 class DatabaseSettings(_Section):

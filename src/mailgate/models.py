@@ -146,6 +146,12 @@ class QueuedMessage:
     attempt_once: bool = False
     # Resolved tracking options (events.rewrite.Options.stored()); None: sent as stored.
     tracking: dict[str, bool] | None = None
+    size: int = 0  # of the stored body; raw is b"" when it was too big to claim with it
+
+    @property
+    def body_in_store(self) -> bool:
+        """The body is read from the store where it is sent (store/bodies.py)."""
+        return not self.raw and self.size > 0
 
 
 SKIPPED = "skipped"  # AttemptResult.stage of a provider that was not tried after all

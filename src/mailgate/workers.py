@@ -9,11 +9,14 @@ to hand each job over (that capped signing at about 600 messages/s on a busy loo
 the loop writes requests straight into the child's stdin and reads answers from its
 stdout, requests pipelined and matched by id.
 
-The frames are a 4-byte length and a pickle. A child first reads one "hello" frame (its
-configuration), answers with an empty frame when it is ready, then serves requests until
-end of file on its stdin: nobody else holds that pipe open, so a child exits by itself
-when the relay stops or dies (even by SIGKILL). A child that dies fails its requests with
-:class:`WorkerUnavailable` and is started again.
+A frame is a header (the pickle's length, how many out-of-band buffers follow and their
+lengths), a pickle (protocol 5), then those buffers: the values a sender wraps in
+``pickle.PickleBuffer`` (a big message body) travel beside the pickle instead of inside
+it, so neither side makes a copy of them to pickle or unpickle. A child first reads one
+"hello" frame (its configuration), answers with four zero bytes when it is ready, then
+serves requests until end of file on its stdin: nobody else holds that pipe open, so a
+child exits by itself when the relay stops or dies (even by SIGKILL). A child that dies
+fails its requests with :class:`WorkerUnavailable` and is started again.
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ from typing import Any, BinaryIO
 
 from mailgate.exceptions import MailgateError
 from mailgate.logs import LOG_FORMAT_ENV, current_format
+from mailgate.memory import TRIMMER, tune_allocator
 
 log = logging.getLogger(__name__)
 
-_LEN = struct.Struct("!I")
+_LEN = struct.Struct("!I")  # the ready signal
+_HEAD = struct.Struct("!II")  # pickle length, number of out-of-band buffers
+_BUF = struct.Struct("!Q")  # an out-of-band buffer's length
 START_TIMEOUT = 30.0  # s for a child to import and load its configuration
 STOP_TIMEOUT = 10.0  # s for a child to finish after end of file, before SIGKILL
 # The children's priority, below the relay's listeners (0): when both want a core, accepts
@@ -47,9 +53,32 @@ class WorkerUnavailable(MailgateError):
     """The child process died (or was never running) before answering."""
 
 
-def frame(obj: object) -> bytes:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(data)) + data
+def frame(obj: object) -> list[Any]:
+    """The parts of ``obj``'s frame, to be written one after the other (joined, a big
+    body would be copied once more)."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    head = _HEAD.pack(len(data), len(views)) + b"".join(_BUF.pack(v.nbytes) for v in views)
+    return [head, data, *views]
+
+
+def _write(out: Any, obj: object) -> int:
+    """Write ``obj``'s frame to a stream or transport; its size."""
+    size = 0
+    for part in frame(obj):
+        out.write(part)
+        size += len(part) if isinstance(part, bytes) else part.nbytes
+    return size
+
+
+async def _read_async(stream: asyncio.StreamReader) -> tuple[Any, int]:
+    """The next frame's object and size from ``stream``."""
+    size, count = _HEAD.unpack(await stream.readexactly(_HEAD.size))
+    lengths = [_BUF.unpack_from(await stream.readexactly(_BUF.size))[0] for _ in range(count)]
+    data = await stream.readexactly(size)
+    buffers = [await stream.readexactly(n) for n in lengths]
+    return pickle.loads(data, buffers=buffers), size + sum(lengths)
 
 
 class ChildProcess:
@@ -97,7 +126,7 @@ class ChildProcess:
             env={**os.environ, LOG_FORMAT_ENV: current_format()},  # the relay's log format
         )
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(frame(self._hello))
+        _write(proc.stdin, self._hello)
         try:
             ready = await asyncio.wait_for(proc.stdout.readexactly(_LEN.size), START_TIMEOUT)
         except (asyncio.IncompleteReadError, TimeoutError):
@@ -122,7 +151,7 @@ class ChildProcess:
             raise WorkerUnavailable(f"the {self.what} is not running")
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            self._proc.stdin.write(frame(obj))
+            TRIMMER.note(_write(self._proc.stdin, obj))
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerUnavailable(str(exc)) from None
 
@@ -131,8 +160,10 @@ class ChildProcess:
         assert stdout is not None
         try:
             while True:
-                (size,) = _LEN.unpack(await stdout.readexactly(_LEN.size))
-                self._on_message(pickle.loads(await stdout.readexactly(size)))
+                message, size = await _read_async(stdout)
+                self._on_message(message)
+                del message
+                TRIMMER.note(size)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the child exited
         self._reader = None
@@ -301,6 +332,7 @@ def child_setup(*, nice: bool = True) -> None:
     are ignored here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tune_allocator()
     if not nice:
         return
     with contextlib.suppress(OSError):  # a sandbox may refuse; the work gets done regardless
@@ -309,20 +341,20 @@ def child_setup(*, nice: bool = True) -> None:
         os.setpriority(os.PRIO_PROCESS, 0, max(NICE, os.getpriority(os.PRIO_PROCESS, 0)))
 
 
-def _read_frame(inp: BinaryIO) -> Any:
-    """The next frame's object; EOFError at end of file."""
-    head = inp.read(_LEN.size)
-    if len(head) < _LEN.size:
-        raise EOFError
-    (size,) = _LEN.unpack(head)
+def _read_exactly(inp: BinaryIO, size: int) -> bytes:
     data = inp.read(size)
     if len(data) < size:
         raise EOFError
-    return pickle.loads(data)
+    return data
 
 
-def _answer(rid: int, ok: bool, payload: object) -> bytes:
-    return frame((rid, ok, payload))
+def _read_frame(inp: BinaryIO) -> tuple[Any, int]:
+    """The next frame's object and size; EOFError at end of file."""
+    size, count = _HEAD.unpack(_read_exactly(inp, _HEAD.size))
+    lengths = [_BUF.unpack(_read_exactly(inp, _BUF.size))[0] for _ in range(count)]
+    data = _read_exactly(inp, size)
+    buffers = [_read_exactly(inp, n) for n in lengths]
+    return pickle.loads(data, buffers=buffers), size + sum(lengths)
 
 
 def failure(exc: BaseException) -> str:
@@ -333,20 +365,23 @@ def failure(exc: BaseException) -> str:
 def serve_blocking(setup: Callable[[Any], Callable[[Any], object]]) -> None:
     """Serve one request at a time: ``setup(hello)`` returns the handler for requests."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
-    handle = setup(_read_frame(inp))
+    handle = setup(_read_frame(inp)[0])
     out.write(_LEN.pack(0))  # ready
     out.flush()
     while True:
         try:
-            rid, request = _read_frame(inp)
+            (rid, request), size = _read_frame(inp)
         except EOFError:
             return  # the relay stopped or died
         try:
-            answer = _answer(rid, True, handle(request))
+            answer: tuple[int, bool, object] = (rid, True, handle(request))
         except Exception as exc:
-            answer = _answer(rid, False, failure(exc))
-        out.write(answer)
+            answer = (rid, False, failure(exc))
+        del request
+        size = max(size, _write(out, answer))
+        del answer
         out.flush()
+        TRIMMER.note(size)
 
 
 Setup = Callable[
@@ -372,11 +407,12 @@ async def exchange_messages(setup: Setup) -> None:
 
     def send(obj: object) -> None:
         if not transport.is_closing():
-            writer.write(frame(obj))
+            TRIMMER.note(_write(writer, obj))
 
     async def next_frame() -> Any:
-        (size,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-        return pickle.loads(await reader.readexactly(size))
+        obj, size = await _read_async(reader)
+        TRIMMER.note(size)
+        return obj
 
     on_message, close = await setup(await next_frame(), send)
     try:

@@ -22,6 +22,7 @@ from mailgate.events.rewrite import Options, Personalizer
 from mailgate.headers import scan
 from mailgate.ids import new_id
 from mailgate.logs import fields
+from mailgate.memory import TRIMMER
 from mailgate.models import (
     AttemptResult,
     ClaimedDelivery,
@@ -33,6 +34,7 @@ from mailgate.models import (
     Suppression,
 )
 from mailgate.routing.router import Router
+from mailgate.store.bodies import BodyReader
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,10 @@ class Deliverer:
         *,
         personalizer: Personalizer | None = None,
         clock: Callable[[], float] = time.time,
+        bodies: BodyReader | None = None,
     ) -> None:
         self._settings = settings
+        self._bodies = bodies  # made at the first big body
         self._router = router
         self._signer = signer
         self._personalizer = personalizer
@@ -59,10 +63,24 @@ class Deliverer:
 
     async def close(self) -> None:
         await self._router.close()
+        if self._bodies is not None:
+            await self._bodies.close()
         if self._signer is not None:
             await self._signer.close()
 
     async def attempt(self, msg: QueuedMessage) -> AttemptRecord:
+        if not msg.body_in_store:
+            return await self._attempt(msg)
+        if self._bodies is None:
+            self._bodies = BodyReader(self._settings.database_url)
+        msg.raw = await self._bodies.read(msg.id)
+        try:
+            return await self._attempt(msg)
+        finally:
+            msg.raw = b""
+            TRIMMER.note(msg.size)
+
+    async def _attempt(self, msg: QueuedMessage) -> AttemptRecord:
         started = self._clock()
         options = None
         if msg.tracking is not None and self._personalizer is not None:

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from mailgate.inflight import InflightBudget
 from mailgate.models import DeliveryStatus
 from mailgate.store import Store
 
@@ -67,6 +71,10 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_inflight(self, budget: InflightBudget) -> None:
+        """Export the in-flight budget (read at scrape time: nothing to do per message)."""
+        self.registry.register(_InflightCollector(budget))
+
     async def watch_event_loop(self) -> None:
         """Sample the event loop lag until cancelled."""
         loop = asyncio.get_running_loop()
@@ -83,3 +91,33 @@ class Metrics:
         self.oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
         self.webhook_backlog.set(await store.webhooks.backlog())
         return generate_latest(self.registry)
+
+
+class _InflightCollector(Collector):
+    """``mailgate_inflight_bytes``, its cap and peak, and the refusals per ingress."""
+
+    def __init__(self, budget: InflightBudget) -> None:
+        self._budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        b = self._budget
+        yield GaugeMetricFamily(
+            "mailgate_inflight_bytes",
+            "Message bytes held in memory by SMTP sessions and HTTP requests",
+            b.used,
+        )
+        yield GaugeMetricFamily("mailgate_inflight_bytes_max", "[server] max_inflight_bytes", b.cap)
+        yield GaugeMetricFamily(
+            "mailgate_inflight_bytes_peak", "Highest mailgate_inflight_bytes since start", b.peak
+        )
+        refused = CounterMetricFamily(
+            "mailgate_inflight_refusals",
+            "Messages refused (452 4.3.1, HTTP 503) because max_inflight_bytes was reached",
+            labels=["ingress"],
+        )
+        for ingress in ("smtp", "http"):
+            refused.add_metric([ingress], b.refusals[ingress])
+        yield refused
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

@@ -24,6 +24,7 @@ import uvicorn
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,6 +37,8 @@ from mailgate.events.metrics import Metrics
 from mailgate.events.tracking import Tracking
 from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import ListenError, StoreUnavailable
+from mailgate.inflight import InflightBudget
+from mailgate.ingress import http_inflight
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
 from mailgate.ratelimit import RateLimiter
@@ -67,6 +70,7 @@ class ApiContext:
     tracking: Tracking | None = None  # the public /t/ and /u/ endpoints, with public_url
     # The delivery process's provider health (admin API); None when delivery is disabled.
     providers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    inflight: InflightBudget | None = None  # [server] max_inflight_bytes (http_inflight)
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
@@ -129,10 +133,19 @@ class ApiContext:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+        stream = request.stream()
+        try:
+            if declared is not None and declared.isdigit():
+                http_inflight.hold(self.inflight, request, int(declared))
+            async for chunk in stream:
+                body += chunk
+                if len(body) > limit:
+                    raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+                http_inflight.hold(self.inflight, request, len(body))
+        except http_inflight.InflightFull:
+            body.clear()
+            await http_inflight.discard(stream, limit)
+            raise
         try:
             obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -338,6 +351,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_exception, Exception: _internal_error},
+        middleware=[Middleware(http_inflight.ReleaseInflight)],
     )
 
 

@@ -28,6 +28,7 @@ from mailgate.config import Settings, SmtpSettings
 from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
 from mailgate.events.tracking import Tracking
 from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
+from mailgate.inflight import InflightBudget, Reservation
 from mailgate.ingress.smtp_auth import AuthHooks
 from mailgate.logs import fields, recipient_domain
 from mailgate.models import Credential, SmtpReply, Submission
@@ -156,6 +157,9 @@ class RelaySMTP(SMTP):
         self._connections = connections
         self._greeted = False
         self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
+        # The transaction's share of [server] max_inflight_bytes; released with its envelope.
+        budget = handler.inflight
+        self.held: Reservation | None = budget.reservation("smtp") if budget else None
 
     @property
     def max_message_size(self) -> int:
@@ -177,10 +181,20 @@ class RelaySMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self._connections.discard(self)
+        if self.held is not None:
+            self.held.release()
         super().connection_lost(error)
 
     def _create_envelope(self) -> RelayEnvelope:
+        # A new transaction (after DATA, RSET, EHLO): the last one's bytes are gone.
+        held = getattr(self, "held", None)
+        if held is not None:
+            held.release()
         return RelayEnvelope()
+
+    def hold(self, size: int) -> bool:
+        """Reserve ``size`` bytes of the in-flight budget for this transaction."""
+        return self.held is None or self.held.ensure(size)
 
     @property
     def is_tls(self) -> bool:
@@ -296,6 +310,8 @@ class RelaySMTP(SMTP):
         lines: list[bytes] = []  # each ends with CRLF
         size = 0
         limit = self.max_message_size
+        # Bytes held in the budget: beyond them DATA asks for more (452 4.3.1 if refused).
+        allowed = self.held.amount if self.held is not None else limit
         error = None
         after_crlf = True
         long_line = False  # inside a line longer than the stream limit
@@ -332,8 +348,12 @@ class RelaySMTP(SMTP):
                 if size > limit:
                     error = replies.MESSAGE_TOO_BIG
                     lines.clear()
+                elif size > allowed and not self.hold(size):
+                    error = replies.INFLIGHT_FULL
+                    lines.clear()
                 else:
                     lines.append(chunk)
+                    allowed = self.held.amount if self.held is not None else limit
                 continue
             if chunk.endswith(b"\r\n"):
                 body = chunk[:-2]
@@ -348,6 +368,12 @@ class RelaySMTP(SMTP):
                 error = replies.MESSAGE_TOO_BIG
                 lines.clear()
                 continue
+            if size > allowed:
+                if not self.hold(size):
+                    error = replies.INFLIGHT_FULL
+                    lines.clear()
+                    continue
+                allowed = self.held.amount if self.held is not None else limit
             if body[:1] == b".":
                 body = body[1:]
             for part in body.split(b"\r"):
@@ -373,7 +399,9 @@ class SmtpHandler(AuthHooks):
         bounces: BounceIntake | None = None,
         *,
         unsubscribes: Tracking | None = None,
+        inflight: InflightBudget | None = None,
     ) -> None:
+        self.inflight = inflight  # [server] max_inflight_bytes; None: no cap
         self.unsubscribes = unsubscribes  # List-Unsubscribe mailto addresses, with public_url
         self.store = store
         self.acceptor = acceptor
@@ -430,10 +458,15 @@ class SmtpHandler(AuthHooks):
         address: str,
         mail_options: list[str],
     ) -> str:
+        declared = 0
         for option in mail_options:
             name, _, value = option.partition("=")
-            if name == "SIZE" and value.isdigit() and int(value) > server.max_message_size:
-                return replies.MESSAGE_TOO_BIG.line()
+            if name == "SIZE" and value.isdigit():
+                declared = int(value)
+                if declared > server.max_message_size:
+                    return replies.MESSAGE_TOO_BIG.line()
+        if declared and not server.hold(declared):
+            return replies.INFLIGHT_FULL.line()
         intake = self.bounces is not None and self.bounces.enabled
         if address == NULL_SENDER and intake:
             # A bounce coming back from the internet: no AUTH; RCPT must be a VERP address
@@ -453,6 +486,8 @@ class SmtpHandler(AuthHooks):
         intake = intake or self.unsubscribes is not None
         if refusal is not None:
             if not intake or not isinstance(envelope, RelayEnvelope):
+                if server.held is not None:
+                    server.held.release()
                 return refusal.line()
             envelope.refusal = refusal.line()  # unless RCPT names a report address
         envelope.mail_from = address

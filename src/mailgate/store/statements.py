@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import Executable
 
+from mailgate.store.bodies import INLINE_BODY
 from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
 from mailgate.store.jobs import JOB_STATEMENTS
 from mailgate.store.schema import deliveries, events, idempotency, messages, templates
@@ -134,16 +135,18 @@ LEASE_JSON = text(
     " (SELECT value ->> 0, value ->> 1 FROM json_each(:c_rows))"
 )
 
+# A big body stays out of the claim: the delivery process reads it (store/bodies.py).
 LOAD_MESSAGES = select(
     messages.c.id,
     messages.c.sender,
-    messages.c.raw,
+    case((messages.c.size <= INLINE_BODY, messages.c.raw), else_=None),
     messages.c.created_at,
     messages.c.dkim,
     messages.c.job_id,
     messages.c.provider,
     messages.c.attempt_once,
     messages.c.tracking,
+    messages.c.size,
 ).where(messages.c.id.in_(bindparam("ids", expanding=True)))
 
 # The statements write jobs name (writer.py: ops travel by name, to a writer process too).

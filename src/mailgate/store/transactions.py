@@ -78,7 +78,8 @@ def claim(
         QueuedMessage(
             id=r[0],
             sender=r[1],
-            raw=r[2],
+            raw=r[2] if r[2] is not None else b"",  # b"": big, read by the delivery process
+            size=r[9],
             created_at=r[3],
             dkim=r[4],
             deliveries=by_message[r[0]],

@@ -25,6 +25,7 @@ from aiosmtplib import (
 
 from mailgate.delivery.classify import classify, connection_reply, parse_reply
 from mailgate.models import AttemptResult, Outcome, SmtpReply
+from mailgate.transports.smtp_data import send_data
 
 TlsMode = Literal["starttls", "implicit", "none", "opportunistic"]
 
@@ -188,7 +189,7 @@ async def transaction(
         await _rset(client)
         return [r for r in results if r is not None]
     try:
-        response = await client.data(data, timeout=timeouts.data)
+        response = await send_data(client, data, timeout=timeouts.data)
         reply = parse_reply(response.code, response.message)
         outcome = Outcome.SENT
     except SMTPResponseException as exc:
