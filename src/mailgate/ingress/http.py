@@ -126,8 +126,9 @@ class ApiContext:
         self._auth_cache[digest] = (cred, now + AUTH_CACHE_SECONDS)
         return cred
 
-    async def read_json(self, request: Request) -> tuple[Any, bytes]:
-        """The request body as JSON, within [http] max_body_size (413 above it)."""
+    async def read_json(self, request: Request) -> Any:
+        """The request body as JSON, within [http] max_body_size (413 above it). The bytes
+        are not kept: with a big attachment they would be one more copy of it."""
         limit = self.settings.http.max_body_size
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -165,7 +166,7 @@ class ApiContext:
                     f" in {where or 'the body'}",
                     where or None,
                 )
-        return obj, bytes(body)
+        return obj
 
 
 # A \uD800-\uDFFF escape: only through one can a JSON body hold a lone surrogate (UTF-8
@@ -237,7 +238,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def request_hash(path: str, raw: bytes, obj: Any) -> str:
+def request_hash(path: str, obj: Any) -> str:
     """What makes two requests "the same" for Idempotency-Key: path and JSON content."""
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{path}\n{canonical}".encode()).hexdigest()

@@ -129,7 +129,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             raise ApiError(
                 404, "not_found", f"no queue action {action!r}: one of {', '.join(QUEUE_ACTIONS)}"
             )
-        obj, _raw = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
         body = parse_model(QueueSelection, obj)
         now = ctx.clock()
         given = body.ids or body.to or body.from_ or body.provider or body.older_than

@@ -53,7 +53,7 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def analyze(request: Request) -> Response:
         cred = await ctx.credential(request, need="send")
         use_dns = _dns_wanted(request)
-        obj, _raw = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
         issues: list[Issue] = []
         try:
             req = parse_model(SendRequest, obj)

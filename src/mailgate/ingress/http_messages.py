@@ -170,7 +170,6 @@ def routes(ctx: ApiContext) -> list[Route]:
         request: Request,
         cred: Credential,
         obj: Any,
-        raw: bytes,
         run: Callable[[IdempotentAnswerFactory | None], Awaitable[Response]],
     ) -> Response:
         """Serve a stored answer for a repeated Idempotency-Key, or run and store it."""
@@ -181,7 +180,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             raise invalid(
                 "invalid_idempotency_key", "Idempotency-Key: at most 255 characters", None
             )
-        digest = request_hash(request.url.path, raw, obj)
+        digest = request_hash(request.url.path, obj)
         for _ in range(2):
             stored = await store.idempotent_answer(
                 cred.id, idem_key, ctx.clock() - IDEMPOTENCY_WINDOW
@@ -218,7 +217,7 @@ def routes(ctx: ApiContext) -> list[Route]:
 
     async def send(request: Request) -> Response:
         cred = await ctx.credential(request, need="send")
-        obj, raw = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
 
         async def run(factory: IdempotentAnswerFactory | None) -> Response:
             req = parse_model(SendRequest, obj)
@@ -248,11 +247,11 @@ def routes(ctx: ApiContext) -> list[Route]:
             )
             return json_response({"data": _sent_body(prep, result)}, 202)
 
-        return await idempotent(request, cred, obj, raw, run)
+        return await idempotent(request, cred, obj, run)
 
     async def batch(request: Request) -> Response:
         cred = await ctx.credential(request, need="send")
-        obj, raw = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
 
         async def run(factory: IdempotentAnswerFactory | None) -> Response:
             if not isinstance(obj, dict):
@@ -411,7 +410,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             )
             return json_response(body, 202)
 
-        return await idempotent(request, cred, obj, raw, run)
+        return await idempotent(request, cred, obj, run)
 
     async def visible(request: Request, cred: Credential) -> dict[str, Any]:
         message = await store.get_message(request.path_params["message_id"])

@@ -76,7 +76,7 @@ def routes(ctx: ApiContext) -> list[Route]:
 
     async def create(request: Request) -> Response:
         await ctx.credential(request, need="send")
-        obj, _ = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
         body = parse_model(TemplateIn, obj)
         _check(body.model_dump())
         now = ctx.clock()
@@ -113,7 +113,7 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def update(request: Request) -> Response:
         await ctx.credential(request, need="send")
         record = await found(request)
-        obj, _ = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
         body = parse_model(TemplateUpdate, obj)
         values = body.model_dump(exclude_none=True)
         _check(values)

@@ -101,7 +101,7 @@ def routes(ctx: ApiContext) -> list[Route]:
 
     async def create(request: Request) -> Response:
         await admin(request)
-        obj, _ = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
         body = parse_model(WebhookIn, obj)
         now = ctx.clock()
         secret = new_secret()
@@ -128,7 +128,7 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def patch(request: Request) -> Response:
         await admin(request)
         endpoint = await found(request)
-        obj, _ = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
         body = parse_model(WebhookUpdate, obj)
         values: dict[str, Any] = {}
         if body.url is not None:
@@ -210,7 +210,7 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def replay(request: Request) -> Response:
         await admin(request)
         endpoint = await found(request)
-        obj, _ = await ctx.read_json(request)
+        obj = await ctx.read_json(request)
         body = parse_model(ReplayIn, obj)
         wrong = sorted(set(body.status) - set(DELIVERY_STATUSES))
         if wrong:

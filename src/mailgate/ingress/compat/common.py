@@ -71,7 +71,7 @@ def parse(model: type[M], obj: Any) -> M:
 
 async def body_of(ctx: ApiContext, request: Request) -> dict[str, Any]:
     """The request's JSON object, nulls dropped (400 / 413 in the dialect's shape)."""
-    obj, _ = await ctx.read_json(request)
+    obj = await ctx.read_json(request)
     if not isinstance(obj, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")
     cleaned: dict[str, Any] = without_nulls(obj)
