@@ -27,6 +27,7 @@ from mailgate.config_types import Duration, Size, StrList
 from mailgate.config_types import Section as _Section
 from mailgate.events.webhook_settings import WebhookSettings
 from mailgate.exceptions import ConfigError
+from mailgate.ui.settings import UiSettings
 from mailgate.units import parse_hostport, parse_rate, parse_size
 
 
@@ -426,6 +427,7 @@ class Settings(_Section):
     compat: CompatSettings = CompatSettings()
     webhooks: WebhookSettings = WebhookSettings()
     tracking: TrackingSettings = TrackingSettings()
+    ui: UiSettings = UiSettings()
 
     source: str = "relay.toml"
 
@@ -479,6 +481,7 @@ _TABLE_SECTIONS = (
     "compat",
     "webhooks",
     "tracking",
+    "ui",
 )
 
 
