@@ -121,10 +121,10 @@ class Page:
 
 
 def render(
-    ui: UiContext, request: Request, name: str, status: int = 200, **values: Any
+    ui: UiContext, request: Request, template: str, status: int = 200, **values: Any
 ) -> Response:
     page: Page | None = request.scope.get("mailgate_page")
-    body = ui.env.get_template(name).render(
+    body = ui.env.get_template(template).render(
         csrf=page.csrf if page is not None else values.pop("csrf", ""),
         signed_in=page is not None,
         path=request.url.path,
