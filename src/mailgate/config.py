@@ -28,6 +28,7 @@ from mailgate.config_types import Section as _Section
 from mailgate.events.webhook_settings import WebhookSettings
 from mailgate.exceptions import ConfigError
 from mailgate.inflight import default_cap
+from mailgate.ui.settings import UiSettings
 from mailgate.units import parse_hostport, parse_rate, parse_size
 
 
@@ -430,6 +431,7 @@ class Settings(_Section):
     compat: CompatSettings = CompatSettings()
     webhooks: WebhookSettings = WebhookSettings()
     tracking: TrackingSettings = TrackingSettings()
+    ui: UiSettings = UiSettings()
 
     source: str = "relay.toml"
 
@@ -483,6 +485,7 @@ _TABLE_SECTIONS = (
     "compat",
     "webhooks",
     "tracking",
+    "ui",
 )
 
 

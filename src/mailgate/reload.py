@@ -25,6 +25,7 @@ RESTART_ONLY: dict[tuple[str, ...], str] = {
     ("server", "log_level"): "set when the relay and its children start",
     ("server", "log_format"): "set when the relay and its children start",
     ("server", "max_inflight_bytes"): "the budget of message bytes is made at start",
+    ("ui",): "the dashboard is mounted and configured at start",
     ("database",): "the queue's connections and writer",
     ("smtp", "listen"): "bound sockets",
     ("smtp", "implicit_tls_listen"): "bound sockets",

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from mailgate.accept import Acceptor
 from mailgate.config import Settings
@@ -348,6 +348,13 @@ def create_app(ctx: ApiContext) -> Starlette:
     routes.extend(
         Route(path, handler, methods=methods) for path, handler, methods in compat.routes(ctx)
     )
+    from mailgate.ui.settings import ui_enabled
+
+    if ui_enabled(ctx.settings.ui, ctx.settings.http.listen):
+        from mailgate.ui.app import create_ui, root
+
+        routes.append(Route("/ui", root, methods=["GET"]))
+        routes.append(Mount("/ui", app=create_ui(ctx)))  # the dashboard (mailgate.ui)
 
     return Starlette(
         routes=routes,

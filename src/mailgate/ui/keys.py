@@ -1,0 +1,58 @@
+"""API keys: list, create (the key is shown once, on the answer to the POST), revoke."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from mailgate.credentials import create_key
+from mailgate.store.keys import DuplicateKeyName
+from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+
+SCOPES = ("send", "read", "admin")
+
+
+async def _page(ui: UiContext, request: Request, **values: object) -> Response:
+    keys = await ui.api.store.keys.all()
+    return render(
+        ui,
+        request,
+        "keys.html",
+        title="API keys",
+        keys=keys,
+        scopes=SCOPES,
+        notice=request.query_params.get("done", ""),
+        **values,
+    )
+
+
+async def key_list(ui: UiContext, request: Request, page: Page) -> Response:
+    return await _page(ui, request)
+
+
+async def key_create(ui: UiContext, request: Request, page: Page) -> Response:
+    name = page.form.get("name", "").strip()
+    scope = page.form.get("scope", "send")
+    if scope not in SCOPES:
+        raise UiError(400, f"scope: one of {', '.join(SCOPES)}.")
+    try:
+        key = await create_key(ui.api.store, name, scope)
+    except DuplicateKeyName:
+        raise UiError(409, f"A key named {name!r} exists: choose another name.") from None
+    except ValueError as exc:
+        raise UiError(400, f"name: {exc}") from None
+    # Shown in this answer only: the store keeps its hash.
+    return await _page(ui, request, created=key, created_name=name)
+
+
+async def key_revoke(ui: UiContext, request: Request, page: Page) -> Response:
+    key_id = page.form.get("id", "")
+    if key_id == page.session.key_id:
+        raise UiError(400, "This is the key you are logged in with: log in with another first.")
+    revoked = await ui.api.store.keys.revoke(key_id, ui.api.clock())
+    text = "Key revoked: it stops working within seconds." if revoked else "No such active key."
+    return security_headers(
+        RedirectResponse("/ui/keys?" + urllib.parse.urlencode({"done": text}), 303)
+    )

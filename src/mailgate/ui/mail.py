@@ -1,0 +1,160 @@
+"""A stored or captured message taken apart for display: headers, text and html parts,
+attachments, and an html preview that cannot run script or fetch anything remote.
+
+The preview is served from its own route with its own Content-Security-Policy
+(``default-src 'none'``) inside an iframe sandboxed without allow-scripts: mail content
+never runs in the dashboard's origin. Inline images (``cid:``) become data: URLs, since a
+browser cannot resolve cid: itself; remote images load only after the user asks.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import Message
+
+MAX_SOURCE = 2 * 1024 * 1024  # shown in the page; the download has all of it
+_CID = re.compile(r"""cid:([^"'\s>)]+)""", re.IGNORECASE)
+
+
+@dataclass
+class Part:
+    index: int
+    content_type: str
+    filename: str
+    size: int
+    content_id: str
+    inline: bool
+
+
+@dataclass
+class MailView:
+    headers: list[tuple[str, str]]
+    subject: str
+    sender: str
+    to: str
+    date: str
+    text: str | None
+    html: str | None
+    attachments: list[Part] = field(default_factory=list)
+    source: str = ""
+    source_truncated: bool = False
+
+
+def _parse(raw: bytes) -> Message:
+    return message_from_bytes(raw, policy=policy.default)
+
+
+def _leaves(msg: Message) -> list[Message]:
+    return [p for p in msg.walk() if not p.is_multipart()]
+
+
+def _text_of(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+def _header(msg: Message, name: str) -> str:
+    try:
+        return str(msg.get(name, "") or "")
+    except (ValueError, TypeError, IndexError):  # a malformed header: show it undecoded
+        raw = msg.get_all(name) or [""]
+        return str(raw[0])
+
+
+def view(raw: bytes) -> MailView:
+    """The parts of a message as the pages show them; never raises on bad mail."""
+    msg = _parse(raw)
+    headers: list[tuple[str, str]] = []
+    for name, value in msg.raw_items():  # every header, repeated ones too, in order
+        try:
+            shown = str(msg.policy.header_fetch_parse(name, value))
+        except (ValueError, TypeError, IndexError):
+            shown = str(value)
+        headers.append((name, shown))
+    text = html = None
+    attachments: list[Part] = []
+    for i, part in enumerate(_leaves(msg)):
+        ctype = part.get_content_type()
+        disposition = part.get_content_disposition()
+        filename = part.get_filename() or ""
+        if disposition != "attachment" and not filename:
+            if ctype == "text/plain" and text is None:
+                text = _text_of(part)
+                continue
+            if ctype == "text/html" and html is None:
+                html = _text_of(part)
+                continue
+        payload = part.get_payload(decode=True)
+        size = len(payload) if isinstance(payload, bytes) else 0
+        cid = _header(part, "Content-ID").strip().strip("<>")
+        attachments.append(
+            Part(i, ctype, filename or f"part-{i}", size, cid, disposition != "attachment")
+        )
+    source = raw[:MAX_SOURCE].decode("utf-8", "replace")
+    return MailView(
+        headers=headers,
+        subject=_header(msg, "Subject"),
+        sender=_header(msg, "From"),
+        to=_header(msg, "To"),
+        date=_header(msg, "Date"),
+        text=text,
+        html=html,
+        attachments=attachments,
+        source=source,
+        source_truncated=len(raw) > MAX_SOURCE,
+    )
+
+
+def part_bytes(raw: bytes, index: int) -> tuple[Part, bytes] | None:
+    """Leaf part ``index`` of a message (its position in walk order) and its bytes."""
+    leaves = _leaves(_parse(raw))
+    if not 0 <= index < len(leaves):
+        return None
+    part = leaves[index]
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
+    name = part.get_filename() or f"part-{index}"
+    cid = _header(part, "Content-ID").strip().strip("<>")
+    disp = part.get_content_disposition()
+    return Part(index, part.get_content_type(), name, len(data), cid, disp != "attachment"), data
+
+
+def preview_html(raw: bytes) -> str | None:
+    """The html part with its cid: images made data: URLs (the preview's CSP allows
+    data: images only, unless the user asked for remote ones)."""
+    msg = _parse(raw)
+    html: str | None = None
+    by_cid: dict[str, Message] = {}
+    for part in _leaves(msg):
+        cid = _header(part, "Content-ID").strip().strip("<>")
+        if cid:
+            by_cid[cid.lower()] = part
+        elif (
+            html is None
+            and part.get_content_type() == "text/html"
+            and part.get_content_disposition() != "attachment"
+        ):
+            html = _text_of(part)
+    if html is None:
+        return None
+
+    def inline(match: re.Match[str]) -> str:
+        part = by_cid.get(match.group(1).lower())
+        if part is None or part.get_content_maintype() != "image":
+            return match.group(0)
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            return match.group(0)
+        data = base64.b64encode(payload).decode("ascii")
+        return f"data:{part.get_content_type()};base64,{data}"
+
+    return _CID.sub(inline, html)

@@ -1,0 +1,180 @@
+"""Messages: search with keyset pages, one message's recipients, attempts and timeline,
+its content, and the operator's actions (the store's own queue actions)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from mailgate.models import DeliveryStatus
+from mailgate.store import QueueFilter
+from mailgate.store.ui import MessageQuery, message_raw, search_messages
+from mailgate.ui.mail import view
+from mailgate.ui.preview import download_part, download_source, html_preview
+from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+
+PAGE_SIZE = 50
+STATUSES = tuple(s.value for s in DeliveryStatus)
+# Events that are an attempt's outcome: a provider's reply.
+ATTEMPT_EVENTS = ("failover", "sent", "delivered", "deferred", "bounced", "failed")
+ACTIONS = ("retry", "hold", "release", "delete")
+
+
+def _date(value: str, field: str, end: bool = False) -> float | None:
+    """A YYYY-MM-DD (or datetime-local) value in UTC; ``end``: the end of that day."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UiError(400, f"{field}: give a date as YYYY-MM-DD.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    stamp = parsed.timestamp()
+    if end and len(value) == 10:
+        stamp += 86400 - 0.000001
+    return stamp
+
+
+def _before(value: str) -> tuple[float, str] | None:
+    if not value:
+        return None
+    at, _, ident = value.partition("_")
+    try:
+        return float(at), ident
+    except ValueError:
+        raise UiError(400, "That page link is not valid.") from None
+
+
+def _query(params: Any) -> tuple[MessageQuery, dict[str, str]]:
+    form = {
+        k: params.get(k, "").strip()
+        for k in ("to", "from", "subject", "status", "tag", "since", "until")
+    }
+    if form["status"] and form["status"] not in STATUSES:
+        raise UiError(400, f"status: one of {', '.join(STATUSES)}.")
+    q = MessageQuery(
+        recipient=form["to"],
+        sender=form["from"],
+        subject=form["subject"],
+        status=form["status"],
+        tag=form["tag"],
+        since=_date(form["since"], "since"),
+        until=_date(form["until"], "until", end=True),
+        before=_before(params.get("before", "")),
+    )
+    return q, form
+
+
+async def message_list(ui: UiContext, request: Request, page: Page) -> Response:
+    q, form = _query(request.query_params)
+    rows = await search_messages(ui.api.store, q, PAGE_SIZE + 1)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    next_link = ""
+    if more:
+        last = rows[-1]
+        params = {k: v for k, v in form.items() if v}
+        params["before"] = f"{last['created_at']!r}_{last['id']}"
+        next_link = "/ui/messages?" + urllib.parse.urlencode(params)
+    return render(
+        ui,
+        request,
+        "messages.html",
+        title="Messages",
+        rows=rows,
+        form=form,
+        statuses=STATUSES,
+        next_link=next_link,
+        searched=any(form.values()),
+        paged=q.before is not None,
+    )
+
+
+async def _message(ui: UiContext, message_id: str) -> dict[str, Any]:
+    found = await ui.api.store.get_message(message_id)
+    if found is None:
+        raise UiError(404, f"No message {message_id}: it may have been removed by retention.")
+    return found
+
+
+async def _raw(ui: UiContext, message_id: str) -> bytes:
+    raw = await message_raw(ui.api.store, message_id)
+    if raw is None:
+        raise UiError(404, f"No source for message {message_id}.")
+    return raw
+
+
+async def message_detail(ui: UiContext, request: Request, page: Page) -> Response:
+    message_id = request.path_params["id"]
+    msg = await _message(ui, message_id)
+    timeline = await ui.api.store.events_of(message_id)
+    attempts: dict[int, list[dict[str, Any]]] = {}
+    for e in timeline:
+        if e["type"] in ATTEMPT_EVENTS and e["rcpt_idx"] is not None:
+            attempts.setdefault(int(e["rcpt_idx"]), []).append(e)
+    raw = await message_raw(ui.api.store, message_id)
+    mail = view(raw) if raw is not None else None
+    return render(
+        ui,
+        request,
+        "message.html",
+        title=msg["subject"] or message_id,
+        msg=msg,
+        timeline=timeline,
+        attempts=attempts,
+        mail=mail,
+        base=f"/ui/messages/{message_id}",
+        images=request.query_params.get("images") == "1",
+        notice=request.query_params.get("done", ""),
+    )
+
+
+async def message_html(ui: UiContext, request: Request, page: Page) -> Response:
+    raw = await _raw(ui, request.path_params["id"])
+    return html_preview(raw, request.query_params.get("images") == "1")
+
+
+async def message_part(ui: UiContext, request: Request, page: Page) -> Response:
+    raw = await _raw(ui, request.path_params["id"])
+    return download_part(raw, int(request.path_params["index"]))
+
+
+async def message_source(ui: UiContext, request: Request, page: Page) -> Response:
+    message_id = request.path_params["id"]
+    return download_source(await _raw(ui, message_id), message_id)
+
+
+async def message_action(ui: UiContext, request: Request, page: Page) -> Response:
+    """retry (pending: due now; failed or bounced: requeued), hold, release, delete."""
+    message_id = request.path_params["id"]
+    action = page.form.get("action", "")
+    if action not in ACTIONS:
+        raise UiError(400, f"action: one of {', '.join(ACTIONS)}.")
+    await _message(ui, message_id)
+    store, now = ui.api.store, ui.api.clock()
+    changed, _ = await store.operate(action, QueueFilter(message_ids=[message_id]), now)
+    refused = 0
+    if action == "retry":
+        ended = [
+            (message_id, d["rcpt_idx"])
+            for d in (await _message(ui, message_id))["deliveries"]
+            if d["status"] in ("failed", "bounced")
+        ]
+        if ended:
+            done = await store.requeue(ended, now)
+            changed += len(done.requeued)
+            refused = len(done.suppressed)
+    if changed and action in ("retry", "release"):
+        ui.api.wake()
+    text = f"{action}: {changed} recipient(s) changed"
+    if refused:
+        text += f", {refused} not retried because suppressed"
+    if not changed and not refused:
+        text += " (none was in a state this action applies to)"
+    target = f"/ui/messages/{message_id}?" + urllib.parse.urlencode({"done": text})
+    return security_headers(RedirectResponse(target, 303))

@@ -1,0 +1,201 @@
+"""What every dashboard page shares: templates, the session check, forms with CSRF,
+security headers, and errors as pages (never stack traces)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from mailgate.exceptions import StoreUnavailable
+from mailgate.ingress.http import ApiContext
+from mailgate.ui.session import COOKIE, FailedLogins, Session, Signer
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+MAX_FORM = 64 * 1024
+
+# Pages: scripts and styles only from /ui/static, nothing framed but our own previews,
+# forms only to us. Inline SVG (the chart) needs no exception.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
+    "object-src 'none'"
+)
+# A mail's html inside the sandboxed iframe: no script, no fetches; images from the mail
+# itself (data:, made from cid: parts) and, when the user clicked, from anywhere.
+PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid:"
+PREVIEW_CSP_IMAGES = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid: https: http:"
+)
+
+
+class UiError(Exception):
+    """An error the user sees as a message on a page, with its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class UiContext:
+    api: ApiContext
+    failed: FailedLogins = field(default_factory=FailedLogins)
+    env: Environment = field(
+        default_factory=lambda: Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+    )
+
+    _signer: Signer | None = None
+
+    def __post_init__(self) -> None:
+        self.env.filters["iso"] = iso
+        self.env.filters["size"] = human_size
+
+    async def signer(self) -> Signer:
+        """The session signer, its key read (or made) in the store on first use."""
+        if self._signer is None:
+            from mailgate.store.ui import session_key
+
+            self._signer = Signer(await session_key(self.api.store, secrets.token_bytes(32)))
+        return self._signer
+
+    @property
+    def secure(self) -> bool:
+        return self.api.settings.http.public_url.startswith("https://")
+
+    @property
+    def ttl(self) -> float:
+        return self.api.settings.ui.session_ttl
+
+
+def iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_size(n: int | None) -> str:
+    size = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def security_headers(response: Response, csp: str = PAGE_CSP, frame: str = "DENY") -> Response:
+    response.headers["Content-Security-Policy"] = csp
+    response.headers["X-Frame-Options"] = frame
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@dataclass
+class Page:
+    """A signed-in request: the session and what templates need."""
+
+    request: Request
+    session: Session
+    csrf: str
+    form: dict[str, str] = field(default_factory=dict)
+
+
+def render(
+    ui: UiContext, request: Request, template: str, status: int = 200, **values: Any
+) -> Response:
+    page: Page | None = request.scope.get("mailgate_page")
+    body = ui.env.get_template(template).render(
+        csrf=page.csrf if page is not None else values.pop("csrf", ""),
+        signed_in=page is not None,
+        path=request.url.path,
+        **values,
+    )
+    return security_headers(HTMLResponse(body, status_code=status))
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An urlencoded form (the only kind our pages send), within MAX_FORM bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise UiError(413, "The form is too large.")
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise UiError(400, "The form is not UTF-8.") from None
+    return dict(pairs)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+PageHandler = Callable[[Request, Page], Awaitable[Response]]
+
+
+def guarded(ui: UiContext, handler: Handler) -> Handler:
+    """Our errors as pages with a message; anything else logged, shown as a plain one."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except UiError as exc:
+            return render(ui, request, "error.html", exc.status, message=exc.message)
+        except StoreUnavailable as exc:
+            log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
+            return render(
+                ui, request, "error.html", 503, message="The queue database is unavailable."
+            )
+        except Exception:
+            log.exception("dashboard error in %s %s", request.method, request.url.path)
+            return render(ui, request, "error.html", 500, message="Something went wrong.")
+
+    return run
+
+
+def signed_in(ui: UiContext, handler: PageHandler) -> Handler:
+    """Only with a valid session of a key that is still an active admin key; a POST only
+    with the session's CSRF token (403 without)."""
+
+    async def run(request: Request) -> Response:
+        signer = await ui.signer()
+        session = signer.open(request.cookies.get(COOKIE, ""))
+        record = None
+        if session is not None:
+            record = await ui.api.store.keys.get(session.key_id)
+        if session is None or record is None or not record.active or record.scope != "admin":
+            if request.method != "GET":
+                raise UiError(403, "Your session has ended: log in again.")
+            target = urllib.parse.quote(request.url.path, safe="/")
+            return security_headers(RedirectResponse(f"/ui/login?next={target}", 303))
+        page = Page(request, session, signer.csrf(session.nonce))
+        request.scope["mailgate_page"] = page
+        if request.method == "POST":
+            page.form = await read_form(request)
+            if not signer.csrf_ok(session.nonce, page.form.get("csrf", "")):
+                raise UiError(403, "This form has expired or did not come from this page.")
+        return await handler(request, page)
+
+    return guarded(ui, run)
+
+
+def now() -> float:
+    return time.time()
