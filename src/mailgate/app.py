@@ -30,6 +30,8 @@ from mailgate.exceptions import MailgateError
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
 from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
 from mailgate.ratelimit import RateLimiter
+from mailgate.retention import Retention
+from mailgate.space import FreeSpace, watched_path
 from mailgate.store import Store
 from mailgate.suppression import SuppressionList
 
@@ -74,6 +76,7 @@ class App:
         self.http: HttpServer | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
         self.webhooks: WebhookDispatcher | None = None
@@ -129,6 +132,8 @@ class App:
         await self.suppressions.load()
         self.suppressions.start()
         self.metrics = Metrics()
+        self.space = FreeSpace(watched_path(s), s.min_free_space)
+        self.metrics.free_space.set_function(self.space.free)
         self.scheduler = Scheduler(
             s, self.store, self.delivery, self.owner, on_recorded=self._recorded
         )
@@ -141,6 +146,7 @@ class App:
             suppressed=self.suppressions,
             unsubscribed=self.suppressions.unsubscribes,
             metrics=self.metrics,
+            space=self.space,
         )
         tracking = self.tracking = None
         if s.http.public_url:  # links point there: without it none is ever made
@@ -171,6 +177,9 @@ class App:
         self.http = HttpServer(s, create_app(api))
         await self.http.start()
         self._maintenance = asyncio.create_task(self._housekeeping(), name="mailgate-housekeeping")
+        self._retention = asyncio.create_task(
+            Retention(s, self.store, space=self.space).run(), name="mailgate-retention"
+        )
         self._lag_watch = asyncio.create_task(
             self.metrics.watch_event_loop(), name="mailgate-loop-lag"
         )
@@ -221,7 +230,7 @@ class App:
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
         grace = self.settings.delivery.shutdown_grace
-        for task in (self._maintenance, self._lag_watch):
+        for task in (self._maintenance, self._lag_watch, self._retention):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

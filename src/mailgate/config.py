@@ -55,6 +55,9 @@ class ServerSettings(_Section):
     data_dir: Path = Path("./data")
     node_id: str = Field(default_factory=socket.gethostname)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Free space kept on data_dir's file system: below it new mail is refused (452 4.3.1,
+    # HTTP 507) so the queue can still drain. None: see Settings.min_free_space.
+    min_free_space: Size | None = None
 
 
 class DatabaseSettings(_Section):
@@ -379,6 +382,21 @@ class RetrySettings(_Section):
         return self
 
 
+class RetentionSettings(_Section):
+    """How long what the relay has finished with is kept (docs/operations.md)."""
+
+    # After a message's last delivery reached a final state: its body is emptied.
+    bodies: Duration = 7 * 86400.0
+    # After the same moment (or a webhook's last attempt, a job's end): rows are deleted.
+    records: Duration = 90 * 86400.0
+
+    @model_validator(mode="after")
+    def _order(self) -> RetentionSettings:
+        if self.bodies > self.records:
+            raise ValueError("bodies must not exceed records (a deleted message has no body)")
+        return self
+
+
 class DeliverySettings(_Section):
     enabled: bool = True
     concurrency: int = Field(default=200, ge=1, le=10000)
@@ -425,6 +443,7 @@ class Settings(_Section):
     compat: CompatSettings = CompatSettings()
     webhooks: WebhookSettings = WebhookSettings()
     tracking: TrackingSettings = TrackingSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     source: str = "relay.toml"
 
@@ -447,6 +466,14 @@ class Settings(_Section):
                 "(tracking links point there)"
             )
         return self
+
+    @property
+    def min_free_space(self) -> int:
+        """[server] min_free_space, by default the larger of 256 MB and four of the
+        largest messages (a few accepts in flight when the check last passed)."""
+        if self.server.min_free_space is not None:
+            return self.server.min_free_space
+        return max(256 * 1000**2, 4 * self.smtp.max_message_size)
 
     @property
     def database_url(self) -> str:

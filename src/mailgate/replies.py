@@ -30,6 +30,9 @@ TOO_MANY_HOPS = SmtpReply(554, "5.4.6", "Too many hops (Received headers): mail 
 QUOTA_EXCEEDED = SmtpReply(
     452, "4.7.1", "Sending quota of this key exceeded, try again next period"
 )
+# Free space on the queue's file system is below [server] min_free_space (or the database
+# said it is full): temporary, the queue drains and accepting resumes by itself.
+INSUFFICIENT_STORAGE = SmtpReply(452, "4.3.1", "Insufficient system storage")
 STORE_FAILED = SmtpReply(451, "4.3.0", "Queue temporarily unavailable, try again later")
 INTERNAL_ERROR = SmtpReply(451, "4.3.0", "Internal error, try again later")
 SHUTTING_DOWN = SmtpReply(421, "4.3.2", "Service shutting down, try again later")

@@ -27,7 +27,12 @@ from mailgate.accept import Acceptor
 from mailgate.config import Settings, SmtpSettings
 from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
 from mailgate.events.tracking import Tracking
-from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
+from mailgate.exceptions import (
+    InsufficientStorage,
+    ListenError,
+    PolicyRefused,
+    StoreUnavailable,
+)
 from mailgate.ingress.smtp_auth import AuthHooks
 from mailgate.models import Credential, SmtpReply, Submission
 from mailgate.store import Store
@@ -440,6 +445,8 @@ class SmtpHandler(AuthHooks):
             if not intake or not isinstance(envelope, RelayEnvelope):
                 return refusal.line()
             envelope.refusal = refusal.line()  # unless RCPT names a report address
+        elif self.acceptor.storage_low("smtp"):
+            return replies.INSUFFICIENT_STORAGE.line()  # before the client sends the data
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.MAIL_OK.line()
@@ -533,6 +540,9 @@ class SmtpHandler(AuthHooks):
         except PolicyRefused as exc:
             log.info("refused message from %s: %s", server.peer_address, exc.reply)
             return exc.reply.line()
+        except InsufficientStorage as exc:
+            log.warning("refused message from %s: %s", server.peer_address, exc)
+            return replies.INSUFFICIENT_STORAGE.line()
         except StoreUnavailable as exc:
             log.error("could not queue message from %s: %s", server.peer_address, exc)
             return replies.STORE_FAILED.line()

@@ -1,0 +1,124 @@
+"""Retention ([retention] bodies, records): what the relay has finished with is removed
+in small batches, so the database holds the retention window and no more.
+
+Each batch is one short writer transaction (store/retention.py); accepts that arrive
+meanwhile commit in the next one, so a purge adds at most one batch's time to an accept.
+Between batches the task yields for BATCH_PAUSE. Below the free-space reserve
+([server] min_free_space) the bodies of mail already delivered (or bounced, failed,
+cancelled) are emptied at once, whatever [retention] bodies says: Postfix deletes delivered
+mail outright, and refusing new mail for days to keep old bodies would be the worse trade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mailgate.config import Settings
+from mailgate.exceptions import MailgateError
+from mailgate.space import FreeSpace
+from mailgate.store import Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 200  # messages (or rows) per purge transaction
+VACUUM_PAGES = 256  # pages (1 MB at 4 KiB) given back per incremental vacuum step
+BATCH_PAUSE = 0.02  # s between batches: accepts get the writer to themselves meanwhile
+INTERVAL = 60.0  # s between rounds when there is nothing to purge
+LOW_INTERVAL = 1.0  # s between rounds below the free-space reserve
+
+
+@dataclass
+class Round:
+    """What one round purged, and how long its batches took (seconds each)."""
+
+    bodies: int = 0
+    messages: int = 0
+    webhook_deliveries: int = 0
+    jobs: int = 0
+    pages: int = 0
+    batches: list[float] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.bodies + self.messages + self.webhook_deliveries + self.jobs + self.pages
+
+
+class Retention:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        space: FreeSpace | None = None,
+        clock: Callable[[], float] = time.time,
+        batch: int = BATCH,
+        pause: float = BATCH_PAUSE,
+    ) -> None:
+        self._bodies = settings.retention.bodies
+        self._records = settings.retention.records
+        self._store = store
+        self._space = space
+        self._clock = clock
+        self._batch = batch
+        self._pause = pause
+
+    async def run(self) -> None:
+        """Purge round after round until cancelled."""
+        while True:
+            low = False
+            try:
+                done = await self.round()
+                low = self._space is not None and self._space.low()
+                if done.total:
+                    log.info(
+                        "retention: %d bodies emptied, %d messages, %d webhook deliveries and "
+                        "%d jobs deleted, %d pages freed",
+                        done.bodies,
+                        done.messages,
+                        done.webhook_deliveries,
+                        done.jobs,
+                        done.pages,
+                    )
+            except MailgateError as exc:
+                log.warning("retention failed: %s", exc)
+            await asyncio.sleep(LOW_INTERVAL if low else INTERVAL)
+
+    async def round(self) -> Round:
+        """Purge everything past its window, one batch at a time; then give the freed
+        pages back."""
+        now = self._clock()
+        retention = self._store.retention
+        done = Round()
+        bodies_before = now - self._bodies
+        if self._space is not None and self._space.low():
+            bodies_before = now  # below the reserve: every finished message's body goes
+        records_before = now - self._records
+        done.messages = await self._batches(
+            done, lambda: retention.purge_messages(records_before, self._batch)
+        )
+        done.bodies = await self._batches(
+            done, lambda: retention.purge_bodies(bodies_before, now, self._batch)
+        )
+        done.webhook_deliveries = await self._batches(
+            done, lambda: retention.purge_webhook_deliveries(records_before, self._batch)
+        )
+        done.jobs = await self._batches(
+            done, lambda: retention.purge_jobs(records_before, self._batch)
+        )
+        done.pages = await self._batches(done, lambda: retention.vacuum_step(VACUUM_PAGES))
+        return done
+
+    async def _batches(self, done: Round, step: Callable[[], Awaitable[int]]) -> int:
+        total = 0
+        while True:
+            start = time.perf_counter()
+            n = await step()
+            if n == 0:
+                return total
+            done.batches.append(time.perf_counter() - start)
+            total += n
+            await asyncio.sleep(self._pause)
