@@ -85,7 +85,16 @@ class Retention:
                     )
             except MailgateError as exc:
                 log.warning("retention failed: %s", exc)
-            await asyncio.sleep(LOW_INTERVAL if low else INTERVAL)
+            await self._wait(low)
+
+    async def _wait(self, low: bool) -> None:
+        """Until the next round: INTERVAL, or LOW_INTERVAL once space runs low."""
+        waited = 0.0
+        while True:
+            await asyncio.sleep(LOW_INTERVAL)
+            waited += LOW_INTERVAL
+            if low or waited >= INTERVAL or (self._space is not None and self._space.low()):
+                return
 
     async def round(self) -> Round:
         """Purge everything past its window, one batch at a time; then give the freed

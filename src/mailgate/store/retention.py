@@ -138,8 +138,10 @@ def vacuum_step(conn: Connection, pages: int) -> int:
     before = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar_one())
     if before == 0:
         return 0
-    # Each row of the pragma's result is one step of the work: read them all.
-    conn.exec_driver_sql(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+    # pysqlite steps a statement that returns no rows once, and each step of this pragma
+    # frees one page: so one page per statement (about 7 microseconds each here).
+    for _ in range(min(pages, before)):
+        conn.exec_driver_sql("PRAGMA incremental_vacuum(1)")
     after = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar_one())
     return before - after
 
