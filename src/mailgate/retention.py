@@ -3,7 +3,8 @@ in small batches, so the database holds the retention window and no more.
 
 Each batch is one short writer transaction (store/retention.py); accepts that arrive
 meanwhile commit in the next one, so a purge adds at most one batch's time to an accept.
-Between batches the task yields for BATCH_PAUSE. Below the free-space reserve
+Between batches the task yields for BATCH_PAUSE, or three times the batch's
+duration if longer: purging never takes more than a quarter of the writer's time. Below the free-space reserve
 ([server] min_free_space) the bodies of mail already delivered (or bounced, failed,
 cancelled) are emptied at once, whatever [retention] bodies says: Postfix deletes delivered
 mail outright, and refusing new mail for days to keep old bodies would be the worse trade.
@@ -24,9 +25,12 @@ from mailgate.store import Store
 
 log = logging.getLogger(__name__)
 
-BATCH = 200  # messages (or rows) per purge transaction
-VACUUM_PAGES = 256  # pages (1 MB at 4 KiB) given back per incremental vacuum step
-BATCH_PAUSE = 0.02  # s between batches: accepts get the writer to themselves meanwhile
+BATCH = 100  # messages (or rows) per purge transaction
+VACUUM_PAGES = 128  # pages (512 KB at 4 KiB) given back per incremental vacuum step
+BATCH_PAUSE = 0.02  # s at least between batches: accepts get the writer meanwhile
+# ... and at least this many times the last batch's duration, so that purging takes at most
+# a quarter of the writer's time however slow the batches are under load.
+PAUSE_FACTOR = 3.0
 INTERVAL = 60.0  # s between rounds when there is nothing to purge
 LOW_INTERVAL = 1.0  # s between rounds below the free-space reserve
 
@@ -128,6 +132,7 @@ class Retention:
             n = await step()
             if n == 0:
                 return total
-            done.batches.append(time.perf_counter() - start)
+            took = time.perf_counter() - start
+            done.batches.append(took)
             total += n
-            await asyncio.sleep(self._pause)
+            await asyncio.sleep(max(self._pause, PAUSE_FACTOR * took) if self._pause else 0)
