@@ -31,14 +31,15 @@ from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, SRC)
+
+from mailgate.config import load_settings  # noqa: E402
+from mailgate.ids import new_id  # noqa: E402
+from mailgate.models import DeliveryStatus  # noqa: E402
+from mailgate.retention import Retention  # noqa: E402
+from mailgate.store import DeliveryUpdate, NewMessage, Store  # noqa: E402
+
 # The writer process imports mailgate too: this checkout's.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
-
-from mailgate.config import load_settings
-from mailgate.ids import new_id
-from mailgate.models import DeliveryStatus
-from mailgate.retention import Retention
-from mailgate.store import DeliveryUpdate, NewMessage, Store
 
 BODY = b"Subject: bench\r\n\r\n" + b"x" * 2000 + b"\r\n"
 

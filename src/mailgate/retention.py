@@ -3,9 +3,9 @@ in small batches, so the database holds the retention window and no more.
 
 Each batch is one short writer transaction (store/retention.py); accepts that arrive
 meanwhile commit in the next one, so a purge adds at most one batch's time to an accept.
-Between batches the task yields for BATCH_PAUSE, or three times the batch's
-duration if longer: purging never takes more than a quarter of the writer's time. Below the free-space reserve
-([server] min_free_space) the bodies of mail already delivered (or bounced, failed,
+Between batches the task yields for BATCH_PAUSE, or three times the batch's duration if
+longer: purging never takes more than a quarter of the writer's time. Below the free-space
+reserve ([server] min_free_space) the bodies of mail already delivered (or bounced, failed,
 cancelled) are emptied at once, whatever [retention] bodies says: Postfix deletes delivered
 mail outright, and refusing new mail for days to keep old bodies would be the worse trade.
 """
