@@ -170,6 +170,8 @@ class Acceptor:
                     self._metrics.storage_refusals.labels(rows[0].source).inc()
                 raise
             if rows:
+                if self._space is not None:
+                    self._space.consumed(sum(len(r.raw) for r in rows))
                 # Also for scheduled mail: the scheduler re-times its sleep to the earliest.
                 held = [r.scheduled_at for r in rows if r.scheduled_at is not None]
                 self._on_commit(min(held) if held else None)

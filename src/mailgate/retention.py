@@ -107,14 +107,17 @@ class Retention:
         retention = self._store.retention
         done = Round()
         bodies_before = now - self._bodies
-        if self._space is not None and self._space.low():
+        low = self._space is not None and self._space.low()
+        if low:
             bodies_before = now  # below the reserve: every finished message's body goes
         records_before = now - self._records
         done.messages = await self._batches(
             done, lambda: retention.purge_messages(records_before, self._batch)
         )
         done.bodies = await self._batches(
-            done, lambda: retention.purge_bodies(bodies_before, now, self._batch)
+            done,
+            lambda: retention.purge_bodies(bodies_before, now, self._batch),
+            checkpoint=low,
         )
         done.webhook_deliveries = await self._batches(
             done, lambda: retention.purge_webhook_deliveries(records_before, self._batch)
@@ -122,16 +125,25 @@ class Retention:
         done.jobs = await self._batches(
             done, lambda: retention.purge_jobs(records_before, self._batch)
         )
-        done.pages = await self._batches(done, lambda: retention.vacuum_step(VACUUM_PAGES))
+        done.pages = await self._batches(
+            done, lambda: retention.vacuum_step(VACUUM_PAGES), checkpoint=low
+        )
         return done
 
-    async def _batches(self, done: Round, step: Callable[[], Awaitable[int]]) -> int:
+    async def _batches(
+        self, done: Round, step: Callable[[], Awaitable[int]], *, checkpoint: bool = False
+    ) -> int:
+        """``step`` until it does nothing; with ``checkpoint`` (below the reserve) the WAL
+        is cut back after each batch, so that what a purge writes does not take the space
+        it frees."""
         total = 0
         while True:
             start = time.perf_counter()
             n = await step()
             if n == 0:
                 return total
+            if checkpoint:
+                await self._store.retention.checkpoint()
             took = time.perf_counter() - start
             done.batches.append(took)
             total += n

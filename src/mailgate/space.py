@@ -7,7 +7,9 @@ A full disk reported by the database (SQLITE_FULL, PostgreSQL's disk_full) count
 the reserve until the file system shows room again.
 
 statvfs is cheap but not free, and accepts come thousands a second: the figure is read at
-most once per ``interval``. On PostgreSQL the database's disk is not ours to see: the
+most once per ``interval``, and in between the bytes of the mail accepted since are taken
+off it (``consumed``), so that a burst of large messages cannot run a second past the
+reserve. On PostgreSQL the database's disk is not ours to see: the
 check covers the local data_dir only (docs/operations.md).
 """
 
@@ -50,6 +52,7 @@ class FreeSpace:
         self._clock = clock
         self._statvfs = statvfs
         self._free = 0
+        self._consumed = 0  # bytes accepted since the last statvfs
         self._checked_at: float | None = None
         self._full = False  # the database said it is full; cleared by a statvfs with room
         self._low = False
@@ -67,14 +70,19 @@ class FreeSpace:
                 self._free = self.reserve
             else:
                 self._free = st.f_bavail * st.f_frsize
+            self._consumed = 0
             if self._free >= self.reserve:
                 self._full = False
             self._report(self._free < self.reserve or self._full)
-        return self._free
+        return max(0, self._free - self._consumed)
 
     def low(self) -> bool:
         """Whether new mail must be refused now."""
         return self.free() < self.reserve or self._full
+
+    def consumed(self, nbytes: int) -> None:
+        """``nbytes`` of mail were just committed: less free space until the next look."""
+        self._consumed += nbytes
 
     def note_full(self) -> None:
         """The database reported a full disk: refuse until statvfs shows the reserve again."""

@@ -9,6 +9,8 @@ statements.py derives it from the deliveries) and no delivery changed since.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +151,20 @@ def vacuum_step(conn: Connection, pages: int) -> int:
     return before - after
 
 
+def checkpoint_truncate(path: str) -> None:
+    """SQLite: copy the WAL into the database and cut the WAL to nothing, on a connection
+    of its own (a checkpoint cannot run inside the writer's transactions). Used below the
+    free-space reserve, where the WAL would otherwise keep what a purge and its vacuum
+    wrote while readers held it from restarting. Waits up to a second for readers."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()
+
+
 @dataclass(frozen=True, slots=True)
 class TableStats:
     name: str
@@ -223,6 +239,16 @@ class RetentionStore:
     async def vacuum_step(self, pages: int) -> int:
         done: int = await self._store.writer.run(vacuum_step, pages, durable=False)
         return done
+
+    async def checkpoint(self) -> None:
+        """checkpoint_truncate on SQLite, in a thread; nothing on PostgreSQL."""
+        url = self._store.engine.url
+        if url.get_backend_name() != "sqlite" or not url.database:
+            return
+        try:
+            await asyncio.to_thread(checkpoint_truncate, url.database)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"checkpoint: {exc}") from exc
 
     async def stats(self) -> DbStats:
         return await read_stats(self._store.engine)
