@@ -145,9 +145,11 @@ async def accept_while_purging(store: Store, args: argparse.Namespace) -> None:
     settings = load_settings(data={"delivery": {"enabled": False}}, environ={})
     base = await latency(store, args.clients, args.seconds)
     retention = Retention(settings, store)
+    began = time.perf_counter()
     purging = asyncio.create_task(retention.round())
     during = await latency(store, args.clients, args.seconds)
     done = await purging
+    took = time.perf_counter() - began
     p99a, p99b = pct(base, 0.99), pct(during, 0.99)
     print(
         f"accept latency, {args.clients} concurrent single-message commits, {args.seconds} s each:"
@@ -162,6 +164,10 @@ async def accept_while_purging(store: Store, args: argparse.Namespace) -> None:
         f"in {len(done.batches)} batches)"
     )
     print(f"  p99 ratio: {p99b / p99a:.2f}x")
+    print(
+        f"  the purge round took {took:.1f} s ({done.messages / took:.0f} messages/s while "
+        f"the clients ran {args.seconds} s of it)"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:

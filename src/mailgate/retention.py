@@ -2,7 +2,8 @@
 in small batches, so the database holds the retention window and no more.
 
 Each batch is one short writer transaction (store/retention.py); accepts that arrive
-meanwhile commit in the next one, so a purge adds at most one batch's time to an accept.
+meanwhile commit in the next one, so a purge adds at most one batch's time to an accept,
+and the batch shrinks while batches take longer than TARGET_BATCH_SECONDS.
 Between batches the task yields for BATCH_PAUSE, or three times the batch's duration if
 longer: purging never takes more than a quarter of the writer's time. Below the free-space
 reserve ([server] min_free_space) the bodies of mail already delivered (or bounced, failed,
@@ -25,9 +26,14 @@ from mailgate.store import Store
 
 log = logging.getLogger(__name__)
 
-BATCH = 100  # messages (or rows) per purge transaction
-VACUUM_PAGES = 128  # pages (512 KB at 4 KiB) given back per incremental vacuum step
-BATCH_PAUSE = 0.02  # s at least between batches: accepts get the writer meanwhile
+BATCH = 100  # messages (or rows) per purge transaction, at most
+MIN_BATCH = 5
+VACUUM_PAGES = 128  # pages (512 KB at 4 KiB) given back per incremental vacuum step, at most
+# A transaction of the purge holds the accepts that arrive meanwhile: the batch is halved
+# while one takes longer than this, and grows back (by a quarter) while they take less
+# than half of it.
+TARGET_BATCH_SECONDS = 0.005
+BATCH_PAUSE = 0.005  # s at least between batches: accepts get the writer meanwhile
 # ... and at least this many times the last batch's duration, so that purging takes at most
 # a quarter of the writer's time however slow the batches are under load.
 PAUSE_FACTOR = 3.0
@@ -68,6 +74,7 @@ class Retention:
         self._space = space
         self._clock = clock
         self._batch = batch
+        self._size = batch  # the batch now (see TARGET_BATCH_SECONDS)
         self._pause = pause
 
     async def run(self) -> None:
@@ -112,21 +119,23 @@ class Retention:
             bodies_before = now  # below the reserve: every finished message's body goes
         records_before = now - self._records
         done.messages = await self._batches(
-            done, lambda: retention.purge_messages(records_before, self._batch)
+            done, lambda: retention.purge_messages(records_before, self._size)
         )
         done.bodies = await self._batches(
             done,
-            lambda: retention.purge_bodies(bodies_before, now, self._batch),
+            lambda: retention.purge_bodies(bodies_before, now, self._size),
             checkpoint=low,
         )
         done.webhook_deliveries = await self._batches(
-            done, lambda: retention.purge_webhook_deliveries(records_before, self._batch)
+            done, lambda: retention.purge_webhook_deliveries(records_before, self._size)
         )
         done.jobs = await self._batches(
-            done, lambda: retention.purge_jobs(records_before, self._batch)
+            done, lambda: retention.purge_jobs(records_before, self._size)
         )
         done.pages = await self._batches(
-            done, lambda: retention.vacuum_step(VACUUM_PAGES), checkpoint=low
+            done,
+            lambda: retention.vacuum_step(max(1, VACUUM_PAGES * self._size // BATCH)),
+            checkpoint=low,
         )
         return done
 
@@ -147,4 +156,12 @@ class Retention:
             took = time.perf_counter() - start
             done.batches.append(took)
             total += n
+            self._adapt(took)
             await asyncio.sleep(max(self._pause, PAUSE_FACTOR * took) if self._pause else 0)
+
+    def _adapt(self, took: float) -> None:
+        """Halve the batch after a slow one, grow it back slowly after fast ones."""
+        if took > TARGET_BATCH_SECONDS:
+            self._size = max(MIN_BATCH, self._size // 2)
+        elif took < TARGET_BATCH_SECONDS / 2:
+            self._size = min(self._batch, self._size + max(1, self._size // 4))
