@@ -15,11 +15,12 @@ from mailgate import policy, replies
 from mailgate.config import Settings
 from mailgate.events.metrics import Metrics
 from mailgate.events.rewrite import Options
-from mailgate.exceptions import PolicyRefused, StoreUnavailable
+from mailgate.exceptions import InsufficientStorage, PolicyRefused, StoreUnavailable
 from mailgate.headers import received_header, rfc5322_date, scan
 from mailgate.ids import new_id
 from mailgate.models import Accepted, Submission
 from mailgate.quota import Quota, fitting, parse_quota
+from mailgate.space import FreeSpace
 from mailgate.store import IdempotentAnswer, NewJob, NewMessage, QuotaRace, QuotaTake, Store
 
 # Commits tried when other requests keep using the quota between the read and the commit.
@@ -49,7 +50,9 @@ class Acceptor:
         suppressed: Container[str] = frozenset(),
         unsubscribed: Container[tuple[str, str]] = frozenset(),
         metrics: Metrics | None = None,
+        space: FreeSpace | None = None,
     ) -> None:
+        self._space = space
         self._store = store
         self._suppressed = suppressed
         self._metrics = metrics
@@ -75,6 +78,15 @@ class Acceptor:
             raise result
         return result
 
+    def storage_low(self, source: str) -> bool:
+        """Whether new mail is refused for want of space ([server] min_free_space); a
+        refusal is counted. SMTP asks at MAIL, before the client sends the data."""
+        if self._space is None or not self._space.low():
+            return False
+        if self._metrics is not None:
+            self._metrics.storage_refusals.labels(source).inc()
+        return True
+
     def preview(self, sub: Submission) -> NewMessage:
         """The row accept would commit for ``sub``, committing nothing (for analyze);
         raises PolicyRefused exactly as accept would."""
@@ -94,6 +106,8 @@ class Acceptor:
         in the same transaction, with their recipients as its total; none if none is
         accepted (mailgate.jobs.accept_job is the way in).
         """
+        if subs and self.storage_low(subs[0].source):
+            raise InsufficientStorage("free space below [server] min_free_space")
         now = self._clock()
         results: list[Accepted | PolicyRefused] = []
         rows: list[NewMessage] = []
@@ -151,8 +165,17 @@ class Acceptor:
             if job is not None and rows:
                 total = sum(len(r.recipients) for r in rows)
                 new_job = NewJob(job.id, job.key_id, job.source, job.campaign_id, total, now)
-            await self._store.enqueue(rows, answer=stored_answer, job=new_job, quota=quota)
+            try:
+                await self._store.enqueue(rows, answer=stored_answer, job=new_job, quota=quota)
+            except InsufficientStorage:
+                if self._space is not None:
+                    self._space.note_full()
+                if self._metrics is not None and rows:
+                    self._metrics.storage_refusals.labels(rows[0].source).inc()
+                raise
             if rows:
+                if self._space is not None:
+                    self._space.consumed(sum(len(r.raw) for r in rows))
                 # Also for scheduled mail: the scheduler re-times its sleep to the earliest.
                 held = [r.scheduled_at for r in rows if r.scheduled_at is not None]
                 self._on_commit(min(held) if held else None)

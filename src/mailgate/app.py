@@ -32,6 +32,8 @@ from mailgate.inflight import InflightBudget
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
 from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
 from mailgate.ratelimit import RateLimiter
+from mailgate.retention import Retention
+from mailgate.space import FreeSpace, watched_path
 from mailgate.store import Store
 from mailgate.suppression import SuppressionList
 from mailgate.workers import WorkerUnavailable
@@ -98,6 +100,7 @@ class App:
         self._maintenance: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
         self.webhooks: WebhookDispatcher | None = None
@@ -163,6 +166,8 @@ class App:
         self.inflight = InflightBudget(s.server.max_inflight_bytes)
         log.info("in-flight message bytes capped at %d", s.server.max_inflight_bytes)
         self.metrics.watch_inflight(self.inflight)
+        self.space = FreeSpace(watched_path(s), s.min_free_space)
+        self.metrics.free_space.set_function(self.space.free)
         self.scheduler = Scheduler(
             s, self.store, self.delivery, self.owner, on_recorded=self._recorded
         )
@@ -175,6 +180,7 @@ class App:
             suppressed=self.suppressions,
             unsubscribed=self.suppressions.unsubscribes,
             metrics=self.metrics,
+            space=self.space,
         )
         tracking = self.tracking = None
         if s.http.public_url:  # links point there: without it none is ever made
@@ -213,6 +219,9 @@ class App:
         self.http = HttpServer(s, create_app(api))
         await self.http.start()
         self._maintenance = asyncio.create_task(self._housekeeping(), name="mailgate-housekeeping")
+        self._retention = asyncio.create_task(
+            Retention(s, self.store, space=self.space).run(), name="mailgate-retention"
+        )
         self._lag_watch = asyncio.create_task(
             self.metrics.watch_event_loop(), name="mailgate-loop-lag"
         )
@@ -332,7 +341,7 @@ class App:
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
         grace = self.settings.delivery.shutdown_grace
-        for task in (self._maintenance, self._lag_watch):
+        for task in (self._maintenance, self._lag_watch, self._retention):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -61,6 +61,9 @@ class ServerSettings(_Section):
     # Message bytes held in memory across all SMTP sessions and HTTP requests; over it
     # clients get 452 4.3.1 / HTTP 503 and retry (mailgate.inflight).
     max_inflight_bytes: Size = Field(default_factory=default_cap, gt=0)
+    # Free space kept on data_dir's file system: below it new mail is refused (452 4.3.1,
+    # HTTP 507) so the queue can still drain. None: see Settings.min_free_space.
+    min_free_space: Size | None = None
 
 
 class DatabaseSettings(_Section):
@@ -385,6 +388,21 @@ class RetrySettings(_Section):
         return self
 
 
+class RetentionSettings(_Section):
+    """How long what the relay has finished with is kept (docs/operations.md)."""
+
+    # After a message's last delivery reached a final state: its body is emptied.
+    bodies: Duration = 7 * 86400.0
+    # After the same moment (or a webhook's last attempt, a job's end): rows are deleted.
+    records: Duration = 90 * 86400.0
+
+    @model_validator(mode="after")
+    def _order(self) -> RetentionSettings:
+        if self.bodies > self.records:
+            raise ValueError("bodies must not exceed records (a deleted message has no body)")
+        return self
+
+
 class DeliverySettings(_Section):
     enabled: bool = True
     concurrency: int = Field(default=200, ge=1, le=10000)
@@ -432,6 +450,7 @@ class Settings(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     tracking: TrackingSettings = TrackingSettings()
     ui: UiSettings = UiSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     source: str = "relay.toml"
 
@@ -454,6 +473,14 @@ class Settings(_Section):
                 "(tracking links point there)"
             )
         return self
+
+    @property
+    def min_free_space(self) -> int:
+        """[server] min_free_space, by default the larger of 256 MB and four of the
+        largest messages (a few accepts in flight when the check last passed)."""
+        if self.server.min_free_space is not None:
+            return self.server.min_free_space
+        return max(256 * 1000**2, 4 * self.smtp.max_message_size)
 
     @property
     def database_url(self) -> str:

@@ -84,3 +84,14 @@ class PermanentFailure(MailgateError):
     """Something failed that retrying cannot fix."""
 
     temporary = False
+
+
+class InsufficientStorage(StoreUnavailable):
+    """The queue's file system is below the free-space reserve, or the database reported
+    it full: new mail is refused (SMTP 452 4.3.1, HTTP 507) until delivery and retention
+    free space. A StoreUnavailable, so any path that does not know it still answers
+    "retry later"."""
+
+    public_message = "insufficient storage, try again later"
+    http_status = 507
+    error_code = "insufficient_storage"

@@ -26,6 +26,8 @@ RESTART_ONLY: dict[tuple[str, ...], str] = {
     ("server", "log_format"): "set when the relay and its children start",
     ("server", "max_inflight_bytes"): "the budget of message bytes is made at start",
     ("ui",): "the dashboard is mounted and configured at start",
+    ("server", "min_free_space"): "the free-space watch is set up at start",
+    ("retention",): "the purge task is set up at start",
     ("database",): "the queue's connections and writer",
     ("smtp", "listen"): "bound sockets",
     ("smtp", "implicit_tls_listen"): "bound sockets",

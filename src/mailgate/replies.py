@@ -32,6 +32,9 @@ QUOTA_EXCEEDED = SmtpReply(
 )
 # Over [server] max_inflight_bytes (mailgate.inflight): memory, not the message, is short.
 INFLIGHT_FULL = SmtpReply(452, "4.3.1", "Insufficient system resources, try again later")
+# Free space on the queue's file system is below [server] min_free_space (or the database
+# said it is full): temporary, the queue drains and accepting resumes by itself.
+INSUFFICIENT_STORAGE = SmtpReply(452, "4.3.1", "Insufficient system storage")
 STORE_FAILED = SmtpReply(451, "4.3.0", "Queue temporarily unavailable, try again later")
 INTERNAL_ERROR = SmtpReply(451, "4.3.0", "Internal error, try again later")
 SHUTTING_DOWN = SmtpReply(421, "4.3.2", "Service shutting down, try again later")

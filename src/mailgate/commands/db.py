@@ -1,4 +1,4 @@
-"""``mailgate db``: the schema's revision, and upgrading it."""
+"""``mailgate db``: the schema's revision, upgrading it, and what the database holds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from mailgate.commands.common import config_option, run_or_exit, settings_or_exit
+from mailgate.commands.common import config_option, run_or_exit, settings_or_exit, timestamp
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 @click.group()
 def db() -> None:
-    """The queue database: schema revision and upgrades."""
+    """The queue database: schema revision, upgrades and statistics."""
 
 
 async def _engine_call(url: str, fn: Callable[[AsyncEngine], Awaitable[T]]) -> T:
@@ -67,3 +67,42 @@ def db_upgrade(config_path: str) -> None:
         click.echo(f"upgraded the database from {was} to {found.head}")
     else:
         click.echo(f"the database is up to date ({found.head})")
+
+
+@db.command("stats")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+def db_stats(config_path: str, as_json: bool) -> None:
+    """Print the database's size, its rows per table and each table's oldest row (what
+    [retention] keeps). Counts every row, so it takes a while on a large queue."""
+    import json
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from mailgate.store.retention import DbStats, read_stats
+
+    settings = settings_or_exit(config_path)
+    found: DbStats = run_or_exit(_engine_call(settings.database_url, read_stats))
+    url = make_url(settings.database_url)
+    wal = 0
+    if found.dialect == "sqlite" and url.database:
+        wal_file = Path(url.database + "-wal")
+        wal = wal_file.stat().st_size if wal_file.exists() else 0
+    if as_json:
+        doc = {
+            "engine": found.dialect,
+            "size": found.size,
+            "free": found.free,
+            "wal": wal,
+            "tables": {t.name: {"rows": t.rows, "oldest": t.oldest} for t in found.tables},
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"engine: {found.dialect}")
+    click.echo(f"size:   {found.size} bytes" + (f" (+ {wal} bytes of WAL)" if wal else ""))
+    if found.dialect == "sqlite":
+        click.echo(f"free:   {found.free} bytes inside the file, reused before it grows")
+    click.echo(f"{'table':<24} {'rows':>12}  oldest")
+    for t in found.tables:
+        click.echo(f"{t.name:<24} {t.rows:>12}  {timestamp(t.oldest)}")

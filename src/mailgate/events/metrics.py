@@ -64,6 +64,17 @@ class Metrics:
             "Webhook deliveries not yet sent or given up, all endpoints",
             registry=self.registry,
         )
+        self.free_space = Gauge(
+            "mailgate_free_space_bytes",
+            "Free bytes on the queue's file system (the SQLite file's, else data_dir)",
+            registry=self.registry,
+        )
+        self.storage_refusals = Counter(
+            "mailgate_insufficient_storage_refusals",
+            "Messages or requests refused below [server] min_free_space, or on a full disk",
+            ["source"],
+            registry=self.registry,
+        )
         self.loop_lag = Histogram(
             "mailgate_event_loop_lag_seconds",
             f"How late the event loop ran a timer (sampled every {LAG_INTERVAL * 1000:g} ms)",

@@ -36,7 +36,7 @@ from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
 from mailgate.events.tracking import Tracking
 from mailgate.events.webhooks import WebhookDispatcher
-from mailgate.exceptions import ListenError, StoreUnavailable
+from mailgate.exceptions import InsufficientStorage, ListenError, StoreUnavailable
 from mailgate.inflight import InflightBudget
 from mailgate.ingress import http_inflight
 from mailgate.ingress.http_validation import ApiError
@@ -246,6 +246,9 @@ def request_hash(path: str, obj: Any) -> str:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+# Seconds a client is told to wait after a 507: the queue drains in minutes, not seconds.
+STORAGE_RETRY_AFTER = "60"
+
 
 def _errors(handler: Handler) -> Handler:
     """Map our errors to JSON answers; nothing else may escape as text."""
@@ -255,6 +258,13 @@ def _errors(handler: Handler) -> Handler:
             return await handler(request)
         except ApiError as exc:
             return json_response(exc.body(), exc.status, exc.headers)
+        except InsufficientStorage as exc:
+            log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+            return json_response(
+                {"error": {"code": exc.error_code, "message": exc.public_message}},
+                exc.http_status,
+                {"Retry-After": STORAGE_RETRY_AFTER},
+            )
         except StoreUnavailable as exc:
             log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
             return json_response(

@@ -27,7 +27,12 @@ from mailgate.accept import Acceptor
 from mailgate.config import Settings, SmtpSettings
 from mailgate.delivery.bounce_intake import NOT_A_BOUNCE_ADDRESS, BounceIntake
 from mailgate.events.tracking import Tracking
-from mailgate.exceptions import ListenError, PolicyRefused, StoreUnavailable
+from mailgate.exceptions import (
+    InsufficientStorage,
+    ListenError,
+    PolicyRefused,
+    StoreUnavailable,
+)
 from mailgate.inflight import InflightBudget, Reservation
 from mailgate.ingress.smtp_auth import AuthHooks
 from mailgate.logs import fields, recipient_domain
@@ -490,6 +495,10 @@ class SmtpHandler(AuthHooks):
                     server.held.release()
                 return refusal.line()
             envelope.refusal = refusal.line()  # unless RCPT names a report address
+        elif self.acceptor.storage_low("smtp"):
+            if server.held is not None:
+                server.held.release()
+            return replies.INSUFFICIENT_STORAGE.line()  # before the client sends the data
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.MAIL_OK.line()
@@ -583,6 +592,9 @@ class SmtpHandler(AuthHooks):
         except PolicyRefused as exc:
             log.info("refused message from %s: %s", server.peer_address, exc.reply)
             return exc.reply.line()
+        except InsufficientStorage as exc:
+            log.warning("refused message from %s: %s", server.peer_address, exc)
+            return replies.INSUFFICIENT_STORAGE.line()
         except StoreUnavailable as exc:
             log.error("could not queue message from %s: %s", server.peer_address, exc)
             return replies.STORE_FAILED.line()

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 WRITE_OPTION = "mailgate_write"
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
 
 async def write_connection(engine: AsyncEngine) -> AsyncConnection:
@@ -64,7 +65,13 @@ def _sqlite_settings(engine: Engine) -> None:
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # Takes effect only in a database with no table yet (revision 0004 converts older
+        # ones): retention's freed pages are returned in steps (store/retention.py).
+        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
+        # A WAL grown past this (a long reader held checkpoints back) is cut back to it
+        # after the next checkpoint: the space goes back to the file system.
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")

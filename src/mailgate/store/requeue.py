@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import Connection, select, tuple_, update
+from sqlalchemy import Connection, exists, select, tuple_, update
 
 from mailgate.store.rows import event_row
-from mailgate.store.schema import deliveries, suppressions
+from mailgate.store.schema import deliveries, messages, suppressions
 from mailgate.store.statements import INSERT_EVENT, UPDATE_MESSAGE_STATUS
 
 d = deliveries
@@ -42,6 +42,8 @@ def requeue(conn: Connection, targets: Sequence[tuple[str, int]], now: float) ->
             tuple_(d.c.message_id, d.c.rcpt_idx).in_(keys),
             d.c.status.in_(REQUEUEABLE),
             d.c.lease_owner.is_(None),
+            # A body emptied by retention cannot be sent again.
+            ~exists().where(messages.c.id == d.c.message_id, messages.c.purged_at.is_not(None)),
         )
     ).all()
     rows = [(str(r[0]), int(r[1]), str(r[2])) for r in found]

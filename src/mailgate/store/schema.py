@@ -59,10 +59,19 @@ messages = Table(
     Column("provider", Text, nullable=False, default="", server_default=""),
     # 1: the first attempt decides (a temporary failure fails it, without a DSN).
     Column("attempt_once", SmallInteger, nullable=False, default=0, server_default="0"),
+    # When [retention] bodies emptied ``raw`` (NULL: the body is there).
+    Column("purged_at", Double, nullable=True),
 )
 Index("ix_messages_created_at", messages.c.created_at)
 Index("ix_messages_key_created", messages.c.key_id, messages.c.created_at)
 Index("ix_messages_status", messages.c.status)
+# The bodies still there, oldest first: what the body purge walks (store/retention.py).
+Index(
+    "ix_messages_unpurged",
+    messages.c.created_at,
+    sqlite_where=messages.c.purged_at.is_(None),
+    postgresql_where=messages.c.purged_at.is_(None),
+)
 # Complaints (ARF) name their message by its Message-ID. Hash on PostgreSQL: a client's
 # Message-ID may be longer than a B-tree entry allows.
 Index(

@@ -31,6 +31,7 @@ from mailgate.store.jobs import (
 )
 from mailgate.store.keys import KeyStore
 from mailgate.store.quota import QuotaRace, QuotaTake, take_and_enqueue
+from mailgate.store.retention import RetentionStore
 from mailgate.store.suppressions import SuppressionStore
 from mailgate.store.suppressions import row as suppression_row
 from mailgate.store.templates import TemplateStore
@@ -67,6 +68,7 @@ class Store(AdminReads):
         self.jobs = JobStore(self)
         self.webhooks = WebhookStore(self)
         self.tracking = TrackingStore(self)
+        self.retention = RetentionStore(self)
 
     @classmethod
     async def open(cls, url: str, *, writer_process: bool = False, upgrade: bool = True) -> Store:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import pickle
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +44,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql import Executable
 
-from mailgate.exceptions import DuplicateEntry, StoreUnavailable
+from mailgate.exceptions import DuplicateEntry, InsufficientStorage, StoreUnavailable
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine, write_connection
 from mailgate.workers import WorkerPool, WorkerUnavailable, failure
@@ -183,11 +184,38 @@ def store_error(exc: Exception) -> Exception:
         dup = DuplicateEntry(str(exc.orig))
         dup.__cause__ = exc
         return dup
+    if disk_full(exc):
+        full = InsufficientStorage(str(exc))
+        full.__cause__ = exc
+        return full
     if isinstance(exc, SQLAlchemyError | OSError):
         err = StoreUnavailable(str(exc))
         err.__cause__ = exc
         return err
     return exc
+
+
+# SQLITE_FULL (13); PostgreSQL's disk_full SQLSTATE; the errno of a full file system.
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database's storage is full: SQLite's "database or disk is
+    full", PostgreSQL's disk_full, or ENOSPC. Such a write is refused like one below the
+    free-space reserve (InsufficientStorage), not reported as a broken queue."""
+    if isinstance(exc, InsufficientStorage):
+        return True
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    if getattr(orig, "sqlstate", None) == _PG_DISK_FULL or getattr(orig, "pgcode", None) == (
+        _PG_DISK_FULL
+    ):
+        return True
+    if isinstance(orig, OSError) and orig.errno == errno.ENOSPC:
+        return True
+    return "database or disk is full" in str(exc) or "No space left on device" in str(exc)
 
 
 class SqliteTransactions:

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailgate.exceptions import PolicyRefused, StoreUnavailable
-from mailgate.ingress.http import ApiContext, json_response, parse_model
+from mailgate.exceptions import InsufficientStorage, PolicyRefused, StoreUnavailable
+from mailgate.ingress.http import STORAGE_RETRY_AFTER, ApiContext, json_response, parse_model
 from mailgate.ingress.http_models import SendRequest
 from mailgate.ingress.http_validation import ApiError, Prepared, prepare_send
 from mailgate.models import Accepted, Credential
@@ -88,6 +88,10 @@ def guarded(shape: ErrorShape, handler: Handler) -> Handler:
         except ApiError as exc:
             status = 400 if exc.status == 422 else exc.status
             return json_response(shape(status, exc.code, exc.message), status, exc.headers)
+        except InsufficientStorage as exc:
+            log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+            body = shape(exc.http_status, exc.error_code, exc.public_message)
+            return json_response(body, exc.http_status, {"Retry-After": STORAGE_RETRY_AFTER})
         except StoreUnavailable as exc:
             log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
             body = shape(503, "service_unavailable", "queue unavailable, retry")
