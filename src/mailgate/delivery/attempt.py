@@ -14,13 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 from mailgate.config import Settings
-from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn, verp_address
+from mailgate.delivery.bounce import (
+    FailedRecipient,
+    dsn_message,
+    should_send_dsn,
+    verp_address,
+)
 from mailgate.delivery.classify import is_hard_bounce
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.outcome import AttemptRecord, local_failure, update_for
 from mailgate.events.rewrite import Options, Personalizer
-from mailgate.headers import scan
-from mailgate.ids import new_id
 from mailgate.logs import fields
 from mailgate.memory import TRIMMER
 from mailgate.models import (
@@ -197,40 +200,25 @@ class Deliverer:
         ]
         if not failures or not should_send_dsn(msg.sender, msg.raw):
             return None
-        hostname = self._settings.server.hostname
-        try:
-            raw = build_dsn(
-                original=msg.raw,
-                queue_id=msg.id,
-                envelope_sender=msg.sender,
-                hostname=hostname,
-                failures=failures,
-                now=now,
-                arrival_date=msg.created_at,
+        dsn = dsn_message(
+            original=msg.raw,
+            queue_id=msg.id,
+            envelope_sender=msg.sender,
+            hostname=self._settings.server.hostname,
+            failures=failures,
+            now=now,
+            arrival_date=msg.created_at,
+        )
+        if dsn is not None:
+            log.info(
+                "%s: DSN %s to <%s> for %d recipient(s)",
+                msg.id,
+                dsn.id,
+                msg.sender,
+                len(failures),
+                extra=fields(event="dsn", message_id=msg.id, dsn_id=dsn.id),
             )
-        except ValueError:
-            log.exception("could not build a DSN for %s", msg.id)
-            return None
-        dsn_id = new_id()
-        log.info(
-            "%s: DSN %s to <%s> for %d recipient(s)",
-            msg.id,
-            dsn_id,
-            msg.sender,
-            len(failures),
-            extra=fields(event="dsn", message_id=msg.id, dsn_id=dsn_id),
-        )
-        return NewMessage(
-            id=dsn_id,
-            created_at=now,
-            sender="",
-            recipients=(msg.sender,),
-            raw=raw,
-            subject="Undelivered Mail Returned to Sender",
-            message_id_header=scan(raw).message_id,
-            source="dsn",
-            credential=f"dsn:{msg.id}",
-        )
+        return dsn
 
     def _return_path(self, msg: QueuedMessage, d: ClaimedDelivery) -> str:
         """The MAIL FROM upstream: the sender, or a VERP address that names the delivery."""

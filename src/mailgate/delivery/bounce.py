@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import email
 import email.policy
+import logging
 import re
 import secrets
 import textwrap
@@ -24,6 +25,11 @@ from email.utils import format_datetime
 from mailgate.delivery.report_text import STATUS as _STATUS
 from mailgate.delivery.report_text import clean as _clean
 from mailgate.delivery.report_text import truncate as _truncate
+from mailgate.headers import scan
+from mailgate.ids import new_id
+from mailgate.models import NewMessage
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FailedRecipient",
@@ -394,3 +400,41 @@ def parse_verp(
     if not m:
         return None
     return m.group(1).lower(), int(m.group(2))
+
+
+def dsn_message(
+    *,
+    original: bytes,
+    queue_id: str,
+    envelope_sender: str,
+    hostname: str,
+    failures: Sequence[FailedRecipient],
+    now: float,
+    arrival_date: float,
+) -> NewMessage | None:
+    """The DSN for ``failures`` as a message to queue (null sender, to the original's
+    envelope sender); None, logged, when the original cannot be reported on."""
+    try:
+        raw = build_dsn(
+            original=original,
+            queue_id=queue_id,
+            envelope_sender=envelope_sender,
+            hostname=hostname,
+            failures=failures,
+            now=now,
+            arrival_date=arrival_date,
+        )
+    except ValueError:
+        log.exception("could not build a DSN for %s", queue_id)
+        return None
+    return NewMessage(
+        id=new_id(),
+        created_at=now,
+        sender="",
+        recipients=(envelope_sender,),
+        raw=raw,
+        subject="Undelivered Mail Returned to Sender",
+        message_id_header=scan(raw).message_id,
+        source="dsn",
+        credential=f"dsn:{queue_id}",
+    )

@@ -12,9 +12,7 @@ import functools
 import logging
 from collections.abc import Sequence
 
-from mailgate.delivery.bounce import FailedRecipient, build_dsn, should_send_dsn
-from mailgate.headers import scan
-from mailgate.ids import new_id
+from mailgate.delivery.bounce import FailedRecipient, dsn_message, should_send_dsn
 from mailgate.models import NewMessage
 from mailgate.store.operator import BouncedMessage, DsnBuilder
 
@@ -42,32 +40,17 @@ def operator_dsns(
             FailedRecipient(recipient=r, status=STATUS, diagnostic=reason, last_attempt=now)
             for r in msg.recipients
         ]
-        try:
-            raw = build_dsn(
-                original=msg.raw,
-                queue_id=msg.id,
-                envelope_sender=msg.sender,
-                hostname=hostname,
-                failures=failures,
-                now=now,
-                arrival_date=msg.created_at,
-            )
-        except ValueError:
-            log.exception("could not build a DSN for %s", msg.id)
-            continue
-        out.append(
-            NewMessage(
-                id=new_id(),
-                created_at=now,
-                sender="",
-                recipients=(msg.sender,),
-                raw=raw,
-                subject="Undelivered Mail Returned to Sender",
-                message_id_header=scan(raw).message_id,
-                source="dsn",
-                credential=f"dsn:{msg.id}",
-            )
+        dsn = dsn_message(
+            original=msg.raw,
+            queue_id=msg.id,
+            envelope_sender=msg.sender,
+            hostname=hostname,
+            failures=failures,
+            now=now,
+            arrival_date=msg.created_at,
         )
+        if dsn is not None:
+            out.append(dsn)
     return out
 
 
