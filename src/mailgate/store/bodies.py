@@ -57,7 +57,10 @@ class BodyReader:
         if self._sqlite is None:
             path = Path(self._url.split(":///", 1)[1]).resolve()
             self._sqlite = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10)
-        row = self._sqlite.execute(_SQLITE_LOCATE, (message_id,)).fetchone()
+        # fetchall, not fetchone: a statement left unfinished keeps its read transaction
+        # open, and the WAL could not be checkpointed behind it (the disk filled up).
+        rows = self._sqlite.execute(_SQLITE_LOCATE, (message_id,)).fetchall()
+        row = rows[0] if rows else None
         if row is None:
             raise BodyGone(message_id)
         with self._sqlite.blobopen("messages", "raw", row[0], readonly=True) as blob:
