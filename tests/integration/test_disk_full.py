@@ -57,10 +57,10 @@ def _send_and_id(port: int) -> tuple[int, str]:
 def test_full_disk_refuses_new_mail_drains_and_resumes(
     relay_factory: Callable[..., object], tmp_path: Path
 ) -> None:
-    with small_fs(tmp_path / "fs", "40m") as fs, Upstream() as up:
+    with small_fs(tmp_path / "fs", "48m") as fs, Upstream() as up:
         up.stop_listening()  # delivery is held: the queue only grows
         relay = relay_factory(
-            server={"data_dir": str(fs / "data"), "min_free_space": "12MB"},
+            server={"data_dir": str(fs / "data"), "min_free_space": "20MB"},
             smtp={"max_message_size": "1MB"},
             compat={"default_from": "app@example.com"},
             providers=[
