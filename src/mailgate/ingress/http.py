@@ -74,7 +74,7 @@ class ApiContext:
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
-        """The caller's key, checked and rate-limited; ``need``: "send" or "read"."""
+        """The caller's key, checked and rate-limited; ``need``: "send" or "admin"."""
         header = request.headers.get("authorization", "")
         key = ""
         if header[:7].lower() == "bearer ":
@@ -99,6 +99,12 @@ class ApiContext:
         if need == "send" and cred.scope not in ("send", "admin"):
             raise ApiError(
                 403, "forbidden", f"this key has scope {cred.scope!r}; sending needs 'send'"
+            )
+        if need == "admin" and cred.scope != "admin":
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this key has scope {cred.scope!r}; {request.url.path} needs 'admin'",
             )
         rate_text = cred.rate or self.settings.http.rate
         if rate_text:

@@ -95,11 +95,7 @@ def routes(ctx: ApiContext) -> list[Route]:
     node = ctx.settings.server.node_id
 
     async def admin(request: Request) -> None:
-        cred = await ctx.credential(request)
-        if cred.scope != "admin":
-            raise ApiError(
-                403, "forbidden", f"this key has scope {cred.scope!r}; /v1/admin needs 'admin'"
-            )
+        await ctx.credential(request, need="admin")
 
     async def queue_list(request: Request) -> Response:
         await admin(request)
