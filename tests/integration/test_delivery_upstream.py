@@ -143,7 +143,9 @@ def test_slow_upstream_times_out_and_defers(relay_factory, upstream) -> None:  #
 
 def test_upstream_down_then_recovers(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
     upstream.stop_listening()
-    relay = relay_factory(providers=smtp_provider(upstream.port))
+    # The retries may open the breaker before the upstream is back: a short cooldown lets
+    # its half-open probe find the upstream (the default 30 s outlasts the wait below).
+    relay = relay_factory(providers=smtp_provider(upstream.port, breaker_cooldown="300ms"))
     ids = [submit(relay, [f"r{i}@dest.test"]) for i in range(3)]
     for qid in ids:
         relay.wait_status(qid, lambda s: set(s.values()) == {"deferred"})
