@@ -175,7 +175,7 @@ class Acceptor:
                 raise
             if rows:
                 if self._space is not None:
-                    self._space.consumed(sum(len(r.raw) for r in rows))
+                    self._space.consumed(sum(r.size for r in rows))
                 # Also for scheduled mail: the scheduler re-times its sleep to the earliest.
                 held = [r.scheduled_at for r in rows if r.scheduled_at is not None]
                 self._on_commit(min(held) if held else None)
@@ -239,7 +239,8 @@ class Acceptor:
             created_at=now,
             sender=sub.sender,
             recipients=recipients,
-            raw=b"".join(added) + sub.data,
+            raw=sub.data,
+            head=b"".join(added),
             subject=info.subject,
             message_id_header=message_id,
             source=sub.source,

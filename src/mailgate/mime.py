@@ -8,8 +8,12 @@ CVE-2024-6923), and addresses arrive already validated (see api_validation).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from email.charset import QP, Charset
 from email.encoders import encode_base64
@@ -33,10 +37,68 @@ class Mailbox:
         return not self.address.isascii()
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*=*")
+_LINE = 76  # base64 characters per MIME line (RFC 2045)
+_CHUNK = _LINE * 8192  # characters turned into MIME lines at a time (about 620 KB)
+
+
+def _tail_start(text: str) -> int:
+    """Where the last whole group of letters before the final partial one starts."""
+    letters = len(text.rstrip("="))
+    return max(0, letters - letters % 4 - 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Base64Text:
+    """Attachment content as the API received it, base64, checked but never decoded.
+
+    A 9 MB attachment arrives as a 12 MB JSON string; decoding it and letting ``email``
+    encode it again would hold the decoded bytes, a re-encoded string and the generator's
+    copies at once. It only needs cutting into lines, which build() does straight into
+    the message's bytes.
+    """
+
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Base64Text:
+        """ValueError unless ``b64decode(text, validate=True)`` accepts ``text``.
+
+        Only letters, then padding: what strict decoding checks beyond that is in the last
+        groups, so only those are decoded.
+        """
+        if _BASE64.fullmatch(text) is None:
+            raise ValueError("not valid base64")
+        try:
+            binascii.a2b_base64(text[_tail_start(text) :].encode("ascii"), strict_mode=True)
+        except binascii.Error as exc:
+            raise ValueError(f"not valid base64: {exc}") from None
+        letters = len(text.rstrip("="))
+        padded = letters + -letters % 4
+        return cls(text if len(text) == padded else text[:letters] + "=" * (padded - letters))
+
+    @property
+    def size(self) -> int:
+        """The decoded size in bytes."""
+        start = _tail_start(self.text)
+        return start // 4 * 3 + len(binascii.a2b_base64(self.text[start:].encode("ascii")))
+
+    def decoded(self) -> bytes:
+        return base64.b64decode(self.text)
+
+    def lines(self) -> Iterator[bytes]:
+        """The content as CRLF-separated MIME lines, a chunk at a time (no final CRLF)."""
+        text = self.text
+        for start in range(0, len(text), _CHUNK):
+            chunk = text[start : start + _CHUNK].encode("ascii")
+            lead = b"\r\n" if start else b""
+            yield lead + b"\r\n".join([chunk[i : i + _LINE] for i in range(0, len(chunk), _LINE)])
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
     filename: str
-    content: bytes
+    content: bytes | Base64Text
     content_type: str = "application/octet-stream"
     content_id: str = ""  # set: an inline part referenced as cid:<content_id>
 
@@ -117,12 +179,17 @@ def _text_part(body: str, subtype: str) -> MIMEText:
     return part
 
 
-def _binary_part(a: Attachment, disposition: str) -> MIMEBase:
+def _binary_part(a: Attachment, disposition: str, marker: str) -> MIMEBase:
+    """The part; base64 content is left as ``marker`` for build() to put in."""
     maintype, subtype = _split_type(a.content_type)
     part = MIMEBase(maintype, subtype)
     del part["MIME-Version"]
-    part.set_payload(a.content)
-    encode_base64(part)
+    if isinstance(a.content, Base64Text):
+        part["Content-Transfer-Encoding"] = "base64"
+        part.set_payload(marker)
+    else:
+        part.set_payload(a.content)
+        encode_base64(part)
     if a.filename:
         name: str | tuple[str, str, str] = (
             a.filename if a.filename.isascii() else ("utf-8", "", a.filename)
@@ -144,6 +211,7 @@ def _multipart(subtype: str) -> MIMEMultipart:
 
 
 def _build_fast(spec: MessageSpec) -> bytes:
+    marker = f"mg-base64-{secrets.token_hex(16)}"  # cannot occur in the rest of the message
     inline = [a for a in spec.attachments if a.content_id]
     attached = [a for a in spec.attachments if not a.content_id]
     html: Message | None = _text_part(spec.html, "html") if spec.html else None
@@ -151,7 +219,7 @@ def _build_fast(spec: MessageSpec) -> bytes:
         related = _multipart("related")
         related.attach(html)
         for a in inline:
-            related.attach(_binary_part(a, "inline"))
+            related.attach(_binary_part(a, "inline", marker))
         html = related
     text = _text_part(spec.text, "plain") if spec.text else None
     body: Message
@@ -165,7 +233,7 @@ def _build_fast(spec: MessageSpec) -> bytes:
         mixed = _multipart("mixed")
         mixed.attach(body)
         for a in attached:
-            mixed.attach(_binary_part(a, "attachment"))
+            mixed.attach(_binary_part(a, "attachment", marker))
         body = mixed
     # The top-level headers go first, in the usual order.
     top = Message()
@@ -180,7 +248,33 @@ def _build_fast(spec: MessageSpec) -> bytes:
     for name, value in body.items():
         top[name] = value
     top.set_payload(body.get_payload())
-    return top.as_bytes(policy=_CRLF_POLICY)
+    skeleton = top.as_bytes(policy=_CRLF_POLICY)
+    contents = [a.content for a in (*inline, *attached) if isinstance(a.content, Base64Text)]
+    if not contents:
+        return skeleton
+    return _fill(skeleton, marker.encode("ascii"), contents)
+
+
+def _fill(skeleton: bytes, marker: bytes, contents: Sequence[Base64Text]) -> bytes:
+    """``skeleton`` with each ``marker`` replaced by the next content's lines, written into
+    one buffer of the final size: the message exists once, not once more as pieces."""
+    pieces = skeleton.split(marker)
+    if len(pieces) != len(contents) + 1:
+        raise AssertionError("a base64 part's marker is missing from the message")
+    sizes = [len(c.text) + 2 * ((len(c.text) - 1) // _LINE) if c.text else 0 for c in contents]
+    total = sum(len(p) for p in pieces) + sum(sizes)
+    out = io.BytesIO()
+    out.seek(total - 1)
+    out.write(b"\0")  # allocates the final size once: getvalue() then hands it over uncopied
+    out.seek(0)
+    out.write(pieces[0])
+    for content, piece in zip(contents, pieces[1:], strict=True):
+        for lines in content.lines():
+            out.write(lines)
+        out.write(piece)
+    if out.tell() != total:
+        raise AssertionError("a base64 part's size was miscounted")
+    return out.getvalue()
 
 
 # ------------------------------------------------ internationalised addresses (SMTPUTF8)
@@ -213,7 +307,7 @@ def _build_smtputf8(spec: MessageSpec) -> bytes:
         for a in inline:
             maintype, subtype = _split_type(a.content_type)
             target.add_related(
-                a.content,
+                _bytes(a.content),
                 maintype=maintype,
                 subtype=subtype,
                 cid=f"<{a.content_id}>",
@@ -222,5 +316,11 @@ def _build_smtputf8(spec: MessageSpec) -> bytes:
             )
     for a in attached:
         maintype, subtype = _split_type(a.content_type)
-        msg.add_attachment(a.content, maintype=maintype, subtype=subtype, filename=a.filename)
+        msg.add_attachment(
+            _bytes(a.content), maintype=maintype, subtype=subtype, filename=a.filename
+        )
     return msg.as_bytes(policy=policy)
+
+
+def _bytes(content: bytes | Base64Text) -> bytes:
+    return content.decoded() if isinstance(content, Base64Text) else content

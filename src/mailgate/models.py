@@ -181,7 +181,7 @@ class NewMessage:
     created_at: float
     sender: str
     recipients: Sequence[str]
-    raw: bytes
+    raw: bytes  # as submitted; stored after ``head``
     subject: str = ""
     message_id_header: str = ""
     source: str = "smtp"
@@ -196,6 +196,13 @@ class NewMessage:
     job_id: str | None = None
     provider: str = ""
     attempt_once: bool = False
+    # The trace headers accept() adds. Kept apart from ``raw`` so that a big message's
+    # body is not copied to put them in front of it (the store writes both, in order).
+    head: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + len(self.raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ def routes(ctx: ApiContext) -> list[Route]:
                 subject=prep.subject,
                 recipients=len(prep.submission.recipients),
                 tags=prep.tags,
-                size=len(row.raw),
+                size=row.size,
             )
         if draft is None:
             draft = drafts.from_request(req)

@@ -7,8 +7,6 @@ or the envelope without passing through here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Sequence
@@ -178,12 +176,12 @@ def _attachments(items: Sequence[AttachmentIn] | None) -> list[mime.Attachment]:
     for i, a in enumerate(items):
         field = f"attachments[{i}]"
         try:
-            content = base64.b64decode(a.content.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
+            content = mime.Base64Text.parse(a.content)
+        except ValueError:
             raise invalid(
                 "invalid_attachment", f"{field}.content: not valid base64", f"{field}.content"
             ) from None
-        if len(content) > MAX_ATTACHMENT_BYTES:
+        if content.size > MAX_ATTACHMENT_BYTES:
             raise invalid(
                 "attachment_too_large",
                 f"{field}: larger than 10 MiB (10,485,760 bytes) decoded",

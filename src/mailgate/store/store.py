@@ -23,6 +23,7 @@ from mailgate.models import (
     QueuedMessage,
     Suppression,
 )
+from mailgate.store.big_rows import message_row_body
 from mailgate.store.engine import create_engine
 from mailgate.store.jobs import (
     JobStore,
@@ -168,8 +169,8 @@ class Store(AdminReads):
                     "source": m.source,
                     "credential": m.credential,
                     "client_address": m.client_address,
-                    "size": len(m.raw),
-                    "raw": m.raw,
+                    "size": m.size,
+                    **message_row_body(m.head, m.raw),
                     "key_id": m.key_id,
                     "status": status,
                     "display_to": json.dumps(list(m.display_to or m.recipients)),

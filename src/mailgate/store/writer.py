@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql import Executable
 
 from mailgate.exceptions import DuplicateEntry, InsufficientStorage, StoreUnavailable
+from mailgate.store.big_rows import BIG_MESSAGE, has_big_row, insert_messages
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine, write_connection
 from mailgate.workers import WorkerPool, WorkerUnavailable, failure
@@ -123,27 +124,20 @@ def _flush(
     for merged in groups.values():
         for name, params in merged.items():
             form = bulk.get(name) if bulk and len(params) > 1 else None
-            if form is not None and name == "insert_message" and _has_big_row(params):
+            if name == "insert_message" and has_big_row(params):
                 # One statement binding every row would copy every big body into SQLite
-                # at once (400 MB for twenty 20 MB messages); one row at a time, one.
-                form = None
-            if form is not None:
+                # at once (400 MB for twenty 20 MB messages); see big_rows.py.
+                insert_messages(conn, statements[name], params)
+            elif form is not None:
                 form(conn, params)
             elif params:
                 conn.execute(statements[name], params)
     groups.clear()
 
 
-BIG_MESSAGE = 1024 * 1024  # bytes: a body this big is not left bound to a cached statement
-
-
-def _has_big_row(rows: Sequence[dict[str, Any]]) -> bool:
-    return any(row.get("size", 0) >= BIG_MESSAGE for row in rows)
-
-
 def _wrote_big_message(works: Sequence[Work]) -> bool:
     return any(
-        _has_big_row(rows) for work in works for name, rows in work.ops if name == "insert_message"
+        has_big_row(rows) for work in works for name, rows in work.ops if name == "insert_message"
     )
 
 
