@@ -474,6 +474,25 @@ class Settings(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _inflight_fits_a_message(self) -> Settings:
+        cap, biggest = self.server.max_inflight_bytes, self.smtp.max_message_size
+        if "max_inflight_bytes" in self.server.model_fields_set and cap < biggest:
+            raise ValueError(
+                f"[server] max_inflight_bytes ({cap} bytes) is smaller than [smtp] "
+                f"max_message_size ({biggest} bytes): a message that big could never be "
+                "accepted (its clients would be told to retry for ever)"
+            )
+        return self
+
+    @property
+    def max_inflight_bytes(self) -> int:
+        """[server] max_inflight_bytes; its default (from the machine's memory) is never
+        below one message of [smtp] max_message_size."""
+        if "max_inflight_bytes" in self.server.model_fields_set:
+            return self.server.max_inflight_bytes
+        return max(self.server.max_inflight_bytes, self.smtp.max_message_size)
+
     @property
     def min_free_space(self) -> int:
         """[server] min_free_space, by default the larger of 256 MB and four of the

@@ -108,7 +108,7 @@ def code_of(answer: tuple[int, str]) -> int:
 
 
 def test_refused_at_mail_when_the_declared_size_does_not_fit(relay_factory) -> None:  # type: ignore[no-untyped-def]
-    relay = relay_factory(server={"max_inflight_bytes": 10 * MB})
+    relay = relay_factory(server={"max_inflight_bytes": 10 * MB}, smtp={"max_message_size": 9 * MB})
     with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as first:
         first.ehlo()
         assert first.mail("app@example.com", [f"SIZE={8 * MB}"])[0] == 250
@@ -121,39 +121,50 @@ def test_refused_at_mail_when_the_declared_size_does_not_fit(relay_factory) -> N
     assert relay.app.inflight.used == 0
 
 
-def test_http_body_over_the_cap_is_a_503_with_retry_after(relay_factory) -> None:  # type: ignore[no-untyped-def]
-    relay = relay_factory(server={"max_inflight_bytes": 2 * MB})
-    key = relay.create_key()
-    attachment = base64.b64encode(b"x" * (3 * MB)).decode()
+def _post(relay, key: str, attachment: bytes) -> urllib.request.Request:  # type: ignore[no-untyped-def]
     body = {
         "from": "app@example.com",
         "to": ["r@dest.test"],
         "subject": "big",
         "text": "see attached",
-        "attachments": [{"filename": "a.bin", "content": attachment}],
+        "attachments": [{"filename": "a.bin", "content": base64.b64encode(attachment).decode()}],
     }
-    req = urllib.request.Request(
+    return urllib.request.Request(
         f"{relay.http_url}/v1/messages/send",
         data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
+
+
+def test_http_body_that_does_not_fit_now_is_a_503_with_retry_after(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(server={"max_inflight_bytes": 4 * MB}, smtp={"max_message_size": 4 * MB})
+    key = relay.create_key()
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as other:
+        other.ehlo()
+        assert other.mail("app@example.com", [f"SIZE={3 * MB}"])[0] == 250  # holds 3 MB
+        try:
+            urllib.request.urlopen(_post(relay, key, b"x" * MB), timeout=30)
+            raise AssertionError("accepted over the cap")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            assert exc.headers["Retry-After"]
+            assert json.loads(exc.read())["error"]["code"] == "service_unavailable"
+        assert relay.app.inflight.refusals["http"] == 1
+        other.rset()  # gives its 3 MB back: the same request now fits
+    assert urllib.request.urlopen(_post(relay, key, b"x" * MB), timeout=30).status == 202
+    _released(relay)
+
+
+def test_http_body_bigger_than_the_cap_is_a_413(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    """A body that could never fit is refused for good, not retried for ever."""
+    relay = relay_factory(server={"max_inflight_bytes": MB}, smtp={"max_message_size": MB})
+    key = relay.create_key()
     try:
-        urllib.request.urlopen(req, timeout=30)
+        urllib.request.urlopen(_post(relay, key, b"x" * (MB - 100_000)), timeout=30)
         raise AssertionError("accepted over the cap")
     except urllib.error.HTTPError as exc:
-        assert exc.code == 503
-        assert exc.headers["Retry-After"]
-        assert json.loads(exc.read())["error"]["code"] == "service_unavailable"
-    _released(relay)
-    assert relay.app.inflight.refusals["http"] == 1
-    # A small one still goes through, and gives its bytes back.
-    small = {**body, "attachments": []}
-    req = urllib.request.Request(
-        f"{relay.http_url}/v1/messages/send",
-        data=json.dumps(small).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    assert urllib.request.urlopen(req, timeout=30).status == 202
+        assert exc.code == 413
+        assert json.loads(exc.read())["error"]["code"] == "payload_too_large"
     _released(relay)
 
 

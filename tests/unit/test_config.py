@@ -137,6 +137,13 @@ def test_provider_resolved_password(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- frozen
 
 
+def test_default_inflight_cap_holds_one_largest_message() -> None:
+    huge = load_settings(data=data_with(smtp={"max_message_size": "900GB"}))
+    assert huge.max_inflight_bytes == 900 * 1000**3
+    set_ = load_settings(data=data_with(server={"max_inflight_bytes": "30MB"}))
+    assert set_.max_inflight_bytes == 30_000_000
+
+
 def test_settings_are_frozen() -> None:
     s = load_settings(data=data_with(), environ={})
     with pytest.raises(ValidationError, match="frozen"):
@@ -211,6 +218,12 @@ def test_settings_are_frozen() -> None:
         (
             data_with(retry={"min_backoff": "2h", "max_backoff": "1h"}),
             "<config>: [retry]: min_backoff must not exceed max_backoff",
+        ),
+        (
+            data_with(server={"max_inflight_bytes": "10MB"}, smtp={"max_message_size": "20MB"}),
+            "<config>: (top level): [server] max_inflight_bytes (10000000 bytes) is smaller "
+            "than [smtp] max_message_size (20000000 bytes): a message that big could never "
+            "be accepted (its clients would be told to retry for ever)",
         ),
         # listen addresses and networks
         (

@@ -136,6 +136,8 @@ class ApiContext:
         """The request body as JSON, within [http] max_body_size (413 above it). The bytes
         are not kept: with a big attachment they would be one more copy of it."""
         limit = self.settings.http.max_body_size
+        if self.inflight is not None:
+            limit = min(limit, self.inflight.cap)  # bigger could never fit: 413, not 503
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
