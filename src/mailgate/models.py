@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailgate.pickling import by_fields
 
+
+@by_fields
 @dataclass(frozen=True, slots=True)
 class SmtpReply:
     """An SMTP reply: basic code, enhanced status code (RFC 3463) and text."""
@@ -120,6 +123,7 @@ class Accepted:
     suppressed: tuple[str, ...] = ()  # recipients left out: on the suppression list
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class ClaimedDelivery:
     """One recipient's delivery, leased to this node for one attempt."""
@@ -131,6 +135,7 @@ class ClaimedDelivery:
     status: str
 
 
+@by_fields
 @dataclass(slots=True)
 class QueuedMessage:
     """A message as the delivery loop needs it."""
@@ -157,6 +162,7 @@ class QueuedMessage:
 SKIPPED = "skipped"  # AttemptResult.stage of a provider that was not tried after all
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """The classified result of one attempt for one recipient."""
@@ -205,6 +211,7 @@ class NewMessage:
         return len(self.head) + len(self.raw)
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class DeliveryUpdate:
     """The result of one attempt for one recipient, as the store records it."""

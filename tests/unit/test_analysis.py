@@ -291,7 +291,9 @@ def test_report_scores_grades_and_counts() -> None:
     assert grade(40, []) == "poor"
 
 
-def test_checks_are_deterministic_and_fast() -> None:
+def test_checks_are_deterministic() -> None:
+    """(Their speed is measured by scripts/bench-http's analyze scenario, not here: a timed
+    test fails on a loaded machine.)"""
     html = (
         "<html><body>"
         + "".join(
@@ -303,9 +305,6 @@ def test_checks_are_deterministic_and_fast() -> None:
     )
     d = draft(html=html, text="", tags=["newsletter"], subject="BIG NEWS: act now!!!")
     first = report(run_checks(d))
-    started = time.perf_counter()
-    for _ in range(20):
+    for _ in range(3):
         fresh = draft(html=html, text="", tags=["newsletter"], subject=d.subject)
-        again = report(run_checks(fresh))
-        assert again == first
-    assert (time.perf_counter() - started) / 20 < 0.05
+        assert report(run_checks(fresh)) == first

@@ -53,6 +53,11 @@ M = TypeVar("M", bound=BaseModel)
 AUTH_CACHE_SECONDS = 2.0  # a revoked key stops working within this long
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 @dataclass
 class ApiContext:
     """What the route handlers share."""
@@ -72,6 +77,9 @@ class ApiContext:
     providers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
     inflight: InflightBudget | None = None  # [server] max_inflight_bytes (http_inflight)
     _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
+    # Lookups under way, by key digest: when a cached key expires under load, the requests
+    # that arrive meanwhile wait for one read of the store instead of making one each.
+    _auth_reads: dict[str, asyncio.Task[Credential | None]] | None = None
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
         """The caller's key, checked and rate-limited; ``need``: "send" or "admin"."""
@@ -119,17 +127,29 @@ class ApiContext:
         return cred
 
     async def _lookup(self, key: str) -> Credential | None:
-        if self._auth_cache is None:
-            self._auth_cache = {}
+        if self._auth_cache is None or self._auth_reads is None:
+            self._auth_cache, self._auth_reads = {}, {}
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-        now = time.monotonic()
         hit = self._auth_cache.get(digest)
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        cred = await authenticate(self.store, "apikey", key)
+        read = self._auth_reads.get(digest)
+        if read is None:
+            # A task of its own: a caller that goes away does not cancel the others' read.
+            read = asyncio.ensure_future(self._authenticate(digest, key))
+            read.add_done_callback(_retrieve)  # its callers may all have gone
+            self._auth_reads[digest] = read
+        return await asyncio.shield(read)
+
+    async def _authenticate(self, digest: str, key: str) -> Credential | None:
+        assert self._auth_cache is not None and self._auth_reads is not None
+        try:
+            cred = await authenticate(self.store, "apikey", key)
+        finally:
+            del self._auth_reads[digest]
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
-        self._auth_cache[digest] = (cred, now + AUTH_CACHE_SECONDS)
+        self._auth_cache[digest] = (cred, time.monotonic() + AUTH_CACHE_SECONDS)
         return cred
 
     async def read_json(self, request: Request) -> Any:

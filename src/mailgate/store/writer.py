@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql import Executable
 
 from mailgate.exceptions import DuplicateEntry, InsufficientStorage, StoreUnavailable
+from mailgate.pickling import by_fields
 from mailgate.store.big_rows import BIG_MESSAGE, has_big_row, insert_messages
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine, write_connection
@@ -67,6 +68,7 @@ Statements = Mapping[str, Executable]
 _Groups = dict[tuple[str, ...], dict[str, list[dict[str, Any]]]]
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Work:
     """What one job does in the transaction: ``ops``, or ``fn(conn, *args)``."""
