@@ -74,3 +74,18 @@ def test_big_content_spans_chunks() -> None:
     lines = b"".join(text.lines()).split(b"\r\n")
     assert all(len(line) == 76 for line in lines[:-1]) and 0 < len(lines[-1]) <= 76
     assert base64.b64decode(b"".join(lines)) == content
+
+
+def test_inline_images_without_html_are_still_sent() -> None:
+    image = mime.Attachment("logo.png", Base64Text.parse("iVBORw0K"), "image/png", "logo")
+    spec = mime.MessageSpec(
+        sender=mime.Mailbox("app@example.com"),
+        to=[mime.Mailbox("r@example.net")],
+        subject="s",
+        text="no html here",
+        attachments=[image],
+    )
+    msg = email.message_from_bytes(mime.build(spec), policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/mixed"
+    (part,) = [p for p in msg.walk() if p.get_filename()]
+    assert part["Content-ID"] == "<logo>" and part.get_payload(decode=True) == b"\x89PNG\r\n"
