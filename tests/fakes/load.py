@@ -1,15 +1,42 @@
 """A small SMTP load for the multi-node stories: client threads submitting to a set of
-relays, recording every acknowledged (250) queue id and every temporary refusal."""
+relays, recording every acknowledged (250) queue id and every temporary refusal. And the
+helpers those stories share: waiting on a condition, a query on the PostgreSQL queue."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import smtplib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 MSG = "From: app@example.com\r\nTo: {rcpt}\r\nSubject: load {n}\r\n\r\nmessage {n}\r\n"
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pg_query(url: str, sql: str, *args: Any) -> list[Any]:
+    """Rows of ``sql`` on the database at ``url`` (asyncpg, a connection of its own)."""
+    import asyncpg
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 class SmtpLoad:

@@ -7,32 +7,17 @@ lease ends and the other nodes deliver them, and nothing acknowledged is lost.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from fakes.load import SmtpLoad
+from fakes.load import SmtpLoad, pg_query, wait_until
 from fakes.serve import ServeProcess, write_config
 from fakes.upstream import Upstream
 
 LEASE = 3.0  # s: [delivery] lease of the test nodes (an attempt takes ~0.1 s here)
-
-
-def pg_query(url: str, sql: str, *args: Any) -> list[Any]:
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(url, timeout=10)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def start_nodes(
@@ -54,15 +39,6 @@ def start_nodes(
         )
         nodes.append(ServeProcess(cfg, folder / "serve.log"))
     return nodes
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_three_nodes_no_duplicates_and_a_killed_nodes_leases_move_on(
