@@ -49,3 +49,35 @@ class ServeProcess:
             self.proc.kill()
             self.proc.wait(10)
         self.log.close()
+
+
+def write_config(tmp_path: Path, upstream_port: int, *, server: str = "", extra: str = "") -> Path:
+    """A relay.toml in ``tmp_path``: example.com, one smtp provider "up" on the fake
+    upstream, fast retries. ``server``: more [server] lines (e.g. node_id); ``extra``: more
+    tables (e.g. [database], [delivery])."""
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(
+        f"""
+[server]
+hostname = "relay.test"
+{server}
+data_dir = "{tmp_path / "data"}"
+[smtp]
+listen = ["127.0.0.1:0"]
+[http]
+listen = ["127.0.0.1:0"]
+[[domains]]
+name = "example.com"
+[[providers]]
+name = "up"
+kind = "smtp"
+host = "127.0.0.1"
+port = {upstream_port}
+tls = "none"
+[retry]
+min_backoff = "200ms"
+max_backoff = "1s"
+{extra}
+"""
+    )
+    return cfg

@@ -18,36 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from fakes.serve import write_config
 from fakes.upstream import Upstream
 
 MSG = "From: app@example.com\r\nTo: {rcpt}\r\nSubject: crash {n}\r\n\r\nmessage {n}\r\n"
-
-
-def write_config(tmp_path: Path, upstream_port: int) -> Path:
-    cfg = tmp_path / "relay.toml"
-    cfg.write_text(
-        f"""
-[server]
-hostname = "relay.test"
-data_dir = "{tmp_path / "data"}"
-[smtp]
-listen = ["127.0.0.1:0"]
-[http]
-listen = ["127.0.0.1:0"]
-[[domains]]
-name = "example.com"
-[[providers]]
-name = "up"
-kind = "smtp"
-host = "127.0.0.1"
-port = {upstream_port}
-tls = "none"
-[retry]
-min_backoff = "200ms"
-max_backoff = "1s"
-"""
-    )
-    return cfg
 
 
 class Serve:

@@ -28,6 +28,11 @@ IDLE_RECHECK = 5.0  # look for work queued by other processes / expired leases t
 # claim then takes several messages instead of one transaction and one read per message.
 WAKE_GATHER = 0.01
 DUE_RECHECK = 1.0  # s: how old the known next due time may get before it is read again
+# After a failed claim (the database away), the next one in 0.5 s, doubling up to 5 s: a
+# database back after a restart is used within a second or two, not 5 s later.
+CLAIM_RETRY_MIN, CLAIM_RETRY_MAX = 0.5, 5.0
+# A result that could not be recorded is tried again (0.2 s doubling to 5 s) within its lease.
+RECORD_RETRY_MIN, RECORD_RETRY_MAX = 0.2, 5.0
 
 
 class Attempts(Protocol):
@@ -96,8 +101,9 @@ class Scheduler:
                 log.info("released %d leased deliveries for another attempt", released)
 
     async def _run(self) -> None:
-        cfg = self._settings.delivery
+        claim_pause = CLAIM_RETRY_MIN
         while not self._stopping:
+            cfg = self._settings.delivery
             self._wake.clear()
             capacity = cfg.concurrency - self._inflight
             want = min(cfg.claim_batch, capacity)
@@ -106,9 +112,11 @@ class Scheduler:
                 try:
                     got = await self._claim_and_dispatch(want)
                 except StoreUnavailable as exc:
-                    log.error("claim failed, retrying in 5s: %s", exc)
-                    await self._sleep(5.0)
+                    log.error("claim failed, retrying in %gs: %s", claim_pause, exc)
+                    await self._sleep(claim_pause)
+                    claim_pause = min(claim_pause * 2, CLAIM_RETRY_MAX)
                     continue
+                claim_pause = CLAIM_RETRY_MIN
                 if got == want:
                     continue  # there may be more due right now
             await self._sleep(await self._idle_delay())
@@ -148,26 +156,21 @@ class Scheduler:
 
     async def _claim_and_dispatch(self, want: int) -> int:
         now = self._clock()
-        claimed = await self._store.claim(
-            self.owner, now, want, now + self._settings.delivery.lease
-        )
+        until = now + self._settings.delivery.lease
+        claimed = await self._store.claim(self.owner, now, want, until)
         for msg in claimed:
             self._inflight += len(msg.deliveries)
-            task = asyncio.create_task(self._attempt(msg), name=f"deliver-{msg.id}")
+            task = asyncio.create_task(self._attempt(msg, until), name=f"deliver-{msg.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return sum(len(msg.deliveries) for msg in claimed)
 
-    async def _attempt(self, msg: QueuedMessage) -> None:
-        try:
-            try:
-                done = await self._deliverer.attempt(msg)
-            except Exception as exc:
-                # The delivery process died mid-attempt (or a bug): whether the mail went
-                # out is unknown; try again after the backoff rather than hold the lease.
-                log.error("attempt of %s did not finish: %s", msg.id, exc)
-                why = f"delivery interrupted: {exc}"
-                done = unfinished(self._settings, msg, why, self._clock())
+    async def _record(self, msg: QueuedMessage, done: AttemptRecord, until: float) -> bool:
+        """Record ``done``; while the store is unavailable (a database outage), try again
+        until the lease ends rather than give up at once: given up, the attempt is made
+        again when the lease expires, a duplicate of mail that already went out."""
+        pause = RECORD_RETRY_MIN
+        while True:
             try:
                 await self._store.record(
                     self.owner,
@@ -178,11 +181,30 @@ class Scheduler:
                     dsns=done.dsns,
                     jobs=(msg.job_id,) if msg.job_id else (),
                 )
+                return True
             except StoreUnavailable as exc:
-                log.error(
-                    "could not record results of %s (lease will expire, retry): %s", msg.id, exc
-                )
-            else:
+                if self._stopping or self._clock() + pause >= until - 1.0:
+                    log.error(
+                        "could not record results of %s (lease will expire, retry): %s",
+                        msg.id,
+                        exc,
+                    )
+                    return False
+                log.warning("could not record results of %s yet, retrying: %s", msg.id, exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RECORD_RETRY_MAX)
+
+    async def _attempt(self, msg: QueuedMessage, leased_until: float) -> None:
+        try:
+            try:
+                done = await self._deliverer.attempt(msg)
+            except Exception as exc:
+                # The delivery process died mid-attempt (or a bug): whether the mail went
+                # out is unknown; try again after the backoff rather than hold the lease.
+                log.error("attempt of %s did not finish: %s", msg.id, exc)
+                why = f"delivery interrupted: {exc}"
+                done = unfinished(self._settings, msg, why, self._clock())
+            if await self._record(msg, done, leased_until):
                 for u in done.updates:
                     if u.next_attempt_at is not None:
                         self._note_due(u.next_attempt_at)

@@ -28,6 +28,7 @@ from sqlalchemy.sql import Executable
 from mailgate.store.bodies import INLINE_BODY
 from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
 from mailgate.store.jobs import JOB_STATEMENTS
+from mailgate.store.pg_bulk import PgInsert, PgUpdate
 from mailgate.store.schema import deliveries, events, idempotency, messages, templates
 from mailgate.store.suppressions import insert_ignoring_duplicates
 from mailgate.store.tracking import TRACKING_STATEMENTS
@@ -170,44 +171,56 @@ def write_statements(dialect: str) -> dict[str, Executable]:
     return {**_WRITES, "insert_suppression": insert_ignoring_duplicates(dialect)}
 
 
+def _bulk_forms(insert_form: Any, update_form: Any) -> dict[str, BulkForm]:
+    """The one-step forms of the many-row write statements, built with an engine's
+    insert and update forms (bulk.py for SQLite, pg_bulk.py for PostgreSQL)."""
+    return {
+        "insert_message": insert_form(messages),
+        "insert_delivery": insert_form(deliveries),
+        "insert_event": insert_form(events),
+        "update_result": update_form(
+            deliveries,
+            match={
+                "message_id": "b_message_id",
+                "rcpt_idx": "b_rcpt_idx",
+                "lease_owner": "b_owner",
+            },
+            assign={
+                "status": "b_status",
+                "attempts": "b_attempts",
+                "next_attempt_at": "b_next_attempt_at",
+                "lane": "b_lane",
+                "provider": "b_provider",
+                "last_response": "b_response",
+                "provider_message_id": "b_upstream_id",
+                "updated_at": "b_now",
+            },
+            set_constant={"lease_owner": "NULL"},
+        ),
+        "update_message_status": BulkIn(
+            update(messages)
+            .where(messages.c.id.in_(bindparam("m_ids", expanding=True)))
+            .values(status=_derived_status()),
+            "m_ids",
+            "m_id",
+        ),
+        "set_dkim": update_form(
+            messages,
+            match={"id": "k_id"},
+            assign={"dkim": "k_dkim"},
+            where_constant=[
+                '"messages".dkim IS NULL',
+                'EXISTS (SELECT 1 FROM deliveries WHERE deliveries.message_id = "messages".id'
+                f" AND deliveries.status IN ({', '.join(repr(status) for status in PENDING)}))",
+            ],
+        ),
+    }
+
+
 # SQLite: the forms that write all rows of these statements in one step (see bulk.py).
-SQLITE_BULK: dict[str, BulkForm] = {
-    "insert_message": BulkInsert(messages),
-    "insert_delivery": BulkInsert(deliveries),
-    "insert_event": BulkInsert(events),
-    "update_result": BulkUpdate(
-        deliveries,
-        match={"message_id": "b_message_id", "rcpt_idx": "b_rcpt_idx", "lease_owner": "b_owner"},
-        assign={
-            "status": "b_status",
-            "attempts": "b_attempts",
-            "next_attempt_at": "b_next_attempt_at",
-            "lane": "b_lane",
-            "provider": "b_provider",
-            "last_response": "b_response",
-            "provider_message_id": "b_upstream_id",
-            "updated_at": "b_now",
-        },
-        set_constant={"lease_owner": "NULL"},
-    ),
-    "update_message_status": BulkIn(
-        update(messages)
-        .where(messages.c.id.in_(bindparam("m_ids", expanding=True)))
-        .values(status=_derived_status()),
-        "m_ids",
-        "m_id",
-    ),
-    "set_dkim": BulkUpdate(
-        messages,
-        match={"id": "k_id"},
-        assign={"dkim": "k_dkim"},
-        where_constant=[
-            '"messages".dkim IS NULL',
-            'EXISTS (SELECT 1 FROM deliveries WHERE deliveries.message_id = "messages".id'
-            f" AND deliveries.status IN ({', '.join(repr(status) for status in PENDING)}))",
-        ],
-    ),
-}
+SQLITE_BULK: dict[str, BulkForm] = _bulk_forms(BulkInsert, BulkUpdate)
+# PostgreSQL: the same statements with one array per column (see pg_bulk.py).
+PG_BULK: dict[str, BulkForm] = _bulk_forms(PgInsert, PgUpdate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from mailgate.store import transactions as txn
 from mailgate.store.operator import AdminReads, Bounced, DsnBuilder, bounce
 from mailgate.store.rows import event_row
 from mailgate.store.statements import (
+    PG_BULK,
     SQLITE_BULK,
     IdempotentAnswer,
     QueueFilter,
@@ -61,7 +62,7 @@ class Store(AdminReads):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        bulk = SQLITE_BULK if self.dialect == "sqlite" else None
+        bulk = SQLITE_BULK if self.dialect == "sqlite" else PG_BULK
         self.writer = GroupCommitWriter(engine, write_statements(self.dialect), bulk=bulk)
         self.keys = KeyStore(self)
         self.templates = TemplateStore(self)

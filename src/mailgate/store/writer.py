@@ -291,7 +291,7 @@ class GroupCommitWriter:
         max_batch: int = 1000,
     ) -> None:
         """``statements``: the registry ops name; ``bulk``: one-step forms of many-row
-        statements, used on SQLite (bulk.py)."""
+        statements (bulk.py for SQLite, pg_bulk.py for PostgreSQL)."""
         self._engine = engine
         self._statements = statements
         self._bulk = bulk or {}
@@ -457,7 +457,7 @@ class GroupCommitWriter:
             async with conn.begin():
                 if not flush:
                     await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                return await conn.run_sync(execute_batch, works, self._statements)
+                return await conn.run_sync(execute_batch, works, self._statements, self._bulk)
         except BaseException:
             # Start the next batch on a fresh connection: this one may be broken.
             self._aconn = None
