@@ -186,7 +186,7 @@ def _mailbox(box: Mailbox) -> str:
 def _text_part(body: str, subtype: str) -> _Entity:
     """7bit US-ASCII when it can be, else UTF-8 quoted-printable (as email.mime.MIMEText
     with those charsets writes them)."""
-    needs_qp = not body.isascii() or any(len(line) > 998 for line in body.splitlines())
+    needs_qp = not body.isascii() or (len(body) > 998 and max(map(len, body.splitlines())) > 998)
     if not body.endswith("\n"):
         body += "\n"
     if needs_qp:
@@ -198,7 +198,8 @@ def _text_part(body: str, subtype: str) -> _Entity:
         ("Content-Type", f'text/{subtype}; charset="{charset}"'),
         ("Content-Transfer-Encoding", encoding),
     ]
-    return _Entity(headers, _NEWLINE.sub("\r\n", body).encode("ascii"))
+    crlf = body.replace("\n", "\r\n") if "\r" not in body else _NEWLINE.sub("\r\n", body)
+    return _Entity(headers, crlf.encode("ascii"))
 
 
 def _binary_part(a: Attachment, disposition: str) -> _Entity:

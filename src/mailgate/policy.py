@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from mailgate import replies
 from mailgate.models import Credential, SmtpReply
@@ -49,6 +50,7 @@ def _valid_local(local: str) -> bool:
     return not any(c in _ATOM_SPECIALS for c in local)
 
 
+@lru_cache(maxsize=8192)  # the same senders again and again: a batch checks one 2000 times
 def split_address(address: str) -> tuple[str, str] | None:
     """'user@Example.COM' -> ('user', 'example.com'); None if it is not an address.
 
