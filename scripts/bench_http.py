@@ -5,6 +5,8 @@ Scenarios (``--only`` picks some), each against a fresh ``mailgate serve`` (temp
 SMTP off, HTTP on a kernel-chosen loopback port) delivering to the no-op SMTP sink of
 bench_smtp.py, with an API key made by ``mailgate keys create``:
 
+* ``bare-send``: the reference: the ``send`` load against a bare Starlette + uvicorn app
+  answering 202 to the same request (bench_http_bare.py); ``send`` is compared with it.
 * ``send``: ``--sessions`` keep-alive HTTP/1.1 connections, each posting a ~2 KB message
   (html + text, tags, metadata) and waiting for the answer, for ``--duration`` s after
   ``--warmup`` s. A 202 is an accepted message; anything else is an error (a sample body
@@ -82,10 +84,11 @@ from bench_smtp import (
 )
 
 SCENARIOS = (
-    *("send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch"),
+    *("bare-send", "send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch"),
     *("analyze", "tracking"),
 )
 TITLES = {
+    "bare-send": "bare Starlette+uvicorn, same send (202)",
     "send": "POST /v1/messages/send",
     "mailsage-send": "MailSage /api/v1/emails/send",
     "messagepipe-send": "MessagePipe /email/send (waits)",
@@ -94,6 +97,7 @@ TITLES = {
     "analyze": "POST /v1/messages/analyze (no DNS)",
     "tracking": "GET /t/o + /t/c (pixel, click)",
 }
+SEND_VS_BARE = 0.3  # issue 18: single sends at least this share of the framework's ceiling
 TRACKED_MESSAGES = 200  # sent before the tracking load; their tokens are requested in turn
 SEND_PATH = "/v1/messages/send"
 BATCH_PATH = "/v1/messages/batch"
@@ -582,6 +586,30 @@ class HttpBench(ChildrenBench):
     async def send(self) -> Result:
         return await self._with_mailgate("send", self._send_load("send"))
 
+    async def bare_send(self) -> Result:
+        """The reference: the send load against bench_http_bare.py (see there)."""
+        res = Result(TITLES["bare-send"])
+        log = self.workdir / "bare.log"
+        with open(log, "wb") as fh:
+            proc = await self.children.spawn(
+                sys.executable,
+                str(Path(__file__).with_name("bench_http_bare.py")),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fh,
+                stderr=fh,
+            )
+        try:
+            port = await self._wait_listening(proc, log, "HTTP API")
+            self._log(f"bare-send: Starlette + uvicorn on {HOST}:{port}")
+            async with RssSampler(proc.pid) as rss:
+                await self._send_clients(
+                    "send", Mailgate(proc, port, "bench", log), res, self.opts.sessions
+                )
+            res.peak_rss = rss.peak
+        finally:
+            await self.children.stop(proc, 10.0)
+        return res
+
     async def mailsage_send(self) -> Result:
         return await self._with_mailgate("mailsage-send", self._send_load("mailsage-send"))
 
@@ -815,6 +843,7 @@ class HttpBench(ChildrenBench):
 
     async def run(self, which: Sequence[str]) -> list[Result]:
         steps: dict[str, Callable[[], Awaitable[Result]]] = {
+            "bare-send": self.bare_send,
             "send": self.send,
             "mailsage-send": self.mailsage_send,
             "messagepipe-send": self.messagepipe_send,
@@ -901,10 +930,11 @@ def print_details(results: list[Result]) -> None:
                 f"  {len(x['queued'])} requests ({x['body_size'] / 1e3:.0f} KB each), "
                 f"queued per answer {x['queued']}; latencies ms: {ms}"
             )
-        print(
-            f"  sink received {x.get('sink_total', '?')} messages by the end "
-            "(delivery runs alongside; the queue is not drained before stopping)"
-        )
+        if "sink_total" in x:  # not for the bare reference, which delivers nothing
+            print(
+                f"  sink received {x['sink_total']} messages by the end "
+                "(delivery runs alongside; the queue is not drained before stopping)"
+            )
         for kind, n in sorted(r.errors.items()):
             print(f"  error: {kind} x{n}; sample body: {r.samples.get(kind, '')!r}")
         if x.get("exit") not in (None, 0):
@@ -927,6 +957,13 @@ def print_targets(results: list[Result]) -> None:
         print(
             f"  send >= {SEND_TARGET:.0f} msg/s:          {verdict(ok)} ({send.rate:.0f} msg/s, "
             f"{sum(send.errors.values())} errors)"
+        )
+    bare = by_name.get(TITLES["bare-send"])
+    if send is not None and bare is not None and bare.rate:
+        ratio = send.rate / bare.rate
+        print(
+            f"  send >= {SEND_VS_BARE}x bare Starlette+uvicorn: {verdict(ratio >= SEND_VS_BARE)} "
+            f"({send.rate:.0f} vs {bare.rate:.0f} req/s = {ratio:.2f}x, same run)"
         )
     if batch is not None:
         ok = batch.max_ms < BATCH_TARGET_MS and batch.extra["all_queued"]
