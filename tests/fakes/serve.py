@@ -51,33 +51,54 @@ class ServeProcess:
         self.log.close()
 
 
-def write_config(tmp_path: Path, upstream_port: int, *, server: str = "", extra: str = "") -> Path:
-    """A relay.toml in ``tmp_path``: example.com, one smtp provider "up" on the fake
-    upstream, fast retries. ``server``: more [server] lines (e.g. node_id); ``extra``: more
-    tables (e.g. [database], [delivery])."""
-    cfg = tmp_path / "relay.toml"
-    cfg.write_text(
-        f"""
+def config_text(data_dir: Path, providers: str, *, server: str = "", extra: str = "") -> str:
+    """A test relay.toml: hostname relay.test, SMTP and HTTP on ports the kernel picks,
+    the sending domain example.com, then ``providers`` (their [[providers]] tables).
+    ``server``: more [server] lines (e.g. node_id); ``extra``: more tables."""
+    return f"""
 [server]
 hostname = "relay.test"
 {server}
-data_dir = "{tmp_path / "data"}"
+data_dir = "{data_dir}"
 [smtp]
 listen = ["127.0.0.1:0"]
 [http]
 listen = ["127.0.0.1:0"]
 [[domains]]
 name = "example.com"
+{providers}
+{extra}
+"""
+
+
+def smtp_provider(name: str, port: int) -> str:
+    """A [[providers]] table for a fake upstream on ``port``, and [retry] kept fast."""
+    return f"""
 [[providers]]
-name = "up"
+name = "{name}"
 kind = "smtp"
 host = "127.0.0.1"
-port = {upstream_port}
+port = {port}
 tls = "none"
 [retry]
 min_backoff = "200ms"
 max_backoff = "1s"
-{extra}
 """
-    )
+
+
+def maildir_provider(name: str, path: Path) -> str:
+    return f"""
+[[providers]]
+name = "{name}"
+kind = "maildir"
+path = "{path}"
+"""
+
+
+def write_config(tmp_path: Path, upstream_port: int, *, server: str = "", extra: str = "") -> Path:
+    """A relay.toml in ``tmp_path`` (see config_text): one smtp provider "up" on the fake
+    upstream, fast retries."""
+    cfg = tmp_path / "relay.toml"
+    providers = smtp_provider("up", upstream_port)
+    cfg.write_text(config_text(tmp_path / "data", providers, server=server, extra=extra))
     return cfg

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
+from fakes.serve import config_text, maildir_provider
 from fakes.upstream import Upstream
 from mailgate.cli import main
 
@@ -60,22 +61,6 @@ CASES = {
     ),
 }
 
-CONFIG = """
-[server]
-hostname = "relay.test"
-data_dir = "{data}"
-[smtp]
-listen = ["127.0.0.1:0"]
-[http]
-listen = ["127.0.0.1:0"]
-[[domains]]
-name = "example.com"
-[[providers]]
-name = "c"
-kind = "maildir"
-path = "{data}/m"
-"""
-
 
 def test_categories_in_api_cli_and_suppression(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with Upstream() as up:
@@ -114,7 +99,8 @@ def test_categories_in_api_cli_and_suppression(relay_factory, tmp_path: Path) ->
         assert "category" not in queued["metadata"]
 
     cfg = tmp_path / "cli.toml"
-    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    data = tmp_path / "data"
+    cfg.write_text(config_text(data, maildir_provider("c", data / "m")))
     shown = CliRunner().invoke(main, ["queue", "show", qid, "--config", str(cfg)])
     assert shown.exit_code == 0, shown.output
     assert "gone@dest.test: bounced [InvalidRecipient] after 1 attempt(s)" in shown.output

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from fakes import serve
 from fakes.serve import ServeProcess
 from fakes.upstream import Upstream
 
@@ -26,26 +27,7 @@ SESSIONS = 20
 
 
 def config_text(tmp_path: Path, first: int, second: int | None = None, extra: str = "") -> str:
-    text = f"""
-[server]
-hostname = "relay.test"
-data_dir = "{tmp_path / "data"}"
-[smtp]
-listen = ["127.0.0.1:0"]
-[http]
-listen = ["127.0.0.1:0"]
-[[domains]]
-name = "example.com"
-[[providers]]
-name = "first"
-kind = "smtp"
-host = "127.0.0.1"
-port = {first}
-tls = "none"
-[retry]
-min_backoff = "200ms"
-max_backoff = "1s"
-"""
+    text = serve.config_text(tmp_path / "data", serve.smtp_provider("first", first))
     if second is not None:
         text += f"""
 [[domains]]
