@@ -545,18 +545,7 @@ class HttpBench(ChildrenBench):
             raise BenchError("mailgate keys create printed no key")
         key = lines[-1].strip()
         log = workdir / "mailgate.log"
-        with open(log, "wb") as fh:  # a file, not a pipe: a full pipe would stall mailgate
-            proc = await self.children.spawn(
-                sys.executable,
-                "-m",
-                "mailgate.cli",
-                "serve",
-                "--config",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=fh,
-                stderr=fh,
-            )
+        proc = await self.spawn_serve(config, log)
         port = await self._wait_listening(proc, log, "HTTP API")
         return Mailgate(proc, port, key, log)
 

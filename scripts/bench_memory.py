@@ -60,6 +60,8 @@ class BenchLike(Protocol):
 
     async def start_sink(self) -> Any: ...
 
+    async def spawn_serve(self, config: Path, log: Path) -> Any: ...
+
     async def stop_sink(self, sink: Any) -> None: ...
 
 
@@ -301,11 +303,7 @@ async def run_memory(
         )
         key = out.stdout.strip().splitlines()[-1]
     log = workdir / "mailgate.log"
-    with open(log, "wb") as fh:
-        proc = await bench.children.spawn(
-            sys.executable, "-m", "mailgate.cli", "serve", "--config", str(config),
-            stdin=asyncio.subprocess.DEVNULL, stdout=fh, stderr=fh,
-        )  # fmt: skip
+    proc = await bench.spawn_serve(config, log)
     x: dict[str, Any] = {"http": http}
     try:
         await _connectable(smtp_port, proc, log)

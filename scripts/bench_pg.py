@@ -86,18 +86,7 @@ class ScaleBench(Bench):
         config = workdir / "relay.toml"
         config.write_text(toml)
         log = workdir / "mailgate.log"
-        with open(log, "wb") as fh:
-            proc = await self.children.spawn(
-                sys.executable,
-                "-m",
-                "mailgate.cli",
-                "serve",
-                "--config",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=fh,
-                stderr=fh,
-            )
+        proc = await self.spawn_serve(config, log)
         port = await self._wait_listening(proc, log)
         return Mailgate(proc, port, workdir / "data" / "mailgate.db", log)
 

@@ -1127,6 +1127,15 @@ class ChildrenBench:
     def _log(self, msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
+    async def spawn_serve(self, config: Path, log: Path) -> asyncio.subprocess.Process:
+        """``mailgate serve --config config``, its output into the file ``log`` (a file,
+        not a pipe: a full pipe would stall mailgate)."""
+        with open(log, "wb") as fh:
+            return await self.children.spawn(
+                sys.executable, "-m", "mailgate.cli", "serve", "--config", str(config),
+                stdin=asyncio.subprocess.DEVNULL, stdout=fh, stderr=fh,
+            )  # fmt: skip
+
     # ---- servers
 
     async def start_sink(self, *, track: bool = False, blackhole: bool = False) -> Sink:
@@ -1217,18 +1226,7 @@ class Bench(ChildrenBench):
             )
         )
         log = workdir / "mailgate.log"
-        with open(log, "wb") as fh:  # a file, not a pipe: a full pipe would stall mailgate
-            proc = await self.children.spawn(
-                sys.executable,
-                "-m",
-                "mailgate.cli",
-                "serve",
-                "--config",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=fh,
-                stderr=fh,
-            )
+        proc = await self.spawn_serve(config, log)
         if quiet:
             port = await self._wait_connectable(proc, log, listen_port)
         else:
