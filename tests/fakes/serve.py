@@ -95,6 +95,11 @@ path = "{path}"
 """
 
 
+def capture_config(data_dir: Path) -> str:
+    """config_text with the maildir capture provider "capture" under ``data_dir``."""
+    return config_text(data_dir, maildir_provider("capture", data_dir / "maildir"))
+
+
 def write_config(tmp_path: Path, upstream_port: int, *, server: str = "", extra: str = "") -> Path:
     """A relay.toml in ``tmp_path`` (see config_text): one smtp provider "up" on the fake
     upstream, fast retries."""

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from tests.conftest import RelayRunner
-from tests.integration.test_cli import CONFIG
 
+from fakes.serve import capture_config
 from mailgate.cli import main
 
 
@@ -226,7 +226,7 @@ def test_queue_bounce_command(tmp_path: Path, stuck: RelayRunner) -> None:
     qid = submit(stuck, "app@example.com", ["a@dest.test"])
     stuck.wait_status(qid, lambda s: set(s.values()) == {"deferred"})
     cfg = tmp_path / "cli.toml"
-    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    cfg.write_text(capture_config(tmp_path / "data"))
     runner = CliRunner()
     result = runner.invoke(main, ["queue", "bounce", "--config", str(cfg)])
     assert result.exit_code == 2

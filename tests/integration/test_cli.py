@@ -11,18 +11,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from fakes.serve import config_text, maildir_provider
+from fakes.serve import capture_config
 from mailgate.cli import main
-
-
-def _config_text(tmp_path: Path) -> str:
-    data = tmp_path / "data"
-    return config_text(data, maildir_provider("capture", data / "maildir"))
 
 
 def config(tmp_path: Path) -> str:
     path = tmp_path / "relay.toml"
-    path.write_text(_config_text(tmp_path))
+    path.write_text(capture_config(tmp_path / "data"))
     return str(path)
 
 
@@ -87,7 +82,7 @@ def test_queue_list_and_show(tmp_path: Path, relay_factory) -> None:  # type: ig
     relay.wait_status(qid, lambda s: set(s.values()) == {"sent"})
     # The CLI reads the same database while the relay runs.
     cfg = tmp_path / "cli.toml"
-    cfg.write_text(_config_text(tmp_path))
+    cfg.write_text(capture_config(tmp_path / "data"))
     runner = CliRunner()
     listed = runner.invoke(main, ["queue", "list", "--config", str(cfg)])
     assert listed.exit_code == 0, listed.output
@@ -120,7 +115,7 @@ def test_relay_toml_example_is_valid(tmp_path: Path, tls_files) -> None:  # type
 def test_send_command_queues_through_accept(tmp_path: Path, relay_factory) -> None:  # type: ignore[no-untyped-def]
     relay = relay_factory()
     cfg = tmp_path / "cli.toml"
-    cfg.write_text(_config_text(tmp_path))
+    cfg.write_text(capture_config(tmp_path / "data"))
     attachment = tmp_path / "report.txt"
     attachment.write_text("numbers")
     runner = CliRunner()
@@ -197,7 +192,7 @@ def test_queue_retry_hold_release_delete(tmp_path: Path, relay_factory) -> None:
     qid = relay.call(relay.store.list_messages(limit=1))[0]["id"]
     relay.wait_status(qid, lambda s: set(s.values()) == {"deferred"})
     cfg = tmp_path / "cli.toml"
-    cfg.write_text(_config_text(tmp_path))
+    cfg.write_text(capture_config(tmp_path / "data"))
     runner = CliRunner()
 
     def cli(*args: str) -> str:

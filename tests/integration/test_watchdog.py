@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.integration.test_cli import CONFIG
 
+from fakes.serve import capture_config
 from mailgate import app
 
 
@@ -31,7 +31,7 @@ def _receive(sock: socket.socket, until: float) -> list[str]:
 
 def test_serve_sends_ready_and_watchdog_pings(tmp_path: Path) -> None:
     cfg = tmp_path / "relay.toml"
-    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    cfg.write_text(capture_config(tmp_path / "data"))
     address = str(tmp_path / "notify")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(address)

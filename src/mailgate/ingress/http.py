@@ -326,6 +326,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         http_analyze,
         http_jobs,
         http_messages,
+        http_send,
         http_templates,
         http_webhooks,
     )
@@ -375,6 +376,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     ]
     for path, handler, methods in (
         *http_analyze.routes(ctx),
+        *http_send.routes(ctx),
         *http_messages.routes(ctx),
         *http_templates.routes(ctx),
         *http_jobs.routes(ctx),

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from mailgate.ingress.http import ApiContext, json_response, parse_model
 from mailgate.ingress.http_admin_models import QUEUE_ACTIONS, QueueSelection
-from mailgate.ingress.http_messages import Route, _int_param, iso
+from mailgate.ingress.http_params import Route, int_param, iso
 from mailgate.ingress.http_validation import ApiError, invalid
 from mailgate.models import DeliveryStatus
 from mailgate.store import QueueFilter
@@ -100,8 +100,8 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def queue_list(request: Request) -> Response:
         await admin(request)
         q = request.query_params
-        limit = _int_param(request, "limit", 100, 1, MAX_LIST)
-        offset = _int_param(request, "offset", 0, 0, 10**9)
+        limit = int_param(request, "limit", 100, 1, MAX_LIST)
+        offset = int_param(request, "offset", 0, 0, 10**9)
         ids = [i.strip() for i in q.get("ids", "").split(",") if i.strip()]
         selection = QueueFilter(
             message_ids=ids,

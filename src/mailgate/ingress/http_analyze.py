@@ -19,8 +19,9 @@ from mailgate.analysis.dns_checks import DnsChecker, dkim_issue
 from mailgate.analysis.report import report
 from mailgate.exceptions import PolicyRefused
 from mailgate.ingress.http import ApiContext, json_response, parse_model
-from mailgate.ingress.http_messages import Route, prepare_native
 from mailgate.ingress.http_models import SendRequest
+from mailgate.ingress.http_params import Route
+from mailgate.ingress.http_send import prepare_native
 from mailgate.ingress.http_validation import ApiError, invalid
 
 log = logging.getLogger(__name__)

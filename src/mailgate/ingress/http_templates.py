@@ -11,8 +11,8 @@ from starlette.responses import Response
 from mailgate.exceptions import DuplicateEntry
 from mailgate.ids import new_id
 from mailgate.ingress.http import ApiContext, json_response, parse_model
-from mailgate.ingress.http_messages import Route, _int_param, iso, limit_param
 from mailgate.ingress.http_models import TemplateIn, TemplateUpdate
+from mailgate.ingress.http_params import Route, int_param, iso, limit_param
 from mailgate.ingress.http_validation import ApiError, invalid, parse_mailbox
 from mailgate.rendering import TemplateProblem, check_syntax
 from mailgate.store import TemplateRecord
@@ -102,7 +102,7 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def list_(request: Request) -> Response:
         await ctx.credential(request)
         limit = limit_param(request, 100, 1000)
-        offset = _int_param(request, "offset", 0, 0, 10**9)
+        offset = int_param(request, "offset", 0, 0, 10**9)
         records = await store.templates.all(limit=limit, offset=offset)
         return json_response({"data": [_out(t) for t in records]})
 

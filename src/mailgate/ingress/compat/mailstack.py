@@ -26,7 +26,7 @@ from mailgate.ingress.compat.common import (
     template_or_none,
 )
 from mailgate.ingress.http import ApiContext, json_response
-from mailgate.ingress.http_messages import iso
+from mailgate.ingress.http_params import iso
 from mailgate.ingress.http_validation import ApiError, Prepared
 from mailgate.models import Accepted, Credential
 

@@ -1,0 +1,296 @@
+"""``POST /v1/messages/send`` and ``/v1/messages/batch``: MailingAPI's sends.
+
+Both validate and build with http_validation.prepare_send and commit through the one
+accept path; a batch is a job (mailgate.jobs) committed in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mailgate.exceptions import PolicyRefused
+from mailgate.ingress.http import ApiContext, json_response, parse_model
+from mailgate.ingress.http_idempotency import IdempotentAnswerFactory, idempotent
+from mailgate.ingress.http_models import BatchMessage, BatchRequest, SendRequest
+from mailgate.ingress.http_params import Route, iso
+from mailgate.ingress.http_validation import ApiError, Prepared, invalid, prepare_send
+from mailgate.jobs import accept_job
+from mailgate.logs import fields, recipient_domain
+from mailgate.models import Accepted, Credential
+from mailgate.store import IdempotentAnswer, TemplateRecord
+from mailgate.text import storable
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+
+# One request of a batch: the parsed message, or why it is refused, and its variables.
+_Item = tuple[SendRequest | None, ApiError | None, dict[str, Any] | None]
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    return [
+        ("/v1/messages/send", functools.partial(send, ctx), ["POST"]),
+        ("/v1/messages/batch", functools.partial(batch, ctx), ["POST"]),
+    ]
+
+
+async def active_template(
+    ctx: ApiContext, template_id: str | None, field: str
+) -> TemplateRecord | None:
+    """The template a request names (None if it names none); 422 if missing or inactive."""
+    if template_id is None:
+        return None
+    record = await ctx.store.templates.get(template_id)
+    if record is None or not record.active:
+        raise invalid("invalid_template", f"{field}: template not found or inactive", field)
+    return record
+
+
+async def prepare_native(
+    ctx: ApiContext, request: Request, cred: Credential, req: SendRequest
+) -> Prepared:
+    """A native send request validated and built, as send (and analyze) see it."""
+    return prepare_send(
+        req,
+        settings=ctx.settings,
+        credential=cred,
+        client_address=request.client.host if request.client else "",
+        template=await active_template(ctx, req.template_id, "template_id"),
+        template_data=req.template_data,
+        now=ctx.clock(),
+    )
+
+
+def _sent_body(prep: Prepared, acc: Accepted) -> dict[str, Any]:
+    data = {
+        "id": acc.id,
+        "message_id": acc.message_id,
+        "from": prep.sender,
+        "to": prep.to_repr,
+        "subject": prep.subject,
+        "status": "scheduled" if acc.scheduled else "queued",
+        "tags": prep.tags,
+        "metadata": prep.metadata,
+        "created_at": iso(acc.created_at),
+    }
+    if acc.scheduled and prep.submission.scheduled_at is not None:
+        data["scheduled_at"] = iso(prep.submission.scheduled_at)
+    if acc.suppressed:
+        data["suppressed"] = list(acc.suppressed)  # left out: on the suppression list
+    return data
+
+
+# ------------------------------------------------------------------------------- send
+
+
+async def send(ctx: ApiContext, request: Request) -> Response:
+    cred = await ctx.credential(request, need="send")
+    obj = await ctx.read_json(request)
+
+    async def run(factory: IdempotentAnswerFactory | None) -> Response:
+        req = parse_model(SendRequest, obj)
+        prep = await prepare_native(ctx, request, cred, req)
+
+        def answer(results: list[Accepted | PolicyRefused]) -> IdempotentAnswer | None:
+            if factory is None or not isinstance(results[0], Accepted):
+                return None
+            return factory(202, {"data": _sent_body(prep, results[0])})
+
+        (result,) = await ctx.acceptor.accept_many([prep.submission], answer=answer)
+        if isinstance(result, PolicyRefused):
+            raise ApiError.refused(result)
+        log.info(
+            "queued %s via HTTP key=%s rcpts=%d",
+            result.id,
+            cred.name,
+            len(result.recipients),
+            extra=fields(
+                event="queued",
+                message_id=result.id,
+                source="http",
+                recipient_domains=sorted({recipient_domain(r) for r in result.recipients}),
+                recipients=len(result.recipients),
+                key=cred.name,
+            ),
+        )
+        return json_response({"data": _sent_body(prep, result)}, 202)
+
+    return await idempotent(ctx, request, cred, obj, run)
+
+
+# ------------------------------------------------------------------------------ batch
+
+
+async def batch(ctx: ApiContext, request: Request) -> Response:
+    cred = await ctx.credential(request, need="send")
+    obj = await ctx.read_json(request)
+
+    async def run(factory: IdempotentAnswerFactory | None) -> Response:
+        base, items = _batch_items(obj)
+        templates = await _templates_of(ctx, items)
+        client = request.client.host if request.client else ""
+        now = ctx.clock()
+        # Validating and building up to 1000 messages is CPU work: in a thread, the
+        # event loop keeps serving SMTP sessions and other requests meanwhile.
+        prepared = await asyncio.to_thread(_prepare_all, ctx, cred, client, now, items, templates)
+        body: dict[str, Any] = {}
+
+        def answer(
+            job_id: str | None, results: list[Accepted | PolicyRefused]
+        ) -> IdempotentAnswer | None:
+            body.update(_batch_answer(prepared, results))
+            body["data"]["job_id"] = job_id
+            return factory(202, body) if factory is not None else None
+
+        # Every batch is a job (mailgate.jobs): created with its messages, or none.
+        job_id, _ = await accept_job(
+            ctx.acceptor,
+            [p.submission for p in prepared if isinstance(p, Prepared)],
+            key_id=cred.id,
+            source="http",
+            campaign_id=base.campaign_id or "",
+            answer=answer,
+        )
+        log.info(
+            "batch via HTTP key=%s job=%s total=%d queued=%d",
+            cred.name,
+            job_id,
+            body["data"]["total"],
+            body["data"]["queued"],
+        )
+        return json_response(body, 202)
+
+    return await idempotent(ctx, request, cred, obj, run)
+
+
+def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
+    """The batch's shared fields and its messages, each parsed or refused on its own:
+    either ``recipient_variables`` (one message per recipient) or ``messages``."""
+    if not isinstance(obj, dict):
+        raise invalid("invalid_request", "the body must be a JSON object", None)
+    items = obj.get("messages")
+    base = parse_model(BatchRequest, {k: v for k, v in obj.items() if k != "messages"})
+    if base.campaign_id and base.campaign_id != storable(base.campaign_id):
+        raise invalid("invalid_parameter", "campaign_id: control characters", "campaign_id")
+    if (items is None) == (base.recipient_variables is None):
+        raise invalid(
+            "invalid_request",
+            "give either recipient_variables or messages (not both)",
+            "messages",
+        )
+    out: list[_Item] = []
+    if base.recipient_variables is not None:
+        entries = list(base.recipient_variables.items())
+        if len(entries) > MAX_BATCH:
+            raise invalid(
+                "too_many_messages", f"at most {MAX_BATCH} recipients", "recipient_variables"
+            )
+        shared = base.model_dump(
+            by_alias=True, exclude_none=True, exclude={"recipient_variables", "campaign_id"}
+        )
+        for address, variables in entries:
+            try:
+                out.append((parse_model(SendRequest, {**shared, "to": address}), None, variables))
+            except ApiError as exc:
+                out.append((None, exc, None))
+        return base, out
+    if not isinstance(items, list):
+        raise invalid("invalid_request", "messages: must be a list", "messages")
+    if len(items) > MAX_BATCH:
+        raise invalid("too_many_messages", f"at most {MAX_BATCH} messages", "messages")
+    for i, item in enumerate(items):
+        try:
+            req = parse_model(BatchMessage, item, prefix=f"messages[{i}].")
+            out.append((req, None, req.template_data))
+        except ApiError as exc:
+            out.append((None, exc, None))
+    return base, out
+
+
+async def _templates_of(
+    ctx: ApiContext, items: list[_Item]
+) -> dict[str, TemplateRecord | ApiError | None]:
+    """The templates the messages name, looked up once per batch (I/O); a missing one
+    fails only the messages that use it."""
+    templates: dict[str, TemplateRecord | ApiError | None] = {}
+    for req, _error, _variables in items:
+        if req is not None and req.template_id and req.template_id not in templates:
+            try:
+                templates[req.template_id] = await active_template(
+                    ctx, req.template_id, "template_id"
+                )
+            except ApiError as exc:
+                templates[req.template_id] = exc
+    return templates
+
+
+def _prepare_all(
+    ctx: ApiContext,
+    cred: Credential,
+    client: str,
+    now: float,
+    items: list[_Item],
+    templates: dict[str, TemplateRecord | ApiError | None],
+) -> list[Prepared | ApiError]:
+    out: list[Prepared | ApiError] = []
+    for req, error, variables in items:
+        if req is None:
+            assert error is not None
+            out.append(error)
+            continue
+        template = templates.get(req.template_id) if req.template_id else None
+        if isinstance(template, ApiError):
+            out.append(template)
+            continue
+        try:
+            out.append(
+                prepare_send(
+                    req,
+                    settings=ctx.settings,
+                    credential=cred,
+                    client_address=client,
+                    template=template,
+                    template_data=variables,
+                    now=now,
+                )
+            )
+        except ApiError as exc:
+            out.append(exc)
+    return out
+
+
+def _batch_answer(
+    prepared: list[Prepared | ApiError], results: list[Accepted | PolicyRefused]
+) -> dict[str, Any]:
+    """The batch's answer: each message queued (its id) or rejected (the error), in order."""
+    it = iter(results)
+    out: list[dict[str, Any]] = []
+    for index, p in enumerate(prepared):
+        if isinstance(p, ApiError):
+            out.append({"index": index, "status": "rejected", "error": p.body()["error"]})
+            continue
+        r = next(it)
+        if isinstance(r, PolicyRefused):
+            err = ApiError.refused(r)
+            out.append(
+                {
+                    "index": index,
+                    "status": "rejected",
+                    "to": p.to_repr,
+                    "error": err.body()["error"],
+                }
+            )
+        else:
+            status = "scheduled" if r.scheduled else "queued"
+            out.append({"index": index, "status": status, "id": r.id, "to": p.to_repr})
+    queued = sum(1 for o in out if o["status"] != "rejected")
+    return {
+        "data": {"total": len(out), "queued": queued, "errors": len(out) - queued, "messages": out}
+    }
