@@ -36,9 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
-from mailgate.delivery.signing import SigningProcesses
 from mailgate.exceptions import ConfigError
-from mailgate.workers import WorkerUnavailable
+from mailgate.workers import WorkerPool, WorkerUnavailable
 
 if TYPE_CHECKING:
     from mailgate.config import Settings
@@ -85,6 +84,7 @@ _WIDTH = 78  # fold the DKIM-Signature header at RFC 5322's recommended line len
 _SIG_NAME = b"DKIM-Signature"
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+KeySpec = tuple[str, str, str]  # domain, selector, key file: what a signing process loads
 
 
 class DkimKeyError(ConfigError):
@@ -394,7 +394,9 @@ class DkimSigner:
         no delivery waits for them to import)."""
         if not self._keys or processes < 1:
             return
-        keys = [(k.domain, k.selector, str(k.path)) for ks in self._keys.values() for k in ks]
+        keys: list[KeySpec] = [
+            (k.domain, k.selector, str(k.path)) for ks in self._keys.values() for k in ks
+        ]
         workers = SigningProcesses(keys, processes)
         await workers.start()
         self._processes = workers
@@ -404,6 +406,20 @@ class DkimSigner:
         if self._processes is not None:
             workers, self._processes = self._processes, None
             await workers.close()
+
+
+class SigningProcesses(WorkerPool):
+    """DKIM signing in child processes (:mod:`mailgate.workers`) running
+    ``mailgate.delivery.signing``: dkimpy's header canonicalization is Python, so in threads
+    it holds the GIL the event loop needs."""
+
+    def __init__(self, keys: list[KeySpec], processes: int) -> None:
+        super().__init__("mailgate.delivery.signing", keys, processes, what="DKIM signing process")
+
+    async def sign(self, raw: bytes, envelope_sender: str) -> bytes:
+        """The DKIM-Signature header(s) for ``raw``, from the least busy process."""
+        header: bytes = await self.call((raw, envelope_sender))
+        return header
 
 
 def generate_key(kind: Literal["rsa", "ed25519"], bits: int = 2048) -> tuple[bytes, str]:
