@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,27 @@ AUTH = SmtpReply(535, "5.7.8", "bad credentials")
 
 class Scripted:
     """A transport answering each recipient from a script (one reply for all recipients,
-    or per recipient), noting who it was asked to deliver to."""
+    or per recipient), noting who it was asked to deliver to and with what options."""
+
+    direct = False
 
     def __init__(self, name: str, *answers: tuple[Outcome, SmtpReply, str]) -> None:
         self.name = name
         self.answers = list(answers)
         self.calls: list[list[str]] = []
+        self.options: list[dict[str, Any]] = []
 
     async def deliver(
-        self, sender: str, recipients: Sequence[str], data: bytes, **_: Any
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        *,
+        gate: Callable[[], bool] | None = None,
+        tls_policy: str | None = None,
     ) -> list[AttemptResult]:
         self.calls.append(list(recipients))
+        self.options.append({"gate": gate, "tls_policy": tls_policy})
         outcome, reply, stage = self.answers.pop(0) if self.answers else (Outcome.SENT, OK, "data")
         return [AttemptResult(outcome, reply, self.name, stage) for _ in recipients]
 
