@@ -182,7 +182,7 @@ def test_failover_goes_through_every_priority_in_order(tmp_path: Path) -> None:
 def test_breaker_gate_and_tls_policy_reach_the_transport(tmp_path: Path) -> None:
     s = settings(
         tmp_path,
-        [{"name": "a"}, {"name": "m", "kind": "mx"}],
+        [{"name": "a", "priority": 10}, {"name": "m", "kind": "mx", "priority": 20}],
         routes=[
             {"recipient_domains": ["*.corp.test"], "providers": ["m"], "tls_policy": "require"}
         ],
