@@ -24,12 +24,12 @@ from mailgate.models import (
 NOW = 1_800_000_000.0
 
 
-def settings(concurrency: int = 10, claim_batch: int = 10) -> Settings:
+def settings(concurrency: int = 10, claim_batch: int = 10, lease: str = "60s") -> Settings:
     return Settings.model_validate(
         {
             "domains": [{"name": "example.com"}],
             "providers": [{"name": "c", "kind": "maildir", "path": "/nonexistent"}],
-            "delivery": {"concurrency": concurrency, "claim_batch": claim_batch, "lease": "60s"},
+            "delivery": {"concurrency": concurrency, "claim_batch": claim_batch, "lease": lease},
             "retry": {"min_backoff": "60s", "jitter": 0},
         }
     )
@@ -61,7 +61,7 @@ class FakeStore:
         self.records: list[dict[str, Any]] = []
         self.due_reads = 0
         self.released: list[str] = []
-        self.fail_record = 0  # how many record calls raise StoreUnavailable
+        self.refuse: set[str] = set()  # ids of messages whose record raises StoreUnavailable
 
     async def claim(self, owner: str, now: float, limit: int, until: float) -> list[QueuedMessage]:
         self.claims.append((owner, now, limit, until))
@@ -71,8 +71,7 @@ class FakeStore:
     async def record(
         self, owner: str, now: float, updates: list[DeliveryUpdate], **kw: Any
     ) -> None:
-        if self.fail_record:
-            self.fail_record -= 1
+        if updates and updates[0].message_id in self.refuse:
             raise StoreUnavailable("database is locked")
         self.records.append({"owner": owner, "now": now, "updates": updates, **kw})
 
@@ -175,9 +174,11 @@ def test_an_attempt_that_dies_is_recorded_as_deferred_by_the_relay() -> None:
 def test_a_record_the_store_refuses_is_left_to_the_lease_and_the_loop_goes_on() -> None:
     async def main() -> None:
         store = FakeStore([message(1)])
-        store.fail_record = 1
+        store.refuse.add("m1")
         recorded: list[AttemptRecord] = []
-        s = loop(store, FakeAttempts(), on_recorded=recorded.append)
+        # A lease too short to wait for the store within it: the result is left to it.
+        cfg = settings(lease="1s")
+        s = loop(store, FakeAttempts(), on_recorded=recorded.append, settings=cfg)
         s.start()
         await until(lambda: store.claims and not store.due)
         store.due.append(message(2))
