@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, update
 
 from mailgate.models import NewMessage
+from mailgate.store.enqueue import enqueue_ops
 from mailgate.store.reads import QueueReads
-from mailgate.store.rows import enqueue_ops, event_row
+from mailgate.store.rows import event_row
 from mailgate.store.schema import events, messages
 from mailgate.store.statements import (
     INSERT_EVENT,

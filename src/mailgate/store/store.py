@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from mailgate.store.requeue import Requeued
 
 from mailgate.store import transactions as txn
+from mailgate.store.enqueue import enqueue_ops
 from mailgate.store.operator import AdminReads, Bounced, DsnBuilder, bounce
-from mailgate.store.rows import enqueue_ops, event_row
+from mailgate.store.rows import event_row
 from mailgate.store.statements import (
     SQLITE_BULK,
     IdempotentAnswer,
