@@ -25,7 +25,7 @@ from mailgate.models import (
     QueuedMessage,
     Suppression,
 )
-from mailgate.store.jobs import (
+from mailgate.store.job_actions import (
     hold_released,
     park_claimed,
 )
