@@ -26,6 +26,7 @@ from mailgate.ids import new_id  # noqa: E402
 from mailgate.models import NewMessage  # noqa: E402
 from mailgate.store import Store  # noqa: E402
 from mailgate.store import transactions as txn  # noqa: E402
+from mailgate.store.enqueue import enqueue_ops  # noqa: E402
 
 FILL_BATCH = 10_000
 BODY = b"Subject: claim bench\r\n\r\n" + b"x" * 280 + b"\r\n"
@@ -47,7 +48,7 @@ def _ops(count: int, at: float) -> list[Any]:
         NewMessage(new_id(), at, "b@example.com", ("r@dest.test",), BODY) for _ in range(count)
     ]
     # Messages and deliveries only: the 'queued' events play no part in a claim.
-    return [op for op in Store._enqueue_ops(batch) if op[0] != "insert_event"]
+    return [op for op in enqueue_ops(batch) if op[0] != "insert_event"]
 
 
 async def fill(store: Store, depth: int) -> float:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mailgate.ids import new_id
 from mailgate.store import NewJob, NewMessage, Store
-from mailgate.store.jobs import CONVERT_CHUNK, _convert, _set_state
+from mailgate.store.job_actions import CONVERT_CHUNK, convert_chunk, set_state
 
 
 def pg_async(url: str) -> str:
@@ -85,14 +85,14 @@ async def bench(url: str, label: str, args: argparse.Namespace) -> None:
         )
         for action in ("pause", "resume", "pause", "stop"):
             t = time.perf_counter()
-            outcome = await store.writer.run(_set_state, job_id, action, time.time())
+            outcome = await store.writer.run(set_state, job_id, action, time.time())
             state_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             touched: list[str] = []
             first_ms = 0.0
             while True:
                 changed = await store.writer.run(
-                    _convert, job_id, action, time.time(), CONVERT_CHUNK
+                    convert_chunk, job_id, action, time.time(), CONVERT_CHUNK
                 )
                 first_ms = first_ms or (time.perf_counter() - t) * 1000
                 if changed is None:

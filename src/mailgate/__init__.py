@@ -3,7 +3,6 @@
 from mailgate.exceptions import (
     ConfigError,
     MailgateError,
-    PermanentFailure,
     PolicyRefused,
     StoreUnavailable,
     TemporaryFailure,
@@ -14,7 +13,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "MailgateError",
-    "PermanentFailure",
     "PolicyRefused",
     "StoreUnavailable",
     "TemporaryFailure",

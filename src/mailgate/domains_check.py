@@ -15,7 +15,7 @@ import dns.exception
 import dns.resolver
 
 from mailgate.config import Settings
-from mailgate.delivery.dkim import DkimKey, dns_record_name, dns_txt_strings
+from mailgate.delivery.dkim_keys import DkimKey, dns_record_name, dns_txt_strings
 from mailgate.routing.resolver import parse_nameserver
 
 

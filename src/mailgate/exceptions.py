@@ -1,8 +1,8 @@
 """The one error tree.
 
-Every error knows whether retrying may help (``temporary``) and carries the text that is
-safe to show a client apart from the internal reason, so that no ingress ever has to
-turn an exception's ``str()`` into a reply.
+Every error carries the text that is safe to show a client (``public_message``) apart
+from the internal reason, so that no ingress ever has to turn an exception's ``str()``
+into a reply.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from mailgate.models import SmtpReply
 class MailgateError(Exception):
     """Base of all mailgate errors."""
 
-    temporary: bool = True
     public_message: str = "internal error"
 
     def __init__(self, reason: str = "", *, public_message: str | None = None) -> None:
@@ -27,13 +26,9 @@ class MailgateError(Exception):
 class ConfigError(MailgateError):
     """relay.toml (or an override) is invalid; the message names the file and the key."""
 
-    temporary = False
-
 
 class ListenError(MailgateError):
     """A listening address cannot be bound (in use, not permitted, no such address)."""
-
-    temporary = False
 
     @classmethod
     def of(cls, what: str, address: str, exc: OSError) -> ListenError:
@@ -56,7 +51,6 @@ class PolicyRefused(MailgateError):
         super().__init__(reply.text, public_message=reply.text)
         self.retry_after = retry_after  # seconds until retrying can succeed, if known
         self.reply = reply
-        self.temporary = reply.is_temporary
         self.http_status = http_status
         self.error_code = error_code
         self.field = field
@@ -65,25 +59,15 @@ class PolicyRefused(MailgateError):
 class DuplicateEntry(MailgateError):
     """A unique key (idempotency key, name) is already taken."""
 
-    temporary = False
-
 
 class TemporaryFailure(MailgateError):
     """Something failed that may work later (the client or the queue should retry)."""
-
-    temporary = True
 
 
 class StoreUnavailable(TemporaryFailure):
     """The queue could not commit; the client keeps the message and retries."""
 
     public_message = "queue temporarily unavailable, try again later"
-
-
-class PermanentFailure(MailgateError):
-    """Something failed that retrying cannot fix."""
-
-    temporary = False
 
 
 class InsufficientStorage(StoreUnavailable):

@@ -78,7 +78,6 @@ class Trimmer:
         self._pause = pause
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
-        self.trims = 0
 
     def note(self, size: int) -> None:
         """A request, message or answer of ``size`` bytes was handled or freed."""
@@ -95,7 +94,6 @@ class Trimmer:
         with self._lock:
             self._timer = None
         trim_now()
-        self.trims += 1
 
 
 TRIMMER = Trimmer()  # this process's

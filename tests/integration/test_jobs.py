@@ -19,7 +19,7 @@ from mailgate.cli import main
 from mailgate.ids import new_id
 from mailgate.models import DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewJob, NewMessage, Store
-from mailgate.store.jobs import _set_state
+from mailgate.store.job_actions import set_state
 from mailgate.store.schema import deliveries
 
 HELD = {"delivery": {"enabled": False}}
@@ -292,7 +292,7 @@ def test_store_pause_resume_stop_and_in_flight_results(db_url: str, monkeypatch)
             # transactions): a claim parks them rather than handing them out.
             other = new_id()
             await store.enqueue(_job_messages(other, 1), job=NewJob(other, "", "x", "", 2, now))
-            assert await store.writer.run(_set_state, other, "pause", now) == "ok"
+            assert await store.writer.run(set_state, other, "pause", now) == "ok"
             assert await store.claim("n1", now + 1, 10, now + 60) == []
             assert await _statuses(store, other) == {"held": 2}
 
@@ -361,7 +361,7 @@ def test_job_actions_spare_deliveries_in_flight_and_leave_events(db_url: str) ->
             assert held == ["scheduled", "scheduled", "held", "held"]
 
             # A resume whose node died after the job's state committed: finished later.
-            assert await store.writer.run(_set_state, job_id, "resume", now + 30) == "ok"
+            assert await store.writer.run(set_state, job_id, "resume", now + 30) == "ok"
             assert (await store.jobs.progress(job_id)).status == "processing"  # type: ignore[union-attr]
             assert await _statuses(store, job_id) == {"sent": 2, "held": 2}
             assert await store.jobs.finish_interrupted(now + 31) == 1

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from conftest import build_settings
 from fakes.dns import DnsServer
-from mailgate.analysis import checks
+from mailgate.analysis import (
+    attachment_checks,
+    bulk_checks,
+    issues,
+    link_checks,
+    message_checks,
+)
 from mailgate.analysis.checks import run_checks
 from mailgate.analysis.dns_checks import DnsChecker, dkim_issue
 from mailgate.analysis.draft import AttachmentFacts, Draft, from_mime
@@ -45,7 +51,7 @@ def test_a_clean_message_has_no_issue() -> None:
 
 
 def test_missing_text() -> None:
-    (issue,) = checks.missing_text(draft(text=""))
+    (issue,) = message_checks.missing_text(draft(text=""))
     assert (issue.type, issue.subtype, issue.severity, issue.penalty) == (
         "content",
         "missing_text",
@@ -53,39 +59,41 @@ def test_missing_text() -> None:
         5,
     )
     assert issue.detail == "No plain text version"
-    assert checks.missing_text(draft()) == []
-    assert checks.missing_text(draft(html="", text="only text")) == []
+    assert message_checks.missing_text(draft()) == []
+    assert message_checks.missing_text(draft(html="", text="only text")) == []
 
 
 def test_subject_long_and_all_caps() -> None:
-    assert [i.subtype for i in checks.subject(draft(subject="x" * 79))] == ["subject_too_long"]
-    assert checks.subject(draft(subject="x" * 78)) == []
-    caps = checks.subject(draft(subject="YOUR ORDER HAS SHIPPED"))
+    assert [i.subtype for i in message_checks.subject(draft(subject="x" * 79))] == [
+        "subject_too_long"
+    ]
+    assert message_checks.subject(draft(subject="x" * 78)) == []
+    caps = message_checks.subject(draft(subject="YOUR ORDER HAS SHIPPED"))
     assert [(i.subtype, i.severity) for i in caps] == [("subject_all_caps", "medium")]
-    assert checks.subject(draft(subject="Your ORDER 1234")) == []
-    assert checks.subject(draft(subject="OK 123")) == []  # too few letters to shout
+    assert message_checks.subject(draft(subject="Your ORDER 1234")) == []
+    assert message_checks.subject(draft(subject="OK 123")) == []  # too few letters to shout
 
 
 def test_spam_phrases() -> None:
     body = draft(text="Act now! This is a limited time offer, 100% free. Click here.")
-    (issue,) = checks.spam_phrases(body)
+    (issue,) = message_checks.spam_phrases(body)
     assert issue.severity == "medium" and '"act now"' in issue.detail
     assert '"limited time offer"' in issue.detail and '"100% free"' in issue.detail
-    (subject,) = checks.spam_phrases(draft(subject="You have won!!!"))
+    (subject,) = message_checks.spam_phrases(draft(subject="You have won!!!"))
     assert subject.severity == "medium" and "runs of !" in subject.detail
-    (mild,) = checks.spam_phrases(draft(text="It is urgent, sorry."))
+    (mild,) = message_checks.spam_phrases(draft(text="It is urgent, sorry."))
     assert mild.severity == "low"
-    assert checks.spam_phrases(draft(text="Our winnerships are urgently needed")) == []
+    assert message_checks.spam_phrases(draft(text="Our winnerships are urgently needed")) == []
 
 
 def test_image_to_text_ratio() -> None:
     imgs = "".join(f"<img src='https://example.com/{i}.png'>" for i in range(3))
-    (issue,) = checks.image_ratio(draft(html=f"<p>Sale</p>{imgs}"))
+    (issue,) = message_checks.image_ratio(draft(html=f"<p>Sale</p>{imgs}"))
     assert (issue.subtype, issue.severity) == ("image_text_ratio", "high")
-    medium = checks.image_ratio(draft(html=f"<p>{'word ' * 30}</p>{imgs}"))
+    medium = message_checks.image_ratio(draft(html=f"<p>{'word ' * 30}</p>{imgs}"))
     assert [i.severity for i in medium] == ["medium"]
-    assert checks.image_ratio(draft(html=f"<p>{'word ' * 200}</p>{imgs}")) == []
-    assert checks.image_ratio(draft()) == []
+    assert message_checks.image_ratio(draft(html=f"<p>{'word ' * 200}</p>{imgs}")) == []
+    assert message_checks.image_ratio(draft()) == []
 
 
 def test_link_domains_other_than_from() -> None:
@@ -93,66 +101,68 @@ def test_link_domains_other_than_from() -> None:
         "<a href='https://www.example.com/a'>own</a><a href='https://evil.test/x'>x</a>"
         "<a href='mailto:a@b.test'>m</a><a href='#top'>top</a>"
     )
-    (issue,) = checks.link_domains(draft(html=html))
+    (issue,) = link_checks.link_domains(draft(html=html))
     assert (issue.subtype, issue.severity) == ("link_domain_mismatch", "low")
     assert "evil.test" in issue.detail and "example.com" in issue.detail
     many = "".join(f"<a href='https://site{i}.test/'>l</a>" for i in range(4))
-    assert [i.severity for i in checks.link_domains(draft(html=many))] == ["medium"]
-    (ip,) = checks.link_domains(draft(html="<a href='http://192.0.2.7/login'>x</a>"))
+    assert [i.severity for i in link_checks.link_domains(draft(html=many))] == ["medium"]
+    (ip,) = link_checks.link_domains(draft(html="<a href='http://192.0.2.7/login'>x</a>"))
     assert ip.subtype == "ip_address_link"
-    assert checks.link_domains(draft(html="<a href='https://news.example.com/x'>y</a>")) == []
+    assert link_checks.link_domains(draft(html="<a href='https://news.example.com/x'>y</a>")) == []
     uk = draft(
         sender="a@shop.example.co.uk", html="<a href='https://www.example.co.uk/'>y</a>", text=""
     )
-    assert checks.link_domains(uk) == []
+    assert link_checks.link_domains(uk) == []
 
 
 def test_url_shorteners() -> None:
-    (issue,) = checks.url_shorteners(draft(text="See https://bit.ly/3abc and http://t.co/x"))
+    (issue,) = link_checks.url_shorteners(draft(text="See https://bit.ly/3abc and http://t.co/x"))
     assert (issue.subtype, issue.severity) == ("url_shortener", "high")
     assert issue.detail.endswith("bit.ly, t.co")
-    assert checks.url_shorteners(draft(html="<a href='https://bitly.example.com/'>x</a>")) == []
+    assert (
+        link_checks.url_shorteners(draft(html="<a href='https://bitly.example.com/'>x</a>")) == []
+    )
 
 
 def test_no_unsubscribe_on_bulk_mail() -> None:
-    (tagged,) = checks.unsubscribe(draft(tags=["Newsletter"]))
+    (tagged,) = bulk_checks.unsubscribe(draft(tags=["Newsletter"]))
     assert (tagged.subtype, tagged.severity) == ("missing_unsubscribe", "high")
-    many = checks.unsubscribe(draft(recipients=checks.BULK_RECIPIENTS))
+    many = bulk_checks.unsubscribe(draft(recipients=bulk_checks.BULK_RECIPIENTS))
     assert [i.subtype for i in many] == ["missing_unsubscribe"]
-    listed = checks.unsubscribe(draft(headers={"precedence": "bulk"}))
+    listed = bulk_checks.unsubscribe(draft(headers={"precedence": "bulk"}))
     assert [i.subtype for i in listed] == ["missing_unsubscribe"]
-    link = checks.unsubscribe(draft(tags=["marketing"], text="Unsubscribe: https://x"))
+    link = bulk_checks.unsubscribe(draft(tags=["marketing"], text="Unsubscribe: https://x"))
     assert [i.severity for i in link] == ["medium"]
     header = {"list-unsubscribe": "<https://example.com/u/1>"}
-    assert checks.unsubscribe(draft(tags=["newsletter"], headers=header)) == []
-    assert checks.unsubscribe(draft(tags=["transactional"], recipients=3)) == []
+    assert bulk_checks.unsubscribe(draft(tags=["newsletter"], headers=header)) == []
+    assert bulk_checks.unsubscribe(draft(tags=["transactional"], recipients=3)) == []
 
 
 def test_gmail_clipping() -> None:
-    big = "<p>" + "a" * (checks.GMAIL_CLIP_BYTES + 1) + "</p>"
-    (issue,) = checks.gmail_clipping(draft(html=big))
+    big = "<p>" + "a" * (message_checks.GMAIL_CLIP_BYTES + 1) + "</p>"
+    (issue,) = message_checks.gmail_clipping(draft(html=big))
     assert (issue.type, issue.subtype) == ("size", "gmail_clipping")
-    assert checks.gmail_clipping(draft(html="<p>" + "a" * 100_000 + "</p>")) == []
+    assert message_checks.gmail_clipping(draft(html="<p>" + "a" * 100_000 + "</p>")) == []
 
 
 def test_broken_html() -> None:
-    (issue,) = checks.broken_html(draft(html="<div><b>bold</div><span>open"))
+    (issue,) = message_checks.broken_html(draft(html="<div><b>bold</div><span>open"))
     assert issue.subtype == "broken_html"
     assert "<b> is not closed before </div>" in issue.detail
     assert "<span> is never closed" in issue.detail
-    (stray,) = checks.broken_html(draft(html="<p>x</p></table>"))
+    (stray,) = message_checks.broken_html(draft(html="<p>x</p></table>"))
     assert "</table> closes no open <table>" in stray.detail
     ok = "<table><tr><td>a<td>b</table><p>one<p>two<br><img src=x.png><hr/>"
-    assert checks.broken_html(draft(html=ok)) == []
+    assert message_checks.broken_html(draft(html=ok)) == []
 
 
 def test_script_and_form() -> None:
     html = "<p>x</p><script>alert(1)</script><form action='https://x'><input></form>"
-    found = {(i.subtype, i.severity) for i in checks.active_content(draft(html=html))}
+    found = {(i.subtype, i.severity) for i in message_checks.active_content(draft(html=html))}
     assert found == {("script", "high"), ("form", "medium")}
-    frame = checks.active_content(draft(html="<iframe src='https://x'></iframe>"))
+    frame = message_checks.active_content(draft(html="<iframe src='https://x'></iframe>"))
     assert [i.subtype for i in frame] == ["embedded_content"]
-    assert checks.active_content(draft()) == []
+    assert message_checks.active_content(draft()) == []
 
 
 def test_risky_attachments() -> None:
@@ -160,15 +170,17 @@ def test_risky_attachments() -> None:
         return AttachmentFacts(name, ctype, 10)
 
     for name in ("setup.exe", "a.JS", "x.scr", "run.bat", "m.vbs", "app.jar", "disk.iso"):
-        (issue,) = checks.risky_attachments(draft(attachments=[att(name)]))
+        (issue,) = attachment_checks.risky_attachments(draft(attachments=[att(name)]))
         assert (issue.subtype, issue.severity, issue.penalty) == ("risky_attachment", "high", 25)
-    (macro,) = checks.risky_attachments(draft(attachments=[att("Budget.xlsm")]))
+    (macro,) = attachment_checks.risky_attachments(draft(attachments=[att("Budget.xlsm")]))
     assert "macro" in macro.detail and macro.penalty == 20
-    (typed,) = checks.risky_attachments(draft(attachments=[att("x", "application/x-msdownload")]))
+    (typed,) = attachment_checks.risky_attachments(
+        draft(attachments=[att("x", "application/x-msdownload")])
+    )
     assert "application/x-msdownload" in typed.detail
     safe = [att("invoice.pdf", "application/pdf"), att("a.docx"), att("logo.png", "image/png")]
-    assert checks.risky_attachments(draft(attachments=safe)) == []
-    assert checks.risky_attachments(draft(attachments=[att("invoice.pdf.exe")]))
+    assert attachment_checks.risky_attachments(draft(attachments=safe)) == []
+    assert attachment_checks.risky_attachments(draft(attachments=[att("invoice.pdf.exe")]))
 
 
 def test_dkim_key_configured(tmp_path: Path) -> None:
@@ -261,7 +273,7 @@ def test_draft_from_mime_sees_parts_and_attachments() -> None:
 
 
 def test_report_scores_grades_and_counts() -> None:
-    (missing,) = checks.missing_text(draft(text=""))
+    (missing,) = message_checks.missing_text(draft(text=""))
     data = report([missing])
     assert data == {
         "score": 95,
@@ -285,9 +297,9 @@ def test_report_scores_grades_and_counts() -> None:
         ],
     }
     assert report([])["grade"] == "excellent" and report([])["score"] == 100
-    assert grade(100, [checks.Issue("a", "b", "critical", "", 0)]) == "poor"
-    assert grade(95, [checks.Issue("a", "b", "high", "", 5)]) == "fair"
-    assert grade(85, [checks.Issue("a", "b", "low", "", 15)]) == "good"
+    assert grade(100, [issues.Issue("a", "b", "critical", "", 0)]) == "poor"
+    assert grade(95, [issues.Issue("a", "b", "high", "", 5)]) == "fair"
+    assert grade(85, [issues.Issue("a", "b", "low", "", 15)]) == "good"
     assert grade(40, []) == "poor"
 
 

@@ -570,10 +570,6 @@ def test_no_file_given() -> None:
         load_settings(environ={})
 
 
-def test_config_error_is_permanent() -> None:
-    assert ConfigError.temporary is False
-
-
 def test_missing_tls_file_is_named() -> None:
     with pytest.raises(ConfigError) as exc:
         load_settings(

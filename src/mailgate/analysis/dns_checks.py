@@ -18,7 +18,8 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from mailgate.analysis.checks import Issue, organizational_domain
+from mailgate.analysis.issues import Issue
+from mailgate.analysis.link_checks import organizational_domain
 from mailgate.config import Settings
 from mailgate.domains_check import make_resolver
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mailgate.analysis.checks import SEVERITIES, Issue
+from mailgate.analysis.issues import SEVERITIES, Issue
 
 _RANK = {severity: i for i, severity in enumerate(SEVERITIES)}
 

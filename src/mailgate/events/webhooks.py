@@ -181,7 +181,6 @@ class WebhookDispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._results: list[Result] = []
         self._disable: list[tuple[str, str]] = []
-        self._flushed = asyncio.Event()
         self._refresh = asyncio.Event()
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []

@@ -8,7 +8,6 @@ process and is asked of it: the answer is the node's that serves the request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -24,8 +23,6 @@ from mailgate.store.operator import RATE_EVENTS, RATE_WINDOWS
 from mailgate.store.statements import PENDING
 from mailgate.units import parse_duration
 from mailgate.workers import WorkerUnavailable
-
-ProviderStatus = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 MAX_LIST = 1000
 STATUSES = tuple(s.value for s in DeliveryStatus)

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mailgate.analysis import draft as drafts
-from mailgate.analysis.checks import Issue, run_checks
+from mailgate.analysis.checks import run_checks
 from mailgate.analysis.dns_checks import DnsChecker, dkim_issue
+from mailgate.analysis.issues import Issue
 from mailgate.analysis.report import report
 from mailgate.exceptions import PolicyRefused
 from mailgate.ingress.http import ApiContext, json_response, parse_model

@@ -105,7 +105,7 @@ class Router:
     def is_direct(self, provider: str) -> bool:
         """Does acceptance by this provider mean "delivered" (an MX) rather than "sent"?"""
         p = self.providers.get(provider)
-        return p is not None and getattr(p.transport, "direct", False)
+        return p is not None and p.transport.direct
 
     def route_for(self, recipient: str, sender: str) -> int | None:
         """Index of the first [[routes]] entry that matches, or None for the default."""
@@ -178,14 +178,10 @@ class Router:
             await self._pace(candidate)
             batch = [recipients[i] for i in pending]
             breaker = candidate.breaker
-            if isinstance(candidate.transport, MxTransport):
-                got = await candidate.transport.deliver(sender, batch, data, tls_policy=tls_policy)
-            elif isinstance(candidate.transport, SmtpTransport) and breaker is not None:
-                got = await candidate.transport.deliver(
-                    sender, batch, data, gate=lambda b=breaker: not b.blocks()
-                )
-            else:
-                got = await candidate.transport.deliver(sender, batch, data)
+            gate = None if breaker is None else (lambda b=breaker: not b.blocks())
+            got = await candidate.transport.deliver(
+                sender, batch, data, gate=gate, tls_policy=tls_policy
+            )
             if got and all(r.stage == SKIPPED for r in got):
                 continue  # never tried: not a failure of the provider, nothing to record
             self.health.record(candidate.settings.name, got)

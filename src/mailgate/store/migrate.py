@@ -38,8 +38,6 @@ _PG_LOCK = 0x6D61696C  # "mail"
 class SchemaMismatch(MailgateError):
     """The database's revision is one this mailgate cannot (or may not) run against."""
 
-    temporary = False
-
 
 @dataclass(frozen=True, slots=True)
 class SchemaStatus:

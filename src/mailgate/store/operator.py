@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, update
 
 from mailgate.models import NewMessage
+from mailgate.store.enqueue import enqueue_ops
 from mailgate.store.reads import QueueReads
 from mailgate.store.rows import event_row
 from mailgate.store.schema import events, messages
@@ -107,11 +108,9 @@ def bounce(
     dsns = build(bounced, reason, now)
     conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in touched])
     if dsns:
-        from mailgate.store.store import Store  # its enqueue rows; imported late (cycle)
-
         dialect = conn.dialect.name
         bulk = SQLITE_BULK if dialect == "sqlite" else None
-        execute_batch(conn, [Work(ops=Store._enqueue_ops(dsns))], write_statements(dialect), bulk)
+        execute_batch(conn, [Work(ops=enqueue_ops(dsns))], write_statements(dialect), bulk)
     return Bounced(len(rows), len(touched), [m.id for m in dsns])
 
 

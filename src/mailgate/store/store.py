@@ -10,7 +10,6 @@ Keys, templates, suppressions and jobs have modules of their own beside these.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,6 @@ from mailgate.models import (
     QueuedMessage,
     Suppression,
 )
-from mailgate.store.big_rows import message_row_body
 from mailgate.store.engine import create_engine
 from mailgate.store.jobs import (
     JobStore,
@@ -47,6 +45,7 @@ if TYPE_CHECKING:
     from mailgate.store.requeue import Requeued
 
 from mailgate.store import transactions as txn
+from mailgate.store.enqueue import enqueue_ops
 from mailgate.store.operator import AdminReads, Bounced, DsnBuilder, bounce
 from mailgate.store.rows import event_row
 from mailgate.store.statements import (
@@ -128,7 +127,7 @@ class Store(AdminReads):
         no longer fits.
         """
         ops = job_ops(job) if job is not None else []
-        ops += self._enqueue_ops(batch)
+        ops += enqueue_ops(batch)
         if answer is not None:
             ops.append(
                 (
@@ -151,63 +150,6 @@ class Store(AdminReads):
         used = await self.writer.run(take_and_enqueue, quota, ops)
         if used is not None:
             raise QuotaRace(used)
-
-    @staticmethod
-    def _enqueue_ops(batch: Sequence[NewMessage]) -> list[Op]:
-        msg_rows: list[dict[str, Any]] = []
-        dlv_rows: list[dict[str, Any]] = []
-        evt_rows: list[dict[str, Any]] = []
-        for m in batch:
-            status = "queued" if m.scheduled_at is None else "scheduled"
-            due = m.created_at if m.scheduled_at is None else m.scheduled_at
-            msg_rows.append(
-                {
-                    "id": m.id,
-                    "created_at": m.created_at,
-                    "sender": m.sender,
-                    "subject": m.subject,
-                    "message_id_header": m.message_id_header,
-                    "source": m.source,
-                    "credential": m.credential,
-                    "client_address": m.client_address,
-                    "size": m.size,
-                    **message_row_body(m.head, m.raw),
-                    "key_id": m.key_id,
-                    "status": status,
-                    "display_to": json.dumps(list(m.display_to or m.recipients)),
-                    # SMTP mail has none of these: skip json.dumps for the empty values.
-                    "tags": json.dumps(list(m.tags)) if m.tags else "[]",
-                    "metadata": json.dumps(m.metadata) if m.metadata else "{}",
-                    "tracking": json.dumps(m.tracking) if m.tracking else "{}",
-                    "scheduled_at": m.scheduled_at,
-                    "job_id": m.job_id,
-                    "provider": m.provider,
-                    "attempt_once": int(m.attempt_once),
-                }
-            )
-            for idx, rcpt in enumerate(m.recipients):
-                dlv_rows.append(
-                    {
-                        "message_id": m.id,
-                        "rcpt_idx": idx,
-                        "recipient": rcpt,
-                        "status": status,
-                        "lane": 0,
-                        "attempts": 0,
-                        "next_attempt_at": due,
-                        "lease_owner": None,
-                        "provider": "",
-                        "last_response": "",
-                        "updated_at": m.created_at,
-                        "job_id": m.job_id,
-                    }
-                )
-                evt_rows.append(event_row(m.id, idx, rcpt, status, m.created_at))
-        return [
-            ("insert_message", msg_rows),
-            ("insert_delivery", dlv_rows),
-            ("insert_event", evt_rows),
-        ]
 
     async def claim(
         self, owner: str, now: float, limit: int, lease_until: float
@@ -286,7 +228,7 @@ class Store(AdminReads):
         if upd_rows:
             # DSNs first: their events share the events statement, which runs at its first
             # position in the job (after their messages are inserted).
-            ops: list[Op] = self._enqueue_ops(dsns) if dsns else []
+            ops: list[Op] = enqueue_ops(dsns) if dsns else []
             ops += [
                 ("update_result", upd_rows),
                 ("insert_event", evt_rows),

@@ -12,8 +12,6 @@ from mailgate.store.schema import suppressions
 if TYPE_CHECKING:
     from mailgate.store.store import Store
 
-REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
-
 
 def insert_ignoring_duplicates(dialect: str) -> Any:
     """INSERT that keeps the first suppression of an address (its original reason)."""

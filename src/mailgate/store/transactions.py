@@ -6,7 +6,8 @@ since writer.py may run them in its own process; each uses only the connection g
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -24,17 +25,12 @@ from mailgate.models import (
     QueuedMessage,
     Suppression,
 )
-from mailgate.store.jobs import (
+from mailgate.store.job_actions import (
     hold_released,
     park_claimed,
 )
-from mailgate.store.schema import idempotency, messages
-from mailgate.store.suppressions import row as suppression_row
-
-if TYPE_CHECKING:
-    pass
-
 from mailgate.store.rows import event_row
+from mailgate.store.schema import idempotency, messages
 from mailgate.store.statements import (
     CLAIM_DUE_JSON,
     CLAIM_SKIP_LOCKED,
@@ -47,18 +43,28 @@ from mailgate.store.statements import (
     d,
     write_statements,
 )
+from mailgate.store.suppressions import row as suppression_row
 
-# Transactions the writer runs: module-level with plain arguments, since writer.py may run
-# them in its own process. Each builds its statements and uses only the connection given.
+T = TypeVar("T")
+
+FRESH, RETRY = 0, 1  # the lanes: mail not tried yet, and retries (deferred, requeued)
+
+
+def by_lanes(limit: int, take: Callable[[int, int], list[T]]) -> list[T]:
+    """Up to ``limit`` items from ``take(lane, n)``: retries first get up to a quarter,
+    fresh mail the rest, then retries whatever fresh mail left. A backlog of retries
+    cannot hold up new mail, and new mail cannot starve the retries."""
+    got = take(RETRY, max(1, limit // 4))
+    got += take(FRESH, limit - len(got))
+    if len(got) < limit:
+        got += take(RETRY, limit - len(got))
+    return got
 
 
 def claim(
     conn: Connection, owner: str, now: float, limit: int, until: float
 ) -> list[QueuedMessage]:
-    got = claim_lane(conn, 1, owner, now, max(1, limit // 4), until)
-    got += claim_lane(conn, 0, owner, now, limit - len(got), until)
-    if len(got) < limit:
-        got += claim_lane(conn, 1, owner, now, limit - len(got), until)
+    got = by_lanes(limit, lambda lane, n: claim_lane(conn, lane, owner, now, n, until))
     by_message: dict[str, list[ClaimedDelivery]] = {}
     for c in got:
         by_message.setdefault(c.message_id, []).append(c)

@@ -10,7 +10,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import count
 from pathlib import Path
 
@@ -20,6 +20,8 @@ _counter = count()
 
 
 class MaildirTransport:
+    direct = False  # a file for a person or a test to read: "sent", not "delivered"
+
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
@@ -59,8 +61,16 @@ class MaildirTransport:
         return names
 
     async def deliver(
-        self, sender: str, recipients: Sequence[str], data: bytes
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        *,
+        gate: Callable[[], bool] | None = None,
+        tls_policy: str | None = None,
     ) -> list[AttemptResult]:
+        """Write one file per recipient. ``gate`` is not asked (there is no connection to
+        wait for, so no time for the breaker to open) and there is no TLS."""
         try:
             names = await asyncio.to_thread(self._write, sender, recipients, data)
         except OSError as exc:

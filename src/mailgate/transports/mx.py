@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mailgate.config import ProviderSettings
 from mailgate.delivery.classify import classify
@@ -57,8 +57,12 @@ class MxTransport:
         recipients: Sequence[str],
         data: bytes,
         *,
+        gate: Callable[[], bool] | None = None,
         tls_policy: str | None = None,
     ) -> list[AttemptResult]:
+        """Per recipient domain, with ``tls_policy`` (the route's) or the provider's own.
+        ``gate`` is not asked: an MX route has no circuit breaker (one domain's servers
+        failing says nothing about the next domain's)."""
         by_domain: dict[str, list[int]] = {}
         for i, rcpt in enumerate(recipients):
             by_domain.setdefault(rcpt.rpartition("@")[2].lower(), []).append(i)

@@ -99,9 +99,11 @@ class SmtpTransport:
         data: bytes,
         *,
         gate: Callable[[], bool] | None = None,
+        tls_policy: str | None = None,
     ) -> list[AttemptResult]:
         """``gate`` is asked again once a connection slot is free: a delivery that waited
-        while the provider's breaker opened gives up at once instead of timing out."""
+        while the provider's breaker opened gives up at once instead of timing out.
+        ``tls_policy`` is not used: the provider's own TLS settings say how to reach it."""
         async with self._sem:
             if gate is not None and not gate():
                 reply = SmtpReply(451, "4.4.1", f"{self.name} skipped: circuit breaker open")
