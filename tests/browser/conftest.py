@@ -34,10 +34,19 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[RelayRunner]:
-    """Mail to defer.test goes to the fake upstream (which defers it); the rest is captured."""
+    """Mail to defer.test goes to the fake upstream (which defers it); the rest is captured.
+    example.com's mail is DKIM-signed (selector ui1)."""
+    from mailgate.delivery.dkim import generate_key
+
     tmp = tmp_path_factory.mktemp("ui")
+    pem, _txt = generate_key("ed25519")
+    (tmp / "dkim.pem").write_bytes(pem)
     settings = build_settings(
         tmp,
+        domains=[
+            {"name": "example.com", "dkim_selector": "ui1", "dkim_key": str(tmp / "dkim.pem")},
+            {"name": "example.org"},
+        ],
         providers=[
             {"name": "capture", "kind": "maildir", "path": str(tmp / "maildir"), "priority": 1},
             {

@@ -33,6 +33,11 @@ def send(relay: RelayRunner, to: str, subject: str, html: str = "", image: bool 
         client.send_message(msg, "app@example.com", [to])
 
 
+def find(driver: Any, css: str, timeout: float = 10.0) -> Any:
+    """The element once it is there (a click's page load may still be under way)."""
+    return wait(lambda: driver.find_element(By.CSS_SELECTOR, css), timeout, css)
+
+
 def text(driver: Any) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
@@ -52,7 +57,7 @@ def keys(relay: RelayRunner) -> dict[str, str]:
 
 def test_a_send_key_cannot_log_in(browser: Any, relay: RelayRunner, keys: dict[str, str]) -> None:
     login(browser, relay, keys["send"])
-    assert "cannot open the dashboard" in browser.find_element(By.ID, "login-error").text
+    assert "cannot open the dashboard" in find(browser, "#login-error").text
     assert browser.get_cookie("mailgate_ui") is None
     shot(browser, "login-refused")
 
@@ -89,6 +94,8 @@ def test_message_detail_shows_the_attempts_reply(browser: Any, relay: RelayRunne
     )
     assert reply.startswith("250 2.0.0 saved as")
     assert "capture" in browser.find_element(By.CSS_SELECTOR, ".attempts").text
+    assert browser.find_element(By.CSS_SELECTOR, ".attempts td.duration").text.endswith(" ms")
+    assert "d=example.com s=ui1" in browser.find_element(By.ID, "dkim").text
     assert "queued" in browser.find_element(By.CSS_SELECTOR, ".timeline").text
     shot(browser, "message")
 
@@ -104,10 +111,24 @@ def test_retry_a_deferred_message(browser: Any, relay: RelayRunner) -> None:
     browser.find_element(By.LINK_TEXT, "Deferred one").click()
     assert DEFERRED_REPLY in browser.find_element(By.CSS_SELECTOR, ".attempts").text
     browser.find_element(By.ID, "action-retry").click()
-    notice = browser.find_element(By.CSS_SELECTOR, ".notice").text
+    notice = find(browser, ".notice").text
     assert notice.startswith("retry: 1 recipient(s) changed"), notice
     assert "retry by an operator" in browser.find_element(By.CSS_SELECTOR, ".timeline").text
     shot(browser, "message-retried")
+    # The retried attempt is recorded (deferred again) before the bounce: not in flight.
+    wait(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, ".attempts tbody tr")) >= 2
+            or browser.refresh()
+        ),
+        timeout=15,
+        what="the retried attempt",
+    )
+    browser.find_element(By.ID, "bounce-reason").send_keys("cancelled by support")
+    browser.find_element(By.ID, "action-bounce").click()
+    notice = find(browser, ".notice").text
+    assert notice.startswith("bounce: 1 recipient(s) changed, 1 DSN(s) queued"), notice
+    assert "550 5.0.0 cancelled by support" in text(browser)
 
 
 def test_captured_html_with_an_inline_image(browser: Any, relay: RelayRunner) -> None:
@@ -150,13 +171,11 @@ def test_add_and_remove_a_suppression(browser: Any, relay: RelayRunner) -> None:
     browser.find_element(By.ID, "add-address").send_keys("Blocked@Example.net")
     browser.find_element(By.ID, "add-note").send_keys("asked by support")
     browser.find_element(By.CSS_SELECTOR, "form[action='/ui/suppressions/add'] button").click()
-    assert (
-        "blocked@example.net is suppressed" in browser.find_element(By.CSS_SELECTOR, ".notice").text
-    )
+    assert "blocked@example.net is suppressed" in find(browser, ".notice").text
     assert relay.call(relay.store.suppressions.get("blocked@example.net")) is not None
     shot(browser, "suppressions")
     browser.find_element(By.CSS_SELECTOR, "button[aria-label='Remove blocked@example.net']").click()
-    assert "removed" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+    assert "removed" in find(browser, ".notice").text
     assert relay.call(relay.store.suppressions.get("blocked@example.net")) is None
 
 

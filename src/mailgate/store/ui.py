@@ -110,6 +110,15 @@ async def message_raw(store: Store, message_id: str) -> bytes | None:
     return bytes(rows[0][0])
 
 
+async def message_signature(store: Store, message_id: str) -> bytes | None:
+    """The DKIM-Signature field(s) kept for a message's retries (None when none is kept:
+    not signed, or every delivery ended at the first attempt)."""
+    rows = await store._read(select(messages.c.dkim).where(messages.c.id == message_id))
+    if not rows or rows[0][0] is None:
+        return None
+    return bytes(rows[0][0])
+
+
 async def events_per_minute(store: Store, now: float, minutes: int) -> dict[str, list[int]]:
     """Per CHART_EVENTS name, the count in each of the last ``minutes`` whole minutes
     (oldest first, the current minute last): one range scan of ix_events_at."""
