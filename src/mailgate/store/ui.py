@@ -53,6 +53,7 @@ class MessageQuery:
     subject: str = ""  # a substring
     status: str = ""
     tag: str = ""
+    job: str = ""  # a job id, exactly
     since: float | None = None
     until: float | None = None
     # Keyset: only messages older than this (created_at, id), i.e. the next page.
@@ -85,6 +86,8 @@ async def search_messages(store: Store, q: MessageQuery, limit: int) -> list[dic
     if q.tag:
         # tags is a JSON list of strings: match the quoted element.
         cond.append(m.tags.like(f'%"{_like_escape(q.tag)}"%', escape="\\"))
+    if q.job:
+        cond.append(m.job_id == q.job)
     if q.since is not None:
         cond.append(m.created_at >= q.since)
     if q.until is not None:

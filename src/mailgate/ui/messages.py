@@ -54,7 +54,7 @@ def _before(value: str) -> tuple[float, str] | None:
 def _query(params: Any) -> tuple[MessageQuery, dict[str, str]]:
     form = {
         k: params.get(k, "").strip()
-        for k in ("to", "from", "subject", "status", "tag", "since", "until")
+        for k in ("to", "from", "subject", "status", "tag", "job", "since", "until")
     }
     if form["status"] and form["status"] not in STATUSES:
         raise UiError(400, f"status: one of {', '.join(STATUSES)}.")
@@ -64,6 +64,7 @@ def _query(params: Any) -> tuple[MessageQuery, dict[str, str]]:
         subject=form["subject"],
         status=form["status"],
         tag=form["tag"],
+        job=form["job"],
         since=_date(form["since"], "since"),
         until=_date(form["until"], "until", end=True),
         before=_before(params.get("before", "")),
