@@ -8,9 +8,8 @@ import smtplib
 from email.message import EmailMessage
 from typing import Any
 
-import pytest
 from selenium.webdriver.common.by import By
-from tests.browser.conftest import DEFERRED_REPLY, SCREENSHOTS, shot, wait
+from tests.browser.conftest import DEFERRED_REPLY, SCREENSHOTS, find, login, shot, text, wait
 from tests.conftest import RelayRunner
 
 PNG = bytes.fromhex(
@@ -31,28 +30,6 @@ def send(relay: RelayRunner, to: str, subject: str, html: str = "", image: bool 
             msg.get_payload()[1].add_related(PNG, "image", "png", cid="<logo@test>")
     with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as client:
         client.send_message(msg, "app@example.com", [to])
-
-
-def find(driver: Any, css: str, timeout: float = 10.0) -> Any:
-    """The element once it is there (a click's page load may still be under way)."""
-    return wait(lambda: driver.find_element(By.CSS_SELECTOR, css), timeout, css)
-
-
-def text(driver: Any) -> str:
-    return str(driver.find_element(By.TAG_NAME, "body").text)
-
-
-def login(driver: Any, relay: RelayRunner, key: str) -> None:
-    driver.get(relay.http_url + "/ui/login")
-    field = driver.find_element(By.ID, "key")
-    field.clear()
-    field.send_keys(key)
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-
-
-@pytest.fixture(scope="module")
-def keys(relay: RelayRunner) -> dict[str, str]:
-    return {"admin": relay.create_key("ops", "admin"), "send": relay.create_key("app", "send")}
 
 
 def test_a_send_key_cannot_log_in(browser: Any, relay: RelayRunner, keys: dict[str, str]) -> None:

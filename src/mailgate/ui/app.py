@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mailgate.ingress.http import ApiContext
-from mailgate.ui import auth, captured, keys, messages, overview, suppressions
+from mailgate.ui import auth, captured, jobs, keys, messages, overview, suppressions
 from mailgate.ui.web import HERE, Page, UiContext, guarded, render, security_headers, signed_in
 
 PageFn = Callable[[UiContext, Request, Page], Awaitable[Response]]
@@ -67,6 +67,8 @@ def create_ui(api: ApiContext) -> Starlette:
             page(captured.captured_part),
             methods=["GET"],
         ),
+        Route("/jobs", page(jobs.job_list), methods=["GET"]),
+        Route("/jobs/{id}/action", page(jobs.job_action), methods=["POST"]),
         Route("/suppressions", page(suppressions.suppression_list), methods=["GET"]),
         Route("/suppressions/add", page(suppressions.suppression_add), methods=["POST"]),
         Route("/suppressions/remove", page(suppressions.suppression_remove), methods=["POST"]),
