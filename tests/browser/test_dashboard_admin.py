@@ -73,3 +73,57 @@ def test_jobs_progress_pause_resume_stop(
     find(browser, f"#job-{job_id} a").click()
     wait(lambda: "job=" in browser.current_url, what="the job's messages")
     assert text(browser).count("Weekly for") == 2
+
+
+def test_templates_edit_preview_and_sandbox_errors(browser: Any, relay: RelayRunner) -> None:
+    browser.get(relay.http_url + "/ui/templates")
+    assert "No templates yet" in text(browser)
+    browser.find_element(By.ID, "t-name").send_keys("welcome")
+    browser.find_element(By.ID, "t-subject").send_keys("Welcome, {{ name }}")
+    browser.find_element(By.ID, "t-text").send_keys("Hi {{ name }}, you have {{ items|length }}.")
+    browser.find_element(By.ID, "t-html").send_keys(
+        '<p id="hi" style="color: red">Hi {{ name }}</p><script>document.title="ran"</script>'
+    )
+    browser.find_element(By.CSS_SELECTOR, "form[action='/ui/templates/create'] button").click()
+    assert "Template created" in find(browser, ".notice").text
+    variables = browser.find_element(By.ID, "t-vars")
+    variables.clear()
+    variables.send_keys('{"name": "<b>Ann</b>", "items": [1, 2]}')
+    browser.find_element(By.ID, "t-preview").click()
+    assert find(browser, "#preview-subject").text == "Welcome, <b>Ann</b>"
+    assert find(browser, "#preview-text").text == "Hi <b>Ann</b>, you have 2."
+    frame = browser.find_element(By.CSS_SELECTOR, "#preview iframe")
+    browser.switch_to.frame(frame)
+    try:
+        hi = wait(lambda: browser.find_element(By.ID, "hi"), what="the html preview")
+        assert hi.text == "Hi <b>Ann</b>"  # escaped in html bodies
+        assert browser.title != "ran"  # no script ran
+    finally:
+        browser.switch_to.default_content()
+    shot(browser, "template-preview")
+    # A variable the sample does not give: the sandbox's message, not a stack trace.
+    variables = browser.find_element(By.ID, "t-vars")
+    variables.clear()
+    variables.send_keys('{"name": "Ann"}')
+    browser.find_element(By.ID, "t-preview").click()
+    error = find(browser, "#template-error").text
+    assert "text: template variable 'items' is undefined" in error, error
+    # Unbounded work is refused by the sandbox too.
+    subject = browser.find_element(By.ID, "t-subject")
+    subject.clear()
+    subject.send_keys("{{ 9 ** (9 ** 9) }}")
+    browser.find_element(By.ID, "t-preview").click()
+    assert "too large" in find(browser, "#template-error").text
+    shot(browser, "template-error")
+    # Save checks syntax as the API does.
+    subject = browser.find_element(By.ID, "t-subject")
+    subject.clear()
+    subject.send_keys("Hello {{ name")
+    browser.find_element(By.ID, "t-save").click()
+    assert "Not saved: subject: template error" in find(browser, "#template-error").text
+    subject = find(browser, "#t-subject")
+    subject.clear()
+    subject.send_keys("Hello {{ name }}")
+    browser.find_element(By.ID, "t-save").click()
+    assert "Template saved" in find(browser, ".notice").text
+    assert find(browser, "#t-subject").get_attribute("value") == "Hello {{ name }}"

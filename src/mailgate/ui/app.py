@@ -14,7 +14,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mailgate.ingress.http import ApiContext
-from mailgate.ui import auth, captured, jobs, keys, messages, overview, suppressions
+from mailgate.ui import (
+    auth,
+    captured,
+    jobs,
+    keys,
+    mail_templates,
+    messages,
+    overview,
+    suppressions,
+)
 from mailgate.ui.web import HERE, Page, UiContext, guarded, render, security_headers, signed_in
 
 PageFn = Callable[[UiContext, Request, Page], Awaitable[Response]]
@@ -69,6 +78,10 @@ def create_ui(api: ApiContext) -> Starlette:
         ),
         Route("/jobs", page(jobs.job_list), methods=["GET"]),
         Route("/jobs/{id}/action", page(jobs.job_action), methods=["POST"]),
+        Route("/templates", page(mail_templates.template_list), methods=["GET"]),
+        Route("/templates/create", page(mail_templates.template_create), methods=["POST"]),
+        Route("/templates/{id}", page(mail_templates.template_detail), methods=["GET"]),
+        Route("/templates/{id}", page(mail_templates.template_save), methods=["POST"]),
         Route("/suppressions", page(suppressions.suppression_list), methods=["GET"]),
         Route("/suppressions/add", page(suppressions.suppression_add), methods=["POST"]),
         Route("/suppressions/remove", page(suppressions.suppression_remove), methods=["POST"]),
