@@ -5,6 +5,7 @@ test_dashboard.py."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -127,3 +128,54 @@ def test_templates_edit_preview_and_sandbox_errors(browser: Any, relay: RelayRun
     browser.find_element(By.ID, "t-save").click()
     assert "Template saved" in find(browser, ".notice").text
     assert find(browser, "#t-subject").get_attribute("value") == "Hello {{ name }}"
+
+
+def test_webhooks_failed_deliveries_and_replay(browser: Any, relay: RelayRunner) -> None:
+    import sqlalchemy as sa
+
+    from mailgate.store.schema import webhook_deliveries as wd
+
+    browser.get(relay.http_url + "/ui/webhooks")
+    assert "No webhook endpoints" in text(browser)
+    now = time.time()
+    endpoint = {
+        "id": "wh_ui_test",
+        "url": "http://127.0.0.1:9/hook",
+        "events": ["message.complained"],
+        "secret": "whsec_test",
+        "description": "the shop",
+        "source": "api",
+        "created_at": now,
+        "updated_at": now,
+    }
+    relay.call(relay.store.webhooks.create(endpoint))
+    url = sa.engine.make_url(relay.settings.database_url)
+    engine = sa.create_engine(url.set(drivername=url.get_backend_name()))  # sync driver
+    with engine.begin() as conn:
+        ids = [
+            conn.execute(
+                sa.insert(wd)
+                .values(
+                    endpoint_id="wh_ui_test",
+                    status="failed",
+                    attempts=8,
+                    last_status=500,
+                    last_error="server error",
+                    created_at=now - 60 * i,
+                )
+                .returning(wd.c.id)
+            ).scalar_one()
+            for i in range(3)
+        ]
+    browser.get(relay.http_url + "/ui/webhooks")
+    box = find(browser, "#endpoint-wh_ui_test")
+    assert "the shop" in box.text and box.text.count("HTTP 500 server error") == 3
+    shot(browser, "webhooks")
+    box.find_element(By.CSS_SELECTOR, f"button[aria-label='Replay msg_{ids[0]}']").click()
+    assert find(browser, ".notice").text.startswith("1 failed deliveries")
+    with engine.begin() as conn:
+        statuses = dict(conn.execute(sa.select(wd.c.id, wd.c.status)).all())
+    assert statuses[ids[0]] == "pending" and statuses[ids[1]] == "failed"
+    find(browser, "#endpoint-wh_ui_test form.inline button").click()  # the last 24 h
+    assert find(browser, ".notice").text.startswith("2 failed deliveries")
+    engine.dispose()

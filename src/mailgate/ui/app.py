@@ -23,6 +23,7 @@ from mailgate.ui import (
     messages,
     overview,
     suppressions,
+    webhooks,
 )
 from mailgate.ui.web import HERE, Page, UiContext, guarded, render, security_headers, signed_in
 
@@ -82,6 +83,8 @@ def create_ui(api: ApiContext) -> Starlette:
         Route("/templates/create", page(mail_templates.template_create), methods=["POST"]),
         Route("/templates/{id}", page(mail_templates.template_detail), methods=["GET"]),
         Route("/templates/{id}", page(mail_templates.template_save), methods=["POST"]),
+        Route("/webhooks", page(webhooks.webhook_list), methods=["GET"]),
+        Route("/webhooks/{id}/replay", page(webhooks.webhook_replay), methods=["POST"]),
         Route("/suppressions", page(suppressions.suppression_list), methods=["GET"]),
         Route("/suppressions/add", page(suppressions.suppression_add), methods=["POST"]),
         Route("/suppressions/remove", page(suppressions.suppression_remove), methods=["POST"]),
