@@ -179,3 +179,33 @@ def test_webhooks_failed_deliveries_and_replay(browser: Any, relay: RelayRunner)
     find(browser, "#endpoint-wh_ui_test form.inline button").click()  # the last 24 h
     assert find(browser, ".notice").text.startswith("2 failed deliveries")
     engine.dispose()
+
+
+def test_keys_show_when_they_were_last_used(browser: Any, relay: RelayRunner) -> None:
+    browser.get(relay.http_url + "/ui/keys")
+    browser.find_element(By.ID, "k-name").send_keys("unused")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/ui/keys/create'] button").click()
+    find(browser, "#new-key")
+    rows = {
+        r.find_element(By.CSS_SELECTOR, "td").text: r.find_element(By.CSS_SELECTOR, ".last-used")
+        for r in browser.find_elements(By.CSS_SELECTOR, "table.list tbody tr")
+    }
+    assert rows["unused"].text == "never"
+    # "app" sent the jobs test's batch, "ops" logged in: both are recorded, in the
+    # background.
+    for name in ("app", "ops"):
+        when = rows[name].find_element(By.TAG_NAME, "time").get_attribute("datetime")
+        assert when.startswith(str(datetime.now(UTC).year)), when
+    shot(browser, "keys")
+
+
+def test_log_out_ends_the_session_on_the_server(browser: Any, relay: RelayRunner) -> None:
+    browser.get(relay.http_url + "/ui/jobs")
+    cookie = browser.get_cookie("mailgate_ui")["value"]
+    copied = httpx.get(relay.http_url + "/ui/jobs", cookies={"mailgate_ui": cookie})
+    assert copied.status_code == 200
+    browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    wait(lambda: "/ui/login" in browser.current_url, what="the login page")
+    # The cookie's copy no longer opens a page: the server ended the session.
+    copied = httpx.get(relay.http_url + "/ui/jobs", cookies={"mailgate_ui": cookie})
+    assert copied.status_code == 303 and "/ui/login" in copied.headers["location"]

@@ -8,10 +8,17 @@ import base64
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Integer, cast, func, or_, select
+from sqlalchemy import Connection, Integer, cast, delete, func, or_, select
 
 from mailgate.models import Suppression
-from mailgate.store.schema import deliveries, events, messages, settings, suppressions
+from mailgate.store.schema import (
+    deliveries,
+    events,
+    messages,
+    settings,
+    suppressions,
+    ui_sessions_ended,
+)
 from mailgate.store.tracking import _insert_ignoring
 
 if TYPE_CHECKING:
@@ -42,6 +49,30 @@ async def session_key(store: Store, candidate: bytes) -> bytes:
         _ensure_setting, SESSION_KEY, base64.b64encode(candidate).decode("ascii")
     )
     return base64.b64decode(value)
+
+
+def _end_session(conn: Connection, nonce: str, expires_at: float, now: float) -> None:
+    ended = ui_sessions_ended.c
+    conn.execute(delete(ui_sessions_ended).where(ended.expires_at < now))  # no use any more
+    conn.execute(
+        _insert_ignoring(conn, ui_sessions_ended, ["nonce"]).values(
+            nonce=nonce, expires_at=expires_at
+        )
+    )
+
+
+async def end_session(store: Store, nonce: str, expires_at: float, now: float) -> None:
+    """A logout: the session (its nonce) is refused from now on, on every node, even if
+    its signed cookie was copied; kept until it would have expired anyway."""
+    await store.writer.run(_end_session, nonce, expires_at, now)
+
+
+async def session_ended(store: Store, nonce: str) -> bool:
+    """Whether a session was ended by a logout (one primary-key read per page)."""
+    rows = await store._read(
+        select(ui_sessions_ended.c.nonce).where(ui_sessions_ended.c.nonce == nonce)
+    )
+    return bool(rows)
 
 
 @dataclass(frozen=True, slots=True)
