@@ -101,6 +101,7 @@ def test_templates_edit_preview_and_sandbox_errors(browser: Any, relay: RelayRun
         assert browser.title != "ran"  # no script ran
     finally:
         browser.switch_to.default_content()
+    browser.execute_script("document.getElementById('t-vars').scrollIntoView()")
     shot(browser, "template-preview")
     # A variable the sample does not give: the sandbox's message, not a stack trace.
     variables = browser.find_element(By.ID, "t-vars")
@@ -115,6 +116,7 @@ def test_templates_edit_preview_and_sandbox_errors(browser: Any, relay: RelayRun
     subject.send_keys("{{ 9 ** (9 ** 9) }}")
     browser.find_element(By.ID, "t-preview").click()
     assert "too large" in find(browser, "#template-error").text
+    browser.execute_script("document.getElementById('t-vars').scrollIntoView()")
     shot(browser, "template-error")
     # Save checks syntax as the API does.
     subject = browser.find_element(By.ID, "t-subject")

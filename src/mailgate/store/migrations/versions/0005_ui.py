@@ -34,6 +34,10 @@ def upgrade() -> None:
     )
     # The dashboard's recipient search (case-insensitive, exact address).
     op.create_index("ix_deliveries_recipient", "deliveries", [sa.text("lower(recipient)")])
+    # The dashboard's sender search, newest first (exact address, case-insensitive).
+    op.create_index(
+        "ix_messages_sender", "messages", [sa.text("lower(sender)"), sa.text("created_at")]
+    )
     # The dashboard's job search, newest first: only messages that came in a job.
     op.create_index(
         "ix_messages_job",
@@ -46,6 +50,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_messages_job", table_name="messages")
+    op.drop_index("ix_messages_sender", table_name="messages")
     op.drop_index("ix_deliveries_recipient", table_name="deliveries")
     op.drop_table("ui_sessions_ended")
     with op.batch_alter_table("api_keys") as batch:
