@@ -65,7 +65,8 @@ messages = Table(
 )
 Index("ix_messages_created_at", messages.c.created_at)
 Index("ix_messages_key_created", messages.c.key_id, messages.c.created_at)
-Index("ix_messages_status", messages.c.status)
+# By status, newest first (the dashboard's status search pages by created_at).
+Index("ix_messages_status", messages.c.status, messages.c.created_at)
 # The dashboard's sender search (exact address, case-insensitive), newest first.
 Index("ix_messages_sender", func.lower(messages.c.sender), messages.c.created_at)
 # The dashboard's job search, newest first; only messages that came in a job.

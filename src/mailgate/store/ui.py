@@ -19,6 +19,7 @@ from mailgate.store.schema import (
     suppressions,
     ui_sessions_ended,
 )
+from mailgate.store.statements import PENDING
 from mailgate.store.tracking import _insert_ignoring
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ async def search_messages(store: Store, q: MessageQuery, limit: int) -> list[dic
         cond.append(m.created_at <= q.until)
     if q.before is not None:
         at, ident = q.before
+        # The plain bound lets the index start there (an OR alone walks from the newest).
+        cond.append(m.created_at <= at)
         cond.append(or_(m.created_at < at, (m.created_at == at) & (m.id < ident)))
     stmt = (
         select(*store._SUMMARY).where(*cond).order_by(m.created_at.desc(), m.id.desc()).limit(limit)
@@ -151,6 +154,38 @@ async def message_signature(store: Store, message_id: str) -> bytes | None:
     if not rows or rows[0][0] is None:
         return None
     return bytes(rows[0][0])
+
+
+async def queue_depth(store: Store) -> dict[str, int]:
+    """Deliveries still to go out, by status: a range count of ix_deliveries_status over
+    the waiting statuses only (counting every status read all 1,000,000 rows: 150 ms)."""
+    stmt = (
+        select(deliveries.c.status, func.count())
+        .where(deliveries.c.status.in_(PENDING))
+        .group_by(deliveries.c.status)
+    )
+    out = dict.fromkeys(PENDING, 0)
+    out.update({str(status): int(count) for status, count in await store._read(stmt)})
+    return out
+
+
+async def oldest_waiting(store: Store) -> float | None:
+    """When the oldest message with a delivery queued or deferred (scheduled and held
+    ones aside) came in: from the messages' derived status, one seek per status on
+    ix_messages_status (status, created_at). Store.oldest_pending_created_at reads every
+    waiting delivery instead: 1.2 s with 190,000 of them."""
+    m = messages.c
+    firsts = [
+        select(m.created_at)
+        .where(m.status == status)
+        .order_by(m.created_at)
+        .limit(1)
+        .scalar_subquery()
+        for status in ("queued", "deferred")
+    ]
+    rows = await store._read(select(*firsts))
+    found = [float(v) for v in rows[0] if v is not None] if rows else []
+    return min(found) if found else None
 
 
 async def events_per_minute(store: Store, now: float, minutes: int) -> dict[str, list[int]]:

@@ -34,6 +34,9 @@ def upgrade() -> None:
     )
     # The dashboard's recipient search (case-insensitive, exact address).
     op.create_index("ix_deliveries_recipient", "deliveries", [sa.text("lower(recipient)")])
+    # The dashboard's status search pages newest first: (status, created_at), not status.
+    op.drop_index("ix_messages_status", table_name="messages")
+    op.create_index("ix_messages_status", "messages", ["status", "created_at"])
     # The dashboard's sender search, newest first (exact address, case-insensitive).
     op.create_index(
         "ix_messages_sender", "messages", [sa.text("lower(sender)"), sa.text("created_at")]
@@ -51,6 +54,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_messages_job", table_name="messages")
     op.drop_index("ix_messages_sender", table_name="messages")
+    op.drop_index("ix_messages_status", table_name="messages")
+    op.create_index("ix_messages_status", "messages", ["status"])
     op.drop_index("ix_deliveries_recipient", table_name="deliveries")
     op.drop_table("ui_sessions_ended")
     with op.batch_alter_table("api_keys") as batch:
