@@ -132,6 +132,18 @@ def find(driver: Any, css: str, timeout: float = 10.0) -> Any:
     return wait(lambda: driver.find_element(By.CSS_SELECTOR, css), timeout, css)
 
 
+def shows(driver: Any, css: str, part: str, timeout: float = 10.0) -> str:
+    """The element's text once it contains ``part``: after a click the previous page (and
+    its notice) may still be there for a moment."""
+    return str(
+        wait(
+            lambda: (t := driver.find_element(By.CSS_SELECTOR, css).text) and part in t and t,
+            timeout,
+            f"{part!r} in {css}",
+        )
+    )
+
+
 def text(driver: Any) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 

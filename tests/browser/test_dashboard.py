@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from selenium.webdriver.common.by import By
-from tests.browser.conftest import DEFERRED_REPLY, SCREENSHOTS, find, login, shot, text, wait
+from tests.browser.conftest import DEFERRED_REPLY, SCREENSHOTS, login, shot, shows, text, wait
 from tests.conftest import RelayRunner
 
 PNG = bytes.fromhex(
@@ -34,7 +34,7 @@ def send(relay: RelayRunner, to: str, subject: str, html: str = "", image: bool 
 
 def test_a_send_key_cannot_log_in(browser: Any, relay: RelayRunner, keys: dict[str, str]) -> None:
     login(browser, relay, keys["send"])
-    assert "cannot open the dashboard" in find(browser, "#login-error").text
+    shows(browser, "#login-error", "cannot open the dashboard")
     assert browser.get_cookie("mailgate_ui") is None
     shot(browser, "login-refused")
 
@@ -88,8 +88,7 @@ def test_retry_a_deferred_message(browser: Any, relay: RelayRunner) -> None:
     browser.find_element(By.LINK_TEXT, "Deferred one").click()
     assert DEFERRED_REPLY in browser.find_element(By.CSS_SELECTOR, ".attempts").text
     browser.find_element(By.ID, "action-retry").click()
-    notice = find(browser, ".notice").text
-    assert notice.startswith("retry: 1 recipient(s) changed"), notice
+    shows(browser, ".notice", "retry: 1 recipient(s) changed")
     assert "retry by an operator" in browser.find_element(By.CSS_SELECTOR, ".timeline").text
     shot(browser, "message-retried")
     # The retried attempt is recorded (deferred again) before the bounce: not in flight.
@@ -103,8 +102,7 @@ def test_retry_a_deferred_message(browser: Any, relay: RelayRunner) -> None:
     )
     browser.find_element(By.ID, "bounce-reason").send_keys("cancelled by support")
     browser.find_element(By.ID, "action-bounce").click()
-    notice = find(browser, ".notice").text
-    assert notice.startswith("bounce: 1 recipient(s) changed, 1 DSN(s) queued"), notice
+    shows(browser, ".notice", "bounce: 1 recipient(s) changed, 1 DSN(s) queued")
     assert "550 5.0.0 cancelled by support" in text(browser)
 
 
@@ -148,11 +146,11 @@ def test_add_and_remove_a_suppression(browser: Any, relay: RelayRunner) -> None:
     browser.find_element(By.ID, "add-address").send_keys("Blocked@Example.net")
     browser.find_element(By.ID, "add-note").send_keys("asked by support")
     browser.find_element(By.CSS_SELECTOR, "form[action='/ui/suppressions/add'] button").click()
-    assert "blocked@example.net is suppressed" in find(browser, ".notice").text
+    shows(browser, ".notice", "blocked@example.net is suppressed")
     assert relay.call(relay.store.suppressions.get("blocked@example.net")) is not None
     shot(browser, "suppressions")
     browser.find_element(By.CSS_SELECTOR, "button[aria-label='Remove blocked@example.net']").click()
-    assert "removed" in find(browser, ".notice").text
+    shows(browser, ".notice", "removed")
     assert relay.call(relay.store.suppressions.get("blocked@example.net")) is None
 
 

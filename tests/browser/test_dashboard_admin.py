@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
-from tests.browser.conftest import find, login, shot, text, wait
+from tests.browser.conftest import find, login, shot, shows, text, wait
 from tests.conftest import RelayRunner
 
 
@@ -61,14 +61,14 @@ def test_jobs_progress_pause_resume_stop(
     assert "weekly-42" in row.text and "0 sent, 0 failed, 2 pending of 2" in row.text
     assert browser.find_element(By.ID, f"progress-{job_id}").get_attribute("max") == "2"
     row.find_element(By.CSS_SELECTOR, "button[aria-label='Pause job weekly-42']").click()
-    assert "paused" in find(browser, ".notice").text
-    assert "paused" in find(browser, f"#job-{job_id}").text
+    shows(browser, ".notice", "paused")
+    shows(browser, f"#job-{job_id}", "paused")
     shot(browser, "jobs")
     assert api(relay, keys["admin"], "GET", f"/v1/jobs/{job_id}")["data"]["status"] == "paused"
     find(browser, "button[aria-label='Resume job weekly-42']").click()
-    assert "resumed" in find(browser, ".notice").text
+    shows(browser, ".notice", "resumed")
     find(browser, "button[aria-label='Stop job weekly-42']").click()
-    assert "stopped" in find(browser, ".notice").text
+    shows(browser, ".notice", "stopped")
     assert api(relay, keys["admin"], "GET", f"/v1/jobs/{job_id}")["data"]["status"] == "stopped"
     # The job's messages, by the messages page's job search.
     find(browser, f"#job-{job_id} a").click()
@@ -86,7 +86,7 @@ def test_templates_edit_preview_and_sandbox_errors(browser: Any, relay: RelayRun
         '<p id="hi" style="color: red">Hi {{ name }}</p><script>document.title="ran"</script>'
     )
     browser.find_element(By.CSS_SELECTOR, "form[action='/ui/templates/create'] button").click()
-    assert "Template created" in find(browser, ".notice").text
+    shows(browser, ".notice", "Template created")
     variables = browser.find_element(By.ID, "t-vars")
     variables.clear()
     variables.send_keys('{"name": "<b>Ann</b>", "items": [1, 2]}')
@@ -108,14 +108,13 @@ def test_templates_edit_preview_and_sandbox_errors(browser: Any, relay: RelayRun
     variables.clear()
     variables.send_keys('{"name": "Ann"}')
     browser.find_element(By.ID, "t-preview").click()
-    error = find(browser, "#template-error").text
-    assert "text: template variable 'items' is undefined" in error, error
+    shows(browser, "#template-error", "text: template variable 'items' is undefined")
     # Unbounded work is refused by the sandbox too.
     subject = browser.find_element(By.ID, "t-subject")
     subject.clear()
     subject.send_keys("{{ 9 ** (9 ** 9) }}")
     browser.find_element(By.ID, "t-preview").click()
-    assert "too large" in find(browser, "#template-error").text
+    shows(browser, "#template-error", "too large")
     browser.execute_script("document.getElementById('t-vars').scrollIntoView()")
     shot(browser, "template-error")
     # Save checks syntax as the API does.
@@ -123,12 +122,12 @@ def test_templates_edit_preview_and_sandbox_errors(browser: Any, relay: RelayRun
     subject.clear()
     subject.send_keys("Hello {{ name")
     browser.find_element(By.ID, "t-save").click()
-    assert "Not saved: subject: template error" in find(browser, "#template-error").text
+    shows(browser, "#template-error", "Not saved: subject: template error")
     subject = find(browser, "#t-subject")
     subject.clear()
     subject.send_keys("Hello {{ name }}")
     browser.find_element(By.ID, "t-save").click()
-    assert "Template saved" in find(browser, ".notice").text
+    shows(browser, ".notice", "Template saved")
     assert find(browser, "#t-subject").get_attribute("value") == "Hello {{ name }}"
 
 
@@ -174,12 +173,12 @@ def test_webhooks_failed_deliveries_and_replay(browser: Any, relay: RelayRunner)
     assert "the shop" in box.text and box.text.count("HTTP 500 server error") == 3
     shot(browser, "webhooks")
     box.find_element(By.CSS_SELECTOR, f"button[aria-label='Replay msg_{ids[0]}']").click()
-    assert find(browser, ".notice").text.startswith("1 failed deliveries")
+    shows(browser, ".notice", "1 failed deliveries")
     with engine.begin() as conn:
         statuses = dict(conn.execute(sa.select(wd.c.id, wd.c.status)).all())
     assert statuses[ids[0]] == "pending" and statuses[ids[1]] == "failed"
     find(browser, "#endpoint-wh_ui_test form.inline button").click()  # the last 24 h
-    assert find(browser, ".notice").text.startswith("2 failed deliveries")
+    shows(browser, ".notice", "2 failed deliveries")
     engine.dispose()
 
 
