@@ -104,6 +104,7 @@ async def authenticate(store: Store, login: str, password: str) -> Credential | 
     matches = hmac.compare_digest(hash_key(password), expected)
     if record is None or not matches or not record.active:
         return None
+    store.keys.note_used(record.id, time.time())
     return Credential(
         kind="key",
         id=record.id,

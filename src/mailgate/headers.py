@@ -113,3 +113,25 @@ def received_header(
         f"\tby {hostname} (mailgate) with {protocol} id {queue_id};\r\n"
         f"\t{rfc5322_date(ts)}\r\n"
     ).encode("ascii")
+
+
+_DKIM_FIELD = re.compile(rb"^DKIM-Signature:(.*?)\r?\n(?![ \t])", re.IGNORECASE | re.DOTALL | re.M)
+_DKIM_TAG = re.compile(rb"(?:^|;)\s*([ds])\s*=\s*([^;\s]+)")
+
+
+def dkim_signers(data: bytes) -> str:
+    """The ``d=``/``s=`` of the DKIM-Signature fields a message starts with, e.g.
+    "d=example.com s=mg1" ("" when it starts with none): what an attempt signed with,
+    kept on its event for the dashboard (the signature itself is not kept)."""
+    out: list[str] = []
+    head = data[:16384]
+    pos = 0
+    while True:
+        m = _DKIM_FIELD.match(head, pos)
+        if m is None:
+            break
+        tags = dict(_DKIM_TAG.findall(re.sub(rb"\s+", b" ", m.group(1))))
+        d, s = tags.get(b"d", b"?"), tags.get(b"s", b"?")
+        out.append(f"d={d.decode('ascii', 'replace')} s={s.decode('ascii', 'replace')}")
+        pos = m.end()
+    return ", ".join(out)

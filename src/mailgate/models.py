@@ -229,6 +229,10 @@ class DeliveryUpdate:
     failovers: tuple[tuple[str, str], ...] = ()
     provider_message_id: str = ""  # the upstream's id for the message, when it gave one
     category: str = ""  # bounce category (events/categories.py) of a failure, else ""
+    # For the dashboard, on the attempt's event: how long the attempt took, and what it
+    # was DKIM-signed with ("d=... s=...", "" unsigned; None: not known).
+    duration_ms: float | None = None
+    dkim: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

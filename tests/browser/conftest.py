@@ -1,4 +1,4 @@
-"""One relay and one headless Chromium per module (the distribution's chromium and
+"""One relay and one headless Chromium for the browser tests (the distribution's chromium and
 chromedriver, driven by Selenium). A missing browser fails the tests, never skips them."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
 from tests.conftest import RelayRunner, build_settings
 
 from fakes.upstream import Upstream
@@ -25,19 +26,28 @@ SCREENSHOTS = Path(os.environ.get("MAILGATE_SCREENSHOTS", tempfile.gettempdir())
 DEFERRED_REPLY = "450 4.2.1 Mailbox busy, try later"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def upstream() -> Iterator[Upstream]:
     with Upstream() as up:
         up.faults.rcpt_replies = {"slow@defer.test": DEFERRED_REPLY}
         yield up
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def relay(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[RelayRunner]:
-    """Mail to defer.test goes to the fake upstream (which defers it); the rest is captured."""
+    """Mail to defer.test goes to the fake upstream (which defers it); the rest is captured.
+    example.com's mail is DKIM-signed (selector ui1)."""
+    from mailgate.delivery.dkim import generate_key
+
     tmp = tmp_path_factory.mktemp("ui")
+    pem, _txt = generate_key("ed25519")
+    (tmp / "dkim.pem").write_bytes(pem)
     settings = build_settings(
         tmp,
+        domains=[
+            {"name": "example.com", "dkim_selector": "ui1", "dkim_key": str(tmp / "dkim.pem")},
+            {"name": "example.org"},
+        ],
         providers=[
             {"name": "capture", "kind": "maildir", "path": str(tmp / "maildir"), "priority": 1},
             {
@@ -57,7 +67,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Itera
     runner.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
@@ -115,3 +125,37 @@ def shot(driver: Any, name: str) -> Path:
 
 def safe(name: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", name.lower())
+
+
+def find(driver: Any, css: str, timeout: float = 10.0) -> Any:
+    """The element once it is there (a click's page load may still be under way)."""
+    return wait(lambda: driver.find_element(By.CSS_SELECTOR, css), timeout, css)
+
+
+def shows(driver: Any, css: str, part: str, timeout: float = 10.0) -> str:
+    """The element's text once it contains ``part``: after a click the previous page (and
+    its notice) may still be there for a moment."""
+    return str(
+        wait(
+            lambda: (t := driver.find_element(By.CSS_SELECTOR, css).text) and part in t and t,
+            timeout,
+            f"{part!r} in {css}",
+        )
+    )
+
+
+def text(driver: Any) -> str:
+    return str(driver.find_element(By.TAG_NAME, "body").text)
+
+
+def login(driver: Any, relay: RelayRunner, key: str) -> None:
+    driver.get(relay.http_url + "/ui/login")
+    field = driver.find_element(By.ID, "key")
+    field.clear()
+    field.send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+
+
+@pytest.fixture(scope="session")
+def keys(relay: RelayRunner) -> dict[str, str]:
+    return {"admin": relay.create_key("ops", "admin"), "send": relay.create_key("app", "send")}

@@ -8,9 +8,8 @@ import smtplib
 from email.message import EmailMessage
 from typing import Any
 
-import pytest
 from selenium.webdriver.common.by import By
-from tests.browser.conftest import DEFERRED_REPLY, SCREENSHOTS, shot, wait
+from tests.browser.conftest import DEFERRED_REPLY, SCREENSHOTS, login, shot, shows, text, wait
 from tests.conftest import RelayRunner
 
 PNG = bytes.fromhex(
@@ -33,26 +32,9 @@ def send(relay: RelayRunner, to: str, subject: str, html: str = "", image: bool 
         client.send_message(msg, "app@example.com", [to])
 
 
-def text(driver: Any) -> str:
-    return str(driver.find_element(By.TAG_NAME, "body").text)
-
-
-def login(driver: Any, relay: RelayRunner, key: str) -> None:
-    driver.get(relay.http_url + "/ui/login")
-    field = driver.find_element(By.ID, "key")
-    field.clear()
-    field.send_keys(key)
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-
-
-@pytest.fixture(scope="module")
-def keys(relay: RelayRunner) -> dict[str, str]:
-    return {"admin": relay.create_key("ops", "admin"), "send": relay.create_key("app", "send")}
-
-
 def test_a_send_key_cannot_log_in(browser: Any, relay: RelayRunner, keys: dict[str, str]) -> None:
     login(browser, relay, keys["send"])
-    assert "cannot open the dashboard" in browser.find_element(By.ID, "login-error").text
+    shows(browser, "#login-error", "cannot open the dashboard")
     assert browser.get_cookie("mailgate_ui") is None
     shot(browser, "login-refused")
 
@@ -89,6 +71,8 @@ def test_message_detail_shows_the_attempts_reply(browser: Any, relay: RelayRunne
     )
     assert reply.startswith("250 2.0.0 saved as")
     assert "capture" in browser.find_element(By.CSS_SELECTOR, ".attempts").text
+    assert browser.find_element(By.CSS_SELECTOR, ".attempts td.duration").text.endswith(" ms")
+    assert "d=example.com s=ui1" in browser.find_element(By.ID, "dkim").text
     assert "queued" in browser.find_element(By.CSS_SELECTOR, ".timeline").text
     shot(browser, "message")
 
@@ -104,10 +88,22 @@ def test_retry_a_deferred_message(browser: Any, relay: RelayRunner) -> None:
     browser.find_element(By.LINK_TEXT, "Deferred one").click()
     assert DEFERRED_REPLY in browser.find_element(By.CSS_SELECTOR, ".attempts").text
     browser.find_element(By.ID, "action-retry").click()
-    notice = browser.find_element(By.CSS_SELECTOR, ".notice").text
-    assert notice.startswith("retry: 1 recipient(s) changed"), notice
+    shows(browser, ".notice", "retry: 1 recipient(s) changed")
     assert "retry by an operator" in browser.find_element(By.CSS_SELECTOR, ".timeline").text
     shot(browser, "message-retried")
+    # The retried attempt is recorded (deferred again) before the bounce: not in flight.
+    wait(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, ".attempts tbody tr")) >= 2
+            or browser.refresh()
+        ),
+        timeout=15,
+        what="the retried attempt",
+    )
+    browser.find_element(By.ID, "bounce-reason").send_keys("cancelled by support")
+    browser.find_element(By.ID, "action-bounce").click()
+    shows(browser, ".notice", "bounce: 1 recipient(s) changed, 1 DSN(s) queued")
+    assert "550 5.0.0 cancelled by support" in text(browser)
 
 
 def test_captured_html_with_an_inline_image(browser: Any, relay: RelayRunner) -> None:
@@ -150,13 +146,11 @@ def test_add_and_remove_a_suppression(browser: Any, relay: RelayRunner) -> None:
     browser.find_element(By.ID, "add-address").send_keys("Blocked@Example.net")
     browser.find_element(By.ID, "add-note").send_keys("asked by support")
     browser.find_element(By.CSS_SELECTOR, "form[action='/ui/suppressions/add'] button").click()
-    assert (
-        "blocked@example.net is suppressed" in browser.find_element(By.CSS_SELECTOR, ".notice").text
-    )
+    shows(browser, ".notice", "blocked@example.net is suppressed")
     assert relay.call(relay.store.suppressions.get("blocked@example.net")) is not None
     shot(browser, "suppressions")
     browser.find_element(By.CSS_SELECTOR, "button[aria-label='Remove blocked@example.net']").click()
-    assert "removed" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+    shows(browser, ".notice", "removed")
     assert relay.call(relay.store.suppressions.get("blocked@example.net")) is None
 
 

@@ -24,6 +24,7 @@ from mailgate.delivery.classify import is_hard_bounce
 from mailgate.delivery.dkim import DkimSigner
 from mailgate.delivery.outcome import AttemptRecord, local_failure, update_for
 from mailgate.events.rewrite import Options, Personalizer
+from mailgate.headers import dkim_signers
 from mailgate.logs import fields
 from mailgate.memory import TRIMMER
 from mailgate.models import (
@@ -115,6 +116,7 @@ class Deliverer:
             for dels, (results, history) in zip(groups.values(), routed, strict=True)
             for d, result, failed in zip(dels, results, history, strict=True)
         ]
+        signed = dkim_signers(data) if copies is None else ""
         updates = [
             update_for(
                 self._settings,
@@ -125,6 +127,7 @@ class Deliverer:
                 now,
                 direct=self._router.is_direct(r.provider),
                 started=started,
+                dkim=signed if copies is None else dkim_signers(copies[d.rcpt_idx]),
             )
             for d, r, failed in pairs
         ]

@@ -52,6 +52,7 @@ def update_for(
     direct: bool = False,
     may_fail: bool = True,
     started: float | None = None,
+    dkim: str | None = None,
 ) -> DeliveryUpdate:
     """The delivery's new state after result ``r`` (``direct``: accepted by the recipient's
     own MX, so "delivered" rather than "sent"; ``may_fail``: a temporary failure past
@@ -59,8 +60,10 @@ def update_for(
 
     An attempt-once message (``msg.attempt_once``) gets no retries: its client learns the
     result synchronously and can ask for a retry itself (Store.requeue). ``started``: when
-    the attempt began, for the duration in the log."""
+    the attempt began, for the duration in the log and on the event; ``dkim``: what the
+    copy sent was signed with (headers.dkim_signers), for the event."""
     attempts = d.attempts + 1
+    duration = None if started is None else round((now - started) * 1000, 1)
     nxt: float | None = None
     if r.outcome is Outcome.SENT:
         status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
@@ -93,7 +96,7 @@ def update_for(
             provider=r.provider or None,
             reply=r.reply.line(),
             attempt=attempts,
-            duration_ms=None if started is None else round((now - started) * 1000, 1),
+            duration_ms=duration,
             category=category or None,
             failed_over=[f.provider for f in failed] or None,
             next_attempt_at=nxt,
@@ -114,6 +117,8 @@ def update_for(
             upstream_message_id(r.reply.text) if r.outcome is Outcome.SENT else ""
         ),
         category=category,
+        duration_ms=duration,
+        dkim=dkim,
     )
 
 

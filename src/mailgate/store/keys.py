@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,12 @@ from mailgate.store.schema import api_keys, quota_usage
 
 if TYPE_CHECKING:
     from mailgate.store.store import Store
+
+log = logging.getLogger(__name__)
+
+# A key's last use is written at most this often per key and process: a send does not
+# wait for it, and a busy key costs one small write a minute.
+LAST_USED_EVERY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +34,7 @@ class KeyRecord:
     rate: str = ""
     default_from: str = ""  # sender of API requests that name none
     quota: str = ""  # accepted recipients per calendar period, e.g. "10000/month"
+    last_used_at: float | None = None  # to within LAST_USED_EVERY; None: never
 
     @property
     def active(self) -> bool:
@@ -47,13 +56,24 @@ _COLUMNS = (
     api_keys.c.rate,
     api_keys.c.default_from,
     api_keys.c.quota,
+    api_keys.c.last_used_at,
 )
 
 
 def _record(row: tuple) -> KeyRecord:  # type: ignore[type-arg]
     domains = tuple(x for x in (row[4] or "").split(",") if x)
     return KeyRecord(
-        row[0], row[1], row[2], row[3], domains, row[5], row[6], row[7] or "", row[8], row[9]
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        domains,
+        row[5],
+        row[6],
+        row[7] or "",
+        row[8],
+        row[9],
+        row[10],
     )
 
 
@@ -91,9 +111,40 @@ def _revoke(conn: Connection, name_or_id: str, now: float) -> bool:
     return conn.execute(stmt).rowcount > 0
 
 
+def _touch(conn: Connection, key_id: str, now: float) -> None:
+    conn.execute(
+        update(api_keys)
+        .where(
+            api_keys.c.id == key_id,
+            or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < now),
+        )
+        .values(last_used_at=now)
+    )
+
+
 class KeyStore:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._noted: dict[str, float] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def note_used(self, key_id: str, now: float) -> None:
+        """Record that the key authenticated, in the background: at most once per
+        LAST_USED_EVERY per key, never awaited by the caller (a send or a login)."""
+        if now - self._noted.get(key_id, float("-inf")) < LAST_USED_EVERY:
+            return
+        if len(self._noted) > 100_000:
+            self._noted.clear()
+        self._noted[key_id] = now
+        task = asyncio.get_running_loop().create_task(self._write_used(key_id, now))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_used(self, key_id: str, now: float) -> None:
+        try:
+            await self._store.writer.run(_touch, key_id, now, durable=False)
+        except Exception as exc:  # a lost "last used" is not worth failing anything for
+            log.debug("could not record the last use of key %s: %s", key_id, exc)
 
     async def add(self, record: KeyRecord) -> None:
         await self._store.writer.run(_add, record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -29,3 +30,14 @@ def event_row(
         "category": category,
         "data": data,
     }
+
+
+def attempt_data(update: Any) -> str:
+    """An attempt event's ``data``: its duration and DKIM signer (models.DeliveryUpdate),
+    shown by the dashboard; "" when neither is known (as for other events)."""
+    extra: dict[str, Any] = {}
+    if update.duration_ms is not None:
+        extra["duration_ms"] = update.duration_ms
+    if update.dkim is not None:
+        extra["dkim"] = update.dkim
+    return json.dumps(extra, separators=(",", ":")) if extra else ""

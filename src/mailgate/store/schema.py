@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 
 metadata = MetaData()
@@ -64,7 +65,18 @@ messages = Table(
 )
 Index("ix_messages_created_at", messages.c.created_at)
 Index("ix_messages_key_created", messages.c.key_id, messages.c.created_at)
-Index("ix_messages_status", messages.c.status)
+# By status, newest first (the dashboard's status search pages by created_at).
+Index("ix_messages_status", messages.c.status, messages.c.created_at)
+# The dashboard's sender search (exact address, case-insensitive), newest first.
+Index("ix_messages_sender", func.lower(messages.c.sender), messages.c.created_at)
+# The dashboard's job search, newest first; only messages that came in a job.
+Index(
+    "ix_messages_job",
+    messages.c.job_id,
+    messages.c.created_at,
+    sqlite_where=messages.c.job_id.is_not(None),
+    postgresql_where=messages.c.job_id.is_not(None),
+)
 # The bodies still there, oldest first: what the body purge walks (store/retention.py).
 Index(
     "ix_messages_unpurged",
@@ -103,6 +115,8 @@ deliveries = Table(
 Index("ix_deliveries_due", deliveries.c.lane, deliveries.c.next_attempt_at)
 Index("ix_deliveries_lease_owner", deliveries.c.lease_owner)
 Index("ix_deliveries_status", deliveries.c.status)
+# The dashboard's recipient search: exact address, case-insensitive.
+Index("ix_deliveries_recipient", func.lower(deliveries.c.recipient))
 # A job's progress is one aggregate over this index, never a scan of its messages.
 Index(
     "ix_deliveries_job",
@@ -147,6 +161,8 @@ api_keys = Table(
     Column("default_from", Text, nullable=False, default="", server_default=""),
     # Accepted recipients per calendar period, e.g. "10000/month" or "500/d"; "" = none.
     Column("quota", String(32), nullable=False, default="", server_default=""),
+    # When the key last authenticated, to within a minute (store/keys.py); NULL: never.
+    Column("last_used_at", Double, nullable=True),
 )
 
 # Recipients accepted per key and period ("2026-12" or "2026-12-03"), for key quotas.
@@ -238,6 +254,15 @@ unsubscribes = Table(
     Column("created_at", Double, nullable=False),
 )
 Index("ix_unsubscribes_created", unsubscribes.c.created_at)
+
+# Dashboard sessions ended by a logout before they expire (the cookie is signed, so the
+# server keeps the ended ones, until their expiry; store/ui.py).
+ui_sessions_ended = Table(
+    "ui_sessions_ended",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", Double, nullable=False),
+)
 
 # Relay-wide values every node shares, made once (e.g. the tracking links' HMAC key).
 settings = Table(

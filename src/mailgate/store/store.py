@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 from mailgate.store import transactions as txn
 from mailgate.store.enqueue import enqueue_ops
 from mailgate.store.operator import AdminReads, Bounced, DsnBuilder, bounce
-from mailgate.store.rows import event_row
+from mailgate.store.rows import attempt_data, event_row
 from mailgate.store.statements import (
     PG_BULK,
     SQLITE_BULK,
@@ -223,6 +223,7 @@ class Store(AdminReads):
                     u.provider,
                     u.response,
                     category=u.category,
+                    data=attempt_data(u),
                 )
             )
         if upd_rows:

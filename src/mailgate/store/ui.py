@@ -8,10 +8,18 @@ import base64
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Integer, cast, func, or_, select
+from sqlalchemy import Connection, Integer, cast, delete, func, or_, select
 
 from mailgate.models import Suppression
-from mailgate.store.schema import deliveries, events, messages, settings, suppressions
+from mailgate.store.schema import (
+    deliveries,
+    events,
+    messages,
+    settings,
+    suppressions,
+    ui_sessions_ended,
+)
+from mailgate.store.statements import PENDING
 from mailgate.store.tracking import _insert_ignoring
 
 if TYPE_CHECKING:
@@ -44,6 +52,30 @@ async def session_key(store: Store, candidate: bytes) -> bytes:
     return base64.b64decode(value)
 
 
+def _end_session(conn: Connection, nonce: str, expires_at: float, now: float) -> None:
+    ended = ui_sessions_ended.c
+    conn.execute(delete(ui_sessions_ended).where(ended.expires_at < now))  # no use any more
+    conn.execute(
+        _insert_ignoring(conn, ui_sessions_ended, ["nonce"]).values(
+            nonce=nonce, expires_at=expires_at
+        )
+    )
+
+
+async def end_session(store: Store, nonce: str, expires_at: float, now: float) -> None:
+    """A logout: the session (its nonce) is refused from now on, on every node, even if
+    its signed cookie was copied; kept until it would have expired anyway."""
+    await store.writer.run(_end_session, nonce, expires_at, now)
+
+
+async def session_ended(store: Store, nonce: str) -> bool:
+    """Whether a session was ended by a logout (one primary-key read per page)."""
+    rows = await store._read(
+        select(ui_sessions_ended.c.nonce).where(ui_sessions_ended.c.nonce == nonce)
+    )
+    return bool(rows)
+
+
 @dataclass(frozen=True, slots=True)
 class MessageQuery:
     """The messages page's search; empty fields do not restrict."""
@@ -53,6 +85,7 @@ class MessageQuery:
     subject: str = ""  # a substring
     status: str = ""
     tag: str = ""
+    job: str = ""  # a job id, exactly
     since: float | None = None
     until: float | None = None
     # Keyset: only messages older than this (created_at, id), i.e. the next page.
@@ -85,12 +118,16 @@ async def search_messages(store: Store, q: MessageQuery, limit: int) -> list[dic
     if q.tag:
         # tags is a JSON list of strings: match the quoted element.
         cond.append(m.tags.like(f'%"{_like_escape(q.tag)}"%', escape="\\"))
+    if q.job:
+        cond.append(m.job_id == q.job)
     if q.since is not None:
         cond.append(m.created_at >= q.since)
     if q.until is not None:
         cond.append(m.created_at <= q.until)
     if q.before is not None:
         at, ident = q.before
+        # The plain bound lets the index start there (an OR alone walks from the newest).
+        cond.append(m.created_at <= at)
         cond.append(or_(m.created_at < at, (m.created_at == at) & (m.id < ident)))
     stmt = (
         select(*store._SUMMARY).where(*cond).order_by(m.created_at.desc(), m.id.desc()).limit(limit)
@@ -108,6 +145,47 @@ async def message_raw(store: Store, message_id: str) -> bytes | None:
     if not rows or rows[0][0] is None:
         return None
     return bytes(rows[0][0])
+
+
+async def message_signature(store: Store, message_id: str) -> bytes | None:
+    """The DKIM-Signature field(s) kept for a message's retries (None when none is kept:
+    not signed, or every delivery ended at the first attempt)."""
+    rows = await store._read(select(messages.c.dkim).where(messages.c.id == message_id))
+    if not rows or rows[0][0] is None:
+        return None
+    return bytes(rows[0][0])
+
+
+async def queue_depth(store: Store) -> dict[str, int]:
+    """Deliveries still to go out, by status: a range count of ix_deliveries_status over
+    the waiting statuses only (counting every status read all 1,000,000 rows: 150 ms)."""
+    stmt = (
+        select(deliveries.c.status, func.count())
+        .where(deliveries.c.status.in_(PENDING))
+        .group_by(deliveries.c.status)
+    )
+    out = dict.fromkeys(PENDING, 0)
+    out.update({str(status): int(count) for status, count in await store._read(stmt)})
+    return out
+
+
+async def oldest_waiting(store: Store) -> float | None:
+    """When the oldest message with a delivery queued or deferred (scheduled and held
+    ones aside) came in: from the messages' derived status, one seek per status on
+    ix_messages_status (status, created_at). Store.oldest_pending_created_at reads every
+    waiting delivery instead: 1.2 s with 190,000 of them."""
+    m = messages.c
+    firsts = [
+        select(m.created_at)
+        .where(m.status == status)
+        .order_by(m.created_at)
+        .limit(1)
+        .scalar_subquery()
+        for status in ("queued", "deferred")
+    ]
+    rows = await store._read(select(*firsts))
+    found = [float(v) for v in rows[0] if v is not None] if rows else []
+    return min(found) if found else None
 
 
 async def events_per_minute(store: Store, now: float, minutes: int) -> dict[str, list[int]]:

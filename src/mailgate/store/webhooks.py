@@ -299,13 +299,21 @@ def release(conn: Connection, owner_prefix: str, now: float) -> int:
 
 
 def replay(
-    conn: Connection, since: float, endpoint_id: str | None, statuses: Sequence[str], now: float
+    conn: Connection,
+    since: float,
+    endpoint_id: str | None,
+    statuses: Sequence[str],
+    now: float,
+    ids: Sequence[int] | None = None,
 ) -> int:
-    """Send again the deliveries made since ``since`` in ``statuses``, with a fresh
-    schedule; their ids (webhook-id) stay, so receivers can tell a replay."""
+    """Send again the deliveries made since ``since`` in ``statuses`` (``ids``: only
+    those), with a fresh schedule; their ids (webhook-id) stay, so receivers can tell a
+    replay."""
     cond = [wd.c.created_at >= since, wd.c.status.in_(list(statuses))]
     if endpoint_id is not None:
         cond.append(wd.c.endpoint_id == endpoint_id)
+    if ids is not None:
+        cond.append(wd.c.id.in_(list(ids)))
     return int(
         conn.execute(
             update(wd)
@@ -365,8 +373,11 @@ class WebhookStore:
         *,
         endpoint_id: str | None = None,
         statuses: Sequence[str] = ("failed",),
+        ids: Sequence[int] | None = None,
     ) -> int:
-        count: int = await self._store.writer.run(replay, since, endpoint_id, list(statuses), now)
+        count: int = await self._store.writer.run(
+            replay, since, endpoint_id, list(statuses), now, None if ids is None else list(ids)
+        )
         return count
 
     async def endpoints(self) -> list[Endpoint]:

@@ -14,7 +14,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mailgate.ingress.http import ApiContext
-from mailgate.ui import auth, captured, keys, messages, overview, suppressions
+from mailgate.ui import (
+    auth,
+    captured,
+    jobs,
+    keys,
+    mail_templates,
+    messages,
+    overview,
+    suppressions,
+    webhooks,
+)
 from mailgate.ui.web import HERE, Page, UiContext, guarded, render, security_headers, signed_in
 
 PageFn = Callable[[UiContext, Request, Page], Awaitable[Response]]
@@ -67,6 +77,14 @@ def create_ui(api: ApiContext) -> Starlette:
             page(captured.captured_part),
             methods=["GET"],
         ),
+        Route("/jobs", page(jobs.job_list), methods=["GET"]),
+        Route("/jobs/{id}/action", page(jobs.job_action), methods=["POST"]),
+        Route("/templates", page(mail_templates.template_list), methods=["GET"]),
+        Route("/templates/create", page(mail_templates.template_create), methods=["POST"]),
+        Route("/templates/{id}", page(mail_templates.template_detail), methods=["GET"]),
+        Route("/templates/{id}", page(mail_templates.template_save), methods=["POST"]),
+        Route("/webhooks", page(webhooks.webhook_list), methods=["GET"]),
+        Route("/webhooks/{id}/replay", page(webhooks.webhook_replay), methods=["POST"]),
         Route("/suppressions", page(suppressions.suppression_list), methods=["GET"]),
         Route("/suppressions/add", page(suppressions.suppression_add), methods=["POST"]),
         Route("/suppressions/remove", page(suppressions.suppression_remove), methods=["POST"]),

@@ -11,6 +11,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from mailgate.store.ui import end_session
 from mailgate.ui.session import COOKIE, PRE_COOKIE
 from mailgate.ui.web import Page, UiContext, UiError, read_form, render, security_headers
 from mailgate.units import parse_rate
@@ -92,6 +93,9 @@ async def login(ui: UiContext, request: Request) -> Response:
 
 
 async def logout(ui: UiContext, request: Request, page: Page) -> Response:
+    """Ends the session on the server (a copy of the cookie stops working too), then
+    clears the cookie."""
+    await end_session(ui.api.store, page.session.nonce, page.session.expires, time.time())
     response = security_headers(RedirectResponse("/ui/login", 303))
     response.delete_cookie(COOKIE, path="/ui", secure=ui.secure, httponly=True, samesite="strict")
     return response

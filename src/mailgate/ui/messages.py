@@ -10,9 +10,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from mailgate.headers import dkim_signers
 from mailgate.models import DeliveryStatus
 from mailgate.store import QueueFilter
-from mailgate.store.ui import MessageQuery, message_raw, search_messages
+from mailgate.store.ui import MessageQuery, message_raw, message_signature, search_messages
 from mailgate.ui.mail import view
 from mailgate.ui.preview import download_part, download_source, html_preview
 from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
@@ -21,7 +22,7 @@ PAGE_SIZE = 50
 STATUSES = tuple(s.value for s in DeliveryStatus)
 # Events that are an attempt's outcome: a provider's reply.
 ATTEMPT_EVENTS = ("failover", "sent", "delivered", "deferred", "bounced", "failed")
-ACTIONS = ("retry", "hold", "release", "delete")
+ACTIONS = ("retry", "hold", "release", "delete", "bounce")
 
 
 def _date(value: str, field: str, end: bool = False) -> float | None:
@@ -53,7 +54,7 @@ def _before(value: str) -> tuple[float, str] | None:
 def _query(params: Any) -> tuple[MessageQuery, dict[str, str]]:
     form = {
         k: params.get(k, "").strip()
-        for k in ("to", "from", "subject", "status", "tag", "since", "until")
+        for k in ("to", "from", "subject", "status", "tag", "job", "since", "until")
     }
     if form["status"] and form["status"] not in STATUSES:
         raise UiError(400, f"status: one of {', '.join(STATUSES)}.")
@@ -63,6 +64,7 @@ def _query(params: Any) -> tuple[MessageQuery, dict[str, str]]:
         subject=form["subject"],
         status=form["status"],
         tag=form["tag"],
+        job=form["job"],
         since=_date(form["since"], "since"),
         until=_date(form["until"], "until", end=True),
         before=_before(params.get("before", "")),
@@ -119,6 +121,7 @@ async def message_detail(ui: UiContext, request: Request, page: Page) -> Respons
             attempts.setdefault(int(e["rcpt_idx"]), []).append(e)
     raw = await message_raw(ui.api.store, message_id)
     mail = view(raw) if raw is not None else None
+    kept = await message_signature(ui.api.store, message_id)
     return render(
         ui,
         request,
@@ -127,11 +130,29 @@ async def message_detail(ui: UiContext, request: Request, page: Page) -> Respons
         msg=msg,
         timeline=timeline,
         attempts=attempts,
+        dkim=dkim_result(timeline, kept),
         mail=mail,
         base=f"/ui/messages/{message_id}",
         images=request.query_params.get("images") == "1",
         notice=request.query_params.get("done", ""),
     )
+
+
+def dkim_result(timeline: list[dict[str, Any]], kept: bytes | None) -> str:
+    """What the store knows of the message's DKIM signing: the signature kept for its
+    retries, else what its last attempt recorded (attempt events carry it since the
+    dashboard's second slice; older ones do not)."""
+    if kept:
+        return f"Signed with {dkim_signers(kept)} (the signature kept for its retries)."
+    for e in reversed(timeline):
+        if e["type"] in ATTEMPT_EVENTS and "dkim" in e["data"]:
+            signer = e["data"]["dkim"]
+            if signer:
+                return f"Signed with {signer} at its last attempt."
+            return "Sent unsigned at its last attempt: no [dkim] key for its From domain."
+    if any(e["type"] in ATTEMPT_EVENTS for e in timeline):
+        return "Not recorded for this message's attempts."
+    return "Not attempted yet: it is signed at its first attempt if a [dkim] key applies."
 
 
 async def message_html(ui: UiContext, request: Request, page: Page) -> Response:
@@ -150,14 +171,26 @@ async def message_source(ui: UiContext, request: Request, page: Page) -> Respons
 
 
 async def message_action(ui: UiContext, request: Request, page: Page) -> Response:
-    """retry (pending: due now; failed or bounced: requeued), hold, release, delete."""
+    """retry (pending: due now; failed or bounced: requeued), hold, release, delete, and
+    bounce (waiting recipients end bounced, with a DSN to the sender: the store's
+    operator bounce, as ``mailgate queue bounce`` and the admin API do it)."""
     message_id = request.path_params["id"]
     action = page.form.get("action", "")
     if action not in ACTIONS:
         raise UiError(400, f"action: one of {', '.join(ACTIONS)}.")
     await _message(ui, message_id)
     store, now = ui.api.store, ui.api.clock()
-    changed, _ = await store.operate(action, QueueFilter(message_ids=[message_id]), now)
+    selection = QueueFilter(message_ids=[message_id])
+    dsns = 0
+    if action == "bounce":
+        from mailgate.delivery.operator_bounce import dsn_builder, reply_line
+
+        reason = page.form.get("reason", "").strip()[:500]
+        build = dsn_builder(ui.api.settings.server.hostname)
+        bounced = await store.bounce(selection, now, reply_line(reason), build)
+        changed, dsns = bounced.deliveries, len(bounced.dsns)
+    else:
+        changed, _ = await store.operate(action, selection, now)
     refused = 0
     if action == "retry":
         ended = [
@@ -169,9 +202,11 @@ async def message_action(ui: UiContext, request: Request, page: Page) -> Respons
             done = await store.requeue(ended, now)
             changed += len(done.requeued)
             refused = len(done.suppressed)
-    if changed and action in ("retry", "release"):
-        ui.api.wake()
+    if changed and action in ("retry", "release", "bounce"):
+        ui.api.wake()  # due now (bounce: its DSN is)
     text = f"{action}: {changed} recipient(s) changed"
+    if action == "bounce" and changed:
+        text += f", {dsns} DSN(s) queued to the sender"
     if refused:
         text += f", {refused} not retried because suppressed"
     if not changed and not refused:

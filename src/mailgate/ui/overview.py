@@ -9,8 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailgate.models import DeliveryStatus
-from mailgate.store.ui import events_per_minute
+from mailgate.store.ui import events_per_minute, oldest_waiting, queue_depth
 from mailgate.ui.web import Page, UiContext, iso, render, security_headers
 from mailgate.workers import WorkerUnavailable
 
@@ -80,9 +79,8 @@ async def snapshot(ui: UiContext) -> dict[str, Any]:
     store = ui.api.store
     now = ui.api.clock()
     series = await events_per_minute(store, now, MINUTES)
-    depth = dict.fromkeys((s.value for s in DeliveryStatus), 0)
-    depth.update(await store.status_counts())
-    oldest = await store.oldest_pending_created_at()
+    depth = await queue_depth(store)
+    oldest = await oldest_waiting(store)
     found, note = await providers(ui)
     return {
         "at": iso(now),

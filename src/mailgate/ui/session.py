@@ -1,5 +1,5 @@
-"""Dashboard sessions: a signed cookie (no server-side table), its CSRF token, and the
-limit on failed logins.
+"""Dashboard sessions: a signed cookie, its CSRF token, and the limit on failed logins.
+A logout is kept on the server (store/ui.py end_session) until the session's expiry.
 
 The cookie holds the admin key's id, an expiry and a random nonce, signed with HMAC-SHA256
 under the relay-wide session key kept in the store (store/ui.py). The key id is checked

@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mailgate.exceptions import StoreUnavailable
 from mailgate.ingress.http import ApiContext
+from mailgate.store.ui import session_ended
 from mailgate.ui.session import COOKIE, FailedLogins, Session, Signer
 
 log = logging.getLogger(__name__)
@@ -172,14 +173,14 @@ def guarded(ui: UiContext, handler: Handler) -> Handler:
 
 
 def signed_in(ui: UiContext, handler: PageHandler) -> Handler:
-    """Only with a valid session of a key that is still an active admin key; a POST only
-    with the session's CSRF token (403 without)."""
+    """Only with a valid session, not ended by a logout, of a key that is still an active
+    admin key; a POST only with the session's CSRF token (403 without)."""
 
     async def run(request: Request) -> Response:
         signer = await ui.signer()
         session = signer.open(request.cookies.get(COOKIE, ""))
         record = None
-        if session is not None:
+        if session is not None and not await session_ended(ui.api.store, session.nonce):
             record = await ui.api.store.keys.get(session.key_id)
         if session is None or record is None or not record.active or record.scope != "admin":
             if request.method != "GET":

@@ -1,0 +1,51 @@
+"""Jobs: each batch's progress as a bar, and pause, resume and stop through the job
+store's own control (the operation the /v1/jobs API runs), not a copy of it."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from mailgate.store.jobs import ACTIONS
+from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+
+SHOWN = 100
+# What each action does, as the page explains it next to its button.
+DONE = {
+    "pause": "paused: what has not gone out is held until you resume it",
+    "resume": "resumed: its held mail is due again",
+    "stop": "stopped: what had not gone out is cancelled, without a DSN",
+}
+
+
+async def job_list(ui: UiContext, request: Request, page: Page) -> Response:
+    jobs = await ui.api.store.jobs.list(None, SHOWN)
+    return render(
+        ui,
+        request,
+        "jobs.html",
+        title="Jobs",
+        jobs=jobs,
+        shown=SHOWN,
+        notice=request.query_params.get("done", ""),
+    )
+
+
+async def job_action(ui: UiContext, request: Request, page: Page) -> Response:
+    job_id = request.path_params["id"]
+    action = page.form.get("action", "")
+    if action not in ACTIONS:
+        raise UiError(400, f"action: one of {', '.join(ACTIONS)}.")
+    # A resume wakes the delivery loop once its first deliveries are due (as the API does).
+    started = ui.api.wake if action == "resume" else None
+    outcome = await ui.api.store.jobs.control(job_id, action, ui.api.clock(), started=started)
+    if outcome == "missing":
+        raise UiError(404, f"No job {job_id}: it may have been removed by retention.")
+    if outcome == "not_active":
+        text = f"Job {job_id} is stopped or completed: there is nothing left to {action}."
+    else:
+        text = f"Job {job_id} {DONE[action]}."
+    target = "/ui/jobs?" + urllib.parse.urlencode({"done": text})
+    return security_headers(RedirectResponse(target, 303))
