@@ -25,6 +25,9 @@ class _Keys:
         await self.release.wait()
         return KeyRecord(key_id, "app", hash_key(KEY), "send", (), 0.0, None)
 
+    def note_used(self, key_id: str, now: float) -> None:
+        pass
+
 
 class _Store:
     def __init__(self) -> None:
