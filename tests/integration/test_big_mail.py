@@ -121,13 +121,17 @@ def test_refused_at_mail_when_the_declared_size_does_not_fit(relay_factory) -> N
     assert relay.app.inflight.used == 0
 
 
-def _post(relay, key: str, attachment: bytes) -> urllib.request.Request:  # type: ignore[no-untyped-def]
+def _post(  # type: ignore[no-untyped-def]
+    relay, key: str, attachment: bytes, **fields: str
+) -> urllib.request.Request:
+    """A send of one attachment; ``fields``: its filename and content_type, if any."""
+    content = {"filename": "a.bin", **fields, "content": base64.b64encode(attachment).decode()}
     body = {
         "from": "app@example.com",
         "to": ["r@dest.test"],
         "subject": "big",
         "text": "see attached",
-        "attachments": [{"filename": "a.bin", "content": base64.b64encode(attachment).decode()}],
+        "attachments": [content],
     }
     return urllib.request.Request(
         f"{relay.http_url}/v1/messages/send",
@@ -200,29 +204,12 @@ def test_http_attachment_reaches_the_upstream_intact(relay_factory, pg_url, engi
         database = {"url": pg_url} if engine == "postgresql" else {}
         relay = relay_factory(database=database, providers=smtp_provider(up.port))
         key = relay.create_key()
-        body = {
-            "from": "app@example.com",
-            "to": ["r@dest.test"],
-            "subject": "invoice",
-            "text": "attached",
-            "attachments": [
-                {
-                    "filename": "invoice.pdf",
-                    "content": base64.b64encode(payload).decode(),
-                    "content_type": "application/pdf",
-                }
-            ],
-        }
-        req = urllib.request.Request(
-            f"{relay.http_url}/v1/messages/send",
-            data=json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        )
+        req = _post(relay, key, payload, filename="invoice.pdf", content_type="application/pdf")
         assert urllib.request.urlopen(req, timeout=60).status == 202
         (got,) = up.wait_for(1, 60)
     assert got.data.startswith(b"Received: ")
     msg = email.message_from_bytes(got.data, policy=email.policy.default)
-    assert msg["Message-ID"] and msg["Date"] and msg["Subject"] == "invoice"
+    assert msg["Message-ID"] and msg["Date"] and msg["Subject"] == "big"
     (part,) = list(msg.iter_attachments())
     assert part.get_filename() == "invoice.pdf"
     assert part.get_content() == payload
