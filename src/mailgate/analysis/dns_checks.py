@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import dns.asyncresolver
@@ -22,6 +21,7 @@ from mailgate.analysis.issues import Issue
 from mailgate.analysis.link_checks import organizational_domain
 from mailgate.config import Settings
 from mailgate.domains_check import make_resolver
+from mailgate.shared_cache import SharedCache
 
 TIMEOUT = 2.0  # seconds, the most one check may wait for the DNS
 MIN_TTL, MAX_TTL = 60.0, 3600.0
@@ -61,9 +61,7 @@ class DnsChecker:
     ) -> None:
         self._settings = settings
         self._resolver = resolver
-        self._clock = clock
-        self._cache: OrderedDict[str, tuple[float, Records]] = OrderedDict()
-        self._pending: dict[str, asyncio.Task[Records]] = {}
+        self._cache: SharedCache[str, Records] = SharedCache(CACHE_SIZE, clock)
 
     def _get_resolver(self) -> dns.asyncresolver.Resolver:
         if self._resolver is None:
@@ -75,18 +73,9 @@ class DnsChecker:
 
     async def txt(self, name: str) -> Records:
         """The TXT strings at ``name``, from the cache or one shared lookup."""
-        now = self._clock()
-        hit = self._cache.get(name)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        task = self._pending.get(name)
-        if task is None:
-            task = asyncio.ensure_future(self._lookup(name))
-            self._pending[name] = task
-            task.add_done_callback(lambda _t: self._pending.pop(name, None))
-        return await asyncio.shield(task)
+        return await self._cache.get(name, lambda: self._lookup(name))
 
-    async def _lookup(self, name: str) -> Records:
+    async def _lookup(self, name: str) -> tuple[Records, float]:
         records: Records
         try:
             async with asyncio.timeout(TIMEOUT):
@@ -99,11 +88,7 @@ class DnsChecker:
             records = [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
             rrset_ttl = answer.rrset.ttl if answer.rrset is not None else NEGATIVE_TTL
             ttl = min(max(float(rrset_ttl), MIN_TTL), MAX_TTL) if records else NEGATIVE_TTL
-        self._cache[name] = (self._clock() + ttl, records)
-        self._cache.move_to_end(name)
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return records
+        return records, ttl
 
     async def check(self, domain: str) -> list[Issue]:
         """SPF at the domain, DMARC at it or at its organizational domain."""

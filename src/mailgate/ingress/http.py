@@ -17,7 +17,7 @@ import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import uvicorn
@@ -42,6 +42,7 @@ from mailgate.ingress import http_inflight
 from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
 from mailgate.ratelimit import RateLimiter
+from mailgate.shared_cache import SharedCache
 from mailgate.store import Store
 from mailgate.text import utf8_encodable
 from mailgate.units import parse_hostport, parse_rate
@@ -51,11 +52,6 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 AUTH_CACHE_SECONDS = 2.0  # a revoked key stops working within this long
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 @dataclass
@@ -76,10 +72,8 @@ class ApiContext:
     # The delivery process's provider health (admin API); None when delivery is disabled.
     providers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
     inflight: InflightBudget | None = None  # [server] max_inflight_bytes (http_inflight)
-    _auth_cache: dict[str, tuple[Credential | None, float]] | None = None
-    # Lookups under way, by key digest: when a cached key expires under load, the requests
-    # that arrive meanwhile wait for one read of the store instead of making one each.
-    _auth_reads: dict[str, asyncio.Task[Credential | None]] | None = None
+    # API keys by digest, each read from the store once per AUTH_CACHE_SECONDS.
+    _keys: SharedCache[str, Credential | None] = field(default_factory=lambda: SharedCache(10_000))
 
     async def credential(self, request: Request, need: str | None = None) -> Credential:
         """The caller's key, checked and rate-limited; ``need``: "send" or "admin"."""
@@ -127,30 +121,11 @@ class ApiContext:
         return cred
 
     async def _lookup(self, key: str) -> Credential | None:
-        if self._auth_cache is None or self._auth_reads is None:
-            self._auth_cache, self._auth_reads = {}, {}
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-        hit = self._auth_cache.get(digest)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        read = self._auth_reads.get(digest)
-        if read is None:
-            # A task of its own: a caller that goes away does not cancel the others' read.
-            read = asyncio.ensure_future(self._authenticate(digest, key))
-            read.add_done_callback(_retrieve)  # its callers may all have gone
-            self._auth_reads[digest] = read
-        return await asyncio.shield(read)
+        async def fetch() -> tuple[Credential | None, float]:
+            return await authenticate(self.store, "apikey", key), AUTH_CACHE_SECONDS
 
-    async def _authenticate(self, digest: str, key: str) -> Credential | None:
-        assert self._auth_cache is not None and self._auth_reads is not None
-        try:
-            cred = await authenticate(self.store, "apikey", key)
-        finally:
-            del self._auth_reads[digest]
-        if len(self._auth_cache) > 10_000:
-            self._auth_cache.clear()
-        self._auth_cache[digest] = (cred, time.monotonic() + AUTH_CACHE_SECONDS)
-        return cred
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        return await self._keys.get(digest, fetch)
 
     async def read_json(self, request: Request) -> Any:
         """The request body as JSON, within [http] max_body_size (413 above it). The bytes
