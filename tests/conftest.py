@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from mailgate.app import App
 from mailgate.config import Settings, load_settings
@@ -18,7 +19,17 @@ from mailgate.credentials import create_key
 
 T = TypeVar("T")
 
-PG_URL = os.environ.get("MAILGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BASE_PG_URL = os.environ.get("MAILGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+# Under pytest-xdist each worker empties and fills a database of its own (test_gw0, ...),
+# made on first use beside the base one.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_BASE = make_url(BASE_PG_URL)
+PG_URL = (
+    _BASE.set(database=f"{_BASE.database}_{_WORKER}").render_as_string(hide_password=False)
+    if _WORKER
+    else BASE_PG_URL
+)
+_pg_made = False
 
 
 def build_settings(tmp_path: Path, **sections: Any) -> Settings:
@@ -168,7 +179,20 @@ def pg_url() -> str:
     """The PostgreSQL test database, emptied. Fails (never skips) when it is unreachable."""
     import asyncpg
 
+    async def make() -> None:
+        conn = await asyncpg.connect(BASE_PG_URL, timeout=10)
+        try:
+            name = make_url(PG_URL).database
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
     async def reset() -> None:
+        global _pg_made
+        if PG_URL != BASE_PG_URL and not _pg_made:
+            await make()
+            _pg_made = True
         conn = await asyncpg.connect(PG_URL, timeout=10)
         try:
             await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
