@@ -360,7 +360,10 @@ class WebhookStore:
         disable: Sequence[tuple[str, str]],
         now: float,
     ) -> None:
-        await self._store.writer.run(record, owner, list(results), list(disable), now)
+        # Lost to a power cut, an outcome only sends its webhook again (at least once).
+        await self._store.writer.run(
+            record, owner, list(results), list(disable), now, durable=False
+        )
 
     async def release(self, owner_prefix: str, now: float) -> int:
         released: int = await self._store.writer.run(release, owner_prefix, now)
