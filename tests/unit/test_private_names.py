@@ -1,0 +1,65 @@
+"""The private names of our dependencies that mailgate relies on, checked against the
+installed versions: a release that renames one or changes its parameters fails here, naming
+the symbol, instead of breaking the relay at run time. pyproject.toml caps these libraries
+below their next release line (docs/dependencies.md); raising a cap starts with this test.
+
+Where they are used: aiosmtpd's in the SMTP session class (ingress/), uvicorn's in the HTTP
+listener's server (ingress/http.py), dkimpy's in the signer (delivery/dkim.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+# (module, qualified name, the parameters we pass or override with)
+CALLABLES = [
+    ("aiosmtpd.smtp", "SMTP._handle_client", ["self"]),
+    ("aiosmtpd.smtp", "SMTP._getaddr", ["self", "arg"]),
+    ("aiosmtpd.smtp", "SMTP._getparams", ["self", "params"]),
+    ("aiosmtpd.smtp", "SMTP._timeout_cb", ["self"]),
+    ("aiosmtpd.smtp", "SMTP._call_handler_hook", ["self", "command", "args"]),
+    ("aiosmtpd.smtp", "SMTP._set_post_data_state", ["self"]),
+    ("uvicorn", "Server.startup", ["self", "sockets"]),
+    ("uvicorn", "Server.main_loop", ["self"]),
+    ("dkim", "rfc822_parse", ["message"]),
+    (
+        "dkim",
+        "hash_headers",
+        ["hasher", "canonicalize_headers", "headers", "include_headers", "sigheader", "sig"],
+    ),
+]
+# Private attributes of an aiosmtpd session that the relay reads or sets.
+ATTRIBUTES = [
+    ("aiosmtpd.smtp", "SMTP", "_reader"),
+    ("aiosmtpd.smtp", "SMTP", "_writer"),
+    ("aiosmtpd.smtp", "SMTP", "_tls_protocol"),
+    ("aiosmtpd.smtp", "SMTP", "_auth_require_tls"),
+]
+
+
+def _resolve(module: str, qualname: str) -> object:
+    obj: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            pytest.fail(f"{module}.{qualname} is gone from the installed version")
+    return obj
+
+
+@pytest.mark.parametrize(("module", "qualname", "params"), CALLABLES, ids=lambda v: str(v))
+def test_private_callable_keeps_its_parameters(
+    module: str, qualname: str, params: list[str]
+) -> None:
+    found = list(inspect.signature(_resolve(module, qualname)).parameters)  # type: ignore[arg-type]
+    assert found == params, f"{module}.{qualname} now takes {found}, mailgate expects {params}"
+
+
+@pytest.mark.parametrize(("module", "cls", "attr"), ATTRIBUTES, ids=lambda v: str(v))
+def test_private_attribute_is_still_set(module: str, cls: str, attr: str) -> None:
+    source = inspect.getsource(_resolve(module, cls))  # type: ignore[arg-type]
+    assert f"self.{attr} =" in source or f"self.{attr}:" in source, (
+        f"{module}.{cls} no longer sets {attr}"
+    )
