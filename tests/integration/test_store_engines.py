@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from mailgate.exceptions import DuplicateEntry
 from mailgate.models import ClaimedDelivery, DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
+from mailgate.store.jobs import NewJob
 from mailgate.store.schema import messages
 
 
@@ -207,6 +209,36 @@ def test_mixed_group_commit_keeps_each_jobs_order(db_url: str, caplog) -> None: 
             assert m is not None and m["status"] == "sent"
             # One transaction for all ten, not a failed group retried one by one.
             assert "retrying one by one" not in caplog.text
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_results_of_two_jobs_in_one_group_commit_complete_both(db_url: str, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Several jobs' rows in one executemany: the completion check must not use an
+    expanding IN (SQLAlchemy refuses it with executemany, and the whole group was then
+    retried one transaction, one fsync, per job)."""
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            now = time.time()
+            for j in range(2):
+                batch = [replace(msg(10 * j + i), job_id=f"job-{j}") for i in range(3)]
+                job = NewJob(f"job-{j}", "", "http", "", len(batch), now)
+                await store.enqueue(batch, job=job)
+            later = time.time() + 1
+            claimed = await claim(store, "n", later, 10, later + 60)
+            assert len(claimed) == 6
+            job_of = {f"msg-{10 * j + i:05d}": f"job-{j}" for j in range(2) for i in range(3)}
+            await asyncio.gather(
+                *(store.record("n", now, [sent(c)], jobs=[job_of[c.message_id]]) for c in claimed)
+            )
+            assert "retrying one by one" not in caplog.text
+            for j in range(2):
+                types = [e["type"] for e in await store.jobs.events(f"job-{j}")]
+                assert types.count("completed") == 1, types
         finally:
             await store.close()
 

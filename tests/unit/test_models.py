@@ -94,3 +94,16 @@ def test_delivery_status_values() -> None:
 
 def test_outcome_values() -> None:
     assert [o.value for o in Outcome] == ["sent", "temporary", "permanent"]
+
+
+def test_no_named_write_statement_has_an_expanding_parameter() -> None:
+    """The writer merges the rows of every job in a group commit that names the same
+    statement into one executemany, which refuses an "expanding" (bound IN list) parameter."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from mailgate.store.statements import write_statements
+
+    for name, dialect in (("sqlite", sqlite.dialect()), ("postgresql", postgresql.dialect())):
+        for op, stmt in write_statements(name).items():
+            binds = stmt.compile(dialect=dialect).binds
+            assert not [k for k, b in binds.items() if b.expanding], (name, op)

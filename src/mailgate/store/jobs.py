@@ -98,6 +98,13 @@ _GUARDED = (
     or_(_JOB_STATE == "paused", _JOB_STATE == "stopped"),
 )
 
+
+def _inline(statuses: tuple[str, ...]) -> list[Any]:
+    """Statuses written into the statement: a bound IN list is an "expanding" parameter,
+    which executemany (several jobs' rows in one group commit) refuses."""
+    return [literal_column(repr(s)) for s in statuses]
+
+
 # Named statements (store.py registers them in _WRITES) for Store.record: one row per job
 # that had an attempt recorded ({"j_id", "j_now"}).
 JOB_STATEMENTS = {
@@ -142,7 +149,7 @@ JOB_STATEMENTS = {
             literal(""),
         ).where(
             exists().where(jobs.c.id == bindparam("j_id"), jobs.c.state != "stopped"),
-            ~exists().where(d.c.job_id == bindparam("j_id"), d.c.status.in_(PENDING)),
+            ~exists().where(d.c.job_id == bindparam("j_id"), d.c.status.in_(_inline(PENDING))),
             ~exists().where(
                 job_events.c.job_id == bindparam("j_id"), job_events.c.type == "completed"
             ),
@@ -153,11 +160,10 @@ JOB_STATEMENTS = {
 
 def _count(statuses: tuple[str, ...]) -> Any:
     """Deliveries of the job in ``statuses``: index range counts on (job_id, status)."""
-    inline = [literal_column(repr(s)) for s in statuses]
     return (
         select(func.count())
         .select_from(d)
-        .where(d.c.job_id == jobs.c.id, d.c.status.in_(inline))
+        .where(d.c.job_id == jobs.c.id, d.c.status.in_(_inline(statuses)))
         .scalar_subquery()
     )
 
