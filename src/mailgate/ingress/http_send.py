@@ -192,14 +192,19 @@ def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
             raise invalid(
                 "too_many_messages", f"at most {MAX_BATCH} recipients", "recipient_variables"
             )
+        if not entries:
+            return base, out
         shared = base.model_dump(
             by_alias=True, exclude_none=True, exclude={"recipient_variables", "campaign_id"}
         )
+        # Only "to" differs between the messages, and a JSON object's key is always a
+        # valid "to": the shared fields are validated once, not once per recipient.
+        try:
+            first = parse_model(SendRequest, {**shared, "to": entries[0][0]})
+        except ApiError as exc:
+            return base, [(None, exc, None) for _ in entries]
         for address, variables in entries:
-            try:
-                out.append((parse_model(SendRequest, {**shared, "to": address}), None, variables))
-            except ApiError as exc:
-                out.append((None, exc, None))
+            out.append((first.model_copy(update={"to": address}), None, variables))
         return base, out
     if not isinstance(items, list):
         raise invalid("invalid_request", "messages: must be a list", "messages")
