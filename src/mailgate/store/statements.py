@@ -116,6 +116,7 @@ CLAIM_SKIP_LOCKED = (
     .values(
         lease_owner=bindparam("c_owner"),
         next_attempt_at=bindparam("c_until"),
+        lane=1,  # see LEASE_JSON
         updated_at=bindparam("c_now"),
     )
     .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
@@ -129,9 +130,12 @@ _DUE = (
     .subquery("due")
 )
 CLAIM_DUE_JSON = select(func.json_group_array(func.json_array(*_DUE.c)))
-# ...then the lease on exactly those rows.
+# ...then the lease on exactly those rows. A claimed delivery moves to the retry lane: if
+# its lease runs out (its node died during the attempt) it is due again from the lease's
+# end, and in the fresh lane it would wait behind all the fresh mail queued before then;
+# the retry lane gets a share of every claim.
 LEASE_JSON = text(
-    "UPDATE deliveries SET lease_owner = :c_owner, next_attempt_at = :c_until,"
+    "UPDATE deliveries SET lease_owner = :c_owner, next_attempt_at = :c_until, lane = 1,"
     " updated_at = :c_now WHERE (message_id, rcpt_idx) IN"
     " (SELECT value ->> 0, value ->> 1 FROM json_each(:c_rows))"
 )
