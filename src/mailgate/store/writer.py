@@ -49,7 +49,8 @@ from mailgate.pickling import by_fields
 from mailgate.store.big_rows import BIG_MESSAGE, has_big_row, insert_messages
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine, write_connection
-from mailgate.workers import WorkerPool, WorkerUnavailable, failure
+from mailgate.worker_child import failure
+from mailgate.workers import WorkerPool, WorkerUnavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -145,7 +146,7 @@ def _wrote_big_message(works: Sequence[Work]) -> bool:
 
 def _bodies_beside(works: list[Work]) -> list[Work]:
     """``works`` with big bodies wrapped to travel beside the pickle to the writer process
-    (workers.frame), not copied into it; the process gets them back as bytes."""
+    (worker_frames.frame), not copied into it; the process gets them back as bytes."""
     if not _wrote_big_message(works):
         return works
     out = []

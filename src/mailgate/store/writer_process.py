@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailgate.workers import WorkerPool, child_setup, serve_blocking
+from mailgate.worker_child import child_setup, serve_blocking
+from mailgate.workers import WorkerPool
 
 # Time for a transaction under way to commit once the relay closes our stdin.
 STOP_TIMEOUT = 30.0
