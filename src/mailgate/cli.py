@@ -467,7 +467,7 @@ def dkim_keygen(domain: str, selector: str, kind: str, bits: int, out: str | Non
     import os
     from pathlib import Path
 
-    from mailgate.config import check_dns_labels
+    from mailgate.config_sending import check_dns_labels
     from mailgate.delivery.dkim import dns_record_name, dns_txt_strings, generate_key
 
     try:

@@ -9,7 +9,8 @@ from collections import Counter
 from collections.abc import Iterable
 
 from mailgate import policy, replies
-from mailgate.config import Settings, SmtpSettings
+from mailgate.config import Settings
+from mailgate.config_service import SmtpSettings
 from mailgate.exceptions import ListenError
 from mailgate.ingress.smtp_handler import SmtpHandler
 from mailgate.ingress.smtp_session import RelaySMTP
