@@ -30,7 +30,8 @@ from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import ConfigError, MailgateError
 from mailgate.inflight import InflightBudget
 from mailgate.ingress.http import ApiContext, HttpServer, create_app
-from mailgate.ingress.smtp import SmtpHandler, SmtpListeners
+from mailgate.ingress.smtp_handler import SmtpHandler
+from mailgate.ingress.smtp_listeners import SmtpListeners
 from mailgate.ratelimit import RateLimiter
 from mailgate.retention import Retention
 from mailgate.space import FreeSpace, watched_path

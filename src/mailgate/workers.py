@@ -9,14 +9,9 @@ to hand each job over (that capped signing at about 600 messages/s on a busy loo
 the loop writes requests straight into the child's stdin and reads answers from its
 stdout, requests pipelined and matched by id.
 
-A frame is a header (the pickle's length, how many out-of-band buffers follow and their
-lengths), a pickle (protocol 5), then those buffers: the values a sender wraps in
-``pickle.PickleBuffer`` (a big message body) travel beside the pickle instead of inside
-it, so neither side makes a copy of them to pickle or unpickle. A child first reads one
-"hello" frame (its configuration), answers with four zero bytes when it is ready, then
-serves requests until end of file on its stdin: nobody else holds that pipe open, so a
-child exits by itself when the relay stops or dies (even by SIGKILL). A child that dies
-fails its requests with :class:`WorkerUnavailable` and is started again.
+A frame (worker_frames.py) carries one pickle, with big values beside it. A child that
+dies fails its requests with :class:`WorkerUnavailable` and is started again; what runs in
+the child is in worker_child.py.
 """
 
 from __future__ import annotations
@@ -26,59 +21,23 @@ import contextlib
 import itertools
 import logging
 import os
-import pickle
-import signal
-import struct
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any
 
 from mailgate.exceptions import MailgateError
 from mailgate.logs import LOG_FORMAT_ENV, current_format
-from mailgate.memory import TRIMMER, tune_allocator
+from mailgate.memory import TRIMMER
+from mailgate.worker_frames import READY, read_frame_async, write_frame
 
 log = logging.getLogger(__name__)
 
-_LEN = struct.Struct("!I")  # the ready signal
-_HEAD = struct.Struct("!II")  # pickle length, number of out-of-band buffers
-_BUF = struct.Struct("!Q")  # an out-of-band buffer's length
 START_TIMEOUT = 30.0  # s for a child to import and load its configuration
 STOP_TIMEOUT = 10.0  # s for a child to finish after end of file, before SIGKILL
-# The children's priority, below the relay's listeners (0): when both want a core, accepts
-# go first; a child still gets about a third of a contended core, so delivery goes on.
-NICE = 5
 
 
 class WorkerUnavailable(MailgateError):
     """The child process died (or was never running) before answering."""
-
-
-def frame(obj: object) -> list[Any]:
-    """The parts of ``obj``'s frame, to be written one after the other (joined, a big
-    body would be copied once more)."""
-    buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    views = [b.raw() for b in buffers]
-    head = _HEAD.pack(len(data), len(views)) + b"".join(_BUF.pack(v.nbytes) for v in views)
-    return [head, data, *views]
-
-
-def _write(out: Any, obj: object) -> int:
-    """Write ``obj``'s frame to a stream or transport; its size."""
-    size = 0
-    for part in frame(obj):
-        out.write(part)
-        size += len(part) if isinstance(part, bytes) else part.nbytes
-    return size
-
-
-async def _read_async(stream: asyncio.StreamReader) -> tuple[Any, int]:
-    """The next frame's object and size from ``stream``."""
-    size, count = _HEAD.unpack(await stream.readexactly(_HEAD.size))
-    lengths = [_BUF.unpack_from(await stream.readexactly(_BUF.size))[0] for _ in range(count)]
-    data = await stream.readexactly(size)
-    buffers = [await stream.readexactly(n) for n in lengths]
-    return pickle.loads(data, buffers=buffers), size + sum(lengths)
 
 
 class ChildProcess:
@@ -126,15 +85,15 @@ class ChildProcess:
             env={**os.environ, LOG_FORMAT_ENV: current_format()},  # the relay's log format
         )
         assert proc.stdin is not None and proc.stdout is not None
-        _write(proc.stdin, self._hello)
+        write_frame(proc.stdin, self._hello)
         try:
-            ready = await asyncio.wait_for(proc.stdout.readexactly(_LEN.size), START_TIMEOUT)
+            ready = await asyncio.wait_for(proc.stdout.readexactly(READY.size), START_TIMEOUT)
         except (asyncio.IncompleteReadError, TimeoutError):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
             raise WorkerUnavailable(f"a {self.what} did not start") from None
-        if _LEN.unpack(ready)[0] != 0:
+        if READY.unpack(ready)[0] != 0:
             raise WorkerUnavailable(f"a {self.what} said something unexpected")
         self._proc = proc
         self._reader = asyncio.create_task(self._read(proc), name=f"mailgate-{self._module}")
@@ -151,7 +110,7 @@ class ChildProcess:
             raise WorkerUnavailable(f"the {self.what} is not running")
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            TRIMMER.note(_write(self._proc.stdin, obj))
+            TRIMMER.note(write_frame(self._proc.stdin, obj))
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerUnavailable(str(exc)) from None
 
@@ -160,7 +119,7 @@ class ChildProcess:
         assert stdout is not None
         try:
             while True:
-                message, size = await _read_async(stdout)
+                message, size = await read_frame_async(stdout)
                 self._on_message(message)
                 del message
                 TRIMMER.note(size)
@@ -319,156 +278,3 @@ class WorkerPool:
 
     def pids(self) -> list[int]:
         return [c.pid for c, _ in self._children if c.pid is not None]
-
-
-# ---- the child's side
-
-
-def child_setup(*, nice: bool = True) -> None:
-    """Background work beside the relay's event loop: when both want a core, the loop goes
-    first (unless not ``nice``: the queue's writer, which accepts wait for). Ctrl-C in a
-    terminal and systemd's SIGTERM reach the whole process group: the relay stops in order
-    and closes our stdin, and we exit then, after the work it still needs, so those signals
-    are ignored here."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    tune_allocator()
-    if not nice:
-        return
-    with contextlib.suppress(OSError):  # a sandbox may refuse; the work gets done regardless
-        # Absolute, not relative: a signing process started by the delivery process gets
-        # the same priority as its parent, not lower again.
-        os.setpriority(os.PRIO_PROCESS, 0, max(NICE, os.getpriority(os.PRIO_PROCESS, 0)))
-
-
-def _read_exactly(inp: BinaryIO, size: int) -> bytes:
-    data = inp.read(size)
-    if len(data) < size:
-        raise EOFError
-    return data
-
-
-def _read_frame(inp: BinaryIO) -> tuple[Any, int]:
-    """The next frame's object and size; EOFError at end of file."""
-    size, count = _HEAD.unpack(_read_exactly(inp, _HEAD.size))
-    lengths = [_BUF.unpack(_read_exactly(inp, _BUF.size))[0] for _ in range(count)]
-    data = _read_exactly(inp, size)
-    buffers = [_read_exactly(inp, n) for n in lengths]
-    return pickle.loads(data, buffers=buffers), size + sum(lengths)
-
-
-def failure(exc: BaseException) -> str:
-    """An exception as the text a failed answer carries (the relay raises it as RuntimeError)."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-def serve_blocking(setup: Callable[[Any], Callable[[Any], object]]) -> None:
-    """Serve one request at a time: ``setup(hello)`` returns the handler for requests."""
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    handle = setup(_read_frame(inp)[0])
-    out.write(_LEN.pack(0))  # ready
-    out.flush()
-    while True:
-        try:
-            (rid, request), size = _read_frame(inp)
-        except EOFError:
-            return  # the relay stopped or died
-        try:
-            answer: tuple[int, bool, object] = (rid, True, handle(request))
-        except Exception as exc:
-            answer = (rid, False, failure(exc))
-        del request
-        size = max(size, _write(out, answer))
-        del answer
-        out.flush()
-        TRIMMER.note(size)
-
-
-Setup = Callable[
-    [Any, Callable[[object], None]],
-    Awaitable[tuple[Callable[[Any], None], Callable[[], Awaitable[None]]]],
-]
-
-
-async def exchange_messages(setup: Setup) -> None:
-    """Run a child that trades one-way messages with the relay on an event loop.
-
-    ``setup(hello, send)`` returns the function each message from the relay goes to and a
-    close function; ``send`` writes a message to the relay. At end of file (the relay
-    stopped or died) close is awaited, then this returns.
-    """
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 24)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, sys.stdout
-    )
-    writer = asyncio.StreamWriter(transport, protocol, None, loop)
-
-    def send(obj: object) -> None:
-        if not transport.is_closing():
-            TRIMMER.note(_write(writer, obj))
-
-    async def next_frame() -> Any:
-        obj, size = await _read_async(reader)
-        TRIMMER.note(size)
-        return obj
-
-    on_message, close = await setup(await next_frame(), send)
-    try:
-        if transport.is_closing():
-            raise ConnectionError("the relay is gone")
-        writer.write(_LEN.pack(0))  # ready
-        while True:
-            on_message(await next_frame())
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass  # end of file: the relay stopped or died
-    await close()
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-
-
-def answer_each(
-    handle: Callable[[Any], Awaitable[Any]],
-    send: Callable[[object], None],
-    *,
-    name: Callable[[Any], str],
-    finish: Callable[[], Awaitable[None]],
-) -> tuple[Callable[[Any], None], Callable[[], Awaitable[None]]]:
-    """For :func:`exchange_messages`: each request handled in a task of its own and
-    answered when done (an exception as a failed answer, logged with ``name(request)``);
-    close cancels what is still running, then awaits ``finish``."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def run(rid: int, request: Any) -> None:
-        try:
-            answer = (rid, True, await handle(request))
-        except Exception as exc:
-            log.exception("%s failed", name(request))
-            answer = (rid, False, failure(exc))
-        send(answer)
-
-    def on_message(message: tuple[int, Any]) -> None:
-        task = asyncio.create_task(run(*message))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def close() -> None:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        await finish()
-
-    return on_message, close
-
-
-def run_child(setup: Setup) -> None:
-    """The ``main`` of a child that trades messages on an event loop (uvloop if there)."""
-    child_setup()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(exchange_messages(setup))
-    else:
-        uvloop.run(exchange_messages(setup))

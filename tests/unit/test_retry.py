@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mailgate.config import RetrySettings
+from mailgate.config_sending import RetrySettings
 from mailgate.delivery.retry import backoff, expired
 
 ALMOST_ONE = 1.0 - 2**-53  # the largest value random.random() can return

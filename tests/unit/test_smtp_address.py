@@ -7,7 +7,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailgate.ingress.smtp import RelaySMTP
+from mailgate.ingress.smtp_session import RelaySMTP
 
 
 def parsers() -> tuple[RelaySMTP, SMTP]:

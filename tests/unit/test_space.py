@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from mailgate.config import load_settings
 from mailgate.exceptions import ConfigError, InsufficientStorage, StoreUnavailable
 from mailgate.space import FreeSpace, watched_path
-from mailgate.store.writer import disk_full, store_error
+from mailgate.store.write_errors import disk_full, store_error
 
 
 def settings(**sections):  # type: ignore[no-untyped-def]

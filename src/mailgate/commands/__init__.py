@@ -1,1 +1,1 @@
-"""Subcommand groups of ``mailgate`` (cli.py adds them to the command)."""
+"""The subcommands of ``mailgate``, a module per subject (cli.py adds them to the command)."""

@@ -5,7 +5,7 @@ provider or MX, DNS, the result lines in the log), and in the relay's process it
 the same loop and GIL as the SMTP and HTTP listeners, so accepts waited behind deliveries
 and the relay used one core however many it had. Here attempts run beside the listeners,
 on a core of their own where there is one, at a lower priority
-(:data:`mailgate.workers.NICE`): when both want the same core, accepts go first.
+(:data:`mailgate.worker_child.NICE`): when both want the same core, accepts go first.
 
 The scheduler stays in the relay's process with the store (one writer, so SQLite needs no
 locking between processes): it claims a message, sends it here
@@ -28,7 +28,8 @@ from typing import Any
 from mailgate.config import Settings
 from mailgate.delivery.outcome import AttemptRecord
 from mailgate.models import QueuedMessage
-from mailgate.workers import WorkerPool, answer_each, run_child
+from mailgate.worker_child import answer_each, run_child
+from mailgate.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 

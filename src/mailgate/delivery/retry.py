@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from mailgate.config import RetrySettings
+from mailgate.config_sending import RetrySettings
 
 
 def backoff(attempts: int, settings: RetrySettings, rng: random.Random | None = None) -> float:

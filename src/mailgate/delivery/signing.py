@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mailgate.delivery.dkim import DkimKey, DkimSigner, KeySpec
 from mailgate.logs import setup_logging
-from mailgate.workers import child_setup, serve_blocking
+from mailgate.worker_child import child_setup, serve_blocking
 
 
 def _setup(keys: list[KeySpec]) -> Callable[[tuple[bytes, str]], bytes]:

@@ -21,7 +21,8 @@ from mailgate.events.ssrf import UrlRefused, literal, refused_address, resolve
 from mailgate.events.webhook_models import WebhookAnswer, WebhookHello, WebhookRequest
 from mailgate.events.webhook_payload import payload
 from mailgate.events.webhook_signing import signature
-from mailgate.workers import WorkerPool, answer_each, run_child
+from mailgate.worker_child import answer_each, run_child
+from mailgate.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 

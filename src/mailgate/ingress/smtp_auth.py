@@ -20,7 +20,7 @@ from mailgate.credentials import authenticate
 from mailgate.store import Store
 
 if TYPE_CHECKING:
-    from mailgate.ingress.smtp import RelaySMTP
+    from mailgate.ingress.smtp_session import RelaySMTP
 
 log = logging.getLogger(__name__)
 

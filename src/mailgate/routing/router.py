@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mailgate.config import ProviderSettings, Settings
+from mailgate.config import Settings
+from mailgate.config_sending import ProviderSettings
 from mailgate.models import SKIPPED, AttemptResult, Outcome, SmtpReply
 from mailgate.ratelimit import TokenBucket
 from mailgate.routing.breaker import CircuitBreaker

@@ -12,7 +12,7 @@ from mailgate.store.rows import event_row
 
 if TYPE_CHECKING:
     from mailgate.models import NewMessage
-    from mailgate.store.writer import Op
+    from mailgate.store.write_batch import Op
 
 
 def enqueue_ops(batch: Sequence[NewMessage]) -> list[Op]:

@@ -29,7 +29,7 @@ from mailgate.store.statements import (
     write_statements,
 )
 from mailgate.store.transactions import matching
-from mailgate.store.writer import Work, execute_batch
+from mailgate.store.write_batch import Work, execute_batch
 
 # The event types the admin API's rates are counted from (the store's names).
 RATE_EVENTS = ("queued", "sent", "delivered", "deferred", "bounced", "failed")

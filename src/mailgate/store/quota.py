@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mailgate.exceptions import MailgateError
 from mailgate.store.schema import quota_usage
 from mailgate.store.statements import SQLITE_BULK, write_statements
-from mailgate.store.writer import Op, Work, execute_batch
+from mailgate.store.write_batch import Op, Work, execute_batch
 
 
 @dataclass(frozen=True, slots=True)

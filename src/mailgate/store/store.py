@@ -36,7 +36,8 @@ from mailgate.store.suppressions import row as suppression_row
 from mailgate.store.templates import TemplateStore
 from mailgate.store.tracking import TrackingStore
 from mailgate.store.webhooks import WebhookStore
-from mailgate.store.writer import GroupCommitWriter, Op
+from mailgate.store.write_batch import Op
+from mailgate.store.writer import GroupCommitWriter
 from mailgate.workers import WorkerUnavailable
 
 if TYPE_CHECKING:

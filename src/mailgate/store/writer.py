@@ -25,31 +25,32 @@ a transaction made only of such jobs commits without the flush (SQLite
 nothing either way; a power cut can lose the last of them, which at worst repeats a
 delivery, and the next durable commit flushes them too. This halves the flushes while the
 relay delivers, and accepted mail keeps its fsync before the 250.
+
+Here: the loop that gathers jobs into transactions and hands them on. What a job is and
+how a transaction runs are in write_batch.py, SQLite's transactions in sqlite_writer.py,
+the exceptions callers get in write_errors.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.sql import Executable
+from sqlalchemy.exc import SQLAlchemyError
 
-from mailgate.exceptions import DuplicateEntry, InsufficientStorage, StoreUnavailable
-from mailgate.pickling import by_fields
-from mailgate.store.big_rows import BIG_MESSAGE, has_big_row, insert_messages
+from mailgate.exceptions import StoreUnavailable
+from mailgate.store import writer_process
 from mailgate.store.bulk import BulkForm
-from mailgate.store.engine import create_sync_writer_engine, write_connection
-from mailgate.workers import WorkerPool, WorkerUnavailable, failure
+from mailgate.store.engine import write_connection
+from mailgate.store.sqlite_writer import SqliteTransactions
+from mailgate.store.write_batch import Op, Statements, TxnFn, Work, bodies_beside, execute_batch
+from mailgate.store.write_errors import store_error
+from mailgate.workers import WorkerPool, WorkerUnavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -58,24 +59,6 @@ log = logging.getLogger(__name__)
 
 # Transactions handed to a writer process before the first of them has committed.
 IN_FLIGHT = 2
-
-# A statement of the registry by name, and its rows.
-Op = tuple[str, list[dict[str, Any]]]
-# A function job: ``fn(conn, *args)`` inside the group transaction on a synchronous
-# connection. Module-level (and its arguments picklable) so a writer process can run it.
-TxnFn = Callable[..., Any]
-Statements = Mapping[str, Executable]
-_Groups = dict[tuple[str, ...], dict[str, list[dict[str, Any]]]]
-
-
-@by_fields
-@dataclass(frozen=True, slots=True)
-class Work:
-    """What one job does in the transaction: ``ops``, or ``fn(conn, *args)``."""
-
-    ops: Sequence[Op] = ()
-    fn: TxnFn | None = None
-    args: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -87,198 +70,12 @@ class _Job:
     )
 
 
-def execute_batch(
-    conn: Connection,
-    works: Sequence[Work],
-    statements: Statements,
-    bulk: Mapping[str, BulkForm] | None = None,
-) -> list[Any]:
-    """Run the jobs of one transaction on ``conn``; return each job's result.
-
-    Jobs with the same statements (e.g. all accepts) are merged into one executemany per
-    statement; each job's own statements stay in its order (messages before their
-    deliveries and events; a statement listed twice in one job runs at its first
-    position). Function jobs are barriers: they see everything queued before them.
-    A statement with a form in ``bulk`` runs its rows through that form (see bulk.py).
-    """
-    results: list[Any] = []
-    groups: _Groups = {}
-    for work in works:
-        if work.fn is None:
-            shape = tuple(name for name, _ in work.ops)
-            merged = groups.setdefault(shape, {})
-            for name, params in work.ops:
-                merged.setdefault(name, []).extend(params)
-            results.append(None)
-        else:
-            _flush(conn, groups, statements, bulk)
-            results.append(work.fn(conn, *work.args))
-    _flush(conn, groups, statements, bulk)
-    return results
-
-
-def _flush(
-    conn: Connection,
-    groups: _Groups,
-    statements: Statements,
-    bulk: Mapping[str, BulkForm] | None,
-) -> None:
-    for merged in groups.values():
-        for name, params in merged.items():
-            form = bulk.get(name) if bulk and len(params) > 1 else None
-            if name == "insert_message" and has_big_row(params):
-                # One statement binding every row would copy every big body into SQLite
-                # at once (400 MB for twenty 20 MB messages); see big_rows.py.
-                insert_messages(conn, statements[name], params)
-            elif form is not None:
-                form(conn, params)
-            elif params:
-                conn.execute(statements[name], params)
-    groups.clear()
-
-
-def _wrote_big_message(works: Sequence[Work]) -> bool:
-    return any(
-        has_big_row(rows) for work in works for name, rows in work.ops if name == "insert_message"
-    )
-
-
-def _bodies_beside(works: list[Work]) -> list[Work]:
-    """``works`` with big bodies wrapped to travel beside the pickle to the writer process
-    (workers.frame), not copied into it; the process gets them back as bytes."""
-    if not _wrote_big_message(works):
-        return works
-    out = []
-    for work in works:
-        ops = [
-            (
-                name,
-                [
-                    {**row, "raw": pickle.PickleBuffer(row["raw"])}
-                    if name == "insert_message" and row.get("size", 0) >= BIG_MESSAGE
-                    else row
-                    for row in rows
-                ],
-            )
-            for name, rows in work.ops
-        ]
-        out.append(Work(ops=ops, fn=work.fn, args=work.args))
-    return out
-
-
 class WriterLost(StoreUnavailable):
     """The writer process died with the transaction handed to it: it may or may not have
     committed (the transaction it was making, or the next one, already in its pipe).
 
     Its jobs fail (a client retries: delivery is at least once) rather than run again.
     """
-
-
-def store_error(exc: Exception) -> Exception:
-    """The exception a job's caller gets for ``exc`` raised in its transaction."""
-    if isinstance(exc, IntegrityError):
-        dup = DuplicateEntry(str(exc.orig))
-        dup.__cause__ = exc
-        return dup
-    if disk_full(exc):
-        full = InsufficientStorage(str(exc))
-        full.__cause__ = exc
-        return full
-    if isinstance(exc, SQLAlchemyError | OSError):
-        err = StoreUnavailable(str(exc))
-        err.__cause__ = exc
-        return err
-    return exc
-
-
-# SQLITE_FULL (13); PostgreSQL's disk_full SQLSTATE; the errno of a full file system.
-_SQLITE_FULL = 13
-_PG_DISK_FULL = "53100"
-
-
-def disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database's storage is full: SQLite's "database or disk is
-    full", PostgreSQL's disk_full, or ENOSPC. Such a write is refused like one below the
-    free-space reserve (InsufficientStorage), not reported as a broken queue."""
-    if isinstance(exc, InsufficientStorage):
-        return True
-    orig = getattr(exc, "orig", None) or exc
-    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
-        return True
-    if getattr(orig, "sqlstate", None) == _PG_DISK_FULL or getattr(orig, "pgcode", None) == (
-        _PG_DISK_FULL
-    ):
-        return True
-    if isinstance(orig, OSError) and orig.errno == errno.ENOSPC:
-        return True
-    return "database or disk is full" in str(exc) or "No space left on device" in str(exc)
-
-
-class SqliteTransactions:
-    """Group-commit transactions on one plain pysqlite connection, from one thread.
-
-    Runs in the relay's writer process (``writer_process.py``) or in a writer thread.
-    """
-
-    def __init__(self, url: str, statements: Statements, bulk: Mapping[str, BulkForm]) -> None:
-        self._engine: Engine = create_sync_writer_engine(make_url(url))
-        self._statements = statements
-        self._bulk = bulk
-        self._conn: Connection | None = None
-        self._flushing: bool | None = None  # the connection's synchronous setting
-
-    def run(self, works: Sequence[Work], flush: bool) -> list[Any]:
-        """One transaction of ``works``, flushed to disk at commit if ``flush``."""
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._close_conn()
-            self._conn = self._engine.connect()
-        conn = self._conn
-        try:
-            if flush is not self._flushing:
-                # Outside a transaction, straight on the driver: SQLAlchemy would begin one.
-                dbapi = conn.connection.dbapi_connection
-                assert dbapi is not None
-                dbapi.execute(f"PRAGMA synchronous={'FULL' if flush else 'NORMAL'}")
-                self._flushing = flush
-            with conn.begin():
-                results = execute_batch(conn, works, self._statements, self._bulk)
-        except BaseException:
-            self._close_conn()  # the next batch starts on a fresh connection
-            raise
-        if _wrote_big_message(works):
-            # pysqlite's statement cache keeps each statement's last parameters bound
-            # until it runs again: a big body stayed in memory per cached statement (the
-            # writer held 383 MB after twenty 20 MB messages). Closing the driver's
-            # connection (not only returning it to the pool) finalizes them.
-            conn.invalidate()
-            self._close_conn()
-        return results
-
-    def answer(self, request: tuple[Sequence[Work], bool]) -> tuple[bool, Any]:
-        """:meth:`run` for a writer process: (True, results) or (False, the exception the
-        callers get), never raising, so typed errors cross the pipe."""
-        works, flush = request
-        try:
-            return True, self.run(works, flush)
-        except Exception as exc:
-            err = store_error(exc)
-            err.__cause__ = None  # driver exceptions do not always pickle
-            try:
-                pickle.dumps(err)
-            except Exception:
-                err = RuntimeError(failure(exc))
-            return False, err
-
-    def close(self) -> None:
-        self._close_conn()
-        self._engine.dispose()
-
-    def _close_conn(self) -> None:
-        self._flushing = None
-        if self._conn is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                self._conn.close()
-            self._conn = None
 
 
 class GroupCommitWriter:
@@ -313,8 +110,6 @@ class GroupCommitWriter:
         if self._engine.dialect.name == "sqlite":
             url = self._engine.url.render_as_string(hide_password=False)
             if process:
-                from mailgate.store import writer_process
-
                 self._process = writer_process.WriterProcess(url)
                 await self._process.start()
             else:
@@ -441,7 +236,7 @@ class GroupCommitWriter:
         flush = any(job.durable for job in batch)
         if self._process is not None:
             try:
-                ok, payload = await self._process.call((_bodies_beside(works), flush))
+                ok, payload = await self._process.call((bodies_beside(works), flush))
             except WorkerUnavailable as exc:
                 raise WriterLost(f"the queue's writer process: {exc}") from exc
             if not ok:

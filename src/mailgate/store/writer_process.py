@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailgate.workers import WorkerPool, child_setup, serve_blocking
+from mailgate.store.sqlite_writer import SqliteTransactions
+from mailgate.store.statements import SQLITE_BULK, write_statements
+from mailgate.worker_child import child_setup, serve_blocking
+from mailgate.workers import WorkerPool
 
 # Time for a transaction under way to commit once the relay closes our stdin.
 STOP_TIMEOUT = 30.0
@@ -20,9 +23,6 @@ class WriterProcess(WorkerPool):
 
 
 def _setup(url: str) -> Any:
-    from mailgate.store.statements import SQLITE_BULK, write_statements
-    from mailgate.store.writer import SqliteTransactions
-
     return SqliteTransactions(url, write_statements("sqlite"), SQLITE_BULK).answer
 
 

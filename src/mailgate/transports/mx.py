@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from mailgate.config import ProviderSettings
+from mailgate.config_sending import ProviderSettings
 from mailgate.delivery.classify import classify
 from mailgate.models import AttemptResult, Outcome, SmtpReply
 from mailgate.routing.resolver import MxResolver

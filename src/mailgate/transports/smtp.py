@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import aiosmtplib
 
-from mailgate.config import ProviderSettings
+from mailgate.config_sending import ProviderSettings
 from mailgate.models import SKIPPED, AttemptResult, Outcome, SmtpReply
 from mailgate.transports.session import (
     Endpoint,

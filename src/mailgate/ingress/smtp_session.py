@@ -1,0 +1,340 @@
+"""One SMTP client connection: aiosmtpd's protocol, with what a relay needs instead.
+
+Where aiosmtpd's own behaviour is not what a relay needs we override it here (and in the
+hooks of smtp_handler.py), and only there: DATA reading (bare LF/CR normalised to CRLF,
+998-octet lines, size limit, replies with enhanced status codes), the idle-timeout reply,
+AUTH before TLS allowed on loopback and implicit TLS, and exceptions that never leak their
+text to the client (SmtpHandler.handle_exception).
+
+Bare LF or CR in DATA is normalised to CRLF (as Postfix's ``smtpd_forbid_bare_newline =
+normalize``); end of data is recognised only as <CRLF>.<CRLF>, so SMTP smuggling with
+<LF>.<LF> or <LF>.<CRLF> cannot split a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, Envelope, syntax
+
+from mailgate import policy, replies
+from mailgate.config import Settings
+from mailgate.inflight import Reservation
+from mailgate.models import Credential
+
+if TYPE_CHECKING:
+    from mailgate.ingress.smtp_handler import SmtpHandler
+    from mailgate.ingress.smtp_listeners import Connections
+
+# The SMTP ingress logs under the name it always had (ingress/smtp.py before the split).
+log = logging.getLogger("mailgate.ingress.smtp")
+
+MAX_LINE = 998
+_CALL_LIMITS = {
+    "*": 2**62,
+    "AUTH": 10,
+    "NOOP": 1000,
+    "HELP": 10,
+    "VRFY": 10,
+    "EXPN": 10,
+    "STARTTLS": 2,
+    "EHLO": 100,
+    "HELO": 100,
+}
+
+# A plain <local@domain> of dot-atoms (what nearly every client sends), then the end or
+# spaces before the parameters (not a comment): see RelaySMTP._getaddr.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:[ \t]+(?=[\x21-\x27\x29-\x7e])|\Z)")
+
+
+class RelayEnvelope(Envelope):
+    """An envelope, and whether it carries reports (bounces, complaints) to the intake or
+    unsubscribe requests.
+
+    ``refusal``: why MAIL would have been refused to a submission; with report intake on,
+    that answer waits for RCPT (as Postfix's smtpd_delay_reject does), because a feedback
+    loop sends from its own address, with no AUTH, to our bounce or complaints address.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.intake = False
+        self.refusal: str | None = None
+        # RCPT took a List-Unsubscribe mailto address: the transaction is an unsubscribe.
+        self.unsubscribe = False
+
+
+class RelaySMTP(SMTP):
+    """One client connection."""
+
+    def __init__(
+        self,
+        handler: SmtpHandler,
+        *,
+        settings: Settings,
+        tls_context: ssl.SSLContext | None,
+        implicit_tls: bool,
+        connections: Connections,
+    ) -> None:
+        smtp = settings.smtp
+        super().__init__(
+            handler,
+            data_size_limit=None,  # we advertise SIZE and enforce it ourselves (552 5.3.4)
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=settings.server.hostname,
+            ident="mailgate ESMTP",
+            tls_context=None if implicit_tls else tls_context,
+            timeout=smtp.idle_timeout,
+            auth_require_tls=True,
+            # Per connection, never reset: only commands that do no work are capped, so a
+            # pooled client connection can send any number of messages.
+            command_call_limit=_CALL_LIMITS,
+        )
+        self._relay = handler
+        self.implicit_tls = implicit_tls
+        self.plaintext_loopback = smtp.auth_plaintext_loopback
+        self.auth_failures = 0
+        self.busy = False
+        self.peer_address = ""
+        # What the peer address alone allows (SmtpHandler._credential), found once.
+        self.network_credential: Credential | None = None
+        self.network_checked = False
+        self._connections = connections
+        self._greeted = False
+        self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
+        # The transaction's share of [server] max_inflight_bytes; released with its envelope.
+        budget = handler.inflight
+        self.held: Reservation | None = budget.reservation("smtp") if budget else None
+
+    @property
+    def max_message_size(self) -> int:
+        """The limit of the settings now running: a reload applies to open sessions too."""
+        return self._relay.settings.smtp.max_message_size
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            peer = transport.get_extra_info("peername")
+            self.peer_address = str(peer[0]) if peer else ""
+            # AUTH in clear text only where nothing can listen in: loopback, or inside TLS.
+            if self.implicit_tls or (
+                self.plaintext_loopback and policy.is_loopback(self.peer_address)
+            ):
+                self._auth_require_tls = False
+            self._connections.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._connections.discard(self)
+        if self.held is not None:
+            self.held.release()
+        super().connection_lost(error)
+
+    def _create_envelope(self) -> RelayEnvelope:
+        # A new transaction (after DATA, RSET, EHLO): the last one's bytes are gone.
+        held = getattr(self, "held", None)
+        if held is not None:
+            held.release()
+        return RelayEnvelope()
+
+    def hold(self, size: int) -> bool:
+        """Reserve ``size`` bytes of the in-flight budget for this transaction."""
+        return self.held is None or self.held.ensure(size)
+
+    @property
+    def is_tls(self) -> bool:
+        return self.implicit_tls or self._tls_protocol is not None
+
+    def close_connection(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _handle_client(self) -> None:
+        refusal = self._connections.refusal(self)
+        if refusal is None:
+            await super()._handle_client()
+            return
+        log.warning("refused a connection from %s: %s", self.peer_address, refusal.text)
+        await self.push(refusal.line())  # instead of the greeting
+        self.close_connection()
+
+    async def push(self, status: AnyStr) -> None:
+        """Every reply but the greeting and EHLO/HELO's with an enhanced status code
+        (aiosmtpd's own protocol errors have none; see replies.with_enhanced_code)."""
+        verbatim = self._verbatim and status[:3] == "250"
+        if isinstance(status, str) and self._greeted and not verbatim:
+            status = replies.with_enhanced_code(status)
+        self._greeted = True
+        await super().push(status)
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        await self._with_plain_250(super().smtp_HELO(hostname))
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await self._with_plain_250(super().smtp_EHLO(hostname))
+
+    async def _with_plain_250(self, answer: Awaitable[None]) -> None:
+        self._verbatim = True
+        try:
+            await answer
+        finally:
+            self._verbatim = False
+
+    def _getparams(self, params: Iterable[str]) -> dict[str, str | bool] | None:
+        """aiosmtpd's MAIL/RCPT parameter parser, accepting ``AUTH=`` (RFC 4954 section 5:
+        a server that offers AUTH must accept it, and may ignore it, as we do: the
+        session's own AUTH says who sends). Exim sends ``AUTH=<>`` once authenticated;
+        aiosmtpd refused that MAIL with 555."""
+        parsed: dict[str, str | bool] | None = super()._getparams(params)
+        if parsed is not None:
+            parsed.pop("AUTH", None)
+        return parsed
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's MAIL/RCPT address parser, with a fast path for ``<local@domain>``.
+
+        aiosmtpd builds an RFC 5322 token tree (and defines a class) per call, about 40 us
+        for each MAIL and RCPT. For dot-atom@dot-atom in angle brackets its answer is the
+        text between the brackets and what follows the spaces, so that is returned directly;
+        anything else (quoted local parts, comments, address literals, encoded words,
+        non-ASCII, no brackets) still goes through aiosmtpd's parser.
+        """
+        match = _PLAIN_ANGLE_ADDR.match(arg)
+        if match is None or "=?" in match[1]:
+            return super()._getaddr(arg)
+        address = match[1]
+        if self.local_part_limit and address.index("@") > self.local_part_limit:
+            return None, None
+        return address, arg[match.end() :]
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            try:
+                self._writer.write(f"{replies.IDLE_TIMEOUT.line()}\r\n".encode())
+            except Exception:
+                log.debug("could not send the idle-timeout reply", exc_info=True)
+        super()._timeout_cb()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.busy = True
+        try:
+            error, content = await self._read_data()
+            if error is not None:
+                await self.push(error.line())
+                return
+            self.envelope.content = content
+            self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            await self.push(status)
+        finally:
+            self.busy = False
+            self._set_post_data_state()
+
+    async def _read_data(self) -> tuple[Any, bytes]:
+        """Read up to <CRLF>.<CRLF>; return (refusal or None, normalised content).
+
+        A line that needs no work (CRLF-terminated, no bare CR, no dot to remove, not too
+        long: nearly all of them) is kept as received, and all are joined once at the end.
+        """
+        reader = self._reader
+        lines: list[bytes] = []  # each ends with CRLF
+        size = 0
+        limit = self.max_message_size
+        # Bytes held in the budget: beyond them DATA asks for more (452 4.3.1 if refused).
+        allowed = self.held.amount if self.held is not None else limit
+        error = None
+        after_crlf = True
+        long_line = False  # inside a line longer than the stream limit
+        tail_cr = False  # the discarded part of that line ended with CR
+        while True:
+            try:
+                chunk = await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                # A line longer than the limit: drop it (and the message), keep reading.
+                discarded = await reader.read(exc.consumed)
+                tail_cr = discarded.endswith(b"\r")
+                long_line = True
+                error = error or replies.LINE_TOO_LONG
+                lines.clear()
+                continue
+            except asyncio.IncompleteReadError as exc:
+                raise ConnectionResetError("connection closed during DATA") from exc
+            if long_line:
+                long_line = False
+                after_crlf = chunk.endswith(b"\r\n") or (chunk == b"\n" and tail_cr)
+                continue
+            if after_crlf and chunk == b".\r\n":
+                break
+            n = len(chunk)
+            # The usual line: no dot, not too long, and its only CR is the one before the LF.
+            if (
+                error is None
+                and 2 <= n <= MAX_LINE + 2
+                and chunk[0] != 0x2E
+                and chunk.find(b"\r") == n - 2
+            ):
+                after_crlf = True
+                size += n
+                if size > limit:
+                    error = replies.MESSAGE_TOO_BIG
+                    lines.clear()
+                elif size > allowed and not self.hold(size):
+                    error = replies.INFLIGHT_FULL
+                    lines.clear()
+                else:
+                    lines.append(chunk)
+                    allowed = self.held.amount if self.held is not None else limit
+                continue
+            if chunk.endswith(b"\r\n"):
+                body = chunk[:-2]
+                after_crlf = True
+            else:
+                body = chunk[:-1]
+                after_crlf = False
+            if error is not None:
+                continue
+            size += len(body) + 2
+            if size > limit:
+                error = replies.MESSAGE_TOO_BIG
+                lines.clear()
+                continue
+            if size > allowed:
+                if not self.hold(size):
+                    error = replies.INFLIGHT_FULL
+                    lines.clear()
+                    continue
+                allowed = self.held.amount if self.held is not None else limit
+            if body[:1] == b".":
+                body = body[1:]
+            for part in body.split(b"\r"):
+                if len(part) > MAX_LINE:
+                    error = replies.LINE_TOO_LONG
+                    lines.clear()
+                    break
+                lines.append(part + b"\r\n")
+        if error is not None:
+            return error, b""
+        return None, b"".join(lines)

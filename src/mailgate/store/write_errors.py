@@ -1,0 +1,50 @@
+"""The exceptions a job's caller gets for what its transaction raised: typed, so that
+accept paths can answer a duplicate, a full disk or a broken queue each in its own way."""
+
+from __future__ import annotations
+
+import errno
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from mailgate.exceptions import DuplicateEntry, InsufficientStorage, StoreUnavailable
+
+
+def store_error(exc: Exception) -> Exception:
+    """The exception a job's caller gets for ``exc`` raised in its transaction."""
+    if isinstance(exc, IntegrityError):
+        dup = DuplicateEntry(str(exc.orig))
+        dup.__cause__ = exc
+        return dup
+    if disk_full(exc):
+        full = InsufficientStorage(str(exc))
+        full.__cause__ = exc
+        return full
+    if isinstance(exc, SQLAlchemyError | OSError):
+        err = StoreUnavailable(str(exc))
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+# SQLITE_FULL (13); PostgreSQL's disk_full SQLSTATE; the errno of a full file system.
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database's storage is full: SQLite's "database or disk is
+    full", PostgreSQL's disk_full, or ENOSPC. Such a write is refused like one below the
+    free-space reserve (InsufficientStorage), not reported as a broken queue."""
+    if isinstance(exc, InsufficientStorage):
+        return True
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    if getattr(orig, "sqlstate", None) == _PG_DISK_FULL or getattr(orig, "pgcode", None) == (
+        _PG_DISK_FULL
+    ):
+        return True
+    if isinstance(orig, OSError) and orig.errno == errno.ENOSPC:
+        return True
+    return "database or disk is full" in str(exc) or "No space left on device" in str(exc)
