@@ -3,8 +3,9 @@ installed versions: a release that renames one or changes its parameters fails h
 the symbol, instead of breaking the relay at run time. pyproject.toml caps these libraries
 below their next release line (docs/dependencies.md); raising a cap starts with this test.
 
-Where they are used: aiosmtpd's in the SMTP session class (ingress/), uvicorn's in the HTTP
-listener's server (ingress/http.py), dkimpy's in the signer (delivery/dkim.py).
+Where they are used: aiosmtpd's in the SMTP session class (ingress/smtp_session.py),
+uvicorn's in the HTTP listener's server (ingress/http.py), dkimpy's in the signer
+(delivery/dkim.py).
 """
 
 from __future__ import annotations
