@@ -1,6 +1,7 @@
-"""The load clients' side of the control protocol with the orchestrator, shared by the
-SMTP and HTTP clients: READY <sessions> on stdout, then GO {json} on stdin, then RESULT
-{json} on stdout; EOF on stdin means stop. Also the Plan that paces and bounds a run."""
+"""What the SMTP and HTTP load clients share: their side of the control protocol with
+the orchestrator (READY <sessions> on stdout, then GO {json} on stdin, then RESULT {json}
+on stdout; EOF on stdin means stop), the Plan that paces and bounds a run, and the
+connection each session holds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from bench import HOST
 
 LATE_START = 0.05  # paced mode: a message starting this far behind its slot is "late"
 
@@ -59,6 +62,27 @@ class Plan:
         """A failed message is retried so a fill queues exactly the asked number."""
         if self.quota is not None:
             self.taken -= 1
+
+
+class Connection:
+    """One session's connection to the server under test, or none after a failure."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def _open(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(HOST, self._port)
+
+    def _drop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
 
 async def stdin_reader() -> asyncio.StreamReader:

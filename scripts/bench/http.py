@@ -45,12 +45,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bench.http_load import SCENARIOS
+from bench.http_load import SCENARIOS, Result
 from bench.http_report import print_details, print_header, print_table, print_targets
 from bench.http_requests import BATCH_SIZE
 from bench.http_scenarios import HttpBench
 from bench.http_tracking import TRACKING_TARGET_RATE
-from bench.orchestrator import run_in_tempdir, select_scenarios
+from bench.orchestrator import run_and_report, select_scenarios
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -114,18 +114,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     opts = parse_args(argv)
     print_header(opts)
-    results = run_in_tempdir(
-        lambda workdir: HttpBench(opts, workdir),
-        opts.scenarios,
-        prefix="mailgate-bench-http-",
-        keep_tmp=opts.keep_tmp,
+
+    def report(results: list[Result]) -> None:
+        print_table(results)
+        print_details(results)
+        print_targets(results)
+
+    return run_and_report(
+        lambda workdir: HttpBench(opts, workdir), opts, report, prefix="mailgate-bench-http-"
     )
-    if isinstance(results, int):
-        return results
-    print_table(results)
-    print_details(results)
-    print_targets(results)
-    return 1 if any(r.failed for r in results) else 0
 
 
 if __name__ == "__main__":

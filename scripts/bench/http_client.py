@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import uvloop
 
-from bench import HOST, REPLY_TIMEOUT
-from bench.control import Plan, ready_then_go, say_result
+from bench import REPLY_TIMEOUT
+from bench.control import Connection, Plan, ready_then_go, say_result
 from bench.http_requests import SAMPLE_BYTES, SEND_KINDS, SendFactory
 from bench.http_tracking import TrackingFactory
 
@@ -66,33 +66,22 @@ class ClientStats:
     connects: int = 0
 
 
-class HttpSession:
+class HttpSession(Connection):
     """One keep-alive connection posting sends, one at a time, until the plan ends."""
 
     def __init__(self, port: int, stats: ClientStats) -> None:
-        self._port = port
+        super().__init__(port)
         self._stats = stats
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self._writer is not None
 
     async def connect(self) -> bool:
         try:
             async with asyncio.timeout(REPLY_TIMEOUT):
-                self._reader, self._writer = await asyncio.open_connection(HOST, self._port)
+                await self._open()
         except (OSError, TimeoutError) as exc:
             self._stats.errors[f"connect: {type(exc).__name__}"] += 1
             return False
         self._stats.connects += 1
         return True
-
-    def _drop(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
 
     def _error(self, kind: str, body: bytes = b"") -> None:
         self._stats.errors[kind] += 1

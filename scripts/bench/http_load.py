@@ -15,7 +15,7 @@ from typing import Any
 from bench import HOST
 from bench.config import http_relay_toml
 from bench.http_requests import SEND_KINDS, SendFactory
-from bench.orchestrator import ChildrenBench, log_problems, parse_results
+from bench.orchestrator import ChildrenBench, parse_results
 from bench.processes import RssSampler
 from bench.stats import nearest_rank
 
@@ -96,8 +96,7 @@ class HttpLoad(ChildrenBench):
             res.extra["sink_total"] = await sink.count()
         finally:
             if mg is not None:
-                res.extra["exit"] = await self.stop_mailgate(mg)
-                res.problems = log_problems(mg.log)
+                res.extra["exit"], res.problems = await self.finish_mailgate(mg)
             await self.stop_sink(sink)
         return res
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -42,9 +41,7 @@ class HttpBench(HttpLoad):
         res = Result(TITLES["bare-send"])
         log = self.workdir / "bare.log"
         with open(log, "wb") as fh:
-            proc = await self.children.spawn(
-                sys.executable,
-                "-m",
+            proc = await self.spawn_python(
                 "bench.http_bare",
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=fh,

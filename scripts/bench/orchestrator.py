@@ -118,6 +118,12 @@ class ChildrenBench:
     def _log(self, msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
+    async def spawn_python(
+        self, module: str, *args: str, **kwargs: Any
+    ) -> asyncio.subprocess.Process:
+        """``python -m module args``: mailgate's CLI, the sink, a load client, ..."""
+        return await self.children.spawn(sys.executable, "-m", module, *args, **kwargs)
+
     # ---- mailgate
 
     def relay_dir(self) -> Path:
@@ -131,16 +137,14 @@ class ChildrenBench:
         """``mailgate serve --config config``, its output into the file ``log`` (a file,
         not a pipe: a full pipe would stall mailgate)."""
         with open(log, "wb") as fh:
-            return await self.children.spawn(
-                sys.executable, "-m", "mailgate.cli", "serve", "--config", str(config),
+            return await self.spawn_python(
+                "mailgate.cli", "serve", "--config", str(config),
                 stdin=asyncio.subprocess.DEVNULL, stdout=fh, stderr=fh,
             )  # fmt: skip
 
     async def mailgate_cli(self, *args: str, timeout: float = 60.0) -> str:
         """Run a short ``mailgate`` command; its stdout, or BenchError with its stderr."""
-        proc = await self.children.spawn(
-            sys.executable,
-            "-m",
+        proc = await self.spawn_python(
             "mailgate.cli",
             *args,
             stdin=asyncio.subprocess.DEVNULL,
@@ -214,13 +218,15 @@ class ChildrenBench:
             self._log(f"mailgate exited with code {code}; stderr tail:\n{log_tail(mg.log)}")
         return code
 
+    async def finish_mailgate(self, mg: MailgateProcess) -> tuple[int, list[str]]:
+        """Stop mailgate: its exit code, and the warnings and errors of its log."""
+        return await self.stop_mailgate(mg), log_problems(mg.log)
+
     # ---- sink
 
     async def start_sink(self, *, track: bool = False, blackhole: bool = False) -> Sink:
         flags = [f for f, on in (("track", track), ("blackhole", blackhole)) if on]
-        proc = await self.children.spawn(
-            sys.executable,
-            "-m",
+        proc = await self.spawn_python(
             "bench.sink",
             *flags,
             stdin=asyncio.subprocess.PIPE,
@@ -259,9 +265,7 @@ class ChildrenBench:
         lasting ``length`` s, plus ``go(i)`` for process i; ``probe`` sampled at the
         window's edges; their RESULT lines. The clients are stopped on any exit."""
         procs = [
-            await self.children.spawn(
-                sys.executable,
-                "-m",
+            await self.spawn_python(
                 self.client,
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
@@ -305,6 +309,22 @@ def select_scenarios(values: list[str] | None, known: Sequence[str]) -> list[str
     if unknown:
         raise SystemExit(f"--only: unknown scenario(s) {sorted(unknown)}; pick from {known}")
     return [s for s in known if s in wanted]
+
+
+def run_and_report(
+    make_bench: Callable[[Path], Any],
+    opts: argparse.Namespace,
+    report: Callable[[list[Any]], None],
+    *,
+    prefix: str,
+) -> int:
+    """A bench's whole run: its scenarios in a temp dir, then ``report`` of their results.
+    The exit code: 1 if a scenario failed, 130 / 143 when interrupted, else 0."""
+    results = run_in_tempdir(make_bench, opts.scenarios, prefix=prefix, keep_tmp=opts.keep_tmp)
+    if isinstance(results, int):
+        return results
+    report(results)
+    return 1 if any(r.failed for r in results) else 0
 
 
 def run_in_tempdir(

@@ -56,7 +56,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from bench import memory, smtp_closed_loop, smtp_failover, smtp_fill, smtp_paced
 from bench.memory import add_arguments as add_memory_arguments
 from bench.message import MessageFactory
-from bench.orchestrator import run_in_tempdir, select_scenarios
+from bench.orchestrator import run_and_report, select_scenarios
 from bench.processes import BenchError
 from bench.smtp_load import Bench
 from bench.smtp_report import print_details, print_header, print_table, print_targets
@@ -156,18 +156,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     opts = parse_args(argv)
     print_header(opts)
-    scenarios = run_in_tempdir(
-        lambda workdir: SmtpBench(opts, workdir),
-        opts.scenarios,
-        prefix="mailgate-bench-",
-        keep_tmp=opts.keep_tmp,
+
+    def report(scenarios: list[Scenario]) -> None:
+        print_table(scenarios)
+        print_details(scenarios, opts)
+        print_targets(scenarios)
+
+    return run_and_report(
+        lambda workdir: SmtpBench(opts, workdir), opts, report, prefix="mailgate-bench-"
     )
-    if isinstance(scenarios, int):
-        return scenarios
-    print_table(scenarios)
-    print_details(scenarios, opts)
-    print_targets(scenarios)
-    return 1 if any(s.failed for s in scenarios) else 0
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import uvloop
 
-from bench import HOST, REPLY_TIMEOUT
-from bench.control import Plan, ready_then_go, say_result
+from bench import REPLY_TIMEOUT
+from bench.control import Connection, Plan, ready_then_go, say_result
 from bench.message import MessageFactory
 
 SENDER = "bench@example.com"
@@ -66,28 +66,23 @@ class ClientStats:
     acks: list[tuple[str, float]] = field(default_factory=list)
 
 
-class ClientSession:
+class ClientSession(Connection):
     """One SMTP session: connect and EHLO once, then MAIL/RCPT/DATA until the plan ends."""
 
     def __init__(
         self, port: int, factory: MessageFactory, stats: ClientStats, track: bool = False
     ) -> None:
-        self._port = port
+        super().__init__(port)
         self._factory = factory
         self._stats = stats
         self._track = track
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
         self._seq = 0
-
-    @property
-    def connected(self) -> bool:
-        return self._writer is not None
 
     async def connect(self) -> bool:
         try:
             async with asyncio.timeout(REPLY_TIMEOUT):
-                self._reader, self._writer = await asyncio.open_connection(HOST, self._port)
+                await self._open()
+                assert self._reader is not None and self._writer is not None
                 if await read_reply(self._reader) != 220:
                     raise ProtocolError("no 220 greeting")
                 self._writer.write(b"EHLO bench-client.example.com\r\n")
@@ -99,11 +94,6 @@ class ClientSession:
             return False
         self._stats.connects += 1
         return True
-
-    def _drop(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
 
     async def _command(self, line: bytes) -> int:
         assert self._reader is not None and self._writer is not None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 from bench import HOST
-from bench.orchestrator import log_problems
 from bench.probes import lag_stats, pending
 from bench.processes import RssSampler
 from bench.smtp_delivering import delivering
@@ -41,8 +40,7 @@ async def held(bench: Bench, key: str = "held", rate: float | None = None) -> Sc
         sc.peak_rss = rss.peak
         sc.extra["queued"] = await asyncio.to_thread(pending, mg.db)
     finally:
-        sc.extra["exit"] = await bench.stop_mailgate(mg)
-        sc.problems = log_problems(mg.log)
+        sc.extra["exit"], sc.problems = await bench.finish_mailgate(mg)
     return sc
 
 

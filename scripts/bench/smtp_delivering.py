@@ -13,7 +13,7 @@ from typing import Any
 from bench import HOST
 from bench.config import DEAD_TIMEOUT, DeadProvider, closed_port
 from bench.dkim_keys import DkimKeyFile, verify_sample
-from bench.orchestrator import Probe, Sink, log_problems
+from bench.orchestrator import Probe, Sink
 from bench.probes import failover_events, lag_stats, pending, statuses
 from bench.processes import RssSampler
 from bench.smtp_load import Bench, Mailgate
@@ -102,8 +102,7 @@ async def delivering(
             sc.extra["blackhole_connections"] = got["blackhole_connections"]
     finally:
         if mg is not None:
-            sc.extra["exit"] = await bench.stop_mailgate(mg)
-            sc.problems = log_problems(mg.log)
+            sc.extra["exit"], sc.problems = await bench.finish_mailgate(mg)
         await bench.stop_sink(sink)
         if hooks is not None:
             await hooks.close()

@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 from bench import HOST
-from bench.orchestrator import log_problems
 from bench.probes import pending
 from bench.processes import RssSampler
 from bench.smtp_load import Bench
@@ -38,8 +37,8 @@ async def fill(bench: Bench) -> Scenario:
             db_bytes=db_bytes,
         )
     finally:
-        sc.extra["exit"] = await bench.stop_mailgate(mg)
-        sc.problems = log_problems(mg.log)
+        sc.extra["exit"], sc.problems = await bench.finish_mailgate(mg)
+    return sc
 
 
 def print_details(

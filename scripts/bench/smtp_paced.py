@@ -23,7 +23,7 @@ async def paced_e2e(bench: Bench) -> Scenario:
 
 
 async def paced_dkim(bench: Bench) -> Scenario:
-    key = await bench.dkimkey_of()
+    key = await bench.dkim_key()
     return await delivering(bench, "paced-dkim", dkim=key, rate=bench.opts.rate)
 
 

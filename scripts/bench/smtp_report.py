@@ -5,16 +5,13 @@ every scenario family, in that order."""
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 from collections import Counter
-
-import uvloop
 
 from bench import smtp_closed_loop, smtp_failover, smtp_fill, smtp_paced
 from bench.control import LATE_START
 from bench.memory import print_memory
 from bench.message import MessageFactory
+from bench.report import print_machine, print_relay_end, print_table_head
 from bench.smtp_delivering import DRAIN_TIMEOUT, print_delivery_details
 from bench.smtp_fill import mb
 from bench.smtp_results import DELIVERED_TITLES, Scenario, find, key_of, shown
@@ -28,14 +25,8 @@ def _fmt_errors(errors: Counter[str]) -> str:
 
 
 def print_header(opts: argparse.Namespace) -> None:
-    cpus = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
     size = MessageFactory(opts.size).size
-    print()
-    print("mailgate SMTP benchmark")
-    print(f"  python        {platform.python_version()} ({platform.python_implementation()})")
-    print(f"  event loop    uvloop {uvloop.__version__} (clients, sink; mailgate installs it)")
-    print(f"  cpus          {cpus} (usable {usable}), {platform.machine()}")
+    print_machine("mailgate SMTP benchmark", "clients, sink")
     print(f"  message       {size} bytes (+ envelope), 1 recipient, no pipelining")
     print(
         f"  load          {opts.sessions} sessions in {opts.client_procs} client process(es), "
@@ -51,9 +42,7 @@ def print_table(scenarios: list[Scenario]) -> None:
         f"{'scenario':<32} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
         f"{'peak RSS MB':>12} {'vs ceiling':>11}"
     )
-    print()
-    print(head)
-    print("-" * len(head))
+    print_table_head(head)
     for sc in scenarios:
         if sc.failed:
             print(f"{shown(sc):<32} FAILED (see below)")
@@ -148,12 +137,7 @@ def print_details(scenarios: list[Scenario], opts: argparse.Namespace) -> None:
             smtp_fill.print_details(x, load, sc.peak_rss, opts)
         elif "queued" in x:
             print(f"  queued (pending in db) at end: {x['queued']}")
-        if x.get("exit") not in (None, 0):
-            print(f"  mailgate exit code: {x['exit']}")
-        if sc.problems:
-            print(f"  mailgate log: {len(sc.problems)} warning/error line(s), first ones:")
-            for line in sc.problems[:5]:
-                print(f"    {line[:200]}")
+        print_relay_end(x, sc.problems)
 
 
 def print_targets(scenarios: list[Scenario]) -> None:
