@@ -1,4 +1,4 @@
-"""The ``tracking`` scenario's parts for bench_http.py: valid tokens and the GET requests.
+"""The ``tracking`` scenario's parts for bench-http: valid tokens and the GET requests.
 
 The tokens are made the way the delivery process makes them, with the relay's own key
 (read from its SQLite database after it made it) for messages the bench sent through the
@@ -12,9 +12,9 @@ import base64
 import sqlite3
 from pathlib import Path
 
+from bench import HOST
 from mailgate.events.tokens import Signer
 
-HOST = "127.0.0.1"
 CLICK_URL = "https://shop.example.com/item?id=42&ref=newsletter"
 TRACKING_TARGET_RATE = 2000.0  # requests/s
 TRACKING_TARGET_P99_MS = 20.0

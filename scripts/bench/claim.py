@@ -1,4 +1,4 @@
-"""Claim latency against the queue's depth, on SQLite and PostgreSQL (bench_pg.py's
+"""Claim latency against the queue's depth, on SQLite and PostgreSQL (bench-pg's
 ``claim`` scenario).
 
 For each engine and depth: an empty queue is filled with that many due deliveries (one
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-sys.path.insert(0, SRC)
+from bench import use_checkout
+from bench.postgres import pg_async, reset_pg
+
+use_checkout()
 
 from mailgate.ids import new_id  # noqa: E402
 from mailgate.models import NewMessage  # noqa: E402
@@ -30,17 +31,6 @@ from mailgate.store.enqueue import enqueue_ops  # noqa: E402
 
 FILL_BATCH = 10_000
 BODY = b"Subject: claim bench\r\n\r\n" + b"x" * 280 + b"\r\n"
-
-
-async def reset_pg(url: str) -> None:
-    """Empty the bench's PostgreSQL database (its public schema)."""
-    import asyncpg
-
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
-    finally:
-        await conn.close()
 
 
 def _ops(count: int, at: float) -> list[Any]:
@@ -112,7 +102,7 @@ async def claim_latency(
         url = f"sqlite+aiosqlite:///{folder / 'q.db'}"
     else:
         await reset_pg(url)
-        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+        url = pg_async(url)
     store = await Store.open(url, writer_process=engine == "sqlite")
     try:
         filled = await fill(store, depth)

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Scale-out on PostgreSQL: one node on SQLite, one on PostgreSQL, three on PostgreSQL.
 
 Scenarios (``--only`` picks some; ``--rounds N`` runs them N times in turn, so each ratio
 compares runs made minutes apart on the same machine):
 
-* ``sqlite-1``, ``pg-1`` and ``pg-3``: bench_smtp.py's ``e2e`` (closed loop, the same
+* ``sqlite-1``, ``pg-1`` and ``pg-3``: bench-smtp's ``e2e`` (closed loop, the same
   ``--sessions`` and message size, its load client and tracking sink) against one
   ``mailgate serve`` on SQLite, one on PostgreSQL, and three on one PostgreSQL database
   (node ids n1..n3, the client processes spread over their ports, every node delivering
@@ -12,7 +11,7 @@ compares runs made minutes apart on the same machine):
   p50/p99 and 250->delivered p50/p99, duplicates at the sink, and the ratios
   pg-1/sqlite-1 and pg-3/pg-1.
 * ``claim``: claim latency with ``--claim-depths`` (10,000 and 1,000,000) queued
-  deliveries on both engines (bench_claim.py).
+  deliveries on both engines (claim.py).
 
 ``--pg-url`` names a database this bench EMPTIES (its public schema is dropped) before each
 PostgreSQL run. Everything else stays in a temp dir and on 127.0.0.1.
@@ -22,39 +21,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_smtp lives beside us
+from bench import claim, use_checkout
+from bench.config import free_port, relay_toml, toml_str
+from bench.orchestrator import Sink, log_problems, run_in_tempdir
+from bench.postgres import pg_fetch, reset_pg
+from bench.probes import pending as sqlite_pending
+from bench.probes import statuses
+from bench.smtp_load import Bench, Mailgate
+from bench.smtp_results import LoadResult, Scenario
+from bench.stats import delivery_latency, nearest_rank, window_rates
 
-import bench_claim
-from bench_smtp import (
-    START_TIMEOUT,
-    Bench,
-    Mailgate,
-    Scenario,
-    Sink,
-    _free_port,
-    _read_line,
-    _toml_str,
-    delivery_latency,
-    log_problems,
-    nearest_rank,
-    relay_toml,
-    run_in_tempdir,
-    statuses,
-    window_rates,
-)
-from bench_smtp import pending as sqlite_pending
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+use_checkout(children=True)  # mailgate serve and its writer process: this checkout's
 
 SCENARIOS = ("sqlite-1", "pg-1", "pg-3", "claim")
 NODES = {"sqlite-1": ("sqlite", 1), "pg-1": ("pg", 1), "pg-3": ("pg", 3)}
@@ -62,27 +46,15 @@ DRAIN_TIMEOUT = 120.0
 CLAIM_TARGET_MS = 10.0
 
 
-async def pg_fetch(url: str, sql: str) -> list[Any]:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
-
-
 class ScaleBench(Bench):
-    """bench_smtp's orchestrator with N nodes per scenario and a PostgreSQL queue."""
+    """bench-smtp's orchestrator with N nodes per scenario and a PostgreSQL queue."""
 
     async def start_node(self, sink_port: int, pg_url: str | None, node: int) -> Mailgate:
-        self._runs += 1
-        workdir = self.workdir / f"mailgate-{self._runs}"
-        workdir.mkdir()
-        toml = relay_toml(workdir, sink_port, "info", 0, http_port=_free_port())
+        workdir = self.relay_dir()
+        toml = relay_toml(workdir, sink_port, "info", 0, http_port=free_port())
         toml = toml.replace("[server]\n", f'[server]\nnode_id = "n{node}"\n', 1)
         if pg_url:
-            toml += f"\n[database]\nurl = {_toml_str(pg_url)}\n"
+            toml += f"\n[database]\nurl = {toml_str(pg_url)}\n"
         config = workdir / "relay.toml"
         config.write_text(toml)
         log = workdir / "mailgate.log"
@@ -103,48 +75,27 @@ class ScaleBench(Bench):
         rows = await pg_fetch(self.opts.pg_url, sql)
         return {str(s): int(n) for s, n in rows}
 
-    async def load_nodes(self, ports: list[int], probe: Any) -> tuple[Any, dict[str, Any]]:
-        """bench_smtp's run_load, with the client processes spread over ``ports``."""
+    async def load_nodes(self, ports: list[int], probe: Any) -> tuple[LoadResult, dict[str, Any]]:
+        """bench-smtp's run_load, with the client processes spread over ``ports``."""
         opts = self.opts
         procs_n = max(opts.client_procs, len(ports))
         per = [opts.sessions // procs_n + (i < opts.sessions % procs_n) for i in range(procs_n)]
-        procs = [
-            await self.children.spawn(
-                sys.executable,
-                self.script,
-                "_client",
-                str(ports[i % len(ports)]),
-                str(n),
-                str(opts.size),
-                "track",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            for i, n in enumerate(per)
-        ]
-        try:
-            ready = [await _read_line(p, "load client", START_TIMEOUT) for p in procs]
-            connected = sum(int(line.split()[1]) for line in ready)
-            now = time.time()
-            start, end = now + opts.warmup, now + opts.warmup + opts.duration
-            for p in procs:
-                assert p.stdin is not None
-                go = {"start": start, "end": end, "quota": None}
-                p.stdin.write(b"GO " + json.dumps(go).encode() + b"\n")
-                await p.stdin.drain()
-            edges = await self._probe_edges(start, end, probe)
-            lines = [await _read_line(p, "load client", end - time.time() + 60) for p in procs]
-        finally:
-            for p in procs:
-                await self.children.stop(p, 10.0)
-        return self._merge(lines, start, end, now, connected, None), edges
+        run = await self.run_clients(
+            [self.client_argv(ports[i % len(ports)], n, True) for i, n in enumerate(per)],
+            "load client",
+            lead=opts.warmup,
+            length=opts.duration,
+            go=lambda i: {"quota": None},
+            probe=probe,
+        )
+        return self._merge(run, None), run.edges
 
     async def scale(self, key: str) -> Scenario:
         engine, count = NODES[key]
         pg = engine == "pg"
         sc = Scenario(key)
         if pg:
-            await bench_claim.reset_pg(self.opts.pg_url)
+            await reset_pg(self.opts.pg_url)
         sink: Sink = await self.start_sink(track=True)
         nodes: list[Mailgate] = []
         try:
@@ -184,7 +135,7 @@ class ScaleBench(Bench):
                 self._log(f"claim: {engine}, filling {depth:,} deliveries")
                 rows.append(
                     await asyncio.to_thread(
-                        bench_claim.run,
+                        claim.run,
                         engine,
                         self.opts.pg_url,
                         depth,
@@ -290,7 +241,7 @@ def main(argv: Sequence[str]) -> int:
         print_scale(scale)
     for r in results:
         if isinstance(r, list):
-            bench_claim.print_claims(r, opts.claim_batch, CLAIM_TARGET_MS)
+            claim.print_claims(r, opts.claim_batch, CLAIM_TARGET_MS)
     for sc in scale:
         for line in sc.problems[:5]:
             print(f"  {sc.name} round {sc.round}: {line[:200]}")

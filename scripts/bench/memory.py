@@ -1,4 +1,4 @@
-"""The memory scenarios of bench_smtp.py: what big messages cost in RSS, over all of
+"""The memory scenarios of bench-smtp: what big messages cost in RSS, over all of
 mailgate's processes (the relay, the queue writer, the delivery process and its children).
 
 * ``memory``: ``--mem-messages`` (20) concurrent SMTP messages of ``--mem-size`` (20 MB,
@@ -22,47 +22,26 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 
-HOST = "127.0.0.1"
+from bench import HOST
+from bench.config import free_port, memory_relay_toml
+from bench.orchestrator import ChildrenBench
+from bench.processes import BenchError
+from bench.smtp_results import TITLES, Scenario
+
 SAMPLE_EVERY = 0.05
 SETTLE_BEFORE = 3.0  # s after start before the baseline is read
 RETURN_MARGIN = 50_000_000  # each process back within this of its baseline
 TARGET_AMPLIFICATION = 3.0
-START_TIMEOUT = 30.0
 DELIVER_TIMEOUT = 300.0
-
-
-class SinkLike(Protocol):
-    port: int
-
-    async def count(self) -> int: ...
-
-
-class BenchLike(Protocol):
-    """What the scenario uses of bench_smtp's Bench (its children, sink and log)."""
-
-    workdir: Path
-    opts: Any
-    children: Any
-
-    def _log(self, msg: str) -> None: ...
-
-    async def start_sink(self) -> Any: ...
-
-    async def spawn_serve(self, config: Path, log: Path) -> Any: ...
-
-    async def stop_sink(self, sink: Any) -> None: ...
 
 
 def add_arguments(p: Any) -> None:
@@ -235,41 +214,6 @@ async def send_http(port: int, key: str, body: bytes) -> tuple[int, str]:
 # ------------------------------------------------------------------------ the relay
 
 
-def relay_toml(workdir: Path, sink_port: int, smtp_port: int, http_port: int, cap: str) -> str:
-    inflight = f"max_inflight_bytes = {json.dumps(cap)}\n" if cap else ""
-    return (
-        "[server]\n"
-        'hostname = "mailgate.bench.test"\n'
-        f"data_dir = {json.dumps(str(workdir / 'data'))}\n"
-        'log_level = "info"\n'
-        f"{inflight}\n"
-        "[smtp]\n"
-        f'listen = ["127.0.0.1:{smtp_port}"]\n'
-        'trusted_networks = ["127.0.0.0/8"]\n'
-        'max_message_size = "30MB"\n\n'
-        f'[http]\nlisten = ["127.0.0.1:{http_port}"]\n\n'
-        '[[domains]]\nname = "example.com"\n\n'
-        '[delivery]\nshutdown_grace = "5s"\n\n'
-        '[[providers]]\nname = "sink"\nkind = "smtp"\nhost = "127.0.0.1"\n'
-        f'port = {sink_port}\ntls = "none"\nmax_connections = 20\ndata_timeout = "10m"\n'
-    )
-
-
-async def _connectable(port: int, proc: asyncio.subprocess.Process, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            raise RuntimeError(f"mailgate exited ({proc.returncode}): {log.read_text()[-2000:]}")
-        try:
-            _, writer = await asyncio.open_connection(HOST, port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-    raise RuntimeError("mailgate did not start listening")
-
-
 async def _wait_for(pred: Callable[[], Awaitable[bool]], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -279,9 +223,25 @@ async def _wait_for(pred: Callable[[], Awaitable[bool]], timeout: float) -> bool
     return False
 
 
-async def run_memory(
-    bench: BenchLike, free_port: Callable[[], int], *, http: bool
-) -> dict[str, Any]:
+async def memory(bench: ChildrenBench) -> Scenario:
+    return await _scenario(bench, http=False)
+
+
+async def memory_http(bench: ChildrenBench) -> Scenario:
+    return await _scenario(bench, http=True)
+
+
+async def _scenario(bench: ChildrenBench, *, http: bool) -> Scenario:
+    sc = Scenario(TITLES["memory-http" if http else "memory"])
+    try:
+        sc.extra = await run_memory(bench, http=http)
+    except (RuntimeError, OSError) as exc:
+        raise BenchError(str(exc)) from exc
+    sc.peak_rss = sc.extra["peak_total"]
+    return sc
+
+
+async def run_memory(bench: ChildrenBench, *, http: bool) -> dict[str, Any]:
     """One memory scenario; the figures for :func:`print_memory`."""
     opts = bench.opts
     workdir = bench.workdir / f"memory-{'http' if http else 'smtp'}"
@@ -289,24 +249,15 @@ async def run_memory(
     sink = await bench.start_sink()
     smtp_port, http_port = free_port(), free_port()
     config = workdir / "relay.toml"
-    config.write_text(relay_toml(workdir, sink.port, smtp_port, http_port, opts.mem_inflight))
-    key = ""
-    if http:
-        out = subprocess.run(
-            [
-                *(sys.executable, "-m", "mailgate.cli", "keys", "create"),
-                *("--name", "bench", "--config", str(config)),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        key = out.stdout.strip().splitlines()[-1]
+    config.write_text(
+        memory_relay_toml(workdir, sink.port, smtp_port, http_port, opts.mem_inflight)
+    )
+    key = await bench.create_key(config) if http else ""
     log = workdir / "mailgate.log"
     proc = await bench.spawn_serve(config, log)
     x: dict[str, Any] = {"http": http}
     try:
-        await _connectable(smtp_port, proc, log)
+        await bench._wait_connectable(proc, log, smtp_port)
         await asyncio.sleep(SETTLE_BEFORE)
         tree = Tree(proc.pid)
         if http:
@@ -395,8 +346,3 @@ def print_memory(x: dict[str, Any]) -> None:
         )
     if "attachment_bytes" in x:
         print(f"    ({x['growth'] / x['attachment_bytes']:.2f}x the decoded attachment bytes)")
-
-
-if __name__ == "__main__":  # pragma: no cover - run through bench_smtp.py
-    print("run: scripts/bench-smtp --only memory,memory-http", file=sys.stderr)
-    sys.exit(os.EX_USAGE)

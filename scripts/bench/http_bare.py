@@ -1,11 +1,11 @@
-"""The reference of bench_http's ``bare-send``: Starlette + uvicorn answering the native send.
+"""The reference of bench-http's ``bare-send``: Starlette + uvicorn answering the native send.
 
 The same request as ``send`` (2 KB JSON, bearer key) answered 202 by a bare Starlette
 route that reads and parses the JSON body and answers a JSON body of the shape mailgate
 answers, under uvicorn with mailgate's settings (uvloop, httptools, no access log): the
 framework's ceiling for this request, which the issue measures mailgate's send against.
 
-Run as ``python bench_http_bare.py`` (bench_http starts it): it listens on a port the
+Run as ``python -m bench.http_bare`` (bench-http starts it): it listens on a port the
 kernel picks and prints "HTTP API listening on 127.0.0.1:PORT" to stderr, as mailgate does.
 """
 

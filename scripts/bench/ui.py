@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The dashboard at scale, on SQLite.
 
 ``fill PATH``: a store of ``--messages`` messages (default 1,000,000) made through the
@@ -19,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-sys.path.insert(0, SRC)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+from bench import ROOT, use_checkout
+
+use_checkout(children=True)
+sys.path.insert(0, str(ROOT))  # measure runs the relay with the tests' RelayRunner
 
 from mailgate.credentials import create_key  # noqa: E402
 from mailgate.ids import new_id  # noqa: E402
@@ -180,7 +178,7 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench-ui", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fill")
     f.add_argument("path")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A 100,000-recipient job: how long reading its progress and pausing, resuming and
 stopping it take, on SQLite (a temp file) and, with ``--pg URL``, on PostgreSQL.
 
@@ -17,31 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from bench import use_checkout
+from bench.postgres import pg_async, reset_pg
 
-from mailgate.ids import new_id
-from mailgate.store import NewJob, NewMessage, Store
-from mailgate.store.job_actions import CONVERT_CHUNK, convert_chunk, set_state
+use_checkout()
 
-
-def pg_async(url: str) -> str:
-    return "postgresql+asyncpg://" + url.split("://", 1)[1]
-
-
-async def empty_pg(url: str) -> None:
-    """Start from an empty database, so earlier runs' rows do not weigh on this one."""
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
-    finally:
-        await conn.close()
+from mailgate.ids import new_id  # noqa: E402
+from mailgate.store import NewJob, NewMessage, Store  # noqa: E402
+from mailgate.store.job_actions import CONVERT_CHUNK, convert_chunk, set_state  # noqa: E402
 
 
 async def bench(url: str, label: str, args: argparse.Namespace) -> None:
@@ -119,7 +104,7 @@ async def bench(url: str, label: str, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench-jobs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--recipients", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=1000)
@@ -129,7 +114,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(bench(f"sqlite+aiosqlite:///{tmp}/bench.db", "sqlite", args))
     if args.pg:
-        asyncio.run(empty_pg(args.pg))
+        asyncio.run(reset_pg(args.pg))
         asyncio.run(bench(pg_async(args.pg), "postgresql", args))
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Retention at steady state, on SQLite (a temp file, the writer in its own process as in
 ``mailgate serve``).
 
@@ -24,22 +23,19 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-sys.path.insert(0, SRC)
+from bench import use_checkout
+
+use_checkout(children=True)  # the writer process imports mailgate too: this checkout's
 
 from mailgate.config import load_settings  # noqa: E402
 from mailgate.ids import new_id  # noqa: E402
 from mailgate.models import DeliveryStatus  # noqa: E402
 from mailgate.retention import Retention  # noqa: E402
 from mailgate.store import DeliveryUpdate, NewMessage, Store  # noqa: E402
-
-# The writer process imports mailgate too: this checkout's.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
 BODY = b"Subject: bench\r\n\r\n" + b"x" * 2000 + b"\r\n"
 
@@ -192,7 +188,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="bench-retention", description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=int, default=1000, help="messages per simulated second")
     p.add_argument("--duration", type=int, default=240, help="simulated seconds")
     p.add_argument("--bodies", type=int, default=20, help="[retention] bodies, simulated s")

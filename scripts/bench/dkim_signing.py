@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """DKIM signing throughput on a 2 KB message: mailgate's DkimSigner against dkimpy's dkim.sign().
 
 Both canonicalize with dkimpy (relaxed/relaxed, the same header list); they differ in the
@@ -85,7 +84,7 @@ def async_rate(signer: DkimSigner, raw: bytes, seconds: float, in_flight: int) -
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bench-dkim", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per case (default 3)")
     parser.add_argument("--size", type=int, default=2048, help="message size in bytes")
     args = parser.parse_args()
