@@ -291,6 +291,21 @@ ui_sessions_ended = Table(
     Column("expires_at", Double, nullable=False),
 )
 
+# Dashboard sessions as they are made (revision 0006), so that a user can list the active
+# sessions of their key and end one; ending it still goes through ui_sessions_ended,
+# which every page checks. Sessions made before 0006 have no row.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("client", Text, nullable=False, default=""),  # the address it logged in from
+    Column("user_agent", Text, nullable=False, default=""),
+)
+Index("ix_ui_sessions_key", ui_sessions.c.key_id, ui_sessions.c.expires_at)
+
 # Relay-wide values every node shares, made once (e.g. the tracking links' HMAC key).
 settings = Table(
     "settings",

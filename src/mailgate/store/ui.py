@@ -15,6 +15,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    insert,
     literal_column,
     or_,
     select,
@@ -30,6 +31,7 @@ from mailgate.store.schema import (
     messages,
     settings,
     suppressions,
+    ui_sessions,
     ui_sessions_ended,
 )
 from mailgate.store.statements import PENDING
@@ -65,9 +67,44 @@ async def session_key(store: Store, candidate: bytes) -> bytes:
     return base64.b64decode(value)
 
 
+@dataclass(frozen=True, slots=True)
+class UiSession:
+    nonce: str
+    key_id: str
+    created_at: float
+    expires_at: float
+    client: str
+    user_agent: str
+
+
+def _add_session(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(delete(ui_sessions).where(ui_sessions.c.expires_at < row["created_at"]))
+    conn.execute(insert(ui_sessions).values(**row))
+
+
+async def add_session(store: Store, session: UiSession) -> None:
+    """A login: the session is listed (sessions_of) until it ends or expires."""
+    row = {f: getattr(session, f) for f in UiSession.__slots__}
+    row["user_agent"] = row["user_agent"][:300]
+    await store.writer.run(_add_session, row)
+
+
+async def sessions_of(store: Store, key_id: str, now: float) -> list[UiSession]:
+    """The key's sessions that have neither expired nor ended, newest first."""
+    s = ui_sessions.c
+    ended = select(ui_sessions_ended.c.nonce).where(ui_sessions_ended.c.nonce == s.nonce)
+    rows = await store._read(
+        select(s.nonce, s.key_id, s.created_at, s.expires_at, s.client, s.user_agent)
+        .where(s.key_id == key_id, s.expires_at > now, ~ended.exists())
+        .order_by(s.created_at.desc())
+    )
+    return [UiSession(*r) for r in rows]
+
+
 def _end_session(conn: Connection, nonce: str, expires_at: float, now: float) -> None:
     ended = ui_sessions_ended.c
     conn.execute(delete(ui_sessions_ended).where(ended.expires_at < now))  # no use any more
+    conn.execute(delete(ui_sessions).where(ui_sessions.c.nonce == nonce))
     conn.execute(
         _insert_ignoring(conn, ui_sessions_ended, ["nonce"]).values(
             nonce=nonce, expires_at=expires_at
@@ -79,6 +116,24 @@ async def end_session(store: Store, nonce: str, expires_at: float, now: float) -
     """A logout: the session (its nonce) is refused from now on, on every node, even if
     its signed cookie was copied; kept until it would have expired anyway."""
     await store.writer.run(_end_session, nonce, expires_at, now)
+
+
+def _end_listed(conn: Connection, key_id: str, nonce: str, now: float) -> bool:
+    s = ui_sessions.c
+    row = conn.execute(
+        select(s.expires_at).where(s.nonce == nonce, s.key_id == key_id, s.expires_at > now)
+    ).first()
+    if row is None:
+        return False
+    _end_session(conn, nonce, row[0], now)
+    return True
+
+
+async def end_session_of(store: Store, key_id: str, nonce: str, now: float) -> bool:
+    """End one listed session of ``key_id`` (as its logout would); False when it is not
+    one of that key's active sessions."""
+    ended: bool = await store.writer.run(_end_listed, key_id, nonce, now)
+    return ended
 
 
 async def session_ended(store: Store, nonce: str) -> bool:

@@ -1,4 +1,5 @@
-"""The dashboard's subject and tag search on an index: a ``message_tags`` table (one row
+"""The dashboard's sessions as they are made (``ui_sessions``), and its subject and tag
+search on an index: a ``message_tags`` table (one row
 per tag of a message) on both engines, and for the subject an FTS5 table with the trigram
 tokenizer on SQLite and a pg_trgm GIN index on PostgreSQL (both find a substring of at
 least 3 characters without reading the messages).
@@ -7,7 +8,8 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-14
 
-Online: new tables, an index and triggers. The triggers fill both in the statement that
+Online: new tables, indexes and triggers (a 0005 node makes sessions without a row: they
+are not listed, and end as before). The triggers fill both in the statement that
 inserts a message, so the mail a node of revision 0005 accepts while nodes upgrade one by
 one is indexed too; deleting a message (retention) deletes its rows (a foreign key with ON
 DELETE CASCADE for tags, a trigger for the FTS5 rows). The existing messages are indexed
@@ -131,6 +133,16 @@ def upgrade() -> None:
     )
     # A tag's messages, newest first: the search walks it and stops at a page.
     op.create_index("ix_message_tags_tag", "message_tags", ["tag", "created_at", "message_id"])
+    op.create_table(
+        "ui_sessions",
+        sa.Column("nonce", sa.String(64), primary_key=True),
+        sa.Column("key_id", sa.String(32), nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("expires_at", sa.Double, nullable=False),
+        sa.Column("client", sa.Text, nullable=False),
+        sa.Column("user_agent", sa.Text, nullable=False),
+    )
+    op.create_index("ix_ui_sessions_key", "ui_sessions", ["key_id", "expires_at"])
     bind = op.get_bind()
     for ddl in SQLITE_UP if bind.dialect.name == "sqlite" else POSTGRES_UP:
         op.execute(ddl)
@@ -140,5 +152,7 @@ def downgrade() -> None:
     bind = op.get_bind()
     for ddl in SQLITE_DOWN if bind.dialect.name == "sqlite" else POSTGRES_DOWN:
         op.execute(ddl)
+    op.drop_index("ix_ui_sessions_key", table_name="ui_sessions")
+    op.drop_table("ui_sessions")
     op.drop_index("ix_message_tags_tag", table_name="message_tags")
     op.drop_table("message_tags")
