@@ -53,7 +53,8 @@ def message(i: int, at: float, job_id: str | None = None) -> NewMessage:
         raw=raw,
         subject=subject,
         source="http",
-        tags=("orders",) if i % 3 else ("news",),
+        # 1 in 10,000 also carries "vip": a tag that matches almost nothing.
+        tags=(("orders",) if i % 3 else ("news",)) + (("vip",) if i % 10_000 == 7 else ()),
         job_id=job_id,
     )
 
@@ -158,11 +159,14 @@ def measure(args: argparse.Namespace) -> None:
             "search sender": "/ui/messages?from=app77@example.com",
             "search status bounced": "/ui/messages?status=bounced",
             "search tag news": "/ui/messages?tag=news",
+            "search tag vip (1 in 10,000)": "/ui/messages?tag=vip",
+            "search tag (no match)": "/ui/messages?tag=nosuchtag",
             "search date range (1 day)": "/ui/messages?since=2000-01-01&until="
             + time.strftime("%Y-%m-%d", time.gmtime(time.time() - 15 * 86400)),
             "search job": f"/ui/messages?job={job_id}",
             "search subject (common)": "/ui/messages?subject=shipped",
             "search subject (rare)": "/ui/messages?subject=Weekly+news+7",
+            "search subject (no match)": "/ui/messages?subject=invoice",
         }
         print(f"{'page':<32} {'median ms':>10} {'max ms':>8}")
         for name, url in {**pages, **searches}.items():

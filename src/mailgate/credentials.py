@@ -48,6 +48,19 @@ def validate_default_from(value: str) -> str:
     return value
 
 
+def key_limits(rate: str, quota: str, domains: Iterable[str]) -> tuple[str, str, tuple[str, ...]]:
+    """A key's rate, quota and sender domains as stored (checked: ValueError naming the
+    bad one): "" for no rate of its own or no quota, domains lower-cased and sorted."""
+    rate = rate.strip()
+    if rate:
+        parse_rate(rate)
+    quota = quota.strip()
+    if quota:
+        parsed = parse_quota(quota)
+        quota = f"{parsed.limit}/{'d' if parsed.unit == 'day' else 'month'}"
+    return rate, quota, tuple(sorted({d.strip().lower() for d in domains if d.strip()}))
+
+
 async def create_key(
     store: Store,
     name: str,
@@ -66,13 +79,8 @@ async def create_key(
     validate_name(name)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
-    if rate:
-        parse_rate(rate)
+    rate, quota, _ = key_limits(rate, quota, ())
     default_from = validate_default_from(default_from)
-    quota = quota.strip()
-    if quota:
-        parsed = parse_quota(quota)
-        quota = f"{parsed.limit}/{'d' if parsed.unit == 'day' else 'month'}"
     key_id = secrets.token_hex(6)
     key = f"mg_{key_id}_{secrets.token_urlsafe(32)}"
     record = KeyRecord(

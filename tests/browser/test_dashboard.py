@@ -8,6 +8,7 @@ import smtplib
 from email.message import EmailMessage
 from typing import Any
 
+import pytest
 from selenium.webdriver.common.by import By
 from tests.browser.conftest import DEFERRED_REPLY, SCREENSHOTS, login, shot, shows, text, wait
 from tests.conftest import RelayRunner
@@ -30,6 +31,20 @@ def send(relay: RelayRunner, to: str, subject: str, html: str = "", image: bool 
             msg.get_payload()[1].add_related(PNG, "image", "png", cid="<logo@test>")
     with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as client:
         client.send_message(msg, "app@example.com", [to])
+
+
+@pytest.fixture(autouse=True)
+def signed_in(
+    request: pytest.FixtureRequest, browser: Any, relay: RelayRunner, keys: dict[str, str]
+) -> None:
+    """Signed in as admin, whatever ran before in this worker (xdist hands a worker tests
+    of several modules, some of which log out); the login tests start as they are."""
+    if "log_in" in request.node.name:
+        return
+    browser.get(relay.http_url + "/ui/")
+    if "/ui/login" in browser.current_url:
+        login(browser, relay, keys["admin"])
+        wait(lambda: browser.current_url.endswith("/ui/"), what="the overview")
 
 
 def test_a_send_key_cannot_log_in(browser: Any, relay: RelayRunner, keys: dict[str, str]) -> None:

@@ -70,8 +70,16 @@ def test_jobs_progress_pause_resume_stop(
     find(browser, "button[aria-label='Stop job weekly-42']").click()
     shows(browser, ".notice", "stopped")
     assert api(relay, keys["admin"], "GET", f"/v1/jobs/{job_id}")["data"]["status"] == "stopped"
-    # The job's messages, by the messages page's job search.
+    # The job's own page: its counts by status, events and messages.
     find(browser, f"#job-{job_id} a").click()
+    wait(lambda: browser.current_url.endswith(f"/ui/jobs/{job_id}"), what="the job's page")
+    shows(browser, "#job-status", "stopped")
+    assert "cancelled 2" in find(browser, "#job-counts").text
+    assert text(browser).count("Weekly for") == 2
+    assert "stopped" in find(browser, "ol.timeline").text
+    shot(browser, "job")
+    # All of them, by the messages page's job search.
+    find(browser, "#job-messages").click()
     wait(lambda: "job=" in browser.current_url, what="the job's messages")
     assert text(browser).count("Weekly for") == 2
 
@@ -182,7 +190,10 @@ def test_webhooks_failed_deliveries_and_replay(browser: Any, relay: RelayRunner)
     engine.dispose()
 
 
-def test_keys_show_when_they_were_last_used(browser: Any, relay: RelayRunner) -> None:
+def test_keys_show_when_they_were_last_used(
+    browser: Any, relay: RelayRunner, keys: dict[str, str]
+) -> None:
+    api(relay, keys["send"], "GET", "/v1/templates")  # whatever ran before in this worker
     browser.get(relay.http_url + "/ui/keys")
     browser.find_element(By.ID, "k-name").send_keys("unused")
     browser.find_element(By.CSS_SELECTOR, "form[action='/ui/keys/create'] button").click()
@@ -192,8 +203,16 @@ def test_keys_show_when_they_were_last_used(browser: Any, relay: RelayRunner) ->
         for r in browser.find_elements(By.CSS_SELECTOR, "table.list tbody tr")
     }
     assert rows["unused"].text == "never"
-    # "app" sent the jobs test's batch, "ops" logged in: both are recorded, in the
-    # background.
+    # "app" made a request, "ops" logged in: both are recorded, in the background.
+    wait(
+        lambda: relay.call(relay.store.keys.by_name("app")).last_used_at,
+        what="app's last use to be written",
+    )
+    browser.get(relay.http_url + "/ui/keys")  # not a refresh: that would post again
+    rows = {
+        r.find_element(By.CSS_SELECTOR, "td").text: r.find_element(By.CSS_SELECTOR, ".last-used")
+        for r in browser.find_elements(By.CSS_SELECTOR, "table.list tbody tr")
+    }
     for name in ("app", "ops"):
         when = rows[name].find_element(By.TAG_NAME, "time").get_attribute("datetime")
         assert when.startswith(str(datetime.now(UTC).year)), when

@@ -305,6 +305,13 @@ class JobStore:
             chunk = message_ids[start : start + REFRESH_CHUNK]
             await self._store.writer.write([("update_message_status", _ids(chunk))])
 
+    async def status_counts(self, job_id: str) -> dict[str, int]:
+        """The job's deliveries by status (one range of ix_deliveries_job)."""
+        rows = await self._store._read(
+            select(d.c.status, func.count()).where(d.c.job_id == job_id).group_by(d.c.status)
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         rows = await self._store._read(
             select(job_events.c.type, job_events.c.at, job_events.c.detail)

@@ -111,6 +111,11 @@ def _revoke(conn: Connection, name_or_id: str, now: float) -> bool:
     return conn.execute(stmt).rowcount > 0
 
 
+def _set_limits(conn: Connection, key_id: str, values: dict[str, str]) -> bool:
+    stmt = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+    return conn.execute(stmt.values(**values)).rowcount > 0
+
+
 def _touch(conn: Connection, key_id: str, now: float) -> None:
     conn.execute(
         update(api_keys)
@@ -169,6 +174,16 @@ class KeyStore:
             )
         )
         return int(rows[0][0]) if rows else 0
+
+    async def set_limits(
+        self, key_id: str, *, rate: str, quota: str, domains: tuple[str, ...]
+    ) -> bool:
+        """Change an active key's rate ("" = [http] rate), quota ("" = none) and sender
+        domains (empty = all), checked by the caller (credentials.key_limits). False: no
+        such active key. API lookups cache a key for seconds: it applies within them."""
+        values = {"rate": rate, "quota": quota, "domains": ",".join(domains)}
+        changed: bool = await self._store.writer.run(_set_limits, key_id, values)
+        return changed
 
     async def revoke(self, name_or_id: str, now: float) -> bool:
         revoked: bool = await self._store.writer.run(_revoke, name_or_id, now)

@@ -41,6 +41,7 @@ FINAL = tuple(s.value for s in DeliveryStatus if s.is_final)
 # The column that dates each table's rows, for "oldest row" (tables without one: none).
 DATED = {
     "messages": "created_at",
+    "message_tags": "created_at",
     "deliveries": "updated_at",
     "events": "at",
     "jobs": "created_at",

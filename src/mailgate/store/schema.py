@@ -91,6 +91,33 @@ Index(
     messages.c.message_id_header,
     postgresql_using="hash",
 )
+# The dashboard's subject search (a substring of 3 characters or more). PostgreSQL: this
+# trigram index. SQLite: the FTS5 table below, which no Table here can describe.
+Index(
+    "ix_messages_subject_trgm",
+    messages.c.subject,
+    postgresql_using="gin",
+    postgresql_ops={"subject": "gin_trgm_ops"},
+).ddl_if(dialect="postgresql")
+# SQLite's subject index (revision 0006): an FTS5 table, trigram tokenizer, its rowid the
+# message's rowid, filled and emptied by triggers on messages. Its name, and the prefix
+# of the shadow tables FTS5 makes beside it.
+SQLITE_SUBJECT_FTS = "messages_subject_fts"
+
+# One row per tag of a message, filled by a trigger on messages (revision 0006) from its
+# JSON ``tags``: the dashboard's tag search walks ix_message_tags_tag, newest first.
+message_tags = Table(
+    "message_tags",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("tag", Text, primary_key=True),
+    Column("created_at", Double, nullable=False),  # the message's
+    ForeignKeyConstraint(["message_id"], ["messages.id"], ondelete="CASCADE"),
+    sqlite_with_rowid=False,  # two B-trees, not three
+)
+Index(
+    "ix_message_tags_tag", message_tags.c.tag, message_tags.c.created_at, message_tags.c.message_id
+)
 
 deliveries = Table(
     "deliveries",
@@ -263,6 +290,21 @@ ui_sessions_ended = Table(
     Column("nonce", String(64), primary_key=True),
     Column("expires_at", Double, nullable=False),
 )
+
+# Dashboard sessions as they are made (revision 0006), so that a user can list the active
+# sessions of their key and end one; ending it still goes through ui_sessions_ended,
+# which every page checks. Sessions made before 0006 have no row.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("client", Text, nullable=False, default=""),  # the address it logged in from
+    Column("user_agent", Text, nullable=False, default=""),
+)
+Index("ix_ui_sessions_key", ui_sessions.c.key_id, ui_sessions.c.expires_at)
 
 # Relay-wide values every node shares, made once (e.g. the tracking links' HMAC key).
 settings = Table(

@@ -11,7 +11,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from mailgate.store.ui import end_session
+from mailgate.store.ui import UiSession, add_session, end_session
 from mailgate.ui.session import COOKIE, PRE_COOKIE
 from mailgate.ui.web import Page, UiContext, UiError, read_form, render, security_headers
 from mailgate.units import parse_rate
@@ -85,7 +85,12 @@ async def login(ui: UiContext, request: Request) -> Response:
     rate_text = cred.rate or ui.api.settings.http.rate
     if rate_text and ui.api.limiter.check(cred.id, parse_rate(rate_text)) > 0:
         return await login_form(ui, request, f"Too many requests for this key ({rate_text}).", 429)
-    _session, cookie = signer.issue(cred.id, ui.ttl, time.time())
+    session, cookie = signer.issue(cred.id, ui.ttl, time.time())
+    agent = request.headers.get("user-agent", "")
+    await add_session(
+        ui.api.store,
+        UiSession(session.nonce, cred.id, time.time(), session.expires, client, agent),
+    )
     response = security_headers(RedirectResponse(_next(form.get("next", "/ui/")), 303))
     _cookie(ui, response, COOKIE, cookie, int(ui.ttl))
     response.delete_cookie(PRE_COOKIE, path="/ui")

@@ -1,4 +1,6 @@
-"""API keys: list, create (the key is shown once, on the answer to the POST), revoke."""
+"""API keys: list, create (the key is shown once, on the answer to the POST), revoke, and
+change a key's rate, quota and sender domains (what ``mailgate keys create`` sets, with
+the same checks: credentials.key_limits, domains of [[domains]])."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import urllib.parse
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from mailgate.credentials import create_key
+from mailgate.credentials import create_key, key_limits
 from mailgate.store.keys import DuplicateKeyName
 from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
 
@@ -45,6 +47,31 @@ async def key_create(ui: UiContext, request: Request, page: Page) -> Response:
         raise UiError(400, f"name: {exc}") from None
     # Shown in this answer only: the store keeps its hash.
     return await _page(ui, request, created=key, created_name=name)
+
+
+async def key_limits_save(ui: UiContext, request: Request, page: Page) -> Response:
+    form = page.form
+    record = await ui.api.store.keys.get(form.get("id", ""))
+    if record is None or not record.active:
+        raise UiError(404, "No such active key: it may have been revoked.")
+    domains = form.get("domains", "").replace(",", " ").split()
+    configured = ui.api.settings.domain_names()
+    unknown = [d for d in domains if d.lower() not in configured]
+    if unknown:
+        raise UiError(422, f"domains: not in [[domains]] of relay.toml: {', '.join(unknown)}.")
+    try:
+        rate, quota, kept = key_limits(form.get("rate", ""), form.get("quota", ""), domains)
+    except ValueError as exc:
+        raise UiError(422, str(exc)) from None
+    if not await ui.api.store.keys.set_limits(record.id, rate=rate, quota=quota, domains=kept):
+        raise UiError(404, "No such active key: it may have been revoked.")
+    text = (
+        f"Key {record.name} now: rate {rate or 'the [http] default'}, quota {quota or 'none'}, "
+        f"domains {', '.join(kept) or 'all'}. It applies within seconds."
+    )
+    return security_headers(
+        RedirectResponse("/ui/keys?" + urllib.parse.urlencode({"done": text}), 303)
+    )
 
 
 async def key_revoke(ui: UiContext, request: Request, page: Page) -> Response:

@@ -142,6 +142,16 @@ async def template_save(ui: UiContext, request: Request, page: Page) -> Response
     return _back(f"/ui/templates/{record.id}", "Template saved: sends use it now.")
 
 
+async def template_delete(ui: UiContext, request: Request, page: Page) -> Response:
+    """The store's delete, as DELETE /v1/templates/{id}: sends naming it fail from now on."""
+    record = await _found(ui, request.path_params["id"])
+    if page.form.get("confirm") != "1":
+        raise UiError(400, "Tick the box to confirm that the template is to be deleted.")
+    if not await ui.api.store.templates.delete(record.id):
+        raise UiError(404, f"No template {record.id}: it may have been deleted.")
+    return _back("/ui/templates", f"Template {record.name!r} ({record.id}) deleted.")
+
+
 def _preview(ui: UiContext, request: Request, page: Page, record: TemplateRecord) -> Response:
     form = {k: page.form.get(k, "") for k in (*FIELDS, "variables")}
     error = ""

@@ -13,7 +13,13 @@ from starlette.responses import RedirectResponse, Response
 from mailgate.headers import dkim_signers
 from mailgate.models import DeliveryStatus
 from mailgate.store import QueueFilter
-from mailgate.store.ui import MessageQuery, message_raw, message_signature, search_messages
+from mailgate.store.ui import (
+    SUBJECT_MIN,
+    MessageQuery,
+    message_raw,
+    message_signature,
+    search_messages,
+)
 from mailgate.ui.mail import view
 from mailgate.ui.preview import download_part, download_source, html_preview
 from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
@@ -58,6 +64,9 @@ def _query(params: Any) -> tuple[MessageQuery, dict[str, str]]:
     }
     if form["status"] and form["status"] not in STATUSES:
         raise UiError(400, f"status: one of {', '.join(STATUSES)}.")
+    if form["subject"] and len(form["subject"]) < SUBJECT_MIN:
+        # Shorter than a trigram: no index finds it, and a scan of every message is slow.
+        raise UiError(400, f"subject: give at least {SUBJECT_MIN} characters.")
     q = MessageQuery(
         recipient=form["to"],
         sender=form["from"],
