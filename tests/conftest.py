@@ -174,6 +174,16 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL on each engine in turn: a fresh SQLite file, then the emptied PostgreSQL
+    test database (through asyncpg)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
+    pg = request.getfixturevalue("pg_url")
+    return "postgresql+asyncpg://" + pg.split("://", 1)[1]
+
+
 @pytest.fixture
 def pg_url() -> str:
     """The PostgreSQL test database, emptied. Fails (never skips) when it is unreachable."""

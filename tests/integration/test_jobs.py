@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -23,14 +22,6 @@ from mailgate.store.job_actions import set_state
 from mailgate.store.schema import deliveries
 
 HELD = {"delivery": {"enabled": False}}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
-    pg = request.getfixturevalue("pg_url")
-    return "postgresql+asyncpg://" + pg.split("://", 1)[1]
 
 
 def batch(relay: Any, key: str, rcpts: list[str], **extra: Any) -> dict[str, Any]:

@@ -202,14 +202,6 @@ def test_quota_counts_recipients_and_smtp_submissions(relay: Any) -> None:
 # ------------------------------------------------------------ the store, both engines
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
-    pg = request.getfixturevalue("pg_url")
-    return "postgresql+asyncpg://" + pg.split("://", 1)[1]
-
-
 def test_two_nodes_cannot_take_more_than_the_quota(db_url: str) -> None:
     """Two stores on one database (two nodes), 40 concurrent takes of 1 of a limit of 10:
     exactly 10 commit, with their messages; the rest write nothing."""

@@ -22,14 +22,6 @@ from mailgate.store.ui import MessageQuery, search_messages
 SUBJECTS = ["Order shipped", "Weekly news", "Your invoice 100%", "Re: ORDER_shipped", "Hi"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
-    pg = request.getfixturevalue("pg_url")
-    return "postgresql+asyncpg://" + pg.split("://", 1)[1]
-
-
 def msg(i: int, at: float) -> NewMessage:
     tags: tuple[str, ...] = ("orders",) if i % 2 else ("news", "News")
     if i % 10 == 3:

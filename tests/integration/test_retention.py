@@ -12,7 +12,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
@@ -34,14 +33,6 @@ from mailgate.store.schema import (
 DAY = 86400.0
 T0 = 1_700_000_000.0
 BODY = b"Subject: x\r\n\r\n" + b"y" * 20_000 + b"\r\n"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
-    pg = request.getfixturevalue("pg_url")
-    return "postgresql+asyncpg://" + pg.split("://", 1)[1]
 
 
 def msg(i: int, job: str | None = None) -> NewMessage:

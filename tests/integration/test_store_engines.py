@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from mailgate.exceptions import DuplicateEntry
@@ -15,14 +13,6 @@ from mailgate.models import ClaimedDelivery, DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
 from mailgate.store.jobs import NewJob
 from mailgate.store.schema import messages
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
-    pg = request.getfixturevalue("pg_url")
-    return "postgresql+asyncpg://" + pg.split("://", 1)[1]
 
 
 def msg(i: int, rcpts: int = 1, at: float | None = None) -> NewMessage:
