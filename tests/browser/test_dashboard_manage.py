@@ -111,7 +111,9 @@ def test_webhook_endpoint_create_edit_disable_delete(
     assert missing.status_code == 404
 
 
-def _limits_form(browser: Any, relay: RelayRunner, name: str) -> Any:
+def _fill_limits(browser: Any, relay: RelayRunner, name: str, **values: str) -> Any:
+    """Open key ``name``'s limits form on the keys page and type ``values`` into it; the
+    button that saves them."""
     browser.get(relay.http_url + "/ui/keys")
     row = next(
         r
@@ -119,39 +121,29 @@ def _limits_form(browser: Any, relay: RelayRunner, name: str) -> Any:
         if r.find_element(By.CSS_SELECTOR, "td").text == name
     )
     row.find_element(By.CSS_SELECTOR, "details.key-limits summary").click()
-    return row
+    for field, value in values.items():
+        box = row.find_element(By.CSS_SELECTOR, f"input[name={field}]")
+        box.clear()
+        box.send_keys(value)
+    return row.find_element(By.CSS_SELECTOR, f"button[aria-label='Save the limits of {name}']")
 
 
 def test_change_a_keys_rate_quota_and_domains(browser: Any, relay: RelayRunner) -> None:
     relay.create_key("limited", "send")
-    row = _limits_form(browser, relay, "limited")
-    for field, value in (("rate", "fast"), ("quota", ""), ("domains", "")):
-        box = row.find_element(By.CSS_SELECTOR, f"input[name={field}]")
-        box.clear()
-        box.send_keys(value)
-    row.find_element(By.CSS_SELECTOR, "button[aria-label='Save the limits of limited']").click()
+    _fill_limits(browser, relay, "limited", rate="fast", quota="", domains="").click()
     shows(browser, "main", "invalid rate 'fast'")
 
-    row = _limits_form(browser, relay, "limited")
-    for field, value in (("rate", "5/s"), ("quota", "100/day"), ("domains", "nowhere.test")):
-        box = row.find_element(By.CSS_SELECTOR, f"input[name={field}]")
-        box.clear()
-        box.send_keys(value)
-    row.find_element(By.CSS_SELECTOR, "button[aria-label='Save the limits of limited']").click()
+    save = _fill_limits(
+        browser, relay, "limited", rate="5/s", quota="100/day", domains="nowhere.test"
+    )
+    save.click()
     shows(browser, "main", "not in [[domains]]")
 
-    row = _limits_form(browser, relay, "limited")
-    domains = row.find_element(By.CSS_SELECTOR, "input[name=domains]")
-    domains.clear()
-    domains.send_keys("Example.org")
-    rate = row.find_element(By.CSS_SELECTOR, "input[name=rate]")
-    rate.clear()
-    rate.send_keys("5/s")
-    quota = row.find_element(By.CSS_SELECTOR, "input[name=quota]")
-    quota.clear()
-    quota.send_keys("100/day")
+    save = _fill_limits(
+        browser, relay, "limited", domains="Example.org", rate="5/s", quota="100/day"
+    )
     shot(browser, "key-limits")
-    row.find_element(By.CSS_SELECTOR, "button[aria-label='Save the limits of limited']").click()
+    save.click()
     shows(browser, ".notice", "rate 5/s, quota 100/d, domains example.org")
     record = relay.call(relay.store.keys.by_name("limited"))
     assert (record.rate, record.quota, record.domains) == ("5/s", "100/d", ("example.org",))
