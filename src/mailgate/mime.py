@@ -5,7 +5,7 @@ multipart/mixed for attachments. With ASCII addresses the message is written her
 _build_fast); with internationalised ones by the ``email`` package's EmailMessage API.
 Header values are checked for control characters before they get here (CPython 3.11.7 has
 header-folding injection bugs, CVE-2024-6923), and addresses arrive already validated
-(see http_validation).
+(see submission/prepare.py).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def error_codes() -> dict[str, str]:
                 name = getattr(node.func, "id", getattr(node.func, "attr", ""))
                 if name == "ApiError" and len(node.args) >= 2:
                     codes.append(_string(node.args[1]))
-                if name == "invalid" and node.args:  # http_validation.invalid(code, ...)
+                if name == "invalid" and node.args:  # submission.prepare.invalid(code, ...)
                     codes.append(_string(node.args[0]))
                 codes += [_string(k.value) for k in node.keywords if k.arg == "error_code"]
                 receiver = getattr(getattr(node.func, "value", None), "id", "")

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from mailgate.analysis.html_scan import HtmlFacts, scan
-from mailgate.ingress.http_models import SendRequest
+from mailgate.submission.request import SendRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,9 +50,9 @@ def send(
 
     from mailgate.accept import Acceptor
     from mailgate.exceptions import PolicyRefused
-    from mailgate.ingress.http_models import SendRequest
-    from mailgate.ingress.http_validation import ApiError, prepare_send
     from mailgate.models import Credential
+    from mailgate.submission.prepare import ApiError, prepare_send
+    from mailgate.submission.request import SendRequest
 
     settings = settings_or_exit(config_path)
     if text == "-":

@@ -39,11 +39,11 @@ from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import InsufficientStorage, ListenError, StoreUnavailable
 from mailgate.inflight import InflightBudget
 from mailgate.ingress import http_inflight
-from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
 from mailgate.ratelimit import RateLimiter
 from mailgate.shared_cache import SharedCache
 from mailgate.store import Store
+from mailgate.submission.prepare import ApiError
 from mailgate.text import utf8_encodable
 from mailgate.units import parse_hostport, parse_rate
 

@@ -16,11 +16,11 @@ from starlette.responses import Response
 from mailgate.ingress.http import ApiContext, json_response, parse_model
 from mailgate.ingress.http_admin_models import QUEUE_ACTIONS, QueueSelection
 from mailgate.ingress.http_params import Route, int_param, iso
-from mailgate.ingress.http_validation import ApiError, invalid
 from mailgate.models import DeliveryStatus
 from mailgate.store import QueueFilter
 from mailgate.store.operator import RATE_EVENTS, RATE_WINDOWS
 from mailgate.store.statements import PENDING
+from mailgate.submission.prepare import ApiError, invalid
 from mailgate.units import parse_duration
 from mailgate.workers import WorkerUnavailable
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mailgate.ingress.http_models import _Model
+from mailgate.submission.request import Model
 
 QUEUE_ACTIONS = ("retry", "hold", "release", "delete", "bounce")
 
 
-class QueueSelection(_Model):
+class QueueSelection(Model):
     """Which deliveries a queue action applies to: every field given must match."""
 
     ids: list[str] = Field(default=[], max_length=10_000, description="Message ids")

@@ -20,10 +20,10 @@ from mailgate.analysis.issues import Issue
 from mailgate.analysis.report import report
 from mailgate.exceptions import PolicyRefused
 from mailgate.ingress.http import ApiContext, json_response, parse_model
-from mailgate.ingress.http_models import SendRequest
 from mailgate.ingress.http_params import Route
 from mailgate.ingress.http_send import prepare_native
-from mailgate.ingress.http_validation import ApiError, invalid
+from mailgate.submission.prepare import ApiError, invalid
+from mailgate.submission.request import SendRequest
 
 log = logging.getLogger(__name__)
 

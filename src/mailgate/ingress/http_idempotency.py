@@ -11,9 +11,9 @@ from starlette.responses import Response
 
 from mailgate.exceptions import DuplicateEntry
 from mailgate.ingress.http import ApiContext, request_hash
-from mailgate.ingress.http_validation import ApiError, invalid
 from mailgate.models import Credential
 from mailgate.store import IdempotentAnswer
+from mailgate.submission.prepare import ApiError, invalid
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 IdempotentAnswerFactory = Callable[[int, dict[str, Any]], IdempotentAnswer]

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailgate.inflight import InflightBudget, Reservation
-from mailgate.ingress.http_validation import ApiError
+from mailgate.submission.prepare import ApiError
 
 SCOPE_KEY = "mailgate.inflight"
 RETRY_AFTER = 5  # s: about how long a burst of big messages takes to commit

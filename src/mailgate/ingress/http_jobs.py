@@ -10,9 +10,9 @@ from starlette.responses import Response
 
 from mailgate.ingress.http import ApiContext, json_response
 from mailgate.ingress.http_params import Route, iso, limit_param
-from mailgate.ingress.http_validation import ApiError
 from mailgate.models import Credential
 from mailgate.store import JobProgress
+from mailgate.submission.prepare import ApiError
 
 log = logging.getLogger(__name__)
 

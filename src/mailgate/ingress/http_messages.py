@@ -11,8 +11,8 @@ from starlette.responses import Response
 from mailgate.events.names import api_name
 from mailgate.ingress.http import ApiContext, json_response
 from mailgate.ingress.http_params import Route, int_param, iso, limit_param, parse_time
-from mailgate.ingress.http_validation import ApiError, invalid
 from mailgate.models import Credential, DeliveryStatus
+from mailgate.submission.prepare import ApiError, invalid
 
 # "pending" is the seed's "created, not yet queued": mail here is queued at the commit
 # that creates it, so the filter is accepted and matches nothing.

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailgate.ingress.http_validation import invalid
+from mailgate.submission.prepare import invalid
 
 Route = tuple[str, Callable[[Request], Awaitable[Response]], list[str]]
 

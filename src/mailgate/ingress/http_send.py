@@ -1,6 +1,6 @@
 """``POST /v1/messages/send`` and ``/v1/messages/batch``: MailingAPI's sends.
 
-Both validate and build with http_validation.prepare_send and commit through the one
+Both validate and build with submission.prepare.prepare_send and commit through the one
 accept path; a batch is a job (mailgate.jobs) committed in one transaction.
 """
 
@@ -17,13 +17,14 @@ from starlette.responses import Response
 from mailgate.exceptions import PolicyRefused
 from mailgate.ingress.http import ApiContext, json_response, parse_model
 from mailgate.ingress.http_idempotency import IdempotentAnswerFactory, idempotent
-from mailgate.ingress.http_models import BatchMessage, BatchRequest, SendRequest
+from mailgate.ingress.http_models import BatchMessage, BatchRequest
 from mailgate.ingress.http_params import Route, iso
-from mailgate.ingress.http_validation import ApiError, Prepared, invalid, prepare_send
 from mailgate.jobs import accept_job
 from mailgate.logs import fields, recipient_domain
 from mailgate.models import Accepted, Credential
 from mailgate.store import IdempotentAnswer, TemplateRecord
+from mailgate.submission.prepare import ApiError, Prepared, invalid, prepare_send
+from mailgate.submission.request import SendRequest
 from mailgate.text import storable
 
 log = logging.getLogger(__name__)

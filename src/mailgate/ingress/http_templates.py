@@ -13,9 +13,9 @@ from mailgate.ids import new_id
 from mailgate.ingress.http import ApiContext, json_response, parse_model
 from mailgate.ingress.http_models import TemplateIn, TemplateUpdate
 from mailgate.ingress.http_params import Route, int_param, iso, limit_param
-from mailgate.ingress.http_validation import ApiError, invalid, parse_mailbox
 from mailgate.rendering import TemplateProblem, check_syntax
 from mailgate.store import TemplateRecord
+from mailgate.submission.prepare import ApiError, invalid, parse_mailbox
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 

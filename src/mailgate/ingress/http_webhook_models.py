@@ -8,23 +8,23 @@ import datetime as dt
 from pydantic import BaseModel, Field
 
 from mailgate.events.webhook_types import EVENT_TYPES
-from mailgate.ingress.http_models import _Model
+from mailgate.submission.request import Model
 
 
-class WebhookIn(_Model):
+class WebhookIn(Model):
     url: str = Field(max_length=2000, description="http(s); private addresses are refused")
     events: list[str] = Field(default=["*"], description=f"Any of {', '.join(EVENT_TYPES)}; *")
     description: str = Field(default="", max_length=500)
 
 
-class WebhookUpdate(_Model):
+class WebhookUpdate(Model):
     url: str | None = Field(default=None, max_length=2000)
     events: list[str] | None = None
     description: str | None = Field(default=None, max_length=500)
     enabled: bool | None = Field(default=None, description="true enables it again after a 410")
 
 
-class ReplayIn(_Model):
+class ReplayIn(Model):
     since: dt.datetime = Field(description="deliveries made since then (UTC unless it says)")
     status: list[str] = Field(default=["failed"], description="failed, succeeded, pending")
 

@@ -20,9 +20,9 @@ from mailgate.events.webhook_signing import new_secret
 from mailgate.events.webhook_types import subscription
 from mailgate.ingress.http import ApiContext, json_response, parse_model
 from mailgate.ingress.http_params import Route, iso, limit_param
-from mailgate.ingress.http_validation import ApiError, invalid
 from mailgate.ingress.http_webhook_models import ReplayIn, WebhookIn, WebhookUpdate
 from mailgate.store.webhooks import Endpoint, WebhookDelivery
+from mailgate.submission.prepare import ApiError, invalid
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 

@@ -15,9 +15,9 @@ from starlette.responses import RedirectResponse, Response
 from mailgate.exceptions import DuplicateEntry
 from mailgate.ids import new_id
 from mailgate.ingress.http_templates import _check, _sender
-from mailgate.ingress.http_validation import ApiError
 from mailgate.rendering import TemplateProblem, render_all
 from mailgate.store import TemplateRecord
+from mailgate.submission.prepare import ApiError
 from mailgate.ui.web import PAGE_CSP, Page, UiContext, UiError, render, security_headers
 
 SHOWN = 500

@@ -21,10 +21,10 @@ from starlette.responses import Response
 
 from mailgate.exceptions import InsufficientStorage, PolicyRefused, StoreUnavailable
 from mailgate.ingress.http import STORAGE_RETRY_AFTER, ApiContext, json_response, parse_model
-from mailgate.ingress.http_models import SendRequest
-from mailgate.ingress.http_validation import ApiError, Prepared, prepare_send
 from mailgate.models import Accepted, Credential
 from mailgate.store import TemplateRecord
+from mailgate.submission.prepare import ApiError, Prepared, prepare_send
+from mailgate.submission.request import SendRequest
 
 log = logging.getLogger(__name__)
 

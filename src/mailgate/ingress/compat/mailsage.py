@@ -30,8 +30,8 @@ from mailgate.ingress.compat.common import (
 )
 from mailgate.ingress.http import ApiContext, json_response
 from mailgate.ingress.http_jobs import control_job, job_body, visible_job
-from mailgate.ingress.http_validation import ApiError, Prepared
 from mailgate.models import Accepted
+from mailgate.submission.prepare import ApiError, Prepared
 
 MAX_BATCH = 1000
 _MARKUP = re.compile(r"<\s*/?\s*[A-Za-z!][^>]*>")

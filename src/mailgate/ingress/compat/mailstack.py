@@ -27,8 +27,8 @@ from mailgate.ingress.compat.common import (
 )
 from mailgate.ingress.http import ApiContext, json_response
 from mailgate.ingress.http_params import iso
-from mailgate.ingress.http_validation import ApiError, Prepared
 from mailgate.models import Accepted, Credential
+from mailgate.submission.prepare import ApiError, Prepared
 
 MAX_BATCH = 100
 SUPPRESSED = "Recipient is suppressed."

@@ -34,9 +34,9 @@ from mailgate.ingress.compat.common import (
     template_or_none,
 )
 from mailgate.ingress.http import ApiContext, json_response
-from mailgate.ingress.http_validation import ApiError, Prepared
 from mailgate.models import Accepted, Credential
 from mailgate.store import TemplateRecord
+from mailgate.submission.prepare import ApiError, Prepared
 
 MAX_BULK = 1000
 TEMPLATE_NOT_FOUND = "template_not_found"

@@ -35,7 +35,7 @@ depends_on = None
 
 online = True
 
-# A tag longer than the API allows (http_validation.MAX_TAG_LENGTH) is not indexed.
+# A tag longer than the API allows (submission.prepare.MAX_TAG_LENGTH) is not indexed.
 _TAG_MAX = 200
 
 SQLITE_UP = (

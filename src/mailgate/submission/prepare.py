@@ -21,10 +21,10 @@ from mailgate import mime, policy
 from mailgate.address_check import checked_address
 from mailgate.config import Settings
 from mailgate.exceptions import PolicyRefused
-from mailgate.ingress.http_models import AttachmentIn, SendRequest
 from mailgate.models import Credential, Submission
 from mailgate.rendering import TemplateProblem, render_all
 from mailgate.store import TemplateRecord
+from mailgate.submission.request import AttachmentIn, SendRequest
 
 MAX_ATTACHMENTS = 10
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
