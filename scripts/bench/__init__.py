@@ -4,8 +4,8 @@ Each wrapper runs ``python -m bench.<name>`` with scripts/ on PYTHONPATH; the ch
 bench starts (the sink, the load clients, the bare HTTP reference) are modules of this
 package too (``python -m bench.sink``), so they find it the same way (see processes.py).
 
-Entry points: smtp, http, pg, jobs, retention, ui, dkim_signing. The rest are their parts,
-shared where two benches need the same thing.
+Entry points: smtp, http, pg, jobs, retention, ui, dkim_signing, postfix. The rest are
+their parts, shared where two benches need the same thing.
 """
 
 from __future__ import annotations

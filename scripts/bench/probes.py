@@ -1,6 +1,6 @@
 """What the SMTP benches read of a running relay besides its replies: the queue in its
-SQLite database (backlog, statuses, failover events) and the event loop lag histogram
-on /metrics, each at the edges of the measuring window or after it."""
+SQLite database (backlog, statuses, failover events, signed sends) and the event loop
+lag histogram on /metrics, each at the edges of the measuring window or after it."""
 
 from __future__ import annotations
 
@@ -70,3 +70,14 @@ def failover_events(db: Path, since: float) -> dict[str, Any]:
         "failover_first": (first - since) if first is not None else None,
         "failover_last": (last - since) if last is not None else None,
     }
+
+
+def signed_sends(db: Path) -> tuple[int, int]:
+    """(successful attempts, those whose copy was DKIM-signed): an attempt's event keeps
+    its signer in ``data`` (store/rows.py attempt_data)."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        total, signed = conn.execute(
+            "SELECT count(*), coalesce(sum(data LIKE '%\"dkim\"%'), 0) FROM events "
+            "WHERE type IN ('sent', 'delivered')"
+        ).fetchone()
+    return int(total), int(signed)
