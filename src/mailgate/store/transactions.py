@@ -109,7 +109,7 @@ def claim_lane(
         # Two steps whatever the count (see bulk.py): the due rows as one JSON value,
         # then the lease on exactly those rows. RETURNING would step once per row.
         found = conn.execute(CLAIM_DUE_JSON, params).scalar_one()
-        got = [ClaimedDelivery(*r) for r in json.loads(found)] if found else []
+        got = [ClaimedDelivery(*r[:5]) for r in json.loads(found)] if found else []
         if got:
             conn.execute(LEASE_JSON, {**lease, "c_rows": found})
         return got
