@@ -169,5 +169,9 @@ def setup_logging(level: str, log_format: LogFormat | None = None) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    # Nor where each call was made from: neither format shows a file or line, and finding
+    # the caller's frame was 1.6% of the relay's event loop under SMTP load. The HOWTO
+    # names this module attribute for that purpose.
+    logging._srcfile = None
     logging.getLogger("aiosmtpd").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
