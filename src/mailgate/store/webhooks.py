@@ -21,7 +21,14 @@ from mailgate.store.schema import (
     webhook_endpoints,
     webhook_subscriptions,
 )
-from mailgate.store.webhook_outbox import Result, claim, record_results, release, replay
+from mailgate.store.webhook_outbox import (
+    FAILED,
+    Result,
+    claim,
+    record_results,
+    release,
+    replay,
+)
 
 if TYPE_CHECKING:
     from mailgate.store.store import Store
@@ -240,7 +247,8 @@ class WebhookStore:
         limit: int = 50,
         before: int | None = None,
     ) -> list[WebhookDelivery]:
-        """Newest first, by keyset (``before``: the last id of the previous page)."""
+        """Newest first, by keyset (``before``: the last id of the previous page): failed
+        ones through their own index, the others along ix_webhook_deliveries_listing."""
         q = (
             select(
                 wd,
@@ -258,7 +266,7 @@ class WebhookStore:
             .limit(limit)
         )
         if status is not None:
-            q = q.where(wd.c.status == status)
+            q = q.where(wd.c.status == (FAILED if status == "failed" else status))
         if before is not None:
             q = q.where(wd.c.id < before)
         return [
