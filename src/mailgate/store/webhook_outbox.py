@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, literal_column, select, text, update
 
+from mailgate.pickling import by_fields
 from mailgate.store.bulk import BulkUpdate
 from mailgate.store.jobs import PROGRESS_COLUMNS, progress_of
 from mailgate.store.pg_bulk import PgUpdate
@@ -39,7 +40,8 @@ from mailgate.store.schema import (
 wd = webhook_deliveries
 
 
-@dataclass(frozen=True)
+@by_fields  # they cross the pipe to the writer process (pickling.py)
+@dataclass(frozen=True, slots=True)
 class Result:
     """One attempt's outcome, as the dispatcher records it."""
 
