@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mailgate.pickling import by_fields
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookHello:
@@ -14,6 +16,7 @@ class WebhookHello:
     log_level: str
 
 
+@by_fields  # one crosses the pipe per webhook, each way (pickling.py says why)
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
     msg_id: str  # webhook-id: the outbox row's, stable across retries
@@ -22,6 +25,7 @@ class WebhookRequest:
     row: dict[str, Any]  # what store.webhooks.claim read; the body is made here
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class WebhookAnswer:
     status: int | None  # the HTTP status, None when no answer came

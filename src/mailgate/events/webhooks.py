@@ -30,7 +30,8 @@ from mailgate.events.webhook_types import subscription
 from mailgate.exceptions import MailgateError
 from mailgate.logs import fields
 from mailgate.store import Store
-from mailgate.store.webhooks import Endpoint, Result
+from mailgate.store.webhook_outbox import Result
+from mailgate.store.webhooks import Endpoint
 from mailgate.workers import WorkerUnavailable
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from mailgate.store.schema import (
     metadata,
     webhook_deliveries,
 )
+from mailgate.store.webhook_outbox import first_id_since
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -104,13 +105,18 @@ def purge_messages(conn: Connection, before: float, limit: int) -> int:
 
 def purge_webhook_deliveries(conn: Connection, before: float, limit: int) -> int:
     """Delete up to ``limit`` webhook deliveries made before ``before`` that are final
-    (sent or given up: no next attempt)."""
+    (sent or given up: no next attempt), oldest first, along the primary key (no index on
+    created_at: webhook_outbox.first_id_since)."""
     ids = [
         r[0]
         for r in conn.execute(
             select(w.c.id)
-            .where(w.c.created_at < before, w.c.next_attempt_at.is_(None))
-            .order_by(w.c.created_at)
+            .where(
+                w.c.id < first_id_since(conn, before),
+                w.c.created_at < before,
+                w.c.next_attempt_at.is_(None),
+            )
+            .order_by(w.c.id)
             .limit(limit)
         )
     ]

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 
 metadata = MetaData()
@@ -370,10 +371,18 @@ Index(
     sqlite_where=webhook_deliveries.c.next_attempt_at.is_not(None),
     postgresql_where=webhook_deliveries.c.next_attempt_at.is_not(None),
 )
+# An endpoint's deliveries newest first (and its deletion). Every event writes this,
+# the due index and the row; success touches only the due index (revision 0007 says why).
 Index(
-    "ix_webhook_deliveries_endpoint",
+    "ix_webhook_deliveries_listing",
     webhook_deliveries.c.endpoint_id,
-    webhook_deliveries.c.status,
     webhook_deliveries.c.id,
 )
-Index("ix_webhook_deliveries_created", webhook_deliveries.c.created_at)
+# The failed ones (listing and replay by status "failed"): only failures enter it.
+Index(
+    "ix_webhook_deliveries_failed",
+    webhook_deliveries.c.endpoint_id,
+    webhook_deliveries.c.id,
+    sqlite_where=text("status = 'failed'"),
+    postgresql_where=text("status = 'failed'"),
+)

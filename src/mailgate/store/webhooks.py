@@ -2,8 +2,7 @@
 
 Writes are transaction functions the writer runs (module-level, plain arguments: on
 SQLite they may run in the writer's process); reads use the store's pooled connections.
-A delivery is claimed like a mail delivery: ``next_attempt_at`` moves to the lease's
-expiry, so what a dead node held is sent again after it, with the same id.
+The outbox's own transactions (claim, outcomes, release, replay) are in webhook_outbox.py.
 """
 
 from __future__ import annotations
@@ -13,17 +12,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
-from mailgate.store.jobs import PROGRESS_COLUMNS, progress_of
 from mailgate.store.schema import (
     events,
     job_events,
-    jobs,
-    messages,
     webhook_deliveries,
     webhook_endpoints,
     webhook_subscriptions,
+)
+from mailgate.store.webhook_outbox import (
+    FAILED,
+    Result,
+    claim,
+    record_results,
+    release,
+    replay,
 )
 
 if TYPE_CHECKING:
@@ -68,17 +72,6 @@ class WebhookDelivery:
     last_error: str
     created_at: float
     updated_at: float | None
-
-
-@dataclass(frozen=True)
-class Result:
-    """One attempt's outcome, as the dispatcher records it."""
-
-    id: int
-    status: str  # pending (to retry at next_attempt_at), succeeded, failed
-    next_attempt_at: float | None
-    http_status: int | None
-    error: str
 
 
 def _endpoint(row: Any) -> Endpoint:
@@ -159,100 +152,6 @@ def remove(conn: Connection, endpoint_id: str) -> bool:
     return bool(conn.execute(delete(we).where(we.c.id == endpoint_id)).rowcount)
 
 
-def claim(
-    conn: Connection, endpoint_id: str, owner: str, now: float, limit: int, until: float
-) -> list[dict[str, Any]]:
-    """Lease up to ``limit`` due deliveries of one endpoint, oldest due first, each with
-    what its payload is made of (the event, its message's tags and metadata, or the job)."""
-    due = (
-        select(wd.c.id)
-        .where(wd.c.endpoint_id == endpoint_id, wd.c.next_attempt_at <= now)
-        .order_by(wd.c.next_attempt_at)
-        .limit(limit)
-    )
-    if conn.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    ids = [
-        r[0]
-        for r in conn.execute(
-            update(wd)
-            .where(wd.c.id.in_(due.scalar_subquery()))
-            .values(lease_owner=owner, next_attempt_at=until)
-            .returning(wd.c.id)
-        ).all()
-    ]
-    if not ids:
-        return []
-    rows = conn.execute(
-        select(
-            wd.c.id,
-            wd.c.attempts,
-            wd.c.created_at,
-            events.c.id.label("id_event"),
-            events.c.message_id,
-            events.c.recipient,
-            events.c.type,
-            events.c.at,
-            events.c.provider,
-            events.c.response,
-            events.c.detail,
-            events.c.category,
-            events.c.data,
-            messages.c.tags,
-            messages.c.metadata,
-            messages.c.subject,
-            messages.c.job_id,
-            job_events.c.job_id.label("event_job_id"),
-            job_events.c.type.label("job_event_type"),
-            job_events.c.at.label("job_event_at"),
-        )
-        .select_from(
-            wd.outerjoin(events, events.c.id == wd.c.event_id)
-            .outerjoin(messages, messages.c.id == events.c.message_id)
-            .outerjoin(job_events, job_events.c.id == wd.c.job_event_id)
-        )
-        .where(wd.c.id.in_(ids))
-        .order_by(wd.c.id)
-    ).all()
-    found = []
-    for r in rows:
-        item = dict(r._mapping)
-        if item["event_job_id"] is not None:
-            item["job"] = _job_counts(conn, item["event_job_id"])
-        found.append(item)
-    return found
-
-
-def _job_counts(conn: Connection, job_id: str) -> dict[str, Any]:
-    row = conn.execute(select(*PROGRESS_COLUMNS).where(jobs.c.id == job_id)).first()
-    if row is None:
-        return {"job_id": job_id}
-    p = progress_of(row)
-    return {
-        "job_id": p.id,
-        "status": p.status,
-        "campaign_id": p.campaign_id,
-        "total": p.total,
-        "sent": p.sent,
-        "failed": p.failed,
-    }
-
-
-RECORD = (
-    update(wd)
-    .where(wd.c.id == bindparam("r_id"), wd.c.lease_owner == bindparam("r_owner"))
-    .values(
-        status=bindparam("r_status"),
-        attempts=wd.c.attempts + 1,
-        next_attempt_at=bindparam("r_next"),
-        lease_owner=None,
-        last_status=bindparam("r_http"),
-        last_error=bindparam("r_error"),
-        updated_at=bindparam("r_now"),
-    )
-)
-
-
 def record(
     conn: Connection,
     owner: str,
@@ -262,22 +161,7 @@ def record(
 ) -> None:
     """Attempts' outcomes (those still leased to ``owner``), and endpoints to disable
     (id, reason: a 410 Gone)."""
-    if results:
-        conn.execute(
-            RECORD,
-            [
-                {
-                    "r_id": r.id,
-                    "r_owner": owner,
-                    "r_status": r.status,
-                    "r_next": r.next_attempt_at,
-                    "r_http": r.http_status,
-                    "r_error": r.error[:500],
-                    "r_now": now,
-                }
-                for r in results
-            ],
-        )
+    record_results(conn, owner, results, now)
     for endpoint_id, reason in disable:
         conn.execute(
             update(we)
@@ -285,42 +169,6 @@ def record(
             .values(disabled_at=now, disabled_reason=reason, updated_at=now)
         )
         _subscribe(conn, endpoint_id, None)
-
-
-def release(conn: Connection, owner_prefix: str, now: float) -> int:
-    """Make what an earlier run of this node leased due now."""
-    return int(
-        conn.execute(
-            update(wd)
-            .where(wd.c.lease_owner.startswith(owner_prefix, autoescape=True))
-            .values(lease_owner=None, next_attempt_at=now)
-        ).rowcount
-    )
-
-
-def replay(
-    conn: Connection,
-    since: float,
-    endpoint_id: str | None,
-    statuses: Sequence[str],
-    now: float,
-    ids: Sequence[int] | None = None,
-) -> int:
-    """Send again the deliveries made since ``since`` in ``statuses`` (``ids``: only
-    those), with a fresh schedule; their ids (webhook-id) stay, so receivers can tell a
-    replay."""
-    cond = [wd.c.created_at >= since, wd.c.status.in_(list(statuses))]
-    if endpoint_id is not None:
-        cond.append(wd.c.endpoint_id == endpoint_id)
-    if ids is not None:
-        cond.append(wd.c.id.in_(list(ids)))
-    return int(
-        conn.execute(
-            update(wd)
-            .where(and_(*cond))
-            .values(status="pending", attempts=0, next_attempt_at=now, lease_owner=None)
-        ).rowcount
-    )
 
 
 # ---- the store's face
@@ -399,7 +247,8 @@ class WebhookStore:
         limit: int = 50,
         before: int | None = None,
     ) -> list[WebhookDelivery]:
-        """Newest first, by keyset (``before``: the last id of the previous page)."""
+        """Newest first, by keyset (``before``: the last id of the previous page): failed
+        ones through their own index, the others along ix_webhook_deliveries_listing."""
         q = (
             select(
                 wd,
@@ -417,7 +266,7 @@ class WebhookStore:
             .limit(limit)
         )
         if status is not None:
-            q = q.where(wd.c.status == status)
+            q = q.where(wd.c.status == (FAILED if status == "failed" else status))
         if before is not None:
             q = q.where(wd.c.id < before)
         return [
