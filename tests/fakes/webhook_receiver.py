@@ -34,6 +34,8 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.script: list[Reply] = []
+        self.in_flight = 0  # requests being answered now
+        self.peak = 0  # the most answered at once
         self._lock = threading.Lock()
         owner = self
 
@@ -52,14 +54,20 @@ class Receiver:
                         )
                     )
                     reply = owner.script.pop(0) if owner.script else Reply()
-                if reply.delay:
-                    time.sleep(reply.delay)
-                self.send_response(reply.status)
-                for k, v in reply.headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                    owner.in_flight += 1
+                    owner.peak = max(owner.peak, owner.in_flight)
+                try:
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    self.send_response(reply.status)
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                finally:
+                    with owner._lock:
+                        owner.in_flight -= 1
 
             def log_message(self, *args: Any) -> None:
                 pass

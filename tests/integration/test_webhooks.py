@@ -139,6 +139,21 @@ def test_a_failing_endpoint_gets_the_webhook_later_with_the_same_id(
         assert d["id"] == got[0].headers["webhook-id"] and d["event_type"] == "message.queued"
 
 
+def test_an_endpoint_gets_at_most_max_in_flight_requests_at_once(
+    relay_factory: Callable[..., Any],
+) -> None:
+    with Receiver() as rx:
+        rx.script = [Reply(delay=0.3) for _ in range(8)]
+        webhooks = {**hooks(rx, events=["message.queued"]), "max_in_flight": 3}
+        relay = relay_factory(webhooks=webhooks)
+        key = relay.create_key()
+        ids = {send(relay, key, to=f"r{i}@example.net") for i in range(8)}
+        got = rx.wait(lambda g: len(g) == 8)
+        assert {r.json["data"]["message_id"] for r in got} == ids
+        # Slow answers keep requests open: the limit is reached, never passed.
+        assert rx.peak == 3
+
+
 def test_a_410_disables_the_endpoint_and_replay_sends_the_failure_again(
     relay_factory: Callable[..., Any], tmp_path: Path
 ) -> None:

@@ -16,13 +16,31 @@ class WebhookHello:
     log_level: str
 
 
-@by_fields  # one crosses the pipe per webhook, each way (pickling.py says why)
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
+    """One post, as the webhook process makes it from a batch."""
+
     msg_id: str  # webhook-id: the outbox row's, stable across retries
     url: str
     keys: tuple[bytes, ...]
     row: dict[str, Any]  # what store.webhooks.claim read; the body is made here
+
+
+@by_fields  # pickling.py says why
+@dataclass(frozen=True, slots=True)
+class WebhookBatch:
+    """One claim's deliveries to one endpoint, sent to the webhook process in one frame
+    and answered in one: a task, a future and two pipe frames per webhook cost the relay's
+    event loop more than the writer spent on webhooks (scripts/bench/webhook_relay.py)."""
+
+    endpoint: str  # the endpoint's id: its requests share one limit in the child
+    url: str
+    keys: tuple[bytes, ...]
+    limit: int  # requests in flight to this endpoint at most ([webhooks] max_in_flight)
+    items: tuple[tuple[str, dict[str, Any]], ...]  # (webhook-id, outbox row)
+
+    def requests(self) -> list[WebhookRequest]:
+        return [WebhookRequest(mid, self.url, self.keys, row) for mid, row in self.items]
 
 
 @by_fields

@@ -9,6 +9,7 @@ holds the store); this process builds each body, signs it, checks the address ag
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import socket
@@ -18,7 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mailgate.events.ssrf import UrlRefused, literal, refused_address, resolve
-from mailgate.events.webhook_models import WebhookAnswer, WebhookHello, WebhookRequest
+from mailgate.events.webhook_models import (
+    WebhookAnswer,
+    WebhookBatch,
+    WebhookHello,
+    WebhookRequest,
+)
 from mailgate.events.webhook_payload import payload
 from mailgate.events.webhook_signing import signature
 from mailgate.worker_child import answer_each, run_child
@@ -37,9 +43,10 @@ class WebhookProcess(WorkerPool):
     def __init__(self, hello: WebhookHello) -> None:
         super().__init__(__name__, hello, 1, what="webhook process")
 
-    async def post(self, request: WebhookRequest) -> WebhookAnswer:
-        answer: WebhookAnswer = await self.call(request)
-        return answer
+    async def post(self, batch: WebhookBatch) -> tuple[WebhookAnswer, ...]:
+        """Each request of ``batch`` made; their answers, in its order."""
+        answers: tuple[WebhookAnswer, ...] = await self.call(batch)
+        return answers
 
 
 def retry_after(value: str | None, now: float) -> float | None:
@@ -97,6 +104,7 @@ class Poster:
 
         self._hello = hello
         self._aiohttp = aiohttp
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}  # (endpoint, limit)
         connector = aiohttp.TCPConnector(
             limit=0,  # the relay bounds requests per endpoint ([webhooks] max_in_flight)
             resolver=None if hello.allow_private else _CheckedResolver(),  # type: ignore[arg-type]
@@ -109,6 +117,23 @@ class Poster:
             trust_env=False,  # no proxy from the environment: the checked address is used
             auto_decompress=False,
         )
+
+    async def post_batch(self, batch: WebhookBatch) -> tuple[WebhookAnswer, ...]:
+        """A batch's requests, at most ``batch.limit`` in flight to its endpoint (across
+        batches: a lane may have several out)."""
+        slots = self._slots.get((batch.endpoint, batch.limit))
+        if slots is None:
+            slots = self._slots[(batch.endpoint, batch.limit)] = asyncio.Semaphore(batch.limit)
+
+        async def limited(req: WebhookRequest) -> WebhookAnswer:
+            async with slots:
+                try:
+                    return await self.post(req)
+                except Exception as exc:  # one request's bug must not fail the others
+                    log.exception("webhook %s failed", req.msg_id)
+                    return WebhookAnswer(None, f"{type(exc).__name__}: {exc}", None)
+
+        return tuple(await asyncio.gather(*(limited(r) for r in batch.requests())))
 
     async def post(self, req: WebhookRequest) -> WebhookAnswer:
         aiohttp = self._aiohttp
@@ -160,7 +185,10 @@ async def _setup(
     setup_logging(hello.log_level)
     poster = Poster(hello)
     return answer_each(
-        poster.post, send, name=lambda req: f"webhook {req.msg_id}", finish=poster.close
+        poster.post_batch,
+        send,
+        name=lambda batch: f"webhooks to {batch.endpoint}",
+        finish=poster.close,
     )
 
 

@@ -2,9 +2,11 @@
 
 One lane per enabled endpoint: it claims that endpoint's due deliveries (at most four times
 ``[webhooks] max_in_flight`` held at a time, so a backlog of any size stays in the
-database, not in memory), posts them through the webhook process with at most
-``max_in_flight`` requests in flight, and hands the outcomes to one recorder that writes
-them in batches. A slow or dead endpoint fills only its own lane; mail never waits for it.
+database, not in memory), posts them through the webhook process in batches of
+``max_in_flight`` (one pipe frame each way per batch; the process keeps at most
+``max_in_flight`` requests in flight per endpoint), and hands the outcomes to one recorder
+that writes them in batches. A slow or dead endpoint fills only its own lane; mail never
+waits for it.
 
 Only a 2xx is a success. A failure is retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
 14 h, 20 h and 24 h (each jittered by up to 20 %, and never before a Retry-After), then
@@ -19,11 +21,11 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mailgate.config import Settings
-from mailgate.events.webhook_models import WebhookAnswer, WebhookHello, WebhookRequest
+from mailgate.events.webhook_models import WebhookAnswer, WebhookBatch, WebhookHello
 from mailgate.events.webhook_process import WebhookProcess
 from mailgate.events.webhook_signing import secret_key
 from mailgate.events.webhook_types import subscription
@@ -84,13 +86,13 @@ def config_rows(settings: Settings) -> list[dict[str, Any]]:
 
 
 class _Lane:
-    """One endpoint's deliveries: claimed in windows, posted with bounded concurrency."""
+    """One endpoint's deliveries: claimed in windows, each claim posted as one batch by the
+    webhook process, which keeps the endpoint's requests in flight within its limit."""
 
     def __init__(self, dispatcher: WebhookDispatcher, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self._d = dispatcher
         self._limit = dispatcher.settings.webhooks.max_in_flight
-        self._slots = asyncio.Semaphore(self._limit)
         self._held = 0  # claimed and not yet answered
         self._wake = asyncio.Event()
         self._sends: set[asyncio.Task[None]] = set()
@@ -117,9 +119,11 @@ class _Lane:
                     log.warning("webhooks: claim for %s failed: %s", self.endpoint.id, exc)
                     rows = []
                 got = len(rows)
-                for row in rows:
-                    self._held += 1
-                    task = asyncio.create_task(self._send(row))
+                self._held += got
+                # Batches of max_in_flight: each one's answer frees its part of the window,
+                # so the endpoint's slots do not wait for the slowest of a whole claim.
+                for start in range(0, got, self._limit):
+                    task = asyncio.create_task(self._send(rows[start : start + self._limit]))
                     self._sends.add(task)
                     task.add_done_callback(self._sends.discard)
             if free >= window // 2 and got == free:
@@ -133,24 +137,34 @@ class _Lane:
                 async with asyncio.timeout(POLL):
                     await self._wake.wait()
 
-    async def _send(self, row: dict[str, Any]) -> None:
+    async def _send(self, rows: list[dict[str, Any]]) -> None:
         d = self._d
         endpoint = self.endpoint
         try:
-            if row["type"] is None and row.get("job") is None:
-                # Its event (or job) was purged before it could be sent: nothing to say.
-                d.outcome(endpoint, row, GONE)
+            live = []
+            for row in rows:
+                if row["type"] is None and row.get("job") is None:
+                    # Its event (or job) was purged before it could be sent: nothing to say.
+                    d.outcome(endpoint, row, GONE)
+                else:
+                    live.append(row)
+            if not live:
                 return
-            async with self._slots:
-                keys = tuple(secret_key(s) for s in endpoint.secrets(d.clock()))
-                request = WebhookRequest(msg_id(row["id"]), endpoint.url, keys, row)
-                try:
-                    answer = await d.process.post(request)
-                except (WorkerUnavailable, RuntimeError) as exc:
-                    answer = WebhookAnswer(None, f"webhook process: {exc}", None)
-            d.outcome(endpoint, row, answer)
+            batch = WebhookBatch(
+                endpoint.id,
+                endpoint.url,
+                tuple(secret_key(s) for s in endpoint.secrets(d.clock())),
+                self._limit,
+                tuple((msg_id(row["id"]), row) for row in live),
+            )
+            try:
+                answers: Sequence[WebhookAnswer] = await d.process.post(batch)
+            except (WorkerUnavailable, RuntimeError) as exc:
+                answers = [WebhookAnswer(None, f"webhook process: {exc}", None)] * len(live)
+            for row, answer in zip(live, answers, strict=True):
+                d.outcome(endpoint, row, answer)
         finally:
-            self._held -= 1
+            self._held -= len(rows)
             self._wake.set()
 
     async def stop(self) -> None:
