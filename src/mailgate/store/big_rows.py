@@ -77,7 +77,7 @@ def _insert_sqlite(conn: Connection, statement: Executable, row: dict[str, Any])
     made = conn.execute(_INSERT_BODY, {"m_id": row["id"], "n": len(head) + body.nbytes})
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    with dbapi.blobopen("message_bodies", "raw", made.lastrowid) as blob:  # type: ignore[attr-defined]
+    with dbapi.blobopen("message_bodies", "raw", made.lastrowid) as blob:
         blob.write(head)
         for start in range(0, body.nbytes, _BLOB_CHUNK):
             blob.write(body[start : start + _BLOB_CHUNK])
