@@ -280,25 +280,25 @@ def test_db_status_and_upgrade_commands(db_url: str, tmp_path: Path) -> None:
     assert again.exit_code == 0 and "up to date" in again.output
 
 
-def test_revision_0007_reads_bodies_stored_before_and_moves_them_back_on_downgrade(
+def test_revision_0008_reads_bodies_stored_before_and_moves_them_back_on_downgrade(
     db_url: str,
 ) -> None:
-    """A big body a 0006 node stored in messages.raw is read from there after the upgrade;
+    """A big body a 0007 node stored in messages.raw is read from there after the upgrade;
     one stored after it (in message_bodies on SQLite) goes back into messages.raw when
-    0007 is downgraded."""
+    0008 is downgraded."""
     old = b"Subject: old\r\n\r\n" + b"o" * (2 * 1024 * 1024)
     new = b"Subject: new\r\n\r\n" + bytes(range(256)) * 8192
     head = b"Received: from x by relay.test; Tue, 14 Nov 2023 00:00:00 +0000\r\n"
 
-    def at_0006(conn: Connection) -> None:
-        command.upgrade(migrate.alembic_config(conn), "0006")
+    def at_0007(conn: Connection) -> None:
+        command.upgrade(migrate.alembic_config(conn), "0007")
         row = {"id": "old-big", "created_at": 1.0, "sender": "a@x.test", "source": "smtp"}
         conn.execute(insert(messages).values(**row, size=len(old), raw=old))
 
-    _on_connection(db_url, at_0006)
+    _on_connection(db_url, at_0007)
 
     async def upgraded() -> None:
-        store = await Store.open(_async_url(db_url))  # applies 0007: online
+        store = await Store.open(_async_url(db_url))  # applies 0008: online
         reader = BodyReader(db_url)
         try:
             await store.enqueue(
@@ -313,7 +313,7 @@ def test_revision_0007_reads_bodies_stored_before_and_moves_them_back_on_downgra
     asyncio.run(upgraded())
 
     def downgrade(conn: Connection) -> dict[str, bytes]:
-        command.downgrade(migrate.alembic_config(conn), "0006")
+        command.downgrade(migrate.alembic_config(conn), "0007")
         assert "message_bodies" not in inspect(conn).get_table_names()
         return {r[0]: bytes(r[1]) for r in conn.execute(select(messages.c.id, messages.c.raw))}
 

@@ -9,7 +9,7 @@ on to the delivery process, pickled, framed and buffered at each hop (a dozen co
 - SQLite: incremental blob I/O (``blobopen``), read straight into the one ``bytes``
   object returned, with no whole-row buffer in SQLite; WAL lets it read beside the writer.
   The body is in ``message_bodies`` when the writer put it there (big_rows.py), else in
-  ``messages.raw`` (bodies under 1 MB, and those stored before revision 0007).
+  ``messages.raw`` (bodies under 1 MB, and those stored before revision 0008).
 - PostgreSQL: ``substring`` in chunks, so neither the server nor the driver holds a
   second whole copy in one protocol message.
 

@@ -105,11 +105,11 @@ Index(
 SQLITE_SUBJECT_FTS = "messages_subject_fts"
 
 # The bodies of big messages (big_rows.BIG_MESSAGE on) on SQLite, written in place with
-# incremental blob I/O (revision 0007): SQLite refuses that in ``messages``, whose
+# incremental blob I/O (revision 0008): SQLite refuses that in ``messages``, whose
 # expression indexes could name any column, and ``raw`` there is not the record's last
 # column, so SQLite builds a whole copy of the row to insert it. ``messages.raw`` of such a
 # message is b"". PostgreSQL keeps every body in ``messages.raw`` (the table stays empty):
-# nodes of revision 0006 read them there while a cluster upgrades one node at a time.
+# nodes of revision 0007 read them there while a cluster upgrades one node at a time.
 message_bodies = Table(
     "message_bodies",
     metadata,

@@ -2,13 +2,13 @@
 that the SQLite writer can write them in place with incremental blob I/O (store/big_rows.py
 says why ``messages`` cannot take that).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-16
 
-Online: a new table, which nodes of revision 0006 do not read. Only the SQLite writer puts
+Online: a new table, which nodes of revision 0007 do not read. Only the SQLite writer puts
 bodies there (SQLite is one node, upgraded by serve itself); PostgreSQL keeps writing every
-body to ``messages.raw``, which 0006 nodes read while a cluster upgrades one node at a time.
+body to ``messages.raw``, which 0007 nodes read while a cluster upgrades one node at a time.
 The bodies stored before stay in ``messages.raw``: readers take ``message_bodies.raw`` when
 a message has a row there, ``messages.raw`` otherwise. The downgrade moves the bodies back
 into ``messages.raw`` before it drops the table.
@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
