@@ -244,7 +244,11 @@ async def _scenario(bench: ChildrenBench, *, http: bool) -> Scenario:
 async def run_memory(bench: ChildrenBench, *, http: bool) -> dict[str, Any]:
     """One memory scenario; the figures for :func:`print_memory`."""
     opts = bench.opts
-    workdir = bench.workdir / f"memory-{'http' if http else 'smtp'}"
+    name = f"memory-{'http' if http else 'smtp'}"
+    workdir, n = bench.workdir / name, 1
+    while workdir.exists():  # --rounds: one folder per run
+        n += 1
+        workdir = bench.workdir / f"{name}-{n}"
     workdir.mkdir()
     sink = await bench.start_sink()
     smtp_port, http_port = free_port(), free_port()

@@ -14,6 +14,7 @@ import re
 import smtplib
 import threading
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 
@@ -138,6 +139,25 @@ def _post(  # type: ignore[no-untyped-def]
         data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
+
+
+def test_a_big_json_body_is_not_held_beside_its_copies(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    """The relay decodes the body and drops its bytes before parsing it, and drops the
+    parsed JSON once the message is built from it. Its Python allocations peak at 2.6x
+    the body here (3.6x before), while the message is committed: the message, and the
+    copy of it that asyncio's pipe transport buffers for the writer process (uvloop,
+    which serve runs on, sends it uncopied)."""
+    relay = relay_factory(delivery={"enabled": False})
+    req = _post(relay, relay.create_key(), hashlib.sha256(b"pdf").digest() * (9 * MB // 32))
+    assert req.data is not None
+    size = len(req.data)
+    tracemalloc.start()
+    try:
+        assert urllib.request.urlopen(req, timeout=60).status == 202
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.9 * size, f"peak {peak / size:.2f}x the body"
 
 
 def test_http_body_that_does_not_fit_now_is_a_503_with_retry_after(relay_factory) -> None:  # type: ignore[no-untyped-def]

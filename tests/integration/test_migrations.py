@@ -16,13 +16,15 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, insert, inspect, select, text
 
 from mailgate.cli import main
 from mailgate.credentials import hash_key
+from mailgate.models import NewMessage
 from mailgate.store import Store, migrate
+from mailgate.store.bodies import BodyReader
 from mailgate.store.engine import create_engine
-from mailgate.store.schema import SQLITE_SUBJECT_FTS, metadata
+from mailgate.store.schema import SQLITE_SUBJECT_FTS, messages, metadata
 
 KEY = "mg_0123456789ab_" + "k" * 40
 
@@ -276,3 +278,43 @@ def test_db_status_and_upgrade_commands(db_url: str, tmp_path: Path) -> None:
     assert "up to date" in current.output
     again = runner.invoke(main, ["db", "upgrade", "--config", str(config)])
     assert again.exit_code == 0 and "up to date" in again.output
+
+
+def test_revision_0008_reads_bodies_stored_before_and_moves_them_back_on_downgrade(
+    db_url: str,
+) -> None:
+    """A big body a 0007 node stored in messages.raw is read from there after the upgrade;
+    one stored after it (in message_bodies on SQLite) goes back into messages.raw when
+    0008 is downgraded."""
+    old = b"Subject: old\r\n\r\n" + b"o" * (2 * 1024 * 1024)
+    new = b"Subject: new\r\n\r\n" + bytes(range(256)) * 8192
+    head = b"Received: from x by relay.test; Tue, 14 Nov 2023 00:00:00 +0000\r\n"
+
+    def at_0007(conn: Connection) -> None:
+        command.upgrade(migrate.alembic_config(conn), "0007")
+        row = {"id": "old-big", "created_at": 1.0, "sender": "a@x.test", "source": "smtp"}
+        conn.execute(insert(messages).values(**row, size=len(old), raw=old))
+
+    _on_connection(db_url, at_0007)
+
+    async def upgraded() -> None:
+        store = await Store.open(_async_url(db_url))  # applies 0008: online
+        reader = BodyReader(db_url)
+        try:
+            await store.enqueue(
+                [NewMessage("new-big", 2.0, "a@x.test", ["b@y.test"], new, head=head)]
+            )
+            assert await reader.read("old-big") == old
+            assert await reader.read("new-big") == head + new
+        finally:
+            await reader.close()
+            await store.close()
+
+    asyncio.run(upgraded())
+
+    def downgrade(conn: Connection) -> dict[str, bytes]:
+        command.downgrade(migrate.alembic_config(conn), "0007")
+        assert "message_bodies" not in inspect(conn).get_table_names()
+        return {r[0]: bytes(r[1]) for r in conn.execute(select(messages.c.id, messages.c.raw))}
+
+    assert _on_connection(db_url, downgrade) == {"old-big": old, "new-big": head + new}

@@ -151,12 +151,19 @@ class ApiContext:
             await http_inflight.discard(stream, limit)
             raise
         try:
-            obj = json.loads(body)
+            # Decoded first and the bytes dropped before parsing (json.loads of bytes
+            # decodes them itself, and holds them with the text and the values parsed:
+            # with a big attachment three copies at once, now two).
+            text = body.decode(json.detect_encoding(body), "surrogatepass")
+            del body
+            escapes = _SURROGATE_ESCAPE.search(text) is not None
+            obj = json.loads(text)
+            del text
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
         except RecursionError:
             raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
-        if _SURROGATE_ESCAPE.search(body):
+        if escapes:
             try:
                 where = _lone_surrogate(obj, "")
             except RecursionError:
@@ -174,7 +181,7 @@ class ApiContext:
 
 # A \uD800-\uDFFF escape: only through one can a JSON body hold a lone surrogate (UTF-8
 # cannot encode them), which no header, address or stored text can carry.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _lone_surrogate(obj: Any, path: str) -> str | None:

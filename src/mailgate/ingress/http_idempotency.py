@@ -26,13 +26,17 @@ async def idempotent(
     obj: Any,
     run: Callable[[IdempotentAnswerFactory | None], Awaitable[Response]],
 ) -> Response:
-    """Serve a stored answer for a repeated Idempotency-Key, or run and store it."""
+    """Serve a stored answer for a repeated Idempotency-Key, or run and store it.
+
+    ``obj`` (the request's JSON) is only hashed, not kept while ``run`` runs: send drops
+    its own reference once it has built the message (a big attachment's text)."""
     idem_key = request.headers.get("idempotency-key")
+    digest = request_hash(request.url.path, obj) if idem_key and len(idem_key) <= 255 else ""
+    del obj
     if not idem_key:
         return await run(None)
     if len(idem_key) > 255:
         raise invalid("invalid_idempotency_key", "Idempotency-Key: at most 255 characters", None)
-    digest = request_hash(request.url.path, obj)
     for _ in range(2):
         stored = await ctx.store.idempotent_answer(
             cred.id, idem_key, ctx.clock() - IDEMPOTENCY_WINDOW

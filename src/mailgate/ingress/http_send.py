@@ -93,11 +93,18 @@ def _sent_body(prep: Prepared, acc: Accepted) -> dict[str, Any]:
 
 async def send(ctx: ApiContext, request: Request) -> Response:
     cred = await ctx.credential(request, need="send")
-    obj = await ctx.read_json(request)
+    body = [await ctx.read_json(request)]  # the JSON, until the message is built from it
+    built: list[Prepared] = []
 
     async def run(factory: IdempotentAnswerFactory | None) -> Response:
-        req = parse_model(SendRequest, obj)
-        prep = await prepare_native(ctx, request, cred, req)
+        if not built:
+            # Built once (idempotent() runs this again when a concurrent request took the
+            # Idempotency-Key), and the JSON and the parsed request go before the commit:
+            # a big attachment's text is not held beside the message while it is written.
+            req = parse_model(SendRequest, body.pop())
+            built.append(await prepare_native(ctx, request, cred, req))
+            del req
+        prep = built[0]
 
         def answer(results: list[Accepted | PolicyRefused]) -> IdempotentAnswer | None:
             if factory is None or not isinstance(results[0], Accepted):
@@ -123,7 +130,7 @@ async def send(ctx: ApiContext, request: Request) -> Response:
         )
         return json_response({"data": _sent_body(prep, result)}, 202)
 
-    return await idempotent(ctx, request, cred, obj, run)
+    return await idempotent(ctx, request, cred, body[0], run)
 
 
 # ------------------------------------------------------------------------------ batch

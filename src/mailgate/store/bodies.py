@@ -8,6 +8,8 @@ on to the delivery process, pickled, framed and buffered at each hop (a dozen co
 
 - SQLite: incremental blob I/O (``blobopen``), read straight into the one ``bytes``
   object returned, with no whole-row buffer in SQLite; WAL lets it read beside the writer.
+  The body is in ``message_bodies`` when the writer put it there (big_rows.py), else in
+  ``messages.raw`` (bodies under 1 MB, and those stored before revision 0008).
 - PostgreSQL: ``substring`` in chunks, so neither the server nor the driver holds a
   second whole copy in one protocol message.
 
@@ -25,7 +27,10 @@ from typing import Any
 INLINE_BODY = 256 * 1024  # bytes: bodies up to this size travel with the claim
 CHUNK = 1024 * 1024  # PostgreSQL: bytes per substring read
 
-_SQLITE_LOCATE = "SELECT rowid FROM messages WHERE id = ?"
+_SQLITE_LOCATE = (
+    "SELECT b.rowid, m.rowid FROM messages m"
+    " LEFT JOIN message_bodies b ON b.message_id = m.id WHERE m.id = ?"
+)
 _PG_SIZE = "SELECT length(raw) FROM messages WHERE id = $1"
 _PG_CHUNK = "SELECT substring(raw FROM $2 FOR $3) FROM messages WHERE id = $1"
 
@@ -63,7 +68,8 @@ class BodyReader:
         row = rows[0] if rows else None
         if row is None:
             raise BodyGone(message_id)
-        with self._sqlite.blobopen("messages", "raw", row[0], readonly=True) as blob:
+        table, rowid = ("messages", row[1]) if row[0] is None else ("message_bodies", row[0])
+        with self._sqlite.blobopen(table, "raw", rowid, readonly=True) as blob:
             return blob.read()
 
     async def _read_pg(self, message_id: str) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, update
 
 from mailgate.models import NewMessage
+from mailgate.store.big_rows import STORED_RAW, WITH_BODIES
 from mailgate.store.enqueue import enqueue_ops
 from mailgate.store.reads import QueueReads
 from mailgate.store.rows import event_row
@@ -86,10 +87,12 @@ def bounce(
         select(
             messages.c.id,
             messages.c.sender,
-            messages.c.raw,
+            STORED_RAW,
             messages.c.created_at,
             messages.c.attempt_once,
-        ).where(messages.c.id.in_(touched))
+        )
+        .select_from(WITH_BODIES)
+        .where(messages.c.id.in_(touched))
     ).all()
     recipients: dict[str, list[str]] = {}
     for m, _, r in rows:

@@ -22,6 +22,7 @@ from mailgate.models import DeliveryStatus
 from mailgate.store.schema import (
     deliveries,
     jobs,
+    message_bodies,
     messages,
     metadata,
     webhook_deliveries,
@@ -74,7 +75,8 @@ def _finished_before(before: float) -> Any:
 
 def purge_bodies(conn: Connection, before: float, now: float, limit: int) -> int:
     """Empty the body (and DKIM signature) of up to ``limit`` messages finished before
-    ``before``, oldest first, marking them ``purged_at``; the rows stay. How many."""
+    ``before``, oldest first, marking them ``purged_at``; the rows stay (a big body's row
+    in message_bodies goes). How many."""
     ids = [
         r[0]
         for r in conn.execute(
@@ -86,6 +88,7 @@ def purge_bodies(conn: Connection, before: float, now: float, limit: int) -> int
     ]
     if ids:
         conn.execute(update(m).where(m.c.id.in_(ids)).values(raw=b"", dkim=None, purged_at=now))
+        conn.execute(delete(message_bodies).where(message_bodies.c.message_id.in_(ids)))
     return len(ids)
 
 

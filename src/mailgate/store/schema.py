@@ -105,6 +105,20 @@ Index(
 # of the shadow tables FTS5 makes beside it.
 SQLITE_SUBJECT_FTS = "messages_subject_fts"
 
+# The bodies of big messages (big_rows.BIG_MESSAGE on) on SQLite, written in place with
+# incremental blob I/O (revision 0008): SQLite refuses that in ``messages``, whose
+# expression indexes could name any column, and ``raw`` there is not the record's last
+# column, so SQLite builds a whole copy of the row to insert it. ``messages.raw`` of such a
+# message is b"". PostgreSQL keeps every body in ``messages.raw`` (the table stays empty):
+# nodes of revision 0007 read them there while a cluster upgrades one node at a time.
+message_bodies = Table(
+    "message_bodies",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("raw", LargeBinary, nullable=False),  # last: blob I/O writes it in place
+    ForeignKeyConstraint(["message_id"], ["messages.id"], ondelete="CASCADE"),
+)
+
 # One row per tag of a message, filled by a trigger on messages (revision 0006) from its
 # JSON ``tags``: the dashboard's tag search walks ix_message_tags_tag, newest first.
 message_tags = Table(

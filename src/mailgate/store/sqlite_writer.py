@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine
-from mailgate.store.write_batch import Statements, Work, execute_batch, wrote_big_message
+from mailgate.store.write_batch import Statements, Work, execute_batch
 from mailgate.store.write_errors import store_error
 from mailgate.worker_child import failure
 
@@ -53,13 +53,8 @@ class SqliteTransactions:
         except BaseException:
             self._close_conn()  # the next batch starts on a fresh connection
             raise
-        if wrote_big_message(works):
-            # pysqlite's statement cache keeps each statement's last parameters bound
-            # until it runs again: a big body stayed in memory per cached statement (the
-            # writer held 383 MB after twenty 20 MB messages). Closing the driver's
-            # connection (not only returning it to the pool) finalizes them.
-            conn.invalidate()
-            self._close_conn()
+        # The connection is kept after big messages too: their bodies are written by blob
+        # I/O (big_rows.py), never bound, so none stays in pysqlite's statement cache.
         return results
 
     def answer(self, request: tuple[Sequence[Work], bool]) -> tuple[bool, Any]:

@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from mailgate.models import Suppression
+from mailgate.store.big_rows import STORED_RAW, WITH_BODIES
 from mailgate.store.schema import (
     SQLITE_SUBJECT_FTS,
     deliveries,
@@ -303,7 +304,9 @@ def _subject_index(store: Store, subject: str) -> Any:
 
 async def message_raw(store: Store, message_id: str) -> bytes | None:
     """The stored source of a message (None when unknown or removed by retention)."""
-    rows = await store._read(select(messages.c.raw).where(messages.c.id == message_id))
+    rows = await store._read(
+        select(STORED_RAW).select_from(WITH_BODIES).where(messages.c.id == message_id)
+    )
     if not rows or rows[0][0] is None:
         return None
     return bytes(rows[0][0])

@@ -179,6 +179,8 @@ class GroupCommitWriter:
             task = asyncio.create_task(self._commit_and_release(batch, slots))
             commits.add(task)
             task.add_done_callback(commits.discard)
+            # Not kept until the next job comes: they hold the bodies of a batch committed.
+            del job, batch
         if commits:
             await asyncio.wait(commits)
 
