@@ -35,7 +35,12 @@ _pg_made = False
 def build_settings(tmp_path: Path, **sections: Any) -> Settings:
     """Settings for a test relay: loopback port 0, example.com, a maildir provider."""
     data: dict[str, Any] = {
-        "server": {"hostname": "relay.test", "data_dir": str(tmp_path / "data")},
+        # A small ballast: each test relay makes one, without 64 MB of disk apiece.
+        "server": {
+            "hostname": "relay.test",
+            "data_dir": str(tmp_path / "data"),
+            "ballast_size": "64KiB",
+        },
         "smtp": {"listen": ["127.0.0.1:0"], "auth_failure_delay": "10ms"},
         "http": {"listen": ["127.0.0.1:0"]},
         "domains": [{"name": "example.com"}, {"name": "example.org"}],

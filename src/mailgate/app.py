@@ -17,6 +17,7 @@ from typing import IO
 
 from mailgate import reload
 from mailgate.accept import Acceptor
+from mailgate.ballast import keep
 from mailgate.config import Settings
 from mailgate.delivery.bounce_intake import BounceIntake
 from mailgate.delivery.outcome import AttemptRecord
@@ -34,7 +35,7 @@ from mailgate.ingress.smtp_handler import SmtpHandler
 from mailgate.ingress.smtp_listeners import SmtpListeners
 from mailgate.ratelimit import RateLimiter
 from mailgate.retention import Retention
-from mailgate.space import FreeSpace, watched_path
+from mailgate.space import FreeSpace, ballast_for, watched_path
 from mailgate.store import Store
 from mailgate.suppression import SuppressionList
 from mailgate.workers import WorkerUnavailable
@@ -102,6 +103,7 @@ class App:
         self._lag_watch: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._ballast: asyncio.Task[None] | None = None
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
         self.webhooks: WebhookDispatcher | None = None
@@ -167,7 +169,8 @@ class App:
         self.inflight = InflightBudget(s.max_inflight_bytes)
         log.info("in-flight message bytes capped at %d", s.max_inflight_bytes)
         self.metrics.watch_inflight(self.inflight)
-        self.space = FreeSpace(watched_path(s), s.min_free_space)
+        ballast = ballast_for(s)
+        self.space = FreeSpace(watched_path(s), s.min_free_space, ballast=ballast)
         self.metrics.free_space.set_function(self.space.free)
         self.scheduler = Scheduler(
             s, self.store, self.delivery, self.owner, on_recorded=self._recorded
@@ -223,6 +226,9 @@ class App:
         self._retention = asyncio.create_task(
             Retention(s, self.store, space=self.space).run(), name="mailgate-retention"
         )
+        if ballast is not None:  # SQLite: made now if there is room, and after a release
+            self.metrics.ballast.set_function(ballast.held)
+            self._ballast = asyncio.create_task(keep(ballast, self.space), name="mailgate-ballast")
         self._lag_watch = asyncio.create_task(
             self.metrics.watch_event_loop(), name="mailgate-loop-lag"
         )
@@ -342,7 +348,7 @@ class App:
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
         grace = self.settings.delivery.shutdown_grace
-        for task in (self._maintenance, self._lag_watch, self._retention):
+        for task in (self._maintenance, self._lag_watch, self._retention, self._ballast):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

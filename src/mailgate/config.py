@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError, model_validator
 
+from mailgate.ballast import default_size
 from mailgate.config_sending import (
     BounceSettings,
     DeliverySettings,
@@ -105,6 +106,13 @@ class Settings(Section):
         if self.server.min_free_space is not None:
             return self.server.min_free_space
         return max(256 * 1000**2, 4 * self.smtp.max_message_size)
+
+    @property
+    def ballast_size(self) -> int:
+        """[server] ballast_size, by default a quarter of min_free_space within 16-64 MiB."""
+        if self.server.ballast_size is not None:
+            return self.server.ballast_size
+        return default_size(self.min_free_space)
 
     @property
     def database_url(self) -> str:

@@ -39,6 +39,9 @@ class ServerSettings(Section):
     # Free space kept on data_dir's file system: below it new mail is refused (452 4.3.1,
     # HTTP 507) so the queue can still drain. None: see Settings.min_free_space.
     min_free_space: Size | None = None
+    # A file of this size kept beside the SQLite queue and deleted when a write that drains
+    # the queue finds the disk full (ballast.py); 0: none. None: see Settings.ballast_size.
+    ballast_size: Size | None = None
 
 
 class DatabaseSettings(Section):

@@ -27,6 +27,7 @@ RESTART_ONLY: dict[tuple[str, ...], str] = {
     ("server", "max_inflight_bytes"): "the budget of message bytes is made at start",
     ("ui",): "the dashboard is mounted and configured at start",
     ("server", "min_free_space"): "the free-space watch is set up at start",
+    ("server", "ballast_size"): "the reserve ballast is set up at start",
     ("retention",): "the purge task is set up at start",
     ("database",): "the queue's connections and writer",
     ("smtp", "listen"): "bound sockets",

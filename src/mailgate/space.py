@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from mailgate.ballast import Ballast, ballast_path
 from mailgate.config import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,19 @@ def watched_path(settings: Settings) -> Path:
     return Path(settings.server.data_dir).resolve()
 
 
+def ballast_for(settings: Settings) -> Ballast | None:
+    """The reserve's ballast beside the SQLite file (ballast.py); None on PostgreSQL or
+    with [server] ballast_size = 0. One left from before that is too big is deleted (and
+    made again at the size set)."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    ballast = Ballast(ballast_path(Path(url.database).resolve()), settings.ballast_size)
+    if ballast.held() > ballast.size:
+        ballast.path.unlink()
+    return ballast if ballast.size else None
+
+
 class FreeSpace:
     def __init__(
         self,
@@ -45,9 +59,11 @@ class FreeSpace:
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         statvfs: Callable[[Path], os.statvfs_result] = os.statvfs,
+        ballast: Ballast | None = None,
     ) -> None:
         self.path = path
         self.reserve = reserve
+        self._ballast = ballast
         self._interval = interval
         self._clock = clock
         self._statvfs = statvfs
@@ -58,7 +74,10 @@ class FreeSpace:
         self._low = False
 
     def free(self) -> int:
-        """Bytes available to the relay on the queue's file system (cached ``interval``)."""
+        """Bytes available to the relay on the queue's file system (cached ``interval``),
+        less what a released ballast is to take back: that space is the drain's, not new
+        mail's, so below the reserve retention goes on emptying bodies until the ballast
+        can be made again."""
         now = self._clock()
         if self._checked_at is None or now - self._checked_at >= self._interval:
             self._checked_at = now
@@ -70,11 +89,18 @@ class FreeSpace:
                 self._free = self.reserve
             else:
                 self._free = st.f_bavail * st.f_frsize
+                if self._ballast is not None:
+                    self._free -= self._ballast.missing()
             self._consumed = 0
             if self._free >= self.reserve:
                 self._full = False
             self._report(self._free < self.reserve or self._full)
         return max(0, self._free - self._consumed)
+
+    def room(self) -> int:
+        """Bytes free on the file system now: statvfs, not cached, nothing taken off."""
+        st = self._statvfs(self.path)
+        return st.f_bavail * st.f_frsize
 
     def low(self) -> bool:
         """Whether new mail must be refused now."""

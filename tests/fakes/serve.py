@@ -60,6 +60,7 @@ def config_text(data_dir: Path, providers: str, *, server: str = "", extra: str 
 hostname = "relay.test"
 {server}
 data_dir = "{data_dir}"
+ballast_size = "64KiB"
 [smtp]
 listen = ["127.0.0.1:0"]
 [http]

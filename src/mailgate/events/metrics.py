@@ -69,6 +69,11 @@ class Metrics:
             "Free bytes on the queue's file system (the SQLite file's, else data_dir)",
             registry=self.registry,
         )
+        self.ballast = Gauge(
+            "mailgate_reserve_ballast_bytes",
+            "Bytes the reserve's ballast file holds (0: released on a full disk, or none)",
+            registry=self.registry,
+        )
         self.storage_refusals = Counter(
             "mailgate_insufficient_storage_refusals",
             "Messages or requests refused below [server] min_free_space, or on a full disk",

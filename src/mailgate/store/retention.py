@@ -27,6 +27,7 @@ from mailgate.store.schema import (
     metadata,
     webhook_deliveries,
 )
+from mailgate.store.wal import checkpoint
 from mailgate.store.webhook_outbox import first_id_since
 
 if TYPE_CHECKING:
@@ -161,20 +162,6 @@ def vacuum_step(conn: Connection, pages: int) -> int:
     return before - after
 
 
-def checkpoint_truncate(path: str) -> None:
-    """SQLite: copy the WAL into the database and cut the WAL to nothing, on a connection
-    of its own (a checkpoint cannot run inside the writer's transactions). Used below the
-    free-space reserve, where the WAL would otherwise keep what a purge and its vacuum
-    wrote while readers held it from restarting. Waits up to a second for readers."""
-    import sqlite3
-
-    conn = sqlite3.connect(path, timeout=1.0, isolation_level=None)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    finally:
-        conn.close()
-
-
 @dataclass(frozen=True, slots=True)
 class TableStats:
     name: str
@@ -251,12 +238,15 @@ class RetentionStore:
         return done
 
     async def checkpoint(self) -> None:
-        """checkpoint_truncate on SQLite, in a thread; nothing on PostgreSQL."""
+        """SQLite: copy the WAL into the database and cut the WAL to nothing (wal.checkpoint,
+        in a thread). Used below the free-space reserve, where the WAL would otherwise keep
+        what the drain, a purge and its vacuum wrote while readers held it from restarting.
+        Nothing on PostgreSQL."""
         url = self._store.engine.url
         if url.get_backend_name() != "sqlite" or not url.database:
             return
         try:
-            await asyncio.to_thread(checkpoint_truncate, url.database)
+            await asyncio.to_thread(checkpoint, url.database, "TRUNCATE")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"checkpoint: {exc}") from exc
 

@@ -146,9 +146,9 @@ class Store(AdminReads):
                 )
             )
         if quota is None:
-            await self.writer.write(ops)
+            await self.writer.write(ops, new_mail=True)
             return
-        used = await self.writer.run(take_and_enqueue, quota, ops)
+        used = await self.writer.run(take_and_enqueue, quota, ops, new_mail=True)
         if used is not None:
             raise QuotaRace(used)
 

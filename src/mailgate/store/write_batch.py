@@ -31,11 +31,14 @@ _Groups = dict[tuple[str, ...], dict[str, list[dict[str, Any]]]]
 @by_fields
 @dataclass(frozen=True, slots=True)
 class Work:
-    """What one job does in the transaction: ``ops``, or ``fn(conn, *args)``."""
+    """What one job does in the transaction: ``ops``, or ``fn(conn, *args)``. ``new_mail``:
+    it accepts mail, so a full disk refuses it (452) rather than spend the reserve's ballast
+    on it (sqlite_writer.py); every other job is part of draining the queue."""
 
     ops: Sequence[Op] = ()
     fn: TxnFn | None = None
     args: tuple[Any, ...] = ()
+    new_mail: bool = False
 
 
 def execute_batch(
@@ -113,5 +116,5 @@ def bodies_beside(works: list[Work]) -> list[Work]:
             )
             for name, rows in work.ops
         ]
-        out.append(Work(ops=ops, fn=work.fn, args=work.args))
+        out.append(Work(ops, work.fn, work.args, work.new_mail))
     return out

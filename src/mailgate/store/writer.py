@@ -143,18 +143,21 @@ class GroupCommitWriter:
             await self._aconn.close()
             self._aconn = None
 
-    async def write(self, ops: Sequence[Op], *, durable: bool = True) -> None:
+    async def write(
+        self, ops: Sequence[Op], *, durable: bool = True, new_mail: bool = False
+    ) -> None:
         """Execute the statements in the next group commit; return once committed (and
-        flushed to disk unless ``durable`` is False; see the module doc)."""
-        await self._submit(_Job(Work(ops=ops), durable))
+        flushed to disk unless ``durable`` is False; see the module doc). ``new_mail``: an
+        accept, which a full disk refuses (write_batch.Work)."""
+        await self._submit(_Job(Work(ops=ops, new_mail=new_mail), durable))
 
-    async def run(self, fn: TxnFn, *args: Any, durable: bool = True) -> Any:
+    async def run(self, fn: TxnFn, *args: Any, durable: bool = True, new_mail: bool = False) -> Any:
         """Run ``fn(conn, *args)`` inside the next group-commit transaction; its result.
 
         ``fn`` is synchronous, module-level, and must only use the connection it is given:
         it may run in another thread or process.
         """
-        return await self._submit(_Job(Work(fn=fn, args=args), durable))
+        return await self._submit(_Job(Work(fn=fn, args=args, new_mail=new_mail), durable))
 
     async def _submit(self, job: _Job) -> Any:
         if self._task is None or self._task.done():
