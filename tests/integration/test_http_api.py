@@ -6,6 +6,7 @@ parsed back with the ``email`` package.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -680,6 +681,27 @@ def test_idempotency_key(api) -> None:  # type: ignore[no-untyped-def]
     b2 = api.post("/v1/messages/batch", json={"messages": [BASE, BASE]}, headers=batch_h)
     assert b1.json() == b2.json()
     assert api.get("/v1/messages").json()["meta"]["total"] == 3
+
+
+def test_concurrent_sends_with_one_idempotency_key_queue_one_message(api) -> None:  # type: ignore[no-untyped-def]
+    """Requests racing on one key: one commits, the others read its answer back (the
+    DuplicateEntry path of http_idempotency.idempotent), none queues a second copy."""
+    headers = {"Idempotency-Key": "race-1", "Authorization": f"Bearer {api.key}"}
+    url = f"{api.relay.http_url}/v1/messages/send"
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return list(
+                await asyncio.gather(
+                    *(client.post(url, json=BASE, headers=headers) for _ in range(8))
+                )
+            )
+
+    answers = asyncio.run(race())
+    assert [r.status_code for r in answers] == [202] * 8
+    assert len({r.json()["data"]["id"] for r in answers}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in answers) >= 1
+    assert api.get("/v1/messages").json()["meta"]["total"] == 1
 
 
 # --------------------------------------------------------------- templates
