@@ -117,6 +117,16 @@ class _BufferedLogHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
+        if sys.is_finalizing():
+            # The interpreter is shutting down (a __del__ logging, say aiohttp's unclosed
+            # session): no thread can start now, Thread.start would wait for ever, and the
+            # flusher may be gone. Write at once.
+            self._pending.append(line)
+            try:
+                self._write()
+            except Exception:
+                self.handleError(record)
+            return
         if not self._pending:
             if self._flusher is None:
                 self._flusher = threading.Thread(
