@@ -82,13 +82,18 @@ def stop(pid: int, created: float) -> None:
         proc.send_signal(signal.SIGTERM)
     except psutil.Error:
         return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and any(_running(p) for p in family):
+    reap(family, STOP_TIMEOUT)
+
+
+def reap(family: list[psutil.Process], timeout: float) -> None:
+    """Wait up to ``timeout`` s until none of ``family`` runs (a zombie waits for init to
+    reap it: it counts as gone), then SIGKILL the rest."""
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in family if _running(p)]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for p in family:
-        if _running(p):
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def _running(proc: psutil.Process) -> bool:

@@ -36,6 +36,7 @@ import psutil
 from bench import HOST, START_TIMEOUT
 from bench.config import free_port
 from bench.orchestrator import log_tail
+from bench.postfix_guard import reap
 from bench.postfix_tools import MAIL_OWNER, SETGID_GROUP, Tools
 from bench.processes import BenchError, Children
 
@@ -221,24 +222,8 @@ class PostfixInstance:
             if self.proc is not None:
                 self._note_family()
                 await self.children.stop(self.proc, STOP_TIMEOUT)
-                await asyncio.to_thread(self._reap_family)
+                # Wait for every process master had started, SIGKILL what lingers.
+                await asyncio.to_thread(reap, self._family, STOP_TIMEOUT)
         finally:
             if not self.keep:
                 shutil.rmtree(self.root, ignore_errors=True)
-
-    def _reap_family(self) -> None:
-        """Wait until none of master's children runs (a zombie waits for init to reap it:
-        it counts as gone), then SIGKILL the rest."""
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while (alive := [p for p in self._family if _running(p)]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
