@@ -1,5 +1,5 @@
 """Story: deliveries run in a child process; the relay survives its death and leaves no
-orphans (delivery, signing or queue writer process) behind when it dies itself."""
+orphans (delivery, signing, webhook or queue writer process) behind when it dies itself."""
 
 from __future__ import annotations
 
@@ -66,9 +66,9 @@ def test_a_killed_delivery_process_defers_its_attempt_and_another_takes_over(
 
 
 def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
-    """SIGKILL gives the relay no chance to stop its queue writer and delivery processes
-    (nor that one's DKIM signing processes): they see end of file on their stdin and exit by
-    themselves."""
+    """SIGKILL gives the relay no chance to stop its queue writer, delivery and webhook
+    processes (nor the delivery process's DKIM signing processes): they see end of file on
+    their stdin and exit by themselves. Outside systemd nothing else would stop them."""
     key = tmp_path / "rsa.pem"
     subprocess.run(
         [
@@ -84,6 +84,9 @@ def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
         f'[http]\nlisten = []\n[[domains]]\nname = "example.com"\ndkim_selector = "s1"\n'
         f'dkim_key = "{key}"\n'
         f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path}/m"\n'
+        # An endpoint: the webhook process starts (nothing needs to answer there).
+        f"[webhooks]\nallow_private = true\n[[webhooks.endpoints]]\n"
+        f'url = "http://127.0.0.1:9/hooks"\nsecret = "whsec_{"A" * 32}"\n'
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(cfg)],
@@ -95,11 +98,13 @@ def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
         for line in proc.stderr:
             if "SMTP listening on" in line:
                 break
-        # The queue writer, the delivery process and its signing processes (none on 2
-        # cores; ready before the relay's READY).
-        expected = 2 + SIGNING_PROCESSES
+        # The queue writer, the webhook process, the delivery process and its signing
+        # processes (none on 2 cores; ready before the relay's READY).
+        expected = 3 + SIGNING_PROCESSES
         _wait(lambda: len(psutil.Process(proc.pid).children(recursive=True)) == expected)
         children = psutil.Process(proc.pid).children(recursive=True)
+        commands = [" ".join(c.cmdline()) for c in children]
+        assert any("mailgate.events.webhook_process" in c for c in commands), commands
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
