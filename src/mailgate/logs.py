@@ -117,17 +117,11 @@ class _BufferedLogHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
-        if sys.is_finalizing():
-            # The interpreter is shutting down (a __del__ logging, say aiohttp's unclosed
-            # session): no thread can start now, Thread.start would wait for ever, and the
-            # flusher may be gone. Write at once.
-            self._pending.append(line)
-            try:
-                self._write()
-            except Exception:
-                self.handleError(record)
-            return
-        if not self._pending:
+        # While the interpreter shuts down (a __del__ logging, say aiohttp's unclosed
+        # session) no thread can start, Thread.start would wait for ever, and the flusher
+        # may be gone: the line is written at once.
+        finalizing = sys.is_finalizing()
+        if not self._pending and not finalizing:
             if self._flusher is None:
                 self._flusher = threading.Thread(
                     target=self._flush_later, name="mailgate-log", daemon=True
@@ -135,7 +129,7 @@ class _BufferedLogHandler(logging.StreamHandler):
                 self._flusher.start()
             self._waiting.set()
         self._pending.append(line)
-        if record.levelno >= logging.WARNING or len(self._pending) >= self._capacity:
+        if finalizing or record.levelno >= logging.WARNING or len(self._pending) >= self._capacity:
             try:
                 self._write()
             except Exception:
