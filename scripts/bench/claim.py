@@ -3,16 +3,17 @@
 
 For each engine and depth: an empty queue is filled with that many due deliveries (one
 recipient per message, 300-byte bodies) through the store's own many-row writes (the
-writer's insert_message / insert_delivery, in transactions of FILL_BATCH messages), then
-``store.claim`` (the scheduler's call: the three lane claims and the messages' load, one
-writer transaction) is timed ``--claims`` times with ``--claim-batch`` deliveries each.
-After each timed pair the leases are released (due now, so behind the rest), so the queue
-keeps its depth however many claims are timed.
+writer's insert_message / insert_delivery, in transactions of FILL_BATCH messages) and
+settled (settle()), then ``store.claim`` (the scheduler's call: the three lane claims
+and the messages' load, one writer transaction) is timed ``--claims`` times with
+``--claim-batch`` deliveries each. After each timed pair the leases are released (due now,
+so behind the rest), so the queue keeps its depth however many claims are timed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from mailgate.models import NewMessage  # noqa: E402
 from mailgate.store import Store  # noqa: E402
 from mailgate.store import transactions as txn  # noqa: E402
 from mailgate.store.enqueue import enqueue_ops  # noqa: E402
+from mailgate.store.wal import checkpoint  # noqa: E402
 
 FILL_BATCH = 10_000
 BODY = b"Subject: claim bench\r\n\r\n" + b"x" * 280 + b"\r\n"
@@ -50,11 +52,27 @@ async def fill(store: Store, depth: int) -> float:
         n = min(FILL_BATCH, depth - done)
         await store.writer.write(_ops(n, now - 3600 + 3600 * done / depth), durable=False)
         done += n
+    await settle(store)
+    return time.monotonic() - t0
+
+
+async def settle(store: Store) -> None:
+    """Leave the filled database as a queue that grew over hours would be: its pages on
+    disk and its statistics current. Right after a bulk fill the kernel is still writing
+    back its dirty pages (900 MB at 1M on SQLite) and PostgreSQL's autovacuum is visiting
+    the new rows; the first flushes of the timed claims would wait behind that (SQLite's
+    first WAL checkpoints went to 400 ms), which times the fill, not the claim."""
     if store.dialect == "postgresql":
         async with store.engine.connect() as conn:
-            await conn.exec_driver_sql("ANALYZE deliveries")
-            await conn.exec_driver_sql("ANALYZE messages")
-    return time.monotonic() - t0
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql("VACUUM (ANALYZE) deliveries")
+            await conn.exec_driver_sql("VACUUM (ANALYZE) messages")
+            await conn.exec_driver_sql("CHECKPOINT")
+    else:
+        path = store.engine.url.database
+        assert path is not None
+        await asyncio.to_thread(checkpoint, path, "TRUNCATE", timeout=10.0)
+    await asyncio.to_thread(os.sync)
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float, float]:
@@ -131,10 +149,12 @@ def print_claims(rows: list[dict[str, Any]], batch: int, target_ms: float) -> No
         mine = sorted((r for r in rows if r["engine"] == engine), key=lambda r: r["depth"])
         if len(mine) >= 2:
             flat = mine[-1]["p99"] / mine[0]["p99"]
+            top = mine[-1]
+            verdict = "PASS" if max(top["p99"], top["full_p99"]) < target_ms else "FAIL"
             print(
-                f"{engine}: statement p99 at {mine[-1]['depth']:,} is {flat:.2f}x the p99 at"
-                f" {mine[0]['depth']:,}; target p99 < {target_ms:g} ms:"
-                f" {'PASS' if mine[-1]['p99'] < target_ms else 'FAIL'}"
+                f"{engine}: statement p99 at {top['depth']:,} is {flat:.2f}x the p99 at"
+                f" {mine[0]['depth']:,}; target p99 < {target_ms:g} ms (statement"
+                f" {top['p99']:.2f}, store.claim {top['full_p99']:.2f}): {verdict}"
             )
 
 

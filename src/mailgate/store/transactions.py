@@ -71,7 +71,7 @@ def claim(
     if not by_message:
         return []
     # Deliveries cascade with their message, so every claimed one has its message here.
-    rows = conn.execute(LOAD_MESSAGES, {"ids": list(by_message)}).all()
+    rows = conn.execute(LOAD_MESSAGES[conn.dialect.name], {"ids": list(by_message)}).all()
     job_of = {r[0]: r[5] for r in rows if r[5] is not None}
     if job_of:
         # Paused or stopped since these became due: parked here, not attempted.
