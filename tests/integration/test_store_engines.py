@@ -201,6 +201,74 @@ def test_relay_end_to_end_on_postgresql(relay_factory, pg_url: str) -> None:  # 
     assert relay.store.dialect == "postgresql"
 
 
+def _sleep(conn, seconds: float) -> str:  # type: ignore[no-untyped-def]
+    conn.exec_driver_sql(f"SELECT pg_sleep({seconds})")
+    return "slow"
+
+
+def _mark(conn) -> str:  # type: ignore[no-untyped-def]
+    conn.exec_driver_sql("SELECT 1")
+    return "quick"
+
+
+def test_postgresql_writer_commits_the_next_transaction_while_one_waits(pg_url: str) -> None:
+    """Two group commits in flight on PostgreSQL, each on its own connection: a transaction
+    that waits (here on pg_sleep, in production on its flush) does not hold up the next."""
+
+    async def main() -> None:
+        store = await Store.open("postgresql+asyncpg://" + pg_url.split("://", 1)[1])
+        try:
+            done: list[str] = []
+
+            async def job(fn, *args) -> None:  # type: ignore[no-untyped-def]
+                done.append(await store.writer.run(fn, *args))
+
+            slow = asyncio.create_task(job(_sleep, 1.0))
+            await asyncio.sleep(0.2)
+            await asyncio.wait_for(job(_mark), 0.7)
+            await slow
+            assert done == ["quick", "slow"]
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def _plan(conn) -> str:  # type: ignore[no-untyped-def]
+    """The generic plan (what a prepared statement keeps from its sixth run, made without
+    the values) of an update shaped like the writer's many-row ones (pg_bulk.PgUpdate)."""
+    conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    conn.exec_driver_sql(
+        "PREPARE mg_plan(varchar[], int[], int[]) AS UPDATE deliveries SET attempts = v.a"
+        " FROM unnest($1, $2, $3) AS v(m, r, a)"
+        " WHERE deliveries.message_id = v.m AND deliveries.rcpt_idx = v.r"
+    )
+    try:
+        rows = conn.exec_driver_sql("EXPLAIN EXECUTE mg_plan('{x}', '{0}', '{1}')")
+        return "\n".join(r[0] for r in rows)
+    finally:
+        conn.exec_driver_sql("DEALLOCATE mg_plan")
+
+
+def test_postgresql_writer_finds_rows_by_index_in_a_queue_too_new_for_statistics(
+    pg_url: str,
+) -> None:
+    """A queue starts empty and autoanalyze comes later: the writer's statements must not
+    plan a scan of deliveries meanwhile (bench-pg pg-1 spent its backend on them)."""
+
+    async def main() -> None:
+        store = await Store.open("postgresql+asyncpg://" + pg_url.split("://", 1)[1])
+        try:
+            await store.enqueue([msg(i) for i in range(300)])
+            plan = await store.writer.run(_plan)
+            assert "Seq Scan on deliveries" not in plan, plan
+            assert "deliveries_pkey" in plan, plan
+        finally:
+            await store.close()
+
+    run(main())
+
+
 def test_mixed_group_commit_keeps_each_jobs_order(db_url: str, caplog) -> None:  # type: ignore[no-untyped-def]
     """Results and new messages in one group commit: new events must follow their message."""
 
