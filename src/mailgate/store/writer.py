@@ -15,8 +15,7 @@ places:
   relay's process each of those waited for the busy event loop (and the loop for it), so
   commits and therefore accepts slowed down exactly while the relay delivered.
 - SQLite elsewhere (the CLI, tests of the store): in a thread, with the same code.
-- PostgreSQL: through asyncpg with ``run_sync``, where a round trip per statement is the
-  network's cost anyway.
+- PostgreSQL: through asyncpg with ``run_sync`` (pg_writer.py says why not in a process).
 
 Jobs are durable by default: their commit is flushed to disk (fsync) before they return.
 The delivery loop's own bookkeeping (claims, attempt results) passes ``durable=False``;
@@ -34,26 +33,23 @@ the exceptions callers get in write_errors.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from mailgate.exceptions import StoreUnavailable
 from mailgate.store import writer_process
 from mailgate.store.bulk import BulkForm
-from mailgate.store.engine import write_connection
+from mailgate.store.pg_writer import PgTransactions
 from mailgate.store.sqlite_writer import SqliteTransactions
-from mailgate.store.write_batch import Op, Statements, TxnFn, Work, bodies_beside, execute_batch
+from mailgate.store.write_batch import Op, Statements, TxnFn, Work, bodies_beside
 from mailgate.store.write_errors import store_error
 from mailgate.workers import WorkerPool, WorkerUnavailable
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +96,7 @@ class GroupCommitWriter:
         self._process: WorkerPool | None = None
         self._sqlite: SqliteTransactions | None = None  # used only in the writer thread
         self._thread: ThreadPoolExecutor | None = None
-        self._idle: list[AsyncConnection] = []  # PostgreSQL: connections not in a transaction
+        self._pg: PgTransactions | None = None
 
     async def start(self, *, process: bool = False) -> None:
         """Start writing; on SQLite in a writer process if ``process`` (see the module doc).
@@ -115,6 +111,8 @@ class GroupCommitWriter:
             else:
                 self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-writer")
                 self._sqlite = SqliteTransactions(url, self._statements, self._bulk)
+        else:
+            self._pg = PgTransactions(self._engine, self._statements, self._bulk)
         self._task = asyncio.create_task(self._run(), name="mailgate-writer")
 
     @property
@@ -139,8 +137,9 @@ class GroupCommitWriter:
             await asyncio.get_running_loop().run_in_executor(self._thread, sqlite.close)
             self._thread.shutdown(wait=True)
             self._thread = None
-        while self._idle:
-            await self._idle.pop().close()
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
 
     async def write(
         self, ops: Sequence[Op], *, durable: bool = True, new_mail: bool = False
@@ -252,36 +251,5 @@ class GroupCommitWriter:
             assert sqlite is not None
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._thread, sqlite.run, works, flush)
-        conn = await self._async_connection()
-        try:
-            async with conn.begin():
-                if not flush:
-                    await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                results = await conn.run_sync(execute_batch, works, self._statements, self._bulk)
-        except BaseException:
-            # Not used again: it may be broken.
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise
-        self._idle.append(conn)
-        return results
-
-    # ---------------------------------------------------------------- PostgreSQL
-
-    async def _async_connection(self) -> AsyncConnection:
-        """An idle write connection, or a new one (IN_FLIGHT at most are in use)."""
-        while self._idle:
-            conn = self._idle.pop()
-            if not (conn.closed or conn.invalidated):
-                return conn
-            with contextlib.suppress(SQLAlchemyError):
-                await conn.close()
-        conn = await write_connection(self._engine)
-        # Every statement of the writer finds its rows by a key or an index, but a queue
-        # starts empty and PostgreSQL's statistics lag its growth (autoanalyze comes a
-        # minute or more later): plans made meanwhile, and kept by asyncpg's prepared
-        # statements, scanned deliveries for each claim and result (bench-pg pg-1: 2,380
-        # scans reading 37 M rows in 20 s). A scan is still made where no index serves.
-        await conn.exec_driver_sql("SET enable_seqscan = off")
-        await conn.commit()  # the SET began a transaction; committed, it holds for the session
-        return conn
+        assert self._pg is not None
+        return await self._pg.run(works, flush)
