@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Transactions handed to a writer process before the first of them has committed.
+# Transactions under way at once: handed to SQLite's writer process before the first of
+# them has committed, or on PostgreSQL each on its own connection (pg_writer.py).
 IN_FLIGHT = 2
 
 
