@@ -90,7 +90,8 @@ class BulkUpdate:
 
 
 class BulkIn:
-    """A statement with one expanding ``IN`` parameter, run once for all rows' values."""
+    """A statement with one list parameter (an expanding ``IN``, or PostgreSQL's
+    ``= ANY`` of an array), run once for all rows' values."""
 
     def __init__(self, stmt: Executable, param: str, key: str) -> None:
         self._stmt = stmt

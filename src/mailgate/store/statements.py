@@ -24,7 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ColumnElement, Executable
 
 from mailgate.store.bodies import INLINE_BODY
 from mailgate.store.bulk import BulkForm, BulkIn, BulkInsert, BulkUpdate
@@ -156,13 +156,19 @@ _LOAD = select(
     messages.c.tracking,
     messages.c.size,
 )
-# By dialect. PostgreSQL takes the ids as one array: one statement text whatever their
-# count, so asyncpg's prepared statement is reused (an expanding IN is a new text, and a
-# new prepare, for each count): 200 messages in 1.0 ms instead of 1.5 (p50).
-LOAD_MESSAGES = {
-    "sqlite": _LOAD.where(messages.c.id.in_(bindparam("ids", expanding=True))),
-    "postgresql": _LOAD.where(messages.c.id == func.any(bindparam("ids", type_=ARRAY(String)))),
-}
+
+
+def _id_in(dialect: str, name: str) -> ColumnElement[bool]:
+    """``messages.id`` in the list bound as ``name``. PostgreSQL takes the list as one
+    array: one statement text whatever its length, so asyncpg's prepared statement is
+    reused (an expanding IN is a new text, and a new parse and plan, for each length): a
+    claim's 200 messages load in 1.0 ms instead of 1.5 (p50)."""
+    if dialect == "postgresql":
+        return messages.c.id == func.any(bindparam(name, type_=ARRAY(String)))
+    return messages.c.id.in_(bindparam(name, expanding=True))
+
+
+LOAD_MESSAGES = {name: _LOAD.where(_id_in(name, "ids")) for name in ("sqlite", "postgresql")}
 
 # The statements write jobs name (writer.py: ops travel by name, to a writer process too).
 _WRITES: dict[str, Executable] = {
@@ -185,7 +191,7 @@ def write_statements(dialect: str) -> dict[str, Executable]:
     return {**_WRITES, "insert_suppression": insert_ignoring_duplicates(dialect)}
 
 
-def _bulk_forms(insert_form: Any, update_form: Any) -> dict[str, BulkForm]:
+def _bulk_forms(insert_form: Any, update_form: Any, dialect: str) -> dict[str, BulkForm]:
     """The one-step forms of the many-row write statements, built with an engine's
     insert and update forms (bulk.py for SQLite, pg_bulk.py for PostgreSQL)."""
     return {
@@ -212,9 +218,7 @@ def _bulk_forms(insert_form: Any, update_form: Any) -> dict[str, BulkForm]:
             set_constant={"lease_owner": "NULL"},
         ),
         "update_message_status": BulkIn(
-            update(messages)
-            .where(messages.c.id.in_(bindparam("m_ids", expanding=True)))
-            .values(status=_derived_status()),
+            update(messages).where(_id_in(dialect, "m_ids")).values(status=_derived_status()),
             "m_ids",
             "m_id",
         ),
@@ -232,9 +236,9 @@ def _bulk_forms(insert_form: Any, update_form: Any) -> dict[str, BulkForm]:
 
 
 # SQLite: the forms that write all rows of these statements in one step (see bulk.py).
-SQLITE_BULK: dict[str, BulkForm] = _bulk_forms(BulkInsert, BulkUpdate)
+SQLITE_BULK: dict[str, BulkForm] = _bulk_forms(BulkInsert, BulkUpdate, "sqlite")
 # PostgreSQL: the same statements with one array per column (see pg_bulk.py).
-PG_BULK: dict[str, BulkForm] = _bulk_forms(PgInsert, PgUpdate)
+PG_BULK: dict[str, BulkForm] = _bulk_forms(PgInsert, PgUpdate, "postgresql")
 
 
 @dataclass(frozen=True, slots=True)
