@@ -30,12 +30,19 @@ def frame(obj: object) -> list[Any]:
 
 
 def write_frame(out: Any, obj: object) -> int:
-    """Write ``obj``'s frame to a stream or transport; its size."""
-    size = 0
-    for part in frame(obj):
-        out.write(part)
-        size += len(part) if isinstance(part, bytes) else part.nbytes
-    return size
+    """Write ``obj``'s frame to a stream or transport; its size.
+
+    The header and the pickle in one ``writelines``: on an event loop's pipe (uvloop)
+    one ``writev``, where a write each made two system calls and woke the reader for the
+    header alone (about 8 % of the relay's event loop under bench-http's sends). The
+    out-of-band buffers (big bodies) are written one by one: uvloop's writelines copies
+    what the pipe cannot take at once, and a 12 MB body would be held twice.
+    """
+    head, data, *views = frame(obj)
+    out.writelines((head, data))
+    for view in views:
+        out.write(view)
+    return len(head) + len(data) + sum(view.nbytes for view in views)
 
 
 async def read_frame_async(stream: asyncio.StreamReader) -> tuple[Any, int]:
