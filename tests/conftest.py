@@ -16,6 +16,8 @@ from sqlalchemy.engine import make_url
 from mailgate.app import App
 from mailgate.config import Settings, load_settings
 from mailgate.credentials import create_key
+from mailgate.models import DeliveryStatus, QueuedMessage
+from mailgate.store import DeliveryUpdate
 
 T = TypeVar("T")
 
@@ -53,6 +55,18 @@ def build_settings(tmp_path: Path, **sections: Any) -> Settings:
         else:
             data[key] = value
     return load_settings(data=data, environ={})
+
+
+def sent_updates(claimed: list[QueuedMessage], response: str = "250") -> list[DeliveryUpdate]:
+    """A first attempt's "sent" result (provider "p") for every delivery of ``claimed``,
+    for tests that record deliveries done straight through the store."""
+    return [
+        DeliveryUpdate(
+            m.id, c.rcpt_idx, c.recipient, DeliveryStatus.SENT, 1, None, "p", response, "sent"
+        )
+        for m in claimed
+        for c in m.deliveries
+    ]
 
 
 class RelayRunner:

@@ -9,9 +9,9 @@ import asyncio
 import hashlib
 
 from sqlalchemy import func, select
+from tests.conftest import sent_updates
 
-from mailgate.models import DeliveryStatus
-from mailgate.store import DeliveryUpdate, NewMessage, Store
+from mailgate.store import NewMessage, Store
 from mailgate.store.bodies import BodyReader
 from mailgate.store.schema import message_bodies, messages
 from mailgate.store.ui import message_raw
@@ -87,25 +87,7 @@ def test_big_body_round_trip_and_retention(db_url: str) -> None:
             assert {m.id: (m.raw, m.size) for m in claimed} == {
                 f"big-{i}": (b"", len(HEAD + raw)) for i, raw in bodies.items()
             }  # all over the claim's inline size: read where they are sent
-            await store.record(
-                "n:1",
-                T0 + 20,
-                [
-                    DeliveryUpdate(
-                        m.id,
-                        c.rcpt_idx,
-                        c.recipient,
-                        DeliveryStatus.SENT,
-                        1,
-                        None,
-                        "p",
-                        "250",
-                        "sent",
-                    )
-                    for m in claimed
-                    for c in m.deliveries
-                ],
-            )
+            await store.record("n:1", T0 + 20, sent_updates(claimed))
 
             # The oldest body only: its row apart goes, the others stay whole.
             assert await store.retention.purge_bodies(T0 + 30, T0 + 8 * DAY, 1) == 1

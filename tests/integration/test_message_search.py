@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import Connection, func, select, text
+from tests.conftest import sent_updates
 
-from mailgate.models import DeliveryStatus
-from mailgate.store import DeliveryUpdate, NewMessage, Store, migrate
+from mailgate.store import NewMessage, Store, migrate
 from mailgate.store import ui as store_ui
 from mailgate.store.schema import SQLITE_SUBJECT_FTS, message_tags
 from mailgate.store.ui import MessageQuery, search_messages
@@ -116,13 +116,7 @@ def test_retention_takes_the_index_rows_with_the_messages(db_url: str) -> None:
         try:
             await store.enqueue([msg(i, at + i) for i in range(20)])
             claimed = await store.claim("node:1", time.time(), 100, time.time() + 60)
-            updates = [
-                DeliveryUpdate(
-                    m.id, c.rcpt_idx, c.recipient, DeliveryStatus.SENT, 1, None, "p", "250", "sent"
-                )
-                for m in claimed
-                for c in m.deliveries
-            ]
+            updates = sent_updates(claimed)
             await store.record("node:1", time.time(), updates)
             assert await _all(store, MessageQuery(subject="shipped"))
             done = await store.retention.purge_messages(time.time() + 1, 1000)

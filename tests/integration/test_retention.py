@@ -14,12 +14,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from sqlalchemy import func, insert, select
+from tests.conftest import sent_updates
 
 from mailgate.cli import main
 from mailgate.config import load_settings
-from mailgate.models import DeliveryStatus
 from mailgate.retention import Retention
-from mailgate.store import DeliveryUpdate, NewJob, NewMessage, Store, migrate
+from mailgate.store import NewJob, NewMessage, Store, migrate
 from mailgate.store.engine import create_engine
 from mailgate.store.schema import (
     deliveries,
@@ -70,21 +70,7 @@ def test_bodies_then_records_are_purged_and_pending_mail_kept(db_url: str) -> No
             await store.enqueue([msg(i) for i in range(20, 30)])
             claimed = await store.claim("n:1", T0 + 5, 60, T0 + 600)
             finished = [m for m in claimed if m.id < "msg-00020"]
-            updates = [
-                DeliveryUpdate(
-                    m.id,
-                    c.rcpt_idx,
-                    c.recipient,
-                    DeliveryStatus.SENT,
-                    1,
-                    None,
-                    "p",
-                    "250 ok",
-                    "sent",
-                )
-                for m in finished
-                for c in m.deliveries
-            ]
+            updates = sent_updates(finished, "250 ok")
             await store.record("n:1", T0 + 10, updates)
             await store.release_leases("n:1", T0 + 10)  # msg-00020.. stay pending
             async with store.engine.begin() as conn:
