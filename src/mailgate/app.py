@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import gc
 import logging
 import os
 import signal
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from mailgate import reload
+from mailgate import collector, reload
 from mailgate.accept import Acceptor
 from mailgate.ballast import keep
 from mailgate.config import Settings
@@ -391,11 +390,7 @@ class App:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self.start()
-            # Everything built so far lives as long as the process. Frozen, the collector's
-            # full passes no longer walk it: they took 50-90 ms with delivery running and
-            # stopped every SMTP session for that long.
-            gc.collect()
-            gc.freeze()
+            collector.settle()  # what was built so far lives as long as the process
             sys.setswitchinterval(GIL_SWITCH_INTERVAL)
             await self._stop.wait()
             log.info("shutting down")

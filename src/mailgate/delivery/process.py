@@ -19,12 +19,12 @@ out is unknown, so they are tried again after the backoff) and another one start
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
+from mailgate import collector
 from mailgate.config import Settings
 from mailgate.delivery.outcome import AttemptRecord
 from mailgate.models import QueuedMessage
@@ -115,8 +115,7 @@ async def _setup(
         name=lambda msg: f"attempt of {getattr(msg, 'id', msg)}",
         finish=deliverer.close,
     )
-    gc.collect()
-    gc.freeze()  # see App.serve: long-lived objects out of the collector's full passes
+    collector.settle()
     return handlers
 
 
