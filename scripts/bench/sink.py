@@ -97,7 +97,8 @@ class LeanSink(asyncio.Protocol):
     It stands for a provider on another machine, but runs on the relay's two cores; as
     aiosmtpd it took 40% of a core at 500 messages/s, which the relay's processes then
     lacked. This answers every command with one write and hands each message to the
-    TrackingHandler. No dot-unstuffing (the tracking reads only the header block).
+    TrackingHandler. It offers PIPELINING, as providers do, and answers a group in one
+    write. No dot-unstuffing (the tracking reads only the header block).
     """
 
     handler: TrackingHandler
@@ -132,7 +133,10 @@ class LeanSink(asyncio.Protocol):
             verb = bytes(buf[:4]).upper()
             del buf[: eol + 2]
             if verb == b"EHLO":
-                out.append(b"250-sink.bench.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE\r\n")
+                out.append(
+                    b"250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                    b"250-SMTPUTF8\r\n250 SIZE\r\n"
+                )
             elif verb == b"DATA":
                 self._in_data = True
                 out.append(b"354 end with <CRLF>.<CRLF>\r\n")

@@ -53,6 +53,15 @@ class _Handler:
     def __init__(self, server: Upstream) -> None:
         self.server = server
 
+    async def handle_EHLO(
+        self, srv: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        self.server.ehlo_count += 1
+        if not self.server.pipelining:
+            return responses
+        return [responses[0], "250-PIPELINING", *responses[1:]]
+
     async def handle_MAIL(
         self, srv: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -117,7 +126,12 @@ class Upstream:
         auth: tuple[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        pipelining: bool = True,
     ) -> None:
+        """``pipelining``: offer PIPELINING (as providers do), so the relay sends MAIL,
+        RCPT and DATA in one go; aiosmtpd answers them in order either way."""
+        self.pipelining = pipelining
+        self.ehlo_count = 0
         self.faults = Faults()
         self.received: list[Received] = []
         self.dropped: list[Received] = []

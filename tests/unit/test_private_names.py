@@ -4,8 +4,8 @@ the symbol, instead of breaking the relay at run time. pyproject.toml caps these
 below their next release line (docs/dependencies.md); raising a cap starts with this test.
 
 Where they are used: aiosmtpd's in the SMTP session class (ingress/smtp_session.py),
-uvicorn's in the HTTP listener's server (ingress/http.py), dkimpy's in the signer
-(delivery/dkim.py).
+aiosmtplib's in the outbound wire module (transports/smtp_wire.py), uvicorn's in the HTTP
+listener's server (ingress/http.py), dkimpy's in the signer (delivery/dkim.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ CALLABLES = [
     ("aiosmtpd.smtp", "SMTP._timeout_cb", ["self"]),
     ("aiosmtpd.smtp", "SMTP._call_handler_hook", ["self", "command", "args"]),
     ("aiosmtpd.smtp", "SMTP._set_post_data_state", ["self"]),
+    ("aiosmtplib.protocol", "SMTPProtocol._drain_helper", ["self"]),
+    ("aiosmtplib.protocol", "SMTPProtocol.read_response", ["self", "timeout"]),
     ("uvicorn", "Server.startup", ["self", "sockets"]),
     ("uvicorn", "Server.main_loop", ["self"]),
     ("dkim", "rfc822_parse", ["message"]),
@@ -32,8 +34,11 @@ CALLABLES = [
         ["hasher", "canonicalize_headers", "headers", "include_headers", "sigheader", "sig"],
     ),
 ]
-# Private attributes of an aiosmtpd session that the relay reads or sets.
+# Private attributes of an aiosmtpd session and an aiosmtplib protocol that the relay
+# reads or sets.
 ATTRIBUTES = [
+    ("aiosmtplib.protocol", "SMTPProtocol", "_command_lock"),
+    ("aiosmtplib.protocol", "SMTPProtocol", "_response_pending"),
     ("aiosmtpd.smtp", "SMTP", "_reader"),
     ("aiosmtpd.smtp", "SMTP", "_writer"),
     ("aiosmtpd.smtp", "SMTP", "_tls_protocol"),

@@ -7,7 +7,7 @@ import random
 import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from mailgate.transports.smtp_data import CHUNK, wire_pieces
+from mailgate.transports.smtp_wire import CHUNK, wire_pieces
 
 
 def _aiosmtplib_wire(data: bytes) -> bytes:

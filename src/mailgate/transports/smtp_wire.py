@@ -1,27 +1,61 @@
-"""DATA for big messages, streamed in pieces instead of rebuilt whole.
+"""What the outbound SMTP conversation writes and reads past aiosmtplib's command API:
+pipelined envelopes (RFC 2920) and big messages streamed in pieces.
 
-aiosmtplib's ``data()`` makes the wire form of a message in three whole copies (line
-endings normalised, leading dots doubled, the terminator appended), each as big as the
-message, while the message itself is held too: for 20 concurrent 20 MB deliveries that
-was most of the delivery process's 640 MB peak. Here a message from
+Every private name of aiosmtplib that mailgate uses is here (``SMTPProtocol._command_lock``,
+``_response_pending`` and ``_drain_helper``); tests/unit/test_private_names.py checks them
+against the installed version, and pyproject.toml caps aiosmtplib below its next minor
+release.
+
+**Pipelining.** With a server that offers PIPELINING, MAIL, every RCPT and DATA go out in
+one write and their replies are read in order: two round trips per message instead of
+three plus one per recipient, and fewer system calls and wake-ups on both sides.
+aiosmtplib's protocol holds one reply at a time and drops data that arrives while the
+reply it holds is not yet taken, which is what a server answering a group line by line
+sends. So the group's replies are read by :class:`_Replies`, lent the transport with
+asyncio's ``set_protocol`` for that long, and the message then goes through aiosmtplib's
+protocol as usual.
+
+**Big messages.** aiosmtplib's ``data()`` makes the wire form of a message in three whole
+copies (line endings normalised, leading dots doubled, the terminator appended), each as
+big as the message, while the message itself is held too: for 20 concurrent 20 MB
+deliveries that was most of the delivery process's 640 MB peak. Here a message from
 :data:`STREAM_FROM` bytes on is cut at line ends into :data:`CHUNK`-sized pieces, each
 put in wire form and written, waiting for the socket to drain between pieces: the same
-bytes on the wire (tests/unit/test_smtp_data.py), a few hundred KB extra in memory.
-Smaller messages go through ``data()`` as before.
+bytes on the wire (tests/unit/test_smtp_wire.py), a few hundred KB extra in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 import aiosmtplib
-from aiosmtplib import SMTPDataError, SMTPResponse, SMTPServerDisconnected, SMTPTimeoutError
-from aiosmtplib.protocol import LINE_ENDINGS_REGEX, PERIOD_REGEX
+from aiosmtplib import (
+    SMTPDataError,
+    SMTPException,
+    SMTPReadTimeoutError,
+    SMTPResponse,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPStatus,
+    SMTPTimeoutError,
+)
+from aiosmtplib.email import quote_address
+from aiosmtplib.protocol import LINE_ENDINGS_REGEX, MAX_LINE_LENGTH, PERIOD_REGEX, SMTPProtocol
 
 STREAM_FROM = 1024 * 1024  # bytes
 CHUNK = 256 * 1024  # bytes per piece (cut at the next line end)
-_START_INPUT = 354
-_COMPLETED = 250
+START_INPUT = 354
+COMPLETED = 250
+RCPT_TAKEN = (250, 251)  # as aiosmtplib's rcpt() counts a recipient taken
+_UNAVAILABLE = 421  # the server closes the connection after it (aiosmtplib closes too)
+# What aiosmtplib 5.1.3 refuses in a command's arguments, and its longest reply; spelled
+# out here because older releases within our range do not have these names.
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_MAX_REPLY = MAX_LINE_LENGTH * 4
 
 
 def wire_pieces(data: bytes) -> Iterator[bytes]:
@@ -40,28 +74,210 @@ def wire_pieces(data: bytes) -> Iterator[bytes]:
         yield b"\r\n"
 
 
-async def send_data(client: aiosmtplib.SMTP, data: bytes, *, timeout: float | None) -> SMTPResponse:
-    """DATA with ``data``; raises as ``client.data`` does."""
-    if len(data) < STREAM_FROM:
-        return await client.data(data, timeout=timeout)
+def envelope_commands(
+    sender: str, recipients: Sequence[str], options: Sequence[str], encoding: str
+) -> list[bytes]:
+    """MAIL and one RCPT per recipient, each line as aiosmtplib's mail() and rcpt() write
+    it; ValueError (as theirs) for an argument with a line break or NUL."""
+    mail = [b"MAIL", b"FROM:" + quote_address(sender).encode(encoding)]
+    mail += [option.encode("ascii") for option in options]
+    lines = [mail] + [[b"RCPT", b"TO:" + quote_address(r).encode(encoding)] for r in recipients]
+    for args in lines:
+        for arg in args:
+            if _CONTROL.search(arg):
+                raise ValueError("Command arg contains a prohibited control character")
+    return [b" ".join(args) + b"\r\n" for args in lines]
+
+
+def parse_reply(buffer: bytearray) -> SMTPResponse | None:
+    """The first complete reply in ``buffer``, taken out of it, or None: the lines, limits
+    and errors of aiosmtplib's own reader."""
+    if len(buffer) > _MAX_REPLY:
+        raise SMTPResponseException(SMTPStatus.invalid_response.value, "Response too long")
+    offset = 0
+    lines: list[bytes] = []
+    while (end := buffer.find(b"\n", offset)) >= 0:
+        line = bytes(buffer[offset : end + 1])
+        if len(line) > MAX_LINE_LENGTH:
+            raise SMTPResponseException(SMTPStatus.invalid_response.value, "Response too long")
+        try:
+            code = int(line[:3])
+        except ValueError:
+            text = line.decode("utf-8", errors="ignore")
+            raise SMTPResponseException(
+                SMTPStatus.invalid_response.value, f"Malformed SMTP response line: {text}"
+            ) from None
+        offset = end + 1
+        lines.append(line[4:].strip(b" \t\r\n"))
+        if line[3:4] != b"-":
+            del buffer[:offset]
+            return SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape"))
+    return None
+
+
+class _Replies(asyncio.Protocol):
+    """The transport's protocol while a pipelined group's replies come in (module doc)."""
+
+    def __init__(self, owner: SMTPProtocol) -> None:
+        self.owner = owner
+        self.buffer = bytearray()
+        self.replies: list[SMTPResponse] = []
+        self.error: SMTPException | None = None
+        self.lost: tuple[Exception | None] | None = None  # connection_lost's argument
+        self.changed = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            while (reply := parse_reply(self.buffer)) is not None:
+                self.replies.append(reply)
+        except SMTPResponseException as exc:
+            self.error = exc
+        self.changed.set()
+
+    def eof_received(self) -> bool:
+        self.error = self.error or SMTPServerDisconnected("Unexpected EOF received")
+        self.changed.set()
+        return False  # the transport closes; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+        self.error = self.error or SMTPServerDisconnected("Connection lost")
+        self.changed.set()
+
+    def pause_writing(self) -> None:
+        self.owner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.owner.resume_writing()
+
+    async def take(self, count: int, timeout: float | None) -> list[SMTPResponse]:
+        """The first ``count`` replies; raises what ended the connection, or a timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.replies) < count:
+                    if self.error is not None:
+                        raise self.error
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError as exc:
+            raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+        return self.replies[:count]
+
+
+async def _group(
+    protocol: SMTPProtocol, commands: bytes, count: int, timeout: float | None
+) -> list[SMTPResponse]:
+    """Write ``commands`` and read their ``count`` replies, the transport lent to a
+    :class:`_Replies`; given back after, with a loss passed on to aiosmtplib."""
+    # Not checked with isinstance: uvloop's TLS transport is no asyncio.WriteTransport.
+    transport = cast(asyncio.Transport | None, protocol.transport)
+    if transport is None or transport.is_closing():
+        raise SMTPServerDisconnected("Connection lost")
+    replies = _Replies(protocol)
+    transport.set_protocol(replies)
+    try:
+        transport.write(commands)
+        return await replies.take(count, timeout)
+    finally:
+        transport.set_protocol(protocol)
+        if replies.lost is not None:
+            protocol.connection_lost(replies.lost[0])
+
+
+def _locked(client: aiosmtplib.SMTP) -> tuple[SMTPProtocol, asyncio.Lock]:
+    """The client's protocol and its command lock (held while we write and read)."""
     protocol = client.protocol
     lock = protocol._command_lock if protocol is not None else None
     if protocol is None or lock is None:
         raise SMTPServerDisconnected("Connection lost")
+    return protocol, lock
+
+
+async def _message(protocol: SMTPProtocol, data: bytes, timeout: float | None) -> SMTPResponse:
+    """The message after a 354, the terminating dot, and the reply to it."""
+    protocol._response_pending = True  # what arrives now is the reply to this
+    if len(data) < STREAM_FROM:
+        protocol.write(b"".join(wire_pieces(data)) + b".\r\n")
+    else:
+        for piece in wire_pieces(data):
+            protocol.write(piece)
+            await protocol._drain_helper()
+        protocol.write(b".\r\n")
+    return await protocol.read_response(timeout=timeout)
+
+
+class PipelineLost(Exception):
+    """A reply of a pipelined transaction was lost or malformed (the connection is closed):
+    ``stage`` says where, "mail" or "data", and ``cause`` is aiosmtplib's exception."""
+
+    def __init__(self, stage: str, cause: SMTPException) -> None:
+        super().__init__(str(cause))
+        self.stage = stage
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class Pipelined:
+    """The replies to a pipelined transaction, in order."""
+
+    envelope: list[SMTPResponse]  # MAIL's, then one per RCPT
+    data: SMTPResponse  # DATA's
+    message: SMTPResponse | None  # the end of the message's; None if it was not sent
+
+
+async def pipelined(
+    client: aiosmtplib.SMTP,
+    commands: Sequence[bytes],
+    data: bytes,
+    *,
+    command_timeout: float | None,
+    data_timeout: float | None,
+) -> Pipelined:
+    """``commands`` (MAIL and the RCPTs) and DATA in one write, then the message if MAIL
+    succeeded, a recipient was taken and DATA was answered 354.
+
+    Raises PipelineLost. A connection left where a next transaction cannot follow (354
+    with no message to send, 421) is closed too.
+    """
+    stage = "mail"  # until the group's replies are in: nothing was sent yet
+    try:
+        protocol, lock = _locked(client)
+        async with lock:
+            group = b"".join(commands) + b"DATA\r\n"
+            *envelope, start = await _group(protocol, group, len(commands) + 1, command_timeout)
+            taken = any(r.code in RCPT_TAKEN for r in envelope[1:])
+            if start.code == START_INPUT and envelope[0].code == COMPLETED and taken:
+                stage = "data"
+                message = await _message(protocol, data, data_timeout)
+                return Pipelined(envelope, start, message)
+    except SMTPException as exc:
+        client.close()
+        raise PipelineLost(stage, exc) from exc
+    except ConnectionError as exc:
+        client.close()
+        raise PipelineLost(stage, SMTPServerDisconnected(str(exc))) from exc
+    if start.code == START_INPUT or any(r.code == _UNAVAILABLE for r in (*envelope, start)):
+        # A server that said 354 waits for a message we will not send (an empty one
+        # could be delivered): the connection is given up instead.
+        client.close()
+    return Pipelined(envelope, start, None)
+
+
+async def send_data(client: aiosmtplib.SMTP, data: bytes, *, timeout: float | None) -> SMTPResponse:
+    """DATA with ``data``; raises as ``client.data`` does."""
+    if len(data) < STREAM_FROM:
+        return await client.data(data, timeout=timeout)
+    protocol, lock = _locked(client)
     try:
         async with lock:
             protocol._response_pending = True
             protocol.write(b"DATA\r\n")
             start = await protocol.read_response(timeout=timeout)
-            if start.code != _START_INPUT:
+            if start.code != START_INPUT:
                 raise SMTPDataError(start.code, start.message)
-            protocol._response_pending = True
-            for piece in wire_pieces(data):
-                protocol.write(piece)
-                await protocol._drain_helper()
-            protocol.write(b".\r\n")
-            response = await protocol.read_response(timeout=timeout)
-            if response.code != _COMPLETED:
+            response = await _message(protocol, data, timeout)
+            if response.code != COMPLETED:
                 raise SMTPDataError(response.code, response.message)
             return response
     except (SMTPServerDisconnected, SMTPTimeoutError):
