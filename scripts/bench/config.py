@@ -125,11 +125,16 @@ def relay_toml(
     )
 
 
-def http_relay_toml(workdir: Path, sink_port: int, log_level: str, public_url: str = "") -> str:
+def http_relay_toml(
+    workdir: Path, sink_port: int, log_level: str, public_url: str = "", *, deliver: bool = True
+) -> str:
     """The HTTP bench's: SMTP off, HTTP on a kernel-chosen loopback port, SQLite under
     workdir, the sink as the only provider (delivery runs, as it would in production:
-    MessagePipe's send waits for it), and a compat default sender for the dialects'
-    requests, which carry none."""
+    MessagePipe's send waits for it; not if ``deliver`` is False: mail is only queued),
+    and a compat default sender for the dialects' requests, which carry none."""
+    delivery = DOMAIN_AND_DELIVERY
+    if not deliver:
+        delivery = delivery.replace("[delivery]\n", "[delivery]\nenabled = false\n")
     return (
         f"{server_section(workdir, log_level)}\n"
         "[smtp]\n"
@@ -138,7 +143,7 @@ def http_relay_toml(workdir: Path, sink_port: int, log_level: str, public_url: s
         'listen = ["127.0.0.1:0"]\n'
         + (f'public_url = "{public_url}"\n' if public_url else "")
         + "\n"
-        + DOMAIN_AND_DELIVERY
+        + delivery
         + "[compat]\n"
         f'default_from = "{DEFAULT_FROM}"\n\n'
         f"[[providers]]\n{sink_provider(sink_port)}"

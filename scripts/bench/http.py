@@ -10,6 +10,8 @@ SMTP off, HTTP on a kernel-chosen loopback port) delivering to the no-op SMTP si
   (html + text, tags, metadata) and waiting for the answer, for ``--duration`` s after
   ``--warmup`` s. A 202 is an accepted message; anything else is an error (a sample body
   of each kind is printed).
+* ``send-held``: ``send`` against a relay with delivery disabled: the accept path alone,
+  as bench-smtp's held row measures SMTP's (the bare reference delivers nothing either).
 * ``batch``: ``--batches`` sequential batch requests of 1000 ``recipient_variables`` each
   (subject, html and text templated with {{ name }} and {{ code }}); the latency of each
   request, and whether the answer says queued=1000.

@@ -20,12 +20,14 @@ from bench.processes import RssSampler
 from bench.stats import nearest_rank
 
 SCENARIOS = (
-    *("bare-send", "send", "mailsage-send", "messagepipe-send", "batch", "mailsage-batch"),
+    *("bare-send", "send", "send-held", "mailsage-send", "messagepipe-send", "batch"),
+    "mailsage-batch",
     *("analyze", "tracking"),
 )
 TITLES = {
     "bare-send": "bare Starlette+uvicorn, same send (202)",
     "send": "POST /v1/messages/send",
+    "send-held": "POST /v1/messages/send, delivery held",
     "mailsage-send": "MailSage /api/v1/emails/send",
     "messagepipe-send": "MessagePipe /email/send (waits)",
     "batch": "POST /v1/messages/batch (x1000)",
@@ -70,10 +72,11 @@ class HttpLoad(ChildrenBench):
         super().__init__(opts, workdir, "bench.http_client")
         self._public_url = ""  # set for the tracking scenario
 
-    async def start_mailgate(self, sink_port: int) -> Mailgate:
+    async def start_mailgate(self, sink_port: int, *, deliver: bool = True) -> Mailgate:
         workdir = self.relay_dir()
         config = workdir / "relay.toml"
-        config.write_text(http_relay_toml(workdir, sink_port, "info", self._public_url))
+        toml = http_relay_toml(workdir, sink_port, "info", self._public_url, deliver=deliver)
+        config.write_text(toml)
         key = await self.create_key(config)
         log = workdir / "mailgate.log"
         proc = await self.spawn_serve(config, log)
@@ -81,7 +84,11 @@ class HttpLoad(ChildrenBench):
         return Mailgate(proc, port, key, log)
 
     async def _with_mailgate(
-        self, name: str, body: Callable[[Mailgate, Result], Awaitable[None]]
+        self,
+        name: str,
+        body: Callable[[Mailgate, Result], Awaitable[None]],
+        *,
+        deliver: bool = True,
     ) -> Result:
         """Sink + fresh mailgate around one scenario; RSS sampled; both stopped after.
 
@@ -92,7 +99,7 @@ class HttpLoad(ChildrenBench):
         sink = await self.start_sink(track=True)
         mg: Mailgate | None = None
         try:
-            mg = await self.start_mailgate(sink.port)
+            mg = await self.start_mailgate(sink.port, deliver=deliver)
             self._log(f"{name}: mailgate HTTP on {HOST}:{mg.port} -> sink on {HOST}:{sink.port}")
             async with RssSampler(mg.proc.pid) as rss:
                 await body(mg, res)

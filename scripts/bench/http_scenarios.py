@@ -36,6 +36,11 @@ class HttpBench(HttpLoad):
     async def send(self) -> Result:
         return await self._with_mailgate("send", self._send_load("send"))
 
+    async def send_held(self) -> Result:
+        """``send`` with delivery disabled: the accept path alone, as bench-smtp's held
+        row measures SMTP's (the bare reference delivers nothing either)."""
+        return await self._with_mailgate("send-held", self._send_load("send"), deliver=False)
+
     async def bare_send(self) -> Result:
         """The reference: the send load against http_bare.py (see there)."""
         res = Result(TITLES["bare-send"])
@@ -212,6 +217,7 @@ class HttpBench(HttpLoad):
         steps: dict[str, Callable[[], Awaitable[Result]]] = {
             "bare-send": self.bare_send,
             "send": self.send,
+            "send-held": self.send_held,
             "mailsage-send": self.mailsage_send,
             "messagepipe-send": self.messagepipe_send,
             "batch": self.batch,
