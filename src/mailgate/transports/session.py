@@ -191,8 +191,7 @@ async def transaction(
             await client.rcpt(rcpt, encoding=encoding, timeout=timeouts.command)
             accepted.append(i)
         except SMTPResponseException as exc:
-            reply = reply_of(exc)
-            results[i] = AttemptResult(classify("rcpt", reply), reply, provider, "rcpt")
+            results[i] = _refused_rcpt(reply_of(exc), provider)
         except (TimeoutError, SMTPException, OSError) as exc:
             raise StageError("rcpt", reply_of(exc)) from exc
     if not accepted:
@@ -204,16 +203,32 @@ async def transaction(
         outcome = Outcome.SENT
     except SMTPResponseException as exc:
         reply = reply_of(exc)
-        # A 2xx/3xx here is a protocol violation (e.g. 250 instead of 354): the body
-        # was never sent, so it cannot count as delivered.
-        outcome = classify("data", reply) if reply.code >= 400 else Outcome.TEMPORARY
+        outcome = _refused_data(reply)
         await _rset(client)
     except (TimeoutError, SMTPException, OSError) as exc:
         # Lost after DATA: the server may or may not have taken it. Retrying may
         # duplicate; not retrying may lose it. Delivery is at-least-once: retry.
         raise StageError("data", reply_of(exc)) from exc
+    return _in_order(results, accepted, AttemptResult(outcome, reply, provider, "data"))
+
+
+def _refused_rcpt(reply: SmtpReply, provider: str) -> AttemptResult:
+    return AttemptResult(classify("rcpt", reply), reply, provider, "rcpt")
+
+
+def _refused_data(reply: SmtpReply) -> Outcome:
+    """A DATA or message not answered as it should be. A 2xx/3xx there is a protocol
+    violation (e.g. 250 instead of 354: the body was never sent), so it cannot count as
+    delivered."""
+    return classify("data", reply) if reply.code >= 400 else Outcome.TEMPORARY
+
+
+def _in_order(
+    results: list[AttemptResult | None], accepted: list[int], data: AttemptResult
+) -> list[AttemptResult]:
+    """The recipients' results in order: ``data`` for each accepted one."""
     for i in accepted:
-        results[i] = AttemptResult(outcome, reply, provider, "data")
+        results[i] = data
     return [r for r in results if r is not None]
 
 
@@ -244,8 +259,7 @@ async def _pipelined(
         if response.code in RCPT_TAKEN:
             accepted.append(i)
         else:
-            reply = parse_reply(response.code, response.message)
-            results[i] = AttemptResult(classify("rcpt", reply), reply, provider, "rcpt")
+            results[i] = _refused_rcpt(parse_reply(response.code, response.message), provider)
     if not accepted:
         await _rset(client)
         return [r for r in results if r is not None]
@@ -254,13 +268,9 @@ async def _pipelined(
     if got.message is not None and final.code == COMPLETED:
         outcome = Outcome.SENT
     else:
-        # As in transaction(): a 2xx/3xx instead of 354, or after the message instead of
-        # 250, is a protocol violation and cannot count as delivered.
-        outcome = classify("data", reply) if reply.code >= 400 else Outcome.TEMPORARY
+        outcome = _refused_data(reply)
         await _rset(client)
-    for i in accepted:
-        results[i] = AttemptResult(outcome, reply, provider, "data")
-    return [r for r in results if r is not None]
+    return _in_order(results, accepted, AttemptResult(outcome, reply, provider, "data"))
 
 
 async def quit_quietly(client: aiosmtplib.SMTP) -> None:
