@@ -57,7 +57,6 @@ class _Handler:
         self, srv: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        self.server.ehlo_count += 1
         if not self.server.pipelining:
             return responses
         return [responses[0], "250-PIPELINING", *responses[1:]]
@@ -131,7 +130,6 @@ class Upstream:
         """``pipelining``: offer PIPELINING (as providers do), so the relay sends MAIL,
         RCPT and DATA in one go; aiosmtpd answers them in order either way."""
         self.pipelining = pipelining
-        self.ehlo_count = 0
         self.faults = Faults()
         self.received: list[Received] = []
         self.dropped: list[Received] = []

@@ -14,9 +14,10 @@ from fakes.upstream import Upstream
 MSG = b"From: app@example.com\r\nTo: a@dest.test\r\nSubject: upstream\r\n\r\nhello\r\n"
 
 
-@pytest.fixture
-def upstream():  # type: ignore[no-untyped-def]
-    with Upstream() as up:
+@pytest.fixture(params=[True, False], ids=["pipelined", "one-by-one"])
+def upstream(request):  # type: ignore[no-untyped-def]
+    """Each fault both ways: an upstream that offers PIPELINING, and one that does not."""
+    with Upstream(pipelining=request.param) as up:
         yield up
 
 

@@ -25,7 +25,8 @@ BODY = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
 
 @dataclass
 class Script:
-    """How the server answers a group: ``replies`` by command verb (and recipient)."""
+    """How the server answers a group (a reply per command; RCPT's by recipient), and
+    what it received."""
 
     mail: str = "250 2.1.0 OK"
     rcpt: dict[str, str] = field(default_factory=dict)  # recipient -> reply (default 250)
