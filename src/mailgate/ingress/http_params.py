@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -14,9 +16,27 @@ Route = tuple[str, Callable[[Request], Awaitable[Response]], list[str]]
 
 
 def iso(ts: float | None) -> str | None:
+    """``ts`` as ISO 8601 in UTC with milliseconds (every answer's timestamps).
+
+    The date and time text is made once per second (every send's answer has one), the
+    digits after it exactly as datetime rounds them: to the microsecond, half to even.
+    """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if ts < 0:  # before 1970: nothing the relay stores, but still a valid answer
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    frac, whole = math.modf(ts)
+    second, us = int(whole), round(frac * 1_000_000)
+    if us >= 1_000_000:
+        second, us = second + 1, us - 1_000_000
+    cached = _second
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        globals()["_second"] = cached
+    return f"{cached[1]}.{us // 1000:03d}Z"
+
+
+_second: tuple[int, str] = (-1, "")  # the last second iso() formatted, and its text
 
 
 def parse_time(value: str | None, name: str) -> float | None:
