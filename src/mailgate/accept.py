@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mailgate import policy, replies
 from mailgate.config import Settings
@@ -59,6 +60,7 @@ class Acceptor:
         self._on_commit = on_commit
         self._clock = clock
         self._unsubscribed = unsubscribed
+        self._accepted: dict[str, Any] = {}
         self.reconfigure(settings)
 
     def reconfigure(self, settings: Settings) -> None:
@@ -180,7 +182,16 @@ class Acceptor:
                 held = [r.scheduled_at for r in rows if r.scheduled_at is not None]
                 self._on_commit(min(held) if held else None)
                 if self._metrics is not None:
-                    self._metrics.accepted.labels(rows[0].source).inc(len(rows))
+                    self._accepted_counter(rows[0].source).inc(len(rows))
+
+    def _accepted_counter(self, source: str) -> Any:
+        """The accepted-messages counter of ``source``, looked up once (labels() takes a
+        lock and builds a key at every call)."""
+        counter = self._accepted.get(source)
+        if counter is None:
+            assert self._metrics is not None
+            counter = self._accepted[source] = self._metrics.accepted.labels(source)
+        return counter
 
     def _prepare(self, sub: Submission, now: float) -> NewMessage:
         limits = self._settings.smtp

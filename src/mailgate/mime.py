@@ -14,7 +14,6 @@ import base64
 import binascii
 import io
 import re
-import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from email import quoprimime
@@ -24,6 +23,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTPUTF8, Compat32
 from email.utils import encode_rfc2231, formataddr, quote
+
+from mailgate.ids import random_hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +224,7 @@ def _binary_part(a: Attachment, disposition: str) -> _Entity:
 
 def _multipart(subtype: str, parts: list[_Entity]) -> _Entity:
     # 128 random bits cannot occur in the parts.
-    boundary = f"=_mg_{secrets.token_hex(16)}"
+    boundary = f"=_mg_{random_hex(16)}"
     headers = [("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')]
     return _Entity(headers, parts=parts, boundary=boundary)
 

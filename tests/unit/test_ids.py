@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
-from mailgate.ids import new_id
+from mailgate.ids import new_id, random_bytes
 
 CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -52,3 +54,33 @@ def test_random_bits_differ_within_one_millisecond() -> None:
     ids = [new_id() for _ in range(100)]
     tails = {uuid.UUID(i).int & ((1 << 62) - 1) for i in ids}
     assert len(tails) == 100
+
+
+def test_threads_never_share_random_bytes() -> None:
+    """A batch builds its messages in a thread while the loop accepts others: each thread
+    reads its own block, so no two ids or boundaries are made from the same bytes."""
+    out: list[list[bytes]] = [[] for _ in range(4)]
+
+    def take(i: int) -> None:
+        out[i] = [random_bytes(16) for _ in range(2000)]
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(take, range(4)))
+    seen = [b for part in out for b in part]
+    assert all(len(b) == 16 for b in seen)
+    assert len(set(seen)) == len(seen)
+
+
+def test_a_forked_child_reads_its_own_random_bytes() -> None:
+    random_bytes(16)  # the parent holds a block with bytes left in it
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what it would use next
+        os.write(write, random_bytes(16))
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 16
+    assert child != random_bytes(16)

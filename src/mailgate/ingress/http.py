@@ -239,9 +239,13 @@ def parse_model(model: type[M], obj: Any, prefix: str = "") -> M:
         raise ApiError(422, code, message, field) from None
 
 
+# json.dumps with arguments makes a new encoder at every call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+        _encode(data),
         status_code=status,
         media_type="application/json",
         headers=headers,
