@@ -19,7 +19,7 @@ from mailgate.text import storable
 _HELO_SAFE = re.compile(rb"[^\x21-\x7e]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a record: not frozen, see models.py
 class HeaderInfo:
     received: int
     has_date: bool

@@ -103,7 +103,7 @@ class Attachment:
     content_id: str = ""  # set: an inline part referenced as cid:<content_id>
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a record: not frozen, see models.py
 class MessageSpec:
     sender: Mailbox
     to: Sequence[Mailbox]

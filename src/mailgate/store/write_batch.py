@@ -29,7 +29,7 @@ _Groups = dict[tuple[str, ...], dict[str, list[dict[str, Any]]]]
 
 
 @by_fields
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a record: not frozen, see models.py
 class Work:
     """What one job does in the transaction: ``ops``, or ``fn(conn, *args)``. ``new_mail``:
     it accepts mail, so a full disk refuses it (452) rather than spend the reserve's ballast

@@ -94,7 +94,7 @@ def invalid(code: str, message: str, field: str | None) -> ApiError:
     return ApiError(422, code, message, field)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a record: not frozen, see models.py
 class Prepared:
     """A validated request: the submission for accept() and what the answer shows."""
 
