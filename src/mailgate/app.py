@@ -29,7 +29,8 @@ from mailgate.events.tracking import Tracking
 from mailgate.events.webhooks import WebhookDispatcher
 from mailgate.exceptions import ConfigError, MailgateError
 from mailgate.inflight import InflightBudget
-from mailgate.ingress.http import ApiContext, HttpServer, create_app
+from mailgate.ingress.http import ApiContext, create_app
+from mailgate.ingress.http_server import HttpServer
 from mailgate.ingress.smtp_handler import SmtpHandler
 from mailgate.ingress.smtp_listeners import SmtpListeners
 from mailgate.ratelimit import RateLimiter

@@ -5,7 +5,7 @@ below their next release line (docs/dependencies.md); raising a cap starts with 
 
 Where they are used: aiosmtpd's in the SMTP session class (ingress/smtp_session.py),
 aiosmtplib's in the outbound wire module (transports/smtp_wire.py), uvicorn's in the HTTP
-listener's server (ingress/http.py), dkimpy's in the signer (delivery/dkim.py).
+listener's server (ingress/http_server.py), dkimpy's in the signer (delivery/dkim.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP API: a Starlette app (create_app) and the uvicorn server that runs it in-process.
+"""The HTTP API: a Starlette app (create_app); http_server.py runs it in-process.
 
 Authentication (Bearer or x-api-key), per-key rate limits, request-body limits, JSON
 errors in the seed's shape, health endpoints. Message routes live in http_messages,
@@ -8,19 +8,16 @@ they call the same accept() as SMTP.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import math
 import re
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import uvicorn
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,7 +33,7 @@ from mailgate.events.attempts import FirstAttempts
 from mailgate.events.metrics import Metrics
 from mailgate.events.tracking import Tracking
 from mailgate.events.webhooks import WebhookDispatcher
-from mailgate.exceptions import InsufficientStorage, ListenError, StoreUnavailable
+from mailgate.exceptions import InsufficientStorage, StoreUnavailable
 from mailgate.inflight import InflightBudget
 from mailgate.ingress import http_inflight
 from mailgate.models import Credential
@@ -45,7 +42,7 @@ from mailgate.shared_cache import SharedCache
 from mailgate.store import Store
 from mailgate.submission.prepare import ApiError
 from mailgate.text import utf8_encodable
-from mailgate.units import parse_hostport, parse_rate
+from mailgate.units import parse_rate
 
 log = logging.getLogger(__name__)
 
@@ -387,67 +384,3 @@ def create_app(ctx: ApiContext) -> Starlette:
         exception_handlers={HTTPException: _http_exception, Exception: _internal_error},
         middleware=[Middleware(http_inflight.ReleaseInflight)],
     )
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # older uvicorn
-        return None
-
-
-class HttpServer:
-    """uvicorn inside our event loop: mailgate owns the signals and the shutdown order."""
-
-    def __init__(self, settings: Settings, app: Starlette) -> None:
-        self._settings = settings
-        self._app = app
-        self._sockets: list[socket.socket] = []
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if not self._settings.http.listen:
-            return
-        for address in self._settings.http.listen:
-            host, port = parse_hostport(address)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                sock.close()
-                raise ListenError.of("HTTP", address, exc) from exc
-            sock.listen(1024)
-            sock.setblocking(False)
-            self._sockets.append(sock)
-        config = uvicorn.Config(
-            self._app,
-            lifespan="off",
-            log_level="warning",
-            log_config=None,  # uvicorn's records go to the relay's handler, in its format
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-            timeout_keep_alive=30,
-        )
-        config.load()
-        server = _Server(config)
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=self._sockets)
-        self._server = server
-        self._task = asyncio.create_task(server.main_loop(), name="mailgate-http")
-        for sock in self._sockets:
-            name = sock.getsockname()
-            log.info("HTTP API listening on %s:%s", name[0], name[1])
-
-    def addresses(self) -> list[tuple[str, int]]:
-        return [sock.getsockname()[:2] for sock in self._sockets]
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
-        await self._server.shutdown(sockets=self._sockets)
-        self._server = None
