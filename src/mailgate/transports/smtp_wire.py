@@ -66,7 +66,7 @@ def wire_pieces(data: bytes) -> Iterator[bytes]:
     while pos < end:
         cut = data.find(b"\n", min(pos + CHUNK, end) - 1)
         stop = end if cut < 0 else cut + 1
-        piece = PERIOD_REGEX.sub(b"..", LINE_ENDINGS_REGEX.sub(b"\r\n", data[pos:stop]))
+        piece = _wire_form(data[pos:stop])
         last = piece[-2:]
         yield piece
         pos = stop
@@ -74,14 +74,42 @@ def wire_pieces(data: bytes) -> Iterator[bytes]:
         yield b"\r\n"
 
 
+def _wire_form(piece: bytes) -> bytes:
+    """aiosmtplib's two substitutions, each only where it changes something: mail almost
+    always has CRLF line ends only and no line starting with a dot, and the regular
+    expressions cost 38 us for a 2 KB message, found or not (a count costs well under 1)."""
+    lines = piece.count(b"\n")
+    if lines != piece.count(b"\r\n") or lines != piece.count(b"\r"):  # a bare CR or LF
+        piece = LINE_ENDINGS_REGEX.sub(b"\r\n", piece)
+    if piece.startswith(b".") or b"\n." in piece:
+        piece = PERIOD_REGEX.sub(b"..", piece)
+    return piece
+
+
+# An address parseaddr() gives back as it is: dot-atom ASCII local part, letters, digits,
+# hyphens and dots in the domain. Anything else goes through aiosmtplib's quote_address.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
+def _quoted(address: str) -> str:
+    """``<address>`` as aiosmtplib's quote_address() makes it (11 us each: email.utils'
+    parseaddr), for a plain address without parsing it."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return quote_address(address)
+
+
 def envelope_commands(
     sender: str, recipients: Sequence[str], options: Sequence[str], encoding: str
 ) -> list[bytes]:
     """MAIL and one RCPT per recipient, each line as aiosmtplib's mail() and rcpt() write
     it; ValueError (as theirs) for an argument with a line break or NUL."""
-    mail = [b"MAIL", b"FROM:" + quote_address(sender).encode(encoding)]
+    mail = [b"MAIL", b"FROM:" + _quoted(sender).encode(encoding)]
     mail += [option.encode("ascii") for option in options]
-    lines = [mail] + [[b"RCPT", b"TO:" + quote_address(r).encode(encoding)] for r in recipients]
+    lines = [mail] + [[b"RCPT", b"TO:" + _quoted(r).encode(encoding)] for r in recipients]
     for args in lines:
         for arg in args:
             if _CONTROL.search(arg):
