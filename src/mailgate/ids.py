@@ -38,7 +38,9 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 
 def random_bytes(n: int) -> bytes:
-    """``n`` bytes from os.urandom, read ahead in blocks (n at most _POOL_BYTES)."""
+    """``n`` bytes from os.urandom, read ahead in blocks."""
+    if n > _POOL_BYTES:
+        return os.urandom(n)
     pool = _pool
     pos = pool.pos
     if pos + n > len(pool.data):

@@ -71,6 +71,18 @@ def test_threads_never_share_random_bytes() -> None:
     assert len(set(seen)) == len(seen)
 
 
+def test_random_bytes_gives_what_is_asked() -> None:
+    assert [len(random_bytes(n)) for n in (0, 1, 10, 4095, 4096, 4097, 10_000)] == [
+        0,
+        1,
+        10,
+        4095,
+        4096,
+        4097,
+        10_000,
+    ]
+
+
 def test_a_forked_child_reads_its_own_random_bytes() -> None:
     random_bytes(16)  # the parent holds a block with bytes left in it
     read, write = os.pipe()

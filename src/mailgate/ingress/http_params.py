@@ -29,10 +29,10 @@ def iso(ts: float | None) -> str | None:
     second, us = int(whole), round(frac * 1_000_000)
     if us >= 1_000_000:
         second, us = second + 1, us - 1_000_000
-    cached = _second
+    global _second
+    cached = _second  # one read: another thread may move it on meanwhile
     if cached[0] != second:
-        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        globals()["_second"] = cached
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
     return f"{cached[1]}.{us // 1000:03d}Z"
 
 
