@@ -10,7 +10,9 @@ import asyncio
 import base64
 import email
 import email.policy
+import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -442,6 +444,43 @@ def test_body_limits_and_malformed_json(relay_factory) -> None:  # type: ignore[
         assert r.status_code == 422 and error_of(r)["code"] == "invalid_request"
         assert c.get("/v1/nothing").status_code == 404
         assert error_of(c.put("/v1/messages/send"))["code"] == "method_not_allowed"
+
+
+def _slow_post(url: str, key: str, head: str, parts: list[bytes]) -> bytes:
+    """A POST whose body arrives in ``parts`` 0.3 s apart, read back to the end."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /v1/messages/send HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
+            f"Content-Type: application/json\r\nConnection: close\r\n{head}\r\n".encode()
+        )
+        for part in parts:
+            time.sleep(0.3)  # the answer is long made: the server must still be reading
+            sock.sendall(part)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_over_the_limit_gets_its_413_while_still_sending(  # type: ignore[no-untyped-def]
+    relay_factory, chunked: bool
+) -> None:
+    """Refused by its Content-Length, or once it grew past the limit, a body still on its
+    way is read and dropped: the client, still sending, reads the 413 rather than a
+    connection reset (the server closing with bytes unread)."""
+    relay = relay_factory(http={"listen": ["127.0.0.1:0"], "max_body_size": "10KB"})
+    key = relay.create_key("app")
+    parts = [b'{"text": "' + b"x" * 8000, b"x" * 8000, b"x" * 8000 + b'"}']
+    if chunked:
+        head = "Transfer-Encoding: chunked\r\n"
+        parts = [b"%x\r\n%s\r\n" % (len(p), p) for p in parts] + [b"0\r\n\r\n"]
+    else:
+        head = f"Content-Length: {sum(len(p) for p in parts)}\r\n"
+    answer = _slow_post(relay.http_url, key, head, parts)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "payload_too_large"
 
 
 # -------------------------------------------------------------- validation

@@ -131,17 +131,21 @@ class ApiContext:
         if self.inflight is not None:
             limit = min(limit, self.inflight.cap)  # bigger could never fit: 413, not 503
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
-        body = bytearray()
+        too_big = ApiError(413, "payload_too_large", f"request body over {limit} bytes")
         stream = request.stream()
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await http_inflight.refuse_unread(request, stream, int(declared))
+            raise too_big
+        body = bytearray()
         try:
             if declared is not None and declared.isdigit():
                 http_inflight.hold(self.inflight, request, int(declared))
             async for chunk in stream:
                 body += chunk
                 if len(body) > limit:
-                    raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+                    body.clear()
+                    await http_inflight.discard(stream, http_inflight.DRAIN_MAX)
+                    raise too_big
                 http_inflight.hold(self.inflight, request, len(body))
         except http_inflight.InflightFull:
             body.clear()

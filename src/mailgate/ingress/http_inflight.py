@@ -39,9 +39,24 @@ def hold(budget: InflightBudget | None, request: Request, size: int) -> None:
         )
 
 
+# Bytes of a refused body read and dropped before the answer, at most: closing the
+# connection with a client's bytes unread makes the kernel reset it, and a client still
+# sending then gets the reset instead of the 413 or 503 (most HTTP libraries read the
+# answer only once the body is sent). A bigger body is cut off.
+DRAIN_MAX = 64 * 1024 * 1024
+
+
+async def refuse_unread(request: Request, stream: AsyncIterator[bytes], declared: int) -> None:
+    """Before a 413 for a Content-Length over the limit: drop the body as it comes (up to
+    DRAIN_MAX), unless the client waits for 100 Continue before sending it."""
+    if request.headers.get("expect", "").lower() == "100-continue" or declared > DRAIN_MAX:
+        return
+    await discard(stream, declared)
+
+
 async def discard(stream: AsyncIterator[bytes], limit: int) -> None:
     """Read the rest of a refused body without keeping it (up to ``limit`` bytes), so the
-    client reads the 503 instead of a connection reset while it is still sending."""
+    client reads the 413 or 503 instead of a connection reset while it is still sending."""
     seen = 0
     async for chunk in stream:
         seen += len(chunk)
