@@ -293,9 +293,8 @@ async def pipelined(
 
 
 async def send_data(client: aiosmtplib.SMTP, data: bytes, *, timeout: float | None) -> SMTPResponse:
-    """DATA with ``data``; raises as ``client.data`` does."""
-    if len(data) < STREAM_FROM:
-        return await client.data(data, timeout=timeout)
+    """DATA with ``data``; raises as ``client.data`` does, and writes the same bytes
+    (through the wire form the pipelined path uses, rather than aiosmtplib's own)."""
     protocol, lock = _locked(client)
     try:
         async with lock:
