@@ -130,22 +130,22 @@ class ApiContext:
         limit = self.settings.http.max_body_size
         if self.inflight is not None:
             limit = min(limit, self.inflight.cap)  # bigger could never fit: 413, not 503
-        declared = request.headers.get("content-length")
-        too_big = ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+        header = request.headers.get("content-length")
+        declared = int(header) if header is not None and header.isdigit() else None
         stream = request.stream()
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await http_inflight.refuse_unread(request, stream, int(declared))
-            raise too_big
+        if declared is not None and declared > limit:
+            await http_inflight.refuse_unread(request, stream, declared)
+            raise _too_big(limit)
         body = bytearray()
         try:
-            if declared is not None and declared.isdigit():
-                http_inflight.hold(self.inflight, request, int(declared))
+            if declared is not None:
+                http_inflight.hold(self.inflight, request, declared)
             async for chunk in stream:
                 body += chunk
                 if len(body) > limit:
                     body.clear()
                     await http_inflight.discard(stream, http_inflight.DRAIN_MAX)
-                    raise too_big
+                    raise _too_big(limit)
                 http_inflight.hold(self.inflight, request, len(body))
         except http_inflight.InflightFull:
             body.clear()
@@ -178,6 +178,10 @@ class ApiContext:
                     where or None,
                 )
         return obj
+
+
+def _too_big(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"request body over {limit} bytes")
 
 
 # A \uD800-\uDFFF escape: only through one can a JSON body hold a lone surrogate (UTF-8
