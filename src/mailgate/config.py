@@ -7,6 +7,7 @@ variables override single values of the table sections.
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -124,8 +125,13 @@ class Settings(Section):
             url = "postgresql://" + url[len("postgres://") :]
         return "postgresql+asyncpg://" + url[len("postgresql://") :]
 
-    def domain_names(self) -> frozenset[str]:
+    @functools.cached_property
+    def _domain_names(self) -> frozenset[str]:
         return frozenset(d.name for d in self.domains)
+
+    def domain_names(self) -> frozenset[str]:
+        """The sending domains' names (made once: every API send checks its sender)."""
+        return self._domain_names
 
     @property
     def bounce_domain(self) -> str:

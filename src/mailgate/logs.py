@@ -27,8 +27,11 @@ _FIELDS = "mailgate_fields"  # the LogRecord attribute that carries fields()
 _format: LogFormat = "text"
 
 
-def fields(**values: Any) -> dict[str, Any]:
-    """``extra=`` for a log call: structured values for the JSON format (None are left out)."""
+def fields(**values: Any) -> dict[str, Any] | None:
+    """``extra=`` for a log call: structured values for the JSON format (None are left out).
+    None in the text format, which shows none of them: nothing is built per record."""
+    if _format == "text":
+        return None
     return {_FIELDS: {k: v for k, v in values.items() if v is not None}}
 
 

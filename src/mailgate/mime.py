@@ -181,7 +181,13 @@ def _header(value: str) -> str:
 
 
 def _mailbox(box: Mailbox) -> str:
-    return formataddr((box.name, box.address), charset="utf-8") if box.name else box.address
+    if not box.name:
+        return box.address
+    if box.name.isascii() and box.name.replace(" ", "").isalnum():
+        # What formataddr writes for such a name (nothing to quote, escape or encode),
+        # without its regular expressions: the usual "First Last".
+        return f"{box.name} <{box.address}>"
+    return formataddr((box.name, box.address), charset="utf-8")
 
 
 def _text_part(body: str, subtype: str) -> _Entity:

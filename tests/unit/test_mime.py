@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import email
 import email.policy
+from email.utils import formataddr
 
-from mailgate.mime import Attachment, Mailbox, MessageSpec, build
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailgate.mime import Attachment, Mailbox, MessageSpec, _mailbox, build
 
 
 def parse(data: bytes):  # type: ignore[no-untyped-def]
@@ -63,3 +67,10 @@ def test_smtputf8_addresses_keep_utf8_headers() -> None:
     msg = email.message_from_string(data.decode("utf-8"), policy=email.policy.SMTPUTF8)
     assert "用户@例子.example" in data.decode("utf-8")
     assert msg["To"].addresses[0].addr_spec == "用户@例子.example"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from('abXY09 _."\\,é()<>@;:\t-\u00b2\u0660'), max_size=10))
+def test_a_named_mailbox_is_written_as_formataddr_writes_it(name: str) -> None:
+    expected = formataddr((name, "a@example.com"), charset="utf-8") if name else "a@example.com"
+    assert _mailbox(Mailbox("a@example.com", name)) == expected

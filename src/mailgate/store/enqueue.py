@@ -3,10 +3,10 @@ an operator's bounce (operator.py) write the same rows."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mailgate.json_text import dumps_text
 from mailgate.store.big_rows import message_row_body
 from mailgate.store.rows import event_row
 
@@ -38,11 +38,11 @@ def enqueue_ops(batch: Sequence[NewMessage]) -> list[Op]:
                 **message_row_body(m.head, m.raw),
                 "key_id": m.key_id,
                 "status": status,
-                "display_to": json.dumps(list(m.display_to or m.recipients)),
-                # SMTP mail has none of these: skip json.dumps for the empty values.
-                "tags": json.dumps(list(m.tags)) if m.tags else "[]",
-                "metadata": json.dumps(m.metadata) if m.metadata else "{}",
-                "tracking": json.dumps(m.tracking) if m.tracking else "{}",
+                "display_to": dumps_text(m.display_to or m.recipients),
+                # SMTP mail has none of these: no encoding for the empty values.
+                "tags": dumps_text(m.tags) if m.tags else "[]",
+                "metadata": dumps_text(m.metadata) if m.metadata else "{}",
+                "tracking": dumps_text(m.tracking) if m.tracking else "{}",
                 "scheduled_at": m.scheduled_at,
                 "job_id": m.job_id,
                 "provider": m.provider,

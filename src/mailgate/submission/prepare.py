@@ -7,7 +7,6 @@ or the envelope without passing through here.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from mailgate import mime, policy
 from mailgate.address_check import checked_address
 from mailgate.config import Settings
 from mailgate.exceptions import PolicyRefused
+from mailgate.json_text import dumps
 from mailgate.models import Credential, Submission
 from mailgate.rendering import TemplateProblem, render_all
 from mailgate.store import TemplateRecord
@@ -218,7 +218,7 @@ def _tags_metadata(
                 "invalid_tags", f"tags[{i}]: 1-{MAX_TAG_LENGTH} printable characters", f"tags[{i}]"
             )
     metadata = metadata or {}
-    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+    if len(dumps(metadata)) > MAX_METADATA_BYTES:  # as stored: compact UTF-8
         raise invalid(
             "invalid_metadata", f"metadata: at most {MAX_METADATA_BYTES} bytes of JSON", "metadata"
         )
