@@ -261,6 +261,23 @@ def test_idle_client_gets_421(relay_factory) -> None:  # type: ignore[no-untyped
         assert data.startswith(b"421 4.4.2"), data
 
 
+def test_each_command_restarts_the_idle_timeout(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory(smtp={"idle_timeout": "400ms"})
+    client = connect(relay)
+    started = time.monotonic()
+    for _ in range(8):  # 1.2 s of commands, each well within the timeout of the last
+        time.sleep(0.15)
+        assert client.noop()[0] == 250
+    assert time.monotonic() - started > 1.0
+    idle_from = time.monotonic()
+    sock = client.sock
+    assert sock is not None
+    sock.settimeout(5)
+    assert sock.recv(1024).startswith(b"421 4.4.2")
+    waited = time.monotonic() - idle_from
+    assert 0.3 < waited < 2.0, waited
+
+
 def test_commit_failure_is_451_and_never_leaks(relay) -> None:  # type: ignore[no-untyped-def]
     client = connect(relay)
     relay.call(relay.store.writer.stop())  # the queue can no longer commit

@@ -21,6 +21,7 @@ CALLABLES = [
     ("aiosmtpd.smtp", "SMTP._getaddr", ["self", "arg"]),
     ("aiosmtpd.smtp", "SMTP._getparams", ["self", "params"]),
     ("aiosmtpd.smtp", "SMTP._timeout_cb", ["self"]),
+    ("aiosmtpd.smtp", "SMTP._reset_timeout", ["self", "duration"]),
     ("aiosmtpd.smtp", "SMTP._call_handler_hook", ["self", "command", "args"]),
     ("aiosmtpd.smtp", "SMTP._set_post_data_state", ["self"]),
     ("aiosmtplib.protocol", "SMTPProtocol._drain_helper", ["self"]),
@@ -43,6 +44,8 @@ ATTRIBUTES = [
     ("aiosmtpd.smtp", "SMTP", "_writer"),
     ("aiosmtpd.smtp", "SMTP", "_tls_protocol"),
     ("aiosmtpd.smtp", "SMTP", "_auth_require_tls"),
+    ("aiosmtpd.smtp", "SMTP", "_timeout_handle"),
+    ("aiosmtpd.smtp", "SMTP", "_timeout_duration"),
 ]
 
 

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailgate.ingress.smtp")
 
 MAX_LINE = 998
+# A timer may fire up to a millisecond before its time (uvloop counts in milliseconds).
+_TIMER_SLACK = 0.001
 _CALL_LIMITS = {
     "*": 2**62,
     "AUTH": 10,
@@ -99,6 +101,7 @@ class RelaySMTP(SMTP):
             command_call_limit=_CALL_LIMITS,
         )
         self._relay = handler
+        self._idle_deadline = 0.0  # loop time of the idle timeout (_reset_timeout)
         self.implicit_tls = implicit_tls
         self.plaintext_loopback = smtp.auth_plaintext_loopback
         self.auth_failures = 0
@@ -216,6 +219,25 @@ class RelaySMTP(SMTP):
         if self.local_part_limit and address.index("@") > self.local_part_limit:
             return None, None
         return address, arg[match.end() :]
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer, without a new timer for every command: each command
+        moves the deadline, and a timer set for an earlier deadline sets itself again when
+        it fires (a cancel and a call_later per command were 2% of the relay's SMTP work)."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_timer)
+
+    def _idle_timer(self) -> None:
+        deadline = self._idle_deadline
+        if self.loop.time() + _TIMER_SLACK < deadline:  # a command came since it was set
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_timer)
+            return
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
