@@ -222,7 +222,7 @@ class Acceptor:
             raise PolicyRefused(
                 replies.MESSAGE_TOO_BIG, http_status=413, error_code="message_too_large"
             )
-        info = scan(sub.data)
+        info = sub.header_info if sub.header_info is not None else scan(sub.data)
         if info.received > limits.max_received_headers:
             raise PolicyRefused(replies.TOO_MANY_HOPS, error_code="too_many_hops")
 

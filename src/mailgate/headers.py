@@ -72,6 +72,19 @@ def scan(data: bytes) -> HeaderInfo:
     )
 
 
+def built_info(subject: str) -> HeaderInfo | None:
+    """What :func:`scan` finds in a message mime.build wrote with ``subject`` (the API's
+    extra headers cannot be Received, Date, Message-ID or Subject), without reading it
+    again; None when the Subject line it wrote takes reading (encoded, or folded)."""
+    if not subject.isascii() or "=?" in subject or len(subject) > _UNFOLDED_SUBJECT:
+        return None
+    return HeaderInfo(0, False, False, "", _decode_subject(subject.encode("ascii")))
+
+
+# The longest subject mime.build writes on one line (a header line of 996 octets at most).
+_UNFOLDED_SUBJECT = 900
+
+
 def _decode_subject(raw: bytes) -> str:
     text = raw.strip().decode("utf-8", "replace")
     if "=?" in text and text.isascii():  # decode_header would turn non-ASCII into "\uXXXX" text

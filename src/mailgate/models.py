@@ -13,9 +13,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailgate.pickling import by_fields
+
+if TYPE_CHECKING:
+    from mailgate.headers import HeaderInfo
 
 
 @by_fields
@@ -117,6 +120,8 @@ class Submission:
     job_id: str | None = None  # the batch (job) it belongs to
     provider: str = ""  # the one provider it may go to ("" = the routes decide)
     attempt_once: bool = False  # the first attempt decides: no retries, no DSN
+    # What headers.scan would find in ``data``, when the API built it and knows.
+    header_info: HeaderInfo | None = None
 
 
 @dataclass(slots=True)  # a record: not frozen, see models.py

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from mailgate.headers import HeaderInfo, received_header, rfc5322_date, scan
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailgate.headers import HeaderInfo, built_info, received_header, rfc5322_date, scan
+from mailgate.mime import Mailbox, MessageSpec, build
 
 
 def info(
@@ -206,3 +211,48 @@ def test_received_header_ipv6_address_literal() -> None:
         helo="client.test", address="::1", hostname="h", protocol="ESMTP", queue_id="q", ts=0
     )
     assert header.split(b"\r\n")[0] == b"Received: from client.test ([IPv6:::1])"
+
+
+_subjects = st.text(
+    alphabet=st.sampled_from(["a", "Z", "0", " ", "\t", "=", "?", "_", "é", "\u2028", "\x7f"]),
+    min_size=1,
+    max_size=40,
+) | st.builds(lambda n: "word " * n, st.integers(150, 400))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    _subjects,
+    st.lists(
+        st.tuples(st.sampled_from(["X-Tag", "List-Id", "Reply-To"]), st.text(max_size=2000)),
+        max_size=2,
+    ),
+)
+def test_what_an_api_message_says_of_itself_is_what_scan_reads(
+    subject: str, extra: list[tuple[str, str]]
+) -> None:
+    extra = [(n, v) for n, v in extra if not _CONTROL_IN_HEADER.search(v)]
+    data = build(
+        MessageSpec(
+            sender=Mailbox("a@example.com", "A"),
+            to=[Mailbox("b@example.net")],
+            subject=subject,
+            text="hi",
+            headers=extra,
+        )
+    )
+    known = built_info(subject)
+    if known is not None:
+        assert known == scan(data)
+    else:  # encoded or folded: read from the message
+        assert not subject.isascii() or "=?" in subject or len(subject) > 900
+
+
+_CONTROL_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what prepare refuses
+
+
+def test_an_api_subject_that_reads_as_encoded_words_is_read_from_the_message() -> None:
+    subject = "=?utf-8?q?caf=C3=A9?="  # sent as is, and read back decoded, as from SMTP
+    data = build(MessageSpec(sender=Mailbox("a@example.com"), to=[], subject=subject, text="x"))
+    assert built_info(subject) is None
+    assert scan(data).subject == "café"

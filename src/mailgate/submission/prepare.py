@@ -20,6 +20,7 @@ from mailgate import mime, policy
 from mailgate.address_check import checked_address
 from mailgate.config import Settings
 from mailgate.exceptions import PolicyRefused
+from mailgate.headers import built_info
 from mailgate.json_text import dumps
 from mailgate.models import Credential, Submission
 from mailgate.rendering import TemplateProblem, render_all
@@ -372,6 +373,7 @@ def prepare_send(
         scheduled_at=scheduled_at,
         provider=req.provider or "",
         attempt_once=req.single_attempt,
+        header_info=built_info(subject),
     )
     return Prepared(
         submission=submission,
