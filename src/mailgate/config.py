@@ -7,7 +7,6 @@ variables override single values of the table sections.
 
 from __future__ import annotations
 
-import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -125,18 +124,24 @@ class Settings(Section):
             url = "postgresql://" + url[len("postgres://") :]
         return "postgresql+asyncpg://" + url[len("postgresql://") :]
 
-    @functools.cached_property
-    def _domain_names(self) -> frozenset[str]:
-        return frozenset(d.name for d in self.domains)
-
     def domain_names(self) -> frozenset[str]:
-        """The sending domains' names (made once: every API send checks its sender)."""
-        return self._domain_names
+        """The sending domains' names, made once per list of domains (every API send checks
+        its sender): not cached on the object, which model_copy would copy along with a
+        changed list (reload.py)."""
+        global _domain_names
+        domains = self.domains
+        if _domain_names[0] is not domains:
+            _domain_names = (domains, frozenset(d.name for d in domains))
+        return _domain_names[1]
 
     @property
     def bounce_domain(self) -> str:
         return (self.bounces.domain or self.server.hostname).lower()
 
+
+# The last list of domains asked for by domain_names(), and their names (held, so the
+# list cannot be freed and another take its identity).
+_domain_names: tuple[list[DomainSettings] | None, frozenset[str]] = (None, frozenset())
 
 _TABLE_SECTIONS = (
     "server",

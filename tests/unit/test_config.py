@@ -102,6 +102,16 @@ def test_domains_are_normalised() -> None:
     assert s.domain_names() == frozenset({"example.com", "example.org"})
 
 
+def test_domain_names_follow_a_copy_with_other_domains() -> None:
+    s = load_settings(data=data_with(domains=[{"name": "example.com"}]), environ={})
+    assert s.domain_names() == frozenset({"example.com"})
+    other = s.model_copy(
+        update={"domains": [*s.domains, s.domains[0].model_copy(update={"name": "example.org"})]}
+    )
+    assert other.domain_names() == frozenset({"example.com", "example.org"})
+    assert s.domain_names() == frozenset({"example.com"})
+
+
 def test_delivery_disabled_needs_no_provider() -> None:
     s = load_settings(data={"delivery": {"enabled": False}}, environ={})
     assert s.providers == []
