@@ -10,9 +10,13 @@ it, so neither side makes a copy of them to pickle or unpickle.
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import struct
+from collections.abc import Callable
 from typing import Any, BinaryIO
+
+log = logging.getLogger("mailgate.workers")
 
 READY = struct.Struct("!I")  # the ready signal: four zero bytes
 HEAD = struct.Struct("!II")  # pickle length, number of out-of-band buffers
@@ -68,3 +72,79 @@ def read_frame(inp: BinaryIO) -> tuple[Any, int]:
     data = _read_exactly(inp, size)
     buffers = [_read_exactly(inp, n) for n in lengths]
     return pickle.loads(data, buffers=buffers), size + sum(lengths)
+
+
+class FrameProtocol(asyncio.Protocol):
+    """A child's stdout, read by the relay: the ready signal, then frames, each handed to
+    ``on_frame(obj, size)`` from the I/O callback itself. A reader task (StreamReader,
+    read_frame_async) got each answer a loop iteration later, and under load an
+    iteration of the relay's loop is a millisecond or more: every commit waited for it.
+    ``on_eof`` is called once the pipe is closed (the child exited)."""
+
+    def __init__(self, on_frame: Callable[[Any, int], None], on_eof: Callable[[], None]) -> None:
+        self._on_frame = on_frame
+        self._on_eof = on_eof
+        self._buf = bytearray()
+        self._need = HEAD.size  # bytes the next frame needs, as far as known
+        self._transport: asyncio.BaseTransport | None = None
+        self.ready: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        if not self.ready.done():
+            if len(buf) < READY.size:
+                return
+            self.ready.set_result(bytes(buf[: READY.size]))
+            del buf[: READY.size]
+        if len(buf) < self._need:
+            return  # a big frame still arriving: not parsed again for every piece
+        pos = 0
+        try:
+            while True:
+                parsed = self._frame_at(pos)
+                if parsed is None:
+                    break
+                obj, size, pos = parsed
+                self._on_frame(obj, size)
+                del obj
+        except Exception:  # a bug here or in on_frame: the stream cannot be trusted
+            log.exception("reading a child's answers failed; stopping it")
+            if self._transport is not None:
+                self._transport.close()
+        del buf[:pos]
+
+    def _frame_at(self, pos: int) -> tuple[Any, int, int] | None:
+        """The frame at ``pos`` in the buffer, its size and where the next one starts; None
+        if it has not all arrived (then ``_need`` says how much it needs)."""
+        buf = self._buf
+        have = len(buf) - pos
+        self._need = HEAD.size
+        if have < HEAD.size:
+            return None
+        size, count = HEAD.unpack_from(buf, pos)
+        start = pos + HEAD.size + BUF.size * count
+        if len(buf) < start:
+            self._need = start - pos
+            return None
+        lengths = [BUF.unpack_from(buf, pos + HEAD.size + BUF.size * i)[0] for i in range(count)]
+        end = start + size + sum(lengths)
+        if len(buf) < end:
+            self._need = end - pos
+            return None
+        data = bytes(buf[start : start + size])
+        buffers = []
+        at = start + size
+        for n in lengths:
+            buffers.append(bytes(buf[at : at + n]))
+            at += n
+        self._need = HEAD.size
+        return pickle.loads(data, buffers=buffers), end - start, end
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("the child closed its stdout"))
+        self._on_eof()

@@ -28,12 +28,18 @@ from typing import Any
 from mailgate.exceptions import MailgateError
 from mailgate.logs import LOG_FORMAT_ENV, current_format
 from mailgate.memory import TRIMMER
-from mailgate.worker_frames import READY, read_frame_async, write_frame
+from mailgate.worker_frames import READY, FrameProtocol, write_frame
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # s for a child to import and load its configuration
 STOP_TIMEOUT = 10.0  # s for a child to finish after end of file, before SIGKILL
+
+
+# What waits for a request's answer: an awaited future (call), or a callback (submit).
+OnAnswer = Callable[[bool, Any], None]
+Waiter = asyncio.Future[Any] | OnAnswer
+Pending = dict[int, Waiter]
 
 
 class WorkerUnavailable(MailgateError):
@@ -61,7 +67,8 @@ class ChildProcess:
         self._on_exit = on_exit
         self._stop_timeout = stop_timeout
         self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
+        # Done when the child's stdout is closed; None until the child is ready.
+        self._reader: asyncio.Future[None] | None = None
         self._restart: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -75,28 +82,42 @@ class ChildProcess:
 
     async def start(self) -> None:
         """Start the child and wait until it is ready (or raise WorkerUnavailable)."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            self._module,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=1 << 20,
-            env={**os.environ, LOG_FORMAT_ENV: current_format()},  # the relay's log format
+        loop = asyncio.get_running_loop()
+        # The child's stdout is a pipe of our own, read by a FrameProtocol (worker_frames).
+        read_end, write_end = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                self._module,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=write_end,
+                env={**os.environ, LOG_FORMAT_ENV: current_format()},  # the relay's log format
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        eof: asyncio.Future[None] = loop.create_future()
+        _, frames = await loop.connect_read_pipe(
+            lambda: FrameProtocol(self._answered, lambda: self._stdout_closed(proc, eof)),
+            open(read_end, "rb", buffering=0),  # noqa: SIM115 - the transport closes it
         )
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
         write_frame(proc.stdin, self._hello)
         try:
-            ready = await asyncio.wait_for(proc.stdout.readexactly(READY.size), START_TIMEOUT)
-        except (asyncio.IncompleteReadError, TimeoutError):
+            ready = await asyncio.wait_for(asyncio.shield(frames.ready), START_TIMEOUT)
+        except (ConnectionError, TimeoutError):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+            await eof
             raise WorkerUnavailable(f"a {self.what} did not start") from None
         if READY.unpack(ready)[0] != 0:
             raise WorkerUnavailable(f"a {self.what} said something unexpected")
         self._proc = proc
-        self._reader = asyncio.create_task(self._read(proc), name=f"mailgate-{self._module}")
+        self._reader = eof
 
     async def ready(self) -> bool:
         """Is the child running, once a restart under way has finished?"""
@@ -114,17 +135,15 @@ class ChildProcess:
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerUnavailable(str(exc)) from None
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        stdout = proc.stdout
-        assert stdout is not None
-        try:
-            while True:
-                message, size = await read_frame_async(stdout)
-                self._on_message(message)
-                del message
-                TRIMMER.note(size)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the child exited
+    def _answered(self, message: Any, size: int) -> None:
+        self._on_message(message)
+        TRIMMER.note(size)
+
+    def _stdout_closed(self, proc: asyncio.subprocess.Process, eof: asyncio.Future[None]) -> None:
+        """The child exited (or closed its stdout): its requests fail, and another starts."""
+        eof.set_result(None)
+        if self._reader is not eof:
+            return  # it never became ready: start() says so
         self._reader = None
         if self._on_exit is not None:
             self._on_exit()
@@ -162,8 +181,7 @@ class ChildProcess:
                 proc.kill()
             await proc.wait()
         if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await self._reader
 
 
 class WorkerPool:
@@ -186,10 +204,10 @@ class WorkerPool:
         self._ids = itertools.count()
         self._retiring: set[asyncio.Task[None]] = set()
 
-    def _make(self, hello: object) -> list[tuple[ChildProcess, dict[int, asyncio.Future[Any]]]]:
+    def _make(self, hello: object) -> list[tuple[ChildProcess, Pending]]:
         children = []
         for _ in range(self._count):
-            pending: dict[int, asyncio.Future[Any]] = {}
+            pending: Pending = {}
             child = ChildProcess(
                 self._module,
                 hello,
@@ -223,9 +241,12 @@ class WorkerPool:
         task.add_done_callback(self._retiring.discard)
 
     @staticmethod
-    async def _retire(old: list[tuple[ChildProcess, dict[int, asyncio.Future[Any]]]]) -> None:
-        """Wait for the old children's answers (or their callers giving up), then stop them."""
-        waiting = [f for _, pending in old for f in pending.values()]
+    async def _retire(old: list[tuple[ChildProcess, Pending]]) -> None:
+        """Wait for the old children's answers (or their callers giving up), then stop them
+        (callbacks of submit() get theirs as they come, or WorkerUnavailable at the stop)."""
+        waiting = [
+            f for _, pending in old for f in pending.values() if isinstance(f, asyncio.Future)
+        ]
         try:
             if waiting:
                 await asyncio.wait(waiting)
@@ -240,30 +261,50 @@ class WorkerPool:
             alive = [cp for cp, ok in zip(self._children, ready, strict=True) if ok]
         if not alive:
             raise WorkerUnavailable(f"no {self._what} is running")
-        child, pending = min(alive, key=lambda cp: len(cp[1]))
-        rid = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        child.send((rid, request))
-        pending[rid] = future
+        self._send(alive, request, future)
         return await future
 
-    @staticmethod
-    def _answered(pending: dict[int, asyncio.Future[Any]], msg: tuple[int, bool, Any]) -> None:
-        rid, ok, payload = msg
-        future = pending.pop(rid, None)
-        if future is None or future.done():
-            return
-        if ok:
-            future.set_result(payload)
-        else:
-            future.set_exception(RuntimeError(payload))
+    def submit(self, request: object, on_answer: OnAnswer) -> None:
+        """:meth:`call` with a callback, called from the I/O callback that reads the answer:
+        ``on_answer(True, answer)``, or ``on_answer(False, exception)`` (what the child
+        raised, as RuntimeError, or WorkerUnavailable if it died). An awaiting task would
+        get it a loop iteration later. Raises WorkerUnavailable if no child is running."""
+        alive = [(c, p) for c, p in self._children if c.alive]
+        if not alive:
+            raise WorkerUnavailable(f"no {self._what} is running")
+        self._send(alive, request, on_answer)
+
+    def _send(self, alive: list[tuple[ChildProcess, Pending]], request: object, to: Waiter) -> None:
+        child, pending = min(alive, key=lambda cp: len(cp[1]))
+        rid = next(self._ids)
+        child.send((rid, request))
+        pending[rid] = to
 
     @staticmethod
-    def _died(pending: dict[int, asyncio.Future[Any]], what: str) -> None:
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(WorkerUnavailable(f"the {what} died"))
+    def _answered(pending: Pending, msg: tuple[int, bool, Any]) -> None:
+        rid, ok, payload = msg
+        waiter = pending.pop(rid, None)
+        if waiter is None:
+            return
+        if not isinstance(waiter, asyncio.Future):
+            waiter(ok, payload if ok else RuntimeError(payload))
+        elif waiter.done():
+            return
+        elif ok:
+            waiter.set_result(payload)
+        else:
+            waiter.set_exception(RuntimeError(payload))
+
+    @staticmethod
+    def _died(pending: Pending, what: str) -> None:
+        waiters = list(pending.values())
         pending.clear()
+        for waiter in waiters:
+            if not isinstance(waiter, asyncio.Future):
+                waiter(False, WorkerUnavailable(f"the {what} died"))
+            elif not waiter.done():
+                waiter.set_exception(WorkerUnavailable(f"the {what} died"))
 
     async def close(self) -> None:
         """Stop the children (they answer what they were given first), and the ones a

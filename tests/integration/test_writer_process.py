@@ -138,3 +138,44 @@ def test_jobs_of_a_commit_cut_short_fail_and_are_not_run_twice(tmp_path, caplog)
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_bad_job_fails_alone_and_concurrent_writes_all_commit(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Jobs handed to the writer process together: a failing one is retried alone and
+    fails alone; hundreds at once (more than two batches' worth) all commit."""
+    import asyncio
+
+    from sqlalchemy import Connection
+
+    from mailgate.store import Store
+
+    def message(i: int) -> NewMessage:
+        return NewMessage(
+            id=f"m-{i}",
+            created_at=time.time(),
+            sender="a@example.com",
+            recipients=["b@d.test"],
+            raw=b"Subject: m\r\n\r\nx\r\n",
+        )
+
+    async def main() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}", writer_process=True)
+        try:
+            results = await asyncio.gather(
+                store.enqueue([message(1)]),
+                store.writer.run(Connection.exec_driver_sql, "SELECT * FROM no_such_table"),
+                store.enqueue([message(2)]),
+                return_exceptions=True,
+            )
+            assert results[0] is None and results[2] is None, results
+            assert isinstance(results[1], Exception) and "no_such_table" in str(results[1])
+            assert "retrying one by one" in caplog.text  # they were one transaction first
+            assert await store.get_message("m-1") is not None
+            assert await store.get_message("m-2") is not None
+            await asyncio.gather(*(store.enqueue([message(100 + i)]) for i in range(500)))
+            for i in range(500):
+                assert await store.get_message(f"m-{100 + i}") is not None
+        finally:
+            await store.close()
+
+    asyncio.run(main())

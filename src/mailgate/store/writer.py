@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,13 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # A writer process is handed its batches from callbacks, not from _run (_dispatch).
+        self._waiting: deque[_Job] = deque()
+        self._in_flight = 0
+        self._dispatch_soon = False
+        self._retries: set[asyncio.Task[None]] = set()
+        self._settled = asyncio.Event()  # a batch was answered (stop() waits for the last)
+        self._stop_asked = asyncio.Event()
         # SQLite: a writer process, or a thread with the same transactions.
         self._process: WorkerPool | None = None
         self._sqlite: SqliteTransactions | None = None  # used only in the writer thread
@@ -126,7 +134,10 @@ class GroupCommitWriter:
         """Commit what is queued, then stop."""
         if self._task is None:
             return
-        await self._queue.put(None)
+        if self._process is not None:
+            self._stop_asked.set()
+        else:
+            await self._queue.put(None)
         await self._task
         self._task = None
         if self._process is not None:
@@ -161,11 +172,98 @@ class GroupCommitWriter:
     async def _submit(self, job: _Job) -> Any:
         if self._task is None or self._task.done():
             raise StoreUnavailable("writer is not running")
-        self._queue.put_nowait(job)
+        if self._process is not None:
+            self._waiting.append(job)
+            if not self._dispatch_soon:  # the jobs of this loop iteration go together
+                self._dispatch_soon = True
+                asyncio.get_running_loop().call_soon(self._dispatch)
+        else:
+            self._queue.put_nowait(job)
         return await job.future
+
+    # ------------------------------------------------------------- the writer process
+    #
+    # Each batch goes to the writer process as soon as one of IN_FLIGHT is free, and its
+    # answer settles its jobs and sends the next batch from the callback that reads it.
+    # A task per batch (below, for the thread and PostgreSQL) woke a loop iteration after
+    # the answer came, and the next batch went a loop iteration after that: under load an
+    # iteration of the relay's loop is a millisecond or more, and every accept waited.
+
+    def _dispatch(self) -> None:
+        self._dispatch_soon = False
+        while self._waiting and self._in_flight < IN_FLIGHT:
+            batch = [self._waiting.popleft()]
+            while self._waiting and len(batch) < self._max_batch:
+                batch.append(self._waiting.popleft())
+            self._hand_over(batch)
+
+    def _hand_over(self, batch: list[_Job]) -> None:
+        assert self._process is not None
+        works = [job.work for job in batch]
+        request = (bodies_beside(works), any(job.durable for job in batch))
+        self._in_flight += 1
+        try:
+            self._process.submit(request, lambda ok, answer: self._answered(batch, ok, answer))
+        except WorkerUnavailable:
+            # No writer process right now (one is starting again): a task waits for it.
+            self._retry(self._commit_batch(batch), settles=True)
+
+    def _answered(self, batch: list[_Job], ok: bool, answer: Any) -> None:
+        """``batch``'s answer, as _commit_batch settles it."""
+        exc: Exception | None = None
+        if not ok:
+            exc = answer
+            if isinstance(exc, WorkerUnavailable):
+                exc = WriterLost(f"the queue's writer process: {exc}")
+        else:
+            committed, payload = answer
+            if committed:
+                for job, result in zip(batch, payload, strict=True):
+                    if not job.future.done():
+                        job.future.set_result(result)
+            else:
+                exc = payload
+        if exc is not None:
+            if len(batch) == 1 or isinstance(exc, WriterLost):
+                for job in batch:  # WriterLost: a retry could commit twice
+                    self._fail(job, exc)
+            else:
+                self._retry(self._one_by_one(batch, exc))
+        self._in_flight -= 1
+        self._settled.set()
+        if self._waiting:
+            self._dispatch()  # at once, not an iteration later
+
+    def _retry(self, work: Coroutine[Any, Any, None], *, settles: bool = False) -> None:
+        async def run() -> None:
+            try:
+                await work
+            finally:
+                if settles:
+                    self._in_flight -= 1
+                    if self._waiting:
+                        self._dispatch()
+                self._settled.set()
+
+        task = asyncio.create_task(run())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _drain(self) -> None:
+        """At stop: what is waiting is committed, then what is under way is answered."""
+        while self._waiting or self._in_flight or self._retries:
+            self._settled.clear()
+            self._dispatch()
+            await self._settled.wait()
+
+    # -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         self._stopping = False
+        if self._process is not None:
+            await self._stop_asked.wait()
+            await self._drain()
+            return
         # The next transaction can be on its way while one commits. A writer process runs
         # its requests one after another and starts the next at once instead of idling for
         # the round trip through the relay's (busy) event loop; on PostgreSQL the next
@@ -211,20 +309,23 @@ class GroupCommitWriter:
                 for job in batch:
                     self._fail(job, exc)
                 return
-            # One bad job must not fail the others: retry each alone.
-            log.warning("group commit of %d jobs failed (%s); retrying one by one", len(batch), exc)
-            for job in batch:
-                try:
-                    (result,) = await self._transaction([job])
-                except Exception as single_exc:
-                    self._fail(job, single_exc)
-                else:
-                    if not job.future.done():
-                        job.future.set_result(result)
+            await self._one_by_one(batch, exc)
             return
         for job, result in zip(batch, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
+
+    async def _one_by_one(self, batch: list[_Job], exc: Exception) -> None:
+        """One bad job must not fail the others: each retried alone."""
+        log.warning("group commit of %d jobs failed (%s); retrying one by one", len(batch), exc)
+        for job in batch:
+            try:
+                (result,) = await self._transaction([job])
+            except Exception as single_exc:
+                self._fail(job, single_exc)
+            else:
+                if not job.future.done():
+                    job.future.set_result(result)
 
     @staticmethod
     def _fail(job: _Job, exc: Exception) -> None:
