@@ -83,6 +83,16 @@ def test_a_killed_writer_is_replaced_and_acknowledged_mail_is_kept(relay_factory
     assert acked >= 25
 
 
+def _message(queue_id: str) -> NewMessage:
+    return NewMessage(
+        id=queue_id,
+        created_at=time.time(),
+        sender="a@example.com",
+        recipients=["b@d.test"],
+        raw=b"Subject: c\r\n\r\nx\r\n",
+    )
+
+
 def test_jobs_of_a_commit_cut_short_fail_and_are_not_run_twice(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
     """The writer process dies during a transaction: whether it committed is unknown, so
     its jobs fail as temporary (the client retries) instead of running again."""
@@ -99,13 +109,7 @@ def test_jobs_of_a_commit_cut_short_fail_and_are_not_run_twice(tmp_path, caplog)
     )
 
     def message(i: int) -> NewMessage:
-        return NewMessage(
-            id=f"cut-{i}",
-            created_at=time.time(),
-            sender="a@example.com",
-            recipients=["b@d.test"],
-            raw=b"Subject: c\r\n\r\nx\r\n",
-        )
+        return _message(f"cut-{i}")
 
     async def main() -> None:
         store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}", writer_process=True)
@@ -150,13 +154,7 @@ def test_a_bad_job_fails_alone_and_concurrent_writes_all_commit(tmp_path, caplog
     from mailgate.store import Store
 
     def message(i: int) -> NewMessage:
-        return NewMessage(
-            id=f"m-{i}",
-            created_at=time.time(),
-            sender="a@example.com",
-            recipients=["b@d.test"],
-            raw=b"Subject: m\r\n\r\nx\r\n",
-        )
+        return _message(f"m-{i}")
 
     async def main() -> None:
         store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}", writer_process=True)
