@@ -170,6 +170,17 @@ def test_a_bad_job_fails_alone_and_concurrent_writes_all_commit(tmp_path, caplog
             assert "retrying one by one" in caplog.text  # they were one transaction first
             assert await store.get_message("m-1") is not None
             assert await store.get_message("m-2") is not None
+            # A job that cannot travel to the process at all (it does not pickle) too.
+            results = await asyncio.gather(
+                store.enqueue([message(3)]),
+                store.writer.run(lambda conn: None),
+                store.enqueue([message(4)]),
+                return_exceptions=True,
+            )
+            assert results[0] is None and results[2] is None, results
+            assert isinstance(results[1], Exception)
+            assert await store.get_message("m-3") is not None
+            assert await store.get_message("m-4") is not None
             await asyncio.gather(*(store.enqueue([message(100 + i)]) for i in range(500)))
             for i in range(500):
                 assert await store.get_message(f"m-{100 + i}") is not None

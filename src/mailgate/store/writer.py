@@ -207,9 +207,24 @@ class GroupCommitWriter:
         except WorkerUnavailable:
             # No writer process right now (one is starting again): a task waits for it.
             self._retry(self._commit_batch(batch), settles=True)
+        except Exception as exc:  # it did not pickle (nothing was written): as an SQL error
+            self._answered(batch, False, exc)
 
     def _answered(self, batch: list[_Job], ok: bool, answer: Any) -> None:
         """``batch``'s answer, as _commit_batch settles it."""
+        try:
+            self._settle(batch, ok, answer)
+        except Exception as exc:  # a bug: no job may wait for ever
+            log.exception("settling a group commit failed")
+            for job in batch:
+                self._fail(job, exc)
+        finally:
+            self._in_flight -= 1
+            self._settled.set()
+        if self._waiting:
+            self._dispatch()  # at once, not an iteration later
+
+    def _settle(self, batch: list[_Job], ok: bool, answer: Any) -> None:
         exc: Exception | None = None
         if not ok:
             exc = answer
@@ -229,10 +244,6 @@ class GroupCommitWriter:
                     self._fail(job, exc)
             else:
                 self._retry(self._one_by_one(batch, exc))
-        self._in_flight -= 1
-        self._settled.set()
-        if self._waiting:
-            self._dispatch()  # at once, not an iteration later
 
     def _retry(self, work: Coroutine[Any, Any, None], *, settles: bool = False) -> None:
         async def run() -> None:
