@@ -109,6 +109,7 @@ class ChildProcess:
         try:
             ready = await asyncio.wait_for(asyncio.shield(frames.ready), START_TIMEOUT)
         except (ConnectionError, TimeoutError):
+            frames.ready.cancel()  # not waited for any more
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
