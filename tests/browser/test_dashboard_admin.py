@@ -156,6 +156,10 @@ def test_webhooks_failed_deliveries_and_replay(browser: Any, relay: RelayRunner)
         "source": "api",
         "created_at": now,
         "updated_at": now,
+        # Disabled, so the relay's dispatcher leaves its deliveries alone: their events are
+        # made up (never stored), and a replayed one would fail again at once as gone.
+        "disabled_at": now,
+        "disabled_reason": "kept still for this test",
     }
     relay.call(relay.store.webhooks.create(endpoint))
     url = sa.engine.make_url(relay.settings.database_url)
