@@ -199,11 +199,11 @@ class GroupCommitWriter:
 
     def _hand_over(self, batch: list[_Job]) -> None:
         assert self._process is not None
-        works = [job.work for job in batch]
-        request = (bodies_beside(works), any(job.durable for job in batch))
         self._in_flight += 1
         try:
-            self._process.submit(request, lambda ok, answer: self._answered(batch, ok, answer))
+            self._process.submit(
+                _process_request(batch), lambda ok, answer: self._answered(batch, ok, answer)
+            )
         except WorkerUnavailable:
             # No writer process right now (one is starting again): a task waits for it.
             self._retry(self._commit_batch(batch), settles=True)
@@ -225,25 +225,19 @@ class GroupCommitWriter:
             self._dispatch()  # at once, not an iteration later
 
     def _settle(self, batch: list[_Job], ok: bool, answer: Any) -> None:
-        exc: Exception | None = None
-        if not ok:
-            exc = answer
-            if isinstance(exc, WorkerUnavailable):
-                exc = WriterLost(f"the queue's writer process: {exc}")
+        """``ok``: ``answer`` is SqliteTransactions.answer's (committed, results or error);
+        else the exception of WorkerPool.submit's callback."""
+        if ok and answer[0]:
+            self._succeed(batch, answer[1])
+            return
+        if ok:
+            exc = answer[1]  # the transaction failed
+        elif isinstance(answer, WorkerUnavailable):
+            exc = _lost(answer)
         else:
-            committed, payload = answer
-            if committed:
-                for job, result in zip(batch, payload, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(result)
-            else:
-                exc = payload
-        if exc is not None:
-            if len(batch) == 1 or isinstance(exc, WriterLost):
-                for job in batch:  # WriterLost: a retry could commit twice
-                    self._fail(job, exc)
-            else:
-                self._retry(self._one_by_one(batch, exc))
+            exc = answer
+        if not self._fail_all(batch, exc):
+            self._retry(self._one_by_one(batch, exc))
 
     def _retry(self, work: Coroutine[Any, Any, None], *, settles: bool = False) -> None:
         async def run() -> None:
@@ -315,28 +309,37 @@ class GroupCommitWriter:
         try:
             results = await self._transaction(batch)
         except Exception as exc:
-            if len(batch) == 1 or isinstance(exc, WriterLost):
-                # WriterLost: whether it committed is unknown, so a retry could commit twice.
-                for job in batch:
-                    self._fail(job, exc)
-                return
-            await self._one_by_one(batch, exc)
+            if not self._fail_all(batch, exc):
+                await self._one_by_one(batch, exc)
             return
+        self._succeed(batch, results)
+
+    @staticmethod
+    def _succeed(batch: list[_Job], results: Sequence[Any]) -> None:
         for job, result in zip(batch, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
+
+    def _fail_all(self, batch: list[_Job], exc: Exception) -> bool:
+        """Fail every job of ``batch`` with ``exc`` when retrying each alone cannot help:
+        a single job, or WriterLost (whether it committed is unknown, so a retry could
+        commit twice). False: retry them one by one."""
+        if len(batch) > 1 and not isinstance(exc, WriterLost):
+            return False
+        for job in batch:
+            self._fail(job, exc)
+        return True
 
     async def _one_by_one(self, batch: list[_Job], exc: Exception) -> None:
         """One bad job must not fail the others: each retried alone."""
         log.warning("group commit of %d jobs failed (%s); retrying one by one", len(batch), exc)
         for job in batch:
             try:
-                (result,) = await self._transaction([job])
+                results = await self._transaction([job])
             except Exception as single_exc:
                 self._fail(job, single_exc)
             else:
-                if not job.future.done():
-                    job.future.set_result(result)
+                self._succeed([job], results)
 
     @staticmethod
     def _fail(job: _Job, exc: Exception) -> None:
@@ -349,16 +352,16 @@ class GroupCommitWriter:
 
     async def _transaction(self, batch: list[_Job]) -> list[Any]:
         """Run ``batch`` in one transaction; return each job's result."""
-        works = [job.work for job in batch]
-        flush = any(job.durable for job in batch)
         if self._process is not None:
             try:
-                ok, payload = await self._process.call((bodies_beside(works), flush))
+                ok, payload = await self._process.call(_process_request(batch))
             except WorkerUnavailable as exc:
-                raise WriterLost(f"the queue's writer process: {exc}") from exc
+                raise _lost(exc) from exc
             if not ok:
                 raise payload
             return payload  # type: ignore[no-any-return]
+        works = [job.work for job in batch]
+        flush = any(job.durable for job in batch)
         if self._thread is not None:
             sqlite = self._sqlite
             assert sqlite is not None
@@ -366,3 +369,13 @@ class GroupCommitWriter:
             return await loop.run_in_executor(self._thread, sqlite.run, works, flush)
         assert self._pg is not None
         return await self._pg.run(works, flush)
+
+
+def _process_request(batch: list[_Job]) -> tuple[list[Work], bool]:
+    """What the writer process is sent for ``batch``: its works (big bodies beside the
+    pickle) and whether to flush."""
+    return bodies_beside([job.work for job in batch]), any(job.durable for job in batch)
+
+
+def _lost(exc: WorkerUnavailable) -> WriterLost:
+    return WriterLost(f"the queue's writer process: {exc}")
