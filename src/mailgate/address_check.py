@@ -16,9 +16,10 @@ import re
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, validate_email
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+from mailgate.address_syntax import DOT_ATOM
+
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_PLAIN = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
+_PLAIN = re.compile(rf"({DOT_ATOM})@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
 # test_environment=True (as the API validates): *.test is allowed, the others are not.
 _SPECIAL = tuple(name for name in SPECIAL_USE_DOMAIN_NAMES if name != "test")
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, AnyStr
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
 from mailgate import policy, replies
+from mailgate.address_syntax import DOT_ATOM
 from mailgate.config import Settings
 from mailgate.inflight import Reservation
 from mailgate.models import Credential
@@ -51,9 +52,7 @@ _CALL_LIMITS = {
 
 # A plain <local@domain> of dot-atoms (what nearly every client sends), then the end or
 # spaces before the parameters (not a comment): see RelaySMTP._getaddr.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
-_PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:[ \t]+(?=[\x21-\x27\x29-\x7e])|\Z)")
+_PLAIN_ANGLE_ADDR = re.compile(rf"<({DOT_ATOM}@{DOT_ATOM})>(?:[ \t]+(?=[\x21-\x27\x29-\x7e])|\Z)")
 
 
 class RelayEnvelope(Envelope):

@@ -46,6 +46,8 @@ from aiosmtplib import (
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import LINE_ENDINGS_REGEX, MAX_LINE_LENGTH, PERIOD_REGEX, SMTPProtocol
 
+from mailgate.address_syntax import DOT_ATOM
+
 STREAM_FROM = 1024 * 1024  # bytes
 CHUNK = 256 * 1024  # bytes per piece (cut at the next line end)
 START_INPUT = 354
@@ -88,10 +90,7 @@ def _wire_form(piece: bytes) -> bytes:
 
 # An address parseaddr() gives back as it is: dot-atom ASCII local part, letters, digits,
 # hyphens and dots in the domain. Anything else goes through aiosmtplib's quote_address.
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-)
+_PLAIN_ADDRESS = re.compile(rf"{DOT_ATOM}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
 def _quoted(address: str) -> str:
