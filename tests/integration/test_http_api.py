@@ -965,3 +965,61 @@ def test_other_lists_clamp_their_limit(api) -> None:  # type: ignore[no-untyped-
         resp = api.get(path, params={"limit": most + 1})
         assert resp.status_code == 200, (path, resp.text)
         assert error_of(api.get(path, params={"limit": 0}))["field"] == "limit"
+
+
+def _read_answers(sock: socket.socket, bodies: list[bool]) -> list[tuple[bytes, bytes]]:
+    """HTTP answers (head, body) read off ``sock`` by their Content-Length, one per item
+    of ``bodies`` (False: the answer to a HEAD request, or a 100: no body follows)."""
+    data = b""
+    answers: list[tuple[bytes, bytes]] = []
+    while len(answers) < len(bodies):
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            head = data[:end]
+            length = -1 if bodies[len(answers)] else 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length" and length < 0:
+                    length = int(value)
+            assert length >= 0, head
+            if len(data) >= end + 4 + length:
+                answers.append((head, data[end + 4 : end + 4 + length]))
+                data = data[end + 4 + length :]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(answers)} answers"
+        data += chunk
+    assert data == b"", data  # nothing more than the answers asked for
+    return answers
+
+
+def test_answers_on_one_connection_arrive_whole_and_in_order(relay) -> None:  # type: ignore[no-untyped-def]
+    """The server sends each answer's head with its body (http_protocol.py): pipelined
+    requests, a HEAD request (no body follows its head) and a 100 Continue all arrive."""
+    key = relay.create_key("pipeline")
+    host, port = relay.http_url.removeprefix("http://").split(":")
+    body = json.dumps(
+        {"from": "a@example.com", "to": "b@example.org", "subject": "s", "text": "t"}
+    ).encode()
+    send = (
+        b"POST /v1/messages/send HTTP/1.1\r\nHost: x\r\nX-Api-Key: " + key.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        (h1, b1), (h2, b2), (h3, b3) = _read_answers(sock, [True, False, True])
+        assert h1.startswith(b"HTTP/1.1 200") and json.loads(b1) == {"status": "ok"}
+        assert h2.startswith(b"HTTP/1.1 200") and b2 == b""
+        assert h3.startswith(b"HTTP/1.1 200") and json.loads(b3) == {"status": "ok"}
+
+        sock.sendall(send + b"Expect: 100-continue\r\n\r\n")
+        ((h4, _),) = _read_answers(sock, [False])
+        assert h4.startswith(b"HTTP/1.1 100"), h4
+        sock.sendall(body)
+        ((h5, b5),) = _read_answers(sock, [True])
+        assert h5.startswith(b"HTTP/1.1 202"), (h5, b5)
+        assert json.loads(b5)["data"]["status"] == "queued"

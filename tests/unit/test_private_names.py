@@ -5,7 +5,8 @@ below their next release line (docs/dependencies.md); raising a cap starts with 
 
 Where they are used: aiosmtpd's in the SMTP session class (ingress/smtp_session.py),
 aiosmtplib's in the outbound wire module (transports/smtp_wire.py), uvicorn's in the HTTP
-listener's server (ingress/http_server.py), dkimpy's in the signer (delivery/dkim.py).
+listener's server and protocol (ingress/http_server.py, http_protocol.py), dkimpy's in the
+signer (delivery/dkim.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ CALLABLES = [
     ("aiosmtplib.protocol", "SMTPProtocol.read_response", ["self", "timeout"]),
     ("uvicorn", "Server.startup", ["self", "sockets"]),
     ("uvicorn", "Server.main_loop", ["self"]),
+    (
+        "uvicorn.protocols.http.httptools_impl",
+        "HttpToolsProtocol.connection_made",
+        ["self", "transport"],
+    ),
     ("dkim", "rfc822_parse", ["message"]),
     (
         "dkim",
@@ -46,6 +52,8 @@ ATTRIBUTES = [
     ("aiosmtpd.smtp", "SMTP", "_auth_require_tls"),
     ("aiosmtpd.smtp", "SMTP", "_timeout_handle"),
     ("aiosmtpd.smtp", "SMTP", "_timeout_duration"),
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "loop"),
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "transport"),
 ]
 
 

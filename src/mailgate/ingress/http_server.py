@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from mailgate.config import Settings
 from mailgate.exceptions import ListenError
+from mailgate.ingress.http_protocol import HttpProtocol
 from mailgate.units import parse_hostport
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class HttpServer:
             self._sockets.append(sock)
         config = uvicorn.Config(
             self._app,
+            http=HttpProtocol,
             lifespan="off",
             log_level="warning",
             log_config=None,  # uvicorn's records go to the relay's handler, in its format
