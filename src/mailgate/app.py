@@ -37,6 +37,7 @@ from mailgate.ratelimit import RateLimiter
 from mailgate.retention import Retention
 from mailgate.space import FreeSpace, ballast_for, watched_path
 from mailgate.store import Store
+from mailgate.store.subject_index import SubjectIndexer
 from mailgate.suppression import SuppressionList
 from mailgate.workers import WorkerUnavailable
 
@@ -103,6 +104,7 @@ class App:
         self._lag_watch: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._subjects: asyncio.Task[None] | None = None  # SQLite's subject index
         self._ballast: asyncio.Task[None] | None = None
         self.suppressions: SuppressionList | None = None
         self.acceptor: Acceptor | None = None
@@ -226,6 +228,10 @@ class App:
         self._retention = asyncio.create_task(
             Retention(s, self.store, space=self.space).run(), name="mailgate-retention"
         )
+        if self.store.dialect == "sqlite":
+            self._subjects = asyncio.create_task(
+                SubjectIndexer(self.store).run(), name="mailgate-subject-index"
+            )
         if ballast is not None:  # SQLite: made now if there is room, and after a release
             self.metrics.ballast.set_function(ballast.held)
             self._ballast = asyncio.create_task(keep(ballast, self.space), name="mailgate-ballast")
@@ -348,7 +354,8 @@ class App:
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
         grace = self.settings.delivery.shutdown_grace
-        for task in (self._maintenance, self._lag_watch, self._retention, self._ballast):
+        background = (self._maintenance, self._lag_watch, self._retention, self._subjects)
+        for task in (*background, self._ballast):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

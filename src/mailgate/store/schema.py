@@ -101,9 +101,12 @@ Index(
     postgresql_ops={"subject": "gin_trgm_ops"},
 ).ddl_if(dialect="postgresql")
 # SQLite's subject index (revision 0006): an FTS5 table, trigram tokenizer, its rowid the
-# message's rowid, filled and emptied by triggers on messages. Its name, and the prefix
-# of the shadow tables FTS5 makes beside it.
+# message's rowid, emptied by a trigger on messages. Its name, and the prefix of the
+# shadow tables FTS5 makes beside it.
 SQLITE_SUBJECT_FTS = "messages_subject_fts"
+# The messages whose subjects it does not hold yet (revision 0009): an insert trigger puts
+# their rowids here, store/subject_index.py moves them into it in bulk.
+SQLITE_SUBJECT_PENDING = "messages_subject_pending"
 
 # The bodies of big messages (big_rows.BIG_MESSAGE on) on SQLite, written in place with
 # incremental blob I/O (revision 0008): SQLite refuses that in ``messages``, whose

@@ -26,6 +26,7 @@ from mailgate.models import Suppression
 from mailgate.store.big_rows import STORED_RAW, WITH_BODIES
 from mailgate.store.schema import (
     SQLITE_SUBJECT_FTS,
+    SQLITE_SUBJECT_PENDING,
     deliveries,
     events,
     message_tags,
@@ -267,9 +268,11 @@ async def _subject_hits(store: Store, subject: str, most: int) -> int:
     """How many messages the subject index finds for ``subject``, counting up to ``most``
     (an index walk that stops there: cheap however common the subject is)."""
     if store.dialect == "sqlite":
+        # The subjects not indexed yet count as hits (each is checked anyway).
         stmt: Any = text(
             f"SELECT count(*) FROM (SELECT 1 FROM {SQLITE_SUBJECT_FTS}"
-            f" WHERE {SQLITE_SUBJECT_FTS} MATCH :q LIMIT :most)"
+            f" WHERE {SQLITE_SUBJECT_FTS} MATCH :q"
+            f" UNION ALL SELECT 1 FROM {SQLITE_SUBJECT_PENDING} LIMIT :most)"
         ).bindparams(q=_fts_phrase(subject), most=most)
     else:
         hits = (
@@ -287,9 +290,13 @@ async def _subject_hits(store: Store, subject: str, most: int) -> int:
 def _subject_index(store: Store, subject: str) -> Any:
     """A condition that finds the messages whose subject contains ``subject`` (at least
     SUBJECT_MIN characters) through the engine's subject index: its hits as a set, so
-    that the planner cannot walk created_at instead and read the whole table."""
+    that the planner cannot walk created_at instead and read the whole table. On SQLite
+    the messages whose subjects are not indexed yet are hits too (store/subject_index.py)."""
     if store.dialect == "sqlite":
-        hits = text(f"SELECT rowid FROM {SQLITE_SUBJECT_FTS} WHERE {SQLITE_SUBJECT_FTS} MATCH :q")
+        hits = text(
+            f"SELECT rowid FROM {SQLITE_SUBJECT_FTS} WHERE {SQLITE_SUBJECT_FTS} MATCH :q"
+            f" UNION ALL SELECT message_rowid FROM {SQLITE_SUBJECT_PENDING}"
+        )
         return literal_column("messages.rowid").in_(
             hits.bindparams(q=_fts_phrase(subject)).columns(literal_column("rowid"))
         )
