@@ -12,9 +12,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
-from mailgate.exceptions import InsufficientStorage, MailgateError
+from mailgate.exceptions import InsufficientStorage, MailgateError, StoreUnavailable
 from mailgate.store.schema import SQLITE_SUBJECT_FTS, SQLITE_SUBJECT_PENDING
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ _INDEX = (
     f" SELECT m.rowid, m.subject FROM {SQLITE_SUBJECT_PENDING} p"
     " JOIN messages m ON m.rowid = p.message_rowid WHERE p.message_rowid <= ?"
 )
+_ANY = f"SELECT 1 FROM {SQLITE_SUBJECT_PENDING} LIMIT 1"
 _DONE = f"DELETE FROM {SQLITE_SUBJECT_PENDING} WHERE message_rowid <= ?"
 
 
@@ -59,13 +60,25 @@ class SubjectIndexer:
     def __init__(self, store: Store) -> None:
         self._store = store
 
+    async def _pending(self) -> bool:
+        """Whether a subject waits, read beside the writer: an idle relay's passes cost
+        the writer nothing."""
+        try:
+            rows = await self._store._read(text(_ANY))
+        except StoreUnavailable:
+            return True  # the pass reports it
+        return bool(rows)
+
     async def run(self) -> None:
         full = False
         while True:
+            if not await self._pending():
+                await asyncio.sleep(INTERVAL)
+                continue
             try:
                 # new_mail: on a full disk it waits rather than spend the reserve kept for
                 # draining the queue (sqlite_writer.py). Not durable: a pass lost with the
-                # power is made again, its pending rows are lost with it.
+                # power is undone whole (its pending rows are back) and made again.
                 moved = await self._store.writer.run(
                     index_pending, BATCH, new_mail=True, durable=False
                 )
