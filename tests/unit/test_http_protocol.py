@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mailgate.ingress.http_protocol import _HeadHolding
+from mailgate.ingress.http_protocol import JOIN_MAX, _HeadHolding
 
 HEAD = b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n"
 
@@ -57,6 +57,17 @@ def test_a_head_and_its_body_go_out_as_one_write() -> None:
         assert inner.writes == [HEAD + b"{}"]
         await asyncio.sleep(0)
         assert inner.writes == [HEAD + b"{}"]  # the turn's flush finds nothing left
+
+    _run(body)
+
+
+def test_a_big_body_is_not_copied_to_join_its_head() -> None:
+    big = memoryview(b"x" * (JOIN_MAX + 1))
+
+    async def body(t: _HeadHolding, inner: _Recorder) -> None:
+        t.write(HEAD)
+        t.write(big)
+        assert inner.writes == [HEAD, bytes(big)]
 
     _run(body)
 

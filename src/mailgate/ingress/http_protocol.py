@@ -21,6 +21,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _STATUS_LINE = b"HTTP/1."
 _HEAD_END = b"\r\n\r\n"
+# Bodies up to this size go out in one send with their head; a bigger one is written as
+# is after it, rather than copied into a joined buffer.
+JOIN_MAX = 64 * 1024
 
 
 class _HeadHolding:
@@ -37,7 +40,11 @@ class _HeadHolding:
         head = self._head
         if head is not None:
             self._head = None
-            self._transport.write(head + data)
+            if len(data) > JOIN_MAX:  # a message's source, say: not copied to save a send
+                self._transport.write(head)
+                self._transport.write(data)
+            else:
+                self._transport.write(head + data)
         elif data[:7] == _STATUS_LINE and data[-4:] == _HEAD_END:
             self._head = bytes(data)
             self._loop.call_soon(self._flush)
