@@ -16,7 +16,7 @@ from bench import HOST
 from bench.config import http_relay_toml
 from bench.http_requests import SEND_KINDS, SendFactory
 from bench.orchestrator import ChildrenBench, parse_results
-from bench.processes import RssSampler
+from bench.processes import RssSampler, cpu_ms_per, cpu_probe
 from bench.stats import nearest_rank
 
 SCENARIOS = (
@@ -141,9 +141,11 @@ class HttpLoad(ChildrenBench):
             lead=opts.warmup,
             length=opts.duration,
             go=go,
+            probe=cpu_probe,
             on_ready=announce,
         )
         self._merge(kind, res, run.lines, run.end - run.start, run.connected, sessions)
+        res.extra["cpu_ms"] = cpu_ms_per(run.edges, res.extra.get("accepted", 0))
 
     def _merge(
         self,

@@ -130,3 +130,49 @@ class RssSampler:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self.sample()
+
+
+# Which of the bench's processes a command line is, first match: mailgate's children
+# before the relay itself, whose module names they share.
+CPU_ROLES = (
+    ("writer_process", "writer"),
+    ("delivery.process", "delivery"),
+    ("signing", "signing"),
+    ("webhook", "webhooks"),
+    ("mailgate", "relay"),
+    ("bench.http_client", "clients"),
+    ("bench.http_bare", "bare app"),
+    ("bench.sink", "sink"),
+)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process this bench started, by role
+    (CPU_ROLES; "other" for the rest)."""
+    out: dict[str, float] = {}
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(proc.cmdline())
+            times = proc.cpu_times()
+            role = next((r for key, r in CPU_ROLES if key in cmd), "other")
+            out[role] = out.get(role, 0.0) + times.user + times.system
+    return out
+
+
+async def cpu_probe() -> dict[str, Any]:
+    """A load's probe (orchestrator.Probe): the CPU seconds by role, at a window's edge."""
+    return {"cpu": cpu_seconds()}
+
+
+def cpu_ms_per(edges: dict[str, Any], count: int) -> dict[str, float]:
+    """CPU milliseconds per ``count`` (a window's requests), by role, between the edges
+    that cpu_probe took: steadier on a shared VM than a rate, which waits on the other
+    processes too. A role that started or ended inside the window is left out."""
+    if count <= 0 or not edges:
+        return {}
+    start, end = edges["start"]["cpu"], edges["end"]["cpu"]
+    return {
+        role: 1000 * (end[role] - start[role]) / count
+        for role in sorted(end, key=lambda r: -(end[r] - start.get(r, end[r])))
+        if role in start
+    }
