@@ -166,8 +166,8 @@ async def cpu_probe() -> dict[str, Any]:
 
 def cpu_ms_per(edges: dict[str, Any], count: int) -> dict[str, float]:
     """CPU milliseconds per ``count`` (a window's requests), by role, between the edges
-    that cpu_probe took: where a request's CPU goes. A role that started inside the window
-    is left out."""
+    that cpu_probe took: where a request's CPU goes. A role that started or ended inside
+    the window is left out."""
     if count <= 0 or not edges:
         return {}
     start, end = edges["start"]["cpu"], edges["end"]["cpu"]
