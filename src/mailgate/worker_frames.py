@@ -42,7 +42,12 @@ def write_frame(out: Any, obj: object) -> int:
     bodies) are written one by one: uvloop's writelines copies what the pipe cannot take
     at once, and a 12 MB body would be held twice.
     """
-    head, data, *views = frame(obj)
+    return write_parts(out, frame(obj))
+
+
+def write_parts(out: Any, parts: list[Any]) -> int:
+    """Write a frame's parts (:func:`frame`) as :func:`write_frame` says; its size."""
+    head, data, *views = parts
     out.writelines((head, data))
     for view in views:
         out.write(view)

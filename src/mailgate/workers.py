@@ -28,7 +28,7 @@ from typing import Any
 from mailgate.exceptions import MailgateError
 from mailgate.logs import LOG_FORMAT_ENV, current_format
 from mailgate.memory import TRIMMER
-from mailgate.worker_frames import READY, FrameProtocol, write_frame
+from mailgate.worker_frames import READY, FrameProtocol, frame, write_frame, write_parts
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,12 @@ class WorkerUnavailable(MailgateError):
 
 class ChildProcess:
     """One child running ``python -m module``: frames out through :meth:`send`, frames back
-    to ``on_message``; started again when it dies, unless it is being closed."""
+    to ``on_message``; started again when it dies, unless it is being closed.
+
+    ``gather``: the frames sent in one turn of the event loop go out together at its end,
+    in one write (a big body's buffers excepted), instead of a write each. The delivery
+    process gets a frame per message, and a claim starts its messages' attempts in the same
+    turn: twenty writes, and as many wake-ups of the child, became one."""
 
     def __init__(
         self,
@@ -59,6 +64,7 @@ class ChildProcess:
         on_message: Callable[[Any], None],
         on_exit: Callable[[], None] | None = None,
         stop_timeout: float = STOP_TIMEOUT,
+        gather: bool = False,
     ) -> None:
         self._module = module
         self._hello = hello
@@ -66,6 +72,9 @@ class ChildProcess:
         self._on_message = on_message
         self._on_exit = on_exit
         self._stop_timeout = stop_timeout
+        self._gather = gather
+        self._gathered: list[Any] = []  # the parts of the frames of this turn (gather)
+        self._gathered_for: asyncio.subprocess.Process | None = None  # the child they go to
         self._proc: asyncio.subprocess.Process | None = None
         # Done when the child's stdout is closed; None until the child is ready.
         self._reader: asyncio.Future[None] | None = None
@@ -132,9 +141,33 @@ class ChildProcess:
             raise WorkerUnavailable(f"the {self.what} is not running")
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            TRIMMER.note(write_frame(self._proc.stdin, obj))
+            if not self._gather:
+                TRIMMER.note(write_frame(self._proc.stdin, obj))
+                return
+            parts = frame(obj)
+            if len(parts) > 2:  # a big body beside the pickle: written as it is, in order
+                self._write_gathered()
+                TRIMMER.note(write_parts(self._proc.stdin, parts))
+                return
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerUnavailable(str(exc)) from None
+        if not self._gathered:
+            self._gathered_for = self._proc
+            asyncio.get_running_loop().call_soon(self._write_gathered)
+        self._gathered += parts
+
+    def _write_gathered(self) -> None:
+        """Write the frames gathered in this turn. Dropped if their child is gone meanwhile:
+        its requests failed as it went (_stdout_closed), and a child started since must
+        not attempt them."""
+        parts, self._gathered = self._gathered, []
+        proc, self._gathered_for = self._gathered_for, None
+        if not parts or proc is not self._proc or not self.alive:
+            return
+        assert proc is not None and proc.stdin is not None
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            proc.stdin.writelines(parts)
+            TRIMMER.note(sum(len(p) for p in parts))
 
     def _answered(self, message: Any, size: int) -> None:
         self._on_message(message)
@@ -172,6 +205,7 @@ class ChildProcess:
         proc = self._proc
         if proc is None:
             return
+        self._write_gathered()  # what was sent before the close, then end of file
         if proc.stdin is not None:
             proc.stdin.close()
         try:
@@ -196,11 +230,14 @@ class WorkerPool:
         *,
         what: str,
         stop_timeout: float = STOP_TIMEOUT,
+        gather: bool = False,
     ) -> None:
+        """``gather``: see ChildProcess."""
         self._module = module
         self._count = count
         self._what = what
         self._stop_timeout = stop_timeout
+        self._gather = gather
         self._children = self._make(hello)
         self._ids = itertools.count()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -216,6 +253,7 @@ class WorkerPool:
                 on_message=lambda msg, p=pending: self._answered(p, msg),
                 on_exit=lambda p=pending, w=self._what: self._died(p, w),
                 stop_timeout=self._stop_timeout,
+                gather=self._gather,
             )
             children.append((child, pending))
         return children

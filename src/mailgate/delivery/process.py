@@ -56,6 +56,7 @@ class DeliveryProcess(WorkerPool):
             1,
             what="delivery process",
             stop_timeout=settings.delivery.shutdown_grace + STOP_MARGIN,
+            gather=True,  # a claim's messages in one write
         )
 
     async def reconfigure(self, settings: Settings) -> None:
