@@ -20,11 +20,10 @@ from typing import Any
 from mailgate.memory import TRIMMER, tune_allocator
 from mailgate.worker_frames import (
     READY,
-    frame,
+    GatheredFrames,
     read_frame,
     read_frame_async,
     write_frame,
-    write_parts,
 )
 
 # The children's log lines keep the logger name they always had.
@@ -99,28 +98,12 @@ async def exchange_messages(setup: Setup) -> None:
         asyncio.streams.FlowControlMixin, sys.stdout
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    # The answers of one turn of the loop go out together at its end, as the relay sends
-    # its requests to the delivery process (workers.ChildProcess, gather): the delivery
-    # process wrote one frame per message, and woke the relay for each.
-    gathered: list[Any] = []
-
-    def write_gathered() -> None:
-        if gathered and not transport.is_closing():
-            writer.writelines(gathered)
-            TRIMMER.note(sum(len(p) for p in gathered))
-        gathered.clear()
+    # The answers of one turn of the loop go out together at its end (worker_frames).
+    out = GatheredFrames(writer, lambda: not transport.is_closing())
 
     def send(obj: object) -> None:
-        if transport.is_closing():
-            return
-        parts = frame(obj)
-        if len(parts) > 2:  # a big body beside the pickle: written as it is, in order
-            write_gathered()
-            TRIMMER.note(write_parts(writer, parts))
-            return
-        if not gathered:
-            loop.call_soon(write_gathered)
-        gathered.extend(parts)
+        if not transport.is_closing():
+            out.send(obj)
 
     async def next_frame() -> Any:
         obj, size = await read_frame_async(reader)
@@ -137,7 +120,7 @@ async def exchange_messages(setup: Setup) -> None:
     except (asyncio.IncompleteReadError, ConnectionError):
         pass  # end of file: the relay stopped or died
     await close()
-    write_gathered()
+    out.flush()
     with contextlib.suppress(ConnectionError):
         await writer.drain()
 

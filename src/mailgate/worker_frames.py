@@ -10,11 +10,14 @@ it, so neither side makes a copy of them to pickle or unpickle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import struct
 from collections.abc import Callable
 from typing import Any, BinaryIO
+
+from mailgate.memory import TRIMMER
 
 log = logging.getLogger("mailgate.workers")
 
@@ -52,6 +55,42 @@ def write_parts(out: Any, parts: list[Any]) -> int:
     for view in views:
         out.write(view)
     return len(head) + len(data) + sum(view.nbytes for view in views)
+
+
+class GatheredFrames:
+    """Frames to ``out`` (a stream or transport) sent in one turn of the event loop,
+    written together at its end in one ``writelines`` instead of a write each; a frame
+    with a big body beside its pickle is written at once, after what waits, so the order
+    holds and the body is not joined. At the end of the turn what waits is written only
+    if ``usable()`` still says so (the child it was for may be gone), else dropped.
+
+    The relay sends the delivery process a frame per message, and a claim starts its
+    messages' attempts in the same turn; each child answered every request in a write of
+    its own too: each write woke the other side."""
+
+    def __init__(self, out: Any, usable: Callable[[], bool]) -> None:
+        self._out = out
+        self._usable = usable
+        self._parts: list[Any] = []
+
+    def send(self, obj: object) -> None:
+        parts = frame(obj)
+        if len(parts) > 2:
+            self.flush()
+            TRIMMER.note(write_parts(self._out, parts))
+            return
+        if not self._parts:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._parts += parts
+
+    def flush(self) -> None:
+        """Write what waits now (before a close, say)."""
+        parts, self._parts = self._parts, []
+        if not parts or not self._usable():
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self._out.writelines(parts)
+            TRIMMER.note(sum(len(p) for p in parts))
 
 
 async def read_frame_async(stream: asyncio.StreamReader) -> tuple[Any, int]:

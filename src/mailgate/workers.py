@@ -28,7 +28,7 @@ from typing import Any
 from mailgate.exceptions import MailgateError
 from mailgate.logs import LOG_FORMAT_ENV, current_format
 from mailgate.memory import TRIMMER
-from mailgate.worker_frames import READY, FrameProtocol, frame, write_frame, write_parts
+from mailgate.worker_frames import READY, FrameProtocol, GatheredFrames, write_frame
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,9 @@ class ChildProcess:
     """One child running ``python -m module``: frames out through :meth:`send`, frames back
     to ``on_message``; started again when it dies, unless it is being closed.
 
-    ``gather``: the frames sent in one turn of the event loop go out together at its end,
-    in one write (a big body's buffers excepted), instead of a write each. The delivery
-    process gets a frame per message, and a claim starts its messages' attempts in the same
-    turn: twenty writes, and as many wake-ups of the child, became one."""
+    ``gather``: the frames sent in one turn of the event loop go out together at its end
+    (worker_frames.GatheredFrames): the delivery process gets a frame per message, and a
+    claim starts its messages' attempts in the same turn."""
 
     def __init__(
         self,
@@ -73,8 +72,7 @@ class ChildProcess:
         self._on_exit = on_exit
         self._stop_timeout = stop_timeout
         self._gather = gather
-        self._gathered: list[Any] = []  # the parts of the frames of this turn (gather)
-        self._gathered_for: asyncio.subprocess.Process | None = None  # the child they go to
+        self._out: GatheredFrames | None = None  # the running child's, with gather
         self._proc: asyncio.subprocess.Process | None = None
         # Done when the child's stdout is closed; None until the child is ready.
         self._reader: asyncio.Future[None] | None = None
@@ -126,8 +124,16 @@ class ChildProcess:
             raise WorkerUnavailable(f"a {self.what} did not start") from None
         if READY.unpack(ready)[0] != 0:
             raise WorkerUnavailable(f"a {self.what} said something unexpected")
+        self._attach(proc, eof)
+
+    def _attach(self, proc: asyncio.subprocess.Process, eof: asyncio.Future[None]) -> None:
+        """``proc`` is ready: requests go to it from now on. Frames gathered for a child
+        gone meanwhile are dropped: its requests failed as it went (_stdout_closed), and a
+        child started since must not attempt them."""
         self._proc = proc
         self._reader = eof
+        if self._gather:
+            self._out = GatheredFrames(proc.stdin, lambda: self._proc is proc and self.alive)
 
     async def ready(self) -> bool:
         """Is the child running, once a restart under way has finished?"""
@@ -141,33 +147,12 @@ class ChildProcess:
             raise WorkerUnavailable(f"the {self.what} is not running")
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            if not self._gather:
+            if self._out is not None:
+                self._out.send(obj)
+            else:
                 TRIMMER.note(write_frame(self._proc.stdin, obj))
-                return
-            parts = frame(obj)
-            if len(parts) > 2:  # a big body beside the pickle: written as it is, in order
-                self._write_gathered()
-                TRIMMER.note(write_parts(self._proc.stdin, parts))
-                return
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerUnavailable(str(exc)) from None
-        if not self._gathered:
-            self._gathered_for = self._proc
-            asyncio.get_running_loop().call_soon(self._write_gathered)
-        self._gathered += parts
-
-    def _write_gathered(self) -> None:
-        """Write the frames gathered in this turn. Dropped if their child is gone meanwhile:
-        its requests failed as it went (_stdout_closed), and a child started since must
-        not attempt them."""
-        parts, self._gathered = self._gathered, []
-        proc, self._gathered_for = self._gathered_for, None
-        if not parts or proc is not self._proc or not self.alive:
-            return
-        assert proc is not None and proc.stdin is not None
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            proc.stdin.writelines(parts)
-            TRIMMER.note(sum(len(p) for p in parts))
 
     def _answered(self, message: Any, size: int) -> None:
         self._on_message(message)
@@ -205,7 +190,8 @@ class ChildProcess:
         proc = self._proc
         if proc is None:
             return
-        self._write_gathered()  # what was sent before the close, then end of file
+        if self._out is not None:
+            self._out.flush()  # what was sent before the close, then end of file
         if proc.stdin is not None:
             proc.stdin.close()
         try:

@@ -1,6 +1,7 @@
-"""A child process's gathered frames (workers.ChildProcess, gather=True): the frames sent
-in one turn of the loop go out in one write at its end, in order, a big body's buffers
-as they are; none is written to a child started after the one they were sent to."""
+"""A child process's gathered frames (workers.ChildProcess, gather=True, through
+worker_frames.GatheredFrames): the frames sent in one turn of the loop go out in one
+write at its end, in order, a big body's buffers as they are; none is written to a child
+started after the one they were sent to."""
 
 from __future__ import annotations
 
@@ -38,8 +39,7 @@ class _Proc:
 def _child(loop: asyncio.AbstractEventLoop) -> tuple[ChildProcess, _Proc]:
     child = ChildProcess("x", None, what="test process", on_message=lambda m: None, gather=True)
     proc = _Proc()
-    child._proc = proc  # type: ignore[assignment]
-    child._reader = loop.create_future()  # running: ready and not at end of file
+    child._attach(proc, loop.create_future())  # type: ignore[arg-type]  # ready, no end of file
     return child, proc
 
 
@@ -89,7 +89,7 @@ def test_frames_for_a_child_that_is_gone_are_not_written_to_the_next() -> None:
         child, old = _child(loop)
         child.send((1, "for the old child"))
         new = _Proc()
-        child._proc = new  # type: ignore[assignment]  # died and started again, same turn
+        child._attach(new, loop.create_future())  # type: ignore[arg-type]  # started again
         await asyncio.sleep(0)
         assert old.stdin.calls == [] and new.stdin.calls == []
         child.send((2, "for the new one"))
