@@ -354,8 +354,13 @@ class App:
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
         grace = self.settings.delivery.shutdown_grace
-        background = (self._maintenance, self._lag_watch, self._retention, self._subjects)
-        for task in (*background, self._ballast):
+        for task in (
+            self._maintenance,
+            self._lag_watch,
+            self._retention,
+            self._subjects,
+            self._ballast,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
