@@ -34,7 +34,7 @@ import psutil
 from bench import HOST
 from bench.config import free_port, memory_relay_toml
 from bench.orchestrator import ChildrenBench
-from bench.processes import BenchError
+from bench.processes import CHILD_ROLES, BenchError
 from bench.smtp_results import TITLES, Scenario
 
 SAMPLE_EVERY = 0.05
@@ -67,12 +67,7 @@ def _role(proc: psutil.Process, main_pid: int) -> str:
         return "relay"
     with contextlib.suppress(psutil.Error):
         cmd = " ".join(proc.cmdline())
-        for module, role in (
-            ("writer_process", "writer"),
-            ("delivery.process", "delivery"),
-            ("signing", "signing"),
-            ("webhook", "webhooks"),
-        ):
+        for module, role in CHILD_ROLES:
             if module in cmd:
                 return role
     return f"child-{proc.pid}"

@@ -132,13 +132,17 @@ class RssSampler:
         self.sample()
 
 
-# Which of the bench's processes a command line is, first match: mailgate's children
-# before the relay itself, whose module names they share.
-CPU_ROLES = (
+# mailgate's child processes: a part of the command line, and the role it names.
+CHILD_ROLES = (
     ("writer_process", "writer"),
     ("delivery.process", "delivery"),
     ("signing", "signing"),
     ("webhook", "webhooks"),
+)
+# Which of the bench's processes a command line is, first match: mailgate's children
+# before the relay itself, whose module names they share.
+CPU_ROLES = (
+    *CHILD_ROLES,
     ("mailgate", "relay"),
     ("bench.http_client", "clients"),
     ("bench.http_bare", "bare app"),
