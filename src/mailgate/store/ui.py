@@ -264,16 +264,21 @@ async def _tag_hits(store: Store, tag: str, most: int) -> int:
     return int(rows[0][0])
 
 
+# SQLite's subject hits for :q, as rowids of messages: the FTS5 index's, and the messages
+# whose subjects it does not hold yet (store/subject_index.py; each hit is checked anyway).
+_SQLITE_SUBJECT_HITS = (
+    f"SELECT rowid FROM {SQLITE_SUBJECT_FTS} WHERE {SQLITE_SUBJECT_FTS} MATCH :q"
+    f" UNION ALL SELECT message_rowid FROM {SQLITE_SUBJECT_PENDING}"
+)
+
+
 async def _subject_hits(store: Store, subject: str, most: int) -> int:
     """How many messages the subject index finds for ``subject``, counting up to ``most``
     (an index walk that stops there: cheap however common the subject is)."""
     if store.dialect == "sqlite":
-        # The subjects not indexed yet count as hits (each is checked anyway).
-        stmt: Any = text(
-            f"SELECT count(*) FROM (SELECT 1 FROM {SQLITE_SUBJECT_FTS}"
-            f" WHERE {SQLITE_SUBJECT_FTS} MATCH :q"
-            f" UNION ALL SELECT 1 FROM {SQLITE_SUBJECT_PENDING} LIMIT :most)"
-        ).bindparams(q=_fts_phrase(subject), most=most)
+        stmt: Any = text(f"SELECT count(*) FROM ({_SQLITE_SUBJECT_HITS} LIMIT :most)").bindparams(
+            q=_fts_phrase(subject), most=most
+        )
     else:
         hits = (
             select(literal_column("1"))
@@ -293,10 +298,7 @@ def _subject_index(store: Store, subject: str) -> Any:
     that the planner cannot walk created_at instead and read the whole table. On SQLite
     the messages whose subjects are not indexed yet are hits too (store/subject_index.py)."""
     if store.dialect == "sqlite":
-        hits = text(
-            f"SELECT rowid FROM {SQLITE_SUBJECT_FTS} WHERE {SQLITE_SUBJECT_FTS} MATCH :q"
-            f" UNION ALL SELECT message_rowid FROM {SQLITE_SUBJECT_PENDING}"
-        )
+        hits = text(_SQLITE_SUBJECT_HITS)
         return literal_column("messages.rowid").in_(
             hits.bindparams(q=_fts_phrase(subject)).columns(literal_column("rowid"))
         )
