@@ -26,6 +26,7 @@ from mailgate import policy, replies
 from mailgate.address_syntax import DOT_ATOM
 from mailgate.config import Settings
 from mailgate.inflight import Reservation
+from mailgate.ingress.smtp_data import DataParser
 from mailgate.models import Credential
 
 if TYPE_CHECKING:
@@ -35,7 +36,9 @@ if TYPE_CHECKING:
 # The SMTP ingress logs under the name it always had (ingress/smtp.py before the split).
 log = logging.getLogger("mailgate.ingress.smtp")
 
-MAX_LINE = 998
+# StreamReader.read(n) hands over up to n buffered bytes: this takes all of them, and flow
+# control (the reader pauses its transport past twice its limit) bounds how many there are.
+_ALL = 1 << 62
 # A timer may fire up to a millisecond before its time (uvloop counts in milliseconds).
 _TIMER_SLACK = 0.001
 _CALL_LIMITS = {
@@ -277,85 +280,21 @@ class RelaySMTP(SMTP):
     async def _read_data(self) -> tuple[Any, bytes]:
         """Read up to <CRLF>.<CRLF>; return (refusal or None, normalised content).
 
-        A line that needs no work (CRLF-terminated, no bare CR, no dot to remove, not too
-        long: nearly all of them) is kept as received, and all are joined once at the end.
+        All that has arrived is taken at once and parsed in runs of lines (smtp_data.py);
+        what came after the end (pipelined commands) goes back to the reader, whose buffer
+        that read emptied, so the commands are read next, in order.
         """
         reader = self._reader
-        lines: list[bytes] = []  # each ends with CRLF
-        size = 0
-        limit = self.max_message_size
-        # Bytes held in the budget: beyond them DATA asks for more (452 4.3.1 if refused).
-        allowed = self.held.amount if self.held is not None else limit
-        error = None
-        after_crlf = True
-        long_line = False  # inside a line longer than the stream limit
-        tail_cr = False  # the discarded part of that line ended with CR
+        parser = DataParser(self.max_message_size, self.hold)
         while True:
-            try:
-                chunk = await reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError as exc:
-                # A line longer than the limit: drop it (and the message), keep reading.
-                discarded = await reader.read(exc.consumed)
-                tail_cr = discarded.endswith(b"\r")
-                long_line = True
-                error = error or replies.LINE_TOO_LONG
-                lines.clear()
-                continue
-            except asyncio.IncompleteReadError as exc:
-                raise ConnectionResetError("connection closed during DATA") from exc
-            if long_line:
-                long_line = False
-                after_crlf = chunk.endswith(b"\r\n") or (chunk == b"\n" and tail_cr)
-                continue
-            if after_crlf and chunk == b".\r\n":
+            data = await reader.read(_ALL)
+            if not data:
+                raise ConnectionResetError("connection closed during DATA")
+            end = parser.feed(data)
+            if end >= 0:
                 break
-            n = len(chunk)
-            # The usual line: no dot, not too long, and its only CR is the one before the LF.
-            if (
-                error is None
-                and 2 <= n <= MAX_LINE + 2
-                and chunk[0] != 0x2E
-                and chunk.find(b"\r") == n - 2
-            ):
-                after_crlf = True
-                size += n
-                if size > limit:
-                    error = replies.MESSAGE_TOO_BIG
-                    lines.clear()
-                elif size > allowed and not self.hold(size):
-                    error = replies.INFLIGHT_FULL
-                    lines.clear()
-                else:
-                    lines.append(chunk)
-                    allowed = self.held.amount if self.held is not None else limit
-                continue
-            if chunk.endswith(b"\r\n"):
-                body = chunk[:-2]
-                after_crlf = True
-            else:
-                body = chunk[:-1]
-                after_crlf = False
-            if error is not None:
-                continue
-            size += len(body) + 2
-            if size > limit:
-                error = replies.MESSAGE_TOO_BIG
-                lines.clear()
-                continue
-            if size > allowed:
-                if not self.hold(size):
-                    error = replies.INFLIGHT_FULL
-                    lines.clear()
-                    continue
-                allowed = self.held.amount if self.held is not None else limit
-            if body[:1] == b".":
-                body = body[1:]
-            for part in body.split(b"\r"):
-                if len(part) > MAX_LINE:
-                    error = replies.LINE_TOO_LONG
-                    lines.clear()
-                    break
-                lines.append(part + b"\r\n")
-        if error is not None:
-            return error, b""
-        return None, b"".join(lines)
+        if end < len(data) and not reader.at_eof():
+            reader.feed_data(data[end:])
+        if parser.error is not None:
+            return parser.error, b""
+        return None, parser.content()

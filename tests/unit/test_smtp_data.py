@@ -1,0 +1,129 @@
+"""DATA's parser against a line-by-line model of the same rules, cut at every place."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailgate import replies
+from mailgate.ingress.smtp_data import LINE_CAP, MAX_LINE, DataParser
+from mailgate.models import SmtpReply
+
+Outcome = tuple[SmtpReply | None, bytes, int]
+
+
+def model(stream: bytes, limit: int, budget: int) -> Outcome | None:
+    """The rules one line at a time (as the relay read DATA before): (error, content,
+    bytes of DATA including its end), or None if the stream holds no end."""
+    after_crlf, error, size, out, pos = True, None, 0, [], 0
+    while (lf := stream.find(b"\n", pos)) >= 0:
+        line = stream[pos : lf + 1]
+        pos = lf + 1
+        if after_crlf and line == b".\r\n":
+            return error, b"" if error else b"".join(out), pos
+        after_crlf = line.endswith(b"\r\n")
+        if error:
+            continue
+        if len(line) > LINE_CAP:
+            error = replies.LINE_TOO_LONG
+            continue
+        body = line[:-2] if after_crlf else line[:-1]
+        size += len(body) + 2
+        if size > limit:
+            error = replies.MESSAGE_TOO_BIG
+            continue
+        if size > budget:
+            error = replies.INFLIGHT_FULL
+            continue
+        if body[:1] == b".":
+            body = body[1:]
+        parts = body.split(b"\r")
+        if any(len(p) > MAX_LINE for p in parts):
+            error = replies.LINE_TOO_LONG
+            continue
+        out.extend(p + b"\r\n" for p in parts)
+    return None
+
+
+def parse(chunks: list[bytes], limit: int, budget: int) -> Outcome | None:
+    parser = DataParser(limit, lambda size: size <= budget)
+    used = 0
+    for chunk in chunks:
+        end = parser.feed(chunk)
+        if end >= 0:
+            return parser.error, parser.content(), used + end
+        used += len(chunk)
+    return None
+
+
+def cut(stream: bytes, points: list[int]) -> list[bytes]:
+    edges = sorted({0, len(stream), *(p % (len(stream) + 1) for p in points)})
+    return [stream[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+
+
+# Lines made of what matters to the rules: dots, bare CR and LF, long runs.
+PIECES = [b"a", b"Subject: x", b".", b"..", b"\r", b"\n", b"\r\n", b".\r\n", b"\r\n.\r\n"]
+PIECES += [b"y" * 500, b"z" * 997, b"w" * 1100]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(PIECES), max_size=40),
+    st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=8),
+    st.sampled_from([50, 2000, 10_000]),
+    st.sampled_from([40, 3000, 1 << 30]),
+)
+def test_same_as_line_by_line(pieces: list[bytes], points: list[int], limit: int, budget: int):
+    stream = b"".join(pieces) + b"\r\n.\r\nQUIT\r\n"
+    expected = model(stream, limit, budget)
+    assert expected is not None
+    assert parse(cut(stream, points), limit, budget) == expected
+    assert parse([bytes([b]) for b in stream], limit, budget) == expected
+
+
+def test_a_plain_message_is_kept_as_it_came_and_the_next_command_is_left() -> None:
+    message = b"Subject: hi\r\n\r\n" + b"x" * 76 + b"\r\n"
+    parser = DataParser(10_000, lambda size: True)
+    data = message + b".\r\nMAIL FROM:<a@b.test>\r\n"
+    assert parser.feed(data) == len(message) + 3
+    assert parser.content() == message
+    assert parser.size == len(message)
+
+
+def test_the_end_must_follow_a_crlf() -> None:
+    parser = DataParser(10_000, lambda size: True)
+    assert parser.feed(b"a\n.\nb\n.\r\nc\r\n") == -1  # <LF>.<LF>, <LF>.<CRLF>: content
+    assert parser.feed(b".\r\n") == 3
+    assert parser.content() == b"a\r\n\r\nb\r\n\r\nc\r\n"  # each "." lost its stuffing dot
+
+
+def test_an_empty_message_ends_at_once() -> None:
+    parser = DataParser(10_000, lambda size: True)
+    assert parser.feed(b".\r\nQUIT\r\n") == 3
+    assert (parser.error, parser.content()) == (None, b"")
+
+
+def test_a_line_without_end_is_dropped_not_held() -> None:
+    parser = DataParser(1 << 30, lambda size: True)
+    for _ in range(100):
+        assert parser.feed(b"x" * 65536) == -1
+    assert len(parser._partial) < LINE_CAP  # nothing of it is held
+    assert parser.error is replies.LINE_TOO_LONG
+    assert parser.feed(b"\r\nmore\r\n.\r\n") == 11
+    assert parser.content() == b""
+
+
+def test_a_cr_at_a_chunk_edge_still_makes_the_end() -> None:
+    parser = DataParser(1 << 30, lambda size: True)
+    assert parser.feed(b"x" * 5000 + b"\r") == -1  # a long line, dropped; it ended in CR
+    assert parser.feed(b"\n.\r\n") == 4
+    assert parser.error is replies.LINE_TOO_LONG
+
+
+def test_the_budget_is_asked_for_the_size_so_far() -> None:
+    asked: list[int] = []
+    parser = DataParser(1 << 30, lambda size: asked.append(size) or size < 30)
+    assert parser.feed(b"a" * 18 + b"\r\n") == -1
+    assert parser.feed(b"b" * 18 + b"\r\n.\r\n") == 23
+    assert asked == [20, 40]
+    assert parser.error is replies.INFLIGHT_FULL
