@@ -247,6 +247,26 @@ def test_bare_lf_is_normalised_and_cannot_smuggle(relay, tmp_path) -> None:  # t
     assert b"\r" not in body.replace(b"\r\n", b"")
 
 
+def test_transactions_sent_in_one_write_are_each_read_whole(relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """DATA takes all that has arrived at once: what follows its end goes back to the
+    commands, so a client that writes several transactions at a time gets each queued."""
+    transactions = [
+        b"MAIL FROM:<app@example.com>\r\nRCPT TO:<a@dest.test>\r\nDATA\r\n"
+        b"Subject: n%d\r\n\r\n..stuffed\r\nbody %d\r\n.\r\n" % (i, i)
+        for i in range(3)
+    ]
+    out = raw_session(relay.port(), [b"EHLO client.test\r\n", *transactions, b"QUIT\r\n"])
+    replies = out.decode().split("\r\n")
+    queued = [r.rsplit(" ", 1)[1] for r in replies if r.startswith("250 2.0.0")]
+    assert len(queued) == 3 and replies[-2] == "221 2.0.0 Bye", replies
+    for qid in queued:
+        relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"})
+    bodies = sorted(
+        p.read_bytes().split(b"\r\n\r\n", 1)[1] for p in (tmp_path / "maildir" / "new").iterdir()
+    )
+    assert bodies == [b".stuffed\r\nbody %d\r\n" % i for i in range(3)]
+
+
 def test_idle_client_gets_421(relay_factory) -> None:  # type: ignore[no-untyped-def]
     relay = relay_factory(smtp={"idle_timeout": "300ms"})
     with socket.create_connection(("127.0.0.1", relay.port()), timeout=5) as sock:
