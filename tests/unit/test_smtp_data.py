@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,7 +60,7 @@ def parse(chunks: list[bytes], limit: int, budget: int) -> Outcome | None:
 
 def cut(stream: bytes, points: list[int]) -> list[bytes]:
     edges = sorted({0, len(stream), *(p % (len(stream) + 1) for p in points)})
-    return [stream[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return [stream[a:b] for a, b in pairwise(edges) if b > a]
 
 
 # Lines made of what matters to the rules: dots, bare CR and LF, long runs.
