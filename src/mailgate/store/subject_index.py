@@ -33,10 +33,13 @@ _LAST = (
     f"SELECT max(message_rowid), count(*) FROM (SELECT message_rowid"
     f" FROM {SQLITE_SUBJECT_PENDING} ORDER BY message_rowid LIMIT ?)"
 )
+# CROSS JOIN: SQLite's way to keep the pending rows the outer loop. With a plain JOIN the
+# planner chose to walk messages up to the last pending rowid (every message still kept,
+# read whole, on every pass) and look each one up among the pending.
 _INDEX = (
     f"INSERT INTO {SQLITE_SUBJECT_FTS} (rowid, subject)"
     f" SELECT m.rowid, m.subject FROM {SQLITE_SUBJECT_PENDING} p"
-    " JOIN messages m ON m.rowid = p.message_rowid WHERE p.message_rowid <= ?"
+    " CROSS JOIN messages m ON m.rowid = p.message_rowid WHERE p.message_rowid <= ?"
 )
 _ANY = f"SELECT 1 FROM {SQLITE_SUBJECT_PENDING} LIMIT 1"
 _DONE = f"DELETE FROM {SQLITE_SUBJECT_PENDING} WHERE message_rowid <= ?"
