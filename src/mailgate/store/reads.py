@@ -50,17 +50,23 @@ class QueueReads:
         return rows[0][0] if rows else None
 
     async def oldest_pending_created_at(self) -> float | None:
-        """When the oldest message still waiting to go out was accepted (scheduled excluded)."""
-        rows = await self._read(
-            select(func.min(messages.c.created_at)).where(
-                messages.c.id.in_(
-                    select(d.c.message_id).where(
-                        d.c.next_attempt_at.is_not(None), d.c.status != "scheduled"
-                    )
-                )
-            )
-        )
-        return rows[0][0] if rows else None
+        """When the oldest message waiting to go out (queued or deferred; scheduled and
+        held ones aside) was accepted: from the messages' derived status, one seek per
+        status on ix_messages_status (status, created_at). /metrics, the admin stats and
+        the dashboard read it. The form it replaced read every waiting delivery, a scan of
+        ``deliveries`` on SQLite: 1.2 s with 190,000 of them, at every scrape."""
+        m = messages.c
+        firsts = [
+            select(m.created_at)
+            .where(m.status == status)
+            .order_by(m.created_at)
+            .limit(1)
+            .scalar_subquery()
+            for status in ("queued", "deferred")
+        ]
+        rows = await self._read(select(*firsts))
+        found = [float(v) for v in rows[0] if v is not None] if rows else []
+        return min(found) if found else None
 
     async def status_counts(self) -> dict[str, int]:
         rows = await self._read(select(d.c.status, func.count()).group_by(d.c.status))

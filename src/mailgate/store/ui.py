@@ -343,25 +343,6 @@ async def queue_depth(store: Store) -> dict[str, int]:
     return out
 
 
-async def oldest_waiting(store: Store) -> float | None:
-    """When the oldest message with a delivery queued or deferred (scheduled and held
-    ones aside) came in: from the messages' derived status, one seek per status on
-    ix_messages_status (status, created_at). Store.oldest_pending_created_at reads every
-    waiting delivery instead: 1.2 s with 190,000 of them."""
-    m = messages.c
-    firsts = [
-        select(m.created_at)
-        .where(m.status == status)
-        .order_by(m.created_at)
-        .limit(1)
-        .scalar_subquery()
-        for status in ("queued", "deferred")
-    ]
-    rows = await store._read(select(*firsts))
-    found = [float(v) for v in rows[0] if v is not None] if rows else []
-    return min(found) if found else None
-
-
 async def events_per_minute(store: Store, now: float, minutes: int) -> dict[str, list[int]]:
     """Per CHART_EVENTS name, the count in each of the last ``minutes`` whole minutes
     (oldest first, the current minute last): one range scan of ix_events_at."""

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailgate.store.ui import events_per_minute, oldest_waiting, queue_depth
+from mailgate.store.ui import events_per_minute, queue_depth
 from mailgate.ui.web import Page, UiContext, iso, render, security_headers
 from mailgate.workers import WorkerUnavailable
 
@@ -80,7 +80,7 @@ async def snapshot(ui: UiContext) -> dict[str, Any]:
     now = ui.api.clock()
     series = await events_per_minute(store, now, MINUTES)
     depth = await queue_depth(store)
-    oldest = await oldest_waiting(store)
+    oldest = await store.oldest_pending_created_at()
     found, note = await providers(ui)
     return {
         "at": iso(now),
