@@ -143,6 +143,12 @@ class App:
         interval = watchdog_interval()
         if interval is not None:  # from the start: opening the store may take a while
             self._watchdog = asyncio.create_task(ping_watchdog(interval), name="mailgate-watchdog")
+        # Attempts run in a child process (mailgate.delivery.process). Its process starts
+        # now and loads its modules while the store opens (its writer process starting
+        # too); it is greeted with the settings and the tracking key once that is read.
+        self.delivery = DeliveryProcess(s)
+        if s.delivery.enabled:
+            await self.delivery.prestart()
         # On SQLite the queue's writer runs in a process of its own (store/writer.py).
         self.store = await Store.open(s.database_url, writer_process=True)
         # Leases held by an earlier process of this node died with it: retry them now.
@@ -157,9 +163,8 @@ class App:
             log.info("DKIM signing for %s", ", ".join(sorted(signed)))
         # The relay-wide key of tracking and unsubscribe links: made by the first node.
         tracking_key = await self.store.tracking.key(new_key())
-        # Attempts run in a child process (mailgate.delivery.process); it starts while the
-        # listeners do, and is ready before the scheduler starts.
-        self.delivery = DeliveryProcess(s, tracking_key)
+        # The delivery process gets ready while the listeners start, before the scheduler.
+        self.delivery.set_tracking_key(tracking_key)
         if s.delivery.enabled:
             self._starting = asyncio.create_task(
                 self.delivery.start(), name="mailgate-delivery-start"

@@ -59,7 +59,11 @@ def failure(exc: BaseException) -> str:
 def serve_blocking(setup: Callable[[Any], Callable[[Any], object]]) -> None:
     """Serve one request at a time: ``setup(hello)`` returns the handler for requests."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
-    handle = setup(read_frame(inp)[0])
+    try:
+        hello = read_frame(inp)[0]
+    except EOFError:
+        return  # the relay went away before greeting us (a start that failed)
+    handle = setup(hello)
     out.write(READY.pack(0))  # ready
     out.flush()
     while True:
@@ -110,7 +114,11 @@ async def exchange_messages(setup: Setup) -> None:
         TRIMMER.note(size)
         return obj
 
-    on_message, close = await setup(await next_frame(), send)
+    try:
+        hello = await next_frame()
+    except asyncio.IncompleteReadError:
+        return  # the relay went away before greeting us (a start that failed)
+    on_message, close = await setup(hello, send)
     try:
         if transport.is_closing():
             raise ConnectionError("the relay is gone")

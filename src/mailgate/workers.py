@@ -40,6 +40,9 @@ STOP_TIMEOUT = 10.0  # s for a child to finish after end of file, before SIGKILL
 OnAnswer = Callable[[bool, Any], None]
 Waiter = asyncio.Future[Any] | OnAnswer
 Pending = dict[int, Waiter]
+# A child started by prestart(): its process, the protocol reading its stdout, and the
+# future done when that closes.
+_Spawned = tuple[asyncio.subprocess.Process, FrameProtocol, asyncio.Future[None]]
 
 
 class WorkerUnavailable(MailgateError):
@@ -78,6 +81,7 @@ class ChildProcess:
         self._reader: asyncio.Future[None] | None = None
         self._restart: asyncio.Task[None] | None = None
         self._closing = False
+        self._early: _Spawned | None = None  # spawned by prestart(), not yet greeted
 
     @property
     def pid(self) -> int | None:
@@ -87,8 +91,18 @@ class ChildProcess:
     def alive(self) -> bool:
         return self._reader is not None and self._proc is not None and self._proc.returncode is None
 
-    async def start(self) -> None:
-        """Start the child and wait until it is ready (or raise WorkerUnavailable)."""
+    def set_hello(self, hello: object) -> None:
+        """What start() sends the child first, when it was not known at construction
+        (prestart())."""
+        self._hello = hello
+
+    async def prestart(self) -> None:
+        """Start the child's process now and greet it later (start()): it loads its
+        modules meanwhile, while the relay opens its store, and then waits for the hello."""
+        if self._early is None:
+            self._early = await self._spawn()
+
+    async def _spawn(self) -> _Spawned:
         loop = asyncio.get_running_loop()
         # The child's stdout is a pipe of our own, read by a FrameProtocol (worker_frames).
         read_end, write_end = os.pipe()
@@ -111,6 +125,13 @@ class ChildProcess:
             lambda: FrameProtocol(self._answered, lambda: self._stdout_closed(proc, eof)),
             open(read_end, "rb", buffering=0),  # noqa: SIM115 - the transport closes it
         )
+        return proc, frames, eof
+
+    async def start(self) -> None:
+        """Start the child (or greet the one prestart() began) and wait until it is ready
+        (or raise WorkerUnavailable)."""
+        spawned, self._early = self._early, None
+        proc, frames, eof = spawned if spawned is not None else await self._spawn()
         assert proc.stdin is not None
         write_frame(proc.stdin, self._hello)
         try:
@@ -187,6 +208,14 @@ class ChildProcess:
             self._restart.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._restart
+        early, self._early = self._early, None
+        if early is not None:  # prestarted, never greeted: end of file, and it exits
+            proc, frames, eof = early
+            frames.ready.cancel()  # nobody waits for it
+            assert proc.stdin is not None
+            proc.stdin.close()
+            await proc.wait()
+            await eof
         proc = self._proc
         if proc is None:
             return
@@ -243,6 +272,15 @@ class WorkerPool:
             )
             children.append((child, pending))
         return children
+
+    async def prestart(self) -> None:
+        """Start the children's processes now, to greet them later (ChildProcess.prestart)."""
+        await asyncio.gather(*(child.prestart() for child, _ in self._children))
+
+    def set_hello(self, hello: object) -> None:
+        """What start() greets the children with, when it was not known at construction."""
+        for child, _ in self._children:
+            child.set_hello(hello)
 
     async def start(self) -> None:
         """Start the children and wait until each is ready (or raise WorkerUnavailable)."""

@@ -112,3 +112,52 @@ def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
     while any(_alive(c.pid) for c in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(c.pid) for c in children)
+
+
+def _children(module: str) -> list[int]:
+    return [
+        p.pid
+        for p in psutil.Process().children()
+        if module in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+def test_the_delivery_process_starts_before_the_store_opens_and_is_greeted_after(
+    tmp_path: Path,
+) -> None:
+    """App.start execs the delivery process first (it loads its modules while the store
+    opens) and greets that same process once the tracking key is read; one that is never
+    greeted ends when closed."""
+    import asyncio
+
+    from conftest import build_settings
+    from mailgate.delivery.process import DeliveryProcess
+
+    async def main() -> None:
+        settings = build_settings(tmp_path)
+        greeted = DeliveryProcess(settings)
+        await greeted.prestart()
+        (early,) = _children("mailgate.delivery.process")
+        greeted.set_tracking_key(b"k" * 32)
+        await greeted.start()
+        assert greeted.pids() == [early]  # the process started early, not a second one
+        assert [p["name"] for p in await greeted.provider_status()] == ["capture"]
+        await greeted.close()
+
+        never = DeliveryProcess(settings)
+        await never.prestart()
+        (pid,) = _children("mailgate.delivery.process")
+        await never.close()
+        assert not _alive(pid)
+
+    asyncio.run(main())
+
+
+def test_children_not_greeted_exit_quietly() -> None:
+    """End of file before the hello (the relay's start failed after starting them): exit 0
+    without a traceback."""
+    for module in ("mailgate.delivery.process", "mailgate.store.writer_process"):
+        done = subprocess.run(
+            [sys.executable, "-m", module], input=b"", capture_output=True, timeout=60
+        )
+        assert (done.returncode, done.stderr) == (0, b""), (module, done.stderr[-500:])

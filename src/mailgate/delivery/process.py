@@ -49,6 +49,7 @@ class DeliveryProcess(WorkerPool):
 
     def __init__(self, settings: Settings, tracking_key: bytes = b"") -> None:
         # The tracking key comes from the store (one for the relay), not from relay.toml.
+        self._settings = settings
         self._tracking_key = tracking_key
         super().__init__(
             __name__,
@@ -59,12 +60,19 @@ class DeliveryProcess(WorkerPool):
             gather=True,  # a claim's messages in one write
         )
 
+    def set_tracking_key(self, tracking_key: bytes) -> None:
+        """The key read from the store once it is open, for the hello start() sends (the
+        process may be running already: prestart())."""
+        self._tracking_key = tracking_key
+        self.set_hello((self._settings, tracking_key))
+
     async def reconfigure(self, settings: Settings) -> None:
         """A reload: a new child with the new providers, routes, DKIM keys, [retry] and
         [dns] takes every attempt from now on; the old one finishes the attempts it has,
         then stops (workers.WorkerPool.replace). Its circuit breakers, rate buckets and
         connection pools start afresh. Raises WorkerUnavailable if the new one does not
         start: the old one goes on."""
+        self._settings = settings
         await self.replace(
             (settings, self._tracking_key),
             stop_timeout=settings.delivery.shutdown_grace + STOP_MARGIN,
@@ -121,6 +129,15 @@ async def _setup(
 
 
 def main() -> None:
+    # What _setup imports, loaded before the hello comes: the relay starts this process
+    # while it opens its store (WorkerPool.prestart) and greets it once that is done.
+    import mailgate.delivery.attempt
+    import mailgate.delivery.dkim
+    import mailgate.events.rewrite
+    import mailgate.events.tokens
+    import mailgate.logs
+    import mailgate.routing.router  # noqa: F401
+
     run_child(_setup)
 
 
