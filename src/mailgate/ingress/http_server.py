@@ -8,6 +8,7 @@ of uvicorn the relay uses (docs/dependencies.md; tests/unit/test_private_names.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 
@@ -82,6 +83,10 @@ class HttpServer:
             return
         self._server.should_exit = True
         if self._task is not None:
-            await self._task
+            # main_loop only ticks (the Date header) and looks at should_exit every 0.1 s:
+            # ended at once instead of waiting for that tick. shutdown() does the stopping.
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         await self._server.shutdown(sockets=self._sockets)
         self._server = None
