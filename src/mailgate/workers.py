@@ -212,15 +212,19 @@ class ChildProcess:
         if early is not None:  # prestarted, never greeted: end of file, and it exits
             proc, frames, eof = early
             frames.ready.cancel()  # nobody waits for it
-            assert proc.stdin is not None
-            proc.stdin.close()
-            await proc.wait()
-            await eof
+            await self._end(proc, eof)
         proc = self._proc
         if proc is None:
             return
         if self._out is not None:
             self._out.flush()  # what was sent before the close, then end of file
+        await self._end(proc, self._reader)
+
+    async def _end(
+        self, proc: asyncio.subprocess.Process, eof: asyncio.Future[None] | None
+    ) -> None:
+        """End of file on ``proc``'s stdin, then wait for it to exit (SIGKILL after the
+        stop timeout) and for its stdout to close."""
         if proc.stdin is not None:
             proc.stdin.close()
         try:
@@ -230,8 +234,8 @@ class ChildProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        if self._reader is not None:
-            await self._reader
+        if eof is not None:
+            await eof
 
 
 class WorkerPool:

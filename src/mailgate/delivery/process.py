@@ -47,13 +47,14 @@ PROVIDER_STATUS = "provider-status"
 class DeliveryProcess(WorkerPool):
     """The relay's side: one child, started again if it dies."""
 
-    def __init__(self, settings: Settings, tracking_key: bytes = b"") -> None:
-        # The tracking key comes from the store (one for the relay), not from relay.toml.
+    def __init__(self, settings: Settings) -> None:
+        # The tracking key comes from the store (one for the relay), not from relay.toml:
+        # set_tracking_key() gives it once the store is open.
         self._settings = settings
-        self._tracking_key = tracking_key
+        self._tracking_key = b""
         super().__init__(
             __name__,
-            (settings, tracking_key),
+            (settings, self._tracking_key),
             1,
             what="delivery process",
             stop_timeout=settings.delivery.shutdown_grace + STOP_MARGIN,
