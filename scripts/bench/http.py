@@ -99,6 +99,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="SCENARIO",
         help=f"run only these (repeatable or comma list): {','.join(SCENARIOS)}",
     )
+    p.add_argument(
+        "--sink-chunking",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the delivering scenarios' sink offers CHUNKING (BDAT), as Postfix and Gmail do",
+    )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     opts = p.parse_args(argv)
     opts.scenarios = select_scenarios(opts.only, SCENARIOS)

@@ -225,7 +225,14 @@ class ChildrenBench:
     # ---- sink
 
     async def start_sink(self, *, track: bool = False, blackhole: bool = False) -> Sink:
-        flags = [f for f, on in (("track", track), ("blackhole", blackhole)) if on]
+        """``track``: the lean sink of the delivering scenarios, offering CHUNKING unless
+        ``--no-sink-chunking``."""
+        no_chunking = not getattr(self.opts, "sink_chunking", True)
+        flags = [
+            f
+            for f, on in (("track", track), ("blackhole", blackhole), ("nochunking", no_chunking))
+            if on
+        ]
         proc = await self.spawn_python(
             "bench.sink",
             *flags,

@@ -1,5 +1,5 @@
 """The SMTP sink, a child process of the orchestrator: ``python -m bench.sink [track]
-[blackhole]``. It stands for the provider mailgate delivers to (and, bare, for the
+[blackhole] [nochunking]``. It stands for the provider mailgate delivers to (and, bare, for the
 ceiling: no relay on aiosmtpd can beat a server that only answers 250).
 
 It prints ``PORT <port> <loop> <blackhole port>``, answers COUNT and STATS lines on
@@ -98,15 +98,18 @@ class LeanSink(asyncio.Protocol):
     aiosmtpd it took 40% of a core at 500 messages/s, which the relay's processes then
     lacked. This answers every command with one write and hands each message to the
     TrackingHandler. It offers PIPELINING, as providers do, and answers a group in one
-    write. No dot-unstuffing (the tracking reads only the header block).
+    write; and CHUNKING, as Postfix, Gmail and Exchange do (``nochunking``: not). No
+    dot-unstuffing (the tracking reads only the header block).
     """
 
     handler: TrackingHandler
+    chunking = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self._buffer = bytearray()
         self._in_data = False
+        self._chunk = -1  # the size of the BDAT chunk on its way, or -1
         transport.write(b"220 sink.bench.test ESMTP\r\n")
 
     def data_received(self, data: bytes) -> None:
@@ -114,6 +117,14 @@ class LeanSink(asyncio.Protocol):
         buf += data
         out: list[bytes] = []
         while True:
+            if self._chunk >= 0:
+                if len(buf) < self._chunk:
+                    break
+                LeanSink.handler.note(bytes(buf[: self._chunk]))  # BDAT LAST only
+                del buf[: self._chunk]
+                self._chunk = -1
+                out.append(b"250 2.0.0 OK\r\n")
+                continue
             if self._in_data:
                 if buf.startswith(b".\r\n"):  # an empty message
                     end = 0
@@ -131,12 +142,16 @@ class LeanSink(asyncio.Protocol):
             if eol < 0:
                 break
             verb = bytes(buf[:4]).upper()
+            line = bytes(buf[:eol])
             del buf[: eol + 2]
             if verb == b"EHLO":
                 out.append(
                     b"250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                    b"250-SMTPUTF8\r\n250 SIZE\r\n"
+                    + (b"250-CHUNKING\r\n" if LeanSink.chunking else b"")
+                    + b"250-SMTPUTF8\r\n250 SIZE\r\n"
                 )
+            elif verb == b"BDAT" and LeanSink.chunking:
+                self._chunk = int(line.split()[1])
             elif verb == b"DATA":
                 self._in_data = True
                 out.append(b"354 end with <CRLF>.<CRLF>\r\n")
@@ -174,17 +189,19 @@ class Blackhole(asyncio.Protocol):
         pass  # swallowed: never an answer
 
 
-async def sink_main(track: bool = False, blackhole: bool = False) -> None:
+async def sink_main(track: bool = False, blackhole: bool = False, chunking: bool = True) -> None:
     """Bare aiosmtpd on 127.0.0.1:0; prints PORT, answers COUNT / STATS on stdin, exits on
     EOF. ``track``: the lean sink instead, noting arrivals per queue id (the delivering
     scenarios); ``blackhole``: also listen on a second port
-    that accepts connections and never answers (its port ends the PORT line, else 0)."""
+    that accepts connections and never answers (its port ends the PORT line, else 0);
+    ``chunking``: the lean sink offers CHUNKING."""
     from aiosmtpd.smtp import SMTP
 
     loop = asyncio.get_running_loop()
     handler: CountingHandler
     if track:  # the delivering scenarios: the lean sink (see LeanSink)
         handler = LeanSink.handler = TrackingHandler()
+        LeanSink.chunking = chunking
         server = await loop.create_server(LeanSink, host=HOST, port=0, backlog=1024)
     else:
         handler = CountingHandler()
@@ -217,4 +234,11 @@ async def sink_main(track: bool = False, blackhole: bool = False) -> None:
 
 if __name__ == "__main__":
     uvloop.install()
-    asyncio.run(sink_main(track="track" in sys.argv[1:], blackhole="blackhole" in sys.argv[1:]))
+    flags = sys.argv[1:]
+    asyncio.run(
+        sink_main(
+            track="track" in flags,
+            blackhole="blackhole" in flags,
+            chunking="nochunking" not in flags,
+        )
+    )

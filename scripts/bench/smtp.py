@@ -136,6 +136,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=1,
         help="run the chosen scenarios this many times in turn (paced ratios: the median)",
     )
+    p.add_argument(
+        "--sink-chunking",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the delivering scenarios' sink offers CHUNKING (BDAT), as Postfix and Gmail do",
+    )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     add_memory_arguments(p)
     opts = p.parse_args(argv)

@@ -119,6 +119,9 @@ class ProviderSettings(Section):
     command_timeout: Duration = 300.0
     data_timeout: Duration = 600.0
     idle_timeout: Duration = 30.0
+    # BDAT (RFC 3030) instead of DATA where the server offers CHUNKING: one round trip a
+    # message instead of two. Off for a server whose CHUNKING is broken.
+    chunking: bool = True
     path: Path | None = None
     # Circuit breaker: after this many consecutive failures the provider is skipped for
     # breaker_cooldown, then one delivery probes it (not used for kind = "mx").

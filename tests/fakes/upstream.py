@@ -57,9 +57,11 @@ class _Handler:
         self, srv: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        if not self.server.pipelining:
-            return responses
-        return [responses[0], "250-PIPELINING", *responses[1:]]
+        offered = [
+            ("250-PIPELINING", self.server.pipelining),
+            ("250-CHUNKING", self.server.chunking),
+        ]
+        return [responses[0], *(line for line, on in offered if on), *responses[1:]]
 
     async def handle_MAIL(
         self, srv: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -115,6 +117,38 @@ class _Handler:
         return "250 2.0.0 OK queued upstream"
 
 
+class _ChunkingSMTP(SMTP):
+    """aiosmtpd with BDAT (RFC 3030): the chunks of a transaction are put together and
+    handed to handle_DATA at ``BDAT <size> LAST``, so every fault applies to them too."""
+
+    def _set_rset_state(self) -> None:
+        super()._set_rset_state()
+        self.chunks: list[bytes] = []
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        parts = arg.split()
+        if not 1 <= len(parts) <= 2 or not parts[0].isdigit() or parts[1:] not in ([], ["LAST"]):
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        chunk = await self._reader.readexactly(int(parts[0]))  # read even when refused
+        assert self.envelope is not None
+        if self.envelope.mail_from is None or not self.envelope.rcpt_tos:
+            self.chunks = []
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
+        self.chunks.append(chunk)
+        if not parts[1:]:
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        self.event_handler.server.bdat_transactions += 1
+        content = b"".join(self.chunks)
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        self.chunks = []
+        await self.push(status)
+
+
 class Upstream:
     """Start with ``with Upstream() as up:``; ``up.port`` is the listening port."""
 
@@ -126,10 +160,14 @@ class Upstream:
         host: str = "127.0.0.1",
         port: int = 0,
         pipelining: bool = True,
+        chunking: bool = False,
     ) -> None:
         """``pipelining``: offer PIPELINING (as providers do), so the relay sends MAIL,
-        RCPT and DATA in one go; aiosmtpd answers them in order either way."""
+        RCPT and DATA in one go; aiosmtpd answers them in order either way. ``chunking``:
+        offer CHUNKING too, and take messages in BDAT chunks."""
         self.pipelining = pipelining
+        self.chunking = chunking
+        self.bdat_transactions = 0
         self.faults = Faults()
         self.received: list[Received] = []
         self.dropped: list[Received] = []
@@ -158,7 +196,7 @@ class Upstream:
 
     def _factory(self) -> SMTP:
         self.connections += 1
-        proto = SMTP(
+        proto = (_ChunkingSMTP if self.chunking else SMTP)(
             _Handler(self),
             hostname="upstream.test",
             tls_context=self._tls,

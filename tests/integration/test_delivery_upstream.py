@@ -14,10 +14,14 @@ from fakes.upstream import Upstream
 MSG = b"From: app@example.com\r\nTo: a@dest.test\r\nSubject: upstream\r\n\r\nhello\r\n"
 
 
-@pytest.fixture(params=[True, False], ids=["pipelined", "one-by-one"])
+@pytest.fixture(
+    params=[(True, False), (True, True), (False, False)], ids=["pipelined", "chunked", "one-by-one"]
+)
 def upstream(request):  # type: ignore[no-untyped-def]
-    """Each fault both ways: an upstream that offers PIPELINING, and one that does not."""
-    with Upstream(pipelining=request.param) as up:
+    """Each fault three ways: an upstream that offers PIPELINING, one that offers CHUNKING
+    too (the message goes in a BDAT chunk), and one that offers neither."""
+    pipelining, chunking = request.param
+    with Upstream(pipelining=pipelining, chunking=chunking) as up:
         yield up
 
 
@@ -54,11 +58,22 @@ def test_delivered_upstream_with_one_transaction_for_all_recipients(
     assert got.rcpt_tos == ["a@dest.test", "b@dest.test", "c@other.test"]
     assert got.mail_from == "app@example.com"
     assert got.queue_id == qid
+    assert upstream.bdat_transactions == (1 if upstream.chunking else 0)
     statuses = relay.wait_status(qid, lambda s: set(s.values()) == {"sent"})
     assert len(statuses) == 3
     d = relay.message(qid)["deliveries"][0]
     assert d["provider"] == "up" and d["last_response"].startswith("250 2.0.0")
     assert d["attempts"] == 1
+
+
+def test_the_message_arrives_byte_for_byte(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    """Lines that start with a dot, or are one, arrive as they were sent: doubled and
+    undoubled after DATA, as they are in a BDAT chunk."""
+    body = b".leading dot\r\n.\r\n..two\r\nlast line\r\n"
+    relay = relay_factory(providers=smtp_provider(upstream.port))
+    submit(relay, ["a@dest.test"], MSG.replace(b"hello\r\n", body))
+    (got,) = upstream.wait_for(1)
+    assert got.data.endswith(b"\r\n\r\n" + body)
 
 
 def test_connections_are_reused_across_messages(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]

@@ -128,7 +128,13 @@ class MxTransport:
             client = await connect(plain, self._local_hostname, self._timeouts)
         try:
             return await transaction(
-                client, sender, rcpts, data, provider=self.name, timeouts=self._timeouts
+                client,
+                sender,
+                rcpts,
+                data,
+                provider=self.name,
+                timeouts=self._timeouts,
+                chunking=self.settings.chunking,
             )
         finally:
             await quit_quietly(client)

@@ -28,7 +28,9 @@ from mailgate.models import AttemptResult, Outcome, SmtpReply
 from mailgate.transports.smtp_wire import (
     COMPLETED,
     RCPT_TAKEN,
+    STREAM_FROM,
     PipelineLost,
+    chunked,
     envelope_commands,
     pipelined,
     send_data,
@@ -158,9 +160,12 @@ async def transaction(
     provider: str,
     timeouts: Timeouts,
     reused: bool = False,
+    chunking: bool = True,
 ) -> list[AttemptResult]:
     """MAIL, one RCPT per recipient, DATA: one classified result per recipient, in order.
 
+    ``chunking``: BDAT instead of DATA where the server offers CHUNKING (and PIPELINING)
+    and the message is smaller than smtp_wire.STREAM_FROM.
     Raises StageError when nothing was addressed yet (MAIL failed, connection lost).
     """
     options: list[str] = []
@@ -175,7 +180,8 @@ async def transaction(
     encoding = "utf-8" if utf8 else "ascii"
     if client.supports_extension("pipelining"):
         commands = envelope_commands(sender, recipients, options, encoding)
-        return await _pipelined(client, commands, data, provider, timeouts, reused)
+        chunk = chunking and len(data) < STREAM_FROM and client.supports_extension("chunking")
+        return await _pipelined(client, commands, data, provider, timeouts, reused, chunk)
     try:
         await client.mail(sender, options=options, encoding=encoding, timeout=timeouts.command)
     except SMTPResponseException as exc:
@@ -239,11 +245,14 @@ async def _pipelined(
     provider: str,
     timeouts: Timeouts,
     reused: bool,
+    chunk: bool,
 ) -> list[AttemptResult]:
-    """:func:`transaction` with a server that offers PIPELINING (smtp_wire.py): the same
-    results, stages and classification as one command at a time."""
+    """:func:`transaction` with a server that offers PIPELINING (smtp_wire.py), the
+    message after DATA or in a BDAT chunk: the same results, stages and classification as
+    one command at a time."""
+    send = chunked if chunk else pipelined
     try:
-        got = await pipelined(
+        got = await send(
             client, commands, data, command_timeout=timeouts.command, data_timeout=timeouts.data
         )
     except PipelineLost as lost:
@@ -264,6 +273,7 @@ async def _pipelined(
         await _rset(client)
         return [r for r in results if r is not None]
     final = got.message if got.message is not None else got.data
+    assert final is not None  # DATA's reply is always read; BDAT's once a recipient is taken
     reply = parse_reply(final.code, final.message)
     if got.message is not None and final.code == COMPLETED:
         outcome = Outcome.SENT

@@ -125,6 +125,7 @@ class SmtpTransport:
                         provider=self.name,
                         timeouts=self._timeouts,
                         reused=reused,
+                        chunking=self.settings.chunking,
                     )
                 except StageError as exc:
                     self._release(client, healthy=False)
