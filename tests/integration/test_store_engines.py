@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from mailgate.exceptions import DuplicateEntry
 from mailgate.models import ClaimedDelivery, DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
 from mailgate.store.jobs import NewJob
 from mailgate.store.schema import messages
+from mailgate.store.transactions import release_leases
 
 
 def msg(i: int, rcpts: int = 1, at: float | None = None) -> NewMessage:
@@ -128,6 +130,43 @@ def test_release_leases_by_node_prefix(db_url: str) -> None:
             await claim(store, "node%b:1", now, 2, now + 900)
             assert await store.release_leases("node_a:", now, prefix=True) == 2
             assert len(await claim(store, "x", now, 10, now + 900)) == 2
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_a_nodes_leases_are_found_without_reading_every_delivery(tmp_path: Path) -> None:
+    """release_leases at a node's start: every statement it runs seeks an index (SQLite's
+    plans; a LIKE on the owner read the whole table, 107-117 ms at 1,000,000 deliveries)."""
+
+    async def main() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
+        try:
+            await store.enqueue([msg(i) for i in range(4)])
+            now = time.time()
+            await claim(store, "node_a:1", now, 2, now + 900)
+
+            def traced(conn: Connection) -> tuple[int, list[str]]:
+                statements: list[str] = []
+                dbapi = conn.connection.dbapi_connection
+                assert dbapi is not None
+                dbapi.set_trace_callback(statements.append)
+                try:
+                    released = release_leases(conn, "node_a:", now, True)
+                finally:
+                    dbapi.set_trace_callback(None)
+                plans = [
+                    str(row[-1])
+                    for sql in statements
+                    if sql.lstrip().upper().startswith(("SELECT", "UPDATE"))
+                    for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql).all()
+                ]
+                return released, plans
+
+            released, plans = await store.writer.run(traced)
+            assert released == 2
+            assert plans and not [p for p in plans if p.startswith("SCAN deliveries")], plans
         finally:
             await store.close()
 

@@ -243,9 +243,18 @@ def operate(conn: Connection, action: str, selection: QueueFilter, now: float) -
 
 
 def release_leases(conn: Connection, owner: str, now: float, prefix: bool) -> int:
-    cond = (
-        d.c.lease_owner.startswith(owner, autoescape=True) if prefix else d.c.lease_owner == owner
-    )
+    """``prefix``: the leases of every owner whose name starts with ``owner`` (a node's, at
+    its start). Those owners are read first from the lease index, whose entries past its
+    NULLs are only the leases in flight: a LIKE would read every delivery (SQLite's LIKE
+    is case-insensitive, so it uses no index; nor can PostgreSQL's default collation)."""
+    if prefix:
+        leased = select(d.c.lease_owner).where(d.c.lease_owner.is_not(None)).distinct()
+        owners = [o for (o,) in conn.execute(leased) if o.startswith(owner)]
+        if not owners:
+            return 0
+        cond = d.c.lease_owner.in_(owners)
+    else:
+        cond = d.c.lease_owner == owner
     held = hold_released(conn, cond, now)  # a paused or stopped job's are not made due
     if held:
         conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in held])
