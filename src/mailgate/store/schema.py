@@ -235,6 +235,7 @@ jobs = Table(
     Column("started_at", Double, nullable=True),  # the first attempt of any of its deliveries
 )
 Index("ix_jobs_key_created", jobs.c.key_id, jobs.c.created_at)
+Index("ix_jobs_state", jobs.c.state)  # the few resuming, paused or stopped (revision 0010)
 
 job_events = Table(
     "job_events",
