@@ -273,6 +273,29 @@ class PipelineLost(Exception):
         self.cause = cause
 
 
+class _Progress:
+    """How far a pipelined transaction got, for PipelineLost: "mail", then "data" once the
+    message is on its way."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self) -> None:
+        self.stage = "mail"
+
+
+@contextlib.contextmanager
+def _lost_as(client: aiosmtplib.SMTP, progress: _Progress) -> Iterator[None]:
+    """An error of the connection inside: the connection closed, PipelineLost raised."""
+    try:
+        yield
+    except SMTPException as exc:
+        client.close()
+        raise PipelineLost(progress.stage, exc) from exc
+    except ConnectionError as exc:
+        client.close()
+        raise PipelineLost(progress.stage, SMTPServerDisconnected(str(exc))) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Pipelined:
     """The replies to a pipelined transaction, in order."""
@@ -296,23 +319,17 @@ async def pipelined(
     Raises PipelineLost. A connection left where a next transaction cannot follow (354
     with no message to send, 421) is closed too.
     """
-    stage = "mail"  # until the group's replies are in: nothing was sent yet
-    try:
+    progress = _Progress()  # "mail" until the group's replies are in: nothing was sent yet
+    with _lost_as(client, progress):
         protocol, lock = _locked(client)
         async with lock:
             group = b"".join(commands) + b"DATA\r\n"
             *envelope, start = await _group(protocol, group, len(commands) + 1, command_timeout)
             taken = any(r.code in RCPT_TAKEN for r in envelope[1:])
             if start.code == START_INPUT and envelope[0].code == COMPLETED and taken:
-                stage = "data"
+                progress.stage = "data"
                 message = await _message(protocol, data, data_timeout)
                 return Pipelined(envelope, start, message)
-    except SMTPException as exc:
-        client.close()
-        raise PipelineLost(stage, exc) from exc
-    except ConnectionError as exc:
-        client.close()
-        raise PipelineLost(stage, SMTPServerDisconnected(str(exc))) from exc
     if start.code == START_INPUT or any(r.code == _UNAVAILABLE for r in (*envelope, start)):
         # A server that said 354 waits for a message we will not send (an empty one
         # could be delivered): the connection is given up instead.
@@ -337,9 +354,9 @@ async def chunked(
     trusted with the next transaction on that word.
     """
     chunk = chunk_form(data)
-    stage = "mail"
+    progress = _Progress()
     message: SMTPResponse | None = None
-    try:
+    with _lost_as(client, progress):
         protocol, lock = _locked(client)
         async with lock:
             with _lent(protocol) as replies:
@@ -348,14 +365,8 @@ async def chunked(
                 envelope = await replies.take(len(commands), command_timeout)
                 taken = any(r.code in RCPT_TAKEN for r in envelope[1:])
                 if envelope[0].code == COMPLETED and taken:
-                    stage = "data"
+                    progress.stage = "data"
                     message = (await replies.take(len(commands) + 1, data_timeout))[-1]
-    except SMTPException as exc:
-        client.close()
-        raise PipelineLost(stage, exc) from exc
-    except ConnectionError as exc:
-        client.close()
-        raise PipelineLost(stage, SMTPServerDisconnected(str(exc))) from exc
     if message is None or message.code != COMPLETED:
         client.close()
     return Pipelined(envelope, None, message)
