@@ -68,8 +68,9 @@ def test_plain_connection_to_implicit_port_fails_cleanly(tls_relay) -> None:  # 
         assert c.noop()[0] == 250
 
 
-def test_upstream_starttls_with_verified_certificate(relay_factory, tls_files) -> None:  # type: ignore[no-untyped-def]
-    with Upstream(tls_context=tls_files["server_context"]) as up:
+@pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
+def test_upstream_starttls_with_verified_certificate(relay_factory, tls_files, chunking) -> None:  # type: ignore[no-untyped-def]
+    with Upstream(tls_context=tls_files["server_context"], chunking=chunking) as up:
         relay = relay_factory(
             providers=[
                 {
@@ -86,6 +87,8 @@ def test_upstream_starttls_with_verified_certificate(relay_factory, tls_files) -
             assert client.sendmail("app@example.com", ["a@dest.test"], MSG) == {}
         (got,) = up.wait_for(1)
         assert got.rcpt_tos == ["a@dest.test"]
+        assert got.data.endswith(MSG.split(b"\r\n\r\n", 1)[1])
+        assert up.bdat_transactions == (1 if chunking else 0)
 
 
 def test_upstream_with_untrusted_certificate_is_deferred(relay_factory, tls_files) -> None:  # type: ignore[no-untyped-def]
