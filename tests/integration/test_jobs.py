@@ -166,8 +166,11 @@ def test_jobs_cli(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the store, both engines
 
 
-def _job_messages(job_id: str, n: int, *, scheduled_at: float | None = None) -> list[NewMessage]:
-    now = time.time()
+def _job_messages(
+    job_id: str, n: int, *, scheduled_at: float | None = None, at: float | None = None
+) -> list[NewMessage]:
+    """``at``: when they were queued (and due), for tests that claim at a fixed time."""
+    now = time.time() if at is None else at
     return [
         NewMessage(
             id=new_id(),
@@ -282,7 +285,10 @@ def test_store_pause_resume_stop_and_in_flight_results(db_url: str, monkeypatch)
             # Paused but its deliveries not changed yet (the first of control's two
             # transactions): a claim parks them rather than handing them out.
             other = new_id()
-            await store.enqueue(_job_messages(other, 1), job=NewJob(other, "", "x", "", 2, now))
+            # Due at the test's own clock: queued "now", however long the steps above took.
+            await store.enqueue(
+                _job_messages(other, 1, at=now), job=NewJob(other, "", "x", "", 2, now)
+            )
             assert await store.writer.run(set_state, other, "pause", now) == "ok"
             assert await store.claim("n1", now + 1, 10, now + 60) == []
             assert await _statuses(store, other) == {"held": 2}
