@@ -142,7 +142,8 @@ class LeanSink(asyncio.Protocol):
             if eol < 0:
                 break
             verb = bytes(buf[:4]).upper()
-            line = bytes(buf[:eol])
+            # Only BDAT's argument is read; no other line is copied.
+            size = int(bytes(buf[5:eol]).split()[0]) if verb == b"BDAT" else 0
             del buf[: eol + 2]
             if verb == b"EHLO":
                 out.append(
@@ -151,7 +152,7 @@ class LeanSink(asyncio.Protocol):
                     + b"250-SMTPUTF8\r\n250 SIZE\r\n"
                 )
             elif verb == b"BDAT" and LeanSink.chunking:
-                self._chunk = int(line.split()[1])
+                self._chunk = size
             elif verb == b"DATA":
                 self._in_data = True
                 out.append(b"354 end with <CRLF>.<CRLF>\r\n")
