@@ -232,9 +232,18 @@ class Upstream:
 
     def stop_listening(self) -> None:
         """Close the listening socket (connections are refused) but keep the port number."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._stop_accepting(), self._loop).result(10)
+
+    async def _stop_accepting(self) -> None:
+        """Close the listening socket once the connections accepted so far have their
+        protocol: asyncio (3.11) drops a connection accepted just before ``Server.close()``
+        without closing it, and its client would wait for a greeting until its timeout."""
         assert self._loop is not None and self._server is not None
-        self._loop.call_soon_threadsafe(self._server.close)
-        time.sleep(0.05)
+        for sock in self._server.sockets:
+            self._loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0.05)
+        self._server.close()
 
     def start_listening(self) -> None:
         assert self._loop is not None
@@ -254,8 +263,8 @@ class Upstream:
 
     async def _shutdown(self) -> None:
         """Close every client connection, so no task is left pending."""
-        if self._server is not None:
-            self._server.close()
+        if self._server is not None and self._server.is_serving():
+            await self._stop_accepting()
         for proto in self._protocols:
             if proto.transport is not None:
                 proto.transport.close()
