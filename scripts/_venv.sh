@@ -15,3 +15,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -
     .venv/bin/python -m pip install -q -c requirements.lock -e ".${EXTRAS:+[$EXTRAS]}"
     touch "$stamp"
 fi
+# Installed editable, the project's modules are read from src/: byte-compile them (only what
+# changed since). Where PYTHONDONTWRITEBYTECODE is set, every process would compile them
+# from source again: the relay, each of its children, and each of the suite's relays.
+.venv/bin/python -m compileall -q src >/dev/null
