@@ -433,3 +433,28 @@ def test_deeply_nested_json_is_400_in_the_dialect_shape(
     )
     check_shape(dialect, path, response)
     assert response.status_code == 400, response.text[:300]
+
+
+@pytest.mark.parametrize(("dialect", "method", "path", "auth"), ROUTES, ids=lambda v: str(v))
+def test_another_method_and_an_unknown_path_answer_in_the_dialect_shape(
+    compat_fuzz: dict[str, Any], dialect: str, method: str, path: str, auth: str
+) -> None:
+    """A client that reads its API's error shape gets it for Starlette's 405 and 404 too
+    (they answered in the native shape: MailSage's ``error`` was an object)."""
+    relay: RelayRunner = compat_fuzz["relay"]
+    url = relay.http_url + url_for(path, compat_fuzz["job_id"])
+    headers = headers_for(auth, compat_fuzz["key"])
+    response = httpx.put(url, json={}, headers=headers, timeout=30)  # no route takes PUT
+    assert response.status_code == 405 and response.headers["allow"], response.text
+    check_shape(dialect, path, response)
+    response = httpx.post(url + "/nope/x", json={}, headers=headers, timeout=30)
+    assert response.status_code == 404, response.text
+    check_shape(dialect, path, response)
+
+
+def test_paths_outside_the_dialects_keep_the_native_shape(compat_fuzz: dict[str, Any]) -> None:
+    relay: RelayRunner = compat_fuzz["relay"]
+    for path in ("/v1/nope", "/emailx", "/api/v1/emailsx"):
+        response = httpx.get(relay.http_url + path, timeout=30)
+        assert response.status_code == 404, path
+        assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}, path

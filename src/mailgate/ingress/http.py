@@ -296,14 +296,27 @@ def _errors(handler: Handler) -> Handler:
     return wrapped
 
 
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    return json_response(
-        {"error": {"code": codes.get(exc.status_code, "http_error"), "message": exc.detail}},
-        exc.status_code,
-        dict(exc.headers or {}),
-    )
+def _http_exception(
+    dialects: list[tuple[str, Callable[[int, str, str], dict[str, Any]]]],
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Starlette's 404 (no route) and 405 (another method): in the error shape of the
+    compatibility dialect whose paths the request's is under, else the native one."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        path = request.url.path
+        headers = dict(exc.headers or {})
+        for prefix, shape in dialects:
+            if path == prefix or path.startswith(prefix + "/"):
+                return json_response(
+                    shape(exc.status_code, code, exc.detail), exc.status_code, headers
+                )
+        return json_response(
+            {"error": {"code": code, "message": exc.detail}}, exc.status_code, headers
+        )
+
+    return handler
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -394,6 +407,9 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     return Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_exception, Exception: _internal_error},
+        exception_handlers={
+            HTTPException: _http_exception(compat.error_shapes(ctx)),
+            Exception: _internal_error,
+        },
         middleware=[Middleware(http_inflight.ReleaseInflight)],
     )

@@ -6,15 +6,24 @@ with its own paths and error shapes; ``[compat] enabled`` lists the dialects ser
 
 from __future__ import annotations
 
-from mailgate.ingress.compat.common import Route
+from typing import Any
+
+from mailgate.ingress.compat.common import ErrorShape, Route
 from mailgate.ingress.http import ApiContext
 
 
-def routes(ctx: ApiContext) -> list[Route]:
+def _enabled(ctx: ApiContext) -> list[Any]:
     from mailgate.ingress.compat import mailsage, mailstack, messagepipe
 
     dialects = {"mailsage": mailsage, "mailstack": mailstack, "messagepipe": messagepipe}
-    out: list[Route] = []
-    for name in ctx.settings.compat.enabled:
-        out.extend(dialects[name].routes(ctx))
-    return out
+    return [dialects[name] for name in ctx.settings.compat.enabled]
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    return [route for dialect in _enabled(ctx) for route in dialect.routes(ctx)]
+
+
+def error_shapes(ctx: ApiContext) -> list[tuple[str, ErrorShape]]:
+    """Each served dialect's path prefix and error shape: a path under it that matches no
+    route (404), or a route with another method (405), is answered in that shape too."""
+    return [(dialect.PREFIX, dialect.error_shape) for dialect in _enabled(ctx)]

@@ -46,6 +46,9 @@ _CODES = {
 }
 
 
+PREFIX = "/api/v1/emails"  # every path of the dialect; its 404s and 405s too
+
+
 def error_shape(status: int, code: str, message: str) -> dict[str, Any]:
     return {"error": message, "code": _CODES.get(code, code)}
 
@@ -192,10 +195,10 @@ def routes(ctx: ApiContext) -> list[Route]:
     return [
         (path, guarded(error_shape, handler), methods)
         for path, handler, methods in (
-            ("/api/v1/emails/send", send, ["POST"]),
-            ("/api/v1/emails/batch", batch, ["POST"]),
-            ("/api/v1/emails/jobs/{job_id}", job, ["GET"]),
-            ("/api/v1/emails/jobs/{job_id}/status", job, ["GET"]),
-            ("/api/v1/emails/jobs/{job_id}/control", control, ["POST"]),
+            (f"{PREFIX}/send", send, ["POST"]),
+            (f"{PREFIX}/batch", batch, ["POST"]),
+            (f"{PREFIX}/jobs/{{job_id}}", job, ["GET"]),
+            (f"{PREFIX}/jobs/{{job_id}}/status", job, ["GET"]),
+            (f"{PREFIX}/jobs/{{job_id}}/control", control, ["POST"]),
         )
     ]

@@ -43,6 +43,9 @@ _STATUS = {
 Addresses = str | list[str]
 
 
+PREFIX = "/v1/emails"  # every path of the dialect; its 404s and 405s too
+
+
 def error_shape(status: int, code: str, message: str) -> dict[str, Any]:
     return {"error": message, "code": code}
 
@@ -199,8 +202,8 @@ def routes(ctx: ApiContext) -> list[Route]:
     return [
         (path, guarded(error_shape, handler), methods)
         for path, handler, methods in (
-            ("/v1/emails", send, ["POST"]),
-            ("/v1/emails/batch", batch, ["POST"]),
-            ("/v1/emails/{email_id}", get, ["GET"]),
+            (PREFIX, send, ["POST"]),
+            (f"{PREFIX}/batch", batch, ["POST"]),
+            (f"{PREFIX}/{{email_id}}", get, ["GET"]),
         )
     ]

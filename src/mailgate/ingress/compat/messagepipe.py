@@ -44,6 +44,9 @@ SENT = ("sent", "delivered")
 FAILED = ("failed", "bounced")
 
 
+PREFIX = "/email"  # every path of the dialect; its 404s and 405s too
+
+
 def error_shape(status: int, code: str, message: str) -> dict[str, Any]:
     if code == TEMPLATE_NOT_FOUND:
         return {"error": "Template not found", "statusCode": 404}
@@ -264,10 +267,10 @@ def routes(ctx: ApiContext) -> list[Route]:
     return [
         (path, guarded(error_shape, handler), methods)
         for path, handler, methods in (
-            ("/email/send", send, ["POST"]),
-            ("/email/send-bulk", send_bulk, ["POST"]),
-            ("/email/retry", retry, ["POST"]),
-            ("/email/retry-multiple", retry_many, ["POST"]),
-            ("/email/queue-stats", queue_stats, ["GET"]),
+            (f"{PREFIX}/send", send, ["POST"]),
+            (f"{PREFIX}/send-bulk", send_bulk, ["POST"]),
+            (f"{PREFIX}/retry", retry, ["POST"]),
+            (f"{PREFIX}/retry-multiple", retry_many, ["POST"]),
+            (f"{PREFIX}/queue-stats", queue_stats, ["GET"]),
         )
     ]
