@@ -127,6 +127,10 @@ def test_a_paused_job_holds_across_a_restart_until_resumed_then_completes(
         time.sleep(0.05)
     assert got["progress"] == {"total": 5, "sent": 5, "failed": 0, "pending": 0, "percentage": 100}
     assert got["started_at"] is not None
+    # Completed: nothing is left to act on, a resume no more than a pause (it was a 200).
+    for action in ("resume", "pause", "stop"):
+        r = job(relay, key, job_id, action)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_active", action
 
 
 def test_jobs_cli(tmp_path: Path) -> None:

@@ -62,13 +62,13 @@ def set_state(conn: Connection, job_id: str, action: str, now: float) -> str:
     state = row[0]
     if state == "stopped":
         return "unchanged" if action == "stop" else "not_active"
-    if state in _ALREADY[action]:
-        return "unchanged"  # nothing to change, no new event (a resume carries on)
     pending = conn.execute(
         select(func.count()).select_from(d).where(d.c.job_id == job_id, d.c.status.in_(PENDING))
     ).scalar_one()
     if not pending:
-        return "not_active"  # completed
+        return "not_active"  # completed: a resume too (its state stays "active")
+    if state in _ALREADY[action]:
+        return "unchanged"  # nothing to change, no new event (a resume carries on)
     conn.execute(
         update(jobs).where(jobs.c.id == job_id).values(state=ACTIONS[action], updated_at=now)
     )
