@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,6 +34,10 @@ MAX_BATCH = 1000
 
 # One request of a batch: the parsed message, or why it is refused, and its variables.
 _Item = tuple[SendRequest | None, ApiError | None, dict[str, Any] | None]
+T = TypeVar("T")
+
+# Items a batch prepares before it lets the event loop run other work.
+PREPARE_SLICE = 50
 
 
 def routes(ctx: ApiContext) -> list[Route]:
@@ -40,6 +45,31 @@ def routes(ctx: ApiContext) -> list[Route]:
         ("/v1/messages/send", functools.partial(send, ctx), ["POST"]),
         ("/v1/messages/batch", functools.partial(batch, ctx), ["POST"]),
     ]
+
+
+async def prepare_each(
+    items: Sequence[T], field: str | None, fn: Callable[[T], Prepared]
+) -> list[Prepared | ApiError]:
+    """Each item of a batch prepared alone (native and dialect batches); with ``field``, a
+    refusal names its item (``field[i]: ...``).
+
+    On the event loop, PREPARE_SLICE items at a time: the loop serves SMTP sessions and
+    other requests between slices (about 15 ms each). In a thread a batch of 1,000 took
+    twice as long (MailSage's in bench-http: 530-590 ms against 260-300 ms p50; the
+    native one: 352-377 ms against 271 ms for MailSage's in the same runs): the thread and
+    the busy loop hand the GIL to each other every few milliseconds.
+    """
+    out: list[Prepared | ApiError] = []
+    for index, item in enumerate(items):
+        if index and not index % PREPARE_SLICE:
+            await asyncio.sleep(0)
+        try:
+            out.append(fn(item))
+        except ApiError as exc:
+            if field is not None:
+                exc.message = f"{field}[{index}]: {exc.message}"
+            out.append(exc)
+    return out
 
 
 async def active_template(
@@ -145,9 +175,11 @@ async def batch(ctx: ApiContext, request: Request) -> Response:
         templates = await _templates_of(ctx, items)
         client = request.client.host if request.client else ""
         now = ctx.clock()
-        # Validating and building up to 1000 messages is CPU work: in a thread, the
-        # event loop keeps serving SMTP sessions and other requests meanwhile.
-        prepared = await asyncio.to_thread(_prepare_all, ctx, cred, client, now, items, templates)
+
+        def prepare(item: _Item) -> Prepared:
+            return _prepare_item(ctx, cred, client, now, item, templates)
+
+        prepared = await prepare_each(items, None, prepare)
         body: dict[str, Any] = {}
 
         def answer(
@@ -244,39 +276,32 @@ async def _templates_of(
     return templates
 
 
-def _prepare_all(
+def _prepare_item(
     ctx: ApiContext,
     cred: Credential,
     client: str,
     now: float,
-    items: list[_Item],
+    item: _Item,
     templates: dict[str, TemplateRecord | ApiError | None],
-) -> list[Prepared | ApiError]:
-    out: list[Prepared | ApiError] = []
-    for req, error, variables in items:
-        if req is None:
-            assert error is not None
-            out.append(error)
-            continue
-        template = templates.get(req.template_id) if req.template_id else None
-        if isinstance(template, ApiError):
-            out.append(template)
-            continue
-        try:
-            out.append(
-                prepare_send(
-                    req,
-                    settings=ctx.settings,
-                    credential=cred,
-                    client_address=client,
-                    template=template,
-                    template_data=variables,
-                    now=now,
-                )
-            )
-        except ApiError as exc:
-            out.append(exc)
-    return out
+) -> Prepared:
+    """One message of a batch validated and built; ApiError if it, or its template, is
+    refused."""
+    req, error, variables = item
+    if req is None:
+        assert error is not None
+        raise error
+    template = templates.get(req.template_id) if req.template_id else None
+    if isinstance(template, ApiError):
+        raise template
+    return prepare_send(
+        req,
+        settings=ctx.settings,
+        credential=cred,
+        client_address=client,
+        template=template,
+        template_data=variables,
+        now=now,
+    )
 
 
 def _batch_answer(

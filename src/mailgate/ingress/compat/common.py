@@ -9,7 +9,6 @@ Only the shape of the answer differs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -135,35 +134,6 @@ def prepare(
         template_data=variables,
         now=now,
     )
-
-
-T = TypeVar("T")
-
-
-# Items a batch prepares before it lets the event loop run other work.
-PREPARE_SLICE = 50
-
-
-async def prepare_each(
-    items: Sequence[T], field: str, fn: Callable[[T], Prepared]
-) -> list[Prepared | ApiError]:
-    """Each item of a batch prepared alone; a refusal names its item (``field[i]: ...``).
-
-    On the event loop, PREPARE_SLICE items at a time: the loop serves SMTP sessions and
-    other requests between slices (about 15 ms each). A thread, as the native batch uses,
-    made a batch of 1,000 twice as slow (530-590 ms against 260-300 ms p50 in
-    bench-http): it and the loop hand the GIL to each other every 0.5 ms.
-    """
-    out: list[Prepared | ApiError] = []
-    for index, item in enumerate(items):
-        if index and not index % PREPARE_SLICE:
-            await asyncio.sleep(0)
-        try:
-            out.append(fn(item))
-        except ApiError as exc:
-            exc.message = f"{field}[{index}]: {exc.message}"
-            out.append(exc)
-    return out
 
 
 async def accept_job(

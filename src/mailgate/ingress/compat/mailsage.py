@@ -25,11 +25,11 @@ from mailgate.ingress.compat.common import (
     native_request,
     parse,
     prepare,
-    prepare_each,
     template_or_none,
 )
 from mailgate.ingress.http import ApiContext, json_response
 from mailgate.ingress.http_jobs import control_job, job_body, visible_job
+from mailgate.ingress.http_send import prepare_each
 from mailgate.models import Accepted
 from mailgate.submission.prepare import ApiError, Prepared
 

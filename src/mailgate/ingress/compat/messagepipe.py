@@ -30,10 +30,10 @@ from mailgate.ingress.compat.common import (
     parse,
     parse_delivery_log_id,
     prepare,
-    prepare_each,
     template_or_none,
 )
 from mailgate.ingress.http import ApiContext, json_response
+from mailgate.ingress.http_send import prepare_each
 from mailgate.models import Accepted, Credential
 from mailgate.store import TemplateRecord
 from mailgate.submission.prepare import ApiError, Prepared
