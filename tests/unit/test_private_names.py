@@ -3,10 +3,10 @@ installed versions: a release that renames one or changes its parameters fails h
 the symbol, instead of breaking the relay at run time. pyproject.toml caps these libraries
 below their next release line (docs/dependencies.md); raising a cap starts with this test.
 
-Where they are used: aiosmtpd's in the SMTP session class (ingress/smtp_session.py),
-aiosmtplib's in the outbound wire module (transports/smtp_wire.py), uvicorn's in the HTTP
-listener's server and protocol (ingress/http_server.py, http_protocol.py), dkimpy's in the
-signer (delivery/dkim.py).
+Where they are used: aiosmtpd's (and asyncio's StreamReader buffer) in the SMTP session
+class (ingress/smtp_session.py), aiosmtplib's in the outbound wire module
+(transports/smtp_wire.py), uvicorn's in the HTTP listener's server and protocol
+(ingress/http_server.py, http_protocol.py), dkimpy's in the signer (delivery/dkim.py).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ ATTRIBUTES = [
     ("aiosmtpd.smtp", "SMTP", "_auth_require_tls"),
     ("aiosmtpd.smtp", "SMTP", "_timeout_handle"),
     ("aiosmtpd.smtp", "SMTP", "_timeout_duration"),
+    ("asyncio.streams", "StreamReader", "_buffer"),  # what follows DATA, past the client's end
     ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "loop"),
     ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "transport"),
 ]

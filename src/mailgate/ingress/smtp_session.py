@@ -115,6 +115,7 @@ class RelaySMTP(SMTP):
         self._connections = connections
         self._greeted = False
         self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
+        self._input_ended = False  # the client closed its sending side (eof_received)
         # The transaction's share of [server] max_inflight_bytes; released with its envelope.
         budget = handler.inflight
         self.held: Reservation | None = budget.reservation("smtp") if budget else None
@@ -142,6 +143,27 @@ class RelaySMTP(SMTP):
         if self.held is not None:
             self.held.release()
         super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        """The client closed its sending side (``nc -N``, a script that writes its whole
+        session, then shuts its socket down): what it sent before still gets its replies,
+        as Postfix answers it, and the session ends once they are out.
+
+        aiosmtpd cancelled the session at once: a message whose final dot came with QUIT
+        was queued and its 250 never sent, so the client would send it again; commands
+        pipelined after EHLO went unanswered. Over TLS the end of input is a close.
+        """
+        if self.is_tls or self._handler_coroutine is None:
+            return super().eof_received()
+        self._input_ended = True
+        return asyncio.StreamReaderProtocol.eof_received(self)  # the reader ends after them
+
+    async def handle_exception(self, error: Exception) -> str:
+        if self._input_ended and isinstance(error, asyncio.IncompleteReadError):
+            # Every complete command the client sent before its end has been answered.
+            self.close_connection()
+            return ""  # push() sends nothing
+        return await super().handle_exception(error)
 
     def _create_envelope(self) -> RelayEnvelope:
         # A new transaction (after DATA, RSET, EHLO): the last one's bytes are gone.
@@ -174,6 +196,9 @@ class RelaySMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         """Every reply but the greeting and EHLO/HELO's with an enhanced status code
         (aiosmtpd's own protocol errors have none; see replies.with_enhanced_code)."""
+        if not status:  # handle_exception's end of a session whose client closed its side
+            await asyncio.sleep(0)  # connection_lost() runs, and aiosmtpd's loop ends
+            return
         verbatim = self._verbatim and status[:3] == "250"
         if isinstance(status, str) and self._greeted and not verbatim:
             status = replies.with_enhanced_code(status)
@@ -293,8 +318,11 @@ class RelaySMTP(SMTP):
             end = parser.feed(data)
             if end >= 0:
                 break
-        if end < len(data) and not reader.at_eof():
-            reader.feed_data(data[end:])
+        if end < len(data):
+            if reader.at_eof():  # the client closed its side after them (eof_received)
+                reader._buffer.extend(data[end:])
+            else:
+                reader.feed_data(data[end:])
         if parser.error is not None:
             return parser.error, b""
         return None, parser.content()
