@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import ssl
+import time
 
 import pytest
 
@@ -42,6 +44,24 @@ def test_auth_refused_before_starttls_then_works(tls_relay, tls_files, tmp_path)
     client.quit()
     (path,) = _wait_files(tmp_path, 1)
     assert b" with ESMTPSA id " in path.read_bytes()
+
+
+def test_a_client_refusing_the_certificate_is_no_error_of_the_relay(tls_relay, caplog) -> None:  # type: ignore[no-untyped-def]
+    """An untrusted certificate (or a scanner) fails STARTTLS: logged at INFO without a
+    traceback (it was an ERROR with two), and the relay goes on serving."""
+    caplog.set_level("INFO", logger="mailgate")
+    client = smtplib.SMTP("127.0.0.1", tls_relay.port(), timeout=10)
+    client.ehlo("client.test")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        client.starttls(context=ssl.create_default_context())
+    client.close()
+    deadline = time.monotonic() + 5
+    while not any("STARTTLS from" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        time.sleep(0.02)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with smtplib.SMTP("127.0.0.1", tls_relay.port(), timeout=10) as again:
+        assert again.ehlo("client.test")[0] == 250
 
 
 def test_implicit_tls_submission(tls_relay, tls_files, tmp_path) -> None:  # type: ignore[no-untyped-def]

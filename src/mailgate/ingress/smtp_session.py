@@ -20,7 +20,7 @@ import ssl
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, syntax
+from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
 
 from mailgate import policy, replies
 from mailgate.address_syntax import DOT_ATOM
@@ -163,6 +163,11 @@ class RelaySMTP(SMTP):
             # Every complete command the client sent before its end has been answered.
             self.close_connection()
             return ""  # push() sends nothing
+        if isinstance(error, TLSSetupException):
+            # A client that does not trust the certificate, or a scanner: not our error,
+            # and nothing to answer (aiosmtpd closes the connection).
+            log.info("STARTTLS from %s failed: %r", self.peer_address, error.__cause__)
+            return ""
         return await super().handle_exception(error)
 
     def _create_envelope(self) -> RelayEnvelope:
