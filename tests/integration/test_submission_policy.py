@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import socket
 import time
@@ -71,6 +72,23 @@ def test_login_with_key_name_and_auth_login(relay) -> None:  # type: ignore[no-u
     assert code == 235
     code, _ = send_raw(client, "app@example.com", ["x@dest.test"], MSG)
     assert code == 250
+    client.quit()
+
+
+def test_auth_mechanism_in_lower_case_and_login_prompts(relay) -> None:  # type: ignore[no-untyped-def]
+    """``auth plain`` works as ``AUTH PLAIN`` does (it was 504), and AUTH LOGIN asks for
+    "Username:" and "Password:" (aiosmtpd's prompts ended in a NUL)."""
+    key = relay.create_key("app")
+    client = connect(relay)
+    plain = base64.b64encode(f"\0apikey\0{key}".encode()).decode()
+    assert client.docmd("auth", f"plain {plain}")[0] == 235
+    client.quit()
+    client = connect(relay)
+    code, prompt = client.docmd("AUTH", "login")
+    assert (code, base64.b64decode(prompt)) == (334, b"Username:")
+    code, prompt = client.docmd(base64.b64encode(b"apikey").decode())
+    assert (code, base64.b64decode(prompt)) == (334, b"Password:")
+    assert client.docmd(base64.b64encode(key.encode()).decode())[0] == 235
     client.quit()
 
 

@@ -78,6 +78,10 @@ class RelayEnvelope(Envelope):
 class RelaySMTP(SMTP):
     """One client connection."""
 
+    # AUTH LOGIN's prompts as Postfix and most servers word them (aiosmtpd's end in a NUL).
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
+
     def __init__(
         self,
         handler: SmtpHandler,
@@ -278,6 +282,13 @@ class RelaySMTP(SMTP):
             except Exception:
                 log.debug("could not send the idle-timeout reply", exc_info=True)
         super()._timeout_cb()
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """Mechanism names in any case, as Postfix takes them (``auth plain ...``);
+        aiosmtpd answered 504 to any but upper case."""
+        mechanism, space, rest = arg.partition(" ")
+        await super().smtp_AUTH(mechanism.upper() + space + rest)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
