@@ -30,6 +30,8 @@ def model(stream: bytes, limit: int, budget: int) -> Outcome | None:
             error = replies.LINE_TOO_LONG
             continue
         body = line[:-2] if after_crlf else line[:-1]
+        if body[:1] == b".":
+            body = body[1:]
         size += len(body) + 2
         if size > limit:
             error = replies.MESSAGE_TOO_BIG
@@ -37,8 +39,6 @@ def model(stream: bytes, limit: int, budget: int) -> Outcome | None:
         if size > budget:
             error = replies.INFLIGHT_FULL
             continue
-        if body[:1] == b".":
-            body = body[1:]
         parts = body.split(b"\r")
         if any(len(p) > MAX_LINE for p in parts):
             error = replies.LINE_TOO_LONG
@@ -90,6 +90,16 @@ def test_a_plain_message_is_kept_as_it_came_and_the_next_command_is_left() -> No
     assert parser.feed(data) == len(message) + 3
     assert parser.content() == message
     assert parser.size == len(message)
+
+
+def test_stuffing_dots_do_not_count_toward_the_size() -> None:
+    """RFC 1870: a message of exactly the limit fits however many of its lines start with
+    a dot (each was sent doubled; it passed the limit by one byte per such line)."""
+    message = b"Subject: dots\r\n\r\n" + b".x\r\n" * 10
+    parser = DataParser(len(message), lambda size: True)
+    wire = message.replace(b"\r\n.", b"\r\n..")
+    assert parser.feed(wire + b".\r\n") == len(wire) + 3
+    assert (parser.error, parser.content(), parser.size) == (None, message, len(message))
 
 
 def test_the_end_must_follow_a_crlf() -> None:

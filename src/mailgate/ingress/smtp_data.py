@@ -139,10 +139,10 @@ class DataParser:
         if len(line) > LINE_CAP:
             self._refuse(replies.LINE_TOO_LONG)
             return False
-        if not self._count(len(body) + 2):
-            return False
         if body[:1] == b".":
             body = body[1:]
+        if not self._count(len(body) + 2):
+            return False
         parts = body.split(b"\r")
         if any(len(p) > MAX_LINE for p in parts):
             self._refuse(replies.LINE_TOO_LONG)
@@ -151,8 +151,9 @@ class DataParser:
         return False
 
     def _count(self, grown: int) -> bool:
-        """``grown`` more bytes (as they came on the wire, as SIZE counts them): False,
-        and the message refused, if they pass the size limit or the in-flight budget."""
+        """``grown`` more bytes (as they came on the wire but for the stuffing dots, as SIZE
+        counts them, RFC 1870): False, and the message refused, if they pass the size
+        limit or the in-flight budget."""
         self.size += grown
         if self.size > self._limit:
             self._refuse(replies.MESSAGE_TOO_BIG)
