@@ -15,6 +15,9 @@ SENDER_DOMAIN_REFUSED = SmtpReply(
     553, "5.7.1", "Sender address rejected: not allowed to send as this domain"
 )
 SENDER_SYNTAX = SmtpReply(553, "5.1.7", "Sender address rejected: bad address syntax")
+NULL_SENDER_REFUSED = SmtpReply(
+    553, "5.7.1", "Sender address rejected: the null sender <> is not accepted for submission"
+)
 RCPT_SYNTAX = SmtpReply(553, "5.1.3", "Recipient address rejected: bad address syntax")
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients")
 RCPT_SUPPRESSED = SmtpReply(550, "5.7.1", "Recipient address rejected: recipient is suppressed")

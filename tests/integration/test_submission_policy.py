@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from mailgate import replies
+
 MSG = b"From: app@example.com\r\nTo: a@dest.test\r\nSubject: hello\r\n\r\nbody line\r\n"
 
 
@@ -97,6 +99,18 @@ def test_no_auth_outside_trusted_networks_is_530(relay_factory) -> None:  # type
     client = connect(relay)
     code, msg = client.mail("app@example.com")
     assert (code, msg) == (530, b"5.7.0 Authentication required")
+    client.quit()
+
+
+def test_the_null_sender_is_refused_saying_so(relay) -> None:  # type: ignore[no-untyped-def]
+    """MAIL FROM:<> is valid syntax: the refusal says what it is about (it claimed a bad
+    address syntax)."""
+    key = relay.create_key("app")
+    client = connect(relay)
+    client.login("apikey", key)
+    code, msg = client.docmd("MAIL FROM:<>")
+    assert (code, msg) == (553, replies.NULL_SENDER_REFUSED.line()[4:].encode())
+    assert client.mail("app@example.com")[0] == 250  # the session goes on
     client.quit()
 
 

@@ -124,11 +124,12 @@ class SmtpHandler(AuthHooks):
             envelope.mail_options.extend(mail_options)
             return replies.MAIL_OK.line()
         credential = self._credential(server, session)
-        refusal = (
-            replies.AUTH_REQUIRED
-            if credential is None
-            else policy.check_sender(address, credential, self._domains)
-        )
+        if credential is None:
+            refusal: SmtpReply | None = replies.AUTH_REQUIRED
+        elif address == NULL_SENDER:  # valid syntax: say why it is refused
+            refusal = replies.NULL_SENDER_REFUSED
+        else:
+            refusal = policy.check_sender(address, credential, self._domains)
         # Feedback loops (complaints) and mailbox providers sending a List-Unsubscribe mail
         # come with no AUTH, from their own address: with either intake on, the refusal
         # waits for RCPT, which takes only report and unsubscribe addresses then.
