@@ -3,8 +3,9 @@
 Where aiosmtpd's own behaviour is not what a relay needs we override it here (and in the
 hooks of smtp_handler.py), and only there: DATA reading (bare LF/CR normalised to CRLF,
 998-octet lines, size limit, replies with enhanced status codes), the idle-timeout reply,
-AUTH before TLS allowed on loopback and implicit TLS, and exceptions that never leak their
-text to the client (SmtpHandler.handle_exception).
+AUTH before TLS allowed on loopback and implicit TLS (and its mechanism names in any case),
+a client that closes its sending side (its commands are still answered), and exceptions
+that never leak their text to the client (SmtpHandler.handle_exception).
 
 Bare LF or CR in DATA is normalised to CRLF (as Postfix's ``smtpd_forbid_bare_newline =
 normalize``); end of data is recognised only as <CRLF>.<CRLF>, so SMTP smuggling with
