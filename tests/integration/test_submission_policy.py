@@ -343,6 +343,11 @@ def test_bad_recipient_syntax(relay) -> None:  # type: ignore[no-untyped-def]
     client.mail("app@example.com")
     code, msg = client.rcpt("not-an-address")
     assert code == 553 and msg.startswith(b"5.1.3")
+    client.rset()
+    # A sender aiosmtpd's parser cannot read is refused as a sender (it said 5.1.3).
+    for sender in ("<app@example.com.>", "<@>"):
+        code, msg = client.docmd(f"MAIL FROM:{sender}")
+        assert (code, msg) == (553, replies.SENDER_SYNTAX.line()[4:].encode()), sender
     client.quit()
 
 

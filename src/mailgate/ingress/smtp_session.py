@@ -40,6 +40,8 @@ log = logging.getLogger("mailgate.ingress.smtp")
 # StreamReader.read(n) hands over up to n buffered bytes: this takes all of them, and flow
 # control (the reader pauses its transport past twice its limit) bounds how many there are.
 _ALL = 1 << 62
+# aiosmtpd's refusal of an address its parser cannot read, at MAIL and at RCPT.
+_MALFORMED = "553 5.1.3 Error: malformed address"
 # A timer may fire up to a millisecond before its time (uvloop counts in milliseconds).
 _TIMER_SLACK = 0.001
 _CALL_LIMITS = {
@@ -121,6 +123,7 @@ class RelaySMTP(SMTP):
         self._greeted = False
         self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
         self._input_ended = False  # the client closed its sending side (eof_received)
+        self._in_mail = False  # inside MAIL (smtp_MAIL)
         # The transaction's share of [server] max_inflight_bytes; released with its envelope.
         budget = handler.inflight
         self.held: Reservation | None = budget.reservation("smtp") if budget else None
@@ -209,6 +212,8 @@ class RelaySMTP(SMTP):
         if not status:  # handle_exception's end of a session whose client closed its side
             await asyncio.sleep(0)  # connection_lost() runs, and aiosmtpd's loop ends
             return
+        if self._in_mail and status == _MALFORMED:  # aiosmtpd's, for MAIL and RCPT alike
+            status = replies.SENDER_SYNTAX.line()
         verbatim = self._verbatim and status[:3] == "250"
         if isinstance(status, str) and self._greeted and not verbatim:
             status = replies.with_enhanced_code(status)
@@ -283,6 +288,16 @@ class RelaySMTP(SMTP):
             except Exception:
                 log.debug("could not send the idle-timeout reply", exc_info=True)
         super()._timeout_cb()
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd's, with a sender it cannot parse refused as a sender (553 5.1.7, as
+        the relay's own checks refuse one), not as a recipient (5.1.3)."""
+        self._in_mail = True
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._in_mail = False
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
