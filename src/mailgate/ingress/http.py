@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
@@ -44,6 +44,9 @@ from mailgate.store import Store
 from mailgate.submission.prepare import ApiError
 from mailgate.text import utf8_encodable
 from mailgate.units import parse_rate
+
+if TYPE_CHECKING:
+    from mailgate.ingress.compat.common import ErrorShape
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +300,7 @@ def _errors(handler: Handler) -> Handler:
 
 
 def _http_exception(
-    dialects: list[tuple[str, Callable[[int, str, str], dict[str, Any]]]],
+    dialects: list[tuple[str, ErrorShape]],
 ) -> Callable[[Request, Exception], Awaitable[Response]]:
     """Starlette's 404 (no route) and 405 (another method): in the error shape of the
     compatibility dialect whose paths the request's is under, else the native one."""
