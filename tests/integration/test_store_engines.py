@@ -136,6 +136,27 @@ def test_release_leases_by_node_prefix(db_url: str) -> None:
     run(main())
 
 
+def test_release_leases_keeps_those_of_the_messages_in_flight(db_url: str) -> None:
+    """After a claim whose answer was lost: the node's other leases are released, not those
+    of the attempts it is making."""
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.enqueue([msg(i) for i in range(4)])
+            now = time.time()
+            got = await claim(store, "node_a:1", now, 3, now + 900)
+            flying = got[0].message_id
+            released = await store.release_leases("node_a:1", now, keep={flying})
+            assert released == 2
+            again = await claim(store, "x", now, 10, now + 900)
+            assert flying not in {c.message_id for c in again} and len(again) == 3
+        finally:
+            await store.close()
+
+    run(main())
+
+
 def test_a_nodes_leases_are_found_without_reading_every_delivery(tmp_path: Path) -> None:
     """release_leases at a node's start: every statement it runs seeks an index (SQLite's
     plans; a LIKE on the owner read the whole table, 107-117 ms at 1,000,000 deliveries,

@@ -61,11 +61,19 @@ class FakeStore:
         self.records: list[dict[str, Any]] = []
         self.due_reads = 0
         self.released: list[str] = []
+        self.kept: list[set[str]] = []  # release_leases' keep, each call
         self.refuse: set[str] = set()  # ids of messages whose record raises StoreUnavailable
+        # The next claim commits (its messages leased) but its answer is lost.
+        self.lose_next_claim = False
+        self.leased: list[QueuedMessage] = []
 
     async def claim(self, owner: str, now: float, limit: int, until: float) -> list[QueuedMessage]:
         self.claims.append((owner, now, limit, until))
         got, self.due = self.due[:limit], self.due[limit:]
+        self.leased += got
+        if self.lose_next_claim:
+            self.lose_next_claim = False
+            raise StoreUnavailable("connection was closed in the middle of operation")
         return got
 
     async def record(
@@ -79,9 +87,13 @@ class FakeStore:
         self.due_reads += 1
         return self.next_due
 
-    async def release_leases(self, owner: str, now: float) -> int:
+    async def release_leases(self, owner: str, now: float, keep: Sequence[str] = ()) -> int:
         self.released.append(owner)
-        return 0
+        self.kept.append(set(keep))
+        back = [m for m in self.leased if m.id not in keep]
+        self.leased = [m for m in self.leased if m.id in keep]
+        self.due += back
+        return len(back)
 
 
 class FakeAttempts:
@@ -222,5 +234,33 @@ def test_stop_cancels_attempts_past_the_grace_and_releases_the_leases() -> None:
         async with asyncio.timeout(2):
             await s.stop(0.05)
         assert attempts.in_flight == 0 and store.records == [] and store.released == ["node-1"]
+
+    asyncio.run(main())
+
+
+def test_a_claim_whose_answer_was_lost_is_released_once_the_store_answers() -> None:
+    """The database went away after committing a claim: its deliveries are leased to this
+    node and nothing attempts them. The next claim first releases every lease of the node
+    but those of the attempts in flight, so that mail goes now, not at the lease's end."""
+
+    async def main() -> None:
+        store = FakeStore([message(1)])
+        attempts = FakeAttempts()
+        attempts.gate = asyncio.Event()
+        s = loop(store, attempts)
+        s.start()
+        await until(lambda: attempts.in_flight == 1)
+        store.lose_next_claim = True
+        store.due.append(message(2))
+        s.wake()
+        await until(lambda: len(store.claims) == 2)  # m2 leased, its answer lost
+        assert attempts.started == ["m1"] and store.released == []
+        s.wake()  # ends the pause after the failed claim
+        await until(lambda: attempts.started == ["m1", "m2"])
+        assert store.released == ["node-1"] and store.kept == [{"m1"}]  # m1's lease stays
+        attempts.gate.set()
+        await until(lambda: len(store.records) == 2)
+        await s.stop(1.0)
+        assert sorted(attempts.started) == ["m1", "m2"]  # neither attempted twice
 
     asyncio.run(main())

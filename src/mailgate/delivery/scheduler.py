@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -61,6 +62,10 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._attempting: Counter[str] = Counter()  # ids of the messages in flight
+        # A claim failed: it may have committed with its answer lost (the database went away
+        # after its COMMIT), leaving deliveries leased to us that nothing attempts.
+        self._claim_lost = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         # The earliest next_attempt_at known (None: none), and when it was read from the store.
@@ -112,6 +117,7 @@ class Scheduler:
                 try:
                     got = await self._claim_and_dispatch(want)
                 except StoreUnavailable as exc:
+                    self._claim_lost = True
                     log.error("claim failed, retrying in %gs: %s", claim_pause, exc)
                     await self._sleep(claim_pause)
                     claim_pause = min(claim_pause * 2, CLAIM_RETRY_MAX)
@@ -156,10 +162,13 @@ class Scheduler:
 
     async def _claim_and_dispatch(self, want: int) -> int:
         now = self._clock()
+        if self._claim_lost:
+            await self._release_lost_claims(now)
         until = now + self._settings.delivery.lease
         claimed = await self._store.claim(self.owner, now, want, until)
         for msg in claimed:
             self._inflight += len(msg.deliveries)
+            self._attempting[msg.id] += 1
             task = asyncio.create_task(self._attempt(msg, until), name=f"deliver-{msg.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -214,4 +223,16 @@ class Scheduler:
                     self._on_recorded(done)
         finally:
             self._inflight -= len(msg.deliveries)
+            self._attempting[msg.id] -= 1
+            if not self._attempting[msg.id]:
+                del self._attempting[msg.id]
             self._wake.set()
+
+    async def _release_lost_claims(self, now: float) -> None:
+        """Make due again what a failed claim may have leased to us: every lease of ours but
+        those of attempts in flight. Left alone, that mail would wait for the lease's end
+        (minutes) although the database is back."""
+        released = await self._store.release_leases(self.owner, now, keep=set(self._attempting))
+        self._claim_lost = False
+        if released:
+            log.info("released %d deliveries leased by a claim whose answer was lost", released)

@@ -10,7 +10,7 @@ Keys, templates, suppressions and jobs have modules of their own beside these.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -322,9 +322,12 @@ class Store(AdminReads):
         done: Requeued = await self.writer.run(requeue, list(targets), now)
         return done
 
-    async def release_leases(self, owner: str, now: float, *, prefix: bool = False) -> int:
-        """Make deliveries leased to ``owner`` due now (shutdown, or restart after a crash)."""
-        released: int = await self.writer.run(txn.release_leases, owner, now, prefix)
+    async def release_leases(
+        self, owner: str, now: float, *, prefix: bool = False, keep: Collection[str] = ()
+    ) -> int:
+        """Make deliveries leased to ``owner`` due now (shutdown, restart after a crash, or
+        a claim whose answer was lost), but those of the messages in ``keep``."""
+        released: int = await self.writer.run(txn.release_leases, owner, now, prefix, keep)
         return released
 
     async def cancel_scheduled(self, message_id: str, now: float) -> bool:

@@ -6,7 +6,7 @@ since writer.py may run them in its own process; each uses only the connection g
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -242,11 +242,14 @@ def operate(conn: Connection, action: str, selection: QueueFilter, now: float) -
     return len(rows), len(touched)
 
 
-def release_leases(conn: Connection, owner: str, now: float, prefix: bool) -> int:
+def release_leases(
+    conn: Connection, owner: str, now: float, prefix: bool, keep: Collection[str] = ()
+) -> int:
     """``prefix``: the leases of every owner whose name starts with ``owner`` (a node's, at
     its start). Those owners are read first from the lease index, whose entries past its
     NULLs are only the leases in flight: a LIKE would read every delivery (SQLite's LIKE
-    is case-insensitive, so it uses no index; nor can PostgreSQL's default collation)."""
+    is case-insensitive, so it uses no index; nor can PostgreSQL's default collation).
+    ``keep``: ids of messages whose leases stay (their attempts are in flight)."""
     if prefix:
         leased = select(d.c.lease_owner).where(d.c.lease_owner.is_not(None)).distinct()
         owners = [o for (o,) in conn.execute(leased) if o.startswith(owner)]
@@ -255,6 +258,8 @@ def release_leases(conn: Connection, owner: str, now: float, prefix: bool) -> in
         cond = d.c.lease_owner.in_(owners)
     else:
         cond = d.c.lease_owner == owner
+    if keep:
+        cond = cond & d.c.message_id.not_in(list(keep))
     held = hold_released(conn, cond, now)  # a paused or stopped job's are not made due
     if held:
         conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in held])
