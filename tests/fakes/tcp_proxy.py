@@ -3,7 +3,8 @@ without touching the real database server.
 
 cut() aborts every proxied connection and refuses new ones (accepted, then reset at
 once, as a server that is restarting does); restore() lets connections through again.
-Runs in a thread with its own event loop.
+lose_answer() cuts one connection after a given request reached the server, before its
+answer gets back. Runs in a thread with its own event loop.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class TcpProxy:
         self.cut_connections = 0
         self._up = True
         self._writers: set[asyncio.StreamWriter] = set()
+        self._lose: tuple[bytes, bytes] | None = None  # lose_answer()'s, until it happens
+        self._lose_delay = 0.0
+        self.lost_answers = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -61,6 +65,16 @@ class TcpProxy:
 
         self._loop.call_soon_threadsafe(go)
 
+    def lose_answer(self, after: bytes, request: bytes, delay: float = 0.3) -> None:
+        """On the connection that sends ``after``, the next data holding ``request`` goes
+        to the server, its answer does not come back, and the connection is aborted
+        ``delay`` s later: say a COMMIT done by the server that its client cannot know of.
+        New connections go through as before."""
+        def arm() -> None:
+            self._lose, self._lose_delay = (after, request), delay
+
+        self._loop.call_soon_threadsafe(arm)
+
     def restore(self) -> None:
         self._loop.call_soon_threadsafe(setattr, self, "_up", True)
 
@@ -80,12 +94,41 @@ class TcpProxy:
             _reset(writer)
             return
         self._writers |= {writer, up_writer}
+        muted = asyncio.Event()
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(
+                self._to_server(reader, up_writer, (writer, up_writer), muted),
+                _pipe(up_reader, writer, muted),
+            )
         finally:
             self._writers -= {writer, up_writer}
             for w in (writer, up_writer):
                 w.transport.abort()
+
+
+    async def _to_server(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        muted: asyncio.Event,
+    ) -> None:
+        seen_after = False
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+                lose = self._lose
+                if lose is None:
+                    continue
+                seen_after = seen_after or lose[0] in data
+                if seen_after and lose[1] in data:
+                    self._lose = None
+                    self.lost_answers += 1
+                    muted.set()
+                    for w in pair:
+                        self._loop.call_later(self._lose_delay, w.transport.abort)
+        writer.transport.abort()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -97,9 +140,12 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, muted: asyncio.Event
+) -> None:
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
+            if not muted.is_set():
+                writer.write(data)
+                await writer.drain()
     writer.transport.abort()

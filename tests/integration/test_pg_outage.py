@@ -8,6 +8,7 @@ accepts again and delivers everything it acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from fakes.load import SmtpLoad, pg_query, wait_until
 from fakes.serve import ServeProcess, write_config
@@ -130,3 +132,53 @@ def test_postgresql_outage_under_load(tmp_path: Path, pg_url: str) -> None:
             assert set(http.codes) <= {202, 503, 0}, http.codes
         finally:
             node.close()
+
+
+def test_a_group_whose_commit_answer_was_lost_fails_and_is_not_run_again(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection goes away after PostgreSQL took a group commit's COMMIT: whether it
+    committed is unknown to the relay. Its jobs fail as the database being unavailable
+    (clients retry) and are not run again one by one: they did commit, and a second
+    insert of the same message would be refused as a duplicate."""
+    from sqlalchemy import Connection
+
+    from mailgate.exceptions import DuplicateEntry, StoreUnavailable
+    from mailgate.store import NewMessage, Store
+
+    def message(i: int) -> NewMessage:
+        return NewMessage(
+            id=f"lost-{i}",
+            created_at=time.time(),
+            sender="app@example.com",
+            recipients=["r@dest.test"],
+            raw=b"Subject: x\r\n\r\nbody\r\n",
+        )
+
+    host, port = pg_url.split("@", 1)[1].split("/", 1)[0].split(":")
+
+    async def main() -> None:
+        with TcpProxy(host, int(port)) as proxy:
+            url = "postgresql+asyncpg://" + proxy.url(pg_url).split("://", 1)[1]
+            store = await Store.open(url)
+            try:
+                await store.enqueue([message(0)])
+                proxy.lose_answer(b"lose-the-commit", b"COMMIT")
+                mark = "SELECT 'lose-the-commit'"
+                results = await asyncio.gather(
+                    store.writer.run(Connection.exec_driver_sql, mark),
+                    store.enqueue([message(1)]),
+                    store.enqueue([message(2)]),
+                    return_exceptions=True,
+                )
+                assert proxy.lost_answers == 1
+                assert not any(isinstance(r, DuplicateEntry) for r in results), results
+                assert all(isinstance(r, StoreUnavailable) for r in results), results
+                assert "retrying one by one" not in caplog.text
+                # It had committed: the messages are queued, once.
+                assert await store.get_message("lost-1") is not None
+                assert await store.get_message("lost-2") is not None
+            finally:
+                await store.close()
+
+    asyncio.run(main())

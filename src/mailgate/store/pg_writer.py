@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import write_connection
 from mailgate.store.write_batch import Statements, Work, execute_batch
+from mailgate.store.write_errors import CommitUnknown, lost_connection
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -40,14 +41,19 @@ class PgTransactions:
         (writer.py: ``durable``)."""
         conn = await self._connection()
         try:
-            async with conn.begin():
-                if not flush:
-                    await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                results = await conn.run_sync(execute_batch, works, self._statements, self._bulk)
+            trans = await conn.begin()
+            if not flush:
+                await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            results = await conn.run_sync(execute_batch, works, self._statements, self._bulk)
         except BaseException:
-            # Not used again: it may be broken.
-            with contextlib.suppress(Exception):
-                await conn.close()
+            await _discard(conn)  # rolled back by closing
+            raise
+        try:
+            await trans.commit()
+        except BaseException as exc:
+            await _discard(conn)
+            if lost_connection(exc):
+                raise CommitUnknown(f"the database connection was lost at COMMIT: {exc}") from exc
             raise
         self._idle.append(conn)
         return results
@@ -73,3 +79,9 @@ class PgTransactions:
         await conn.exec_driver_sql("SET enable_seqscan = off")
         await conn.commit()  # the SET began a transaction; committed, it holds for the session
         return conn
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Close ``conn`` for good: after a failure it may be broken."""
+    with contextlib.suppress(Exception):
+        await conn.close()

@@ -10,6 +10,21 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from mailgate.exceptions import DuplicateEntry, InsufficientStorage, StoreUnavailable
 
 
+class CommitUnknown(StoreUnavailable):
+    """A transaction that may or may not have committed: the answer to its COMMIT was lost
+    with the database connection, or the writer process died with it.
+
+    Its jobs fail (a client retries: delivery is at least once) rather than run again: a
+    second run of what did commit inserts the same message twice (refused as a duplicate,
+    an error where the message was in fact queued) or records a result twice.
+    """
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database connection is gone (not that a statement failed)."""
+    return isinstance(exc, OSError) or bool(getattr(exc, "connection_invalidated", False))
+
+
 def store_error(exc: Exception) -> Exception:
     """The exception a job's caller gets for ``exc`` raised in its transaction."""
     if isinstance(exc, IntegrityError):

@@ -46,7 +46,7 @@ from mailgate.store.bulk import BulkForm
 from mailgate.store.pg_writer import PgTransactions
 from mailgate.store.sqlite_writer import SqliteTransactions
 from mailgate.store.write_batch import Op, Statements, TxnFn, Work, bodies_beside
-from mailgate.store.write_errors import store_error
+from mailgate.store.write_errors import CommitUnknown, store_error
 from mailgate.workers import WorkerPool, WorkerUnavailable
 
 if TYPE_CHECKING:
@@ -68,12 +68,9 @@ class _Job:
     )
 
 
-class WriterLost(StoreUnavailable):
+class WriterLost(CommitUnknown):
     """The writer process died with the transaction handed to it: it may or may not have
-    committed (the transaction it was making, or the next one, already in its pipe).
-
-    Its jobs fail (a client retries: delivery is at least once) rather than run again.
-    """
+    committed (the transaction it was making, or the next one, already in its pipe)."""
 
 
 class GroupCommitWriter:
@@ -322,9 +319,9 @@ class GroupCommitWriter:
 
     def _fail_all(self, batch: list[_Job], exc: Exception) -> bool:
         """Fail every job of ``batch`` with ``exc`` when retrying each alone cannot help:
-        a single job, or WriterLost (whether it committed is unknown, so a retry could
+        a single job, or CommitUnknown (whether it committed is unknown, so a retry could
         commit twice). False: retry them one by one."""
-        if len(batch) > 1 and not isinstance(exc, WriterLost):
+        if len(batch) > 1 and not isinstance(exc, CommitUnknown):
             return False
         for job in batch:
             self._fail(job, exc)
