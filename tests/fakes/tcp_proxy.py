@@ -70,6 +70,7 @@ class TcpProxy:
         to the server, its answer does not come back, and the connection is aborted
         ``delay`` s later: say a COMMIT done by the server that its client cannot know of.
         New connections go through as before."""
+
         def arm() -> None:
             self._lose, self._lose_delay = (after, request), delay
 
@@ -104,7 +105,6 @@ class TcpProxy:
             self._writers -= {writer, up_writer}
             for w in (writer, up_writer):
                 w.transport.abort()
-
 
     async def _to_server(
         self,
