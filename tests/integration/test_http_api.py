@@ -444,6 +444,19 @@ def test_body_limits_and_malformed_json(relay_factory) -> None:  # type: ignore[
         assert r.status_code == 422 and error_of(r)["code"] == "invalid_request"
         assert c.get("/v1/nothing").status_code == 404
         assert error_of(c.put("/v1/messages/send"))["code"] == "method_not_allowed"
+        # JSON has no NaN or infinity: an answer echoing one would not be JSON.
+        send = '{"from":"a@example.com","to":"b@example.net","subject":"s","text":"t",'
+        for bom, value, where in [
+            (b"", '"metadata":{"a":NaN}}', "metadata.a"),
+            (b"", '"metadata":{"a":[1,-Infinity]}}', "metadata.a[1]"),
+            (b"", '"tags":["x"],"metadata":{"n":1e400}}', "metadata.n"),
+            (b"\xef\xbb\xbf", '"metadata":{"b":NaN}}', "metadata.b"),  # read by the json module
+        ]:
+            r = c.post("/v1/messages/send", content=bom + (send + value).encode())
+            assert r.status_code == 400, (value, r.text)
+            assert error_of(r)["code"] == "invalid_json" and error_of(r)["field"] == where
+        r = c.post("/v1/messages/send", content=(send + '"metadata":{"a":1e300}}').encode())
+        assert r.status_code == 202 and r.json()["data"]["metadata"] == {"a": 1e300}
 
 
 def _slow_post(url: str, key: str, head: str, parts: list[bytes]) -> bytes:

@@ -157,7 +157,7 @@ class ApiContext:
             raise
         obj = json_text.parse(body)
         if obj is not None:
-            return obj
+            return _finite(obj)
         try:
             # What pydantic-core refused, the json module decides (json_text says why).
             # Decoded first and the bytes dropped before parsing (json.loads of bytes
@@ -174,7 +174,7 @@ class ApiContext:
             raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
         if escapes:
             try:
-                where = _lone_surrogate(obj, "")
+                where = _first_bad(obj, "", _lone_surrogate)
             except RecursionError:
                 raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
             if where is not None:
@@ -185,7 +185,7 @@ class ApiContext:
                     f" in {where or 'the body'}",
                     where or None,
                 )
-        return obj
+        return _finite(obj)
 
 
 def _too_big(limit: int) -> ApiError:
@@ -197,23 +197,50 @@ def _too_big(limit: int) -> ApiError:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _lone_surrogate(obj: Any, path: str) -> str | None:
-    """The field path of the first string (or key) holding a lone surrogate, or None."""
-    if isinstance(obj, str):
-        return None if utf8_encodable(obj) else path
+def _lone_surrogate(value: object) -> bool:
+    return isinstance(value, str) and not utf8_encodable(value)
+
+
+def _non_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _first_bad(obj: Any, path: str, bad: Callable[[object], bool]) -> str | None:
+    """The field path of the first value (or key) that is ``bad``, or None."""
     if isinstance(obj, list):
         for i, item in enumerate(obj):
-            found = _lone_surrogate(item, f"{path}[{i}]")
+            found = _first_bad(item, f"{path}[{i}]", bad)
             if found is not None:
                 return found
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            if not utf8_encodable(key):
+            if bad(key):
                 return f"{path}.{key!a}" if path else ascii(key)
-            found = _lone_surrogate(value, f"{path}.{key}" if path else key)
+            found = _first_bad(value, f"{path}.{key}" if path else key, bad)
             if found is not None:
                 return found
+    elif bad(obj):
+        return path
     return None
+
+
+def _finite(obj: Any) -> Any:
+    """``obj``, unless it holds NaN or an infinity: JSON has no such number (both parsers
+    read ``NaN``, ``Infinity`` and 1e400), and an answer or a webhook echoing one would
+    not be JSON. 400 naming the field."""
+    try:
+        where = _first_bad(obj, "", _non_finite)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+    if where is None:
+        return obj
+    raise ApiError(
+        400,
+        "invalid_json",
+        f"the body is not valid JSON: {where or 'the body'} is NaN, an infinity or a number"
+        " too large for a double",
+        where or None,
+    )
 
 
 _FIELD_CODES = {
