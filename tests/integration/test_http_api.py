@@ -11,6 +11,7 @@ import base64
 import email
 import email.policy
 import json
+import logging
 import re
 import socket
 import time
@@ -494,6 +495,35 @@ def test_a_body_over_the_limit_gets_its_413_while_still_sending(  # type: ignore
     answer = _slow_post(relay.http_url, key, head, parts)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+def test_a_client_gone_before_its_body_ended_is_no_error(  # type: ignore[no-untyped-def]
+    relay, caplog, half_close: bool
+) -> None:
+    """A body shorter than its Content-Length, then the client closes (or stops sending):
+    nothing is queued, and the log says so in a line, not with a traceback at ERROR."""
+    caplog.set_level("INFO")
+    key = relay.create_key("app")
+    host, port = relay.http_url.removeprefix("http://").split(":")
+    body = b'{"from":"a@example.com","to":"b@example.net","subject":"s","text":"t"}'
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /v1/messages/send HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
+            f"Content-Length: {len(body) + 100}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(0.3)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(65536)  # the server closes
+    deadline = time.monotonic() + 5
+    while "before its body ended" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "before its body ended" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    listed = httpx.get(f"{relay.http_url}/v1/messages", headers={"x-api-key": key})
+    assert listed.status_code == 200 and listed.json()["data"] == []
 
 
 # -------------------------------------------------------------- validation

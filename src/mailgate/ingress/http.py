@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
@@ -322,6 +322,12 @@ def _errors(handler: Handler) -> Handler:
                 503,
                 {"Retry-After": "5"},
             )
+        except ClientDisconnect:
+            # Gone before its body was whole: nothing was done, and nobody reads an answer.
+            log.info(
+                "client left during %s %s before its body ended", request.method, request.url.path
+            )
+            return Response(status_code=400)
 
     return wrapped
 
