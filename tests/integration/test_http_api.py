@@ -608,6 +608,12 @@ BASE = {"from": "hello@example.com", "to": "user@example.net", "subject": "s", "
         ({"headers": {"Bcc": "victim@example.net"}}, "invalid_header", "headers.Bcc"),
         ({"headers": {"DKIM-Signature": "v=1"}}, "invalid_header", "headers.DKIM-Signature"),
         ({"headers": {"Message-ID": "<x@y>"}}, "invalid_header", "headers.Message-ID"),
+        (
+            {"headers": {"content-disposition": "attachment; filename=x.exe"}},
+            "invalid_header",
+            "headers.content-disposition",
+        ),
+        ({"headers": {"Content-ID": "<a@b>"}}, "invalid_header", "headers.Content-ID"),
         ({"headers": {"X Bad": "v"}}, "invalid_header", "headers.X Bad"),
         ({"subject": "hello\r\nBcc: victim@example.net"}, "invalid_header", "subject"),
         (

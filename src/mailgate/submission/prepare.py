@@ -34,7 +34,8 @@ MAX_TAG_LENGTH = 200
 MAX_METADATA_BYTES = 10_000
 MAX_SCHEDULE_AHEAD = 365 * 86400
 
-# Headers the API sets itself (or that would break the MIME structure or the trace).
+# Headers the API sets itself (or that would break the trace); every Content-* header is
+# refused too (_headers): MIME's, which would break the message's structure.
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
@@ -50,8 +51,6 @@ RESERVED_HEADERS = frozenset(
         "Return-Path",
         "Received",
         "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
     )
 )
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, kept short enough to fold
@@ -151,7 +150,8 @@ def _headers(raw: dict[str, str] | None) -> list[tuple[str, str]]:
         field = f"headers.{name}"
         if not _FIELD_NAME.match(name):
             raise invalid("invalid_header", f"{field}: not a valid header name", field)
-        if name.lower() in RESERVED_HEADERS:
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS or lowered.startswith("content-"):  # MIME's (RFC 2045)
             raise invalid(
                 "invalid_header", f"{field}: set by the API, use the request field instead", field
             )
