@@ -456,11 +456,15 @@ def test_another_method_and_an_unknown_path_answer_in_the_dialect_shape(
     response = httpx.post(url + "/nope/x", json={}, headers=headers, timeout=30)
     assert response.status_code == 404, response.text
     check_shape(dialect, path, response)
+    # A slash too many: a 404 too, not an empty redirect built from the Host header.
+    response = httpx.request(method, url + "/", json={}, headers=headers, timeout=30)
+    assert response.status_code == 404, (response.status_code, response.headers)
+    check_shape(dialect, path, response)
 
 
 def test_paths_outside_the_dialects_keep_the_native_shape(compat_fuzz: dict[str, Any]) -> None:
     relay: RelayRunner = compat_fuzz["relay"]
-    for path in ("/v1/nope", "/emailx", "/api/v1/emailsx"):
+    for path in ("/v1/nope", "/emailx", "/api/v1/emailsx", "/v1/messages/", "/healthz/"):
         response = httpx.get(relay.http_url + path, timeout=30)
         assert response.status_code == 404, path
         assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}, path

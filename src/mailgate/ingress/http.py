@@ -441,7 +441,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         routes.append(Route("/ui", root, methods=["GET"]))
         routes.append(Mount("/ui", app=create_ui(ctx)))  # the dashboard (mailgate.ui)
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={
             HTTPException: _http_exception(compat.error_shapes(ctx)),
@@ -449,3 +449,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         },
         middleware=[Middleware(http_inflight.ReleaseInflight)],
     )
+    # A path with a slash too many is a 404 in its route's shape, not an empty 307 to the
+    # other form built from the client's Host header (always http://).
+    app.router.redirect_slashes = False
+    return app

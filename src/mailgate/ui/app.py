@@ -102,4 +102,6 @@ def create_ui(api: ApiContext) -> Starlette:
         Route("/sessions/end", page(sessions.session_end), methods=["POST"]),
         Mount("/static", app=_Static(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app.router.redirect_slashes = False  # as the API's (ingress.http.create_app)
+    return app
