@@ -853,6 +853,15 @@ def test_templates_crud_and_use(api, tmp_path) -> None:  # type: ignore[no-untyp
     assert error_of(inactive)["code"] == "invalid_template"
     bad = api.post("/v1/templates", json={"name": "broken", "html": "{% if %}"})
     assert bad.status_code == 422 and error_of(bad)["code"] == "invalid_template"
+    # A subject no header can hold is refused when stored, not at every send using it.
+    for subject in ("a\r\nBcc: v@example.org", "a\nb", "a\x1bb"):
+        bad = api.post("/v1/templates", json={"name": "n", "subject": subject, "text": "t"})
+        assert bad.status_code == 422 and error_of(bad)["field"] == "subject", bad.text
+        bad = api.put(f"/v1/templates/{tpl['id']}", json={"subject": subject})
+        assert bad.status_code == 422 and error_of(bad)["field"] == "subject", bad.text
+    for template_id in (".", "..", "..."):
+        bad = api.post("/v1/templates", json={"id": template_id, "name": "n", "text": "t"})
+        assert error_of(bad)["code"] == "invalid_template_id", bad.text
     assert api.delete(f"/v1/templates/{tpl['id']}").status_code == 200
     assert api.get(f"/v1/templates/{tpl['id']}").status_code == 404
 

@@ -18,6 +18,7 @@ from mailgate.store import TemplateRecord
 from mailgate.submission.prepare import ApiError, invalid, parse_mailbox
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SUBJECT_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is fine, as in a header
 
 
 def _out(t: TemplateRecord) -> dict[str, Any]:
@@ -39,6 +40,13 @@ def _check(fields: dict[str, Any]) -> None:
         value = fields.get(name)
         if value and "\x00" in value:  # PostgreSQL's text cannot hold it
             raise invalid("invalid_template", f"{name}: NUL characters are not allowed", name)
+        if name == "subject" and value and _SUBJECT_CONTROL.search(value):
+            # Stored, it would refuse every send that uses it (a header cannot hold it).
+            raise invalid(
+                "invalid_template",
+                "subject: line breaks and control characters are not allowed",
+                name,
+            )
         if value and name != "name":
             try:
                 check_syntax(value, html=name == "html", field=name)
@@ -50,7 +58,8 @@ def _template_id(value: str | None) -> str:
     """The client's own id (its system's key, a UUID), or a new one."""
     if value is None:
         return new_id()
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+    # "." and "..": a client's URL library would resolve them away from the template.
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or not value.strip("."):
         raise invalid(
             "invalid_template_id", "id: 1-64 characters of letters, digits, '_', '.' or '-'", "id"
         )
