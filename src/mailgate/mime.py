@@ -113,6 +113,7 @@ class MessageSpec:
     text: str = ""
     headers: Sequence[tuple[str, str]] = ()
     attachments: Sequence[Attachment] = field(default_factory=tuple)
+    reply_to: Mailbox | None = None
 
 
 def _address(box: Mailbox) -> Address:
@@ -127,7 +128,8 @@ def _split_type(content_type: str) -> tuple[str, str]:
 
 def build(spec: MessageSpec) -> bytes:
     """The message as CRLF bytes, without Message-ID and Date (accept() adds those)."""
-    if spec.sender.needs_smtputf8 or any(b.needs_smtputf8 for b in (*spec.to, *spec.cc)):
+    boxes = (spec.sender, *spec.to, *spec.cc, *((spec.reply_to,) if spec.reply_to else ()))
+    if any(b.needs_smtputf8 for b in boxes):
         return _build_smtputf8(spec)
     return _build_fast(spec)
 
@@ -254,6 +256,8 @@ def _build_fast(spec: MessageSpec) -> bytes:
     top = [("From", _mailbox(spec.sender)), ("To", ", ".join(_mailbox(b) for b in spec.to))]
     if spec.cc:
         top.append(("Cc", ", ".join(_mailbox(b) for b in spec.cc)))
+    if spec.reply_to is not None:
+        top.append(("Reply-To", _mailbox(spec.reply_to)))
     top.append(("Subject", _header(spec.subject)))
     top.extend((name, _header(value)) for name, value in spec.headers)
     top.append(("MIME-Version", "1.0"))
@@ -311,6 +315,8 @@ def _build_smtputf8(spec: MessageSpec) -> bytes:
     msg["To"] = [_address(b) for b in spec.to]
     if spec.cc:
         msg["Cc"] = [_address(b) for b in spec.cc]
+    if spec.reply_to is not None:
+        msg["Reply-To"] = _address(spec.reply_to)
     msg["Subject"] = spec.subject
     for name, value in spec.headers:
         msg[name] = value

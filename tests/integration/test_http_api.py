@@ -697,6 +697,24 @@ def test_custom_headers_and_reply_to_reach_the_message(api, tmp_path) -> None:  
     )
 
 
+def test_reply_to_names_and_addresses_are_written_as_from_is(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A non-ASCII name is an encoded word beside the address (it swallowed the address), a
+    name with a comma stays quoted (it became two addresses), a non-ASCII address is UTF-8."""
+    cases = [
+        ("José <r1@example.net>", "José", "r1@example.net"),
+        ('"Doe, John" <r2@example.net>', "Doe, John", "r2@example.net"),
+        ("jörg@example.net", "", "jörg@example.net"),
+    ]
+    for n, (reply_to, _name, _address) in enumerate(cases):
+        body = {**BASE, "to": f"u{n}@example.net", "reply_to": reply_to}
+        assert api.post("/v1/messages/send", json=body).status_code == 202
+    by_to = {str(m["To"]): m for m in delivered(tmp_path, len(cases))}
+    for n, (_reply_to, name, address) in enumerate(cases):
+        (got,) = by_to[f"u{n}@example.net"]["Reply-To"].addresses
+        utf8 = got.addr_spec.encode("utf-8", "surrogateescape").decode()  # raw UTF-8 header
+        assert (got.display_name, utf8) == (name, address)
+
+
 # ----------------------------------------------------------------- batches
 
 

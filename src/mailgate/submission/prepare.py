@@ -329,11 +329,11 @@ def prepare_send(
         raise invalid("missing_body", "html or text: at least one is required", "html")
 
     headers = _headers(req.headers)
+    reply_to = None
     if req.reply_to is not None:
         if any(n.lower() == "reply-to" for n, _ in headers):
             raise invalid("invalid_header", "reply_to: also given in headers", "reply_to")
-        rt = parse_mailbox(req.reply_to, "reply_to", "invalid_reply_to")
-        headers.append(("Reply-To", f"{rt.name} <{rt.address}>" if rt.name else rt.address))
+        reply_to = parse_mailbox(req.reply_to, "reply_to", "invalid_reply_to")
     attachments = _attachments(req.attachments)
     tags, metadata = _tags_metadata(req.tags, req.metadata)
     scheduled_at = _schedule(req.scheduled_at, now)
@@ -348,6 +348,7 @@ def prepare_send(
             text=text,
             headers=headers,
             attachments=attachments,
+            reply_to=reply_to,
         )
     )
     if len(data) > settings.smtp.max_message_size:
