@@ -21,7 +21,7 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTPUTF8, Compat32
+from email.policy import SMTP, SMTPUTF8, Compat32
 from email.utils import encode_rfc2231, formataddr, quote
 
 from mailgate.ids import random_hex
@@ -154,9 +154,16 @@ class _PreencodedPolicy(Compat32):
         plain = isinstance(value, str) and value.isascii() and len(name) + len(value) < 996
         if plain and "\n" not in value and "\r" not in value:
             return f"{name}: {value}{self.linesep}".encode("ascii")
-        return super().fold_binary(name, value)
+        folded = super().fold_binary(name, value)
+        if len(folded) > _MAX_LINE and max(map(len, folded.split(b"\r\n"))) > _MAX_LINE:
+            # compat32 folds only at spaces: a longer run (a subject without any, a long
+            # encoded name, an attachment's RFC 2231 filename) is split by the email
+            # package's modern folder, into encoded words or parameter continuations.
+            return SMTP.fold_binary(name, value)
+        return folded
 
 
+_MAX_LINE = 998  # characters in a line of a message, CRLF not counted (RFC 5322 2.1.1)
 _CRLF_POLICY = _PreencodedPolicy(linesep="\r\n")
 _QP_UTF8 = Charset("utf-8")
 _QP_UTF8.header_encoding = QP

@@ -537,6 +537,8 @@ BASE = {"from": "hello@example.com", "to": "user@example.net", "subject": "s", "
     [
         ({"from": "not an address"}, "invalid_from_address", "from"),
         ({"from": "Name <>"}, "invalid_from_address", "from"),
+        ({"to": "a" * 257 + " <u@example.net>"}, "invalid_to_address", "to"),
+        ({"reply_to": "a" * 257 + " <u@example.net>"}, "invalid_reply_to", "reply_to"),
         ({"from": "someone@gmail.com"}, "domain_not_verified", "from"),
         ({"to": "nope"}, "invalid_to_address", "to"),
         ({"to": ["ok@example.net", "bad@@example.net"]}, "invalid_to_address", "to[1]"),

@@ -30,6 +30,27 @@ def test_lines_are_crlf_and_short() -> None:
     assert msg["Subject"] == "z " * 300
 
 
+def test_header_lines_without_spaces_are_split_under_998() -> None:
+    """compat32 folds only at spaces: a subject or header without any, a long non-ASCII
+    name (one encoded word) and a long non-ASCII filename still fit RFC 5322's lines."""
+    long_name = "é" * 250
+    data = build(
+        spec(
+            sender=Mailbox("a@example.com", long_name),
+            subject="x" * 3000,
+            text="t",
+            headers=[("X-Long", "y" * 1990)],
+            attachments=[Attachment("é" * 255 + ".txt", b"hi", "text/plain")],
+        )
+    )
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    msg = parse(data)
+    assert msg["Subject"] == "x" * 3000 and msg["X-Long"] == "y" * 1990
+    assert msg["From"].addresses[0].display_name == long_name
+    (att,) = list(msg.iter_attachments())
+    assert att.get_filename() == "é" * 255 + ".txt"
+
+
 def test_ascii_text_is_7bit_and_utf8_is_quoted_printable() -> None:
     msg = parse(build(spec(text="plain", html="<p>ünïcode</p>")))
     plain, html = msg.get_body(("plain",)), msg.get_body(("html",))

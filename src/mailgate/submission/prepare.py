@@ -33,6 +33,9 @@ MAX_TAGS = 50
 MAX_TAG_LENGTH = 200
 MAX_METADATA_BYTES = 10_000
 MAX_SCHEDULE_AHEAD = 365 * 86400
+# A display name's length: one without spaces cannot be folded, and a header line holds
+# 998 characters (RFC 5322 2.1.1).
+MAX_DISPLAY_NAME = 256
 
 # Headers the API sets itself (or that would break the trace); every Content-* header is
 # refused too (_headers): MIME's, which would break the message's structure.
@@ -121,6 +124,8 @@ def parse_mailbox(value: str, field: str, code: str) -> mime.Mailbox:
     name, addr = (m.group(1), m.group(2).strip()) if m else ("", value.strip())
     if len(name) >= 2 and name[0] == name[-1] == '"':
         name = name[1:-1].replace('\\"', '"')
+    if len(name) > MAX_DISPLAY_NAME:
+        raise invalid(code, f"{field}: the name is over {MAX_DISPLAY_NAME} characters", field)
     try:
         # *.test (RFC 6761) is allowed: staging setups capture it with the maildir
         # provider; other special-use names (.invalid, .localhost, ...) stay refused.
