@@ -29,10 +29,18 @@ CALLABLES = [
     ("aiosmtplib.protocol", "SMTPProtocol.read_response", ["self", "timeout"]),
     ("uvicorn", "Server.startup", ["self", "sockets"]),
     ("uvicorn", "Server.main_loop", ["self"]),
-    (
-        "uvicorn.protocols.http.httptools_impl",
-        "HttpToolsProtocol.connection_made",
-        ["self", "transport"],
+    *(
+        ("uvicorn.protocols.http.httptools_impl", f"HttpToolsProtocol.{name}", params)
+        for name, params in [
+            ("connection_made", ["self", "transport"]),
+            ("connection_lost", ["self", "exc"]),
+            ("data_received", ["self", "data"]),
+            ("on_message_begin", ["self"]),
+            ("on_headers_complete", ["self"]),
+            ("on_message_complete", ["self"]),
+            ("send_400_response", ["self", "msg"]),
+            ("timeout_keep_alive_handler", ["self"]),
+        ]
     ),
     ("dkim", "rfc822_parse", ["message"]),
     (
@@ -55,6 +63,8 @@ ATTRIBUTES = [
     ("asyncio.streams", "StreamReader", "_buffer"),  # what follows DATA, past the client's end
     ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "loop"),
     ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "transport"),
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "timeout_keep_alive"),
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "timeout_keep_alive_task"),
 ]
 
 

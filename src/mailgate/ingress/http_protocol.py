@@ -1,4 +1,5 @@
-"""uvicorn's HTTP/1.1 protocol with one send per answer instead of two.
+"""uvicorn's HTTP/1.1 protocol with one send per answer instead of two, limits on what a
+client may hold open, and JSON refusals.
 
 uvicorn writes an answer's status line and headers as soon as the app sends
 ``http.response.start``, and its body with ``http.response.body``: two ``send()`` calls
@@ -8,16 +9,28 @@ of its connection, which for every answer the API makes follows in the same step
 loop; a head that nothing follows goes out at the loop's next iteration. Bytes keep their
 order whatever is written: every write and close sends what waits first.
 
-The subclass overrides ``connection_made``, asyncio's protocol method, of uvicorn's
-``HttpToolsProtocol`` (tests/unit/test_private_names.py checks it is there).
+Limits uvicorn leaves out (a hostile client could hold a connection, or memory, for as
+long as it liked): a request head over MAX_HEAD bytes is refused 431; a head not whole
+HEAD_TIMEOUT s after it began is refused 408; a body that stops arriving for BODY_IDLE s
+ends the connection (the handler reading it sees the client gone); a connection that
+sends nothing is closed after uvicorn's keep-alive timeout, as an idle one is. A request
+the parser cannot read gets its 400 as the API's JSON error (``http_error``) instead of
+uvicorn's text. A request that arrives in one read, the usual case, arms no timer.
+
+The subclass overrides asyncio's protocol methods, httptools' parser callbacks and
+uvicorn's ``send_400_response`` and keep-alive timer of uvicorn's ``HttpToolsProtocol``
+(tests/unit/test_private_names.py checks they are there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
 
 _STATUS_LINE = b"HTTP/1."
 _HEAD_END = b"\r\n\r\n"
@@ -78,8 +91,95 @@ class _HeadHolding:
         return getattr(self._transport, name)
 
 
+MAX_HEAD = 64 * 1024  # bytes of a request line and headers (nginx: 4 x 8 KB; Node: 16 KB)
+HEAD_TIMEOUT = 30.0  # s for a whole head, from its first byte (nginx's client_header_timeout)
+BODY_IDLE = 60.0  # s a body may pause between two reads (nginx's client_body_timeout)
+
+
+def _refusal(status: bytes, code: str, message: str) -> bytes:
+    body = b'{"error":{"code":"%s","message":"%s"}}' % (code.encode(), message.encode())
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (status, len(body), body)
+    )
+
+
+_BAD_REQUEST = _refusal(b"400 Bad Request", "http_error", "invalid HTTP request")
+_HEAD_TOO_BIG = _refusal(
+    b"431 Request Header Fields Too Large",
+    "http_error",
+    f"request line and headers over {MAX_HEAD} bytes",
+)
+_HEAD_TIMEOUT = _refusal(
+    b"408 Request Timeout", "http_error", f"request headers not complete in {HEAD_TIMEOUT:g} s"
+)
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a :class:`_HeadHolding` transport."""
+    """uvicorn's httptools protocol on a :class:`_HeadHolding` transport, with limits."""
+
+    # A request has begun and is not complete; its head is still being read, and its size.
+    _partial = False
+    _in_head = False
+    _head_bytes = 0
+    _stall: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadHolding(transport, self.loop))  # type: ignore[arg-type]
+        # Nothing sent yet: closed as an idle keep-alive connection is (data_received stops it).
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._partial:
+            if self._stall is not None:
+                self._disarm()
+        elif not self._in_head:
+            self._disarm()  # the body moved on: its pause is timed from now
+            self._stall = self.loop.call_later(BODY_IDLE, self._body_stalled)
+        else:
+            # Still in a head after this read: counted whole (what came before the head in
+            # it too), so the limit may be passed by up to one read, never more.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._refuse(_HEAD_TOO_BIG)
+            elif self._stall is None:
+                self._stall = self.loop.call_later(HEAD_TIMEOUT, self._refuse, _HEAD_TIMEOUT)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._partial = self._in_head = True
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._partial = False
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(_BAD_REQUEST)
+
+    def _refuse(self, answer: bytes) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()
+
+    def _body_stalled(self) -> None:
+        self._stall = None
+        log.info("closed a connection whose request body stalled for %g s", BODY_IDLE)
+        self.transport.close()
+
+    def _disarm(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None

@@ -21,6 +21,8 @@ from mailgate.ingress.http_protocol import HttpProtocol
 from mailgate.units import parse_hostport
 
 log = logging.getLogger(__name__)
+# s an idle keep-alive connection (or one that never sent anything) is kept open.
+KEEP_ALIVE = 30.0
 
 
 class _Server(uvicorn.Server):
@@ -63,7 +65,7 @@ class HttpServer:
             access_log=False,
             server_header=False,
             proxy_headers=False,
-            timeout_keep_alive=30,
+            timeout_keep_alive=KEEP_ALIVE,
         )
         config.load()
         server = _Server(config)
