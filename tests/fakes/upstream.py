@@ -46,6 +46,7 @@ class Faults:
     data_reply: str | None = None  # e.g. "451 4.3.0 Local error"
     data_fail_times: int = 0  # fail this many transactions, then recover (0 = always)
     drop_after_data: int = 0  # transactions in which we drop the connection after DATA
+    drop_at_mail: int = 0  # transactions whose MAIL gets no answer: the connection is dropped
     data_delay: float = 0.0  # seconds before answering the end of DATA
 
 
@@ -68,6 +69,11 @@ class _Handler:
     ) -> str:
         f = self.server.faults
         self.server.mail_commands += 1
+        if f.drop_at_mail > 0:
+            f.drop_at_mail -= 1
+            assert srv.transport is not None
+            srv.transport.abort()
+            return "250 never sent"
         if f.mail_reply:
             reply = f.mail_reply
             if f.mail_fail_times > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import socketserver
 import threading
@@ -145,6 +146,34 @@ def test_dropped_connection_after_data_is_retried(relay_factory, upstream) -> No
     assert len(upstream.received) == 1
     deferred = [e for e in relay.events(qid) if e["type"] == "deferred"]
     assert deferred and deferred[0]["response"].startswith("451 4.4.2")
+
+
+def test_a_pooled_connection_dropped_at_mail_is_tried_again_on_a_new_one(upstream) -> None:  # type: ignore[no-untyped-def]
+    """Two connections pooled, then the server drops the next two transactions at MAIL (a
+    restart): the retry goes to a new connection, not to the other pooled one; that one
+    dropped too ended in an AssertionError, a deferral saying "internal error"."""
+    from mailgate.config_sending import ProviderSettings
+    from mailgate.models import Outcome
+    from mailgate.transports.smtp import SmtpTransport
+
+    settings = ProviderSettings.model_validate(smtp_provider(upstream.port)[0])
+
+    async def main() -> None:
+        transport = SmtpTransport(settings, local_hostname="relay.test")
+        try:
+            two = [transport.deliver("app@example.com", [f"r{i}@dest.test"], MSG) for i in (1, 2)]
+            await asyncio.gather(*two)
+            assert upstream.connections == 2
+            upstream.faults.drop_at_mail = 2
+            (result,) = await transport.deliver("app@example.com", ["r3@dest.test"], MSG)
+            assert result.outcome is Outcome.TEMPORARY, result
+            assert upstream.connections == 3  # the second try was on a new connection
+            (result,) = await transport.deliver("app@example.com", ["r4@dest.test"], MSG)
+            assert result.outcome is Outcome.SENT, result
+        finally:
+            await transport.close()
+
+    asyncio.run(main())
 
 
 def test_slow_upstream_times_out_and_defers(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]

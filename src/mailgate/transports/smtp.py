@@ -59,8 +59,9 @@ class SmtpTransport:
             password=s.resolved_password(),
         )
 
-    async def _acquire(self) -> tuple[aiosmtplib.SMTP, bool]:
-        while self._idle:
+    async def _acquire(self, fresh: bool = False) -> tuple[aiosmtplib.SMTP, bool]:
+        """A pooled connection (reused: True) or a new one; ``fresh``: a new one."""
+        while self._idle and not fresh:
             client, _since = self._idle.pop()
             if client.is_connected:
                 return client, True
@@ -110,9 +111,11 @@ class SmtpTransport:
                 return [
                     AttemptResult(Outcome.TEMPORARY, reply, self.name, SKIPPED) for _ in recipients
                 ]
-            for _ in range(2):
+            # A pooled connection the server had closed is tried again on a new one, never on
+            # another pooled one: the server may have closed them all (a restart).
+            for fresh in (False, True):
                 try:
-                    client, reused = await self._acquire()
+                    client, reused = await self._acquire(fresh)
                 except StageError as exc:
                     log.info("provider %s: %s failed: %s", self.name, exc.stage, exc.reply)
                     return exc.results(self.name, len(recipients))
@@ -129,7 +132,7 @@ class SmtpTransport:
                     )
                 except StageError as exc:
                     self._release(client, healthy=False)
-                    if exc.retry_fresh:
+                    if exc.retry_fresh and not fresh:
                         continue  # a pooled connection the server had closed: use a new one
                     log.info("provider %s: %s failed: %s", self.name, exc.stage, exc.reply)
                     return exc.results(self.name, len(recipients))
@@ -138,4 +141,4 @@ class SmtpTransport:
                     raise
                 self._release(client, healthy=True)
                 return results
-        raise AssertionError("unreachable")
+        raise AssertionError("the second try returns")
