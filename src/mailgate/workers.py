@@ -157,7 +157,14 @@ class ChildProcess:
             self._out = GatheredFrames(proc.stdin, lambda: self._proc is proc and self.alive)
 
     async def ready(self) -> bool:
-        """Is the child running, once a restart under way has finished?"""
+        """Is the child running, once a restart under way has finished? A child whose exit
+        was seen before the end of its output was read is waited for too: its restart
+        begins when that end is read (_stdout_closed). Without that wait, requests in the
+        gap failed with "no ... process is running" (deferred by a whole retry backoff)."""
+        eof = self._reader
+        if eof is not None and not eof.done() and not self.alive:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(eof), START_TIMEOUT)
         if not self.alive and self._restart is not None and not self._restart.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._restart), START_TIMEOUT)
