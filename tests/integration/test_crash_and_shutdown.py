@@ -194,3 +194,44 @@ def test_serve_reports_a_port_in_use_without_a_traceback(tmp_path: Path) -> None
         f"error: cannot listen for SMTP on 127.0.0.1:{port}: Address already in use" in proc.stderr
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_a_stopping_relay_starts_no_new_transaction_and_finishes_the_one_in_data(
+    relay_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """While SMTP stops (SIGTERM), a message in DATA finishes with its 250; a new MAIL,
+    or a DATA not yet begun, gets 421 4.3.2 (under load the stop waited its whole grace,
+    acknowledging new transactions all along)."""
+    import asyncio
+
+    relay = relay_factory()
+
+    def session() -> smtplib.SMTP:
+        client = smtplib.SMTP("127.0.0.1", relay.port(), timeout=10)
+        client.ehlo("client.test")
+        return client
+
+    busy, fresh, before_data = session(), session(), session()
+    assert busy.mail("app@example.com")[0] == 250 and busy.rcpt("a@dest.test")[0] == 250
+    busy.putcmd("data")
+    assert busy.getreply()[0] == 354
+    busy.send(b"Subject: in data\r\n\r\nfirst half\r\n")
+    assert before_data.mail("app@example.com")[0] == 250
+    assert before_data.rcpt("b@dest.test")[0] == 250
+    assert relay.app.smtp is not None
+    stopping = asyncio.run_coroutine_threadsafe(relay.app.smtp.stop(grace=10), relay.loop)
+    deadline = time.monotonic() + 5
+    while not relay.app.smtp.connections.stopping:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    code, text = fresh.mail("app@example.com")
+    assert (code, text[:5]) == (421, b"4.3.2"), text
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        before_data.data(b"Subject: late\r\n\r\nx\r\n")
+    assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (421, b"4.3.2")
+    busy.send(b"second half\r\n.\r\n")
+    code, text = busy.getreply()
+    assert code == 250, text
+    stopping.result(10)
+    for client in (busy, fresh, before_data):
+        client.close()

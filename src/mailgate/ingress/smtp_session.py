@@ -293,11 +293,23 @@ class RelaySMTP(SMTP):
     async def smtp_MAIL(self, arg: str | None) -> None:
         """aiosmtpd's, with a sender it cannot parse refused as a sender (553 5.1.7, as
         the relay's own checks refuse one), not as a recipient (5.1.3)."""
+        if await self._refused_while_stopping():
+            return
         self._in_mail = True
         try:
             await super().smtp_MAIL(arg)
         finally:
             self._in_mail = False
+
+    async def _refused_while_stopping(self) -> bool:
+        """The relay is stopping: 421 and the end of the session instead of a transaction
+        (smtp_listeners.SmtpListeners.stop lets those in DATA finish)."""
+        if not self._connections.stopping:
+            return False
+        await self.push(replies.SHUTTING_DOWN.line())
+        if self.transport is not None:
+            self.transport.close()
+        return True
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
@@ -318,6 +330,8 @@ class RelaySMTP(SMTP):
             return
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
+            return
+        if await self._refused_while_stopping():
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         self.busy = True
