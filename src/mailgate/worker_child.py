@@ -76,10 +76,22 @@ def serve_blocking(setup: Callable[[Any], Callable[[Any], object]]) -> None:
         except Exception as exc:
             answer = (rid, False, failure(exc))
         del request
-        size = max(size, write_frame(out, answer))
-        del answer
-        out.flush()
+        try:
+            size = max(size, write_frame(out, answer))
+            del answer
+            out.flush()
+        except BrokenPipeError:
+            _relay_gone()
+            return
         TRIMMER.note(size)
+
+
+def _relay_gone() -> None:
+    """The relay died (its end of our stdout is closed): exit quietly, without the
+    interpreter's "Exception ignored" when it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 Setup = Callable[
