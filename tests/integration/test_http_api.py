@@ -587,6 +587,17 @@ BASE = {"from": "hello@example.com", "to": "user@example.net", "subject": "s", "
             "too_many_attachments",
             "attachments",
         ),
+        # Counted as given (the default [smtp] max_recipients is 100), a copy too.
+        ({"to": ["u@example.net"] * 101}, "too_many_recipients", "to"),
+        ({"cc": [f"c{i}@example.net" for i in range(100)]}, "too_many_recipients", "cc"),
+        # Field paths as the API writes them, without pydantic's union member tags.
+        ({"to": 5}, "invalid_to_address", "to"),
+        ({"cc": [["x@example.net"]]}, "invalid_to_address", "cc"),
+        (
+            {"attachments": [{"filename": "a", "content": 5}]},
+            "invalid_attachment",
+            "attachments[0].content",
+        ),
         (
             {"attachments": [{"filename": "a", "content": "!!notbase64"}]},
             "invalid_attachment",
@@ -639,6 +650,13 @@ def test_validation_errors_name_code_and_field(refusing_api, change, code, field
     assert (err["code"], err["field"]) == (code, field), err
     assert err["message"]
     assert refusing_api.get("/v1/messages").json()["meta"]["total"] == 0  # nothing queued
+
+
+def test_an_error_does_not_echo_a_huge_value(refusing_api) -> None:  # type: ignore[no-untyped-def]
+    for field in ("to", "from", "reply_to", "provider"):
+        resp = refusing_api.post("/v1/messages/send", json={**BASE, field: "x" * 100_000})
+        assert resp.status_code in (404, 422) and error_of(resp)["field"] == field
+        assert len(resp.content) < 1000, (field, len(resp.content))
 
 
 def test_attachment_too_large(api) -> None:  # type: ignore[no-untyped-def]
@@ -764,7 +782,7 @@ def test_batch_messages_validated_each_alone(api) -> None:  # type: ignore[no-un
     ]
     assert data["messages"][1]["error"]["code"] == "domain_not_verified"
     assert data["messages"][2]["error"]["code"] == "missing_subject"
-    assert data["messages"][3]["error"]["field"].startswith("messages[3].")
+    assert data["messages"][3]["error"]["field"] == "messages[3].to"
     too_many = api.post("/v1/messages/batch", json={"messages": [BASE] * 1001})
     assert too_many.status_code == 422 and error_of(too_many)["code"] == "too_many_messages"
     both = api.post("/v1/messages/batch", json={"messages": [BASE], "recipient_variables": {}})

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -266,17 +266,33 @@ def parse_model(model: type[M], obj: Any, prefix: str = "") -> M:
         return model.model_validate(obj)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"]]
-        field = prefix + ".".join(loc) if loc else (prefix or None)
+        field = field_path(err["loc"], prefix)
+        names = [p for p in err["loc"] if isinstance(p, str) and not _TYPE_TAG.match(p)]
+        code = _FIELD_CODES.get(names[0], "invalid_request") if names else "invalid_request"
         if err["type"] == "extra_forbidden":
             code, message = "unknown_field", f"{field}: unknown field"
         elif err["type"] == "missing":
-            code = _FIELD_CODES.get(loc[0], "invalid_request") if loc else "invalid_request"
             message = f"{field}: required"
         else:
-            code = _FIELD_CODES.get(loc[0], "invalid_request") if loc else "invalid_request"
             message = f"{field}: {err['msg']}"
         raise ApiError(422, code, message, field) from None
+
+
+# What pydantic puts in an error's location besides field names: the member of a union
+# that was tried (``str``, ``list[str]``, a model's class name, ``function-after[...]``).
+_TYPE_TAG = re.compile(r"^(?:str|int|float|bool|bytes|none|[A-Z]\w*|[\w-]+\[.*\])$", re.DOTALL)
+
+
+def field_path(loc: Sequence[int | str], prefix: str = "") -> str | None:
+    """An error's location as the API names fields (``attachments[0].content``), without
+    pydantic's union member tags; ``prefix`` (``messages[3].``) before it."""
+    path = prefix.rstrip(".")
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not _TYPE_TAG.match(part):
+            path += f".{part}" if path else part
+    return path or None
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

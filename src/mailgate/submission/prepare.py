@@ -131,10 +131,21 @@ def parse_mailbox(value: str, field: str, code: str) -> mime.Mailbox:
         # provider; other special-use names (.invalid, .localhost, ...) stay refused.
         address = checked_address(addr)
     except EmailNotValidError as exc:
-        raise invalid(code, f"{field}: {addr!r} is not a valid address: {exc}", field) from None
+        raise invalid(
+            code, f"{field}: {_shown(addr)} is not a valid address: {exc}", field
+        ) from None
     if policy.split_address(address) is None:
-        raise invalid(code, f"{field}: {addr!r} is not a valid address", field)
+        raise invalid(code, f"{field}: {_shown(addr)} is not a valid address", field)
     return mime.Mailbox(address=address, name=name.strip())
+
+
+def _shown(value: str, limit: int = 100) -> str:
+    """``value`` quoted for an error message, cut short: an answer need not echo 100 KB."""
+    return (
+        repr(value)
+        if len(value) <= limit
+        else repr(value[:limit]) + f"... ({len(value)} characters)"
+    )
 
 
 def _recipients(value: str | list[str] | None, field: str) -> list[mime.Mailbox]:
@@ -288,7 +299,10 @@ def prepare_send(
         )
     if req.provider is not None and not any(p.name == req.provider for p in settings.providers):
         raise ApiError(
-            404, "provider_not_found", f"provider: no provider named {req.provider!r}", "provider"
+            404,
+            "provider_not_found",
+            f"provider: no provider named {_shown(req.provider)}",
+            "provider",
         )
     from_ = req.from_ if req.from_ is not None else default_sender(template, credential, settings)
     sender = parse_mailbox(from_, "from", "invalid_from_address")
@@ -300,6 +314,17 @@ def prepare_send(
             + ("" if credential.domains is None else " for this API key"),
             "from",
         )
+    # Counted as given, before any is parsed: 10,000 copies of one address were parsed
+    # each, then taken as one recipient, and the To: header listed them all.
+    given = 0
+    for field, value in (("to", req.to), ("cc", req.cc), ("bcc", req.bcc)):
+        given += 0 if value is None else 1 if isinstance(value, str) else len(value)
+        if given > settings.smtp.max_recipients:
+            raise invalid(
+                "too_many_recipients",
+                f"to/cc/bcc: at most {settings.smtp.max_recipients} recipients",
+                field,
+            )
     to = _recipients(req.to, "to")
     if not to:
         raise invalid("invalid_to_address", "to: at least one recipient is required", "to")
@@ -311,12 +336,6 @@ def prepare_send(
         if box.address.lower() not in seen:
             seen.add(box.address.lower())
             envelope.append(box.address)
-    if len(envelope) > settings.smtp.max_recipients:
-        raise invalid(
-            "too_many_recipients",
-            f"to/cc/bcc: at most {settings.smtp.max_recipients} recipients",
-            "to",
-        )
 
     subject = req.subject if req.subject is not None else (template.subject if template else "")
     html = req.html if req.html is not None else (template.html if template else "")

@@ -19,7 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mailgate.exceptions import InsufficientStorage, PolicyRefused, StoreUnavailable
-from mailgate.ingress.http import STORAGE_RETRY_AFTER, ApiContext, json_response, parse_model
+from mailgate.ingress.http import (
+    STORAGE_RETRY_AFTER,
+    ApiContext,
+    field_path,
+    json_response,
+    parse_model,
+)
 from mailgate.models import Accepted, Credential
 from mailgate.store import TemplateRecord
 from mailgate.submission.prepare import ApiError, Prepared, prepare_send
@@ -63,7 +69,7 @@ def parse(model: type[M], obj: Any) -> M:
         return model.model_validate(obj)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
+        field = field_path(err["loc"])
         message = f"{field}: required" if err["type"] == "missing" else f"{field}: {err['msg']}"
         raise ApiError(400, "invalid_request", message, field) from None
 
