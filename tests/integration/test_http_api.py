@@ -498,8 +498,9 @@ def test_a_body_over_the_limit_gets_its_413_while_still_sending(  # type: ignore
 
 
 @pytest.mark.parametrize("half_close", [False, True])
+@pytest.mark.parametrize("path", ["/v1/messages/send", "/email/send", "/api/v1/emails/send"])
 def test_a_client_gone_before_its_body_ended_is_no_error(  # type: ignore[no-untyped-def]
-    relay, caplog, half_close: bool
+    relay, caplog, half_close: bool, path: str
 ) -> None:
     """A body shorter than its Content-Length, then the client closes (or stops sending):
     nothing is queued, and the log says so in a line, not with a traceback at ERROR."""
@@ -509,7 +510,7 @@ def test_a_client_gone_before_its_body_ended_is_no_error(  # type: ignore[no-unt
     body = b'{"from":"a@example.com","to":"b@example.net","subject":"s","text":"t"}'
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
-            f"POST /v1/messages/send HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
             f"Content-Length: {len(body) + 100}\r\n\r\n".encode()
             + body
         )
@@ -1119,3 +1120,14 @@ def test_answers_on_one_connection_arrive_whole_and_in_order(relay) -> None:  # 
         ((h5, b5),) = _read_answers(sock, [True])
         assert h5.startswith(b"HTTP/1.1 202"), (h5, b5)
         assert json.loads(b5)["data"]["status"] == "queued"
+
+
+@pytest.mark.parametrize("key", ["", "wrong-key"])
+def test_a_refused_key_is_read_by_a_client_still_sending_its_body(relay, key: str) -> None:  # type: ignore[no-untyped-def]
+    """A 401 made before the body is read: the body is read and dropped first, so a
+    client sending 2 MB reads its 401 rather than a connection reset."""
+    parts = [b'{"text": "' + b"x" * 500_000] * 4 + [b'"}']
+    head = f"Content-Length: {sum(len(p) for p in parts)}\r\n"
+    answer = _slow_post(relay.http_url, key, head, parts)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "unauthorized"

@@ -8,6 +8,7 @@ they call the same accept() as SMTP.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -323,6 +324,8 @@ def _errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ApiError as exc:
+            if exc.status in BEFORE_THE_BODY:
+                await drop_unread(request)
             return json_response(exc.body(), exc.status, exc.headers)
         except InsufficientStorage as exc:
             log.warning("refused %s %s: %s", request.method, request.url.path, exc)
@@ -339,13 +342,29 @@ def _errors(handler: Handler) -> Handler:
                 {"Retry-After": "5"},
             )
         except ClientDisconnect:
-            # Gone before its body was whole: nothing was done, and nobody reads an answer.
-            log.info(
-                "client left during %s %s before its body ended", request.method, request.url.path
-            )
-            return Response(status_code=400)
+            return client_left(request)
 
     return wrapped
+
+
+# Refusals made before a request's body is read (its key): the body is read and dropped
+# first, or a client still sending it gets a connection reset instead of the answer.
+BEFORE_THE_BODY = frozenset({401, 403, 429})
+
+
+async def drop_unread(request: Request) -> None:
+    header = request.headers.get("content-length")
+    declared = int(header) if header is not None and header.isdigit() else http_inflight.DRAIN_MAX
+    # RuntimeError: read already (refused after it); ClientDisconnect: the client is gone.
+    with contextlib.suppress(RuntimeError, ClientDisconnect):
+        await http_inflight.refuse_unread(request, request.stream(), declared)
+
+
+def client_left(request: Request) -> Response:
+    """A client gone before its body was whole: nothing was done, and nobody reads an
+    answer; a line in the log, not a traceback."""
+    log.info("client left during %s %s before its body ended", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 def _http_exception(

@@ -94,6 +94,7 @@ class _HeadHolding:
 MAX_HEAD = 64 * 1024  # bytes of a request line and headers (nginx: 4 x 8 KB; Node: 16 KB)
 HEAD_TIMEOUT = 30.0  # s for a whole head, from its first byte (nginx's client_header_timeout)
 BODY_IDLE = 60.0  # s a body may pause between two reads (nginx's client_body_timeout)
+LINGER = 2.0  # s a refused client's bytes are still read and dropped (nginx's lingering_time)
 
 
 def _refusal(status: bytes, code: str, message: str) -> bytes:
@@ -123,6 +124,7 @@ class HttpProtocol(HttpToolsProtocol):
     _in_head = False
     _head_bytes = 0
     _stall: asyncio.TimerHandle | None = None
+    _refused = False  # answered and half-closed: what still comes is dropped (_refuse)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadHolding(transport, self.loop))  # type: ignore[arg-type]
@@ -136,6 +138,8 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         super().data_received(data)
         if not self._partial:
             if self._stall is not None:
@@ -169,9 +173,18 @@ class HttpProtocol(HttpToolsProtocol):
         self._refuse(_BAD_REQUEST)
 
     def _refuse(self, answer: bytes) -> None:
+        """Answer, then half-close and drop what the client still sends for LINGER s
+        before closing: closed at once with its bytes unread, the connection would be
+        reset, and a client still sending could lose the answer."""
         self._disarm()
-        if not self.transport.is_closing():
-            self.transport.write(answer)
+        if self.transport.is_closing() or self._refused:
+            return
+        self._refused = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
+        else:
             self.transport.close()
 
     def _body_stalled(self) -> None:

@@ -15,13 +15,16 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from mailgate.exceptions import InsufficientStorage, PolicyRefused, StoreUnavailable
 from mailgate.ingress.http import (
+    BEFORE_THE_BODY,
     STORAGE_RETRY_AFTER,
     ApiContext,
+    client_left,
+    drop_unread,
     field_path,
     json_response,
     parse_model,
@@ -91,8 +94,12 @@ def guarded(shape: ErrorShape, handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ApiError as exc:
+            if exc.status in BEFORE_THE_BODY:
+                await drop_unread(request)
             status = 400 if exc.status == 422 else exc.status
             return json_response(shape(status, exc.code, exc.message), status, exc.headers)
+        except ClientDisconnect:
+            return client_left(request)
         except InsufficientStorage as exc:
             log.warning("refused %s %s: %s", request.method, request.url.path, exc)
             body = shape(exc.http_status, exc.error_code, exc.public_message)
