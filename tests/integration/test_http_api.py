@@ -456,6 +456,10 @@ def test_body_limits_and_malformed_json(relay_factory) -> None:  # type: ignore[
             r = c.post("/v1/messages/send", content=bom + (send + value).encode())
             assert r.status_code == 400, (value, r.text)
             assert error_of(r)["code"] == "invalid_json" and error_of(r)["field"] == where
+        r = c.post(
+            "/v1/messages/send", content=(send + '"metadata":{"a":' + "1" * 5000 + "}}").encode()
+        )
+        assert r.status_code == 400 and "more than 4300 digits" in error_of(r)["message"]
         r = c.post("/v1/messages/send", content=(send + '"metadata":{"a":1e300}}').encode())
         assert r.status_code == 202 and r.json()["data"]["metadata"] == {"a": 1e300}
 

@@ -170,7 +170,10 @@ class ApiContext:
             obj = json.loads(text)
             del text
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+            why = str(exc)
+            if "integer string conversion" in why:  # Python's limit, in Python's words
+                why = "a number has more than 4300 digits"
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {why}") from None
         except RecursionError:
             raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
         if escapes:
