@@ -7,6 +7,7 @@ reaches the ingress, which answers 451 / 503 so the client keeps the message.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from mailgate.store import IdempotentAnswer, NewJob, NewMessage, QuotaRace, Quot
 
 # Commits tried when other requests keep using the quota between the read and the commit.
 _QUOTA_TRIES = 5
+# A message's first line is a header field: a name (RFC 5322 ftext) and a colon.
+_FIELD_START = re.compile(rb"[!-9;-~]+:")
 
 AnswerFactory = Callable[[list["Accepted | PolicyRefused"]], IdempotentAnswer | None]
 
@@ -243,6 +246,11 @@ class Acceptor:
             added.append(f"Message-ID: {message_id}\r\n".encode("ascii", "replace"))
         if not info.has_date:
             added.append(f"Date: {rfc5322_date(now)}\r\n".encode("ascii"))
+        if not sub.data.startswith(b"\r\n") and not _FIELD_START.match(sub.data):
+            # No header first (a body alone, or a line starting with a space): what the
+            # client sent is the body, after a blank line, as Postfix makes it. Put right
+            # after ours, its lines would be read as headers, or continue our last one.
+            added.append(b"\r\n")
         scheduled_at = sub.scheduled_at if sub.scheduled_at and sub.scheduled_at > now else None
         tracking = self._tracking_of(sub)
         return NewMessage(

@@ -17,6 +17,11 @@ from email.utils import format_datetime
 from mailgate.text import storable
 
 _HELO_SAFE = re.compile(rb"[^\x21-\x7e]")
+# What a HELO name may show in Received: a domain or an address literal. Anything else
+# becomes "?", as Postfix writes it: a "(" would open a comment swallowing the rest of the
+# line, and ";" would end the trace's "from" part early.
+_HELO_SHOWN = re.compile(r"[A-Za-z0-9.\-_:\[\]]*")
+_HELO_OTHER = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 
 
 @dataclass(slots=True)  # a record: not frozen, see models.py
@@ -85,8 +90,14 @@ def built_info(subject: str) -> HeaderInfo | None:
 _UNFOLDED_SUBJECT = 900
 
 
+# Raw subject text decoded at most: enough for the 998 characters kept (an encoded word
+# of one character takes about 15). The email package's decoding takes time that grows
+# with the square of the words: a 2 MB subject of encoded words held the listener for 6 s.
+_SUBJECT_READ = 20_000
+
+
 def _decode_subject(raw: bytes) -> str:
-    text = raw.strip().decode("utf-8", "replace")
+    text = raw[:_SUBJECT_READ].strip().decode("utf-8", "replace")
     if "=?" in text and text.isascii():  # decode_header would turn non-ASCII into "\uXXXX" text
         with contextlib.suppress(ValueError, LookupError, UnicodeError):
             text = str(make_header(decode_header(text)))
@@ -111,10 +122,11 @@ def received_header(
     *, helo: str, address: str, hostname: str, protocol: str, queue_id: str, ts: float
 ) -> bytes:
     """RFC 5321 4.4 trace header; RFC 3848 protocol names (ESMTPSA, ...)."""
-    if helo.isascii() and helo.isprintable() and " " not in helo:
-        helo_text = helo[:255] or "unknown"  # already only \x21-\x7e: the usual case
+    if _HELO_SHOWN.fullmatch(helo):
+        helo_text = helo[:255] or "unknown"  # the usual case
     else:
-        helo_text = _HELO_SAFE.sub(b"", helo.encode("ascii", "replace"))[:255].decode() or "unknown"
+        visible = _HELO_SAFE.sub(b"", helo.encode("ascii", "replace")).decode()
+        helo_text = _HELO_OTHER.sub("?", visible)[:255] or "unknown"
     if not address:
         addr = "[unknown]"
     elif ":" in address:

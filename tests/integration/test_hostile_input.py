@@ -9,6 +9,7 @@ import socket
 import time
 
 import httpx
+import pytest
 
 
 def session(port: int, payload: bytes, timeout: float = 1.0) -> bytes:
@@ -232,3 +233,79 @@ def test_a_template_with_nul_is_refused(relay) -> None:  # type: ignore[no-untyp
                 "message": f"{field}: NUL characters are not allowed",
                 "field": field,
             }
+
+
+def test_auth_without_argument_mid_transaction_or_too_long_is_a_reply_not_a_crash(
+    relay,  # type: ignore[no-untyped-def]
+    caplog,  # type: ignore[no-untyped-def]
+) -> None:
+    """AUTH with no mechanism is a 501, AUTH inside a mail transaction a 503 (RFC 4954 4),
+    an answer to a challenge longer than a line a 500: the first and last were 451 with a
+    traceback, the second was taken."""
+    out = session(
+        relay.port(),
+        b"EHLO x\r\nAUTH\r\nMAIL FROM:<app@example.com>\r\nAUTH PLAIN AGFwaWtleQBrZXk=\r\n"
+        b"RSET\r\nAUTH LOGIN\r\n" + b"A" * 1500 + b"\r\nNOOP\r\n",
+    ).decode()
+    answers = [line[:3] for line in out.split("\r\n") if line and not line.startswith("250-")]
+    assert answers == ["250", "501", "250", "503", "250", "334", "500", "250"], out
+    assert not [r for r in caplog.records if r.levelno >= 40], caplog.text
+    still_serves(relay)
+
+
+def test_encoded_words_in_an_address_are_not_decoded(relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """RFC 2047 5: no encoded word may appear in an address. aiosmtpd's parser decoded
+    them, so <r@=?utf-8?q?evil.test?=> was delivered to r@evil.test."""
+    out = session(
+        relay.port(),
+        b"EHLO x\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<r@=?utf-8?q?evil.test?=>\r\n"
+        b'RCPT TO:<"a b"@=?utf-8?q?evil.test?=>\r\nRCPT TO:<=?utf-8?q?x?= y@dest.test>\r\n'
+        b"QUIT\r\n",
+    ).decode()
+    assert out.count("553 5.1.3 ") == 3, out
+    literal = "=?utf-8?b?QUJD?=@dest.test"  # a plain dot-atom: taken as it is
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        assert c.sendmail("app@example.com", [literal], b"Subject: x\r\n\r\nx\r\n") == {}
+    deadline = time.monotonic() + 10
+    while not list((tmp_path / "maildir" / "new").glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (path,) = (tmp_path / "maildir" / "new").iterdir()
+    assert f"Delivered-To: {literal}".encode() in path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"just a body line\r\nsecond: line\r\n",
+        b" injected: continuation\r\nSubject: x\r\n\r\nb\r\n",
+    ],
+)
+def test_a_message_not_starting_with_a_header_is_a_body(relay, tmp_path, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Put right after the relay's own headers, a body's lines read as headers, and a line
+    starting with a space continued the relay's last header (its Date: or Message-ID:)."""
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        assert c.sendmail("app@example.com", ["a@dest.test"], data) == {}
+    deadline = time.monotonic() + 10
+    while not list((tmp_path / "maildir" / "new").glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (path,) = (tmp_path / "maildir" / "new").iterdir()
+    head, _, body = path.read_bytes().partition(b"\r\n\r\n")
+    assert body == data
+    assert b"injected" not in head and b"line" not in head
+
+
+def test_a_slow_message_is_not_cut_by_the_idle_timeout(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    """The idle timeout runs from the last bytes received, in DATA too (RFC 5321
+    4.5.3.2.5): a message arriving over longer than the timeout, steadily, is taken."""
+    relay = relay_factory(smtp={"idle_timeout": "1s"})
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+        c.ehlo("x")
+        assert c.mail("app@example.com")[0] == 250 and c.rcpt("a@dest.test")[0] == 250
+        c.putcmd("data")
+        assert c.getreply()[0] == 354
+        c.send(b"Subject: slow\r\n\r\n")
+        for n in range(6):
+            time.sleep(0.4)
+            c.send(b"line %d\r\n" % n)
+        c.send(b".\r\n")
+        assert c.getreply()[0] == 250

@@ -126,6 +126,20 @@ def test_scan_subject_is_truncated() -> None:
     assert scan(b"Subject: " + b"x" * 2000 + b"\r\n\r\n").subject == "x" * 998
 
 
+def test_only_the_start_of_a_long_subject_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding encoded words takes time that grows with the square of their number: only
+    what can make the 998 characters kept is read (a 2 MB subject held the listener 6 s)."""
+    import mailgate.headers as headers
+
+    seen: list[int] = []
+    real = headers.decode_header
+    monkeypatch.setattr(headers, "decode_header", lambda text: seen.append(len(text)) or real(text))
+    words = b"".join(b"\tw%06d =?utf-8?q?x?=\r\n" % i for i in range(80_000))
+    subject = scan(b"Subject: " + words + b"\r\n\r\nbody\r\n").subject
+    assert subject.startswith("w000000 x w000001 x") and len(subject) == 998
+    assert seen and max(seen) <= 20_000
+
+
 def test_scan_invalid_utf8_does_not_raise() -> None:
     result = scan(b"Subject: caf\xe9\r\nMessage-ID: <\xff@x>\r\n\r\n")
     assert result.subject == "caf\ufffd"
@@ -175,6 +189,14 @@ def test_rfc5322_date(ts: float, expected: str) -> None:
         ),
         ("a\tb\x00c\x7fd e", "192.0.2.1", "ESMTP", "Received: from abcde ([192.0.2.1])"),
         ("h\u00e9llo", "192.0.2.1", "ESMTP", "Received: from h?llo ([192.0.2.1])"),
+        # nothing that would change the header's structure: a comment, an early ";"
+        (
+            "evil.example(unclosed;<x>",
+            "192.0.2.1",
+            "ESMTP",
+            "Received: from evil.example?unclosed??x? ([192.0.2.1])",
+        ),
+        ("[IPv6:::1]", "::1", "ESMTP", "Received: from [IPv6:::1] ([IPv6:::1])"),
     ],
 )
 def test_received_header(helo: str, address: str, protocol: str, first_line: str) -> None:

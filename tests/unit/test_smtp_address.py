@@ -1,4 +1,5 @@
-"""The fast MAIL/RCPT address parser answers exactly as aiosmtpd's own parser does."""
+"""The fast MAIL/RCPT address parser answers exactly as aiosmtpd's own parser does, but
+for encoded words (RFC 2047), which aiosmtpd decodes and the relay does not."""
 
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ def parsers() -> tuple[RelaySMTP, SMTP]:
         '<"quoted local"@example.com>',
         "<a@[127.0.0.1]>",
         "<a(comment)@example.com>",
-        "<=?utf-8?q?x?=@example.com>",
         "<ü@bücher.de>",
         "<a@example.com",
         "<a@@example.com>",
@@ -49,6 +49,8 @@ def test_same_answer_as_aiosmtpd(arg: str) -> None:
 @settings(max_examples=1500, deadline=None, database=None)
 def test_same_answer_as_aiosmtpd_for_generated_input(arg: str) -> None:
     ours, theirs = parsers()
+    if "=?" in arg:
+        return  # test_encoded_words_are_not_decoded
     try:
         expected = SMTP._getaddr(theirs, arg)
     except Exception as exc:  # aiosmtpd's parser raises on some garbage; so must we
@@ -63,3 +65,17 @@ def test_local_part_limit_is_kept() -> None:
     ours.local_part_limit = theirs.local_part_limit = 3
     for arg in ("<abcd@example.com>", "<abc@example.com>"):
         assert RelaySMTP._getaddr(ours, arg) == SMTP._getaddr(theirs, arg)
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("<=?utf-8?q?x?=@example.com>", ("=?utf-8?q?x?=@example.com", "")),  # a dot-atom
+        ("<r@=?utf-8?q?evil.test?=>", (None, None)),  # aiosmtpd: r@evil.test
+        ('<"a b"@=?utf-8?q?x?=>', (None, None)),
+        ("<=?utf-8?q?x?= y@example.com>", (None, None)),
+    ],
+)
+def test_encoded_words_are_not_decoded(arg: str, expected: tuple[str | None, str | None]) -> None:
+    ours, _ = parsers()
+    assert RelaySMTP._getaddr(ours, arg) == expected

@@ -246,18 +246,26 @@ class RelaySMTP(SMTP):
         return parsed
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's MAIL/RCPT address parser, with a fast path for ``<local@domain>``.
+        """aiosmtpd's MAIL/RCPT address parser, with a fast path for ``<local@domain>``, and
+        without its decoding of encoded words.
 
         aiosmtpd builds an RFC 5322 token tree (and defines a class) per call, about 40 us
         for each MAIL and RCPT. For dot-atom@dot-atom in angle brackets its answer is the
         text between the brackets and what follows the spaces, so that is returned directly;
-        anything else (quoted local parts, comments, address literals, encoded words,
-        non-ASCII, no brackets) still goes through aiosmtpd's parser.
+        anything else (quoted local parts, comments, address literals, non-ASCII, no
+        brackets) still goes through aiosmtpd's parser.
         """
         match = _PLAIN_ANGLE_ADDR.match(arg)
-        if match is None or "=?" in match[1]:
+        if match is None:
+            if "=?" in arg:
+                # aiosmtpd's parser decodes an encoded word (RFC 2047) in an address, which
+                # none may hold (its section 5): <=?utf-8?q?x?=@example.net> was taken as
+                # x@example.net. A plain address keeps such text as it is (below).
+                return None, None
             return super()._getaddr(arg)
         address = match[1]
+        if "=?" in address.rpartition("@")[2]:
+            return None, None  # a domain that holds one is no host name
         if self.local_part_limit and address.index("@") > self.local_part_limit:
             return None, None
         return address, arg[match.end() :]
@@ -312,11 +320,21 @@ class RelaySMTP(SMTP):
         return True
 
     @syntax("AUTH <mechanism>")
-    async def smtp_AUTH(self, arg: str) -> None:
+    async def smtp_AUTH(self, arg: str | None) -> None:
         """Mechanism names in any case, as Postfix takes them (``auth plain ...``);
-        aiosmtpd answered 504 to any but upper case."""
-        mechanism, space, rest = arg.partition(" ")
-        await super().smtp_AUTH(mechanism.upper() + space + rest)
+        aiosmtpd answered 504 to any but upper case. Not inside a mail transaction (RFC
+        4954 4: 503). A client's answer to a challenge longer than a line may be is a 500;
+        it was an internal error (451) with a traceback, as was AUTH with no argument."""
+        if self.envelope is not None and self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 Error: AUTH not allowed in a mail transaction")
+            return
+        if arg:
+            mechanism, space, rest = arg.partition(" ")
+            arg = mechanism.upper() + space + rest
+        try:
+            await super().smtp_AUTH(arg)  # type: ignore[arg-type]  # None: its 501
+        except ValueError:  # StreamReader.readline: the line is over the reader's limit
+            await self.push("500 5.5.6 Error: authentication line too long")
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -361,6 +379,9 @@ class RelaySMTP(SMTP):
             data = await reader.read(_ALL)
             if not data:
                 raise ConnectionResetError("connection closed during DATA")
+            # The idle timeout runs from the last data received (RFC 5321 4.5.3.2.5), not
+            # from the DATA command: a big message on a slow link was cut off.
+            self._reset_timeout()
             end = parser.feed(data)
             if end >= 0:
                 break
