@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailgate import replies
-from mailgate.ingress.smtp_data import LINE_CAP, MAX_LINE, DataParser
+from mailgate.ingress.smtp_data import CR_RUN_CAP, LINE_CAP, MAX_LINE, DataParser
 from mailgate.models import SmtpReply
 
 Outcome = tuple[SmtpReply | None, bytes, int]
@@ -26,22 +26,19 @@ def model(stream: bytes, limit: int, budget: int) -> Outcome | None:
         after_crlf = line.endswith(b"\r\n")
         if error:
             continue
-        if len(line) > LINE_CAP:
-            error = replies.LINE_TOO_LONG
-            continue
         body = line[:-2] if after_crlf else line[:-1]
         if body[:1] == b".":
             body = body[1:]
+        parts = body.split(b"\r")  # a bare CR ends a line too
+        if len(line) > CR_RUN_CAP or any(len(p) > MAX_LINE for p in parts):
+            error = replies.LINE_TOO_LONG
+            continue
         size += len(body) + 2
         if size > limit:
             error = replies.MESSAGE_TOO_BIG
             continue
         if size > budget:
             error = replies.INFLIGHT_FULL
-            continue
-        parts = body.split(b"\r")
-        if any(len(p) > MAX_LINE for p in parts):
-            error = replies.LINE_TOO_LONG
             continue
         out.extend(p + b"\r\n" for p in parts)
     return None
@@ -139,3 +136,18 @@ def test_the_budget_is_asked_for_the_size_so_far() -> None:
     assert parser.feed(b"b" * 18 + b"\r\n.\r\n") == 23
     assert asked == [20, 40]
     assert parser.error is replies.INFLIGHT_FULL
+
+
+def test_lines_ended_by_bare_crs_are_taken_past_a_line_cap_without_lf() -> None:
+    """Old Mac line endings: a run of 200 bare-CR lines has no LF for 2,200 bytes; each
+    line is normalised to CRLF (it was refused as one line too long)."""
+    stream = b"Subject: cr\r\n\r\n" + b"short line\r" * 200 + b"\r\n.\r\n"
+    expected = b"Subject: cr\r\n\r\n" + b"short line\r\n" * 200 + b"\r\n"
+    for points in ([], list(range(100, len(stream), 100))):
+        assert parse(cut(stream, points), 10**6, 10**6) == (None, expected, len(stream))
+    long_run = b"x" * 600 + b"\r" + b"y" * 600 + b"\r\n.\r\n"
+    assert parse([long_run], 10**6, 10**6) == (
+        None,
+        b"x" * 600 + b"\r\n" + b"y" * 600 + b"\r\n",
+        len(long_run),
+    )

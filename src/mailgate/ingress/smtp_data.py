@@ -10,10 +10,10 @@ goes line by line, with the same rules:
   (SMTP smuggling);
 * a bare LF or CR becomes CRLF (Postfix's ``smtpd_forbid_bare_newline = normalize``);
 * a leading dot is removed (RFC 5321 4.5.2);
-* a line over 998 octets refuses the message (500 5.5.2), as does one of more than
-  LINE_CAP bytes up to its LF whatever it holds; a message over the size limit gets
-  552 5.3.4, one that does not fit the in-flight budget 452 4.3.1. The rest of a refused
-  message is still read (and dropped) up to its end.
+* a line over 998 octets refuses the message (500 5.5.2), as do more than LINE_CAP
+  bytes without a LF (CR_RUN_CAP if bare CRs end lines among them); a message over the
+  size limit gets 552 5.3.4, one that does not fit the in-flight budget 452 4.3.1. The
+  rest of a refused message is still read (and dropped) up to its end.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ MAX_LINE = 998  # octets of a line without its CRLF (RFC 5321 4.5.3.1.6)
 # line-by-line reader's stream limit (1001) let through. Bounds what a line without a LF
 # can make the relay hold.
 LINE_CAP = 1002
+# The same for a run of lines ended by bare CRs (old Mac line endings) with no LF yet.
+CR_RUN_CAP = 64 * 1024
 _END = b"\r\n.\r\n"
 
 
@@ -91,7 +93,9 @@ class DataParser:
     def _carry(self, start: bytes) -> None:
         """A line's bytes without its LF: kept until it comes, or dropped once too long."""
         partial = self._partial + start
-        if len(partial) < LINE_CAP:
+        # Bare CRs end lines too (each checked against MAX_LINE once the LF comes): such
+        # a run may be longer, up to CR_RUN_CAP.
+        if len(partial) < (CR_RUN_CAP if b"\r" in partial[:-1] else LINE_CAP):
             self._partial = partial
             return
         self._partial = b""
@@ -136,16 +140,13 @@ class DataParser:
             body, self._after_crlf = line[:-1], False
         if self.error is not None:
             return False
-        if len(line) > LINE_CAP:
-            self._refuse(replies.LINE_TOO_LONG)
-            return False
         if body[:1] == b".":
             body = body[1:]
-        if not self._count(len(body) + 2):
-            return False
         parts = body.split(b"\r")
-        if any(len(p) > MAX_LINE for p in parts):
+        if len(line) > CR_RUN_CAP or any(len(p) > MAX_LINE for p in parts):
             self._refuse(replies.LINE_TOO_LONG)
+            return False
+        if not self._count(len(body) + 2):
             return False
         self._pieces.append(b"".join([p + b"\r\n" for p in parts]))
         return False
