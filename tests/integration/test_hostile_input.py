@@ -309,3 +309,40 @@ def test_a_slow_message_is_not_cut_by_the_idle_timeout(relay_factory) -> None:  
             c.send(b"line %d\r\n" % n)
         c.send(b".\r\n")
         assert c.getreply()[0] == 250
+
+
+def test_a_reply_echoes_no_control_byte_of_the_command(relay) -> None:  # type: ignore[no-untyped-def]
+    out = session(relay.port(), b"EHLO x\r\nNOOP\rX-INJ 250 fake\r\nBAD\x00CMD\r\nQUIT\r\n")
+    replies = [line for line in out.split(b"\r\n") if line.startswith(b"500")]
+    assert len(replies) == 2 and b"NOOP?X-INJ" in replies[0] and b"BAD?CMD" in replies[1], out
+    assert b"\rX-INJ" not in out and b"\x00" not in out
+
+
+def test_received_names_the_protocol_the_client_used(relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """RFC 3848 and 6531: SMTP after HELO, ESMTP after EHLO, UTF8SMTP with SMTPUTF8."""
+    cases = [
+        ("helo", b"HELO x\r\n", b""),
+        ("ehlo", b"EHLO x\r\n", b""),
+        ("utf8", b"EHLO x\r\n", b" SMTPUTF8"),
+    ]
+    for name, greet, option in cases:
+        out = session(
+            relay.port(),
+            greet
+            + b"MAIL FROM:<app@example.com>"
+            + option
+            + b"\r\nRCPT TO:<"
+            + name.encode()
+            + b"@dest.test>\r\nDATA\r\nSubject: p\r\n\r\nx\r\n.\r\nQUIT\r\n",
+        )
+        assert b"250 2.0.0 Ok: queued" in out, out
+    deadline = time.monotonic() + 10
+    folder = tmp_path / "maildir" / "new"
+    while len(list(folder.glob("*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    withs = {}
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        rcpt = re.search(rb"Delivered-To: (\w+)@", data)[1].decode()  # type: ignore[index]
+        withs[rcpt] = re.search(rb"\(mailgate\) with (\S+) id", data)[1].decode()  # type: ignore[index]
+    assert withs == {"helo": "SMTP", "ehlo": "ESMTP", "utf8": "UTF8SMTP"}

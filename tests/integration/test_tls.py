@@ -142,3 +142,16 @@ def _wait_files(tmp_path, n: int):  # type: ignore[no-untyped-def]
             return files
         time.sleep(0.05)
     raise AssertionError("maildir delivery did not happen")
+
+
+def test_starttls_inside_tls_is_refused_and_the_session_goes_on(tls_relay, tls_files) -> None:  # type: ignore[no-untyped-def]
+    """RFC 3207 4: no second STARTTLS. It was answered 220 and a handshake inside the
+    first began, and the connection died."""
+    client = smtplib.SMTP("127.0.0.1", tls_relay.port(), timeout=10)
+    client.ehlo("client.test")
+    client.starttls(context=tls_files["client_context"])
+    client.ehlo("client.test")
+    code, text = client.docmd("STARTTLS")
+    assert (code, text[:5]) == (554, b"5.5.1"), text
+    assert client.noop()[0] == 250
+    client.quit()

@@ -217,11 +217,7 @@ class SmtpHandler(AuthHooks):
         credential = self._credential(server, session)
         if credential is None or not envelope.mail_from:
             return replies.AUTH_REQUIRED.line()
-        protocol = "ESMTP"
-        if server.is_tls:
-            protocol += "S"
-        if session.authenticated:
-            protocol += "A"
+        protocol = _protocol(server, session, envelope)
         sub = Submission(
             sender=envelope.mail_from,
             recipients=tuple(envelope.rcpt_tos),
@@ -265,3 +261,17 @@ class SmtpHandler(AuthHooks):
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP session error: %r", error, exc_info=error)
         return replies.INTERNAL_ERROR.line()
+
+
+def _protocol(server: RelaySMTP, session: Session, envelope: Envelope) -> str:
+    """The Received: header's "with": SMTP after HELO; after EHLO ESMTP, or UTF8SMTP for
+    an SMTPUTF8 transaction (RFC 6531 3.7.3), with S for TLS and A for AUTH (RFC 3848)."""
+    if not session.extended_smtp:
+        return "SMTP"
+    utf8 = any(str(o).upper() == "SMTPUTF8" for o in envelope.mail_options)
+    protocol = "UTF8SMTP" if utf8 else "ESMTP"
+    if server.is_tls:
+        protocol += "S"
+    if session.authenticated:
+        protocol += "A"
+    return protocol

@@ -58,6 +58,7 @@ _CALL_LIMITS = {
 
 # A plain <local@domain> of dot-atoms (what nearly every client sends), then the end or
 # spaces before the parameters (not a comment): see RelaySMTP._getaddr.
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\x80-\U0010ffff]|[\x7f-\x9f]")
 _PLAIN_ANGLE_ADDR = re.compile(rf"<({DOT_ATOM}@{DOT_ATOM})>(?:[ \t]+(?=[\x21-\x27\x29-\x7e])|\Z)")
 
 
@@ -214,6 +215,10 @@ class RelaySMTP(SMTP):
             return
         if self._in_mail and status == _MALFORMED:  # aiosmtpd's, for MAIL and RCPT alike
             status = replies.SENDER_SYNTAX.line()
+        if isinstance(status, str) and not status.isprintable():
+            # aiosmtpd echoes a command it does not know: its CR, NUL or other control
+            # bytes would go back as they came (RFC 5321 4.2: text is printable).
+            status = _UNPRINTABLE.sub("?", status)
         verbatim = self._verbatim and status[:3] == "250"
         if isinstance(status, str) and self._greeted and not verbatim:
             status = replies.with_enhanced_code(status)
@@ -318,6 +323,15 @@ class RelaySMTP(SMTP):
         if self.transport is not None:
             self.transport.close()
         return True
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """Not again inside TLS (RFC 3207 4): aiosmtpd answered 220 and began a second
+        handshake inside the first, and the connection died."""
+        if self.is_tls:
+            await self.push("554 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str | None) -> None:
