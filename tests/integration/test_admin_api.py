@@ -152,6 +152,9 @@ def test_queue_actions_retry_hold_release_delete(stuck: RelayRunner, admin: http
     assert got.status_code == 422 and got.json()["error"]["code"] == "empty_selection"
     got = admin.post("/v1/admin/queue/retry", json={"all": True, "color": "red"})
     assert got.status_code == 422 and got.json()["error"]["field"] == "color"
+    for loose in ("yes", "true", 1):  # only JSON true acts on every delivery
+        got = admin.post("/v1/admin/queue/retry", json={"all": loose})
+        assert got.status_code == 422 and got.json()["error"]["field"] == "all", got.text
     got = admin.post("/v1/admin/queue/explode", json={"all": True})
     assert got.status_code == 404 and got.json()["error"]["code"] == "not_found"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from mailgate.submission.request import Model
 
@@ -25,7 +25,8 @@ class QueueSelection(Model):
     older_than: str = Field(
         default="", max_length=32, description="Accepted longer ago than this, e.g. 30m, 2h, 1d"
     )
-    all: bool = Field(default=False, description="true: no filter needed (every delivery)")
+    # Strict: "yes" or "1" acting on every delivery would be a costly typo.
+    all: StrictBool = Field(default=False, description="true: no filter needed (every delivery)")
     reason: str = Field(
         default="", max_length=500, description="bounce: the diagnostic the DSN and event carry"
     )
