@@ -346,3 +346,36 @@ def test_received_names_the_protocol_the_client_used(relay, tmp_path) -> None:  
         rcpt = re.search(rb"Delivered-To: (\w+)@", data)[1].decode()  # type: ignore[index]
         withs[rcpt] = re.search(rb"\(mailgate\) with (\S+) id", data)[1].decode()  # type: ignore[index]
     assert withs == {"helo": "SMTP", "ehlo": "ESMTP", "utf8": "UTF8SMTP"}
+
+
+def test_a_client_leaving_during_the_commit_leaves_a_line_in_the_log(relay, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The message may still be queued though the client was never told: the log says so
+    (there was no line at all)."""
+    import asyncio
+
+    caplog.set_level("INFO")
+    handler = relay.app.smtp._handler
+    real = handler.acceptor.accept
+
+    async def slow(sub):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.5)
+        return await real(sub)
+
+    handler.acceptor.accept = slow
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port()), timeout=5) as sock:
+            sock.recv(1024)
+            sock.sendall(
+                b"EHLO x\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<a@dest.test>\r\nDATA\r\n"
+                b"Subject: s\r\n\r\nx\r\n.\r\n"
+            )
+            time.sleep(0.2)  # in the commit
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+        deadline = time.monotonic() + 5
+        while "may be queued without the client knowing" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+    finally:
+        handler.acceptor.accept = real

@@ -7,6 +7,7 @@ AUTH, to the intake), or an unsubscribe by mail to a List-Unsubscribe address.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Container
 
@@ -230,6 +231,17 @@ class SmtpHandler(AuthHooks):
         )
         try:
             accepted = await self.acceptor.accept(sub)
+        except asyncio.CancelledError:
+            # The client left (its session ends) while its message was being committed:
+            # the commit may still complete, and the client was not told; say so.
+            log.warning(
+                "client %s left while its message from=<%s> rcpts=%d was being queued;"
+                " it may be queued without the client knowing",
+                server.peer_address,
+                sub.sender,
+                len(sub.recipients),
+            )
+            raise
         except PolicyRefused as exc:
             log.info("refused message from %s: %s", server.peer_address, exc.reply)
             return exc.reply.line()
