@@ -379,3 +379,13 @@ def test_a_client_leaving_during_the_commit_leaves_a_line_in_the_log(relay, capl
             time.sleep(0.05)
     finally:
         handler.acceptor.accept = real
+
+
+def test_mail_may_carry_size_and_a_long_auth_parameter(relay) -> None:  # type: ignore[no-untyped-def]
+    """RFC 1870 and 4954 lengthen MAIL by 26 and 500 octets: a 544-octet MAIL with SIZE=
+    and AUTH= was 500 "line too long"."""
+    line = b"MAIL FROM:<app@example.com> SIZE=1000 BODY=8BITMIME SMTPUTF8 AUTH=<" + b"a" * 470
+    line += b"@example.com>\r\n"
+    assert 540 < len(line) < 1000
+    out = session(relay.port(), b"EHLO x\r\n" + line + b"QUIT\r\n")
+    assert b"250 2.1.0" in out and b"too long" not in out, out

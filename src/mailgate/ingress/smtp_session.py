@@ -18,6 +18,7 @@ import asyncio
 import logging
 import re
 import ssl
+from collections import defaultdict
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, AnyStr
 
@@ -111,6 +112,9 @@ class RelaySMTP(SMTP):
             command_call_limit=_CALL_LIMITS,
         )
         self._relay = handler
+        # aiosmtpd's command length limits are one dict on its class, cleared by every new
+        # connection and raised by every EHLO: a session's MAIL limit moved with others'.
+        self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit)
         self._idle_deadline = 0.0  # loop time of the idle timeout (_reset_timeout)
         self.implicit_tls = implicit_tls
         self.plaintext_loopback = smtp.auth_plaintext_loopback
@@ -231,7 +235,11 @@ class RelaySMTP(SMTP):
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
+        self.command_size_limits.clear()  # aiosmtpd's EHLO adds to them again
         await self._with_plain_250(super().smtp_EHLO(hostname))
+        if self.session is not None and self.session.extended_smtp:
+            # SIZE (we advertise it: aiosmtpd does not know) and AUTH= (RFC 1870, 4954)
+            self.command_size_limits["MAIL"] += 26 + 500
 
     async def _with_plain_250(self, answer: Awaitable[None]) -> None:
         self._verbatim = True
