@@ -57,9 +57,10 @@ _CALL_LIMITS = {
     "HELO": 100,
 }
 
+# Control characters, which no reply text may hold (RFC 5321 4.2).
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\x80-\U0010ffff]|[\x7f-\x9f]")
 # A plain <local@domain> of dot-atoms (what nearly every client sends), then the end or
 # spaces before the parameters (not a comment): see RelaySMTP._getaddr.
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e\x80-\U0010ffff]|[\x7f-\x9f]")
 _PLAIN_ANGLE_ADDR = re.compile(rf"<({DOT_ATOM}@{DOT_ATOM})>(?:[ \t]+(?=[\x21-\x27\x29-\x7e])|\Z)")
 
 
@@ -355,7 +356,9 @@ class RelaySMTP(SMTP):
             arg = mechanism.upper() + space + rest
         try:
             await super().smtp_AUTH(arg)  # type: ignore[arg-type]  # None: its 501
-        except ValueError:  # StreamReader.readline: the line is over the reader's limit
+        except ValueError as exc:  # StreamReader.readline: over the reader's limit
+            if "limit" not in str(exc):
+                raise
             await self.push("500 5.5.6 Error: authentication line too long")
 
     @syntax("DATA")
