@@ -389,3 +389,9 @@ def test_mail_may_carry_size_and_a_long_auth_parameter(relay) -> None:  # type: 
     assert 540 < len(line) < 1000
     out = session(relay.port(), b"EHLO x\r\n" + line + b"QUIT\r\n")
     assert b"250 2.1.0" in out and b"too long" not in out, out
+
+
+def test_too_many_unknown_commands_end_with_a_421(relay) -> None:  # type: ignore[no-untyped-def]
+    out = session(relay.port(), b"EHLO x\r\n" + b"BOGUS\r\n" * 6).decode()
+    last = [line for line in out.split("\r\n") if line][-1]
+    assert last.startswith("421 4.7.0 Too many unrecognized commands"), out

@@ -43,6 +43,10 @@ log = logging.getLogger("mailgate.ingress.smtp")
 _ALL = 1 << 62
 # aiosmtpd's refusal of an address its parser cannot read, at MAIL and at RCPT.
 _MALFORMED = "553 5.1.3 Error: malformed address"
+# aiosmtpd's last answer to a client sending unknown commands, before it closes: a reply
+# that closes the connection is a 421 (RFC 5321 3.8), which a client may retry later.
+_BOGUS_CLOSE = "502 5.5.1 Too many unrecognized commands, goodbye."
+_BOGUS_CLOSE_421 = "421 4.7.0 Too many unrecognized commands, closing connection"
 # A timer may fire up to a millisecond before its time (uvloop counts in milliseconds).
 _TIMER_SLACK = 0.001
 _CALL_LIMITS = {
@@ -220,6 +224,8 @@ class RelaySMTP(SMTP):
             return
         if self._in_mail and status == _MALFORMED:  # aiosmtpd's, for MAIL and RCPT alike
             status = replies.SENDER_SYNTAX.line()
+        elif status == _BOGUS_CLOSE:
+            status = _BOGUS_CLOSE_421
         if isinstance(status, str) and not status.isprintable():
             # aiosmtpd echoes a command it does not know: its CR, NUL or other control
             # bytes would go back as they came (RFC 5321 4.2: text is printable).
