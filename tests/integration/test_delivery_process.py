@@ -101,10 +101,13 @@ def test_children_exit_when_the_relay_is_killed(tmp_path: Path) -> None:
         # The queue writer, the webhook process, the delivery process and its signing
         # processes (none on 2 cores; ready before the relay's READY).
         expected = 3 + SIGNING_PROCESSES
-        _wait(lambda: len(psutil.Process(proc.pid).children(recursive=True)) == expected)
+
+        def commands() -> list[str]:  # a child between its fork and its exec has none yet
+            return [" ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(True)]
+
+        _wait(lambda: len(commands()) == expected and all(commands()))
         children = psutil.Process(proc.pid).children(recursive=True)
-        commands = [" ".join(c.cmdline()) for c in children]
-        assert any("mailgate.events.webhook_process" in c for c in commands), commands
+        assert any("mailgate.events.webhook_process" in c for c in commands()), commands()
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
