@@ -395,3 +395,8 @@ def test_too_many_unknown_commands_end_with_a_421(relay) -> None:  # type: ignor
     out = session(relay.port(), b"EHLO x\r\n" + b"BOGUS\r\n" * 6).decode()
     last = [line for line in out.split("\r\n") if line][-1]
     assert last.startswith("421 4.7.0 Too many unrecognized commands"), out
+
+
+def test_auth_after_helo_is_out_of_sequence(relay) -> None:  # type: ignore[no-untyped-def]
+    out = session(relay.port(), b"HELO x\r\nAUTH PLAIN\r\nQUIT\r\n").decode()
+    assert "503 5.5.1 Error: send EHLO first" in out, out

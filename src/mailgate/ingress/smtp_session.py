@@ -357,6 +357,10 @@ class RelaySMTP(SMTP):
         if self.envelope is not None and self.envelope.mail_from is not None:
             await self.push("503 5.5.1 Error: AUTH not allowed in a mail transaction")
             return
+        if self.session is not None and self.session.host_name and not self.session.extended_smtp:
+            # After HELO: aiosmtpd said the command was unknown (500); it is out of sequence.
+            await self.push("503 5.5.1 Error: send EHLO first")
+            return
         if arg:
             mechanism, space, rest = arg.partition(" ")
             arg = mechanism.upper() + space + rest
