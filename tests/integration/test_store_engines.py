@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select
 
+from conftest import sent_updates
 from mailgate.exceptions import DuplicateEntry
 from mailgate.models import ClaimedDelivery, DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
@@ -151,6 +152,23 @@ def test_release_leases_keeps_those_of_the_messages_in_flight(db_url: str) -> No
             assert released == 2
             again = await claim(store, "x", now, 10, now + 900)
             assert flying not in {c.message_id for c in again} and len(again) == 3
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_leased_to_says_whether_a_result_was_recorded(db_url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.enqueue([msg(1)])
+            now = time.time()
+            (claimed,) = await store.claim("node_a:1", now, 10, now + 900)
+            assert await store.leased_to("node_a:1", claimed.id)
+            assert not await store.leased_to("node_b:1", claimed.id)
+            await store.record("node_a:1", now, sent_updates([claimed]))
+            assert not await store.leased_to("node_a:1", claimed.id)
         finally:
             await store.close()
 

@@ -20,6 +20,7 @@ from mailgate.models import (
     DeliveryUpdate,
     QueuedMessage,
 )
+from mailgate.store.write_errors import CommitUnknown
 
 NOW = 1_800_000_000.0
 
@@ -63,6 +64,7 @@ class FakeStore:
         self.released: list[str] = []
         self.kept: list[set[str]] = []  # release_leases' keep, each call
         self.refuse: set[str] = set()  # ids of messages whose record raises StoreUnavailable
+        self.answer_lost: set[str] = set()  # ids whose record commits, then CommitUnknown
         # The next claim commits (its messages leased) but its answer is lost.
         self.lose_next_claim = False
         self.leased: list[QueuedMessage] = []
@@ -82,6 +84,12 @@ class FakeStore:
         if updates and updates[0].message_id in self.refuse:
             raise StoreUnavailable("database is locked")
         self.records.append({"owner": owner, "now": now, "updates": updates, **kw})
+        if updates and updates[0].message_id in self.answer_lost:
+            self.answer_lost.discard(updates[0].message_id)
+            raise CommitUnknown("the database connection was lost at COMMIT")
+
+    async def leased_to(self, owner: str, message_id: str) -> bool:
+        return not any(r["updates"][0].message_id == message_id for r in self.records)
 
     async def next_due_at(self) -> float | None:
         self.due_reads += 1
@@ -262,5 +270,22 @@ def test_a_claim_whose_answer_was_lost_is_released_once_the_store_answers() -> N
         await until(lambda: len(store.records) == 2)
         await s.stop(1.0)
         assert sorted(attempts.started) == ["m1", "m2"]  # neither attempted twice
+
+    asyncio.run(main())
+
+
+def test_a_result_whose_commit_answer_was_lost_is_not_recorded_twice() -> None:
+    """It committed (its lease is gone): recorded again, its events and DSNs would be
+    inserted twice."""
+
+    async def main() -> None:
+        store = FakeStore([message(1)])
+        store.answer_lost.add("m1")
+        recorded: list[AttemptRecord] = []
+        s = loop(store, FakeAttempts(), on_recorded=recorded.append)
+        s.start()
+        await until(lambda: len(recorded) == 1)
+        await s.stop(1.0)
+        assert len(store.records) == 1
 
     asyncio.run(main())

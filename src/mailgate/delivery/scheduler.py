@@ -21,6 +21,7 @@ from mailgate.delivery.outcome import AttemptRecord, unfinished
 from mailgate.exceptions import StoreUnavailable
 from mailgate.models import QueuedMessage
 from mailgate.store import Store
+from mailgate.store.write_errors import CommitUnknown
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,8 @@ class Scheduler:
                 )
                 return True
             except StoreUnavailable as exc:
+                if isinstance(exc, CommitUnknown) and await self._committed(msg):
+                    return True  # recorded twice, its events and DSNs would be twice too
                 if self._stopping or self._clock() + pause >= until - 1.0:
                     log.error(
                         "could not record results of %s (lease will expire, retry): %s",
@@ -227,6 +230,14 @@ class Scheduler:
             if not self._attempting[msg.id]:
                 del self._attempting[msg.id]
             self._wake.set()
+
+    async def _committed(self, msg: QueuedMessage) -> bool:
+        """Whether a result whose COMMIT answer was lost did commit (its lease is gone);
+        False when the store cannot say yet (it is tried again)."""
+        try:
+            return not await self._store.leased_to(self.owner, msg.id)
+        except StoreUnavailable:
+            return False
 
     async def _release_lost_claims(self, now: float) -> None:
         """Make due again what a failed claim may have leased to us: every lease of ours but

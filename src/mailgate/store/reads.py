@@ -49,6 +49,13 @@ class QueueReads:
         rows = await self._read(select(func.min(d.c.next_attempt_at)))
         return rows[0][0] if rows else None
 
+    async def leased_to(self, owner: str, message_id: str) -> bool:
+        """Whether a delivery of ``message_id`` is still leased to ``owner``. A recorded
+        result ends the lease: after a result whose COMMIT answer was lost, this says
+        whether it committed."""
+        found = select(d.c.rcpt_idx).where(d.c.message_id == message_id, d.c.lease_owner == owner)
+        return bool(await self._read(found.limit(1)))
+
     async def oldest_pending_created_at(self) -> float | None:
         """When the oldest message waiting to go out (queued or deferred; scheduled and
         held ones aside) was accepted: from the messages' derived status, one seek per
