@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import Connection, select
+from tests.conftest import sent_updates
 
-from conftest import sent_updates
 from mailgate.exceptions import DuplicateEntry
 from mailgate.models import ClaimedDelivery, DeliveryStatus
 from mailgate.store import DeliveryUpdate, NewMessage, QueueFilter, Store
