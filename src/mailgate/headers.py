@@ -20,8 +20,9 @@ _HELO_SAFE = re.compile(rb"[^\x21-\x7e]")
 # What a HELO name may show in Received: a domain or an address literal. Anything else
 # becomes "?", as Postfix writes it: a "(" would open a comment swallowing the rest of the
 # line, and ";" would end the trace's "from" part early.
-_HELO_SHOWN = re.compile(r"[A-Za-z0-9.\-_:\[\]]*")
-_HELO_OTHER = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
+_HELO_CHARS = r"A-Za-z0-9.\-_:\[\]"
+_HELO_SHOWN = re.compile(f"[{_HELO_CHARS}]*")
+_HELO_OTHER = re.compile(f"[^{_HELO_CHARS}]")
 
 
 @dataclass(slots=True)  # a record: not frozen, see models.py

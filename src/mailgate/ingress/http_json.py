@@ -41,12 +41,9 @@ def decode(held: list[bytearray]) -> Any:
             why = "a number has more than 4300 digits"
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {why}") from None
     except RecursionError:
-        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+        raise _too_deep() from None
     if escapes:
-        try:
-            where = _first_bad(obj, "", _lone_surrogate)
-        except RecursionError:
-            raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+        where = _where(obj, _lone_surrogate)
         if where is not None:
             raise ApiError(
                 400,
@@ -90,14 +87,23 @@ def _first_bad(obj: Any, path: str, bad: Callable[[object], bool]) -> str | None
     return None
 
 
+def _where(obj: Any, bad: Callable[[object], bool]) -> str | None:
+    """:func:`_first_bad` from the top; a body nested past Python's recursion is a 400."""
+    try:
+        return _first_bad(obj, "", bad)
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, "invalid_json", "the body is nested too deeply")
+
+
 def _finite(obj: Any) -> Any:
     """``obj``, unless it holds NaN or an infinity: JSON has no such number (both parsers
     read ``NaN``, ``Infinity`` and 1e400), and an answer or a webhook echoing one would
     not be JSON. 400 naming the field."""
-    try:
-        where = _first_bad(obj, "", _non_finite)
-    except RecursionError:
-        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+    where = _where(obj, _non_finite)
     if where is None:
         return obj
     raise ApiError(

@@ -15,10 +15,9 @@ from mailgate.ingress.http_models import TemplateIn, TemplateUpdate
 from mailgate.ingress.http_params import Route, int_param, iso, limit_param
 from mailgate.rendering import TemplateProblem, check_syntax
 from mailgate.store import TemplateRecord
-from mailgate.submission.prepare import ApiError, invalid, parse_mailbox
+from mailgate.submission.prepare import HEADER_CONTROL, ApiError, invalid, parse_mailbox
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_SUBJECT_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is fine, as in a header
 
 
 def _out(t: TemplateRecord) -> dict[str, Any]:
@@ -40,7 +39,7 @@ def _check(fields: dict[str, Any]) -> None:
         value = fields.get(name)
         if value and "\x00" in value:  # PostgreSQL's text cannot hold it
             raise invalid("invalid_template", f"{name}: NUL characters are not allowed", name)
-        if name == "subject" and value and _SUBJECT_CONTROL.search(value):
+        if name == "subject" and value and HEADER_CONTROL.search(value):
             # Stored, it would refuse every send that uses it (a header cannot hold it).
             raise invalid(
                 "invalid_template",

@@ -95,7 +95,8 @@ class DataParser:
         partial = self._partial + start
         # Bare CRs end lines too (each checked against MAX_LINE once the LF comes): such
         # a run may be longer, up to CR_RUN_CAP.
-        if len(partial) < (CR_RUN_CAP if b"\r" in partial[:-1] else LINE_CAP):
+        bare_cr = partial.find(b"\r", 0, len(partial) - 1) >= 0
+        if len(partial) < (CR_RUN_CAP if bare_cr else LINE_CAP):
             self._partial = partial
             return
         self._partial = b""

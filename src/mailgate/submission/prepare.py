@@ -57,7 +57,7 @@ RESERVED_HEADERS = frozenset(
     )
 )
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, kept short enough to fold
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is fine in a header value
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is fine in a header value
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}$")
 _NAME_ADDR = re.compile(r"^\s*(.*?)\s*<([^<>]*)>\s*$", re.DOTALL)
 
@@ -118,7 +118,7 @@ def parse_mailbox(value: str, field: str, code: str) -> mime.Mailbox:
     """
     if not isinstance(value, str) or not value.strip():
         raise invalid(code, f"{field}: an email address is required", field)
-    if _CONTROL.search(value):
+    if HEADER_CONTROL.search(value):
         raise invalid(code, f"{field}: control characters are not allowed", field)
     m = _NAME_ADDR.match(value)
     name, addr = (m.group(1), m.group(2).strip()) if m else ("", value.strip())
@@ -171,7 +171,7 @@ def _headers(raw: dict[str, str] | None) -> list[tuple[str, str]]:
             raise invalid(
                 "invalid_header", f"{field}: set by the API, use the request field instead", field
             )
-        if not isinstance(value, str) or _CONTROL.search(value) or len(value) > 2000:
+        if not isinstance(value, str) or HEADER_CONTROL.search(value) or len(value) > 2000:
             raise invalid(
                 "invalid_header",
                 f"{field}: value must be text without line breaks (at most 2000 characters)",
@@ -202,7 +202,7 @@ def _attachments(items: Sequence[AttachmentIn] | None) -> list[mime.Attachment]:
                 f"{field}: larger than 10 MiB (10,485,760 bytes) decoded",
                 f"{field}.content",
             )
-        if _CONTROL.search(a.filename) or "/" in a.filename or "\\" in a.filename:
+        if HEADER_CONTROL.search(a.filename) or "/" in a.filename or "\\" in a.filename:
             raise invalid(
                 "invalid_attachment",
                 f"{field}.filename: not a valid file name",
@@ -230,7 +230,7 @@ def _tags_metadata(
     if len(tags) > MAX_TAGS:
         raise invalid("invalid_tags", f"at most {MAX_TAGS} tags", "tags")
     for i, tag in enumerate(tags):
-        if not tag or len(tag) > MAX_TAG_LENGTH or _CONTROL.search(tag):
+        if not tag or len(tag) > MAX_TAG_LENGTH or HEADER_CONTROL.search(tag):
             raise invalid(
                 "invalid_tags", f"tags[{i}]: 1-{MAX_TAG_LENGTH} printable characters", f"tags[{i}]"
             )
@@ -347,7 +347,7 @@ def prepare_send(
             raise invalid("invalid_template", str(exc), "template_data") from None
     if not subject.strip():
         raise invalid("missing_subject", "subject: required", "subject")
-    if _CONTROL.search(subject):
+    if HEADER_CONTROL.search(subject):
         raise invalid("invalid_header", "subject: line breaks are not allowed", "subject")
     if not html and not text:
         raise invalid("missing_body", "html or text: at least one is required", "html")
