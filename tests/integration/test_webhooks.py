@@ -8,6 +8,8 @@ import base64
 import os
 import signal
 import smtplib
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -384,3 +386,37 @@ def test_a_reload_moves_webhooks_to_the_new_endpoint(tmp_path: Path) -> None:
             assert len(old.received) == 1
         finally:
             serve.close()
+
+
+def test_a_reload_of_allow_private_applies_to_the_api_at_once(tmp_path: Path) -> None:
+    """[webhooks] allow_private changed and reloaded: POST /v1/webhooks checks a URL
+    against the setting as it is now (it kept the one it was started with)."""
+    from fakes.serve import ServeProcess, capture_config
+
+    config = tmp_path / "relay.toml"
+    base = capture_config(tmp_path / "data")
+    config.write_text(base + "[webhooks]\nallow_private = false\n")
+    create = ["keys", "create", "--name", "ops", "--scope", "admin", "--config", str(config)]
+    made = subprocess.run(
+        [sys.executable, "-m", "mailgate.cli", *create],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    admin = {"x-api-key": made.stdout.strip().splitlines()[-1]}
+    serve = ServeProcess(config, tmp_path / "serve.log")
+    try:
+        url = f"http://127.0.0.1:{serve.http_port}/v1/webhooks"
+
+        def post(n: int) -> int:
+            hook = {"url": f"http://127.0.0.1:9/hook{n}"}
+            return httpx.post(url, json=hook, headers=admin, timeout=10).status_code
+
+        assert post(1) == 422
+        for n, (allowed, status) in enumerate([("true", 201), ("false", 422)], start=1):
+            config.write_text(base + f"[webhooks]\nallow_private = {allowed}\n")
+            os.kill(serve.proc.pid, signal.SIGHUP)
+            serve.wait_for(r"(reloaded) ", count=n)
+            assert post(n + 1) == status
+    finally:
+        serve.close()

@@ -9,7 +9,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from mailgate.events.ssrf import refused_address
+from mailgate.events.ssrf import UrlRefused, check_url, refused_address
 from mailgate.events.webhook_models import WebhookAnswer
 from mailgate.events.webhook_process import retry_after
 from mailgate.events.webhook_signing import new_secret, secret_key, signature
@@ -77,12 +77,30 @@ def test_bad_secrets_are_refused(secret: str) -> None:
         ("fe80::1", True),
         ("fd00:ec2::254", True),  # AWS metadata over IPv6
         ("::ffff:10.0.0.1", True),
+        ("2002:a9fe:a9fe::", True),  # 6to4 around 169.254.169.254
+        ("64:ff9b::a9fe:a9fe", True),  # NAT64 around it
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True),  # Teredo, client 192.0.2.45
+        ("2002:5db8:d70e::1", False),  # 6to4 around a public address
         ("93.184.215.14", False),
         ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", False),
     ],
 )
 def test_private_and_special_addresses(address: str, refused: bool) -> None:
     assert (refused_address(ipaddress.ip_address(address)) is not None) is refused
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://a.test/x\r\nX-Injected: 1",
+        " http://a.test/",
+        "http://a.test/a b",
+        "http://a\t.test/",
+    ],
+)
+def test_urls_with_spaces_or_control_characters_are_refused(url: str) -> None:
+    with pytest.raises(UrlRefused, match="spaces or control characters"):
+        check_url(url, allow_private=True)
 
 
 def test_subscriptions() -> None:

@@ -16,6 +16,12 @@ from urllib.parse import SplitResult, urlsplit
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# NAT64's well-known prefix (RFC 6052): 64:ff9b::a9fe:a9fe reaches 169.254.169.254.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# What a URL may not hold (WHATWG URL parsing drops or refuses them; a stored URL is sent
+# as it was given): spaces and control characters.
+_UNSAFE = frozenset(map(chr, [*range(0x21), 0x7F]))
+
 
 class UrlRefused(ValueError):
     """The URL is not one webhooks may be sent to; the text says why."""
@@ -23,6 +29,8 @@ class UrlRefused(ValueError):
 
 def parse_url(url: str) -> SplitResult:
     """An absolute http(s) URL with a host, or UrlRefused."""
+    if not _UNSAFE.isdisjoint(url):
+        raise UrlRefused("must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -37,8 +45,10 @@ def parse_url(url: str) -> SplitResult:
 
 def refused_address(ip: IpAddress) -> str | None:
     """Why webhooks may not go to ``ip`` (None: they may)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded(ip)
+        if inner is not None:
+            return refused_address(inner)
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_link_local:
@@ -47,6 +57,20 @@ def refused_address(ip: IpAddress) -> str | None:
         return "not a unicast address"
     if not ip.is_global:
         return "a private address"
+    return None
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to its destination: mapped, 6to4, Teredo's
+    client or NAT64 (routers on the way unwrap them)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 

@@ -62,14 +62,15 @@ def delivery_body(w: WebhookDelivery) -> dict[str, Any]:
 
 def routes(ctx: ApiContext) -> list[Route]:
     store = ctx.store
-    allow_private = ctx.settings.webhooks.allow_private
 
     async def admin(request: Request) -> None:
         await ctx.credential(request, need="admin")
 
     async def checked_url(url: str) -> str:
         try:
-            # Resolving may block: not on the event loop.
+            # Resolving may block: not on the event loop. The setting as it is now: a
+            # reload may have changed it since the routes were made.
+            allow_private = ctx.settings.webhooks.allow_private
             await asyncio.to_thread(check_url, url, allow_private=allow_private)
         except UrlRefused as exc:
             raise invalid("invalid_url", f"url: {exc}", "url") from None
