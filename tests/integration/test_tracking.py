@@ -168,6 +168,28 @@ def test_tracked_copies_are_signed_per_recipient_and_links_produce_events(
             assert data["opened_at"] is not None and data["opened_at"].endswith("Z")
 
 
+def test_a_non_ascii_link_is_shown_as_written_and_redirects_as_a_uri(
+    relay_factory, tmp_path: Path, keyfile
+) -> None:  # type: ignore[no-untyped-def]
+    """The click event names the link as the message wrote it; the redirect's Location is
+    its URI form (IDNA host, UTF-8 percent-encoding), which every browser follows."""
+    link = "https://例え.jp/パス?q=ü"
+    with Upstream() as up:
+        relay = start(relay_factory, tmp_path, keyfile, up)
+        with client(relay) as api:
+            html = f'<p><a href="{link}">go</a></p>'
+            qid = send(api, to=["a@dest.test"], html=html, tracking={"clicks": True})
+            (got,) = up.wait_for(1)
+            (tracked,) = re.findall(r'href="([^"]+/t/c/[^"]+)"', parts(got)["text/html"])
+            r = httpx.get(local(tracked, relay), timeout=30)
+            assert r.status_code == 302
+            assert r.headers["location"] == "https://xn--r8jz45g.jp/%E3%83%91%E3%82%B9?q=%C3%BC"
+            wait_events(relay, qid, "clicked", 1)
+            events = api.get(f"/v1/messages/{qid}/events").json()["data"]
+            (clicked,) = [e for e in events if e["type"] == "clicked"]
+            assert clicked["metadata"]["url"] == link
+
+
 def test_bad_tokens_are_404_and_there_is_no_open_redirect(
     relay_factory, tmp_path: Path, keyfile
 ) -> None:  # type: ignore[no-untyped-def]

@@ -141,3 +141,87 @@ def test_attachments_and_long_lines(signer: Signer) -> None:
     assert b"https://attached.test/" in out and b"preamble" in out and b"epilogue" in out
     html = texts(out)["text/html"]
     assert html.count("/t/c/") == 40
+
+
+def _clicked(signer: Signer, out: bytes) -> list[str]:
+    """The URLs signed in the tracked links of ``out``, in order."""
+    got = texts(out)
+    found = re.findall(r"https://t\.example\.com/t/c/([\w-]+)", "".join(got.values()))
+    return [signer.check_click(token).url for token in found]  # type: ignore[union-attr]
+
+
+def test_link_urls_are_decoded_in_their_part_s_charset(signer: Signer) -> None:
+    """A non-ASCII link is signed as written (the click event shows it so), whatever the
+    part's charset and transfer encoding; an entity beyond Latin-1 is no error."""
+    raw = mime.build(
+        mime.MessageSpec(
+            sender=mime.Mailbox("app@example.com"),
+            to=[mime.Mailbox("r@x.test")],
+            subject="s",
+            html='<a href="https://例え.jp/パス?q=ü">a</a> <a href="https://x.test/&#x4F8B;">b</a>',
+            text="https://ünicode.example/ü",
+        )
+    )
+    out = personalizer(signer).personalize(raw, new_id(), 0, Options(False, True, False))
+    assert _clicked(signer, out) == [  # the text part first
+        "https://ünicode.example/ü",
+        "https://例え.jp/パス?q=ü",
+        "https://x.test/例",
+    ]
+    latin = (
+        b"From: a@example.com\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nhttps://latin.example/caf=E9\r\n"
+    )
+    out = personalizer(signer).personalize(latin, new_id(), 0, Options(False, True, False))
+    assert _clicked(signer, out) == ["https://latin.example/café"]
+    html = (
+        b"From: a@example.com\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n"
+        b'<a href="https://x.test/&#x4F8B;/caf\xe9">x</a>\r\n'
+    )
+    out = personalizer(signer).personalize(html, new_id(), 0, Options(False, True, False))
+    assert _clicked(signer, out) == ["https://x.test/例/café"]
+
+
+def test_tabs_and_line_breaks_leave_a_link_as_a_browser_reads_it(signer: Signer) -> None:
+    raw = (
+        b"From: a@example.com\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b'<a href="https://crlf.example/&#13;&#10;Set-Cookie:%20pwn=1">a</a>\r\n'
+        b'<a href="https://nl.example/a\r\nb">b</a> <a href="https://tab.example/\tc">c</a>\r\n'
+    )
+    out = personalizer(signer).personalize(raw, new_id(), 0, Options(False, True, False))
+    assert _clicked(signer, out) == [
+        "https://crlf.example/Set-Cookie:%20pwn=1",
+        "https://nl.example/ab",
+        "https://tab.example/c",
+    ]
+
+
+def test_a_url_in_text_keeps_a_parenthesis_it_opened(signer: Signer) -> None:
+    raw = (
+        b"From: a@example.com\r\n\r\nSee https://en.wikipedia.org/wiki/Foo_(bar), "
+        b"(also https://b.test/p). And https://c.test/q_(x)y).\r\n"
+    )
+    out = personalizer(signer).personalize(raw, new_id(), 0, Options(False, True, False))
+    assert _clicked(signer, out) == [
+        "https://en.wikipedia.org/wiki/Foo_(bar)",
+        "https://b.test/p",
+        "https://c.test/q_(x)y",
+    ]
+    assert b", (also " in out and b"). And " in out and out.endswith(b").\r\n")
+
+
+@pytest.mark.parametrize(
+    ("url", "header"),
+    [
+        ("https://a.test/ok?x=1#f", "https://a.test/ok?x=1#f"),
+        ("https://例え.jp/パス?q=ü", "https://xn--r8jz45g.jp/%E3%83%91%E3%82%B9?q=%C3%BC"),
+        ("https://ü.test?x=ü", "https://xn--tda.test?x=%C3%BC"),
+        ("https://u@ü.test:8080/a b", "https://u@xn--tda.test:8080/a%20b"),
+        ("https://a.test/x\r\nSet-Cookie: a", "https://a.test/xSet-Cookie:%20a"),
+        ("http://[::1]:80/\x00\x7f", "http://[::1]:80/%00%7F"),
+    ],
+)
+def test_the_redirect_location_is_a_uri(url: str, header: str) -> None:
+    from mailgate.ingress.http_tracking import location
+
+    assert location(url) == header

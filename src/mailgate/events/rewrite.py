@@ -33,10 +33,16 @@ _A_TAG = re.compile(rb"<(?:a|area)\b[^>]*>", re.I)
 _HREF = re.compile(rb"""(\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""", re.I)
 _TEXT_URL = re.compile(rb"""https?://[^\s<>"'\[\]{}|\\^`]+""", re.I)
 _BODY_END = re.compile(rb"</body\s*>", re.I)
-_TRAILING = b".,;:!?)"
+_TRAILING = b".,;:!?"
+# A browser drops ASCII tabs and line breaks anywhere in a URL (WHATWG URL parsing) and
+# follows the link without them: so does the signed URL, which becomes a Location header.
+_TAB_NEWLINE = re.compile(r"[\t\n\r]")
 _MAX_LINE = 998
 
-Rewrite = Callable[[bytes], bytes]
+# A part's body (bytes in its charset, the second argument) rewritten.
+Rewrite = Callable[[bytes, str], bytes]
+# A link's URL (decoded) -> the tracked URL that replaces it, or None to leave it.
+Link = Callable[[str], bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +96,6 @@ class Personalizer:
     def __init__(self, signer: Signer, public_url: str, bounce_domain: str) -> None:
         self._signer = signer
         self._base = public_url.rstrip("/")
-        self._own = self._base.encode()
         self._bounce_domain = bounce_domain
 
     def unsubscribe_headers(self, message_id: str, rcpt_idx: int) -> bytes:
@@ -112,17 +117,18 @@ class Personalizer:
         if not (options.opens or options.clicks) or end < 0:
             return added + raw
 
-        def link(url: bytes) -> bytes | None:
-            if not url.lower().startswith((b"http://", b"https://")) or url.startswith(self._own):
+        def link(url: str) -> bytes | None:
+            url = _TAB_NEWLINE.sub("", url)
+            if not url.lower().startswith(("http://", "https://")) or url.startswith(self._base):
                 return None
-            if len(url) > MAX_URL:
+            if len(url.encode()) > MAX_URL:
                 return None
-            token = self._signer.click_token(message_id, rcpt_idx, url.decode("latin-1"))
+            token = self._signer.click_token(message_id, rcpt_idx, url)
             return f"{self._base}/t/c/{token}".encode()
 
-        html_fn: Rewrite = lambda body: body  # noqa: E731
+        html_fn: Rewrite = lambda body, charset: body  # noqa: E731
         if options.clicks:
-            html_fn = lambda body: _html_links(body, link)  # noqa: E731
+            html_fn = lambda body, charset: _html_links(body, charset, link)  # noqa: E731
         if options.opens:
             pixel = (
                 f'<img src="{self._base}/t/o/{self._signer.open_token(message_id, rcpt_idx)}"'
@@ -130,8 +136,10 @@ class Personalizer:
                 'height:1px" />'
             ).encode()
             links = html_fn
-            html_fn = lambda body: _add_pixel(links(body), pixel)  # noqa: E731
-        text_fn = (lambda body: _text_links(body, link)) if options.clicks else None
+            html_fn = lambda body, charset: _add_pixel(links(body, charset), pixel)  # noqa: E731
+        text_fn: Rewrite | None = None
+        if options.clicks:
+            text_fn = lambda body, charset: _text_links(body, charset, link)  # noqa: E731
         return added + _entity(raw, html_fn, text_fn)
 
 
@@ -142,7 +150,7 @@ def _crlf(raw: bytes) -> bytes:
     return _LINE_END.sub(b"\r\n", raw)
 
 
-def _html_links(body: bytes, link: Callable[[bytes], bytes | None]) -> bytes:
+def _html_links(body: bytes, charset: str, link: Link) -> bytes:
     def tag(m: re.Match[bytes]) -> bytes:
         text = m.group(0)
         if b"data-mailgate-notrack" in text.lower():
@@ -152,7 +160,10 @@ def _html_links(body: bytes, link: Callable[[bytes], bytes | None]) -> bytes:
             value = h.group(2) if h.group(2) is not None else h.group(3)
             if value is None:
                 value = h.group(4)
-            url = html.unescape(value.decode("latin-1")).strip().encode("latin-1")
+            try:
+                url = html.unescape(value.decode(charset)).strip()
+            except UnicodeDecodeError:
+                return h.group(0)
             new = link(url)
             if new is None:
                 return h.group(0)
@@ -163,14 +174,29 @@ def _html_links(body: bytes, link: Callable[[bytes], bytes | None]) -> bytes:
     return _A_TAG.sub(tag, body)
 
 
-def _text_links(body: bytes, link: Callable[[bytes], bytes | None]) -> bytes:
+def _text_links(body: bytes, charset: str, link: Link) -> bytes:
     def url(m: re.Match[bytes]) -> bytes:
         found = m.group(0)
-        core = found.rstrip(_TRAILING)
-        new = link(core)
+        core = _without_trailing(found)
+        try:
+            new = link(core.decode(charset))
+        except UnicodeDecodeError:
+            return found
         return found if new is None else new + found[len(core) :]
 
     return _TEXT_URL.sub(url, body)
+
+
+def _without_trailing(url: bytes) -> bytes:
+    """A URL in text without the punctuation after it: "see https://a.test/x." ends at x,
+    but a closing parenthesis stays when it closes one in the URL (.../Foo_(bar))."""
+    while url:
+        last = url[-1:]
+        if last in _TRAILING or (last == b")" and url.count(b"(") < url.count(b")")):
+            url = url[:-1]
+        else:
+            break
+    return url
 
 
 def _add_pixel(body: bytes, pixel: bytes) -> bytes:
@@ -212,12 +238,16 @@ def _entity(entity: bytes, html_fn: Rewrite, text_fn: Rewrite | None, depth: int
             return entity  # not ASCII-compatible (UTF-16...): the byte patterns do not apply
     except LookupError:
         return entity
+    if charset in ("us-ascii", "ascii"):
+        charset = "utf-8"  # 8-bit text labelled ASCII (common) is nearly always UTF-8
     cte = str(msg.get("content-transfer-encoding", "7bit")).strip().lower()
-    new_head, new_body = _recode(head, body, cte, fn)
+    new_head, new_body = _recode(head, body, cte, lambda b: fn(b, charset))
     return new_head + b"\r\n" + new_body
 
 
-def _recode(head: bytes, body: bytes, cte: str, fn: Rewrite) -> tuple[bytes, bytes]:
+def _recode(
+    head: bytes, body: bytes, cte: str, fn: Callable[[bytes], bytes]
+) -> tuple[bytes, bytes]:
     if cte == "base64":
         try:
             decoded = base64.b64decode(body)

@@ -10,7 +10,10 @@ token is a plain 404 with no detail.
 from __future__ import annotations
 
 import base64
+import contextlib
+import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from jinja2 import Environment
 from starlette.requests import Request
@@ -47,6 +50,34 @@ button{font-size:1rem;padding:.6rem 1.2rem}</style></head>
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+# What a Location header cannot carry as it is: non-ASCII, spaces and control characters.
+_NOT_URI = re.compile(r"[^\x21-\x7e]+")
+_TAB_NEWLINE = re.compile(r"[\t\n\r]")
+_AUTHORITY = re.compile(r"[^/?#]*")
+
+
+def location(url: str) -> str:
+    """A signed URL (as written in the message: an IRI, maybe non-ASCII) as a URI for the
+    Location header (RFC 3987 3.1): the host in IDNA, the rest percent-encoded in UTF-8.
+    Tabs and line breaks are dropped, as a browser drops them (links in mail sent before
+    the rewrite dropped them too may still hold them)."""
+    url = _TAB_NEWLINE.sub("", url)
+    if not _NOT_URI.search(url):
+        return url
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        cut = _AUTHORITY.match(rest).end()  # type: ignore[union-attr]  # matches always
+        authority, tail = rest[:cut], rest[cut:]
+        userinfo, at, hostport = authority.rpartition("@")
+        host, colon, port = hostport.partition(":")
+        if not host.isascii():
+            # Not IDNA-able: percent-encoded below (a browser decodes a host's %XX, then
+            # applies IDNA itself).
+            with contextlib.suppress(UnicodeError):
+                host = host.encode("idna").decode("ascii")
+        url = f"{scheme}://{userinfo}{at}{host}{colon}{port}{tail}"
+    return _NOT_URI.sub(lambda m: quote(m.group(0), safe=""), url)
+
 
 def _not_found() -> Response:
     return PlainTextResponse("Not Found", 404, headers={"Cache-Control": "no-store"})
@@ -67,7 +98,7 @@ def routes(tracking: Tracking) -> list[tuple[str, Handler, list[str]]]:
         url = await tracking.clicked(request.path_params["token"], *_client(request))
         if url is None:
             return _not_found()
-        return Response(status_code=302, headers={"Location": url, **_NO_CACHE})
+        return Response(status_code=302, headers={"Location": location(url), **_NO_CACHE})
 
     async def page(request: Request) -> Response:
         target = tracking.unsubscribe_target(request.path_params["token"])
