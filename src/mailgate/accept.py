@@ -97,6 +97,15 @@ class Acceptor:
         raises PolicyRefused exactly as accept would."""
         return self._prepare(sub, self._clock())
 
+    def suppressed(self, recipient: str, sender: str) -> bool:
+        """Whether mail from ``sender`` may not go to ``recipient``: the address is on the
+        suppression list, or unsubscribed from the sender's domain. SMTP asks at RCPT."""
+        if recipient in self._suppressed:
+            return True
+        if not self._unsubscribed:
+            return False
+        return (recipient.lower(), sender.rpartition("@")[2].lower()) in self._unsubscribed
+
     async def accept_many(
         self,
         subs: Sequence[Submission],
@@ -211,12 +220,7 @@ class Acceptor:
             refusal = policy.check_recipient(rcpt)
             if refusal is not None:
                 raise PolicyRefused(refusal, error_code="invalid_to_address", field="to")
-        recipients = tuple(r for r in sub.recipients if r not in self._suppressed)
-        if self._unsubscribed:  # unsubscribed from this sending domain only
-            domain = sub.sender.rpartition("@")[2].lower()
-            recipients = tuple(
-                r for r in recipients if (r.lower(), domain) not in self._unsubscribed
-            )
+        recipients = tuple(r for r in sub.recipients if not self.suppressed(r, sub.sender))
         if not recipients:
             raise PolicyRefused(
                 replies.RCPT_SUPPRESSED, error_code="recipient_suppressed", field="to"

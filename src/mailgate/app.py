@@ -206,7 +206,6 @@ class App:
             s,
             self.store,
             self.acceptor,
-            self.suppressions,
             bounces,
             unsubscribes=tracking,
             inflight=self.inflight,

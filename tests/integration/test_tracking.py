@@ -273,6 +273,17 @@ def test_one_click_post_as_mailbox_providers_send_it(
                 },
             )
             assert r.status_code == 202
+            # Over SMTP the refusal comes at RCPT, so the client learns of it (the address
+            # was dropped from a message with other recipients, without a word).
+            with smtplib.SMTP("127.0.0.1", relay.port(), timeout=30) as smtp:
+                smtp.ehlo("client.test")
+                assert smtp.mail("app@example.com")[0] == 250
+                code, reply = smtp.rcpt("Reader@dest.test")
+                assert (code, reply[:5]) == (550, b"5.7.1"), reply
+                assert smtp.rcpt("other@dest.test")[0] == 250
+                smtp.rset()
+                assert smtp.mail("app@example.org")[0] == 250
+                assert smtp.rcpt("reader@dest.test")[0] == 250  # another sending domain
 
 
 def test_mailto_unsubscribe_over_smtp_without_auth(relay_factory, tmp_path: Path, keyfile) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Container
 
 from aiosmtpd.smtp import Envelope, Session
 
@@ -45,7 +44,6 @@ class SmtpHandler(AuthHooks):
         settings: Settings,
         store: Store,
         acceptor: Acceptor,
-        suppressed: Container[str] = frozenset(),
         bounces: BounceIntake | None = None,
         *,
         unsubscribes: Tracking | None = None,
@@ -55,7 +53,6 @@ class SmtpHandler(AuthHooks):
         self.unsubscribes = unsubscribes  # List-Unsubscribe mailto addresses, with public_url
         self.store = store
         self.acceptor = acceptor
-        self._suppressed = suppressed
         self.bounces = bounces
         self.reconfigure(settings)
 
@@ -192,7 +189,7 @@ class SmtpHandler(AuthHooks):
         refusal = policy.check_recipient(address)
         if refusal is not None:
             return refusal.line()
-        if address in self._suppressed:
+        if self.acceptor.suppressed(address, envelope.mail_from or ""):
             return replies.RCPT_SUPPRESSED.line()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
