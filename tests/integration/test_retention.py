@@ -185,3 +185,41 @@ def test_revision_0004_turns_on_incremental_vacuum_in_an_older_sqlite_file(
         assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         assert version == (migrate.head(),)
+
+
+def test_emptying_bodies_writes_little_more_than_the_rows(tmp_path: Path) -> None:
+    """SQLite with secure_delete on (Debian's default) zeroed every page a purge freed, so
+    the WAL took the size of the bodies emptied: on a full disk the purge meant to make
+    room could never commit. Emptying 4 MB of bodies must write far less than 4 MB."""
+    path = tmp_path / "q.db"
+
+    async def scenario() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{path}")
+        try:
+            big = b"Subject: x\r\n\r\n" + b"y" * 200_000 + b"\r\n"
+            await store.enqueue(
+                [
+                    NewMessage(
+                        id=f"big-{i:03d}",
+                        created_at=T0,
+                        sender="app@example.com",
+                        recipients=["a@dest.test"],
+                        raw=big,
+                        subject="x",
+                    )
+                    for i in range(20)
+                ]
+            )
+            claimed = await store.claim("n:1", T0 + 5, 60, T0 + 600)
+            await store.record("n:1", T0 + 10, sent_updates(claimed, "250 ok"))
+            async with store.engine.connect() as conn:
+                mode = (await conn.exec_driver_sql("PRAGMA secure_delete")).scalar_one()
+            assert mode == 2  # FAST: zeroes only what is written anyway
+            await store.retention.checkpoint()
+            assert path.with_name("q.db-wal").stat().st_size == 0
+            assert await store.retention.purge_bodies(T0 + 8 * DAY, T0 + 8 * DAY, 100) == 20
+            assert path.with_name("q.db-wal").stat().st_size < 400_000
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
