@@ -27,6 +27,40 @@ _FIELDS = "mailgate_fields"  # the LogRecord attribute that carries fields()
 _format: LogFormat = "text"
 
 
+class Repeats:
+    """One call site's recurring failure, said once and then at most once every ``every``
+    seconds with how many came in between: a full disk or a database that is away fails
+    the same way every second, and a line each time buries what else happens (and fills
+    the disk the logs may share). :meth:`ok` after a success says the next one at once."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int,
+        every: float = 60.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._level = level
+        self._every = every
+        self._clock = clock
+        self._said_at: float | None = None
+        self._since = 0
+
+    def log(self, msg: str, *args: Any) -> None:
+        now = self._clock()
+        if self._said_at is not None and now - self._said_at < self._every:
+            self._since += 1
+            return
+        if self._since:
+            msg += f" (and {self._since} times more in the last {now - self._said_at:.0f} s)"
+        self._logger.log(self._level, msg, *args)
+        self._said_at, self._since = now, 0
+
+    def ok(self) -> None:
+        self._said_at, self._since = None, 0
+
+
 def fields(**values: Any) -> dict[str, Any] | None:
     """``extra=`` for a log call: structured values for the JSON format (None are left out).
     None in the text format, which shows none of them: nothing is built per record."""

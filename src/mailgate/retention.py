@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from mailgate.config import Settings
 from mailgate.exceptions import MailgateError
+from mailgate.logs import Repeats
 from mailgate.space import FreeSpace
 from mailgate.store import Store
 
@@ -76,6 +77,7 @@ class Retention:
         self._batch = batch
         self._size = batch  # the batch now (see TARGET_BATCH_SECONDS)
         self._pause = pause
+        self._failures = Repeats(log, logging.WARNING)  # a full disk fails every round
 
     async def run(self) -> None:
         """Purge round after round until cancelled."""
@@ -83,6 +85,7 @@ class Retention:
             low = False
             try:
                 done = await self.round()
+                self._failures.ok()
                 low = self._space is not None and self._space.low()
                 if done.total:
                     log.info(
@@ -95,7 +98,7 @@ class Retention:
                         done.pages,
                     )
             except MailgateError as exc:
-                log.warning("retention failed: %s", exc)
+                self._failures.log("retention failed: %s", exc)
             await self._wait(low)
 
     async def _wait(self, low: bool) -> None:

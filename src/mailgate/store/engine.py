@@ -38,23 +38,27 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=4, max_overflow=4)
+        engine = create_async_engine(url, pool_size=4, max_overflow=4, hide_parameters=True)
         _sqlite_settings(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=8, max_overflow=8, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def create_sync_writer_engine(url: URL) -> Engine:
     """The SQLite group-commit writer's own engine: plain pysqlite, used from one thread.
 
     Same settings as the async engine (WAL, synchronous=FULL, BEGIN IMMEDIATE for
-    writers), on its own connection to the same file.
+    writers), on its own connection to the same file. Every engine hides statement
+    parameters from its errors' text: they hold message bodies.
     """
     engine = create_sync_engine(
         url.set(drivername="sqlite+pysqlite"),
         pool_size=1,
         max_overflow=0,
         connect_args={"check_same_thread": False},
+        hide_parameters=True,
     )
     _sqlite_settings(engine)
     return engine.execution_options(**{WRITE_OPTION: True})

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailgate.exceptions import StoreUnavailable
 from mailgate.store.schema import events, idempotency, messages
 from mailgate.store.statements import IdempotentAnswer, d
+from mailgate.store.write_errors import brief
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,7 +44,7 @@ class QueueReads:
             async with self.engine.connect() as conn:
                 return list((await conn.execute(stmt)).all())
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise StoreUnavailable(brief(exc)) from exc
 
     async def next_due_at(self) -> float | None:
         rows = await self._read(select(func.min(d.c.next_attempt_at)))

@@ -29,6 +29,7 @@ from mailgate.store.schema import (
 )
 from mailgate.store.wal import checkpoint
 from mailgate.store.webhook_outbox import first_id_since
+from mailgate.store.write_errors import brief
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -205,7 +206,7 @@ async def read_stats(engine: AsyncEngine) -> DbStats:
             found: DbStats = await conn.run_sync(db_stats)
             return found
     except (SQLAlchemyError, OSError) as exc:
-        raise StoreUnavailable(str(exc)) from exc
+        raise StoreUnavailable(brief(exc)) from exc
 
 
 class RetentionStore:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailgate.ballast import Ballast, ballast_path
 from mailgate.exceptions import InsufficientStorage
+from mailgate.logs import Repeats
 from mailgate.store.bulk import BulkForm
 from mailgate.store.engine import create_sync_writer_engine
 from mailgate.store.wal import checkpoint
@@ -49,6 +50,7 @@ class SqliteTransactions:
         self._path = parsed.database if parsed.database != ":memory:" else None
         # Deleted, never made, here: the relay's process makes it (ballast.keep).
         self._ballast = Ballast(ballast_path(self._path), 0) if self._path else None
+        self._checkpoint_failures = Repeats(log, logging.WARNING)
         self._released = False  # this writer released the ballast; not made again yet
         self._statements = statements
         self._bulk = bulk
@@ -96,10 +98,12 @@ class SqliteTransactions:
         (the database file grows when the WAL's pages are copied in past its end)."""
         assert self._path is not None
         try:
-            return checkpoint(self._path, "RESTART")
+            done = checkpoint(self._path, "RESTART")
         except sqlite3.Error as exc:
-            log.warning("checkpoint on a full disk failed: %s", exc)
+            self._checkpoint_failures.log("checkpoint on a full disk failed: %s", exc)
             return False
+        self._checkpoint_failures.ok()
+        return done
 
     def _run(self, works: Sequence[Work], flush: bool) -> list[Any]:
         if self._conn is None or self._conn.closed or self._conn.invalidated:

@@ -32,14 +32,28 @@ def store_error(exc: Exception) -> Exception:
         dup.__cause__ = exc
         return dup
     if disk_full(exc):
-        full = InsufficientStorage(str(exc))
+        full = InsufficientStorage(brief(exc))
         full.__cause__ = exc
         return full
     if isinstance(exc, SQLAlchemyError | OSError):
-        err = StoreUnavailable(str(exc))
+        err = StoreUnavailable(brief(exc))
         err.__cause__ = exc
         return err
     return exc
+
+
+# How much of an error's text is kept: a driver's message is a line or two.
+_BRIEF = 500
+
+
+def brief(exc: BaseException) -> str:
+    """What went wrong in the driver's own words, without SQLAlchemy's copy of the
+    statement and its parameters: a bulk statement is kilobytes long, and its parameters
+    hold message bodies, which have no place in a log line (logged every second while a
+    disk was full: 0.7 GB a day)."""
+    orig = getattr(exc, "orig", None)
+    text = f"{type(orig).__name__}: {orig}" if orig is not None else str(exc)
+    return text if len(text) <= _BRIEF else text[:_BRIEF] + "..."
 
 
 # SQLITE_FULL (13); PostgreSQL's disk_full SQLSTATE; the errno of a full file system.

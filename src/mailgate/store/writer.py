@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mailgate.exceptions import StoreUnavailable
+from mailgate.logs import Repeats
 from mailgate.store import writer_process
 from mailgate.store.bulk import BulkForm
 from mailgate.store.pg_writer import PgTransactions
@@ -98,6 +99,8 @@ class GroupCommitWriter:
         self._retries: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()  # a batch was answered (stop() waits for the last)
         self._stop_asked = asyncio.Event()
+        # While the database is away or its disk full, every job fails the same way.
+        self._failures = Repeats(log, logging.ERROR)
         # SQLite: a writer process, or a thread with the same transactions.
         self._process: WorkerPool | None = None
         self._sqlite: SqliteTransactions | None = None  # used only in the writer thread
@@ -311,8 +314,8 @@ class GroupCommitWriter:
             return
         self._succeed(batch, results)
 
-    @staticmethod
-    def _succeed(batch: list[_Job], results: Sequence[Any]) -> None:
+    def _succeed(self, batch: list[_Job], results: Sequence[Any]) -> None:
+        self._failures.ok()
         for job, result in zip(batch, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
@@ -338,13 +341,12 @@ class GroupCommitWriter:
             else:
                 self._succeed([job], results)
 
-    @staticmethod
-    def _fail(job: _Job, exc: Exception) -> None:
+    def _fail(self, job: _Job, exc: Exception) -> None:
         if job.future.done():
             return
         err = store_error(exc)
         if isinstance(err, StoreUnavailable):
-            log.error("store write failed: %s", exc)
+            self._failures.log("store write failed: %s", err)
         job.future.set_exception(err)
 
     async def _transaction(self, batch: list[_Job]) -> list[Any]:
