@@ -65,7 +65,10 @@ class Reservation:
     def ensure(self, size: int) -> bool:
         """Hold at least ``size`` bytes; False (counted as a refusal) if they do not fit.
 
-        A refusal keeps what was held: the caller drops the message and releases.
+        A refusal lets go of what was held, at once: the caller drops the message (the
+        rest of it is read and dropped, unheld). Held until the message's end, it starved
+        the others: three big messages growing together past the budget, none declaring
+        its SIZE, were all refused where two fitted.
         """
         if size <= self.amount:
             return True
@@ -75,6 +78,7 @@ class Reservation:
             extra = size - self.amount
             if not self._budget._take(extra):
                 self._budget.refusals[self.ingress] += 1
+                self.release()
                 return False
         self.amount += extra
         return True
