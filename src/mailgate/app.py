@@ -133,7 +133,8 @@ class App:
             ) from exc
         fh.seek(0)
         fh.truncate()
-        fh.write(f"{os.getpid()}\n")
+        # The file a reload reads again: `mailgate reload --config` checks it is the same.
+        fh.write(f"{os.getpid()}\n{os.path.abspath(self.settings.source)}\n")
         fh.flush()
         self._lock_file = fh
 

@@ -142,6 +142,12 @@ def test_a_bad_file_is_refused_and_the_running_settings_stay(tmp_path: Path) -> 
             done = reload_cli(config)
             assert done.returncode == 2
             assert "[delivery] concurrency" in done.stderr
+            # Another file of the same data_dir: valid, but the serve would read its own.
+            other = tmp_path / "other.toml"
+            other.write_text(config_text(tmp_path, first.port, second.port))
+            done = reload_cli(other)
+            assert done.returncode == 2 and f"reads {config}, not {other}" in done.stderr
+            assert "reload" not in serve.text().split("listening", 1)[1]  # not signalled
             # Told directly (SIGHUP, as systemd's ExecReload does), the serve refuses it too.
             os.kill(serve.proc.pid, signal.SIGHUP)
             line = serve.wait_for(r"(reload refused, the running settings stay: .*)")

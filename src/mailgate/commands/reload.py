@@ -15,8 +15,9 @@ from mailgate.exceptions import ConfigError
 from mailgate.reload import lock_path
 
 
-def serving_pid(path: str) -> int | None:
-    """The pid of the ``mailgate serve`` holding the lock file ``path``, None if none does."""
+def serving(path: str) -> tuple[int, str] | None:
+    """The pid of the ``mailgate serve`` holding the lock file ``path`` and the config file
+    it reads again on a reload ("" if an older serve did not say); None if none holds it."""
     try:
         fh = open(path)  # noqa: SIM115 - closed below, after the lock test
     except FileNotFoundError:
@@ -25,8 +26,8 @@ def serving_pid(path: str) -> int | None:
         try:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            text = fh.read().strip()
-            return int(text) if text.isdigit() else None
+            pid, _, config = fh.read().partition("\n")
+            return (int(pid), config.strip()) if pid.strip().isdigit() else None
         fcntl.flock(fh, fcntl.LOCK_UN)  # we got it: nobody is serving
         return None
 
@@ -49,10 +50,20 @@ def reload_command(config_path: str) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     path = lock_path(settings)
-    pid = serving_pid(path)
-    if pid is None:
+    found = serving(path)
+    if found is None:
         click.echo(f"error: no mailgate serve is running with {path}", err=True)
         sys.exit(1)
+    pid, serves = found
+    if serves and os.path.realpath(serves) != os.path.realpath(config_path):
+        # The serve would read its own file again, not this one: "ok" would be a lie.
+        click.echo(
+            f"error: mailgate serve (pid {pid}) reads {serves}, not {config_path}: a reload "
+            f"applies that file (mailgate reload --config {serves}); another file needs a "
+            "restart with it",
+            err=True,
+        )
+        sys.exit(2)
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
