@@ -87,6 +87,12 @@ def test_queue_list_and_show(tmp_path: Path, relay_factory) -> None:  # type: ig
     listed = runner.invoke(main, ["queue", "list", "--config", str(cfg)])
     assert listed.exit_code == 0, listed.output
     assert qid in listed.output and "sent:2" in listed.output
+    for status, shown_too in (("SENT", True), ("queued", False)):
+        listed = runner.invoke(main, ["queue", "list", "--status", status, "--config", str(cfg)])
+        assert listed.exit_code == 0 and (qid in listed.output) is shown_too, listed.output
+    # A status that does not exist is an error, not an empty list.
+    listed = runner.invoke(main, ["queue", "list", "--status", "pending", "--config", str(cfg)])
+    assert listed.exit_code == 2 and "'pending' is not one of" in listed.output
     shown = runner.invoke(main, ["queue", "show", qid, "--config", str(cfg)])
     assert shown.exit_code == 0, shown.output
     assert "subject:    Hi there" in shown.output

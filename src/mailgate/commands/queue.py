@@ -17,6 +17,7 @@ from mailgate.commands.common import (
     timestamp,
     with_store,
 )
+from mailgate.models import DeliveryStatus
 from mailgate.store import QueueFilter, Store
 from mailgate.units import parse_duration
 
@@ -35,7 +36,12 @@ def _summary(deliveries: list[dict[str, Any]]) -> str:
 
 @queue.command("list")
 @config_option
-@click.option("--status", default=None, help="Only messages with a recipient in this status.")
+@click.option(
+    "--status",
+    default=None,
+    type=click.Choice([s.value for s in DeliveryStatus], case_sensitive=False),
+    help="Only messages in this status (the message's own, as GET /v1/messages/ID shows it).",
+)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def queue_list(config_path: str, status: str | None, limit: int, as_json: bool) -> None:
