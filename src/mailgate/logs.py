@@ -216,3 +216,11 @@ def setup_logging(level: str, log_format: LogFormat | None = None) -> None:
     logging._srcfile = None
     logging.getLogger("aiosmtpd").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+    # Alembic's start-up chatter (plugins set up, the dialect): nine lines at every start.
+    # Its "Running upgrade a -> b" lines stay: they say what a start changed.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").addFilter(_only_upgrades)
+
+
+def _only_upgrades(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.INFO or str(record.msg).startswith("Running ")
