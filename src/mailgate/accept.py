@@ -83,10 +83,15 @@ class Acceptor:
             raise result
         return result
 
+    def short_of_space(self) -> bool:
+        """Whether new mail is refused now for want of space ([server] min_free_space);
+        nothing is counted (/readyz asks)."""
+        return self._space is not None and self._space.low()
+
     def storage_low(self, source: str) -> bool:
         """Whether new mail is refused for want of space ([server] min_free_space); a
         refusal is counted. SMTP asks at MAIL, before the client sends the data."""
-        if self._space is None or not self._space.low():
+        if not self.short_of_space():
             return False
         if self._metrics is not None:
             self._metrics.storage_refusals.labels(source).inc()

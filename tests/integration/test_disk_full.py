@@ -129,6 +129,10 @@ def test_full_disk_refuses_new_mail_drains_and_resumes(
             headers=headers,
         )
         assert r.status_code == 507 and r.json()["code"] == "insufficient_storage", r.text
+        # Not ready: a load balancer sends new mail to another node meanwhile.
+        r = httpx.get(base + "/readyz")
+        assert (r.status_code, r.json()) == (503, {"status": "insufficient_storage"})
+        assert httpx.get(base + "/healthz").status_code == 200
         metrics = httpx.get(base + "/metrics").text
         assert "mailgate_free_space_bytes " in metrics
         assert 'mailgate_insufficient_storage_refusals_total{source="smtp"}' in metrics
@@ -152,6 +156,7 @@ def test_full_disk_refuses_new_mail_drains_and_resumes(
             assert code == 452, (code, text)
             time.sleep(0.5)
         assert code == 250, (code, text)
+        assert httpx.get(base + "/readyz").json() == {"status": "ready"}
         # Accepting again means the ballast is whole again too (if the drain needed it).
         assert (fs / "data" / "mailgate.db-reserve").stat().st_size == 16 * 1024**2
         first = relay.message(acked[0])  # type: ignore[attr-defined]

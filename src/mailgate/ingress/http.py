@@ -332,6 +332,10 @@ def create_app(ctx: ApiContext) -> Starlette:
         return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        # Ready: new mail would be taken. A node below its free-space reserve refuses all
+        # of it (452, 507): a load balancer should send it elsewhere meanwhile.
+        if ctx.acceptor.short_of_space():
+            return json_response({"status": "insufficient_storage"}, 503)
         try:
             await ctx.store.next_due_at()
         except StoreUnavailable:
