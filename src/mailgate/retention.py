@@ -140,6 +140,10 @@ class Retention:
             lambda: retention.vacuum_step(max(1, VACUUM_PAGES * self._size // BATCH)),
             checkpoint=low,
         )
+        if done.pages and not low:
+            # The file shrinks when the WAL holding the vacuum is copied back: at once,
+            # not at the next automatic checkpoint (on an idle relay, with the next mail).
+            await retention.checkpoint()
         return done
 
     async def _batches(

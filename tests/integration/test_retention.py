@@ -118,6 +118,10 @@ def test_bodies_then_records_are_purged_and_pending_mail_kept(db_url: str) -> No
                 async with store.engine.connect() as conn:
                     free = (await conn.exec_driver_sql("PRAGMA freelist_count")).scalar_one()
                 assert done.pages > 50 and free == 0
+                # Given back to the file system at once: the WAL was copied into the file,
+                # which shrank, and cut to nothing.
+                path = Path(db_url.split("///", 1)[1])
+                assert path.with_name(path.name + "-wal").stat().st_size == 0
 
             # After [retention] records (90 d): the finished messages with their rows, the
             # final webhook deliveries and the job; pending mail and its events stay.
