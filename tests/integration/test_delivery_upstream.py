@@ -187,6 +187,23 @@ def test_slow_upstream_times_out_and_defers(relay_factory, upstream) -> None:  #
     relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"}, timeout=15)
 
 
+def test_an_attempt_longer_than_its_lease_is_sent_and_recorded_once(
+    relay_factory, upstream
+) -> None:  # type: ignore[no-untyped-def]
+    """The upstream takes 3 s to answer and [delivery] lease is 1 s: the lease is renewed
+    while the attempt is in flight. It expired before, and the next claim sent the message
+    again and recorded both results (two sent events, webhooks, DSNs)."""
+    upstream.faults.data_delay = 3.0
+    relay = relay_factory(
+        providers=smtp_provider(upstream.port, data_timeout="10s"), delivery={"lease": "1s"}
+    )
+    qid = submit(relay, ["a@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"}, timeout=20)
+    time.sleep(4)  # room for a second attempt to arrive, were one made
+    assert len(upstream.received) == 1
+    assert [e["type"] for e in relay.events(qid)] == ["queued", "sent"]
+
+
 def test_upstream_down_then_recovers(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
     upstream.stop_listening()
     # The retries may open the breaker before the upstream is back: a short cooldown lets

@@ -68,6 +68,8 @@ class FakeStore:
         # The next claim commits (its messages leased) but its answer is lost.
         self.lose_next_claim = False
         self.leased: list[QueuedMessage] = []
+        self.renewals: list[tuple[str, list[str], float]] = []
+        self.taken: set[str] = set()  # ids whose lease another claim took after it ended
 
     async def claim(self, owner: str, now: float, limit: int, until: float) -> list[QueuedMessage]:
         self.claims.append((owner, now, limit, until))
@@ -89,7 +91,13 @@ class FakeStore:
             raise CommitUnknown("the database connection was lost at COMMIT")
 
     async def leased_to(self, owner: str, message_id: str) -> bool:
+        if message_id in self.taken:
+            return False
         return not any(r["updates"][0].message_id == message_id for r in self.records)
+
+    async def renew_leases(self, owner: str, message_ids: list[str], until: float) -> int:
+        self.renewals.append((owner, sorted(message_ids), until))
+        return len(message_ids)
 
     async def next_due_at(self) -> float | None:
         self.due_reads += 1
@@ -289,3 +297,79 @@ def test_a_result_whose_commit_answer_was_lost_is_not_recorded_twice() -> None:
         assert len(store.records) == 1
 
     asyncio.run(main())
+
+
+def test_leases_of_attempts_in_flight_are_renewed() -> None:
+    """An attempt may outlast [delivery] lease (a slow upstream, a rate limit's wait): its
+    lease is moved on, or another claim would send the message again."""
+
+    async def main() -> None:
+        now = [NOW]
+        store = FakeStore([message(1)])
+        attempts = FakeAttempts()
+        attempts.gate = asyncio.Event()
+        s = Scheduler(settings(), store, attempts, "node-1", clock=lambda: now[0])  # type: ignore[arg-type]
+        s.start()
+        await until(lambda: attempts.in_flight == 1)
+        now[0] = NOW + 50
+        await s.renew()
+        assert store.renewals == [("node-1", ["m1"], NOW + 110)]
+        now[0] = NOW + 100  # past the claim's lease, within the renewed one
+        attempts.gate.set()
+        await until(lambda: len(store.records) == 1)
+        await s.stop(1.0)
+        await s.renew()  # nothing in flight: nothing asked
+        assert len(store.renewals) == 1
+
+    asyncio.run(main())
+
+
+def test_a_message_claimed_again_while_its_attempt_is_in_flight_is_not_sent_twice() -> None:
+    """Renewals failed (the database was away) and the lease ran out; the next claim of
+    this node took the message again: the attempt in flight stays the only one."""
+
+    async def main() -> None:
+        store = FakeStore([message(1)])
+        attempts = FakeAttempts()
+        attempts.gate = asyncio.Event()
+        s = loop(store, attempts)
+        s.start()
+        await until(lambda: attempts.in_flight == 1)
+        store.due.append(message(1))  # due again: its lease expired
+        s.wake()
+        await until(lambda: not store.due)
+        await asyncio.sleep(0.05)
+        attempts.gate.set()
+        await until(lambda: len(store.records) == 1)
+        await s.stop(1.0)
+        assert attempts.started == ["m1"] and len(store.records) == 1
+
+    asyncio.run(main())
+
+
+def test_a_result_whose_lease_another_claim_took_is_not_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lease ended during the attempt and another node claimed the message: that
+    node's attempt records its own result; recording this one too would double the
+    events, webhooks and DSNs."""
+
+    async def main() -> None:
+        now = [NOW]
+        store = FakeStore([message(1), message(2)])
+        attempts = FakeAttempts()
+        attempts.gate = asyncio.Event()
+        s = Scheduler(settings(), store, attempts, "node-1", clock=lambda: now[0])  # type: ignore[arg-type]
+        s.start()
+        await until(lambda: attempts.in_flight == 2)
+        now[0] = NOW + 61  # past the lease (no renewal came)
+        store.taken.add("m1")  # another node claimed m1; m2's lease is still ours
+        attempts.gate.set()
+        await until(lambda: attempts.in_flight == 0)
+        await until(lambda: len(store.records) == 1)
+        await s.stop(1.0)
+        assert store.records[0]["updates"][0].message_id == "m2"
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(main())
+    assert "the lease of m1 ended during its attempt" in caplog.text

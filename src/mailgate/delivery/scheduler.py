@@ -10,6 +10,7 @@ node that dies becomes due again by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from typing import Protocol
 from mailgate.config import Settings
 from mailgate.delivery.outcome import AttemptRecord, unfinished
 from mailgate.exceptions import StoreUnavailable
+from mailgate.logs import Repeats
 from mailgate.models import QueuedMessage
 from mailgate.store import Store
 from mailgate.store.write_errors import CommitUnknown
@@ -35,6 +37,11 @@ DUE_RECHECK = 1.0  # s: how old the known next due time may get before it is rea
 CLAIM_RETRY_MIN, CLAIM_RETRY_MAX = 0.5, 5.0
 # A result that could not be recorded is tried again (0.2 s doubling to 5 s) within its lease.
 RECORD_RETRY_MIN, RECORD_RETRY_MAX = 0.2, 5.0
+# The leases of attempts in flight are renewed every third of [delivery] lease (at least
+# every RENEW_MAX s): an attempt may outlast its lease (a slow upstream, a rate limit's or
+# a connection's wait), and an expired lease is claimed again, here or by another node,
+# and sent twice.
+RENEW_FRACTION, RENEW_MAX = 1 / 3, 60.0
 
 
 class Attempts(Protocol):
@@ -64,6 +71,10 @@ class Scheduler:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._attempting: Counter[str] = Counter()  # ids of the messages in flight
+        # When each in-flight message's lease ends (its claim's, moved by each renewal).
+        self._leased_until: dict[str, float] = {}
+        self._renewing: asyncio.Task[None] | None = None
+        self._renew_failures = Repeats(log, logging.WARNING)
         # A claim failed: it may have committed with its answer lost (the database went away
         # after its COMMIT), leaving deliveries leased to us that nothing attempts.
         self._claim_lost = False
@@ -85,6 +96,7 @@ class Scheduler:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mailgate-scheduler")
+        self._renewing = asyncio.create_task(self._renew_loop(), name="mailgate-lease-renewal")
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let attempts in flight finish for ``grace`` s, then release leases."""
@@ -92,6 +104,10 @@ class Scheduler:
         self._wake.set()
         if self._task is not None:
             await self._task
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewing
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -168,17 +184,31 @@ class Scheduler:
         until = now + self._settings.delivery.lease
         claimed = await self._store.claim(self.owner, now, want, until)
         for msg in claimed:
+            if msg.id in self._attempting:
+                # Its lease ran out while its attempt is still in flight here (renewals
+                # failed: the database was away): the new lease is the attempt's, which
+                # records the result; a second attempt would send it twice.
+                self._leased_until[msg.id] = until
+                continue
+            self._leased_until[msg.id] = until
             self._inflight += len(msg.deliveries)
             self._attempting[msg.id] += 1
-            task = asyncio.create_task(self._attempt(msg, until), name=f"deliver-{msg.id}")
+            task = asyncio.create_task(self._attempt(msg), name=f"deliver-{msg.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return sum(len(msg.deliveries) for msg in claimed)
 
-    async def _record(self, msg: QueuedMessage, done: AttemptRecord, until: float) -> bool:
+    async def _record(self, msg: QueuedMessage, done: AttemptRecord) -> bool:
         """Record ``done``; while the store is unavailable (a database outage), try again
         until the lease ends rather than give up at once: given up, the attempt is made
         again when the lease expires, a duplicate of mail that already went out."""
+        if self._clock() >= self._leased_until[msg.id] and not await self._still_ours(msg):
+            log.warning(
+                "the lease of %s ended during its attempt and another claim took it: this "
+                "attempt's result is not recorded (that claim's attempt records its own)",
+                msg.id,
+            )
+            return False
         pause = RECORD_RETRY_MIN
         while True:
             try:
@@ -195,6 +225,7 @@ class Scheduler:
             except StoreUnavailable as exc:
                 if isinstance(exc, CommitUnknown) and await self._committed(msg):
                     return True  # recorded twice, its events and DSNs would be twice too
+                until = self._leased_until[msg.id]
                 if self._stopping or self._clock() + pause >= until - 1.0:
                     log.error(
                         "could not record results of %s (lease will expire, retry): %s",
@@ -206,7 +237,7 @@ class Scheduler:
             await asyncio.sleep(pause)
             pause = min(pause * 2, RECORD_RETRY_MAX)
 
-    async def _attempt(self, msg: QueuedMessage, leased_until: float) -> None:
+    async def _attempt(self, msg: QueuedMessage) -> None:
         try:
             try:
                 done = await self._deliverer.attempt(msg)
@@ -216,7 +247,7 @@ class Scheduler:
                 log.error("attempt of %s did not finish: %s", msg.id, exc)
                 why = f"delivery interrupted: {exc}"
                 done = unfinished(self._settings, msg, why, self._clock())
-            if await self._record(msg, done, leased_until):
+            if await self._record(msg, done):
                 for u in done.updates:
                     if u.next_attempt_at is not None:
                         self._note_due(u.next_attempt_at)
@@ -229,7 +260,39 @@ class Scheduler:
             self._attempting[msg.id] -= 1
             if not self._attempting[msg.id]:
                 del self._attempting[msg.id]
+                del self._leased_until[msg.id]
             self._wake.set()
+
+    async def _still_ours(self, msg: QueuedMessage) -> bool:
+        """Whether ``msg``'s deliveries are still leased to this node although the lease's
+        time has passed (no other claim came meanwhile); unknown (the store is away) counts
+        as ours: recording then matches only rows still leased to us."""
+        try:
+            return await self._store.leased_to(self.owner, msg.id)
+        except StoreUnavailable:
+            return True
+
+    async def _renew_loop(self) -> None:
+        while True:
+            lease = self._settings.delivery.lease
+            await asyncio.sleep(min(RENEW_MAX, lease * RENEW_FRACTION))
+            await self.renew()
+
+    async def renew(self) -> None:
+        """Extend the leases of the attempts in flight by a whole [delivery] lease."""
+        ids = list(self._attempting)
+        if not ids:
+            return
+        until = self._clock() + self._settings.delivery.lease
+        try:
+            await self._store.renew_leases(self.owner, ids, until)
+        except StoreUnavailable as exc:
+            self._renew_failures.log("could not renew the leases of attempts in flight: %s", exc)
+            return
+        self._renew_failures.ok()
+        for msg_id in ids:
+            if msg_id in self._leased_until:
+                self._leased_until[msg_id] = max(self._leased_until[msg_id], until)
 
     async def _committed(self, msg: QueuedMessage) -> bool:
         """Whether a result whose COMMIT answer was lost did commit (its lease is gone);

@@ -322,6 +322,12 @@ class Store(AdminReads):
         done: Requeued = await self.writer.run(requeue, list(targets), now)
         return done
 
+    async def renew_leases(self, owner: str, message_ids: Collection[str], until: float) -> int:
+        """Extend ``owner``'s leases on the deliveries of ``message_ids`` to ``until`` (their
+        attempts are in flight); how many deliveries."""
+        renewed: int = await self.writer.run(txn.renew_leases, owner, list(message_ids), until)
+        return renewed
+
     async def release_leases(
         self, owner: str, now: float, *, prefix: bool = False, keep: Collection[str] = ()
     ) -> int:

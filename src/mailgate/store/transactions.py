@@ -242,6 +242,22 @@ def operate(conn: Connection, action: str, selection: QueueFilter, now: float) -
     return len(rows), len(touched)
 
 
+def renew_leases(conn: Connection, owner: str, message_ids: list[str], until: float) -> int:
+    """Move the leases ``owner`` holds on these messages' deliveries to ``until``: their
+    attempts are still in flight (a slow upstream, a rate limit's wait), and an expired
+    lease lets another node, or the next claim of this one, send them again."""
+    stmt = (
+        update(d)
+        .where(
+            d.c.lease_owner == owner,
+            d.c.message_id.in_(message_ids),
+            d.c.next_attempt_at.is_not(None),
+        )
+        .values(next_attempt_at=until)
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
 def release_leases(
     conn: Connection, owner: str, now: float, prefix: bool, keep: Collection[str] = ()
 ) -> int:
