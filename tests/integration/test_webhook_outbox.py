@@ -188,3 +188,75 @@ def test_the_failed_listing_walks_its_own_index(tmp_path: Any) -> None:
             await store.close()
 
     asyncio.run(scenario())
+
+
+def config_row(endpoint_id: str) -> dict[str, Any]:
+    return {
+        "id": endpoint_id,
+        "url": f"https://{endpoint_id}.test/",
+        "events": ["message.queued"],
+        "secret": "whsec_" + "A" * 32,
+        "description": "",
+    }
+
+
+def test_a_node_without_a_configured_endpoint_disables_it_and_keeps_its_webhooks(
+    db_url: str,
+) -> None:
+    """Nodes share the endpoints table: one started with an older relay.toml deleted the
+    others' configured endpoint, and its pending webhooks with it. It is disabled now, and
+    enabled again by a node whose file has it."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_url)
+        try:
+            both = [config_row("a"), config_row("b")]
+            assert await store.webhooks.sync_config(both, T0, "n1") == []
+            await store.enqueue([message(1)])
+            assert len(await rows(store)) == 2  # one queued webhook per endpoint
+            gone = await store.webhooks.sync_config([config_row("a")], T0 + 1, "n2")
+            assert gone == ["https://b.test/"]
+            b = await store.webhooks.endpoint("b")
+            assert b is not None and b.disabled_at == T0 + 1
+            assert b.disabled_reason == "not in [[webhooks.endpoints]] of node n2"
+            await store.enqueue([message(2)])
+            got = await rows(store)
+            assert [r.endpoint_id for r in got] == ["a", "b", "a"]  # kept; no new one for b
+            assert await store.webhooks.sync_config(both, T0 + 2, "n1") == []
+            b = await store.webhooks.endpoint("b")
+            assert b is not None and b.disabled_at is None and b.disabled_reason == ""
+            await store.enqueue([message(3)])
+            assert [r.endpoint_id for r in await rows(store)][-2:] == ["a", "b"]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_nodes_starting_together_sync_the_configured_endpoints_without_errors(
+    pg_url: str,
+) -> None:
+    """Three PostgreSQL nodes started at once ran sync_config together: one of them died of a
+    duplicate key or a deadlock."""
+    url = "postgresql+asyncpg://" + pg_url.split("://", 1)[1]
+
+    async def scenario() -> None:
+        stores = [await Store.open(url) for _ in range(3)]
+        try:
+            wanted = [config_row(f"e{i}") for i in range(8)]
+            for attempt in range(6):
+                async with stores[0].engine.begin() as conn:
+                    await conn.exec_driver_sql("DELETE FROM webhook_endpoints")
+                await asyncio.gather(
+                    *(
+                        s.webhooks.sync_config(wanted, T0 + attempt, f"n{i}")
+                        for i, s in enumerate(stores)
+                    )
+                )
+            listed = await stores[0].webhooks.endpoints()
+            assert sorted(e.id for e in listed) == [f"e{i}" for i in range(8)]
+        finally:
+            for s in stores:
+                await s.close()
+
+    asyncio.run(scenario())

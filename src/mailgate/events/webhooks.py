@@ -203,7 +203,7 @@ class WebhookDispatcher:
     async def start(self) -> None:
         """Make the configured endpoints current, take back this node's earlier leases,
         and start the lanes."""
-        await self.store.webhooks.sync_config(config_rows(self.settings), self.clock())
+        await self._sync_config(self.settings)
         node = self.owner.split(":", 1)[0] + ":"
         released = await self.store.webhooks.release(node, self.clock())
         if released:
@@ -213,12 +213,24 @@ class WebhookDispatcher:
             asyncio.create_task(self._record_loop(), name="mailgate-webhooks-record"),
         ]
 
+    async def _sync_config(self, settings: Settings) -> None:
+        node = self.owner.split(":", 1)[0]
+        gone = await self.store.webhooks.sync_config(config_rows(settings), self.clock(), node)
+        for url in gone:
+            log.warning(
+                "webhook endpoint %s is not in this node's [[webhooks.endpoints]]: disabled "
+                "for every node, its pending webhooks kept; a node whose relay.toml has it "
+                "enables it again, DELETE /v1/webhooks/ID removes it (nodes should share "
+                "one list)",
+                url,
+            )
+
     async def reconfigure(self, settings: Settings) -> None:
         """A reload: the endpoints of relay.toml made current (lanes follow at once), and
         a new webhook process if its settings changed (the old one answers what it has)."""
         self.settings = settings
         self.lease = 4 * settings.webhooks.timeout + 60.0
-        await self.store.webhooks.sync_config(config_rows(settings), self.clock())
+        await self._sync_config(settings)
         hello = _hello(settings)
         if hello != self._hello:
             if self._started:

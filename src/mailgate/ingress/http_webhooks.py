@@ -21,7 +21,7 @@ from mailgate.events.webhook_types import subscription
 from mailgate.ingress.http import ApiContext, json_response, parse_model
 from mailgate.ingress.http_params import Route, iso, limit_param
 from mailgate.ingress.http_webhook_models import ReplayIn, WebhookIn, WebhookUpdate
-from mailgate.store.webhooks import Endpoint, WebhookDelivery
+from mailgate.store.webhooks import NOT_IN_CONFIG, Endpoint, WebhookDelivery
 from mailgate.submission.prepare import ApiError, invalid
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
@@ -151,7 +151,9 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def delete(request: Request) -> Response:
         await admin(request)
         endpoint = await found(request)
-        if endpoint.source == "config":
+        # A configured endpoint goes once a node's relay.toml lacks it (it is disabled then):
+        # while it is in the file, a node's start or reload would only bring it back.
+        if endpoint.source == "config" and not endpoint.disabled_reason.startswith(NOT_IN_CONFIG):
             raise ApiError(
                 409, "managed_by_config", "this endpoint comes from relay.toml: remove it there"
             )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from mailgate.store.schema import (
     events,
@@ -101,12 +101,41 @@ def _subscribe(conn: Connection, endpoint_id: str, types: Sequence[str] | None) 
         conn.execute(insert(ws), [{"type": t, "endpoint_id": endpoint_id} for t in types])
 
 
-def sync_config(conn: Connection, rows: list[dict[str, Any]], now: float) -> None:
-    """Make the endpoints of source "config" those of relay.toml (keeping a 410's disable)."""
+# Why sync_config disabled an endpoint of source "config": a node's relay.toml lacks it.
+# A node whose file has it again enables it (a 410's disable stays).
+NOT_IN_CONFIG = "not in [[webhooks.endpoints]] of node "
+# Serialises sync_config across nodes starting together (PostgreSQL advisory lock key).
+_SYNC_LOCK = 0x6D67_7768  # "mgwh"
+
+
+def sync_config(conn: Connection, rows: list[dict[str, Any]], now: float, node: str) -> list[str]:
+    """Make the endpoints of source "config" those of this node's relay.toml (keeping a
+    410's disable). One that the file lacks is disabled, not deleted: nodes share the
+    table, so a node started with an older file removed it for all of them, with its
+    pending webhooks. Returns the URLs disabled now.
+
+    On PostgreSQL nodes starting together ran this at once: a duplicate key or a deadlock
+    stopped one of them. An advisory lock held to the end of the transaction serialises
+    them (SQLite has one writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SYNC_LOCK})
     keep = [r["id"] for r in rows]
-    conn.execute(delete(we).where(we.c.source == "config", we.c.id.not_in(keep)))
+    gone = conn.execute(
+        select(we.c.id, we.c.url).where(
+            we.c.source == "config", we.c.id.not_in(keep), we.c.disabled_at.is_(None)
+        )
+    ).all()
+    for endpoint_id, _url in gone:
+        conn.execute(
+            update(we)
+            .where(we.c.id == endpoint_id)
+            .values(disabled_at=now, disabled_reason=NOT_IN_CONFIG + node, updated_at=now)
+        )
+        _subscribe(conn, endpoint_id, None)
     for r in rows:
-        found = conn.execute(select(we.c.disabled_at).where(we.c.id == r["id"])).first()
+        found = conn.execute(
+            select(we.c.disabled_at, we.c.disabled_reason).where(we.c.id == r["id"])
+        ).first()
         values = {
             "url": r["url"],
             "events": json.dumps(r["events"]),
@@ -114,11 +143,16 @@ def sync_config(conn: Connection, rows: list[dict[str, Any]], now: float) -> Non
             "description": r["description"],
             "updated_at": now,
         }
+        disabled = found is not None and found[0] is not None
+        if disabled and str(found[1]).startswith(NOT_IN_CONFIG):  # type: ignore[index]
+            values.update(disabled_at=None, disabled_reason="")
+            disabled = False
         if found is None:
             conn.execute(insert(we).values(id=r["id"], source="config", created_at=now, **values))
         else:
             conn.execute(update(we).where(we.c.id == r["id"]).values(**values))
-        _subscribe(conn, r["id"], None if found and found[0] is not None else r["events"])
+        _subscribe(conn, r["id"], None if disabled else r["events"])
+    return [url for _id, url in gone]
 
 
 def create(conn: Connection, row: dict[str, Any]) -> None:
@@ -178,8 +212,9 @@ class WebhookStore:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def sync_config(self, rows: list[dict[str, Any]], now: float) -> None:
-        await self._store.writer.run(sync_config, rows, now)
+    async def sync_config(self, rows: list[dict[str, Any]], now: float, node: str) -> list[str]:
+        disabled: list[str] = await self._store.writer.run(sync_config, rows, now, node)
+        return disabled
 
     async def create(self, row: dict[str, Any]) -> None:
         await self._store.writer.run(create, row)
