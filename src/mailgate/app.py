@@ -152,6 +152,11 @@ class App:
             await self.delivery.prestart()
         # On SQLite the queue's writer runs in a process of its own (store/writer.py).
         self.store = await Store.open(s.database_url, writer_process=True)
+        if not await self.store.claim_node(s.server.node_id):
+            raise AlreadyRunning(
+                f"another mailgate serve with [server] node_id {s.server.node_id!r} is running "
+                "on this database: give each node its own node_id"
+            )
         # Leases held by an earlier process of this node died with it: retry them now.
         released = await self.store.release_leases(f"{s.server.node_id}:", time.time(), prefix=True)
         if released:

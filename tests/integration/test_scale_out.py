@@ -17,9 +17,8 @@ from fakes.load import SmtpLoad, pg_query, wait_until
 from fakes.serve import ServeProcess, write_config
 from fakes.upstream import Upstream
 
-# s: [delivery] lease of the test nodes. An attempt takes ~0.1 s here, but on a loaded
-# machine (the suite runs in four workers) a live node can still be attempting after a
-# short lease, and another node then sends that message too: a duplicate the test refuses.
+# s: [delivery] lease of the test nodes: a killed node's work moves on after it. A live
+# node renews the leases of its attempts in flight every third of it.
 LEASE = 6.0
 
 
@@ -115,3 +114,32 @@ def test_three_nodes_no_duplicates_and_a_killed_nodes_leases_move_on(
         finally:
             for node in nodes:
                 node.close()
+
+
+def test_a_second_node_with_the_same_node_id_is_refused(tmp_path: Path, pg_url: str) -> None:
+    """Two nodes with one node_id (the default is the host name: two nodes on one host):
+    the second released the first's leases as an earlier run's, and the mail the first
+    had in flight went out twice. It is refused at start now; the first goes on."""
+    import subprocess
+    import sys
+
+    with Upstream() as up:
+        (first,) = start_nodes(tmp_path, up, pg_url, 1)
+        try:
+            folder = tmp_path / "twin"
+            folder.mkdir()
+            cfg = write_config(
+                folder, up.port, server='node_id = "n1"', extra=f'[database]\nurl = "{pg_url}"\n'
+            )
+            twin = subprocess.run(
+                [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(cfg)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert twin.returncode != 0
+            assert "another mailgate serve with [server] node_id 'n1'" in twin.stderr
+            assert "released" not in first.text()
+            assert first.proc.poll() is None
+        finally:
+            first.close()

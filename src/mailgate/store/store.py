@@ -10,9 +10,12 @@ Keys, templates, suppressions and jobs have modules of their own beside these.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailgate.exceptions import StoreUnavailable
@@ -37,11 +40,12 @@ from mailgate.store.templates import TemplateStore
 from mailgate.store.tracking import TrackingStore
 from mailgate.store.webhooks import WebhookStore
 from mailgate.store.write_batch import Op
+from mailgate.store.write_errors import brief
 from mailgate.store.writer import GroupCommitWriter
 from mailgate.workers import WorkerUnavailable
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from mailgate.store.requeue import Requeued
 
@@ -71,6 +75,7 @@ class Store(AdminReads):
         self.webhooks = WebhookStore(self)
         self.tracking = TrackingStore(self)
         self.retention = RetentionStore(self)
+        self._node_lock: AsyncConnection | None = None  # claim_node's (PostgreSQL)
 
     @classmethod
     async def open(cls, url: str, *, writer_process: bool = False, upgrade: bool = True) -> Store:
@@ -105,8 +110,35 @@ class Store(AdminReads):
             raise StoreUnavailable(f"cannot start the queue's writer: {exc}") from exc
         return store
 
+    async def claim_node(self, node_id: str) -> bool:
+        """PostgreSQL: hold a session advisory lock named after ``node_id`` for as long as
+        this store is open; False if another process holds it (a live node with the same
+        node_id, whose leases a start would release as an earlier run's, sending its mail
+        in flight twice). SQLite: True (``mailgate serve`` locks its data_dir)."""
+        if self.engine.dialect.name != "postgresql":
+            return True
+        key = int.from_bytes(
+            hashlib.sha256(b"mailgate node " + node_id.encode()).digest()[:8], "big", signed=True
+        )
+        try:
+            # Autocommit: the lock is the session's, and no transaction stays open on it.
+            conn = await self.engine.connect()
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"cannot lock the node id: {brief(exc)}") from exc
+        if not got:
+            await conn.close()
+            return False
+        self._node_lock = conn
+        return True
+
     async def close(self) -> None:
         await self.writer.stop()
+        if self._node_lock is not None:
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await self._node_lock.close()
+            self._node_lock = None
         await self.engine.dispose()
 
     # ----------------------------------------------------------------- writes
