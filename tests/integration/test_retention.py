@@ -227,3 +227,31 @@ def test_emptying_bodies_writes_little_more_than_the_rows(tmp_path: Path) -> Non
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_nodes_purging_together_count_each_message_once(pg_url: str) -> None:
+    """Two PostgreSQL nodes' retention took the same ids (each reads them before the other
+    commits) and both counted them: 690 and 1,084 "deleted" of 1,570 in the probe."""
+    url = "postgresql+asyncpg://" + pg_url.split("://", 1)[1]
+
+    async def scenario() -> None:
+        a, b = await Store.open(url), await Store.open(url)
+        try:
+            await a.enqueue([msg(i) for i in range(40)])
+            claimed = await a.claim("n:1", T0 + 5, 100, T0 + 600)
+            await a.record("n:1", T0 + 10, sent_updates(claimed, "250 ok"))
+            later = T0 + 91 * DAY
+            got = await asyncio.gather(
+                a.retention.purge_bodies(later, later, 100),
+                b.retention.purge_bodies(later, later, 100),
+            )
+            assert sum(got) == 40, got
+            got = await asyncio.gather(
+                a.retention.purge_messages(later, 100), b.retention.purge_messages(later, 100)
+            )
+            assert sum(got) == 40, got
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())

@@ -88,24 +88,30 @@ def purge_bodies(conn: Connection, before: float, now: float, limit: int) -> int
             .limit(limit)
         )
     ]
-    if ids:
-        conn.execute(update(m).where(m.c.id.in_(ids)).values(raw=b"", dkim=None, purged_at=now))
-        conn.execute(delete(message_bodies).where(message_bodies.c.message_id.in_(ids)))
-    return len(ids)
+    if not ids:
+        return 0
+    # purged_at IS NULL again, and the rows counted: another node's retention may have
+    # taken the same ids meanwhile (PostgreSQL reads them before either commits).
+    emptied = conn.execute(
+        update(m)
+        .where(m.c.id.in_(ids), m.c.purged_at.is_(None))
+        .values(raw=b"", dkim=None, purged_at=now)
+    ).rowcount
+    conn.execute(delete(message_bodies).where(message_bodies.c.message_id.in_(ids)))
+    return int(emptied)
 
 
 def purge_messages(conn: Connection, before: float, limit: int) -> int:
     """Delete up to ``limit`` messages finished before ``before`` with their deliveries
-    and events (ON DELETE CASCADE). How many messages."""
+    and events (ON DELETE CASCADE). How many messages (deleted here: another node's
+    retention may have taken some of the same)."""
     ids = [
         r[0]
         for r in conn.execute(
             select(m.c.id).where(*_finished_before(before)).order_by(m.c.created_at).limit(limit)
         )
     ]
-    if ids:
-        conn.execute(delete(m).where(m.c.id.in_(ids)))
-    return len(ids)
+    return int(conn.execute(delete(m).where(m.c.id.in_(ids))).rowcount) if ids else 0
 
 
 def purge_webhook_deliveries(conn: Connection, before: float, limit: int) -> int:
@@ -125,9 +131,7 @@ def purge_webhook_deliveries(conn: Connection, before: float, limit: int) -> int
             .limit(limit)
         )
     ]
-    if ids:
-        conn.execute(delete(w).where(w.c.id.in_(ids)))
-    return len(ids)
+    return int(conn.execute(delete(w).where(w.c.id.in_(ids))).rowcount) if ids else 0
 
 
 def purge_jobs(conn: Connection, before: float, limit: int) -> int:
@@ -142,9 +146,7 @@ def purge_jobs(conn: Connection, before: float, limit: int) -> int:
             .limit(limit)
         )
     ]
-    if ids:
-        conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
-    return len(ids)
+    return int(conn.execute(delete(jobs).where(jobs.c.id.in_(ids))).rowcount) if ids else 0
 
 
 def vacuum_step(conn: Connection, pages: int) -> int:
