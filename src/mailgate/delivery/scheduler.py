@@ -41,7 +41,7 @@ RECORD_RETRY_MIN, RECORD_RETRY_MAX = 0.2, 5.0
 # every RENEW_MAX s): an attempt may outlast its lease (a slow upstream, a rate limit's or
 # a connection's wait), and an expired lease is claimed again, here or by another node,
 # and sent twice.
-RENEW_FRACTION, RENEW_MAX = 1 / 3, 60.0
+RENEW_FRACTION, RENEW_MIN, RENEW_MAX = 1 / 3, 0.1, 60.0
 
 
 class Attempts(Protocol):
@@ -275,7 +275,7 @@ class Scheduler:
     async def _renew_loop(self) -> None:
         while True:
             lease = self._settings.delivery.lease
-            await asyncio.sleep(min(RENEW_MAX, lease * RENEW_FRACTION))
+            await asyncio.sleep(max(RENEW_MIN, min(RENEW_MAX, lease * RENEW_FRACTION)))
             await self.renew()
 
     async def renew(self) -> None:
