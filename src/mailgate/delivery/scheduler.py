@@ -4,7 +4,8 @@ the outcome in one transaction per message. It knows no SMTP.
 
 Woken at once by accept() after each commit, and by a timer for the next retry; it never
 polls on the hot path. A lease moves ``next_attempt_at`` to its expiry, so work claimed by a
-node that dies becomes due again by itself.
+node that dies becomes due again by itself; a live node renews the leases of its attempts
+in flight, so its work never does.
 """
 
 from __future__ import annotations
