@@ -146,6 +146,21 @@ def loop(store: FakeStore, attempts: FakeAttempts, **kw: Any) -> Scheduler:
     return Scheduler(cfg, store, attempts, "node-1", clock=lambda: NOW, **kw)  # type: ignore[arg-type]
 
 
+async def held_in_flight(
+    store: FakeStore, count: int = 1, now: list[float] | None = None, **kw: Any
+) -> tuple[Scheduler, FakeAttempts]:
+    """A started loop whose first ``count`` attempts are in flight until the test sets
+    their gate; ``now``: a clock the test moves."""
+    attempts = FakeAttempts()
+    attempts.gate = asyncio.Event()
+    clock = (lambda: now[0]) if now is not None else (lambda: NOW)
+    cfg = kw.pop("settings", None) or settings()
+    s = Scheduler(cfg, store, attempts, "node-1", clock=clock, **kw)  # type: ignore[arg-type]
+    s.start()
+    await until(lambda: attempts.in_flight == count)
+    return s, attempts
+
+
 def test_claims_attempts_and_records_each_message() -> None:
     async def main() -> None:
         store = FakeStore([message(1), message(2, job="j1"), message(3)])
@@ -242,11 +257,7 @@ def test_idle_delay_waits_for_the_next_due_time_and_reads_it_only_when_stale() -
 def test_stop_cancels_attempts_past_the_grace_and_releases_the_leases() -> None:
     async def main() -> None:
         store = FakeStore([message(1)])
-        attempts = FakeAttempts()
-        attempts.gate = asyncio.Event()  # never set: the attempt hangs
-        s = loop(store, attempts)
-        s.start()
-        await until(lambda: attempts.in_flight == 1)
+        s, attempts = await held_in_flight(store)  # never let go: the attempt hangs
         async with asyncio.timeout(2):
             await s.stop(0.05)
         assert attempts.in_flight == 0 and store.records == [] and store.released == ["node-1"]
@@ -261,11 +272,7 @@ def test_a_claim_whose_answer_was_lost_is_released_once_the_store_answers() -> N
 
     async def main() -> None:
         store = FakeStore([message(1)])
-        attempts = FakeAttempts()
-        attempts.gate = asyncio.Event()
-        s = loop(store, attempts)
-        s.start()
-        await until(lambda: attempts.in_flight == 1)
+        s, attempts = await held_in_flight(store)
         store.lose_next_claim = True
         store.due.append(message(2))
         s.wake()
@@ -306,11 +313,7 @@ def test_leases_of_attempts_in_flight_are_renewed() -> None:
     async def main() -> None:
         now = [NOW]
         store = FakeStore([message(1)])
-        attempts = FakeAttempts()
-        attempts.gate = asyncio.Event()
-        s = Scheduler(settings(), store, attempts, "node-1", clock=lambda: now[0])  # type: ignore[arg-type]
-        s.start()
-        await until(lambda: attempts.in_flight == 1)
+        s, attempts = await held_in_flight(store, now=now)
         now[0] = NOW + 50
         await s.renew()
         assert store.renewals == [("node-1", ["m1"], NOW + 110)]
@@ -330,11 +333,7 @@ def test_a_message_claimed_again_while_its_attempt_is_in_flight_is_not_sent_twic
 
     async def main() -> None:
         store = FakeStore([message(1)])
-        attempts = FakeAttempts()
-        attempts.gate = asyncio.Event()
-        s = loop(store, attempts)
-        s.start()
-        await until(lambda: attempts.in_flight == 1)
+        s, attempts = await held_in_flight(store)
         store.due.append(message(1))  # due again: its lease expired
         s.wake()
         await until(lambda: not store.due)
@@ -357,11 +356,7 @@ def test_a_result_whose_lease_another_claim_took_is_not_recorded(
     async def main() -> None:
         now = [NOW]
         store = FakeStore([message(1), message(2)])
-        attempts = FakeAttempts()
-        attempts.gate = asyncio.Event()
-        s = Scheduler(settings(), store, attempts, "node-1", clock=lambda: now[0])  # type: ignore[arg-type]
-        s.start()
-        await until(lambda: attempts.in_flight == 2)
+        s, attempts = await held_in_flight(store, 2, now=now)
         now[0] = NOW + 61  # past the lease (no renewal came)
         store.taken.add("m1")  # another node claimed m1; m2's lease is still ours
         attempts.gate.set()

@@ -143,6 +143,12 @@ def test_attachments_and_long_lines(signer: Signer) -> None:
     assert html.count("/t/c/") == 40
 
 
+def _tracked(signer: Signer, raw: bytes) -> tuple[bytes, list[str]]:
+    """``raw`` with its links tracked, and the URLs signed in them, in order."""
+    out = personalizer(signer).personalize(raw, new_id(), 0, Options(False, True, False))
+    return out, _clicked(signer, out)
+
+
 def _clicked(signer: Signer, out: bytes) -> list[str]:
     """The URLs signed in the tracked links of ``out``, in order."""
     got = texts(out)
@@ -172,14 +178,12 @@ def test_link_urls_are_decoded_in_their_part_s_charset(signer: Signer) -> None:
         b"From: a@example.com\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
         b"Content-Transfer-Encoding: quoted-printable\r\n\r\nhttps://latin.example/caf=E9\r\n"
     )
-    out = personalizer(signer).personalize(latin, new_id(), 0, Options(False, True, False))
-    assert _clicked(signer, out) == ["https://latin.example/café"]
+    assert _tracked(signer, latin)[1] == ["https://latin.example/café"]
     html = (
         b"From: a@example.com\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n"
         b'<a href="https://x.test/&#x4F8B;/caf\xe9">x</a>\r\n'
     )
-    out = personalizer(signer).personalize(html, new_id(), 0, Options(False, True, False))
-    assert _clicked(signer, out) == ["https://x.test/例/café"]
+    assert _tracked(signer, html)[1] == ["https://x.test/例/café"]
 
 
 def test_tabs_and_line_breaks_leave_a_link_as_a_browser_reads_it(signer: Signer) -> None:
@@ -188,8 +192,7 @@ def test_tabs_and_line_breaks_leave_a_link_as_a_browser_reads_it(signer: Signer)
         b'<a href="https://crlf.example/&#13;&#10;Set-Cookie:%20pwn=1">a</a>\r\n'
         b'<a href="https://nl.example/a\r\nb">b</a> <a href="https://tab.example/\tc">c</a>\r\n'
     )
-    out = personalizer(signer).personalize(raw, new_id(), 0, Options(False, True, False))
-    assert _clicked(signer, out) == [
+    assert _tracked(signer, raw)[1] == [
         "https://crlf.example/Set-Cookie:%20pwn=1",
         "https://nl.example/ab",
         "https://tab.example/c",
@@ -201,8 +204,8 @@ def test_a_url_in_text_keeps_a_parenthesis_it_opened(signer: Signer) -> None:
         b"From: a@example.com\r\n\r\nSee https://en.wikipedia.org/wiki/Foo_(bar), "
         b"(also https://b.test/p). And https://c.test/q_(x)y).\r\n"
     )
-    out = personalizer(signer).personalize(raw, new_id(), 0, Options(False, True, False))
-    assert _clicked(signer, out) == [
+    out, urls = _tracked(signer, raw)
+    assert urls == [
         "https://en.wikipedia.org/wiki/Foo_(bar)",
         "https://b.test/p",
         "https://c.test/q_(x)y",
