@@ -204,6 +204,18 @@ def test_an_attempt_longer_than_its_lease_is_sent_and_recorded_once(
     assert [e["type"] for e in relay.events(qid)] == ["queued", "sent"]
 
 
+def test_a_message_bigger_than_a_claim_goes_out_whole_at_once(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    """Six recipients, claims of four, a slow upstream: the second claim's two recipients
+    are attempted beside the first four, not left leased until the lease ran out."""
+    upstream.faults.data_delay = 1.0
+    relay = relay_factory(
+        providers=smtp_provider(upstream.port), delivery={"claim_batch": 4, "lease": "2m"}
+    )
+    rcpts = [f"r{i}@dest.test" for i in range(6)]
+    qid = submit(relay, rcpts)
+    relay.wait_status(qid, lambda s: s == dict.fromkeys(rcpts, "sent"), timeout=15)
+
+
 def test_upstream_down_then_recovers(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
     upstream.stop_listening()
     # The retries may open the breaker before the upstream is back: a short cooldown lets

@@ -368,3 +368,28 @@ def test_a_result_whose_lease_another_claim_took_is_not_recorded(
     with caplog.at_level("WARNING"):
         asyncio.run(main())
     assert "the lease of m1 ended during its attempt" in caplog.text
+
+
+def test_a_message_split_over_two_claims_is_attempted_in_both() -> None:
+    """A claim takes deliveries, not messages: six recipients with a claim of four come in
+    two claims, and the second part's attempt must not wait for the first's to end."""
+
+    async def main() -> None:
+        deliveries = [ClaimedDelivery("m1", i, f"r{i}@dest.test", 0, "queued") for i in range(6)]
+
+        def part(idx: range) -> QueuedMessage:
+            return QueuedMessage("m1", "app@example.com", b"x", NOW, [deliveries[i] for i in idx])
+
+        store = FakeStore([part(range(4))])
+        s, attempts = await held_in_flight(store)
+        store.due.append(part(range(4, 6)))  # the next claim takes the rest
+        s.wake()
+        await until(lambda: attempts.in_flight == 2)
+        assert attempts.started == ["m1", "m1"]
+        attempts.gate.set()  # type: ignore[union-attr]
+        await until(lambda: len(store.records) == 2)
+        await s.stop(1.0)
+        recorded = sorted(u.rcpt_idx for r in store.records for u in r["updates"])
+        assert recorded == list(range(6))
+
+    asyncio.run(main())

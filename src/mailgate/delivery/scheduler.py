@@ -72,6 +72,7 @@ class Scheduler:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._attempting: Counter[str] = Counter()  # ids of the messages in flight
+        self._rcpts: set[tuple[str, int]] = set()  # their deliveries (id, rcpt_idx)
         # When each in-flight message's lease ends (its claim's, moved by each renewal).
         self._leased_until: dict[str, float] = {}
         self._renewing: asyncio.Task[None] | None = None
@@ -185,13 +186,16 @@ class Scheduler:
         until = now + self._settings.delivery.lease
         claimed = await self._store.claim(self.owner, now, want, until)
         for msg in claimed:
-            if msg.id in self._attempting:
-                # Its lease ran out while its attempt is still in flight here (renewals
-                # failed: the database was away): the new lease is the attempt's, which
-                # records the result; a second attempt would send it twice.
-                self._leased_until[msg.id] = until
+            self._leased_until[msg.id] = max(until, self._leased_until.get(msg.id, until))
+            # A delivery whose attempt is in flight here came back because its lease ran
+            # out (renewals failed: the database was away): that attempt records it, and
+            # a second one would send it twice. The others (a message whose recipients
+            # did not fit in one claim) are attempted.
+            fresh = [d for d in msg.deliveries if (msg.id, d.rcpt_idx) not in self._rcpts]
+            if not fresh:
                 continue
-            self._leased_until[msg.id] = until
+            msg.deliveries = fresh
+            self._rcpts.update((msg.id, d.rcpt_idx) for d in fresh)
             self._inflight += len(msg.deliveries)
             self._attempting[msg.id] += 1
             task = asyncio.create_task(self._attempt(msg), name=f"deliver-{msg.id}")
@@ -258,6 +262,7 @@ class Scheduler:
                     self._on_recorded(done)
         finally:
             self._inflight -= len(msg.deliveries)
+            self._rcpts.difference_update((msg.id, d.rcpt_idx) for d in msg.deliveries)
             self._attempting[msg.id] -= 1
             if not self._attempting[msg.id]:
                 del self._attempting[msg.id]
