@@ -102,6 +102,18 @@ def test_feedback_loop_reports_over_smtp(relay_factory) -> None:  # type: ignore
         _report(relay, arf.headers_part(mid, "h2@dest.test"), FBL)
         assert _wait_complaint(relay, qid)["recipient"] == "h2@dest.test"
 
+        # One recipient: a report naming an address of another domain is about another
+        # message with the same Message-ID (it is the client's), not this one; a redacted
+        # address (RFC 6590 keeps the domain) is still this recipient's.
+        sent += 1
+        qid, mid = _send(relay, up, ["single@dest.test"], sent)
+        _report(relay, arf.headers_part(mid, "someone-else@other.test"), FBL)
+        time.sleep(0.3)
+        assert _complaints(relay, qid) == []
+        assert relay.call(relay.store.suppressions.get("single@dest.test")) is None
+        _report(relay, arf.headers_part(mid, "x9f3a@dest.test"), FBL)
+        assert _wait_complaint(relay, qid)["recipient"] == "single@dest.test"
+
         # A headers-only original (no body), fraud type.
         sent += 1
         qid, mid = _send(relay, up, ["trim@dest.test"], sent)

@@ -122,7 +122,8 @@ class BounceIntake:
             self._clock(),
             named=named,
             message_id_header=complaint.message_id,
-            recipient=complaint.original_rcpt_to or complaint.original_to,
+            recipient=complaint.original_rcpt_to,
+            header_to=complaint.original_to,
             detail=detail,
             data=json.dumps(_event_data(complaint)),
         )

@@ -313,15 +313,17 @@ class Store(AdminReads):
         named: tuple[str, int] | None = None,
         message_id_header: str = "",
         recipient: str = "",
+        header_to: str = "",
         detail: str = "",
         data: str = "",
     ) -> tuple[str, int, str] | None:
         """A complaint (ARF) about a delivery: its 'complained' event and the recipient's
         suppression (reason "complaint"), in one transaction. The delivery is ``named``
-        (VERP) or found by ``message_id_header`` and ``recipient``; returns (message id,
-        recipient index, recipient), or None when no delivery matches."""
+        (VERP) or found by ``message_id_header`` and the reported ``recipient`` (else the
+        original's To: ``header_to``, else the only recipient: txn.record_complaint);
+        returns (message id, recipient index, recipient), or None when none matches."""
         found: tuple[str, int, str] | None = await self.writer.run(
-            txn.record_complaint, named, message_id_header, recipient, detail, data, now
+            txn.record_complaint, named, message_id_header, recipient, header_to, detail, data, now
         )
         return found
 

@@ -160,7 +160,8 @@ def record_complaint(
     conn: Connection,
     named: tuple[str, int] | None,
     message_id_header: str,
-    recipient_hint: str,
+    recipient: str,
+    header_to: str,
     detail: str,
     data: str,
     now: float,
@@ -168,10 +169,12 @@ def record_complaint(
     """A recipient complained (ARF): a 'complained' event and the address suppressed.
 
     The delivery is ``named`` (from a VERP address) or found by the original's Message-ID
-    and ``recipient_hint`` (the reported recipient; not needed when the message had only
-    one). Returns (message id, recipient index, recipient), or None when nothing matches.
+    and the reported ``recipient`` (Original-Rcpt-To), which must match when given: a
+    Message-ID is the client's and need not be unique. Without it, the original's To:
+    (``header_to``) or else the message's only recipient. Returns (message id, recipient
+    index, recipient), or None when nothing matches.
     """
-    found = _complained_delivery(conn, named, message_id_header, recipient_hint)
+    found = _complained_delivery(conn, named, message_id_header, recipient, header_to)
     if found is None:
         return None
     message_id, rcpt_idx, recipient = found
@@ -184,7 +187,11 @@ def record_complaint(
 
 
 def _complained_delivery(
-    conn: Connection, named: tuple[str, int] | None, message_id_header: str, hint: str
+    conn: Connection,
+    named: tuple[str, int] | None,
+    message_id_header: str,
+    recipient: str,
+    header_to: str,
 ) -> tuple[str, int, str] | None:
     if named is not None:
         row = conn.execute(
@@ -206,10 +213,15 @@ def _complained_delivery(
         .where(d.c.message_id == newest)
         .order_by(d.c.rcpt_idx)
     ).all()
-    hint = hint.strip().strip("<>").lower()
+    reported = recipient.strip().strip("<>").lower()
+    hint = reported or header_to.strip().strip("<>").lower()
     matching = [r for r in rows if str(r[2]).lower() == hint] if hint else []
     if not matching and len(rows) == 1:
-        matching = rows  # one recipient: the report can only be about it
+        # One recipient: the report is about it, unless it names an address of another
+        # domain (a redacted one, RFC 6590, keeps its domain; one without "@" says nothing).
+        reported_domain = reported.rpartition("@")[2] if "@" in reported else ""
+        if reported_domain in ("", str(rows[0][2]).lower().rpartition("@")[2]):
+            matching = rows
     if not matching:
         return None
     r = matching[0]
