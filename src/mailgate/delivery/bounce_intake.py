@@ -11,6 +11,7 @@ it again would not make it readable.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -68,10 +69,12 @@ class BounceIntake:
     async def process(self, recipients: Sequence[str], data: bytes) -> SmtpReply:
         """Record what the report says: a complaint, or a bounce for each delivery it was
         addressed to."""
-        if is_feedback_report(data):
+        # Parsed in a thread: a report is any sender's message, up to max_message_size,
+        # and reading a big one must not hold every session and request of the relay.
+        if await asyncio.to_thread(is_feedback_report, data):
             await self._complaint(recipients, data)
             return REPORT_RECEIVED
-        failures = parse_dsn(data)
+        failures = await asyncio.to_thread(parse_dsn, data)
         for address in recipients:
             named = self.delivery_of(address)
             if named is None:
@@ -101,7 +104,7 @@ class BounceIntake:
         return BOUNCE_RECEIVED
 
     async def _complaint(self, recipients: Sequence[str], data: bytes) -> None:
-        complaint = parse_arf(data)
+        complaint = await asyncio.to_thread(parse_arf, data)
         if complaint is None:
             log.warning("malformed feedback report (%d bytes) dropped", len(data))
             return
