@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -101,6 +101,9 @@ class DomainSettings(Section):
         return pairs + [(entry.selector, entry.key) for entry in self.dkim_keys]
 
 
+MX_MAX_CONNECTIONS = 100  # [[providers]] kind = "mx": max_connections by default
+
+
 class ProviderSettings(Section):
     name: str
     kind: Literal["smtp", "maildir", "mx"]
@@ -114,7 +117,7 @@ class ProviderSettings(Section):
     username: str = ""
     password: str = ""
     password_env: str = ""
-    max_connections: int = Field(default=10, ge=1, le=1000)
+    max_connections: int = Field(default=10, ge=1, le=1000)  # kind = "mx": 100
     connect_timeout: Duration = 30.0
     command_timeout: Duration = 300.0
     data_timeout: Duration = 600.0
@@ -135,6 +138,17 @@ class ProviderSettings(Section):
     _ca_file = field_validator("ca_file")(lambda v: readable_file(v))
 
     _rate = field_validator("rate")(check_rate)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mx_connections(cls, data: Any) -> Any:
+        """kind = "mx": max_connections is across every destination; ten MX hosts that
+        never answered held all ten of a smarthost's default, and mail to every other
+        domain waited (Postfix's default_process_limit is 100; max_connections_per_domain
+        caps each destination)."""
+        if isinstance(data, dict) and data.get("kind") == "mx":
+            data = {"max_connections": MX_MAX_CONNECTIONS, **data}
+        return data
 
     @model_validator(mode="after")
     def _kind_keys(self) -> ProviderSettings:

@@ -599,3 +599,13 @@ def test_compat_section() -> None:
     message = config_error(data_with(compat={"enabled": ["mailsage", "sendgrid"]}))
     assert "[compat] enabled" in message and "sendgrid" in message
     assert "send_wait" in config_error(data_with(compat={"send_wait": "10m"}))
+
+
+def test_direct_delivery_has_its_own_default_connection_cap() -> None:
+    """kind = "mx" shares max_connections across every destination: a smarthost's 10 let
+    ten unanswering MX hosts hold up mail to every other domain for minutes."""
+    from mailgate.config_sending import ProviderSettings
+
+    assert ProviderSettings(name="d", kind="mx").max_connections == 100
+    assert ProviderSettings(name="d", kind="mx", max_connections=7).max_connections == 7
+    assert ProviderSettings(name="s", kind="smtp", host="h").max_connections == 10
