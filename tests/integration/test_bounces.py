@@ -125,7 +125,7 @@ def test_verp_and_asynchronous_bounces(relay_factory) -> None:  # type: ignore[n
             "b@dest.test",
             "asynchronous",
         )
-        assert "5.1.1" in last["response"]
+        assert last["response"] == "550 5.1.1 <b@dest.test>: user unknown"  # said once
         assert relay.call(relay.store.suppressions.get("b@dest.test")) is not None
 
 

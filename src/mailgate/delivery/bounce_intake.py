@@ -14,13 +14,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 
 from mailgate.config import Settings
 from mailgate.delivery.bounce import parse_verp
 from mailgate.delivery.classify import is_hard_bounce, parse_reply
-from mailgate.delivery.reports import Complaint, is_feedback_report, parse_arf, parse_dsn
+from mailgate.delivery.reports import (
+    Complaint,
+    ReportedFailure,
+    is_feedback_report,
+    parse_arf,
+    parse_dsn,
+)
 from mailgate.events.categories import categorize
 from mailgate.models import SmtpReply
 from mailgate.store import Store
@@ -85,9 +92,7 @@ class BounceIntake:
             if not failures:
                 log.info("bounce for %s #%d reports no failure; nothing to do", queue_id, rcpt_idx)
                 continue
-            failure = failures[0]
-            code = 550 if failure.status.startswith("5") else 450
-            reply = parse_reply(code, f"{failure.status} {failure.diagnostic}".strip())
+            reply = _reply_of(failures[0])
             category = categorize(reply)
             hard = is_hard_bounce(reply, category)
             recipient = await self._store.record_bounce(
@@ -161,3 +166,21 @@ def _event_data(complaint: Complaint) -> dict[str, str]:
         "arrival_date": complaint.arrival_date,
     }
     return {k: v for k, v in fields.items() if v}
+
+
+# A diagnostic that is a remote server's reply: its code, and the rest.
+_REPLY_CODE = re.compile(r"([245]\d\d)[ -]\s*(.*)", re.DOTALL)
+
+
+def _reply_of(failure: ReportedFailure) -> SmtpReply:
+    """The reply a reported failure stands for: the remote server's own when the diagnostic
+    is one ("550 5.1.1 no such user", not "550 5.1.1 550 5.1.1 no such user"), else its
+    status and diagnostic under a code of the status's class."""
+    m = _REPLY_CODE.match(failure.diagnostic)
+    if m and m.group(1)[0] == failure.status[:1]:
+        reply = parse_reply(int(m.group(1)), m.group(2))
+        if reply.enhanced != failure.status and reply.enhanced.endswith(".0.0"):
+            reply = parse_reply(int(m.group(1)), f"{failure.status} {m.group(2)}")  # no code
+        return reply
+    code = 550 if failure.status.startswith("5") else 450
+    return parse_reply(code, f"{failure.status} {failure.diagnostic}".strip())
