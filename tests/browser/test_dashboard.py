@@ -171,6 +171,12 @@ def test_captured_html_with_an_inline_image(browser: Any, relay: RelayRunner) ->
         browser.switch_to.default_content()
     assert "logo@test" in text(browser)  # listed as an inline part
     shot(browser, "captured-message")
+    # Opened on its own (a link in a phishing mail, the login's next=), the mail's html is
+    # not shown at the dashboard's address: the browser lands on the message's page.
+    page = browser.current_url
+    browser.get(page + "/html")
+    wait(lambda: browser.current_url == page, what="the message page instead of its html")
+    assert browser.find_elements(By.CSS_SELECTOR, "iframe.preview")
 
 
 def test_add_and_remove_a_suppression(browser: Any, relay: RelayRunner) -> None:

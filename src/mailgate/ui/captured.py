@@ -135,7 +135,7 @@ async def captured_detail(ui: UiContext, request: Request, page: Page) -> Respon
 
 async def captured_html(ui: UiContext, request: Request, page: Page) -> Response:
     raw, _ = await _read(ui, request)
-    return html_preview(raw, request.query_params.get("images") == "1")
+    return html_preview(request, raw)
 
 
 async def captured_part(ui: UiContext, request: Request, page: Page) -> Response:

@@ -166,7 +166,7 @@ def dkim_result(timeline: list[dict[str, Any]], kept: bytes | None) -> str:
 
 async def message_html(ui: UiContext, request: Request, page: Page) -> Response:
     raw = await _raw(ui, request.path_params["id"])
-    return html_preview(raw, request.query_params.get("images") == "1")
+    return html_preview(request, raw)
 
 
 async def message_part(ui: UiContext, request: Request, page: Page) -> Response:

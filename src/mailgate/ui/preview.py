@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from starlette.responses import HTMLResponse, Response
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mailgate.ui.mail import part_bytes, preview_html
 from mailgate.ui.web import PREVIEW_CSP, PREVIEW_CSP_IMAGES, UiError, security_headers
@@ -14,7 +15,13 @@ from mailgate.ui.web import PREVIEW_CSP, PREVIEW_CSP_IMAGES, UiError, security_h
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def html_preview(raw: bytes, images: bool) -> Response:
+def html_preview(request: Request, raw: bytes) -> Response:
+    """The mail's html, for the iframe of its message's page (this path without /html).
+    Asked for as a page of its own (a link, the login's next=), the browser is sent to that
+    page instead: a mail shown at the dashboard's address could pass for one of its pages."""
+    if request.headers.get("sec-fetch-dest") == "document":
+        return RedirectResponse(request.url.path.removesuffix("/html"), 303)
+    images = request.query_params.get("images") == "1"
     html = preview_html(raw)
     if html is None:
         raise UiError(404, "This message has no html part.")

@@ -35,10 +35,14 @@ PAGE_CSP = (
     "object-src 'none'"
 )
 # A mail's html inside the sandboxed iframe: no script, no fetches; images from the mail
-# itself (data:, made from cid: parts) and, when the user clicked, from anywhere.
-PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid:"
+# itself (data:, made from cid: parts) and, when the user clicked, from anywhere. Sandboxed
+# by the header too, with no form target and framed only by our pages: opened on its own,
+# at the dashboard's address, a mail's fake login form posted an admin key away.
+_PREVIEW_RULES = "sandbox; form-action 'none'; base-uri 'none'; frame-ancestors 'self'"
+PREVIEW_CSP = f"default-src 'none'; style-src 'unsafe-inline'; img-src data: cid:; {_PREVIEW_RULES}"
 PREVIEW_CSP_IMAGES = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid: https: http:"
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid: https: http:; "
+    + _PREVIEW_RULES
 )
 
 
