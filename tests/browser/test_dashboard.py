@@ -205,6 +205,26 @@ def test_a_post_without_csrf_token_is_refused(browser: Any, relay: RelayRunner) 
     assert relay.call(relay.store.suppressions.get("x@example.net")) is None
 
 
+def test_a_login_posted_from_another_site_is_refused(
+    relay: RelayRunner, keys: dict[str, str]
+) -> None:
+    """A page on the same host (another port) can set the pre-login cookie to a pair it
+    fetched itself and post the login form: the browser's Sec-Fetch-Site gives it away."""
+    import re
+
+    import httpx
+
+    with httpx.Client(base_url=relay.http_url) as web:
+        form = web.get("/ui/login").text
+        token = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert token is not None
+        data = {"csrf": token.group(1), "key": keys["admin"], "next": "/ui/"}
+        r = web.post("/ui/login", data=data, headers={"Sec-Fetch-Site": "same-site"})
+        assert r.status_code == 403 and "did not come from the dashboard" in r.text
+        r = web.post("/ui/login", data=data, headers={"Sec-Fetch-Site": "same-origin"})
+        assert r.status_code == 303 and r.headers["location"] == "/ui/"
+
+
 def test_pages_send_security_headers(relay: RelayRunner) -> None:
     import httpx
 

@@ -13,7 +13,15 @@ from starlette.responses import RedirectResponse, Response
 
 from mailgate.store.ui import UiSession, add_session, end_session
 from mailgate.ui.session import COOKIE, PRE_COOKIE
-from mailgate.ui.web import Page, UiContext, UiError, read_form, render, security_headers
+from mailgate.ui.web import (
+    Page,
+    UiContext,
+    UiError,
+    read_form,
+    refuse_other_sites,
+    render,
+    security_headers,
+)
 from mailgate.units import parse_rate
 
 
@@ -60,6 +68,7 @@ async def login_page(ui: UiContext, request: Request) -> Response:
 
 
 async def login(ui: UiContext, request: Request) -> Response:
+    refuse_other_sites(request)
     signer = await ui.signer()
     form = await read_form(request)
     if not signer.csrf_ok(request.cookies.get(PRE_COOKIE, ""), form.get("csrf", "")):

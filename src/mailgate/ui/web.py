@@ -176,11 +176,22 @@ def guarded(ui: UiContext, handler: Handler) -> Handler:
     return run
 
 
+def refuse_other_sites(request: Request) -> None:
+    """A POST that the browser says came from another site or origin (Sec-Fetch-Site) is
+    refused whatever its token: a page on the same host (another port, a sibling name) can
+    set our pre-login cookie and post a login form it fetched itself, switching the
+    operator into a session of its own. Browsers without the header rely on the token."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise UiError(403, "This form did not come from the dashboard's own pages.")
+
+
 def signed_in(ui: UiContext, handler: PageHandler) -> Handler:
     """Only with a valid session, not ended by a logout, of a key that is still an active
     admin key; a POST only with the session's CSRF token (403 without)."""
 
     async def run(request: Request) -> Response:
+        if request.method == "POST":
+            refuse_other_sites(request)  # first: its session cookie is not even sent
         signer = await ui.signer()
         session = signer.open(request.cookies.get(COOKIE, ""))
         record = None
