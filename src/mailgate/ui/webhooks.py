@@ -157,7 +157,7 @@ async def webhook_replay(ui: UiContext, request: Request, page: Page) -> Respons
     now = ui.api.clock()
     one = page.form.get("delivery", "")
     if one:
-        if not one.isdigit():
+        if not one.isdigit() or len(one) > 18:  # a BIGINT (SQLite's INTEGER) at most
             raise UiError(400, "delivery: a delivery id.")
         count = await store.replay(0.0, now, endpoint_id=endpoint.id, ids=[int(one)])
     else:
@@ -167,11 +167,17 @@ async def webhook_replay(ui: UiContext, request: Request, page: Page) -> Respons
         count = await store.replay(now - PERIODS[period], now, endpoint_id=endpoint.id)
     if count and ui.api.webhooks is not None:
         ui.api.webhooks.wake()
-    text = (
-        f"{count} failed deliveries to {endpoint.url} will be sent again, with their "
-        "original webhook-id."
-        if count
-        else "Nothing to replay: no failed delivery matched."
-    )
+    if not count:
+        text = "Nothing to replay: no failed delivery matched."
+    elif endpoint.disabled_at is not None:
+        text = (
+            f"{count} failed deliveries to {endpoint.url} are due again, with their original "
+            "webhook-id; they go once the endpoint is enabled (it is disabled)."
+        )
+    else:
+        text = (
+            f"{count} failed deliveries to {endpoint.url} will be sent again, with their "
+            "original webhook-id."
+        )
     target = "/ui/webhooks?" + urllib.parse.urlencode({"done": text})
     return security_headers(RedirectResponse(target, 303))
