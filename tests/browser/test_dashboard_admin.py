@@ -186,6 +186,17 @@ def test_webhooks_failed_deliveries_and_replay(browser: Any, relay: RelayRunner)
     shot(browser, "webhooks")
     box.find_element(By.CSS_SELECTOR, f"button[aria-label='Replay msg_{ids[0]}']").click()
     shows(browser, ".notice", "1 failed deliveries")
+    assert "once the endpoint is enabled" in find(browser, ".notice").text  # it is disabled
+    # A delivery id past a BIGINT: a 400 on the page, not a 500.
+    status = browser.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        const csrf = document.querySelector("input[name=csrf]").value;
+        fetch('/ui/webhooks/wh_ui_test/replay', {method: 'POST', credentials: 'same-origin',
+          headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+          body: 'csrf=' + encodeURIComponent(csrf) + '&delivery=' + '1'.repeat(30)}
+        ).then(r => done(r.status));"""
+    )
+    assert status == 400
     with engine.begin() as conn:
         statuses = dict(conn.execute(sa.select(wd.c.id, wd.c.status)).all())
     assert statuses[ids[0]] == "pending" and statuses[ids[1]] == "failed"
