@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mailgate.address_syntax import ace
 from mailgate.config_types import Duration, Section, StrList, check_rate, readable_file
 from mailgate.units import parse_hostport
 
@@ -57,7 +58,7 @@ class DomainSettings(Section):
         value = value.strip().lower().rstrip(".")
         if not value or "@" in value or " " in value:
             raise ValueError("must be a domain name such as example.com")
-        return value
+        return ace(value)  # an internationalised name in its A-label form
 
     @field_validator("dkim_selector")
     @classmethod

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from mailgate import replies
+from mailgate.address_syntax import ace
 from mailgate.models import Credential, SmtpReply
 from mailgate.text import utf8_encodable
 
@@ -78,10 +79,10 @@ def check_sender(
     parts = split_address(sender)
     if parts is None:
         return replies.SENDER_SYNTAX
-    domain = parts[1]
+    domain = ace(parts[1])  # configured names are in this form (DomainSettings)
     if domain not in configured:
         return replies.SENDER_DOMAIN_REFUSED
-    if credential.domains is not None and domain not in credential.domains:
+    if credential.domains is not None and not {domain, parts[1]}.intersection(credential.domains):
         return replies.SENDER_DOMAIN_REFUSED
     return None
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import dkim
 from dkim.canonicalization import CanonicalizationPolicy
 
+from mailgate.address_syntax import ace
 from mailgate.delivery.dkim_keys import (
     MAX_RSA_BITS,
     MIN_RSA_BITS,
@@ -180,7 +181,7 @@ def _from_domain(headers: Sequence[Sequence[bytes]]) -> str | None:
     }
     if len(domains) != 1:
         return None
-    return domains.pop() or None
+    return ace(domains.pop()) or None  # keys are named by A-labels (DomainSettings)
 
 
 class DkimSigner:
