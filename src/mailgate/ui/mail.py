@@ -48,7 +48,36 @@ def _parse(raw: bytes) -> Message:
 
 
 def _leaves(msg: Message) -> list[Message]:
-    return [p for p in msg.walk() if not p.is_multipart()]
+    """The parts shown: the leaves of the multipart tree, where an enclosed message
+    (message/rfc822: forwarded mail, a bounce's original; message/delivery-status) is one
+    part, not walked into: its html was shown as the message's own, its text listed as
+    one of its attachments, and a DSN's status fields came out as two empty parts."""
+    out: list[Message] = []
+
+    def walk(part: Message) -> None:
+        if part.get_content_maintype() == "message" or not part.is_multipart():
+            out.append(part)
+            return
+        payload = part.get_payload()
+        for sub in payload if isinstance(payload, list) else ():
+            walk(sub)
+
+    walk(msg)
+    return out
+
+
+def _part_data(part: Message) -> bytes:
+    """A part's content: decoded, or an enclosed message's (or status blocks') bytes."""
+    payload = part.get_payload(decode=True)
+    if isinstance(payload, bytes):
+        return payload
+    inner = part.get_payload()
+    if not isinstance(inner, list):
+        return b""
+    try:
+        return b"".join(m.as_bytes(policy=policy.SMTP) for m in inner if isinstance(m, Message))
+    except (ValueError, TypeError, LookupError, IndexError):  # bad mail: shown as empty
+        return b""
 
 
 def _text_of(part: Message) -> str:
@@ -93,11 +122,17 @@ def view(raw: bytes) -> MailView:
             if ctype == "text/html" and html is None:
                 html = _text_of(part)
                 continue
-        payload = part.get_payload(decode=True)
-        size = len(payload) if isinstance(payload, bytes) else 0
+        size = len(_part_data(part))
         cid = _header(part, "Content-ID").strip().strip("<>")
         attachments.append(
-            Part(i, ctype, filename or f"part-{i}", size, cid, disposition != "attachment")
+            Part(
+                i,
+                ctype,
+                filename or _default_name(i, ctype),
+                size,
+                cid,
+                disposition != "attachment",
+            )
         )
     source = raw[:MAX_SOURCE].decode("utf-8", "replace")
     return MailView(
@@ -114,15 +149,18 @@ def view(raw: bytes) -> MailView:
     )
 
 
+def _default_name(index: int, ctype: str) -> str:
+    return f"part-{index}.eml" if ctype == "message/rfc822" else f"part-{index}"
+
+
 def part_bytes(raw: bytes, index: int) -> tuple[Part, bytes] | None:
     """Leaf part ``index`` of a message (its position in walk order) and its bytes."""
     leaves = _leaves(_parse(raw))
     if not 0 <= index < len(leaves):
         return None
     part = leaves[index]
-    payload = part.get_payload(decode=True)
-    data = payload if isinstance(payload, bytes) else b""
-    name = part.get_filename() or f"part-{index}"
+    data = _part_data(part)
+    name = part.get_filename() or _default_name(index, part.get_content_type())
     cid = _header(part, "Content-ID").strip().strip("<>")
     disp = part.get_content_disposition()
     return Part(index, part.get_content_type(), name, len(data), cid, disp != "attachment"), data
