@@ -48,3 +48,10 @@ def test_a_dsn_s_status_fields_are_a_part_with_its_content() -> None:
     assert found is not None
     assert b"Final-Recipient: rfc822; r@x.test\r\n" in found[1]
     assert b"Status: 5.1.1\r\n" in found[1]
+
+
+def test_a_huge_text_part_is_cut_in_the_page() -> None:
+    raw = b"From: a@x.test\r\nSubject: big\r\n\r\n" + b"line of text\r\n" * 600_000
+    shown = view(raw)
+    assert shown.text is not None and len(shown.text) == 512 * 1024 and shown.text_truncated
+    assert not view(b"From: a@x.test\r\n\r\nsmall\r\n").text_truncated
