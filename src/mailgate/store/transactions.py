@@ -169,10 +169,11 @@ def record_complaint(
     """A recipient complained (ARF): a 'complained' event and the address suppressed.
 
     The delivery is ``named`` (from a VERP address) or found by the original's Message-ID
-    and the reported ``recipient`` (Original-Rcpt-To), which must match when given: a
-    Message-ID is the client's and need not be unique. Without it, the original's To:
-    (``header_to``) or else the message's only recipient. Returns (message id, recipient
-    index, recipient), or None when nothing matches.
+    and the reported ``recipient`` (Original-Rcpt-To), else the original's To:
+    (``header_to``), else the message's only recipient, unless the reported address is of
+    another domain: a Message-ID is the client's and need not be unique (a redacted address,
+    RFC 6590, keeps its domain). Returns (message id, recipient index, recipient), or None
+    when nothing matches.
     """
     found = _complained_delivery(conn, named, message_id_header, recipient, header_to)
     if found is None:
