@@ -73,8 +73,22 @@ def test_webhook_endpoint_create_edit_disable_delete(
     for box in browser.find_elements(By.CSS_SELECTOR, "#webhook-create input[type=checkbox]"):
         if box.get_attribute("name") not in ("ev-message.bounced", "ev-message.complained"):
             box.click()  # all are ticked at first
+    form = browser.execute_script(
+        "return new URLSearchParams(new FormData(document.getElementById('webhook-create')))"
+        ".toString()"
+    )
     browser.find_element(By.CSS_SELECTOR, "#webhook-create button[type=submit]").click()
     secret = find(browser, "#new-secret").get_attribute("value")
+    # The same form sent again (a refresh of this answer) makes no second endpoint.
+    status = browser.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        fetch('/ui/webhooks/create', {method: 'POST', credentials: 'same-origin',
+          headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: arguments[0]}
+        ).then(r => done(r.status));""",
+        form,
+    )
+    assert status == 200  # the redirect to the page, followed
+    assert len(api(relay, keys["admin"], "GET", "/v1/webhooks")["data"]) == 1
     assert secret.startswith("whsec_")
     shot(browser, "webhook-created")
     endpoint_id = find(browser, "#webhook-created code").text

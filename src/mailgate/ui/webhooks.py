@@ -8,6 +8,7 @@ answer to the create. Endpoints from relay.toml can only be disabled and enabled
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import urllib.parse
 from typing import Any
@@ -80,6 +81,9 @@ async def webhook_list(ui: UiContext, request: Request, page: Page) -> Response:
     return await _page(ui, request)
 
 
+_ONCE = re.compile(r"[0-9a-f]{24}")
+
+
 async def _page(ui: UiContext, request: Request, **values: Any) -> Response:
     store = ui.api.store.webhooks
     endpoints = await store.endpoints()
@@ -98,15 +102,24 @@ async def _page(ui: UiContext, request: Request, **values: Any) -> Response:
         backlog=await store.backlog(),
         notice=request.query_params.get("done", ""),
         event_types=EVENT_TYPES,
+        once=secrets.token_hex(12),  # the new endpoint's id: see webhook_create
         **values,
     )
 
 
 async def webhook_create(ui: UiContext, request: Request, page: Page) -> Response:
+    """The endpoint's id comes with the form (``once``), so the same form sent again (the
+    browser's refresh of the answer, which shows the secret) creates nothing a second time:
+    it made a second endpoint, and every event went out twice."""
+    once = page.form.get("once", "")
+    endpoint_id = "wh_" + (once if _ONCE.fullmatch(once) else secrets.token_hex(12))
+    if await ui.api.store.webhooks.endpoint(endpoint_id) is not None:
+        text = f"Endpoint {endpoint_id} was created already (its secret was shown once)."
+        return _back(text, f"#endpoint-{endpoint_id}")
     now = ui.api.clock()
     secret = new_secret()
     row = {
-        "id": "wh_" + secrets.token_hex(12),
+        "id": endpoint_id,
         "url": await _url(ui, page.form),
         "events": _events(page.form),
         "secret": secret,
