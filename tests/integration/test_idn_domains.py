@@ -48,3 +48,23 @@ def test_an_idn_sending_domain_works_in_both_forms(relay_factory: Any, tmp_path:
         for received in got:
             assert b"d=" + ACE.encode() in received.data.replace(b"\r\n\t", b"").replace(b" ", b"")
             assert dkim.DKIM(received.data).verify(dnsfunc=lambda name, timeout=5: txt.encode())
+
+
+def test_a_key_restricted_to_an_idn_domain_is_made_in_either_form(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mailgate.cli import main
+
+    cfg = tmp_path / "relay.toml"
+    data = tmp_path / "data"
+    cfg.write_text(
+        f'[server]\ndata_dir = "{data}"\n[[domains]]\nname = "exämple.org"\n'
+        f'[[providers]]\nname = "capture"\nkind = "maildir"\npath = "{data}/maildir"\n'
+    )
+    runner = CliRunner()
+    for name, domain, sender in (("u", "exämple.org", "zoe@exämple.org"), ("a", ACE, f"zoe@{ACE}")):
+        options = ["--name", name, "--domain", domain, "--default-from", sender]
+        made = runner.invoke(main, ["keys", "create", "--config", str(cfg), *options])
+        assert made.exit_code == 0, made.output
+    listed = runner.invoke(main, ["keys", "list", "--config", str(cfg)])
+    assert listed.output.count(ACE) >= 2, listed.output

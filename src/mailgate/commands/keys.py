@@ -7,6 +7,7 @@ import time
 
 import click
 
+from mailgate.address_syntax import ace
 from mailgate.commands.common import (
     config_option,
     run_or_exit,
@@ -68,12 +69,13 @@ def keys_create(
 
     settings = settings_or_exit(config_path)
     configured = settings.domain_names()
-    unknown = [d for d in domains if d.lower() not in configured]
+    domains = tuple(ace(d.strip().lower()) for d in domains)  # as [[domains]] keeps them
+    unknown = [d for d in domains if d not in configured]
     if unknown:
         click.echo(f"error: domain(s) not in [[domains]]: {', '.join(unknown)}", err=True)
         sys.exit(2)
     allowed = {d.lower() for d in domains} or configured
-    sender_domain = default_from.rpartition("@")[2].strip().lower()
+    sender_domain = ace(default_from.rpartition("@")[2].strip().lower())
     if default_from and sender_domain not in allowed:
         click.echo(
             f"error: --default-from {default_from!r}: {sender_domain} is not a sending domain "
