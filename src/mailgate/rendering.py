@@ -4,9 +4,10 @@ A missing variable is an error naming it (invalid_template), never blank output;
 bodies autoescape values, text bodies and subjects do not.
 
 Templates come from API clients, so rendering is bounded as well as sandboxed: any error
-a template raises is the client's (422, never a 500), and ``**``, sequence ``*``,
-``range()`` and the output have limits, so one request cannot take minutes of CPU or
-gigabytes of memory (``{{ 9 ** (9 ** 9) }}``, nested ``range(100000)`` loops).
+a template raises is the client's (422, never a 500), and ``**``, sequence ``*`` and
+``+``, ``~``, format widths, ``range()``, ``{% for %}`` iterations and the output have
+limits, so one request cannot take seconds of the event loop or gigabytes of memory
+(``{{ 9 ** (9 ** 9) }}``, nested loops over a long string, ``''|center(10**9)``).
 """
 
 from __future__ import annotations
@@ -16,16 +17,64 @@ from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError, safe_range
 from markupsafe import escape
 
-MAX_OUTPUT = 10_000_000  # characters one field may render to
+MAX_OUTPUT = 10_000_000  # characters one field may render to, and any string it builds
+MAX_ITEMS = 100_000  # items of a list or tuple a template builds (range()'s own limit)
 MAX_RANGE_ITEMS = 1_000_000  # range() items in all, per rendered field
+# {% for %} iterations in all, per rendered field: two loops over a 4,000-character string
+# took 1.85 s of the event loop, every request of the relay waiting behind them.
+MAX_LOOP_ITEMS = 200_000
 _MAX_POWER_BITS = 4096
 
 _range_budget: ContextVar[list[int]] = ContextVar("range_budget")
+_loop_budget: ContextVar[list[int]] = ContextVar("loop_budget")
+# A width or precision in a format string (str.format, %, the format filter) that would
+# make a string longer than MAX_OUTPUT before anything could measure it.
+_HUGE_FORMAT = re.compile(r"\{[^{}]*:[^{}]*\d{8,}[^{}]*\}|%[-+ #0]*(?:\d{8,}|\d*\.\d{8,})")
+
+
+def _counted(iterable: Any) -> Any:
+    """What every ``{% for %}`` iterates (the AST is rewritten so): its items, counted
+    against the field's loop budget."""
+    budget = _loop_budget.get([MAX_LOOP_ITEMS])
+    for item in iterable:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SecurityError(f"more than {MAX_LOOP_ITEMS} loop iterations in one template")
+        yield item
+
+
+def _too_long(value: Any, extra: int = 0) -> bool:
+    """Whether a string or sequence (grown by ``extra``) passes what a template may build:
+    doubling a string ten times in a row would take gigabytes before the output's own
+    limit saw it, and 100 additions of a 100,000-item list took 3 s."""
+    if isinstance(value, str):
+        return len(value) + extra > MAX_OUTPUT
+    return isinstance(value, list | tuple) and len(value) + extra > MAX_ITEMS
+
+
+def _sized(value: Any) -> Any:
+    """A value built by ``~``, refused when too long (_too_long)."""
+    if _too_long(value):
+        raise SecurityError("a value built by the template would be too long")
+    return value
+
+
+def _check_format(text: Any) -> None:
+    if isinstance(text, str) and _HUGE_FORMAT.search(text):
+        raise SecurityError("a format width or precision too large")
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.sized(")
+        super().visit_Concat(node, frame)
+        self.write(")")
 
 
 def _bounded_range(*args: int) -> range:
@@ -38,11 +87,34 @@ def _bounded_range(*args: int) -> range:
 
 
 class _BoundedSandbox(SandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, **options: Any) -> None:
         super().__init__(undefined=StrictUndefined, keep_trailing_newline=True, **options)
         self.globals["range"] = _bounded_range
+        self.filters["mg_counted"] = _counted
+        self.filters["center"] = _bounded_filter(self.filters["center"])
+        self.filters["indent"] = _bounded_filter(self.filters["indent"])
+        self.filters["format"] = _format_filter(self.filters["format"])
+        self.sized = _sized
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(
+                loop.iter, "mg_counted", [], [], None, None, lineno=loop.lineno
+            )
+        return tree
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Calls from templates (methods such as str.ljust or str.format): no number past
+        MAX_OUTPUT, no format width that would build a string past it."""
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and value > MAX_OUTPUT:
+                raise SecurityError("a number this large would build too long a value")
+        _check_format(getattr(getattr(__obj, "__wrapped__", None), "__self__", None))
+        return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(left, int) and isinstance(right, int):
@@ -51,9 +123,34 @@ class _BoundedSandbox(SandboxedEnvironment):
         elif operator == "*":
             seq, times = (left, right) if isinstance(right, int) else (right, left)
             sequence = isinstance(seq, str | list | tuple) and isinstance(times, int)
-            if sequence and len(seq) * times > MAX_OUTPUT:
+            if sequence and times > 1 and _too_long(seq, len(seq) * (times - 1)):
                 raise SecurityError("the result of * would be too long")
+        elif operator == "%":
+            _check_format(left)
+        elif operator == "+":
+            both = isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple)
+            if both and _too_long(left, len(right)):
+                raise SecurityError("the result of + would be too long")
         return super().call_binop(context, operator, left, right)
+
+
+def _bounded_filter(fn: Any) -> Any:
+    """center and indent, refusing a width past MAX_OUTPUT (the value is built first)."""
+
+    def bounded(value: Any, width: Any = 80, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(width, int) and width > MAX_OUTPUT:
+            raise SecurityError("a width this large would build too long a value")
+        return fn(value, width, *args, **kwargs)
+
+    return bounded
+
+
+def _format_filter(fn: Any) -> Any:
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_format(value)
+        return fn(value, *args, **kwargs)
+
+    return bounded
 
 
 _TEXT = _BoundedSandbox(autoescape=False)
@@ -125,6 +222,7 @@ def render(source: str, data: dict[str, Any], *, html: bool, field: str) -> str:
             )
         return rendered
     token = _range_budget.set([MAX_RANGE_ITEMS])
+    loops = _loop_budget.set([MAX_LOOP_ITEMS])
     try:
         template = _compile(source, html)
         chunks: list[str] = []
@@ -149,6 +247,7 @@ def render(source: str, data: dict[str, Any], *, html: bool, field: str) -> str:
         ) from None
     finally:
         _range_budget.reset(token)
+        _loop_budget.reset(loops)
 
 
 def render_all(subject: str, html: str, text: str, data: dict[str, Any]) -> tuple[str, str, str]:

@@ -587,6 +587,20 @@ BASE = {"from": "hello@example.com", "to": "user@example.net", "subject": "s", "
             "invalid_template",
             "template_data",
         ),
+        # Loops over a string (no range() to count), and values built past the output's
+        # limit before it is measured: each took the event loop or memory of the relay.
+        *(
+            ({"text": text, "template_data": {}}, "invalid_template", "template_data")
+            for text in (
+                "{% set s='x'*4000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+                "{{ ''|center(100000000) }}",
+                "{{ '%20000000d'|format(1) }}",
+                "{{ '{:>200000000}'.format(1) }}",
+                "{{ 'x'.ljust(100000000) }}",
+                "{% set a='x'*9000000 %}{% set b=a~a~a~a %}{{ b|length }}",
+                "{% set l = range(100000)|list %}{% set l = l+l %}{{ l|length }}",
+            )
+        ),
         (
             {"attachments": [{"filename": "a", "content": "AAAA"}] * 11},
             "too_many_attachments",

@@ -6,7 +6,8 @@ below their next release line (docs/dependencies.md); raising a cap starts with 
 Where they are used: aiosmtpd's (and asyncio's StreamReader buffer) in the SMTP session
 class (ingress/smtp_session.py), aiosmtplib's in the outbound wire module
 (transports/smtp_wire.py), uvicorn's in the HTTP listener's server and protocol
-(ingress/http_server.py, http_protocol.py), dkimpy's in the signer (delivery/dkim.py).
+(ingress/http_server.py, http_protocol.py), dkimpy's in the signer (delivery/dkim.py),
+Jinja2's in the template sandbox (rendering.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ CALLABLES = [
             ("timeout_keep_alive_handler", ["self"]),
         ]
     ),
+    # The template sandbox's bounds (rendering.py): every {% for %} is rewritten to count
+    # its items, and ~ to measure what it built.
+    ("jinja2.sandbox", "SandboxedEnvironment._parse", ["self", "source", "name", "filename"]),
+    ("jinja2.compiler", "CodeGenerator.visit_Concat", ["self", "node", "frame"]),
     ("dkim", "rfc822_parse", ["message"]),
     (
         "dkim",
