@@ -262,6 +262,36 @@ def test_seed_batch_with_messages_array(api) -> None:  # type: ignore[no-untyped
     assert resp.json()["data"]["queued"] == 2
 
 
+def test_a_batch_s_own_fields_are_its_messages_defaults(api) -> None:  # type: ignore[no-untyped-def]
+    """A schedule, tags or metadata given beside ``messages`` apply to each (a message's
+    own win); they were accepted and ignored, so a scheduled batch went out at once."""
+    import datetime
+
+    later = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).isoformat()
+    resp = api.post(
+        "/v1/messages/batch",
+        json={
+            "from": "hello@example.com",
+            "subject": "Shared",
+            "scheduled_at": later,
+            "tags": ["top"],
+            "metadata": {"m": "top"},
+            "messages": [
+                {"to": "alice@example.net", "text": "a"},
+                {"to": "bob@example.net", "text": "b", "tags": ["own"], "subject": "Own"},
+            ],
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["data"]["queued"] == 2, resp.text
+    ids = [m["id"] for m in resp.json()["data"]["messages"]]
+    first, second = (api.get(f"/v1/messages/{i}").json()["data"] for i in ids)
+    assert first["status"] == second["status"] == "scheduled"
+    assert first["tags"] == ["top"] and second["tags"] == ["own"]
+    assert first["metadata"] == second["metadata"] == {"m": "top"}
+    assert (first["subject"], second["subject"]) == ("Shared", "Own")
+
+
 def test_seed_list_messages_with_filters(api) -> None:  # type: ignore[no-untyped-def]
     for i in range(3):
         r = api.post(

@@ -210,6 +210,10 @@ async def batch(ctx: ApiContext, request: Request) -> Response:
     return await idempotent(ctx, request, cred, obj, run)
 
 
+# Fields of a batch request that are the batch's, not its messages'.
+_BATCH_ONLY = frozenset({"messages", "recipient_variables", "campaign_id"})
+
+
 def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
     """The batch's shared fields and its messages, each parsed or refused on its own:
     either ``recipient_variables`` (one message per recipient) or ``messages``."""
@@ -250,9 +254,13 @@ def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
         raise invalid("invalid_request", "messages: must be a list", "messages")
     if len(items) > MAX_BATCH:
         raise invalid("too_many_messages", f"at most {MAX_BATCH} messages", "messages")
+    # The batch's own fields are each message's defaults, as with recipient_variables:
+    # accepted and then ignored, a schedule (or provider, tags...) asked for was lost.
+    shared = {k: v for k, v in obj.items() if k not in _BATCH_ONLY}
     for i, item in enumerate(items):
         try:
-            req = parse_model(BatchMessage, item, prefix=f"messages[{i}].")
+            given = {**shared, **item} if isinstance(item, dict) else item
+            req = parse_model(BatchMessage, given, prefix=f"messages[{i}].")
             out.append((req, None, req.template_data))
         except ApiError as exc:
             out.append((None, exc, None))
