@@ -164,11 +164,11 @@ def test_seed_attachments_and_inline_image(api, tmp_path) -> None:  # type: igno
                     "content": base64.b64encode(pdf).decode(),
                     "content_type": "application/pdf",
                 },
-                {
+                {  # wrapped at 76 columns, as base64 tools write it, and the id in <>
                     "filename": "logo.png",
-                    "content": base64.b64encode(png).decode(),
+                    "content": base64.encodebytes(png * 20).decode(),
                     "content_type": "image/png",
-                    "content_id": "logo",
+                    "content_id": "<logo>",
                 },
             ],
         },
@@ -180,7 +180,7 @@ def test_seed_attachments_and_inline_image(api, tmp_path) -> None:  # type: igno
     parts = {p.get_content_type(): p for p in msg.walk()}
     assert "multipart/related" in parts
     assert parts["image/png"]["Content-ID"] == "<logo>"
-    assert parts["image/png"].get_content() == png
+    assert parts["image/png"].get_content() == png * 20
     assert parts["application/pdf"].get_filename() == "invoice.pdf"
     assert parts["application/pdf"].get_content() == pdf
 
@@ -661,6 +661,25 @@ BASE = {"from": "hello@example.com", "to": "user@example.net", "subject": "s", "
             {"attachments": [{"filename": "a", "content": "AAAA", "content_type": "bad"}]},
             "invalid_attachment",
             "attachments[0].content_type",
+        ),
+        (  # it went out with no boundary, in base64
+            {
+                "attachments": [
+                    {"filename": "a", "content": "AAAA", "content_type": "multipart/mixed"}
+                ]
+            },
+            "invalid_attachment",
+            "attachments[0].content_type",
+        ),
+        (
+            {
+                "attachments": [
+                    {"filename": "a", "content": "AAAA", "content_id": "logo"},
+                    {"filename": "b", "content": "AAAA", "content_id": "<LOGO>"},
+                ]
+            },
+            "invalid_attachment",
+            "attachments[1].content_id",
         ),
         (
             {"headers": {"X-Ok": "fine\r\nBcc: victim@example.net"}},

@@ -58,6 +58,7 @@ RESERVED_HEADERS = frozenset(
 )
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, kept short enough to fold
 HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is fine in a header value
+_BASE64_SPACE = re.compile(r"[ \t\r\n]+")
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}$")
 _NAME_ADDR = re.compile(r"^\s*(.*?)\s*<([^<>]*)>\s*$", re.DOTALL)
 
@@ -188,10 +189,15 @@ def _attachments(items: Sequence[AttachmentIn] | None) -> list[mime.Attachment]:
             "too_many_attachments", f"at most {MAX_ATTACHMENTS} attachments", "attachments"
         )
     out: list[mime.Attachment] = []
+    cids: set[str] = set()
     for i, a in enumerate(items):
         field = f"attachments[{i}]"
+        text = a.content
+        if _BASE64_SPACE.search(text):
+            # Wrapped at 76 columns, as base64 tools and MIME libraries write it.
+            text = _BASE64_SPACE.sub("", text)
         try:
-            content = mime.Base64Text.parse(a.content)
+            content = mime.Base64Text.parse(text)
         except ValueError:
             raise invalid(
                 "invalid_attachment", f"{field}.content: not valid base64", f"{field}.content"
@@ -214,11 +220,27 @@ def _attachments(items: Sequence[AttachmentIn] | None) -> list[mime.Attachment]:
                 f"{field}.content_type: expected type/subtype",
                 f"{field}.content_type",
             )
-        cid = a.content_id or ""
+        if a.content_type.lower().startswith("multipart/"):
+            # It would go out without its boundary, in base64 (RFC 2046 5.1): not a file.
+            raise invalid(
+                "invalid_attachment",
+                f"{field}.content_type: a multipart type is not an attachment's",
+                f"{field}.content_type",
+            )
+        cid = (a.content_id or "").strip()
+        if cid.startswith("<") and cid.endswith(">"):
+            cid = cid[1:-1]  # as it appears in a Content-ID header
         if cid and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@]{1,200}", cid):
             raise invalid(
                 "invalid_attachment", f"{field}.content_id: not a valid id", f"{field}.content_id"
             )
+        if cid and cid.lower() in cids:
+            raise invalid(
+                "invalid_attachment",
+                f"{field}.content_id: {cid!r} is another attachment's",
+                f"{field}.content_id",
+            )
+        cids.add(cid.lower())
         out.append(mime.Attachment(a.filename, content, a.content_type, cid))
     return out
 
