@@ -1120,6 +1120,29 @@ def test_events_carry_api_names_and_metadata(api) -> None:  # type: ignore[no-un
     }
 
 
+def test_scheduled_mail_and_jobs_page_on(api) -> None:  # type: ignore[no-untyped-def]
+    """offset was ignored and there was no meta: past the first page nothing was reachable."""
+    when = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {"from": "hello@example.com", "subject": "s", "text": "x"}
+    for i in range(3):
+        to = f"s{i}@example.net"
+        r = api.post("/v1/messages/send", json={**body, "to": to, "scheduled_at": when})
+        assert r.status_code == 202, r.text
+        r = api.post("/v1/messages/batch", json={**body, "recipient_variables": {to: {}}})
+        assert r.status_code == 202, r.text
+    for path in ("/v1/messages/scheduled", "/v1/jobs"):
+        seen: list[str] = []
+        offset = 0
+        while True:
+            page = api.get(path, params={"limit": 2, "offset": offset}).json()
+            seen += [row["id"] for row in page["data"]]
+            assert page["meta"]["limit"] == 2 and page["meta"]["offset"] == offset
+            if not page["meta"]["has_more"]:
+                break
+            offset += 2
+        assert len(seen) == len(set(seen)) >= 3, (path, seen)
+
+
 def test_other_lists_clamp_their_limit(api) -> None:  # type: ignore[no-untyped-def]
     for path, most in (
         ("/v1/jobs", 100),

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mailgate.ingress.http import ApiContext, json_response
-from mailgate.ingress.http_params import Route, iso, limit_param
+from mailgate.ingress.http_params import Route, int_param, iso, limit_param, page_meta
 from mailgate.models import Credential
 from mailgate.store import JobProgress
 from mailgate.submission.prepare import ApiError
@@ -73,8 +73,11 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def list_jobs(request: Request) -> Response:
         cred = await ctx.credential(request)
         limit = limit_param(request, 50, 100)
-        rows = await store.jobs.list(None if _sees_all(cred) else cred.id, limit)
-        return json_response({"data": [job_body(j) for j in rows]})
+        offset = int_param(request, "offset", 0, 0, 10**9)
+        rows = await store.jobs.list(None if _sees_all(cred) else cred.id, limit + 1, offset)
+        data = [job_body(j) for j in rows[:limit]]
+        meta = page_meta(len(data), limit, offset, len(rows) > limit)
+        return json_response({"data": data, "meta": meta})
 
     async def get_job(request: Request) -> Response:
         cred = await ctx.credential(request)

@@ -10,7 +10,14 @@ from starlette.responses import Response
 
 from mailgate.events.names import api_name
 from mailgate.ingress.http import ApiContext, json_response
-from mailgate.ingress.http_params import Route, int_param, iso, limit_param, parse_time
+from mailgate.ingress.http_params import (
+    Route,
+    int_param,
+    iso,
+    limit_param,
+    page_meta,
+    parse_time,
+)
 from mailgate.models import Credential, DeliveryStatus
 from mailgate.submission.prepare import ApiError, invalid
 
@@ -147,9 +154,14 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def scheduled(request: Request) -> Response:
         cred = await ctx.credential(request)
         limit = limit_param(request, 100, 1000)
+        offset = int_param(request, "offset", 0, 0, 10**9)
         rows = await store.list_scheduled(
-            key_id=None if cred.scope in ("read", "admin") else cred.id, limit=limit
+            key_id=None if cred.scope in ("read", "admin") else cred.id,
+            limit=limit + 1,  # one more: whether there is a next page
+            offset=offset,
         )
+        more = len(rows) > limit
+        rows = rows[:limit]
         data = [
             {
                 "id": m["id"],
@@ -160,7 +172,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             }
             for m in rows
         ]
-        return json_response({"data": data})
+        return json_response({"data": data, "meta": page_meta(len(data), limit, offset, more)})
 
     async def cancel(request: Request) -> Response:
         cred = await ctx.credential(request, need="send")

@@ -218,8 +218,16 @@ class ScheduledOut(BaseModel):
     status: str
 
 
+class PageMeta(BaseModel):
+    count: int
+    limit: int
+    offset: int
+    has_more: bool = Field(description="Another page follows: ask with offset + limit")
+
+
 class ScheduledList(BaseModel):
     data: list[ScheduledOut]
+    meta: PageMeta
 
 
 class CancelOut(BaseModel):
@@ -276,3 +284,4 @@ class JobData(BaseModel):
 
 class JobList(BaseModel):
     data: list[JobOut]
+    meta: PageMeta

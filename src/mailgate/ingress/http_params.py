@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -69,3 +70,9 @@ def limit_param(request: Request, default: int, high: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise invalid("invalid_parameter", "limit: a positive integer", "limit")
     return min(int(raw), high)
+
+
+def page_meta(count: int, limit: int, offset: int, has_more: bool) -> dict[str, Any]:
+    """A listing's ``meta`` where no total is counted: the rows given, the page asked for,
+    and whether another follows (``offset`` + ``limit`` reads it)."""
+    return {"count": count, "limit": limit, "offset": offset, "has_more": has_more}

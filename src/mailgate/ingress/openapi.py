@@ -139,6 +139,7 @@ _OPERATIONS: list[
     *admin.OPERATIONS,
 ]
 
+_OFFSET = {"name": "offset", "schema": {"type": "integer", "minimum": 0, "default": 0}}
 _QUERY: dict[str, list[dict[str, Any]]] = {
     "/v1/messages/analyze": [
         {
@@ -153,7 +154,7 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
             "description": "Page size; above 100 is served as 100",
             "schema": {"type": "integer", "minimum": 1, "default": 50},
         },
-        {"name": "offset", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        _OFFSET,
         {
             "name": "status",
             "schema": {
@@ -170,14 +171,16 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
             "name": "limit",
             "description": "Page size; above 1000 is served as 1000",
             "schema": {"type": "integer", "minimum": 1},
-        }
+        },
+        _OFFSET,
     ],
     "/v1/jobs": [
         {
             "name": "limit",
             "description": "Page size; above 100 is served as 100",
             "schema": {"type": "integer", "minimum": 1},
-        }
+        },
+        _OFFSET,
     ],
     "/v1/webhooks/{webhook_id}/deliveries": [
         {

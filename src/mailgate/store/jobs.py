@@ -232,12 +232,15 @@ class JobStore:
         rows = await self._store._read(select(*PROGRESS_COLUMNS).where(jobs.c.id == job_id))
         return progress_of(rows[0]) if rows else None
 
-    async def list(self, key_id: str | None = None, limit: int = 50) -> list[JobProgress]:
+    async def list(
+        self, key_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JobProgress]:
         """Newest first; ``key_id``: only that key's jobs."""
         q = (
             select(*PROGRESS_COLUMNS)
             .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
             .limit(limit)
+            .offset(offset)
         )
         if key_id is not None:
             q = q.where(jobs.c.key_id == key_id)

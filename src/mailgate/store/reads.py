@@ -197,9 +197,17 @@ class QueueReads:
         result["opened_at"] = first.get("opened")
         return result
 
-    async def list_scheduled(self, *, key_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_scheduled(
+        self, *, key_id: str | None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
         cond = self._filtered(key_id=key_id, status="scheduled", to=None, since=None, until=None)
-        q = select(*self._SUMMARY).where(*cond).order_by(messages.c.scheduled_at).limit(limit)
+        q = (
+            select(*self._SUMMARY)
+            .where(*cond)
+            .order_by(messages.c.scheduled_at, messages.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
         return [self._summary(r) for r in await self._read(q)]
 
     async def idempotent_answer(
