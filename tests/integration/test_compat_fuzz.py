@@ -467,4 +467,5 @@ def test_paths_outside_the_dialects_keep_the_native_shape(compat_fuzz: dict[str,
     for path in ("/v1/nope", "/emailx", "/api/v1/emailsx", "/v1/messages/", "/healthz/"):
         response = httpx.get(relay.http_url + path, timeout=30)
         assert response.status_code == 404, path
-        assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}, path
+        expected = {"error": {"code": "not_found", "message": "Not Found", "field": None}}
+        assert response.json() == expected, path

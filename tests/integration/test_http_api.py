@@ -1221,3 +1221,18 @@ def test_a_refused_key_is_read_by_a_client_still_sending_its_body(relay, key: st
     answer = _slow_post(relay.http_url, key, head, parts)
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "unauthorized"
+
+
+def test_every_error_has_its_three_keys(api) -> None:  # type: ignore[no-untyped-def]
+    """code, message and field (null when no field is at fault), as docs/api.md shows."""
+    import httpx
+
+    answers = [
+        httpx.post(str(api.base_url) + "/v1/messages/send", json={}),  # 401, no key
+        api.get("/v1/messages/nope"),  # 404
+        api.post("/v1/messages/send", content=b"{not json"),  # 400
+        api.get("/v1/no-such-path"),  # 404 route
+    ]
+    for answer in answers:
+        err = answer.json()["error"]
+        assert set(err) == {"code", "message", "field"} and err["field"] is None, answer.text

@@ -52,7 +52,9 @@ def test_a_request_the_parser_cannot_read_gets_a_json_400(
         sock.sendall(request_bytes)
         status, body = _answer(sock)
     assert status == b"HTTP/1.1 400 Bad Request"
-    assert body == {"error": {"code": "http_error", "message": "invalid HTTP request"}}
+    assert body == {
+        "error": {"code": "http_error", "message": "invalid HTTP request", "field": None}
+    }
 
 
 def test_a_head_over_the_limit_is_refused_431(relay: RelayRunner) -> None:

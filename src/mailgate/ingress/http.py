@@ -42,7 +42,7 @@ from mailgate.models import Credential
 from mailgate.ratelimit import RateLimiter
 from mailgate.shared_cache import SharedCache
 from mailgate.store import Store
-from mailgate.submission.prepare import ApiError
+from mailgate.submission.prepare import ApiError, error_body
 from mailgate.units import parse_rate
 
 if TYPE_CHECKING:
@@ -250,14 +250,14 @@ def _errors(handler: Handler) -> Handler:
         except InsufficientStorage as exc:
             log.warning("refused %s %s: %s", request.method, request.url.path, exc)
             return json_response(
-                {"error": {"code": exc.error_code, "message": exc.public_message}},
+                error_body(exc.error_code, exc.public_message),
                 exc.http_status,
                 {"Retry-After": STORAGE_RETRY_AFTER},
             )
         except StoreUnavailable as exc:
             log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
             return json_response(
-                {"error": {"code": "service_unavailable", "message": "queue unavailable, retry"}},
+                error_body("service_unavailable", "queue unavailable, retry"),
                 503,
                 {"Retry-After": "5"},
             )
@@ -303,16 +303,14 @@ def _http_exception(
                 return json_response(
                     shape(exc.status_code, code, exc.detail), exc.status_code, headers
                 )
-        return json_response(
-            {"error": {"code": code, "message": exc.detail}}, exc.status_code, headers
-        )
+        return json_response(error_body(code, exc.detail), exc.status_code, headers)
 
     return handler
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return json_response({"error": {"code": "internal_error", "message": "internal error"}}, 500)
+    return json_response(error_body("internal_error", "internal error"), 500)
 
 
 def create_app(ctx: ApiContext) -> Starlette:
@@ -346,13 +344,11 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     async def metrics(request: Request) -> Response:
         if ctx.metrics is None:
-            return json_response({"error": {"code": "not_found", "message": "no metrics"}}, 404)
+            return json_response(error_body("not_found", "no metrics"), 404)
         try:
             body = await ctx.metrics.render(ctx.store)
         except StoreUnavailable:
-            return json_response(
-                {"error": {"code": "service_unavailable", "message": "queue unavailable"}}, 503
-            )
+            return json_response(error_body("service_unavailable", "queue unavailable"), 503)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi(request: Request) -> Response:

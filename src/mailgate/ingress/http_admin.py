@@ -20,7 +20,7 @@ from mailgate.models import DeliveryStatus
 from mailgate.store import QueueFilter
 from mailgate.store.operator import RATE_EVENTS, RATE_WINDOWS
 from mailgate.store.statements import PENDING
-from mailgate.submission.prepare import ApiError, invalid
+from mailgate.submission.prepare import ApiError, error_body, invalid
 from mailgate.units import parse_duration
 from mailgate.workers import WorkerUnavailable
 
@@ -178,12 +178,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             found = await ctx.providers()
         except WorkerUnavailable:
             return json_response(
-                {
-                    "error": {
-                        "code": "service_unavailable",
-                        "message": "the delivery process is not running; retry",
-                    }
-                },
+                error_body("service_unavailable", "the delivery process is not running; retry"),
                 503,
                 {"Retry-After": "5"},
             )

@@ -98,7 +98,10 @@ LINGER = 2.0  # s a refused client's bytes are still read and dropped (nginx's l
 
 
 def _refusal(status: bytes, code: str, message: str) -> bytes:
-    body = b'{"error":{"code":"%s","message":"%s"}}' % (code.encode(), message.encode())
+    body = b'{"error":{"code":"%s","message":"%s","field":null}}' % (
+        code.encode(),
+        message.encode(),
+    )
     return (
         b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
         b"connection: close\r\n\r\n%s" % (status, len(body), body)

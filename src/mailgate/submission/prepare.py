@@ -88,10 +88,13 @@ class ApiError(Exception):
         return cls(exc.http_status, exc.error_code, exc.reply.text, exc.field, headers)
 
     def body(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            err["field"] = self.field
-        return {"error": err}
+        return error_body(self.code, self.message, self.field)
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The native API's error: always the three keys of docs/api.md, ``field`` null when
+    no field of the request is at fault (it was left out: clients reading it failed)."""
+    return {"error": {"code": code, "message": message, "field": field}}
 
 
 def invalid(code: str, message: str, field: str | None) -> ApiError:
