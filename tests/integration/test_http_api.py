@@ -823,6 +823,7 @@ def test_batch_of_1000_with_bad_recipients(api) -> None:  # type: ignore[no-unty
     assert (data["total"], data["queued"], data["errors"]) == (1000, 997, 3)
     rejected = [m for m in data["messages"] if m["status"] == "rejected"]
     assert [m["index"] for m in rejected] == [997, 998, 999]
+    assert [m["to"] for m in rejected] == ["bad@@example.net", "no-at-sign", "x@"]
     assert all(m["error"]["code"] == "invalid_to_address" for m in rejected)
     assert api.get("/v1/messages").json()["meta"]["total"] == 997
 
@@ -851,10 +852,14 @@ def test_batch_messages_validated_each_alone(api) -> None:  # type: ignore[no-un
     assert data["messages"][1]["error"]["code"] == "domain_not_verified"
     assert data["messages"][2]["error"]["code"] == "missing_subject"
     assert data["messages"][3]["error"]["field"] == "messages[3].to"
+    # A refused message names its recipient as given, when it was a string (or strings).
+    assert data["messages"][2]["to"] == BASE["to"] and "to" not in data["messages"][3]
     too_many = api.post("/v1/messages/batch", json={"messages": [BASE] * 1001})
     assert too_many.status_code == 422 and error_of(too_many)["code"] == "too_many_messages"
     both = api.post("/v1/messages/batch", json={"messages": [BASE], "recipient_variables": {}})
     assert both.status_code == 422
+    broken = api.post("/v1/messages/batch", json={"messages": [BASE], "campaign_id": "c\n1"})
+    assert broken.status_code == 422 and error_of(broken)["field"] == "campaign_id"
 
 
 # ------------------------------------------------------------- idempotency

@@ -24,7 +24,13 @@ from mailgate.jobs import accept_job
 from mailgate.logs import fields, recipient_domain
 from mailgate.models import Accepted, Credential
 from mailgate.store import IdempotentAnswer, TemplateRecord
-from mailgate.submission.prepare import ApiError, Prepared, invalid, prepare_send
+from mailgate.submission.prepare import (
+    HEADER_CONTROL,
+    ApiError,
+    Prepared,
+    invalid,
+    prepare_send,
+)
 from mailgate.submission.request import SendRequest
 from mailgate.text import storable
 
@@ -185,7 +191,7 @@ async def batch(ctx: ApiContext, request: Request) -> Response:
         def answer(
             job_id: str | None, results: list[Accepted | PolicyRefused]
         ) -> IdempotentAnswer | None:
-            body.update(_batch_answer(prepared, results))
+            body.update(_batch_answer(prepared, results, _requested_to(obj)))
             body["data"]["job_id"] = job_id
             return factory(202, body) if factory is not None else None
 
@@ -221,7 +227,10 @@ def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
         raise invalid("invalid_request", "the body must be a JSON object", None)
     items = obj.get("messages")
     base = parse_model(BatchRequest, {k: v for k, v in obj.items() if k != "messages"})
-    if base.campaign_id and base.campaign_id != storable(base.campaign_id):
+    # storable() keeps line breaks (text may have them); a name is one line.
+    if base.campaign_id and (
+        base.campaign_id != storable(base.campaign_id) or HEADER_CONTROL.search(base.campaign_id)
+    ):
         raise invalid("invalid_parameter", "campaign_id: control characters", "campaign_id")
     if (items is None) == (base.recipient_variables is None):
         raise invalid(
@@ -313,15 +322,37 @@ def _prepare_item(
     )
 
 
+def _requested_to(obj: dict[str, Any]) -> list[Any]:
+    """Each message's ``to`` as the request gave it (a recipient_variables key, or an
+    item's own or the batch's), for the answer about a message refused before it was
+    built: a client matches those by address, since a JSON object's order is not kept."""
+    variables = obj.get("recipient_variables")
+    if isinstance(variables, dict):
+        return list(variables)
+    items = obj.get("messages")
+    if not isinstance(items, list):
+        return []
+    shared = obj.get("to")
+    return [item.get("to", shared) if isinstance(item, dict) else None for item in items]
+
+
 def _batch_answer(
-    prepared: list[Prepared | ApiError], results: list[Accepted | PolicyRefused]
+    prepared: list[Prepared | ApiError],
+    results: list[Accepted | PolicyRefused],
+    requested_to: list[Any],
 ) -> dict[str, Any]:
     """The batch's answer: each message queued (its id) or rejected (the error), in order."""
     it = iter(results)
     out: list[dict[str, Any]] = []
     for index, p in enumerate(prepared):
         if isinstance(p, ApiError):
-            out.append({"index": index, "status": "rejected", "error": p.body()["error"]})
+            rejected: dict[str, Any] = {"index": index, "status": "rejected"}
+            given = requested_to[index] if index < len(requested_to) else None
+            if isinstance(given, str) or (
+                isinstance(given, list) and all(isinstance(x, str) for x in given)
+            ):
+                rejected["to"] = given
+            out.append({**rejected, "error": p.body()["error"]})
             continue
         r = next(it)
         if isinstance(r, PolicyRefused):
