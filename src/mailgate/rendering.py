@@ -108,11 +108,12 @@ class _BoundedSandbox(SandboxedEnvironment):
         return tree
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """Calls from templates (methods such as str.ljust or str.format): no number past
-        MAX_OUTPUT, no format width that would build a string past it."""
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, int) and value > MAX_OUTPUT:
-                raise SecurityError("a number this large would build too long a value")
+        """Calls from templates: a str method's width past MAX_OUTPUT (``'x'.ljust(10**9)``)
+        and a format width that would build a string past it (str.format) are refused."""
+        if getattr(__obj, "__name__", "") in _WIDTH_METHODS and isinstance(
+            getattr(__obj, "__self__", None), str
+        ):
+            _check_width((*args[:1], kwargs.get("width")))
         _check_format(getattr(getattr(__obj, "__wrapped__", None), "__self__", None))
         return super().call(__context, __obj, *args, **kwargs)
 
@@ -134,13 +135,23 @@ class _BoundedSandbox(SandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
-def _bounded_filter(fn: Any) -> Any:
-    """center and indent, refusing a width past MAX_OUTPUT (the value is built first)."""
+# str methods whose first argument is a width to pad to.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
-    def bounded(value: Any, width: Any = 80, *args: Any, **kwargs: Any) -> Any:
+
+def _check_width(values: Any) -> None:
+    for width in values:
         if isinstance(width, int) and width > MAX_OUTPUT:
             raise SecurityError("a width this large would build too long a value")
-        return fn(value, width, *args, **kwargs)
+
+
+def _bounded_filter(fn: Any) -> Any:
+    """center and indent, refusing a width past MAX_OUTPUT (the value is built first);
+    their own defaults and keywords are kept."""
+
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_width((*args[:1], kwargs.get("width")))
+        return fn(value, *args, **kwargs)
 
     return bounded
 
