@@ -1,4 +1,4 @@
-"""mailgate.delivery.reports.parse_arf: complaint reports (RFC 5965) as feedback loops send
+"""mailgate.delivery.complaints.parse_arf: complaint reports (RFC 5965) as feedback loops send
 them, and input that is none."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import random
 import pytest
 
 from fakes import arf
-from mailgate.delivery.reports import is_feedback_report, parse_arf, parse_dsn
+from mailgate.delivery.complaints import is_feedback_report, parse_arf
+from mailgate.delivery.reports import parse_dsn
 
 MID = "<0192abcd.1@example.com>"
 VERP = "bounces+018cc251-f400-7abc-8def-0123456789ab.1@bounces.example.com"

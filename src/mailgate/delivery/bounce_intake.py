@@ -21,13 +21,8 @@ from collections.abc import Callable, Sequence
 from mailgate.config import Settings
 from mailgate.delivery.bounce import parse_verp
 from mailgate.delivery.classify import is_hard_bounce, parse_reply
-from mailgate.delivery.reports import (
-    Complaint,
-    ReportedFailure,
-    is_feedback_report,
-    parse_arf,
-    parse_dsn,
-)
+from mailgate.delivery.complaints import Complaint, is_feedback_report, parse_arf
+from mailgate.delivery.reports import ReportedFailure, parse_dsn
 from mailgate.events.categories import categorize
 from mailgate.models import SmtpReply
 from mailgate.store import Store

@@ -1,5 +1,6 @@
 """Text helpers shared by the DSNs we build (bounce.py) and the reports we read
-(reports.py): one-line sanitising of untrusted values and the RFC 3463 status pattern."""
+(reports.py, complaints.py): one-line sanitising of untrusted values and the RFC 3463
+status pattern."""
 
 from __future__ import annotations
 

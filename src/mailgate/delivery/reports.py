@@ -1,5 +1,5 @@
-"""Reports that come back by mail: bounces (RFC 3464 DSNs and their non-standard kin) and
-complaints (RFC 5965 Abuse Reporting Format, as feedback loops send them).
+"""Bounces that come back by mail: RFC 3464 DSNs and their non-standard kin. Complaints
+(RFC 5965 ARF) are read in complaints.py, with the MIME and field helpers of this module.
 
 Pure functions, no I/O. Everything read here comes from the network and is untrusted, so
 the parsers never raise: a report they cannot read is no report.
@@ -19,7 +19,16 @@ from mailgate.delivery.report_text import STATUS as _STATUS
 from mailgate.delivery.report_text import clean as _clean
 from mailgate.delivery.report_text import truncate as _truncate
 
-__all__ = ["Complaint", "ReportedFailure", "is_feedback_report", "parse_arf", "parse_dsn"]
+__all__ = [
+    "ADDRESS",
+    "ReportedFailure",
+    "address_field",
+    "field_groups",
+    "normalise_address",
+    "parse_dsn",
+    "report_parts",
+    "status_text",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,24 +40,6 @@ class ReportedFailure:
     status: str  # enhanced code, e.g. "5.1.1"
     diagnostic: str  # the remote reply without its type ("smtp;")
     remote_mta: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Complaint:
-    """What an ARF report says about the message a recipient complained about.
-
-    Every field may be "": feedback loops redact recipients, and many omit optional fields.
-    """
-
-    feedback_type: str  # abuse, fraud, virus, other, not-spam, auth-failure (lower case)
-    user_agent: str  # the reporter, e.g. "Yahoo!-Mail-Feedback/2.0"
-    original_mail_from: str  # the original's envelope sender: our VERP address, if used
-    original_rcpt_to: str  # the complaining recipient, when not redacted
-    message_id: str  # the original's Message-ID, with its angle brackets
-    return_path: str  # the original's Return-Path (the envelope sender again)
-    original_to: str  # the original's To address, when there was one address
-    source_ip: str = ""
-    arrival_date: str = ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -64,7 +55,7 @@ _XTEXT_CHAR = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 # run, as search() does, it took time in the square of the run's length (a report of 82 KB
 # held the event loop for 5.8 s).
 _LOCAL = r"[\w.!#$%&'*+/=?^`{|}~-]"
-_ADDRESS = re.compile(rf"(?<!{_LOCAL}){_LOCAL}++@[\w-]++(?:\.[\w-]++)+")
+ADDRESS = re.compile(rf"(?<!{_LOCAL}){_LOCAL}++@[\w-]++(?:\.[\w-]++)+")
 # The text scan reads this much of a line, and of a report: a bounce's lines are short,
 # and what a sender makes long only costs time.
 _SCAN_LINE, _SCAN_LINES = 1000, 5000
@@ -102,10 +93,10 @@ def parse_dsn(data: bytes) -> list[ReportedFailure]:
             return []
         groups = [
             group
-            for part in _parts(msg)
+            for part in report_parts(msg)
             if part.get_content_type()
             in ("message/delivery-status", "message/global-delivery-status")
-            for group in _field_groups(_status_text(part))
+            for group in field_groups(status_text(part))
             if {"action", "final-recipient", "original-recipient"} & group.keys()
         ]
         if groups:
@@ -117,7 +108,7 @@ def parse_dsn(data: bytes) -> list[ReportedFailure]:
         return []
 
 
-def _parts(msg: Message, depth: int = 0) -> Iterator[Message]:
+def report_parts(msg: Message, depth: int = 0) -> Iterator[Message]:
     """The message and its multipart descendants; not inside message/rfc822 (the returned
     original, which must not be mistaken for the report)."""
     yield msg
@@ -126,10 +117,10 @@ def _parts(msg: Message, depth: int = 0) -> Iterator[Message]:
         if isinstance(payload, list):
             for part in payload:
                 if isinstance(part, Message):
-                    yield from _parts(part, depth + 1)
+                    yield from report_parts(part, depth + 1)
 
 
-def _status_text(part: Message) -> str:
+def status_text(part: Message) -> str:
     """The text of a delivery-status part, undoing how the email package split it up.
 
     The parser turns message/delivery-status into one message per field block (and the
@@ -165,7 +156,7 @@ def _raw(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _field_groups(text: str) -> list[dict[str, str]]:
+def field_groups(text: str) -> list[dict[str, str]]:
     """Field blocks as dicts (lower-case names, unfolded values).
 
     A blank line ends a block, and so does a field seen twice: some MTAs omit the blank
@@ -210,7 +201,7 @@ def _failure(group: dict[str, str]) -> ReportedFailure | None:
     from_diagnostic = _first_status(diagnostic, anchored=False)
     if (not status or status.endswith(".0.0")) and from_diagnostic[:1] == (status or "5")[:1]:
         status = from_diagnostic
-    recipient = _address_field(group.get("original-recipient", "")) or _address_field(
+    recipient = address_field(group.get("original-recipient", "")) or address_field(
         group.get("final-recipient", "")
     )
     remote = _clean(group.get("remote-mta", ""))
@@ -223,7 +214,7 @@ def _first_status(text: str, *, anchored: bool) -> str:
     return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}" if m else ""
 
 
-def _address_field(value: str) -> str:
+def address_field(value: str) -> str:
     """``type; address`` -> normalised address, or "" if it does not hold one."""
     kind, sep, addr = _clean(value).partition(";")
     if not sep:
@@ -231,7 +222,7 @@ def _address_field(value: str) -> str:
     addr = addr.strip().strip("<>").strip()
     if kind.strip().lower() == "utf-8":
         addr = _XTEXT_CHAR.sub(_unxtext, addr)
-    return _normalise_address(addr)
+    return normalise_address(addr)
 
 
 def _unxtext(m: re.Match[str]) -> str:
@@ -241,7 +232,7 @@ def _unxtext(m: re.Match[str]) -> str:
     return chr(code)
 
 
-def _normalise_address(addr: str) -> str:
+def normalise_address(addr: str) -> str:
     local, at, domain = addr.rpartition("@")
     domain = domain.rstrip(".")
     if not at or not local or not domain or " " in addr or len(addr) > 320:
@@ -311,7 +302,7 @@ def _scan_text(msg: Message) -> list[ReportedFailure]:
     such as "Below this line is a copy of the message" is the original, not the report.
     """
     lines: list[str] = []
-    for part in _parts(msg):
+    for part in report_parts(msg):
         if part.get_content_type() != "text/plain":
             continue
         raw = part.get_payload(decode=True)
@@ -353,100 +344,5 @@ def _scan_text(msg: Message) -> list[ReportedFailure]:
 
 
 def _first_address(text: str) -> str:
-    m = _ADDRESS.search(text)
-    return _normalise_address(m.group(0)) if m else ""
-
-
-# ---------------------------------------------------------------------------------------
-# Reading complaints (ARF, RFC 5965)
-# ---------------------------------------------------------------------------------------
-
-_ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
-_ANGLE_ADDR = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
-_MSG_ID = re.compile(r"<[^<>\s]{1,900}>")
-
-
-def is_feedback_report(data: bytes) -> bool:
-    """Whether ``data`` is an ARF report (multipart/report; report-type=feedback-report)."""
-    try:
-        msg = email.message_from_bytes(bytes(data), policy=email.policy.compat32)
-        report_type = str(msg.get_param("report-type", "") or "").strip().lower()
-        return msg.get_content_type() == "multipart/report" and report_type == "feedback-report"
-    except Exception:  # untrusted input: unreadable is not a report
-        return False
-
-
-def parse_arf(data: bytes) -> Complaint | None:
-    """The complaint an ARF report makes, or None when ``data`` is none (or unreadable).
-
-    The machine-readable part (message/feedback-report) is required; the original (third
-    part) may be a whole message/rfc822, its headers only (text/rfc822-headers), or absent.
-    Its Message-ID and Return-Path are what match the report to our delivery when the
-    feedback fields are incomplete (Original-Mail-From is optional, recipients redacted).
-    """
-    try:
-        msg = email.message_from_bytes(bytes(data), policy=email.policy.compat32)
-        parts = list(_parts(msg))
-        report = next((p for p in parts if p.get_content_type() == "message/feedback-report"), None)
-        if report is None:
-            return None
-        fields = _feedback_fields(_status_text(report))
-        if not fields.get("feedback-type"):
-            return None  # RFC 5965 3.1: the one field every report has
-        original = next((p for p in parts if p.get_content_type() in _ORIGINAL_TYPES), None)
-        headers = _original_headers(original) if original is not None else Message()
-        return Complaint(
-            feedback_type=_clean(fields["feedback-type"]).split(" ")[0].lower()[:32],
-            user_agent=_clean(fields.get("user-agent", ""))[:200],
-            original_mail_from=_angle_address(fields.get("original-mail-from", "")),
-            original_rcpt_to=_angle_address(fields.get("original-rcpt-to", "")),
-            message_id=_message_id(str(headers.get("message-id", ""))),
-            return_path=_angle_address(str(headers.get("return-path", ""))),
-            original_to=_single_address(str(headers.get("to", ""))),
-            source_ip=_clean(fields.get("source-ip", ""))[:64],
-            arrival_date=_clean(fields.get("arrival-date", ""))[:64],
-        )
-    except Exception:  # untrusted input from anywhere: a report we cannot read is none
-        return None
-
-
-def _feedback_fields(text: str) -> dict[str, str]:
-    """The report's fields by lower-case name, the first of each (RFC 5965 3.1 allows some
-    to repeat, such as Original-Rcpt-To: the first recipient is the one we can act on)."""
-    fields: dict[str, str] = {}
-    for group in _field_groups(text):
-        for name, value in group.items():
-            fields.setdefault(name, value)
-    return fields
-
-
-def _original_headers(part: Message) -> Message:
-    """The header block of the returned original, as a message of headers only."""
-    payload = part.get_payload()
-    if isinstance(payload, list):  # message/rfc822: the parser made it a message
-        inner = payload[0] if payload and isinstance(payload[0], Message) else Message()
-        return inner
-    raw = part.get_payload(decode=True)
-    if not isinstance(raw, bytes):
-        return Message()
-    return email.message_from_bytes(raw.lstrip(b"\r\n"), policy=email.policy.compat32)
-
-
-def _angle_address(value: str) -> str:
-    """The address of a field such as ``<a@b>`` or ``rfc822; a@b``, normalised, or ""."""
-    text = _clean(value)
-    m = _ANGLE_ADDR.search(text)
-    if m:
-        return _normalise_address(m.group(1))
-    return _address_field(text)
-
-
-def _single_address(value: str) -> str:
-    """The address of a To field that names exactly one; "" for none or several."""
-    found = _ADDRESS.findall(_clean(value))
-    return _normalise_address(found[0]) if len(set(a.lower() for a in found)) == 1 else ""
-
-
-def _message_id(value: str) -> str:
-    m = _MSG_ID.search(_clean(value))
-    return m.group(0) if m else ""
+    m = ADDRESS.search(text)
+    return normalise_address(m.group(0)) if m else ""
