@@ -36,7 +36,7 @@ _BODY_END = re.compile(rb"</body\s*>", re.I)
 _TRAILING = b".,;:!?"
 # A browser drops ASCII tabs and line breaks anywhere in a URL (WHATWG URL parsing) and
 # follows the link without them: so does the signed URL, which becomes a Location header.
-_TAB_NEWLINE = re.compile(r"[\t\n\r]")
+TAB_NEWLINE = re.compile(r"[\t\n\r]")
 _MAX_LINE = 998
 
 # A part's body (bytes in its charset, the second argument) rewritten.
@@ -118,7 +118,7 @@ class Personalizer:
             return added + raw
 
         def link(url: str) -> bytes | None:
-            url = _TAB_NEWLINE.sub("", url)
+            url = TAB_NEWLINE.sub("", url)
             if not url.lower().startswith(("http://", "https://")) or url.startswith(self._base):
                 return None
             if len(url.encode()) > MAX_URL:

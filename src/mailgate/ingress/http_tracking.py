@@ -19,6 +19,7 @@ from jinja2 import Environment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from mailgate.events.rewrite import TAB_NEWLINE
 from mailgate.events.tracking import Tracking
 
 # A transparent 1x1 GIF.
@@ -52,7 +53,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 # What a Location header cannot carry as it is: non-ASCII, spaces and control characters.
 _NOT_URI = re.compile(r"[^\x21-\x7e]+")
-_TAB_NEWLINE = re.compile(r"[\t\n\r]")
 _AUTHORITY = re.compile(r"[^/?#]*")
 
 
@@ -61,7 +61,7 @@ def location(url: str) -> str:
     Location header (RFC 3987 3.1): the host in IDNA, the rest percent-encoded in UTF-8.
     Tabs and line breaks are dropped, as a browser drops them (links in mail sent before
     the rewrite dropped them too may still hold them)."""
-    url = _TAB_NEWLINE.sub("", url)
+    url = TAB_NEWLINE.sub("", url)
     if not _NOT_URI.search(url):
         return url
     scheme, sep, rest = url.partition("://")
