@@ -177,7 +177,7 @@ async def batch(ctx: ApiContext, request: Request) -> Response:
     obj = await ctx.read_json(request)
 
     async def run(factory: IdempotentAnswerFactory | None) -> Response:
-        base, items = _batch_items(obj)
+        base, items, given_to = _batch_items(obj)
         templates = await _templates_of(ctx, items)
         client = request.client.host if request.client else ""
         now = ctx.clock()
@@ -191,7 +191,7 @@ async def batch(ctx: ApiContext, request: Request) -> Response:
         def answer(
             job_id: str | None, results: list[Accepted | PolicyRefused]
         ) -> IdempotentAnswer | None:
-            body.update(_batch_answer(prepared, results, _requested_to(obj)))
+            body.update(_batch_answer(prepared, results, given_to))
             body["data"]["job_id"] = job_id
             return factory(202, body) if factory is not None else None
 
@@ -220,9 +220,12 @@ async def batch(ctx: ApiContext, request: Request) -> Response:
 _BATCH_ONLY = frozenset({"messages", "recipient_variables", "campaign_id"})
 
 
-def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
+def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item], list[Any]]:
     """The batch's shared fields and its messages, each parsed or refused on its own:
-    either ``recipient_variables`` (one message per recipient) or ``messages``."""
+    either ``recipient_variables`` (one message per recipient) or ``messages``; and each
+    message's ``to`` as the request gave it (a recipient_variables key, or an item's own
+    or the batch's), which the answer names for a message refused before it was built: a
+    client matches those by address, since a JSON object's order is not kept."""
     if not isinstance(obj, dict):
         raise invalid("invalid_request", "the body must be a JSON object", None)
     items = obj.get("messages")
@@ -245,8 +248,9 @@ def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
             raise invalid(
                 "too_many_messages", f"at most {MAX_BATCH} recipients", "recipient_variables"
             )
+        given_to = [address for address, _ in entries]
         if not entries:
-            return base, out
+            return base, out, given_to
         shared = base.model_dump(
             by_alias=True, exclude_none=True, exclude={"recipient_variables", "campaign_id"}
         )
@@ -255,10 +259,10 @@ def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
         try:
             first = parse_model(SendRequest, {**shared, "to": entries[0][0]})
         except ApiError as exc:
-            return base, [(None, exc, None) for _ in entries]
+            return base, [(None, exc, None) for _ in entries], given_to
         for address, variables in entries:
             out.append((first.model_copy(update={"to": address}), None, variables))
-        return base, out
+        return base, out, given_to
     if not isinstance(items, list):
         raise invalid("invalid_request", "messages: must be a list", "messages")
     if len(items) > MAX_BATCH:
@@ -266,14 +270,16 @@ def _batch_items(obj: Any) -> tuple[BatchRequest, list[_Item]]:
     # The batch's own fields are each message's defaults, as with recipient_variables:
     # accepted and then ignored, a schedule (or provider, tags...) asked for was lost.
     shared = {k: v for k, v in obj.items() if k not in _BATCH_ONLY}
+    given_to: list[Any] = []
     for i, item in enumerate(items):
+        given = {**shared, **item} if isinstance(item, dict) else item
+        given_to.append(given.get("to") if isinstance(given, dict) else None)
         try:
-            given = {**shared, **item} if isinstance(item, dict) else item
             req = parse_model(BatchMessage, given, prefix=f"messages[{i}].")
             out.append((req, None, req.template_data))
         except ApiError as exc:
             out.append((None, exc, None))
-    return base, out
+    return base, out, given_to
 
 
 async def _templates_of(
@@ -322,24 +328,10 @@ def _prepare_item(
     )
 
 
-def _requested_to(obj: dict[str, Any]) -> list[Any]:
-    """Each message's ``to`` as the request gave it (a recipient_variables key, or an
-    item's own or the batch's), for the answer about a message refused before it was
-    built: a client matches those by address, since a JSON object's order is not kept."""
-    variables = obj.get("recipient_variables")
-    if isinstance(variables, dict):
-        return list(variables)
-    items = obj.get("messages")
-    if not isinstance(items, list):
-        return []
-    shared = obj.get("to")
-    return [item.get("to", shared) if isinstance(item, dict) else None for item in items]
-
-
 def _batch_answer(
     prepared: list[Prepared | ApiError],
     results: list[Accepted | PolicyRefused],
-    requested_to: list[Any],
+    given_to: list[Any],
 ) -> dict[str, Any]:
     """The batch's answer: each message queued (its id) or rejected (the error), in order."""
     it = iter(results)
@@ -347,7 +339,7 @@ def _batch_answer(
     for index, p in enumerate(prepared):
         if isinstance(p, ApiError):
             rejected: dict[str, Any] = {"index": index, "status": "rejected"}
-            given = requested_to[index] if index < len(requested_to) else None
+            given = given_to[index]
             if isinstance(given, str) or (
                 isinstance(given, list) and all(isinstance(x, str) for x in given)
             ):
