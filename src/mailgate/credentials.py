@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 
 from mailgate import policy
+from mailgate.address_syntax import ace
 from mailgate.models import Credential
 from mailgate.quota import parse_quota
 from mailgate.store import KeyRecord, Store
@@ -46,6 +47,13 @@ def validate_default_from(value: str) -> str:
     if value and (policy.split_address(value) is None or any(c in value for c in "<> \t")):
         raise ValueError(f"default-from {value!r} is not an email address (give a bare address)")
     return value
+
+
+def sender_domains(given: Iterable[str], configured: frozenset[str]) -> tuple[list[str], list[str]]:
+    """A key's sender domains in the form [[domains]] keeps them (lower case, A-labels: an
+    internationalised name may be given either way), and those not configured."""
+    domains = [ace(d.strip().lower()) for d in given]
+    return domains, [d for d in domains if d not in configured]
 
 
 def key_limits(rate: str, quota: str, domains: Iterable[str]) -> tuple[str, str, tuple[str, ...]]:

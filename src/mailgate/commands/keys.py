@@ -64,17 +64,17 @@ def keys_create(
     quota: str,
 ) -> None:
     """Create a key; the key itself is printed alone on the last line."""
-    from mailgate.credentials import create_key
+    from mailgate.credentials import create_key, sender_domains
     from mailgate.store.keys import DuplicateKeyName
 
     settings = settings_or_exit(config_path)
     configured = settings.domain_names()
-    domains = tuple(ace(d.strip().lower()) for d in domains)  # as [[domains]] keeps them
-    unknown = [d for d in domains if d not in configured]
+    kept, unknown = sender_domains(domains, configured)
+    domains = tuple(kept)
     if unknown:
         click.echo(f"error: domain(s) not in [[domains]]: {', '.join(unknown)}", err=True)
         sys.exit(2)
-    allowed = {d.lower() for d in domains} or configured
+    allowed = set(domains) or configured
     sender_domain = ace(default_from.rpartition("@")[2].strip().lower())
     if default_from and sender_domain not in allowed:
         click.echo(

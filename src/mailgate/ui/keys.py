@@ -9,8 +9,7 @@ import urllib.parse
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from mailgate.address_syntax import ace
-from mailgate.credentials import create_key, key_limits
+from mailgate.credentials import create_key, key_limits, sender_domains
 from mailgate.store.keys import DuplicateKeyName
 from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
 
@@ -55,9 +54,8 @@ async def key_limits_save(ui: UiContext, request: Request, page: Page) -> Respon
     record = await ui.api.store.keys.get(form.get("id", ""))
     if record is None or not record.active:
         raise UiError(404, "No such active key: it may have been revoked.")
-    domains = [ace(d.lower()) for d in form.get("domains", "").replace(",", " ").split()]
-    configured = ui.api.settings.domain_names()
-    unknown = [d for d in domains if d not in configured]
+    given = form.get("domains", "").replace(",", " ").split()
+    domains, unknown = sender_domains(given, ui.api.settings.domain_names())
     if unknown:
         raise UiError(422, f"domains: not in [[domains]] of relay.toml: {', '.join(unknown)}.")
     try:
