@@ -81,7 +81,8 @@ def print_details(results: list[Result]) -> None:
         if x.get("cpu_ms"):
             parts = ", ".join(f"{role} {ms:.3f}" for role, ms in x["cpu_ms"].items())
             total = sum(x["cpu_ms"].values())
-            print(f"  CPU ms per request in the window: {parts}; total {total:.3f}")
+            per = x.get("cpu_per", "request")
+            print(f"  CPU ms per {per} in the window: {parts}; total {total:.3f}")
         if "sink_total" in x:  # not for the bare reference, which delivers nothing
             print(
                 f"  sink received {x['sink_total']} messages by the end "

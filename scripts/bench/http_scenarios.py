@@ -27,7 +27,7 @@ from bench.http_requests import (
     send_body,
 )
 from bench.http_tracking import recorded, tokens, tracking_key
-from bench.processes import BenchError, RssSampler
+from bench.processes import BenchError, RssSampler, cpu_ms_per, cpu_seconds
 
 TRACKED_MESSAGES = 200  # sent before the tracking load; their tokens are requested in turn
 
@@ -169,6 +169,7 @@ class HttpBench(HttpLoad):
         queued: list[int] = []
         self._log(f"{name}: {len(bodies)} requests of {BATCH_SIZE} recipients")
         reader, writer = await asyncio.open_connection(HOST, mg.port)
+        cpu_start = cpu_seconds()
         try:
             for body in bodies:
                 payload = request_head(path, mg.port, mg.key, len(body)) + body
@@ -183,6 +184,11 @@ class HttpBench(HttpLoad):
                     reader, writer = await asyncio.open_connection(HOST, mg.port)
         finally:
             writer.close()
+        # Per message, from the first request to the last answer: what a batch costs each
+        # process (the delivery of its messages goes on meanwhile and is counted too).
+        edges = {"start": {"cpu": cpu_start}, "end": {"cpu": cpu_seconds()}}
+        res.extra["cpu_ms"] = cpu_ms_per(edges, sum(queued))
+        res.extra["cpu_per"] = "message"
         elapsed = sum(res.latencies_ms) / 1000
         res.rate = sum(queued) / elapsed if elapsed else 0.0
         res.extra.update(queued=queued, all_queued=all(q == BATCH_SIZE for q in queued))
