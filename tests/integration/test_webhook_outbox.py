@@ -50,6 +50,25 @@ async def rows(store: Store) -> list[Any]:
         return list(await conn.execute(select(wd).order_by(wd.c.id)))
 
 
+def test_the_relays_own_dsns_make_no_webhooks(db_url: str) -> None:
+    """A DSN (source "dsn") is the relay's mail about a bounce: the bounced message's own
+    event reports it; the DSN's queued and sent events are nobody's webhooks."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.webhooks.create(endpoint("a", ["message.queued"]))
+            dsn = message(1)
+            dsn.source, dsn.sender = "dsn", ""
+            await store.enqueue([message(0), dsn, message(2)])
+            got = await store.webhooks.claim("a", OWNER, T0 + 100, 10, T0 + 200)
+            assert sorted(g["message_id"] for g in got) == ["m-000", "m-002"]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
 def test_claim_and_outcomes_keep_to_the_lease(db_url: str) -> None:
     async def scenario() -> None:
         store = await Store.open(db_url)
