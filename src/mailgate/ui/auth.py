@@ -32,13 +32,15 @@ def _next(target: str) -> str:
     return "/ui/"
 
 
-def _cookie(ui: UiContext, response: Response, name: str, value: str, max_age: int) -> None:
+def _cookie(
+    ui: UiContext, request: Request, response: Response, name: str, value: str, max_age: int
+) -> None:
     response.set_cookie(
         name,
         value,
         max_age=max_age,
         path="/ui",
-        secure=ui.secure,
+        secure=ui.secure(request),
         httponly=True,
         samesite="strict",
     )
@@ -59,7 +61,7 @@ async def login_form(
         error=error,
         next=_next(request.query_params.get("next", "/ui/")),
     )
-    _cookie(ui, response, PRE_COOKIE, nonce, 3600)
+    _cookie(ui, request, response, PRE_COOKIE, nonce, 3600)
     return response
 
 
@@ -101,7 +103,7 @@ async def login(ui: UiContext, request: Request) -> Response:
         UiSession(session.nonce, cred.id, time.time(), session.expires, client, agent),
     )
     response = security_headers(RedirectResponse(_next(form.get("next", "/ui/")), 303))
-    _cookie(ui, response, COOKIE, cookie, int(ui.ttl))
+    _cookie(ui, request, response, COOKIE, cookie, int(ui.ttl))
     response.delete_cookie(PRE_COOKIE, path="/ui")
     return response
 
@@ -111,5 +113,7 @@ async def logout(ui: UiContext, request: Request, page: Page) -> Response:
     clears the cookie."""
     await end_session(ui.api.store, page.session.nonce, page.session.expires, time.time())
     response = security_headers(RedirectResponse("/ui/login", 303))
-    response.delete_cookie(COOKIE, path="/ui", secure=ui.secure, httponly=True, samesite="strict")
+    response.delete_cookie(
+        COOKIE, path="/ui", secure=ui.secure(request), httponly=True, samesite="strict"
+    )
     return response

@@ -82,9 +82,16 @@ class UiContext:
             self._signer = Signer(await session_key(self.api.store, secrets.token_bytes(32)))
         return self._signer
 
-    @property
-    def secure(self) -> bool:
-        return self.api.settings.http.public_url.startswith("https://")
+    def secure(self, request: Request) -> bool:
+        """Whether the session cookies carry Secure: for a request that came over https,
+        or to the https ``public_url``'s own host (a proxy that ends TLS and forwards plain
+        http). Not for the node reached directly over http at another address (an
+        operator on its LAN address): a browser drops a Secure cookie set over http, and
+        every login failed as "form expired"."""
+        if request.url.scheme == "https":
+            return True
+        public = urllib.parse.urlsplit(self.api.settings.http.public_url)
+        return public.scheme == "https" and public.netloc.lower() == request.url.netloc.lower()
 
     @property
     def ttl(self) -> float:

@@ -1,0 +1,36 @@
+"""Story: an operator with an https ``public_url`` (a proxy ends TLS in front of the node)
+opens the dashboard over plain http at the node's own address. The session cookies are
+Secure only where the browser came over https or through the public host: a Secure cookie
+set over http is dropped, and every login failed as "this login form has expired"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.conftest import RelayRunner, build_settings
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayRunner]:
+    settings = build_settings(tmp_path, http={"public_url": "https://mail.example.test"})
+    runner = RelayRunner(settings).start()
+    yield runner
+    runner.stop()
+
+
+def _login_cookie(relay: RelayRunner, host: str | None = None) -> str:
+    headers = {"Host": host} if host else {}
+    answer = httpx.get(relay.http_url + "/ui/login", headers=headers, timeout=10)
+    assert answer.status_code == 200
+    return answer.headers["set-cookie"]
+
+
+def test_secure_cookies_only_where_the_browser_keeps_them(relay: RelayRunner) -> None:
+    direct = _login_cookie(relay)
+    assert "httponly" in direct.lower() and "secure" not in direct.lower()
+    # Through the proxy: the request names the public host.
+    assert "secure" in _login_cookie(relay, "mail.example.test").lower()
+    assert "secure" in _login_cookie(relay, "MAIL.example.test").lower()
