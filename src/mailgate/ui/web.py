@@ -207,8 +207,11 @@ def signed_in(ui: UiContext, handler: PageHandler) -> Handler:
         if session is None or record is None or not record.active or record.scope != "admin":
             if request.method != "GET":
                 raise UiError(403, "Your session has ended: log in again.")
-            target = urllib.parse.quote(request.url.path, safe="/")
-            return security_headers(RedirectResponse(f"/ui/login?next={target}", 303))
+            # Back to the same page after the login, its query (a search, a page of a
+            # list) included; login's _next keeps it inside /ui/.
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            query = urllib.parse.urlencode({"next": target})
+            return security_headers(RedirectResponse(f"/ui/login?{query}", 303))
         page = Page(request, session, signer.csrf(session.nonce))
         request.scope["mailgate_page"] = page
         if request.method == "POST":

@@ -1,7 +1,8 @@
-"""Story: an operator with an https ``public_url`` (a proxy ends TLS in front of the node)
-opens the dashboard over plain http at the node's own address. The session cookies are
-Secure only where the browser came over https or through the public host: a Secure cookie
-set over http is dropped, and every login failed as "this login form has expired"."""
+"""Stories of the dashboard's login over plain http. An operator with an https
+``public_url`` (a proxy ends TLS in front of the node) opens the dashboard at the node's
+own address: the session cookies are Secure only where the browser came over https or
+through the public host (a Secure cookie set over http is dropped, and every login failed
+as "this login form has expired"). An ended session returns to its page after the login."""
 
 from __future__ import annotations
 
@@ -34,3 +35,15 @@ def test_secure_cookies_only_where_the_browser_keeps_them(relay: RelayRunner) ->
     # Through the proxy: the request names the public host.
     assert "secure" in _login_cookie(relay, "mail.example.test").lower()
     assert "secure" in _login_cookie(relay, "MAIL.example.test").lower()
+
+
+def test_the_login_returns_to_the_page_with_its_query(relay: RelayRunner) -> None:
+    """An ended session sends the browser to the login, which then sends it back to the
+    same list page, filters and all (it went back to the bare path)."""
+    page = "/ui/messages?status=deferred&q=invoice"
+    answer = httpx.get(relay.http_url + page, timeout=10)
+    assert answer.status_code == 303
+    login = answer.headers["location"]
+    assert login.startswith("/ui/login?next=")
+    form = httpx.get(relay.http_url + login, timeout=10).text
+    assert 'name="next" value="/ui/messages?status=deferred&amp;q=invoice"' in form
