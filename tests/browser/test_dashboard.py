@@ -5,6 +5,7 @@ non-admin keys. Each page is screenshotted (conftest.SCREENSHOTS)."""
 from __future__ import annotations
 
 import smtplib
+import urllib.parse
 from email.message import EmailMessage
 from typing import Any
 
@@ -190,6 +191,20 @@ def test_add_and_remove_a_suppression(browser: Any, relay: RelayRunner) -> None:
     browser.find_element(By.CSS_SELECTOR, "button[aria-label='Remove blocked@example.net']").click()
     shows(browser, ".notice", "removed")
     assert relay.call(relay.store.suppressions.get("blocked@example.net")) is None
+
+
+def test_a_notice_made_elsewhere_is_not_shown(browser: Any, relay: RelayRunner) -> None:
+    """The text after an action comes back in the link; a link made by someone else (a
+    mail to the operator, another site) cannot put its words on the dashboard."""
+    forged = urllib.parse.urlencode({"done": "Your key was revoked: call +1 555 0100"})
+    browser.get(relay.http_url + "/ui/suppressions?" + forged)
+    wait(lambda: browser.find_elements(By.ID, "add-address"), what="the suppressions page")
+    assert not browser.find_elements(By.CSS_SELECTOR, ".notice")
+    assert "555 0100" not in browser.page_source
+    # Signed for another session: not shown either.
+    browser.get(relay.http_url + "/ui/suppressions?" + forged + "&sig=" + "0" * 32)
+    wait(lambda: browser.find_elements(By.ID, "add-address"), what="the suppressions page")
+    assert "555 0100" not in browser.page_source
 
 
 def test_a_post_without_csrf_token_is_refused(browser: Any, relay: RelayRunner) -> None:

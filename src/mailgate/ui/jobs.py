@@ -8,11 +8,11 @@ from __future__ import annotations
 import urllib.parse
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from mailgate.store.jobs import ACTIONS
 from mailgate.store.ui import MessageQuery, search_messages
-from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+from mailgate.ui.web import Page, UiContext, UiError, done, render
 
 SHOWN = 100
 MESSAGES_SHOWN = 20
@@ -33,7 +33,6 @@ async def job_list(ui: UiContext, request: Request, page: Page) -> Response:
         title="Jobs",
         jobs=jobs,
         shown=SHOWN,
-        notice=request.query_params.get("done", ""),
     )
 
 
@@ -54,7 +53,6 @@ async def job_detail(ui: UiContext, request: Request, page: Page) -> Response:
         events=await store.jobs.events(job_id),
         rows=rows[:MESSAGES_SHOWN],
         more=len(rows) > MESSAGES_SHOWN,
-        notice=request.query_params.get("done", ""),
     )
 
 
@@ -75,5 +73,4 @@ async def job_action(ui: UiContext, request: Request, page: Page) -> Response:
     back = (
         f"/ui/jobs/{urllib.parse.quote(job_id, safe='')}" if page.form.get("back") else "/ui/jobs"
     )
-    target = back + "?" + urllib.parse.urlencode({"done": text})
-    return security_headers(RedirectResponse(target, 303))
+    return done(page, back, text)

@@ -4,14 +4,12 @@ the same checks: credentials.key_limits, domains of [[domains]])."""
 
 from __future__ import annotations
 
-import urllib.parse
-
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from mailgate.credentials import create_key, key_limits, sender_domains
 from mailgate.store.keys import DuplicateKeyName
-from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+from mailgate.ui.web import Page, UiContext, UiError, done, render
 
 SCOPES = ("send", "read", "admin")
 
@@ -25,7 +23,6 @@ async def _page(ui: UiContext, request: Request, **values: object) -> Response:
         title="API keys",
         keys=keys,
         scopes=SCOPES,
-        notice=request.query_params.get("done", ""),
         **values,
     )
 
@@ -68,9 +65,7 @@ async def key_limits_save(ui: UiContext, request: Request, page: Page) -> Respon
         f"Key {record.name} now: rate {rate or 'the [http] default'}, quota {quota or 'none'}, "
         f"domains {', '.join(kept) or 'all'}. It applies within seconds."
     )
-    return security_headers(
-        RedirectResponse("/ui/keys?" + urllib.parse.urlencode({"done": text}), 303)
-    )
+    return done(page, "/ui/keys", text)
 
 
 async def key_revoke(ui: UiContext, request: Request, page: Page) -> Response:
@@ -79,6 +74,4 @@ async def key_revoke(ui: UiContext, request: Request, page: Page) -> Response:
         raise UiError(400, "This is the key you are logged in with: log in with another first.")
     revoked = await ui.api.store.keys.revoke(key_id, ui.api.clock())
     text = "Key revoked: it stops working within seconds." if revoked else "No such active key."
-    return security_headers(
-        RedirectResponse("/ui/keys?" + urllib.parse.urlencode({"done": text}), 303)
-    )
+    return done(page, "/ui/keys", text)

@@ -6,11 +6,10 @@ would get."""
 from __future__ import annotations
 
 import json
-import urllib.parse
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from mailgate.exceptions import DuplicateEntry
 from mailgate.ids import new_id
@@ -18,7 +17,7 @@ from mailgate.ingress.http_templates import _check, _sender
 from mailgate.rendering import TemplateProblem, render_all
 from mailgate.store import TemplateRecord
 from mailgate.submission.prepare import ApiError
-from mailgate.ui.web import PAGE_CSP, Page, UiContext, UiError, render, security_headers
+from mailgate.ui.web import PAGE_CSP, Page, UiContext, UiError, done, render, security_headers
 
 SHOWN = 500
 MAX_VARIABLES = 64 * 1024
@@ -26,12 +25,6 @@ MAX_VARIABLES = 64 * 1024
 # off (script-src 'self', and the preview is a sandboxed iframe without allow-scripts).
 PREVIEW_PAGE_CSP = PAGE_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 FIELDS = ("name", "from", "subject", "html", "text")
-
-
-def _back(path: str, text: str) -> Response:
-    return security_headers(
-        RedirectResponse(f"{path}?" + urllib.parse.urlencode({"done": text}), 303)
-    )
 
 
 async def _found(ui: UiContext, template_id: str) -> TemplateRecord:
@@ -79,7 +72,6 @@ async def template_list(ui: UiContext, request: Request, page: Page) -> Response
         title="Templates",
         records=records,
         shown=SHOWN,
-        notice=request.query_params.get("done", ""),
     )
 
 
@@ -101,7 +93,7 @@ async def template_create(ui: UiContext, request: Request, page: Page) -> Respon
         await ui.api.store.templates.add(record)
     except DuplicateEntry:  # a new id: only if it was made twice
         raise UiError(409, "That template exists already: try again.") from None
-    return _back(f"/ui/templates/{record.id}", "Template created.")
+    return done(page, f"/ui/templates/{record.id}", "Template created.")
 
 
 async def template_detail(ui: UiContext, request: Request, page: Page) -> Response:
@@ -122,7 +114,6 @@ async def template_detail(ui: UiContext, request: Request, page: Page) -> Respon
         title=record.name,
         record=record,
         form=form,
-        notice=request.query_params.get("done", ""),
     )
 
 
@@ -139,7 +130,7 @@ async def template_save(ui: UiContext, request: Request, page: Page) -> Response
     values["updated_at"] = ui.api.clock()
     if not await ui.api.store.templates.update(record.id, values):
         raise UiError(404, f"No template {record.id}: it may have been deleted.")
-    return _back(f"/ui/templates/{record.id}", "Template saved: sends use it now.")
+    return done(page, f"/ui/templates/{record.id}", "Template saved: sends use it now.")
 
 
 async def template_delete(ui: UiContext, request: Request, page: Page) -> Response:
@@ -149,7 +140,7 @@ async def template_delete(ui: UiContext, request: Request, page: Page) -> Respon
         raise UiError(400, "Tick the box to confirm that the template is to be deleted.")
     if not await ui.api.store.templates.delete(record.id):
         raise UiError(404, f"No template {record.id}: it may have been deleted.")
-    return _back("/ui/templates", f"Template {record.name!r} ({record.id}) deleted.")
+    return done(page, "/ui/templates", f"Template {record.name!r} ({record.id}) deleted.")
 
 
 def _preview(ui: UiContext, request: Request, page: Page, record: TemplateRecord) -> Response:

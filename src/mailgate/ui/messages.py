@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from mailgate.headers import dkim_signers
 from mailgate.models import DeliveryStatus
@@ -22,7 +22,7 @@ from mailgate.store.ui import (
 )
 from mailgate.ui.mail import view
 from mailgate.ui.preview import download_part, download_source, html_preview
-from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+from mailgate.ui.web import Page, UiContext, UiError, done, render
 
 PAGE_SIZE = 50
 STATUSES = tuple(s.value for s in DeliveryStatus)
@@ -143,7 +143,6 @@ async def message_detail(ui: UiContext, request: Request, page: Page) -> Respons
         mail=mail,
         base=f"/ui/messages/{message_id}",
         images=request.query_params.get("images") == "1",
-        notice=request.query_params.get("done", ""),
     )
 
 
@@ -208,9 +207,9 @@ async def message_action(ui: UiContext, request: Request, page: Page) -> Respons
             if d["status"] in ("failed", "bounced")
         ]
         if ended:
-            done = await store.requeue(ended, now)
-            changed += len(done.requeued)
-            refused = len(done.suppressed)
+            again = await store.requeue(ended, now)
+            changed += len(again.requeued)
+            refused = len(again.suppressed)
     if changed and action in ("retry", "release", "bounce"):
         ui.api.wake()  # due now (bounce: its DSN is)
     text = f"{action}: {changed} recipient(s) changed"
@@ -220,5 +219,4 @@ async def message_action(ui: UiContext, request: Request, page: Page) -> Respons
         text += f", {refused} not retried because suppressed"
     if not changed and not refused:
         text += " (none was in a state this action applies to)"
-    target = f"/ui/messages/{message_id}?" + urllib.parse.urlencode({"done": text})
-    return security_headers(RedirectResponse(target, 303))
+    return done(page, f"/ui/messages/{message_id}", text)

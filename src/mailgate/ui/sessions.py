@@ -6,13 +6,12 @@ page by a digest of their nonce, never the nonce itself."""
 from __future__ import annotations
 
 import hashlib
-import urllib.parse
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from mailgate.store.ui import end_session_of, sessions_of
-from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+from mailgate.ui.web import Page, UiContext, UiError, done, render
 
 
 def ref(nonce: str) -> str:
@@ -27,7 +26,6 @@ async def session_list(ui: UiContext, request: Request, page: Page) -> Response:
         "sessions.html",
         title="Sessions",
         sessions=[(ref(s.nonce), s, s.nonce == page.session.nonce) for s in rows],
-        notice=request.query_params.get("done", ""),
     )
 
 
@@ -43,5 +41,4 @@ async def session_end(ui: UiContext, request: Request, page: Page) -> Response:
     if not await end_session_of(ui.api.store, page.session.key_id, found.nonce, now):
         raise UiError(404, "That session has ended or expired already.")
     text = f"The session from {found.client or 'an unknown address'} has ended."
-    target = "/ui/sessions?" + urllib.parse.urlencode({"done": text})
-    return security_headers(RedirectResponse(target, 303))
+    return done(page, "/ui/sessions", text)

@@ -5,22 +5,13 @@ from __future__ import annotations
 import urllib.parse
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from mailgate.models import Suppression
 from mailgate.store.ui import search_suppressions
-from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+from mailgate.ui.web import Page, UiContext, UiError, done, render
 
 PAGE_SIZE = 100
-
-
-def _back(text: str, query: str = "") -> Response:
-    params = {"done": text}
-    if query:
-        params["q"] = query
-    return security_headers(
-        RedirectResponse("/ui/suppressions?" + urllib.parse.urlencode(params), 303)
-    )
 
 
 async def suppression_list(ui: UiContext, request: Request, page: Page) -> Response:
@@ -49,7 +40,6 @@ async def suppression_list(ui: UiContext, request: Request, page: Page) -> Respo
         rows=rows,
         query=query,
         next_link=next_link,
-        notice=request.query_params.get("done", ""),
     )
 
 
@@ -69,7 +59,9 @@ async def suppression_add(ui: UiContext, request: Request, page: Page) -> Respon
     detail = page.form.get("note", "").strip()[:1000] or "added in the dashboard"
     entry = Suppression(address.lower(), "manual", detail, "", ui.api.clock())
     await ui.api.store.suppressions.add([entry])
-    return _back(f"{address.lower()} is suppressed: mail to it is refused.")
+    return done(
+        page, "/ui/suppressions", f"{address.lower()} is suppressed: mail to it is refused."
+    )
 
 
 async def suppression_remove(ui: UiContext, request: Request, page: Page) -> Response:
@@ -82,4 +74,4 @@ async def suppression_remove(ui: UiContext, request: Request, page: Page) -> Res
         if removed
         else (f"{address} was not suppressed.")
     )
-    return _back(text)
+    return done(page, "/ui/suppressions", text)

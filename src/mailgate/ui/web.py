@@ -3,6 +3,8 @@ security headers, and errors as pages (never stack traces)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -140,9 +142,34 @@ def render(
         csrf=page.csrf if page is not None else values.pop("csrf", ""),
         signed_in=page is not None,
         path=request.url.path,
+        notice=_notice(page),
         **values,
     )
     return security_headers(HTMLResponse(body, status_code=status))
+
+
+def done(page: Page, path: str, text: str) -> Response:
+    """A POST's 303 back to ``path``, which shows ``text`` (what the action did). The text
+    travels in the query, signed with the session's CSRF token: a link made by anyone else
+    cannot put its own words on an operator's dashboard ("key revoked", "call this
+    number")."""
+    query = {"done": text, "sig": _notice_mac(page.csrf, text)}
+    path, _, anchor = path.partition("#")
+    target = f"{path}?{urllib.parse.urlencode(query)}" + (f"#{anchor}" if anchor else "")
+    return security_headers(RedirectResponse(target, 303))
+
+
+def _notice(page: Page | None) -> str:
+    """The outcome text done() sent the browser back with, if this session signed it."""
+    if page is None:
+        return ""
+    text = page.request.query_params.get("done", "")
+    sig = page.request.query_params.get("sig", "")
+    return text if text and hmac.compare_digest(sig, _notice_mac(page.csrf, text)) else ""
+
+
+def _notice_mac(token: str, text: str) -> str:
+    return hmac.new(token.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 async def read_form(request: Request) -> dict[str, str]:

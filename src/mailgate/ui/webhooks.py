@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import urllib.parse
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from mailgate.events.ssrf import UrlRefused, check_url
 from mailgate.events.webhook_signing import new_secret
 from mailgate.events.webhook_types import EVENT_TYPES, subscription
 from mailgate.store.webhooks import Endpoint
-from mailgate.ui.web import Page, UiContext, UiError, render, security_headers
+from mailgate.ui.web import Page, UiContext, UiError, done, render
 
 MAX_URL = 2000  # as WebhookIn
 MAX_DESCRIPTION = 500
@@ -28,11 +27,6 @@ MAX_DESCRIPTION = 500
 FAILED_SHOWN = 20
 # Replay periods offered for an endpoint's failures, in seconds.
 PERIODS = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
-
-
-def _back(text: str, anchor: str = "") -> Response:
-    target = "/ui/webhooks?" + urllib.parse.urlencode({"done": text}) + anchor
-    return security_headers(RedirectResponse(target, 303))
 
 
 async def _found(ui: UiContext, endpoint_id: str) -> Endpoint:
@@ -100,7 +94,6 @@ async def _page(ui: UiContext, request: Request, **values: Any) -> Response:
         shown=FAILED_SHOWN,
         periods=PERIODS,
         backlog=await store.backlog(),
-        notice=request.query_params.get("done", ""),
         event_types=EVENT_TYPES,
         once=secrets.token_hex(12),  # the new endpoint's id: see webhook_create
         **values,
@@ -115,7 +108,7 @@ async def webhook_create(ui: UiContext, request: Request, page: Page) -> Respons
     endpoint_id = "wh_" + (once if _ONCE.fullmatch(once) else secrets.token_hex(12))
     if await ui.api.store.webhooks.endpoint(endpoint_id) is not None:
         text = f"Endpoint {endpoint_id} was created already (its secret was shown once)."
-        return _back(text, f"#endpoint-{endpoint_id}")
+        return done(page, f"/ui/webhooks#endpoint-{endpoint_id}", text)
     now = ui.api.clock()
     secret = new_secret()
     row = {
@@ -146,7 +139,9 @@ async def webhook_edit(ui: UiContext, request: Request, page: Page) -> Response:
         raise UiError(404, "No such webhook endpoint: it may have been deleted.")
     _changed(ui)
     state = "enabled" if values["enabled"] else "disabled: events for it are not sent"
-    return _back(f"Endpoint {endpoint.id} saved ({state}).", f"#endpoint-{endpoint.id}")
+    return done(
+        page, f"/ui/webhooks#endpoint-{endpoint.id}", f"Endpoint {endpoint.id} saved ({state})."
+    )
 
 
 async def webhook_delete(ui: UiContext, request: Request, page: Page) -> Response:
@@ -157,7 +152,7 @@ async def webhook_delete(ui: UiContext, request: Request, page: Page) -> Respons
         raise UiError(400, "Tick the box to confirm that the endpoint is to be deleted.")
     await ui.api.store.webhooks.remove(endpoint.id)
     _changed(ui)
-    return _back(f"Endpoint {endpoint.url} deleted, with its deliveries.")
+    return done(page, "/ui/webhooks", f"Endpoint {endpoint.url} deleted, with its deliveries.")
 
 
 async def webhook_replay(ui: UiContext, request: Request, page: Page) -> Response:
@@ -192,5 +187,4 @@ async def webhook_replay(ui: UiContext, request: Request, page: Page) -> Respons
             f"{count} failed deliveries to {endpoint.url} will be sent again, with their "
             "original webhook-id."
         )
-    target = "/ui/webhooks?" + urllib.parse.urlencode({"done": text})
-    return security_headers(RedirectResponse(target, 303))
+    return done(page, "/ui/webhooks", text)
