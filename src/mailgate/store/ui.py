@@ -46,6 +46,7 @@ SESSION_KEY = "ui_session_key"
 # The events the overview's chart counts, by the name it shows them under.
 CHART_EVENTS = {
     "queued": "accepted",
+    "scheduled": "accepted",  # accepted for later: it has no "queued" event, ever
     "sent": "delivered",
     "delivered": "delivered",
     "deferred": "deferred",
