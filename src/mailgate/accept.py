@@ -144,7 +144,7 @@ class Acceptor:
                     message_id=row.message_id_header,
                     created_at=now,
                     scheduled=row.scheduled_at is not None,
-                    suppressed=tuple(r for r in sub.recipients if r not in row.recipients),
+                    suppressed=_left_out(sub.recipients, row.recipients),
                 )
             )
         quota = _quota_of(subs)
@@ -225,7 +225,11 @@ class Acceptor:
             refusal = policy.check_recipient(rcpt)
             if refusal is not None:
                 raise PolicyRefused(refusal, error_code="invalid_to_address", field="to")
-        recipients = tuple(r for r in sub.recipients if not self.suppressed(r, sub.sender))
+        # Each address once (To, Cc and Bcc may repeat one; so may SMTP's RCPTs): Postfix
+        # queues one delivery per address, case aside, and so does mailgate.
+        recipients = tuple(
+            r for r in _each_once(sub.recipients) if not self.suppressed(r, sub.sender)
+        )
         if not recipients:
             raise PolicyRefused(
                 replies.RCPT_SUPPRESSED, error_code="recipient_suppressed", field="to"
@@ -329,3 +333,24 @@ def _cut(
             )
         cut.append(result)
     return rows[:n], cut
+
+
+def _each_once(recipients: Sequence[str]) -> list[str]:
+    """The first of each address, case aside, in the order given."""
+    if len(recipients) == 1:
+        return list(recipients)
+    seen: set[str] = set()
+    out = []
+    for r in recipients:
+        key = r.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def _left_out(given: Sequence[str], kept: Sequence[str]) -> tuple[str, ...]:
+    """The recipients given but not queued (suppressed), each once: not the repeats of a
+    queued address."""
+    queued = {r.lower() for r in kept}
+    return tuple({r.lower(): r for r in given if r.lower() not in queued}.values())

@@ -148,6 +148,28 @@ def test_seed_send_example(api, tmp_path) -> None:  # type: ignore[no-untyped-de
     assert events[1]["metadata"]["provider"] == "capture"
 
 
+def test_an_address_named_twice_gets_one_copy(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same person in to and cc (or twice in to, in another case) gets the message
+    once; the answer does not call the repeats suppressed."""
+    resp = api.post(
+        "/v1/messages/send",
+        json={
+            "from": "hello@example.com",
+            "to": ["Ann <ann@example.net>", "ANN@example.net"],
+            "cc": ["ann@EXAMPLE.net", "bob@example.net"],
+            "subject": "Once",
+            "text": "only once",
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    assert "suppressed" not in resp.json()["data"]
+    assert len(delivered(tmp_path, 2)) == 2
+    time.sleep(0.3)
+    assert len(list((tmp_path / "maildir" / "new").iterdir())) == 2
+    detail = api.get(f"/v1/messages/{resp.json()['data']['id']}").json()["data"]
+    assert [r["email"] for r in detail["recipients"]] == ["ann@example.net", "bob@example.net"]
+
+
 def test_seed_attachments_and_inline_image(api, tmp_path) -> None:  # type: ignore[no-untyped-def]
     pdf = b"%PDF-1.4 invoice"
     png = b"\x89PNG\r\n\x1a\nlogo"

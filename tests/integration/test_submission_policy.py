@@ -207,6 +207,23 @@ def test_too_many_recipients_is_452_for_the_extra(relay_factory) -> None:  # typ
     client.quit()
 
 
+def test_a_repeated_recipient_is_queued_once(relay_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """To, Cc and Bcc may name one address twice (Django, smtplib's send_message): one
+    delivery per address, case aside, as Postfix queues it; repeats do not count against
+    max_recipients."""
+    relay = relay_factory(smtp={"max_recipients": 2})
+    client = connect(relay)
+    client.mail("app@example.com")
+    given = ["dup@dest.test", "dup@dest.test", "DUP@dest.test", "dup@DEST.TEST", "b@dest.test"]
+    assert [client.rcpt(r)[0] for r in given] == [250] * 5
+    code, reply = client.data(MSG)
+    assert code == 250
+    client.quit()
+    qid = queue_id_of(reply)
+    relay.wait_status(qid, lambda s: s == {"dup@dest.test": "sent", "b@dest.test": "sent"})
+    assert len(list((tmp_path / "maildir" / "new").iterdir())) == 2
+
+
 def test_line_over_998_octets_is_500(relay) -> None:  # type: ignore[no-untyped-def]
     client = connect(relay)
     ok_line = b"y" * 998 + b"\r\n"

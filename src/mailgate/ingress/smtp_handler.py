@@ -154,8 +154,19 @@ class SmtpHandler(AuthHooks):
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if isinstance(envelope, RelayEnvelope) and address.lower() in envelope.recipient_keys:
+            return replies.RCPT_OK.line()  # taken already (accept() queues it once)
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return replies.TOO_MANY_RECIPIENTS.line()
+        reply = await self._recipient(envelope, address, rcpt_options)
+        if reply is replies.RCPT_OK and isinstance(envelope, RelayEnvelope):
+            envelope.recipient_keys.add(address.lower())
+        return reply.line() if isinstance(reply, SmtpReply) else reply
+
+    async def _recipient(
+        self, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> SmtpReply | str:
+        """RCPT's answer to a new address (handle_RCPT); takes it into ``envelope`` if OK."""
         unsubscribe = (
             self.unsubscribes is not None and self.unsubscribes.mail_token(address) is not None
         )
@@ -163,37 +174,37 @@ class SmtpHandler(AuthHooks):
         unsubscribing = isinstance(envelope, RelayEnvelope) and envelope.unsubscribe is True
         if unsubscribe:
             if envelope.rcpt_tos and not unsubscribing:
-                return ONE_KIND_AT_A_TIME.line()
+                return ONE_KIND_AT_A_TIME
             if isinstance(envelope, RelayEnvelope):
                 envelope.unsubscribe = True
             envelope.rcpt_tos.append(address)
-            return replies.RCPT_OK.line()
+            return replies.RCPT_OK
         if unsubscribing:
-            return ONE_KIND_AT_A_TIME.line()
+            return ONE_KIND_AT_A_TIME
         reports = self.bounces is not None and self.bounces.takes(address)
         as_intake = isinstance(envelope, RelayEnvelope) and (
             envelope.intake or envelope.refusal is not None or not envelope.rcpt_tos
         )
         if envelope.mail_from == NULL_SENDER or (reports and as_intake):
             if not reports:
-                return NOT_A_BOUNCE_ADDRESS.line()
+                return NOT_A_BOUNCE_ADDRESS
             if isinstance(envelope, RelayEnvelope):
                 envelope.intake = True
             envelope.rcpt_tos.append(address)
-            return replies.RCPT_OK.line()
+            return replies.RCPT_OK
         if isinstance(envelope, RelayEnvelope):
             if envelope.intake:  # reports and mail do not share a transaction
-                return NOT_A_BOUNCE_ADDRESS.line()
+                return NOT_A_BOUNCE_ADDRESS
             if envelope.refusal is not None:
                 return envelope.refusal
         refusal = policy.check_recipient(address)
         if refusal is not None:
-            return refusal.line()
+            return refusal
         if self.acceptor.suppressed(address, envelope.mail_from or ""):
-            return replies.RCPT_SUPPRESSED.line()
+            return replies.RCPT_SUPPRESSED
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        return replies.RCPT_OK.line()
+        return replies.RCPT_OK
 
     async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content if isinstance(envelope.content, bytes) else b""

@@ -83,6 +83,9 @@ class RelayEnvelope(Envelope):
         self.refusal: str | None = None
         # RCPT took a List-Unsubscribe mailto address: the transaction is an unsubscribe.
         self.unsubscribe = False
+        # The recipients taken so far, lowercased: a repeated RCPT is answered 250 and
+        # queued once (To, Cc and Bcc may name one address twice).
+        self.recipient_keys: set[str] = set()
 
 
 class RelaySMTP(SMTP):
