@@ -17,7 +17,7 @@ Outcome = tuple[SmtpReply | None, bytes, int]
 def model(stream: bytes, limit: int, budget: int) -> Outcome | None:
     """The rules one line at a time (as the relay read DATA before): (error, content,
     bytes of DATA including its end), or None if the stream holds no end."""
-    after_crlf, error, size, out, pos = True, None, 0, [], 0
+    after_crlf, error, size, out, pos, in_header = True, None, 0, [], 0, True
     while (lf := stream.find(b"\n", pos)) >= 0:
         line = stream[pos : lf + 1]
         pos = lf + 1
@@ -29,7 +29,11 @@ def model(stream: bytes, limit: int, budget: int) -> Outcome | None:
         body = line[:-2] if after_crlf else line[:-1]
         if body[:1] == b".":
             body = body[1:]
-        parts = body.split(b"\r")  # a bare CR ends a line too
+        if in_header:  # up to the first empty line a bare CR is a space
+            if not body:
+                in_header = False
+            body = body.replace(b"\r", b" ")
+        parts = body.split(b"\r")  # in the body a bare CR ends a line too
         if len(line) > CR_RUN_CAP or any(len(p) > MAX_LINE for p in parts):
             error = replies.LINE_TOO_LONG
             continue
@@ -145,9 +149,31 @@ def test_lines_ended_by_bare_crs_are_taken_past_a_line_cap_without_lf() -> None:
     expected = b"Subject: cr\r\n\r\n" + b"short line\r\n" * 200 + b"\r\n"
     for points in ([], list(range(100, len(stream), 100))):
         assert parse(cut(stream, points), 10**6, 10**6) == (None, expected, len(stream))
-    long_run = b"x" * 600 + b"\r" + b"y" * 600 + b"\r\n.\r\n"
+    long_run = b"\r\n" + b"x" * 600 + b"\r" + b"y" * 600 + b"\r\n.\r\n"
     assert parse([long_run], 10**6, 10**6) == (
         None,
-        b"x" * 600 + b"\r\n" + b"y" * 600 + b"\r\n",
+        b"\r\n" + b"x" * 600 + b"\r\n" + b"y" * 600 + b"\r\n",
         len(long_run),
     )
+
+
+def test_a_bare_cr_in_the_header_section_is_a_space() -> None:
+    """A CR alone is no line end (RFC 5321 2.3.8): in a header it cannot start another
+    header (an application that strips LFs from a subject let a CR through), in the
+    body it ends a line (old Mac text)."""
+    stream = (
+        b"From: app@example.com\r\nSubject: Order 42\rReply-To: evil@example.net\r\n"
+        b"\r\nline\rnext\r\n.\r\n"
+    )
+    expected = (
+        b"From: app@example.com\r\nSubject: Order 42 Reply-To: evil@example.net\r\n"
+        b"\r\nline\r\nnext\r\n"
+    )
+    for points in ([], list(range(1, len(stream)))):
+        assert parse(cut(stream, points), 10**6, 10**6) == (None, expected, len(stream))
+    # Headers ended by bare LFs: their empty line ends the header section all the same.
+    lf = b"Subject: a\rb\n\nc\rd\r\n.\r\n"
+    assert parse([lf], 10**6, 10**6) == (None, b"Subject: a b\r\n\r\nc\r\nd\r\n", len(lf))
+    # A header line joined by its CRs is one line: over 998 octets it is refused.
+    joined = b"Subject: " + b"x" * 600 + b"\r" + b"y" * 600 + b"\r\n\r\nbody\r\n.\r\n"
+    assert parse([joined], 10**6, 10**6) == (replies.LINE_TOO_LONG, b"", len(joined))

@@ -8,7 +8,10 @@ goes line by line, with the same rules:
 
 * the end is <CRLF>.<CRLF> only, so <LF>.<LF> or <LF>.<CRLF> cannot split a message
   (SMTP smuggling);
-* a bare LF or CR becomes CRLF (Postfix's ``smtpd_forbid_bare_newline = normalize``);
+* a bare LF becomes CRLF (Postfix's ``smtpd_forbid_bare_newline = normalize``), and so
+  does a bare CR in the body; in the header section a bare CR becomes a space, as no MTA
+  may take it for a line end (RFC 5321 2.3.8): an application that strips LFs from a
+  header value would otherwise let a CR start a header of the sender's choosing there;
 * a leading dot is removed (RFC 5321 4.5.2);
 * a line over 998 octets refuses the message (500 5.5.2), as do more than LINE_CAP
   bytes without a LF (CR_RUN_CAP if bare CRs end lines among them); a message over the
@@ -49,6 +52,7 @@ class DataParser:
         self._partial = b""  # the start of a line whose LF has not come yet
         self._dropping = False  # inside a line over LINE_CAP, dropped up to its LF
         self._dropped_cr = False  # what was dropped of it ended with CR
+        self._in_header = True  # no empty line yet
 
     def content(self) -> bytes:
         """The message as queued (CRLF lines, dots removed); empty after an error."""
@@ -121,6 +125,8 @@ class DataParser:
             and (len(run) <= MAX_LINE + 2 or max(map(len, run.split(b"\r\n"))) <= MAX_LINE)
         ):
             self._after_crlf = True
+            if self._in_header and (run.startswith(b"\r\n") or b"\r\n\r\n" in run):
+                self._in_header = False
             if self._count(len(run)):
                 self._pieces.append(run)
         else:
@@ -143,6 +149,11 @@ class DataParser:
             return False
         if body[:1] == b".":
             body = body[1:]
+        if self._in_header:
+            if not body:
+                self._in_header = False
+            elif b"\r" in body:
+                body = body.replace(b"\r", b" ")
         parts = body.split(b"\r")
         if len(line) > CR_RUN_CAP or any(len(p) > MAX_LINE for p in parts):
             self._refuse(replies.LINE_TOO_LONG)
