@@ -19,6 +19,10 @@ NULL_SENDER_REFUSED = SmtpReply(
     553, "5.7.1", "Sender address rejected: the null sender <> is not accepted for submission"
 )
 RCPT_SYNTAX = SmtpReply(553, "5.1.3", "Recipient address rejected: bad address syntax")
+# RFC 6531 3.4: a non-ASCII address only in a transaction whose MAIL has SMTPUTF8.
+NEEDS_SMTPUTF8 = SmtpReply(
+    553, "5.6.7", "Address rejected: a non-ASCII address needs MAIL's SMTPUTF8 parameter"
+)
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients")
 RCPT_SUPPRESSED = SmtpReply(550, "5.7.1", "Recipient address rejected: recipient is suppressed")
 TRACKING_UNAVAILABLE = SmtpReply(

@@ -296,6 +296,38 @@ def test_bare_lf_is_normalised_and_cannot_smuggle(relay, tmp_path) -> None:  # t
     assert b"\r" not in body.replace(b"\r\n", b"")
 
 
+def test_size_and_non_ascii_addresses_are_checked_at_mail_and_rcpt(relay) -> None:  # type: ignore[no-untyped-def]
+    """SIZE takes ASCII digits only (RFC 1870: "²" raised inside the relay, a 451 and a
+    traceback per MAIL); a non-ASCII address needs SMTPUTF8 on MAIL (RFC 6531 3.4)."""
+    out = raw_session(
+        relay.port(),
+        [
+            b"EHLO client.test\r\n",
+            "MAIL FROM:<app@example.com> SIZE=\u00b2\r\n".encode(),
+            "MAIL FROM:<app@example.com> SIZE=\u0661\u0662\r\n".encode(),
+            "MAIL FROM:<\u00fcn\u00ee@example.com>\r\n".encode(),
+            b"MAIL FROM:<app@example.com>\r\n",
+            "RCPT TO:<\u00fc@b\u00fccher.example>\r\n".encode(),
+            b"RSET\r\n",
+            "MAIL FROM:<\u00fcn\u00ee@example.com> SMTPUTF8\r\n".encode(),
+            "RCPT TO:<\u00fc@b\u00fccher.example>\r\n".encode(),
+            b"QUIT\r\n",
+        ],
+    )
+    codes = [line[:9] for line in out.decode().split("\r\n")[1:] if line[3:4] == " "]
+    assert codes[1:] == [
+        "501 5.5.4",
+        "501 5.5.4",
+        "553 5.6.7",
+        "250 2.1.0",
+        "553 5.6.7",
+        "250 2.0.0",
+        "250 2.1.0",
+        "250 2.1.5",
+        "221 2.0.0",
+    ], out
+
+
 def test_transactions_sent_in_one_write_are_each_read_whole(relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """DATA takes all that has arrived at once: what follows its end goes back to the
     commands, so a client that writes several transactions at a time gets each queued."""

@@ -105,10 +105,12 @@ class SmtpHandler(AuthHooks):
         address: str,
         mail_options: list[str],
     ) -> str:
+        if not address.isascii() and not envelope.smtp_utf8:
+            return replies.NEEDS_SMTPUTF8.line()
         declared = 0
         for option in mail_options:
             name, _, value = option.partition("=")
-            if name == "SIZE" and value.isdigit():
+            if name == "SIZE" and value.isascii() and value.isdigit():
                 declared = int(value)
                 if declared > server.max_message_size:
                     return replies.MESSAGE_TOO_BIG.line()
@@ -154,6 +156,8 @@ class SmtpHandler(AuthHooks):
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if not address.isascii() and not envelope.smtp_utf8:
+            return replies.NEEDS_SMTPUTF8.line()
         if isinstance(envelope, RelayEnvelope) and address.lower() in envelope.recipient_keys:
             return replies.RCPT_OK.line()  # taken already (accept() queues it once)
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:

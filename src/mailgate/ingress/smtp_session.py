@@ -266,6 +266,9 @@ class RelaySMTP(SMTP):
         parsed: dict[str, str | bool] | None = super()._getparams(params)
         if parsed is not None:
             parsed.pop("AUTH", None)
+            size = parsed.get("SIZE")
+            if isinstance(size, str) and not (size.isascii() and size.isdigit()):
+                return None  # 501: RFC 1870's size-value is ASCII digits (not "²" or "١٢")
         return parsed
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
