@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import socket
 import ssl
 import time
 
@@ -85,6 +86,33 @@ def test_plain_connection_to_implicit_port_fails_cleanly(tls_relay) -> None:  # 
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=10) as c:
+        assert c.noop()[0] == 250
+
+
+def test_implicit_tls_connections_count_from_accept(relay_factory, tls_files) -> None:  # type: ignore[no-untyped-def]
+    """Sockets on the implicit-TLS port that never finish a handshake count against the
+    limits (they counted against none, for 60 s each) and end after idle_timeout."""
+    relay = relay_factory(
+        smtp={
+            "implicit_tls_listen": ["127.0.0.1:0"],
+            "tls_cert": tls_files["cert"],
+            "tls_key": tls_files["key"],
+            "trusted_networks": [],
+            "max_connections_per_client": 3,
+            "idle_timeout": "1s",
+        }
+    )
+    port = relay.port(implicit_tls=True)
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    time.sleep(0.2)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+        assert extra.recv(100) == b""  # closed at once: one too many from this address
+    with pytest.raises((ssl.SSLError, ConnectionError, smtplib.SMTPServerDisconnected)):
+        smtplib.SMTP_SSL("127.0.0.1", port, context=tls_files["client_context"], timeout=5)
+    for sock in silent:  # the handshake's time is up after idle_timeout
+        assert sock.recv(100) == b""
+        sock.close()
+    with smtplib.SMTP_SSL("127.0.0.1", port, context=tls_files["client_context"], timeout=10) as c:
         assert c.noop()[0] == 250
 
 

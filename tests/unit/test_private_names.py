@@ -6,7 +6,8 @@ below their next release line (docs/dependencies.md); raising a cap starts with 
 Where they are used: aiosmtpd's (and asyncio's StreamReader buffer) in the SMTP session
 class (ingress/smtp_session.py), aiosmtplib's in the outbound wire module
 (transports/smtp_wire.py), uvicorn's in the HTTP listener's server and protocol
-(ingress/http_server.py, http_protocol.py), dkimpy's in the signer (delivery/dkim.py),
+(ingress/http_server.py, http_protocol.py), asyncio's TLS layer in the implicit-TLS
+listener (ingress/smtp_listeners.py), dkimpy's in the signer (delivery/dkim.py),
 Jinja2's in the template sandbox (rendering.py).
 """
 
@@ -47,6 +48,17 @@ CALLABLES = [
     # its items, and ~ to measure what it built.
     ("jinja2.sandbox", "SandboxedEnvironment._parse", ["self", "source", "name", "filename"]),
     ("jinja2.compiler", "CodeGenerator.visit_Concat", ["self", "node", "frame"]),
+    # The implicit-TLS listener's TLS layer (ingress/smtp_listeners.py), as aiosmtpd's
+    # STARTTLS makes it.
+    (
+        "asyncio.sslproto",
+        "SSLProtocol.__init__",
+        [
+            *("self", "loop", "app_protocol", "sslcontext", "waiter", "server_side"),
+            *("server_hostname", "call_connection_made", "ssl_handshake_timeout"),
+            "ssl_shutdown_timeout",
+        ],
+    ),
     ("dkim", "rfc822_parse", ["message"]),
     (
         "dkim",

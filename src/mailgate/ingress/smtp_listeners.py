@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from asyncio import sslproto
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mailgate import policy, replies
 from mailgate.config import Settings
@@ -28,6 +29,9 @@ class Connections:
     def __init__(self, smtp: SmtpSettings) -> None:
         self.open: set[RelaySMTP] = set()
         self._per_client: Counter[str] = Counter()
+        # Implicit-TLS connections in their handshake, in all and per client address.
+        self._handshakes: Counter[str] = Counter()
+        self._handshaking = 0
         # The relay is stopping: a new transaction (MAIL, or DATA not yet begun) gets 421.
         self.stopping = False
         self.reconfigure(smtp)
@@ -50,6 +54,24 @@ class Connections:
         if self._per_client[conn.peer_address] <= 0:
             del self._per_client[conn.peer_address]
 
+    def begin_handshake(self, address: str) -> bool:
+        """Count an implicit-TLS connection from accept on (False: one too many). Its
+        session is counted once the handshake is done, and this count ends then."""
+        over_client = self._per_client[address] + self._handshakes[address] >= (
+            self._max_per_client
+        ) and not policy.is_trusted(address, self._networks)
+        if len(self.open) + self._handshaking >= self._max or over_client:
+            return False
+        self._handshakes[address] += 1
+        self._handshaking += 1
+        return True
+
+    def end_handshake(self, address: str) -> None:
+        self._handshaking -= 1
+        self._handshakes[address] -= 1
+        if self._handshakes[address] <= 0:
+            del self._handshakes[address]
+
     def refusal(self, conn: RelaySMTP) -> SmtpReply | None:
         """The 421 for ``conn`` (already counted) if it is one too many, else None."""
         if len(self.open) > self._max:
@@ -59,6 +81,66 @@ class Connections:
         ):
             return replies.TOO_MANY_FROM_CLIENT
         return None
+
+
+# At most this long for an implicit-TLS client's handshake (asyncio's default is 60 s); a
+# shorter idle_timeout bounds it too.
+HANDSHAKE_TIMEOUT = 30.0
+
+
+class TlsHandshake(asyncio.Protocol):
+    """An implicit-TLS connection (``implicit_tls_listen``) from its accept: counted, then
+    handed to a TLS layer whose handshake must end within ``timeout``, then its session's
+    (RelaySMTP, which the TLS layer calls once the handshake is done).
+
+    With TLS in the listening socket itself, the session saw a connection only once its
+    handshake was done: one client could hold any number of sockets in the handshake, 60 s
+    each, counted by no limit. One over the limits is closed at once here (a 421 cannot be
+    read before TLS). The TLS layer is asyncio's own SSLProtocol, put on the transport in
+    connection_made as aiosmtpd does for STARTTLS: loop.start_tls would take the transport
+    over a turn of the loop later, and a ClientHello read in between would be lost.
+    """
+
+    def __init__(
+        self,
+        connections: Connections,
+        tls: ssl.SSLContext,
+        timeout: float,
+        session: Callable[[], RelaySMTP],
+    ) -> None:
+        self._connections = connections
+        self._tls = tls
+        self._timeout = timeout
+        self._session = session
+        self._address = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._address = str(peer[0]) if peer else ""
+        if not self._connections.begin_handshake(self._address):
+            log.info("refused an implicit-TLS connection from %s: too many", self._address)
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        done.add_done_callback(self._handshake_done)
+        layer = sslproto.SSLProtocol(
+            loop,
+            self._session(),
+            self._tls,
+            done,
+            server_side=True,
+            ssl_handshake_timeout=self._timeout,
+        )
+        transport.set_protocol(layer)
+        layer.connection_made(transport)
+
+    def _handshake_done(self, done: asyncio.Future[None]) -> None:
+        """Done, failed, timed out or the client left: the session counts it from here."""
+        self._connections.end_handshake(self._address)
+        exc = None if done.cancelled() else done.exception()
+        if exc is not None:
+            log.info("TLS handshake with %s failed: %r", self._address, exc)
 
 
 def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -98,23 +180,9 @@ class SmtpListeners:
         for address, implicit in specs:
             host, port = parse_hostport(address)
 
-            def factory(implicit: bool = implicit) -> RelaySMTP:
-                return RelaySMTP(
-                    self._handler,
-                    settings=self._settings,
-                    tls_context=self._tls,
-                    implicit_tls=implicit,
-                    connections=self.connections,
-                )
-
+            factory = self._implicit_tls if implicit else self._session
             try:
-                server = await loop.create_server(
-                    factory,
-                    host=host,
-                    port=port,
-                    ssl=self._tls if implicit else None,
-                    reuse_address=True,
-                )
+                server = await loop.create_server(factory, host=host, port=port, reuse_address=True)
             except OSError as exc:
                 raise ListenError.of("SMTP", address, exc) from exc
             self._servers.append(server)
@@ -123,6 +191,22 @@ class SmtpListeners:
                 self._format(server),
                 " (implicit TLS)" if implicit else "",
             )
+
+    def _session(self, implicit_tls: bool = False) -> RelaySMTP:
+        return RelaySMTP(
+            self._handler,
+            settings=self._settings,
+            tls_context=self._tls,
+            implicit_tls=implicit_tls,
+            connections=self.connections,
+        )
+
+    def _implicit_tls(self) -> TlsHandshake:
+        assert self._tls is not None
+        timeout = min(HANDSHAKE_TIMEOUT, self._settings.smtp.idle_timeout)
+        return TlsHandshake(
+            self.connections, self._tls, timeout, lambda: self._session(implicit_tls=True)
+        )
 
     @staticmethod
     def _format(server: asyncio.Server) -> str:
