@@ -362,6 +362,14 @@ def test_idle_client_gets_421(relay_factory) -> None:  # type: ignore[no-untyped
         assert data.startswith(b"421 4.4.2"), data
 
 
+def test_a_pooled_connection_may_noop_before_every_message(relay) -> None:  # type: ignore[no-untyped-def]
+    """JavaMail and Symfony check a pooled connection with NOOP before reusing it: the
+    1001st NOOP closed it (421) however many messages it had carried."""
+    out = raw_session(relay.port(), [b"EHLO client.test\r\n", b"NOOP\r\n" * 1200, b"QUIT\r\n"])
+    replies = out.decode().split("\r\n")
+    assert replies.count("250 2.0.0 OK") == 1200 and "221 2.0.0 Bye" in replies
+
+
 def test_each_command_restarts_the_idle_timeout(relay_factory) -> None:  # type: ignore[no-untyped-def]
     relay = relay_factory(smtp={"idle_timeout": "400ms"})
     client = connect(relay)
