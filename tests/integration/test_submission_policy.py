@@ -77,6 +77,24 @@ def test_login_with_key_name_and_auth_login(relay) -> None:  # type: ignore[no-u
     client.quit()
 
 
+def test_plain_with_another_authorization_identity_is_refused(relay) -> None:  # type: ignore[no-untyped-def]
+    """RFC 4616: "act as someone else" is refused (535), not ignored; the same identity
+    twice, or none, is fine."""
+    key = relay.create_key("billing")
+
+    def plain(authzid: str, authcid: str) -> int:
+        token = base64.b64encode(f"{authzid}\0{authcid}\0{key}".encode()).decode()
+        client = connect(relay)
+        try:
+            return client.docmd("AUTH", f"PLAIN {token}")[0]
+        finally:
+            client.close()
+
+    assert plain("someoneelse", "apikey") == 535
+    assert plain("apikey", "apikey") == 235
+    assert plain("", "billing") == 235
+
+
 def test_auth_mechanism_in_lower_case_and_login_prompts(relay) -> None:  # type: ignore[no-untyped-def]
     """``auth plain`` works as ``AUTH PLAIN`` does (it was 504), and AUTH LOGIN asks for
     "Username:" and "Password:" (aiosmtpd's prompts ended in a NUL)."""

@@ -67,7 +67,13 @@ class AuthHooks:
         parts = raw.split(b"\x00")
         if len(parts) != 3:
             return _refuse("501 5.5.2 Cannot split auth value")
-        return await self._verify(server, parts[1], parts[2])
+        authzid, authcid, password = parts
+        if authzid and authzid != authcid:
+            # RFC 4616 2: a client may not ask to act as another identity than the one it
+            # proves; a key acts only as itself (it was ignored, so the client believed it
+            # sent as someone else).
+            return await self._failed(server, authcid.decode("utf-8", "replace"))
+        return await self._verify(server, authcid, password)
 
     async def auth_LOGIN(self, server: RelaySMTP, args: list[str]) -> AuthResult:
         login = await _first_answer(server, args, server.AuthLoginUsernameChallenge)
@@ -95,6 +101,11 @@ class AuthHooks:
             else:
                 log.info("AUTH ok for key %s from %s", credential.name, server.peer_address)
                 return AuthResult(success=True, auth_data=credential)
+        return await self._failed(server, user)
+
+    async def _failed(self, server: RelaySMTP, user: str) -> AuthResult:
+        """A failed AUTH: counted, answered after a delay growing with each, and the
+        connection closed at MAX_FAILURES."""
         server.auth_failures += 1
         log.warning(
             "AUTH failed (%d) for user %r from %s",
