@@ -222,7 +222,9 @@ def load_settings(
     if "source" in data:
         raise ConfigError(f"{source}: source: unknown key")
     try:
-        return Settings.model_validate({**data, "source": source})
+        base = Path(path).absolute().parent if path is not None else None
+        data.setdefault("server", {})  # validated, so its default data_dir is from base
+        return Settings.model_validate({**data, "source": source}, context={"base": base})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _describe(tuple(first["loc"]), data)

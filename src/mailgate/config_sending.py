@@ -6,6 +6,7 @@ config.py puts them together with the relay's own sections (config_service.py) a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -14,7 +15,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mailgate.address_syntax import ace
-from mailgate.config_types import Duration, Section, StrList, check_rate, readable_file
+from mailgate.config_types import (
+    ConfigPath,
+    Duration,
+    Section,
+    StrList,
+    check_rate,
+    readable_file,
+)
 from mailgate.units import parse_hostport
 
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
@@ -40,7 +48,7 @@ class DkimKeySettings(Section):
     """One entry of ``dkim_keys``: a selector and its private key file (checked by the domain)."""
 
     selector: str
-    key: Path
+    key: ConfigPath
 
 
 class DomainSettings(Section):
@@ -49,7 +57,7 @@ class DomainSettings(Section):
 
     name: str
     dkim_selector: str = ""
-    dkim_key: Path | None = None
+    dkim_key: ConfigPath | None = None
     dkim_keys: list[DkimKeySettings] = []
 
     @field_validator("name")
@@ -114,7 +122,7 @@ class ProviderSettings(Section):
     port: int = Field(default=0, ge=0, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     tls_verify: bool = True
-    ca_file: Path | None = None  # trust this CA bundle instead of the system's
+    ca_file: ConfigPath | None = None  # trust this CA bundle instead of the system's
     username: str = ""
     password: str = ""
     password_env: str = ""
@@ -122,11 +130,11 @@ class ProviderSettings(Section):
     connect_timeout: Duration = 30.0
     command_timeout: Duration = 300.0
     data_timeout: Duration = 600.0
-    idle_timeout: Duration = 30.0
+    idle_timeout: Duration = Field(default=30.0, gt=0)
     # BDAT (RFC 3030) instead of DATA where the server offers CHUNKING: one round trip a
     # message instead of two. Off for a server whose CHUNKING is broken.
     chunking: bool = True
-    path: Path | None = None
+    path: ConfigPath | None = None
     # Circuit breaker: after this many consecutive failures the provider is skipped for
     # breaker_cooldown, then one delivery probes it (not used for kind = "mx").
     breaker_failures: int = Field(default=5, ge=1)
@@ -161,6 +169,11 @@ class ProviderSettings(Section):
             raise ValueError("an mx provider finds hosts in DNS: no host or username")
         if self.password and self.password_env:
             raise ValueError("set password or password_env, not both")
+        if self.password_env and not os.environ.get(self.password_env):
+            # It logged in with an empty password, refused at every attempt.
+            raise ValueError(
+                f"password_env: the environment variable {self.password_env} is not set"
+            )
         return self
 
     def resolved_port(self) -> int:
@@ -224,7 +237,12 @@ class DnsSettings(Section):
     @classmethod
     def _servers(cls, values: list[str]) -> list[str]:
         for value in values:
-            parse_hostport(value, default_port=53)
+            host, _ = parse_hostport(value, default_port=53)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                # The resolver takes addresses only: a name stopped the delivery process.
+                raise ValueError(f"{value!r}: a nameserver is an IP address") from None
         return values
 
 
@@ -265,7 +283,7 @@ class TrackingSettings(Section):
 class RetrySettings(Section):
     min_backoff: Duration = 300.0
     max_backoff: Duration = 4 * 3600.0
-    max_age: Duration = 5 * 86400.0
+    max_age: Duration = Field(default=5 * 86400.0, gt=0)
     jitter: float = Field(default=0.2, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -279,5 +297,5 @@ class DeliverySettings(Section):
     enabled: bool = True
     concurrency: int = Field(default=200, ge=1, le=10000)
     claim_batch: int = Field(default=200, ge=1, le=5000)
-    lease: Duration = 900.0
+    lease: Duration = Field(default=900.0, gt=0)
     shutdown_grace: Duration = 20.0

@@ -12,16 +12,20 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mailgate.config_types import (
+    ConfigPath,
     Duration,
     Section,
     Size,
     StrList,
     check_listen,
     check_rate,
+    check_tls_pair,
+    config_relative,
     readable_file,
+    writable_dir,
 )
 from mailgate.inflight import default_cap
 from mailgate.units import parse_size
@@ -29,7 +33,8 @@ from mailgate.units import parse_size
 
 class ServerSettings(Section):
     hostname: str = Field(default_factory=socket.getfqdn)
-    data_dir: Path = Path("./data")
+    # Made if missing; checked at load (validate_default: the default too).
+    data_dir: ConfigPath = Field(default=Path("data"), validate_default=True)
     node_id: str = Field(default_factory=socket.gethostname)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one object per line (logs.py)
@@ -43,32 +48,36 @@ class ServerSettings(Section):
     # the queue finds the disk full (ballast.py); 0: none. None: see Settings.ballast_size.
     ballast_size: Size | None = None
 
+    _data_dir = field_validator("data_dir")(writable_dir)
+
 
 class DatabaseSettings(Section):
     url: str = ""  # empty: sqlite under data_dir
 
     @field_validator("url")
     @classmethod
-    def _scheme(cls, value: str) -> str:
+    def _scheme(cls, value: str, info: ValidationInfo) -> str:
         if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
         if value.startswith("sqlite:///") and value[len("sqlite:///") :] in ("", ":memory:"):
             # An in-memory queue is not durable, and each connection would see its own.
             raise ValueError("SQLite needs a file path (sqlite:///path/to/mailgate.db)")
+        if value.startswith("sqlite:///"):  # its file, as every path: from relay.toml's place
+            return "sqlite:///" + str(config_relative(value[len("sqlite:///") :], info))
         return value
 
 
 class SmtpSettings(Section):
     listen: StrList = ["0.0.0.0:587"]
     implicit_tls_listen: StrList = []
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    tls_cert: ConfigPath | None = None
+    tls_key: ConfigPath | None = None
     require_auth: bool = True
     trusted_networks: StrList = ["127.0.0.0/8", "::1/128"]
-    max_message_size: Size = parse_size("25MB")
+    max_message_size: Size = Field(default=parse_size("25MB"), gt=0)
     max_recipients: int = Field(default=100, ge=1, le=100000)
     max_received_headers: int = Field(default=50, ge=1)
-    idle_timeout: Duration = 300.0
+    idle_timeout: Duration = Field(default=300.0, gt=0)
     auth_failure_delay: Duration = 1.0
     # AUTH without TLS from loopback clients. Set false when a proxy on this host
     # forwards remote clients (their connections then come from loopback too).
@@ -99,6 +108,8 @@ class SmtpSettings(Section):
     def _tls_pair(self) -> SmtpSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        if self.tls_cert is not None and self.tls_key is not None:
+            check_tls_pair(self.tls_cert, self.tls_key)
         if self.implicit_tls_listen and self.tls_cert is None:
             raise ValueError("implicit_tls_listen needs tls_cert and tls_key")
         return self
@@ -110,7 +121,7 @@ class SmtpSettings(Section):
 class HttpSettings(Section):
     listen: StrList = ["127.0.0.1:8080"]  # [] disables the HTTP API
     public_url: str = ""  # how clients reach the API (for links and the OpenAPI servers list)
-    max_body_size: Size = parse_size("50MB")
+    max_body_size: Size = Field(default=parse_size("50MB"), gt=0)
     rate: str = ""  # default per-key request rate, e.g. "100/s"; "" = unlimited
 
     _listen = field_validator("listen")(check_listen)

@@ -5,10 +5,11 @@ configure, such as events/webhook_settings.py)."""
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from mailgate.units import parse_duration, parse_hostport, parse_rate, parse_size
 
@@ -24,6 +25,22 @@ def _split_list(value: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
+
+
+def config_relative(value: Any, info: ValidationInfo) -> Any:
+    """A relative path is taken from the configuration file's directory (the validation
+    context's ``base``), not from wherever a command runs: ``mailgate send --config
+    /srv/app/relay.toml`` run from another directory queued into another, empty database
+    that no relay read. Without a file (settings given as data) it stays as it is."""
+    base = (info.context or {}).get("base")
+    if base is None or not isinstance(value, str | Path) or str(value) == "":
+        return value
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(base) / path
+
+
+# A file or directory named in relay.toml.
+ConfigPath = Annotated[Path, BeforeValidator(config_relative)]
 
 
 class Section(BaseModel):
@@ -42,6 +59,34 @@ def check_listen(values: list[str]) -> list[str]:
     for value in values:
         parse_hostport(value)
     return values
+
+
+def check_tls_pair(cert: Path, key: Path) -> None:
+    """The certificate chain and key load as the listeners will load them (serve stopped
+    with a traceback on a key that does not match its certificate, or a file that is no
+    PEM)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        why = exc.reason or str(exc)
+        raise ValueError(f"tls_cert and tls_key do not load together: {why}") from None
+
+
+def writable_dir(value: Path) -> Path:
+    """A directory this user can write in, or can make (serve stopped with a traceback on
+    a data_dir that is a file or belongs to another user)."""
+    if value.exists():
+        if not value.is_dir():
+            raise ValueError(f"{str(value)!r} is not a directory")
+        if not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError(f"{str(value)!r} is not writable by this user (uid {os.getuid()})")
+        return value
+    parent = value.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{str(value)!r} cannot be made: {str(parent)!r} is not writable")
+    return value
 
 
 def readable_file(value: Path | None) -> Path | None:

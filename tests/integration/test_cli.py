@@ -112,6 +112,7 @@ def test_relay_toml_example_is_valid(tmp_path: Path, tls_files) -> None:  # type
             "MAILGATE_SMTP_TLS_CERT": tls_files["cert"],
             "MAILGATE_SMTP_TLS_KEY": tls_files["key"],
             "MAILGATE_SERVER_DATA_DIR": str(tmp_path),
+            "MAILGATE_PRIMARY_PASSWORD": "s3cret",  # its provider's password_env
         },
     )
     assert result.exit_code == 0, result.output

@@ -138,10 +138,9 @@ def test_provider_resolved_password(monkeypatch: pytest.MonkeyPatch) -> None:
     providers = [
         {"name": "a", "kind": "smtp", "host": "h", "password": "inline"},
         {"name": "b", "kind": "smtp", "host": "h", "password_env": "MAILGATE_TEST_UP_PASSWORD"},
-        {"name": "c", "kind": "smtp", "host": "h", "password_env": "MAILGATE_TEST_UNSET_XYZ"},
     ]
     s = load_settings(data={"providers": providers}, environ={})
-    assert [p.resolved_password() for p in s.providers] == ["inline", "s3cret", ""]
+    assert [p.resolved_password() for p in s.providers] == ["inline", "s3cret"]
 
 
 # ---------------------------------------------------------------- frozen
@@ -364,20 +363,90 @@ def test_more_problems_are_counted(smtp: dict[str, Any], suffix: str) -> None:
     assert message.endswith(suffix)
 
 
-def test_tls_pair_is_accepted() -> None:
+def test_tls_pair_is_accepted(tls_files: dict[str, Any]) -> None:
+    cert, key = tls_files["cert"], tls_files["key"]
     s = load_settings(
         data=data_with(
             smtp={
-                "tls_cert": CERT,
-                "tls_key": KEY,
+                "tls_cert": cert,
+                "tls_key": key,
                 "implicit_tls_listen": ["0.0.0.0:465", "[::]:465"],
             }
         ),
         environ={},
     )
-    assert s.smtp.tls_cert == Path(CERT)
-    assert s.smtp.tls_key == Path(KEY)
+    assert s.smtp.tls_cert == Path(cert)
+    assert s.smtp.tls_key == Path(key)
     assert s.smtp.implicit_tls_listen == ["0.0.0.0:465", "[::]:465"]
+
+
+def test_what_serve_would_stop_on_is_a_config_error(
+    tls_files: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check-config said ok, then serve stopped with a traceback: a key that is not its
+    certificate's, a file that is no PEM, a data_dir it cannot write, a nameserver given by
+    name, an unset password_env (every login failed), a size or time of zero."""
+    other = tmp_path / "other.pem"
+    other.write_bytes(tls_files["ca"].cert_pem.bytes())
+    assert "tls_cert and tls_key do not load together" in config_error(
+        data_with(smtp={"tls_cert": tls_files["cert"], "tls_key": str(other)})
+    )
+    assert "tls_cert and tls_key do not load together" in config_error(
+        data_with(smtp={"tls_cert": CERT, "tls_key": KEY})
+    )
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    assert config_error(data_with(server={"data_dir": str(a_file)})) == (
+        f"<config>: [server] data_dir: {str(a_file)!r} is not a directory"
+    )
+    assert config_error(data_with(server={"data_dir": str(a_file / "sub")})) == (
+        f"<config>: [server] data_dir: {str(a_file / 'sub')!r} cannot be made: "
+        f"{str(a_file)!r} is not writable"
+    )
+    assert config_error(data_with(dns={"nameservers": ["localhost"]})) == (
+        "<config>: [dns] nameservers: 'localhost': a nameserver is an IP address"
+    )
+    assert load_settings(data=data_with(dns={"nameservers": ["[::1]:53"]}), environ={})
+    monkeypatch.delenv("MAILGATE_TEST_UNSET_XYZ", raising=False)
+    up = {"name": "x", "kind": "smtp", "host": "h", "password_env": "MAILGATE_TEST_UNSET_XYZ"}
+    assert config_error(data_with(providers=[up])) == (
+        '<config>: [[providers]] #1 (name = "x"): password_env: the environment variable '
+        "MAILGATE_TEST_UNSET_XYZ is not set"
+    )
+    for section, key, value in [
+        ("smtp", "max_message_size", 0),
+        ("smtp", "idle_timeout", "0s"),
+        ("http", "max_body_size", "0"),
+        ("delivery", "lease", 0),
+        ("retry", "max_age", "0s"),
+    ]:
+        assert "greater than 0" in config_error(data_with(**{section: {key: value}})), key
+
+
+def test_relative_paths_are_taken_from_the_files_directory(
+    tmp_path: Path, tls_files: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the command's working directory: a CLI command run elsewhere opened
+    another, empty queue."""
+    etc = tmp_path / "etc"
+    (etc / "tls").mkdir(parents=True)
+    for name in ("cert", "key"):
+        (etc / "tls" / f"{name}.pem").write_bytes(Path(tls_files[name]).read_bytes())
+    config = etc / "relay.toml"
+    config.write_text(
+        '[smtp]\ntls_cert = "tls/cert.pem"\ntls_key = "tls/key.pem"\n'
+        '[[providers]]\nname = "c"\nkind = "maildir"\npath = "mail"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s = load_settings(config, environ={"MAILGATE_DATABASE_URL": "sqlite:///q/mail.db"})
+    assert s.server.data_dir == etc / "data"  # the default too
+    assert s.smtp.tls_cert == etc / "tls" / "cert.pem"
+    assert s.providers[0].path == etc / "mail"
+    assert s.database_url == f"sqlite+aiosqlite:///{etc / 'q' / 'mail.db'}"
+    absolute = load_settings(config, environ={"MAILGATE_SERVER_DATA_DIR": str(tmp_path / "d")})
+    assert absolute.server.data_dir == tmp_path / "d"
 
 
 # ---------------------------------------------------------------- environment
