@@ -146,6 +146,7 @@ class ClaimedDelivery:
     recipient: str
     attempts: int
     status: str
+    retried_at: float | None = None  # the last Store.requeue: max_age counts from it
 
 
 @by_fields

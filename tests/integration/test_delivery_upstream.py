@@ -244,6 +244,27 @@ def test_gives_up_after_max_age(relay_factory, upstream) -> None:  # type: ignor
     assert types[0] == "queued" and types[-1] == "failed" and "deferred" in types
 
 
+def test_a_retried_failure_gets_a_fresh_max_age(relay_factory, upstream) -> None:  # type: ignore[no-untyped-def]
+    """A recipient failed for its age and retried (the dashboard, MessagePipe's retry)
+    was failed again by its first attempt, with a second DSN: now its age counts from the
+    retry, so it is deferred and goes out once the upstream takes it."""
+    upstream.faults.mail_reply = "451 4.3.0 Not now"
+    relay = relay_factory(
+        providers=smtp_provider(upstream.port, breaker_cooldown="100ms"),
+        retry={"min_backoff": "200ms", "max_backoff": "300ms", "max_age": "700ms"},
+    )
+    qid = submit(relay, ["a@dest.test"])
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "failed"}, timeout=10)
+    time.sleep(0.8)  # well past max_age from the acceptance
+    done = relay.call(relay.store.requeue([(qid, 0)], time.time()))
+    assert done.requeued == [(qid, 0, "a@dest.test")]
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "deferred"}, timeout=10)
+    upstream.faults.mail_reply = None
+    relay.wait_status(qid, lambda s: s == {"a@dest.test": "sent"}, timeout=10)
+    types = [e["type"] for e in relay.events(qid)]
+    assert types.count("failed") == 1 and types[-1] == "sent", types
+
+
 def test_provider_auth(relay_factory) -> None:  # type: ignore[no-untyped-def]
     import os
 

@@ -69,7 +69,7 @@ def update_for(
         status = DeliveryStatus.DELIVERED if direct else DeliveryStatus.SENT
     elif r.outcome is Outcome.PERMANENT:
         status = DeliveryStatus.BOUNCED
-    elif may_fail and (msg.attempt_once or expired(msg.created_at, now, settings.retry)):
+    elif may_fail and (msg.attempt_once or expired(_age_from(msg, d), now, settings.retry)):
         status = DeliveryStatus.FAILED
     else:
         status = DeliveryStatus.DEFERRED
@@ -120,6 +120,12 @@ def update_for(
         duration_ms=duration,
         dkim=dkim,
     )
+
+
+def _age_from(msg: QueuedMessage, d: ClaimedDelivery) -> float:
+    """Where ``max_age`` counts from: the message's acceptance, or the delivery's retry
+    (Store.requeue) after it had failed, which would otherwise fail again at once."""
+    return max(msg.created_at, d.retried_at or 0.0)
 
 
 def local_failure(why: str) -> AttemptResult:

@@ -66,7 +66,14 @@ def requeue(conn: Connection, targets: Sequence[tuple[str, int]], now: float) ->
             tuple_(d.c.message_id, d.c.rcpt_idx).in_([(m, i) for m, i, _ in chosen]),
             d.c.status.in_(REQUEUEABLE),
         )
-        .values(status="queued", lane=1, next_attempt_at=now, lease_owner=None, updated_at=now)
+        .values(
+            status="queued",
+            lane=1,
+            next_attempt_at=now,
+            lease_owner=None,
+            updated_at=now,
+            retried_at=now,  # [retry] max_age counts from here
+        )
     )
     conn.execute(
         INSERT_EVENT,

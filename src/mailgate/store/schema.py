@@ -155,6 +155,9 @@ deliveries = Table(
     Column("job_id", String(36), nullable=True),  # the message's, for per-job counts
     # The id the upstream gave in its reply to DATA (or the maildir file name).
     Column("provider_message_id", Text, nullable=False, default="", server_default=""),
+    # When Store.requeue last made it due again after a failure: [retry] max_age counts
+    # from here (revision 0012).
+    Column("retried_at", Double, nullable=True),
     ForeignKeyConstraint(["message_id"], ["messages.id"], ondelete="CASCADE"),
 )
 Index("ix_deliveries_due", deliveries.c.lane, deliveries.c.next_attempt_at)

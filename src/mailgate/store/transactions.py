@@ -109,12 +109,12 @@ def claim_lane(
         # Two steps whatever the count (see bulk.py): the due rows as one JSON value,
         # then the lease on exactly those rows. RETURNING would step once per row.
         found = conn.execute(CLAIM_DUE_JSON, params).scalar_one()
-        got = [ClaimedDelivery(*r[:5]) for r in json.loads(found)] if found else []
+        got = [ClaimedDelivery(*r[:6]) for r in json.loads(found)] if found else []
         if got:
             conn.execute(LEASE_JSON, {**lease, "c_rows": found})
         return got
     rows = conn.execute(CLAIM_SKIP_LOCKED, {**params, **lease}).all()
-    return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
 def record_bounce(
