@@ -277,6 +277,14 @@ def test_db_status_and_upgrade_commands(db_url: str, tmp_path: Path) -> None:
     assert f"database revision: {migrate.BASE}" in behind.output
     assert f"newest revision:   {migrate.head()}" in behind.output
     assert "pending" in behind.output
+    # Other commands leave an older schema alone (a serve of that release may run beside
+    # them) and say what to do.
+    listed = runner.invoke(main, ["queue", "list", "--config", str(config)])
+    assert listed.exit_code == 1, listed.output
+    assert f"at revision {migrate.BASE}, this mailgate's is {migrate.head()}" in listed.output
+    assert "mailgate db upgrade" in listed.output
+    still = runner.invoke(main, ["db", "status", "--config", str(config)])
+    assert f"database revision: {migrate.BASE}" in still.output
 
     upgraded = runner.invoke(main, ["db", "upgrade", "--config", str(config)])
     assert upgraded.exit_code == 0, upgraded.output
@@ -287,6 +295,7 @@ def test_db_status_and_upgrade_commands(db_url: str, tmp_path: Path) -> None:
     assert "up to date" in current.output
     again = runner.invoke(main, ["db", "upgrade", "--config", str(config)])
     assert again.exit_code == 0 and "up to date" in again.output
+    assert runner.invoke(main, ["queue", "list", "--config", str(config)]).exit_code == 0
 
 
 def test_revision_0008_reads_bodies_stored_before_and_moves_them_back_on_downgrade(

@@ -45,7 +45,10 @@ def run_or_exit(coro: Awaitable[T], runner: Callable[..., Any] = asyncio.run) ->
 
 
 async def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
-    store = await Store.open(settings.database_url)
+    """``fn`` on the queue's store; an empty database is made, an older schema refused
+    (SchemaMismatch): a command run beside the serve of the release before an upgrade
+    would have changed the schema under it."""
+    store = await Store.open(settings.database_url, only_new=True)
     try:
         return await fn(store)
     finally:

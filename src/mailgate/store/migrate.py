@@ -88,7 +88,7 @@ def _status(conn: Connection) -> SchemaStatus:
     return SchemaStatus(current, top, tuple(r.revision for r in pending), True, offline)
 
 
-def _upgrade(conn: Connection, allow_offline: bool) -> SchemaStatus:
+def _upgrade(conn: Connection, allow_offline: bool, only_new: bool = False) -> SchemaStatus:
     from alembic import command
 
     if conn.dialect.name == "postgresql":
@@ -99,6 +99,14 @@ def _upgrade(conn: Connection, allow_offline: bool) -> SchemaStatus:
             f"the database schema is at revision {status.current}, which this mailgate does "
             f"not know (its newest is {status.head}): it was upgraded by a newer mailgate; "
             "run that version"
+        )
+    if only_new and status.pending and status.current is not None:
+        # A command beside a running serve (of the release before an upgrade) would have
+        # changed the schema under it; serve or `db upgrade` apply it.
+        raise SchemaMismatch(
+            f"the database schema is at revision {status.current}, this mailgate's is "
+            f"{status.head}: run mailgate db upgrade, or restart mailgate serve, which "
+            "applies it"
         )
     # An empty database has no node of an older revision to run beside: build it whole.
     if status.offline and not allow_offline and status.current is not None:
@@ -118,15 +126,18 @@ def _upgrade(conn: Connection, allow_offline: bool) -> SchemaStatus:
     return status
 
 
-async def upgrade(engine: AsyncEngine, *, allow_offline: bool = True) -> SchemaStatus:
+async def upgrade(
+    engine: AsyncEngine, *, allow_offline: bool = True, only_new: bool = False
+) -> SchemaStatus:
     """Apply the pending revisions in one transaction; the status found before.
 
-    ``allow_offline=False`` (serve) refuses when a pending revision is not online-safe.
+    ``allow_offline=False`` (serve) refuses when a pending revision is not online-safe;
+    ``only_new`` (the CLI's commands) builds an empty database but upgrades none.
     """
     conn = await write_connection(engine)
     try:
         async with conn.begin():
-            result: SchemaStatus = await conn.run_sync(_upgrade, allow_offline)
+            result: SchemaStatus = await conn.run_sync(_upgrade, allow_offline, only_new)
             return result
     finally:
         await conn.close()

@@ -78,9 +78,17 @@ class Store(AdminReads):
         self._node_lock: AsyncConnection | None = None  # claim_node's (PostgreSQL)
 
     @classmethod
-    async def open(cls, url: str, *, writer_process: bool = False, upgrade: bool = True) -> Store:
+    async def open(
+        cls,
+        url: str,
+        *,
+        writer_process: bool = False,
+        upgrade: bool = True,
+        only_new: bool = False,
+    ) -> Store:
         """Connect, bring the schema up to date (on PostgreSQL online revisions only:
-        SchemaMismatch before an offline one, or with ``upgrade=False`` before any) and
+        SchemaMismatch before an offline one, or with ``upgrade=False`` before any; with
+        ``only_new`` an empty database is built, an older one is SchemaMismatch) and
         start the writer: on SQLite in a process of its own with ``writer_process``."""
         from mailgate.store import migrate
 
@@ -88,7 +96,9 @@ class Store(AdminReads):
         try:
             if upgrade:
                 # SQLite has one node (serve locks its data_dir): nothing runs beside it.
-                await migrate.upgrade(engine, allow_offline=engine.dialect.name == "sqlite")
+                await migrate.upgrade(
+                    engine, allow_offline=engine.dialect.name == "sqlite", only_new=only_new
+                )
             else:
                 found = await migrate.status(engine)
                 if not found.up_to_date:
