@@ -197,6 +197,14 @@ def test_a_410_disables_the_endpoint_and_replay_sends_the_failure_again(
         assert "1 webhook deliveries will be sent again" in out.output
         got = rx.wait(lambda g: len(g) == 2, timeout=10)
         assert got[1].headers["webhook-id"] == got[0].headers["webhook-id"]
+        # An endpoint id that names none is an error, not an empty listing (exit 0).
+        for args in (["deliveries", "wh_nope"], ["replay", "--since", "1h", "--endpoint", "x"]):
+            out = CliRunner().invoke(main, ["webhooks", *args, "--config", str(config)])
+            assert out.exit_code == 1 and "no webhook endpoint" in out.output, out.output
+        listed = CliRunner().invoke(
+            main, ["webhooks", "deliveries", e["id"], "--config", str(config)]
+        )
+        assert listed.exit_code == 0 and "message.queued" in listed.output, listed.output
 
 
 def test_endpoints_through_the_api_with_rotation(relay_factory: Callable[..., Any]) -> None:

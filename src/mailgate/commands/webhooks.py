@@ -14,6 +14,7 @@ from mailgate.commands.common import (
     timestamp,
     with_store,
 )
+from mailgate.exceptions import MailgateError
 from mailgate.store import Store
 from mailgate.store.webhooks import Endpoint, WebhookDelivery
 
@@ -64,16 +65,25 @@ def webhooks_list(config_path: str) -> None:
 def webhooks_deliveries(config_path: str, endpoint_id: str, status: str | None, limit: int) -> None:
     """An endpoint's deliveries, newest first."""
     settings = settings_or_exit(config_path)
-    rows: list[WebhookDelivery] = run_or_exit(
-        with_store(
-            settings, lambda st: st.webhooks.deliveries(endpoint_id, status=status, limit=limit)
-        )
-    )
+
+    async def read(st: Store) -> list[WebhookDelivery]:
+        await _known(st, endpoint_id)
+        return await st.webhooks.deliveries(endpoint_id, status=status, limit=limit)
+
+    rows: list[WebhookDelivery] = run_or_exit(with_store(settings, read))
     for w in rows:
+        due = f"  next={timestamp(w.next_attempt_at)}" if w.next_attempt_at is not None else ""
         click.echo(
             f"msg_{w.id}  {timestamp(w.created_at)}  {w.event_type:<22}  {w.status:<9}  "
-            f"attempts={w.attempts}  {w.last_error or ''}"
+            f"attempts={w.attempts}{due}  {w.last_error or ''}"
         )
+
+
+async def _known(st: Store, endpoint_id: str) -> None:
+    """MailgateError (exit 1) for an endpoint id that names none: an empty listing, exit
+    0, looked like an endpoint with nothing to show."""
+    if await st.webhooks.endpoint(endpoint_id) is None:
+        raise MailgateError(f"no webhook endpoint {endpoint_id} (see mailgate webhooks list)")
 
 
 @webhooks.command("replay")
@@ -99,6 +109,8 @@ def webhooks_replay(
     since = _since(since_text)
 
     async def replay(st: Store) -> int:
+        if endpoint_id is not None:
+            await _known(st, endpoint_id)
         return await st.webhooks.replay(
             since, time.time(), endpoint_id=endpoint_id, statuses=statuses
         )
