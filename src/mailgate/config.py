@@ -159,7 +159,11 @@ _TABLE_SECTIONS = (
 )
 
 
-def _env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
+def _env_overrides(
+    data: dict[str, Any], environ: Mapping[str, str], source: str
+) -> dict[tuple[str, str], str]:
+    """Put the MAILGATE_<SECTION>_<KEY> variables into ``data``; which variable set what."""
+    given: dict[tuple[str, str], str] = {}
     for name, value in environ.items():
         if not name.startswith("MAILGATE_"):
             continue
@@ -171,7 +175,9 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str
                 if not isinstance(target, dict):
                     raise ConfigError(f"{source}: {name}: [{section}] is not a table in the file")
                 target[key] = value
+                given[(section, key)] = name
                 break
+    return given
 
 
 def _describe(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
@@ -215,10 +221,12 @@ def load_settings(
             raise ConfigError(f"{source}: file not found") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    _env_overrides(data, os.environ if environ is None else environ, source)
+    from_env = _env_overrides(data, os.environ if environ is None else environ, source)
     if "source" in data:
         raise ConfigError(f"{source}: source: unknown key")
     try:
@@ -235,4 +243,8 @@ def load_settings(
             msg = msg[len("Value error, ") :]
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{source}: {where}: {msg}{suffix}") from None
+        # A value from the environment is the variable's mistake, not the file's.
+        loc = tuple(first["loc"])
+        origin = from_env.get((str(loc[0]), str(loc[1]))) if len(loc) > 1 else None
+        origin = f"{origin} (environment)" if origin else source
+        raise ConfigError(f"{origin}: {where}: {msg}{suffix}") from None

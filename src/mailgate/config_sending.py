@@ -22,6 +22,7 @@ from mailgate.config_types import (
     StrList,
     check_rate,
     readable_file,
+    writable_dir,
 )
 from mailgate.units import parse_hostport
 
@@ -165,6 +166,9 @@ class ProviderSettings(Section):
             raise ValueError("an smtp provider needs host")
         if self.kind == "maildir" and self.path is None:
             raise ValueError("a maildir provider needs path")
+        if self.kind == "maildir" and self.path is not None:
+            # A file there deferred every delivery ("Not a directory") for max_age.
+            writable_dir(self.path)
         if self.kind == "mx" and (self.host or self.username):
             raise ValueError("an mx provider finds hosts in DNS: no host or username")
         if self.password and self.password_env:

@@ -8,6 +8,7 @@ into a reply.
 from __future__ import annotations
 
 import os
+import socket
 
 from mailgate.models import SmtpReply
 
@@ -32,7 +33,11 @@ class ListenError(MailgateError):
 
     @classmethod
     def of(cls, what: str, address: str, exc: OSError) -> ListenError:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if isinstance(exc, socket.gaierror):
+            # getaddrinfo's codes are no errno: strerror(-2) is "Unknown error -2".
+            reason = f"cannot resolve its host ({exc.strerror})"
+        else:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
         return cls(f"cannot listen for {what} on {address}: {reason}")
 
 

@@ -196,6 +196,27 @@ def test_serve_reports_a_port_in_use_without_a_traceback(tmp_path: Path) -> None
     assert "Traceback" not in proc.stderr
 
 
+def test_a_listen_host_that_does_not_resolve_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """It said "Unknown error -2" (getaddrinfo's code read as an errno)."""
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(
+        f'[server]\ndata_dir = "{tmp_path}/data"\n[smtp]\nlisten = ["no.such.host.invalid:2625"]\n'
+        f'[http]\nlisten = []\n[[domains]]\nname = "example.com"\n'
+        f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path}/m"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 1
+    assert "cannot listen for SMTP on no.such.host.invalid:2625: cannot resolve its host" in (
+        proc.stderr
+    ), proc.stderr
+    assert "Unknown error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_a_stopping_relay_starts_no_new_transaction_and_finishes_the_one_in_data(
     relay_factory,  # type: ignore[no-untyped-def]
 ) -> None:

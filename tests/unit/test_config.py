@@ -403,6 +403,10 @@ def test_what_serve_would_stop_on_is_a_config_error(
         f"<config>: [server] data_dir: {str(a_file / 'sub')!r} cannot be made: "
         f"{str(a_file)!r} is not writable"
     )
+    box = {"name": "c", "kind": "maildir", "path": str(a_file)}
+    assert config_error(data_with(providers=[box])) == (
+        f'<config>: [[providers]] #1 (name = "c"): {str(a_file)!r} is not a directory'
+    )
     assert config_error(data_with(dns={"nameservers": ["localhost"]})) == (
         "<config>: [dns] nameservers: 'localhost': a nameserver is an IP address"
     )
@@ -476,6 +480,23 @@ def test_env_overrides() -> None:
     assert s.database_url == "postgresql+asyncpg://mail@db/mailgate"
 
 
+def test_a_mistake_in_the_environment_names_its_variable(tmp_path: Path) -> None:
+    """It blamed the file, which has no such key; a file that is not UTF-8 was a
+    traceback."""
+    config = tmp_path / "relay.toml"
+    config.write_text("[smtp]\n")
+    environ = {"MAILGATE_SMTP_MAX_MESAGE_SIZE": "10MB"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ=environ)
+    assert str(info.value) == (
+        "MAILGATE_SMTP_MAX_MESAGE_SIZE (environment): [smtp] max_mesage_size: unknown key"
+    )
+    config.write_bytes(b'[server]\nhostname = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ={})
+    assert str(info.value) == f"{config}: not UTF-8 text (byte 24)"
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -501,19 +522,23 @@ def test_env_overrides_the_file_value_without_mutating_input() -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"MAILGATE_SMTP_BOGUS": "1"}, "<config>: [smtp] bogus: unknown key"),
+        (
+            {"MAILGATE_SMTP_BOGUS": "1"},
+            "MAILGATE_SMTP_BOGUS (environment): [smtp] bogus: unknown key",
+        ),
         (
             {"MAILGATE_SMTP_MAX_MESSAGE_SIZE": "huge"},
-            "<config>: [smtp] max_message_size: invalid size 'huge' "
-            "(use e.g. 25MB, 512KiB or a byte count)",
+            "MAILGATE_SMTP_MAX_MESSAGE_SIZE (environment): [smtp] max_message_size: "
+            "invalid size 'huge' (use e.g. 25MB, 512KiB or a byte count)",
         ),
         (
             {"MAILGATE_SMTP_LISTEN": "a:1,b"},
-            "<config>: [smtp] listen: missing port in 'b' (use host:port)",
+            "MAILGATE_SMTP_LISTEN (environment): [smtp] listen: missing port in 'b' (use "
+            "host:port)",
         ),
         (
             {"MAILGATE_RETRY_MAX_AGE": "forever"},
-            "<config>: [retry] max_age: invalid duration 'forever' "
+            "MAILGATE_RETRY_MAX_AGE (environment): [retry] max_age: invalid duration 'forever' "
             "(use e.g. 30s, 5m, 4h, 5d or 1h30m)",
         ),
     ],

@@ -325,6 +325,23 @@ def test_key_load_errors_name_the_file(tmp_path: Path, content: bytes | None, me
     assert isinstance(info.value, ConfigError)
 
 
+def test_a_bad_key_in_the_config_names_the_file_and_the_domain(tmp_path: Path) -> None:
+    """check-config said "/etc/hostname: not a DKIM private key", naming neither relay.toml
+    nor which domain's key it was."""
+    bad = tmp_path / "hostname"
+    bad.write_text("host\n")
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        f'[[domains]]\nname = "example.com"\ndkim_selector = "s1"\ndkim_key = "{bad}"\n'
+        f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path / "m"}"\n'
+    )
+    with pytest.raises(DkimKeyError) as info:
+        DkimSigner.from_settings(load_settings(config, environ={}))
+    assert str(info.value).startswith(
+        f"{config}: [[domains]] example.com (selector s1): {bad}: not a DKIM private key"
+    )
+
+
 def test_pkcs1_and_dknewkey_formats_load(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pkcs1 = tmp_path / "pkcs1.pem"

@@ -209,11 +209,16 @@ class DkimSigner:
         cls, settings: Settings, *, clock: Callable[[], float] = time.time
     ) -> DkimSigner:
         """Load every ``[[domains]]`` key; raises DkimKeyError (a ConfigError) naming the file."""
-        keys = [
-            DkimKey.load(domain.name, selector, path)
-            for domain in settings.domains
-            for selector, path in domain.dkim_pairs()
-        ]
+        keys = []
+        for domain in settings.domains:
+            for selector, path in domain.dkim_pairs():
+                try:
+                    keys.append(DkimKey.load(domain.name, selector, path))
+                except DkimKeyError as exc:
+                    # Which file and which key of it: the path alone named neither.
+                    raise DkimKeyError(
+                        f"{settings.source}: [[domains]] {domain.name} (selector {selector}): {exc}"
+                    ) from None
         return cls(keys, clock=clock)
 
     def domains(self) -> frozenset[str]:
