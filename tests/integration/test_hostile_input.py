@@ -118,7 +118,8 @@ def test_addresses_that_are_not_utf8_are_refused_at_mail_and_rcpt(relay) -> None
     with 451 for ever after."""
     out = session(
         relay.port(),
-        b"EHLO x\r\nMAIL FROM:<a\xff@example.com>\r\nMAIL FROM:<app@example.com>\r\n"
+        b"EHLO x\r\nMAIL FROM:<a\xff@example.com> SMTPUTF8\r\n"
+        b"MAIL FROM:<app@example.com> SMTPUTF8\r\n"
         b"RCPT TO:<b\xfe@dest.test>\r\nRCPT TO:<b@d\xfeest.test>\r\n"
         b"RCPT TO:<\xc3\xa9t\xc3\xa9@dest.test>\r\nQUIT\r\n",
     ).decode()

@@ -420,9 +420,15 @@ def test_bad_recipient_syntax(relay) -> None:  # type: ignore[no-untyped-def]
     assert code == 553 and msg.startswith(b"5.1.3")
     client.rset()
     # A sender aiosmtpd's parser cannot read is refused as a sender (it said 5.1.3).
-    for sender in ("<app@example.com.>", "<@>"):
+    # Nor an address whose ">" is missing, or with a parameter right after it.
+    for sender in ("<app@example.com.>", "<@>", "<app@example.com", "<app@example.com>SIZE=10"):
         code, msg = client.docmd(f"MAIL FROM:{sender}")
         assert (code, msg) == (553, replies.SENDER_SYNTAX.line()[4:].encode()), sender
+    client.mail("app@example.com")
+    for rcpt in ("<u4@dest.test", '<"a b"@dest.test>SIZE=1'):
+        code, msg = client.docmd(f"RCPT TO:{rcpt}")
+        assert code == 553 and msg.startswith(b"5.1.3"), rcpt
+    assert client.docmd('RCPT TO:<"a b"@dest.test>')[0] == 250
     client.quit()
 
 

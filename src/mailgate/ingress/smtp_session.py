@@ -68,6 +68,9 @@ _UNPRINTABLE = re.compile(r"[^\x20-\x7e\x80-\U0010ffff]|[\x7f-\x9f]")
 # A plain <local@domain> of dot-atoms (what nearly every client sends), then the end or
 # spaces before the parameters (not a comment): see RelaySMTP._getaddr.
 _PLAIN_ANGLE_ADDR = re.compile(rf"<({DOT_ATOM}@{DOT_ATOM})>(?:[ \t]+(?=[\x21-\x27\x29-\x7e])|\Z)")
+# Any <...> (quoted strings may hold < and >), closed, then the end or a space: aiosmtpd's
+# parser took "<a@example.com" (no ">") and "<a@example.com>SIZE=10" (no space).
+_CLOSED_ANGLE = re.compile(r'<(?:"(?:[^"\\]|\\.)*"|[^<>"])*>(?:[ \t]|\Z)')
 
 
 class RelayEnvelope(Envelope):
@@ -289,6 +292,8 @@ class RelaySMTP(SMTP):
                 # aiosmtpd's parser decodes an encoded word (RFC 2047) in an address, which
                 # none may hold (its section 5): <=?utf-8?q?x?=@example.net> was taken as
                 # x@example.net. A plain address keeps such text as it is (below).
+                return None, None
+            if arg.startswith("<") and not _CLOSED_ANGLE.match(arg):
                 return None, None
             return super()._getaddr(arg)
         address = match[1]
