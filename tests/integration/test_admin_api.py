@@ -178,6 +178,44 @@ def test_queue_actions_retry_hold_release_delete(stuck: RelayRunner, admin: http
     assert {"retry", "held", "released", "cancelled"} <= set(types)
 
 
+def test_requeue_brings_back_what_ended(
+    stuck: RelayRunner, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """Failed or bounced mail queued again by filter (postsuper -r), over the admin API
+    and the CLI, as the dashboard's retry does for one message; a recipient suppressed
+    since is left out."""
+    from mailgate.models import Suppression
+
+    qid = submit(stuck, "app@example.com", ["a@dest.test", "b@other.test"])
+    stuck.wait_status(qid, lambda s: set(s.values()) == {"deferred"})
+    assert admin.post("/v1/admin/queue/bounce", json={"ids": [qid]}).status_code == 200
+    stuck.wait_status(qid, lambda s: set(s.values()) == {"bounced"})
+    stuck.call(stuck.store.suppressions.add([Suppression("b@other.test", "manual", "", "", 1.0)]))
+    got = admin.post("/v1/admin/queue/requeue", json={"ids": [qid]})
+    assert got.status_code == 200, got.text
+    assert got.json()["data"] == {
+        "action": "requeue",
+        "deliveries": 1,
+        "messages": 1,
+        "dsns": [],
+        "suppressed": 1,
+    }
+    stuck.wait_status(qid, lambda s: s == {"a@dest.test": "deferred", "b@other.test": "bounced"})
+    assert admin.post("/v1/admin/queue/bounce", json={"ids": [qid]}).status_code == 200
+    stuck.wait_status(qid, lambda s: set(s.values()) == {"bounced"})
+    config = tmp_path / "cli.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{stuck.settings.database_url.split("///")[1]}"\n'
+        f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path / "m"}"\n'
+    )
+    out = CliRunner().invoke(
+        main, ["queue", "requeue", "--to", "dest.test", "--config", str(config)]
+    )
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == "requeue: 1 deliveries of 1 messages"
+    assert stuck.message(qid)["deliveries"][0]["status"] in ("queued", "deferred")
+
+
 def test_bounce_ends_deliveries_with_a_dsn_to_the_sender(
     relay_factory,  # type: ignore[no-untyped-def]
     tmp_path: Path,

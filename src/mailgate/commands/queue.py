@@ -110,6 +110,9 @@ _ACTION_HELP = {
     "delete": "Cancel waiting or held deliveries (no bounce is sent).",
     "bounce": "Bounce waiting or held deliveries: a DSN goes to each sender (like "
     "postsuper -e/-f or kcli bounce), and the 'bounced' event to webhooks.",
+    "requeue": "Queue failed or bounced deliveries again, due now (like postsuper -r); "
+    "[retry] max_age counts from now. A recipient now on the suppression list is left "
+    "out.",
 }
 
 
@@ -176,6 +179,14 @@ def _queue_action(action: str) -> None:
                 f"bounce: {done.deliveries} deliveries of {done.messages} messages,"
                 f" {len(done.dsns)} DSN(s) queued"
             )
+            return
+        if action == "requeue":
+            again = run_or_exit(
+                with_store(settings, lambda st: st.requeue_matching(selection, now))
+            )
+            messages = len({m for m, _, _ in again.requeued})
+            left = f", {len(again.suppressed)} left out (suppressed)" if again.suppressed else ""
+            click.echo(f"requeue: {len(again.requeued)} deliveries of {messages} messages{left}")
             return
         changed, messages = run_or_exit(
             with_store(settings, lambda st: st.operate(action, selection, now))

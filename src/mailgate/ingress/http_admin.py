@@ -140,7 +140,12 @@ def routes(ctx: ApiContext) -> list[Route]:
             created_before=_older_than(body.older_than, now, "older_than"),
         )
         dsns: list[str] = []
-        if action == "bounce":
+        extra: dict[str, Any] = {}
+        if action == "requeue":
+            again = await store.requeue_matching(selection, now)
+            changed, messages = len(again.requeued), len({m for m, _, _ in again.requeued})
+            extra["suppressed"] = len(again.suppressed)
+        elif action == "bounce":
             from mailgate.delivery.operator_bounce import dsn_builder, reply_line
 
             build = dsn_builder(ctx.settings.server.hostname)
@@ -148,9 +153,15 @@ def routes(ctx: ApiContext) -> list[Route]:
             changed, messages, dsns = done.deliveries, done.messages, done.dsns
         else:
             changed, messages = await store.operate(action, selection, now)
-        if changed and action in ("retry", "release", "bounce"):
+        if changed and action in ("retry", "release", "bounce", "requeue"):
             ctx.wake()  # due now (bounce: its DSNs are)
-        result = {"action": action, "deliveries": changed, "messages": messages, "dsns": dsns}
+        result = {
+            "action": action,
+            "deliveries": changed,
+            "messages": messages,
+            "dsns": dsns,
+            **extra,
+        }
         return json_response({"data": result})
 
     async def providers(request: Request) -> Response:

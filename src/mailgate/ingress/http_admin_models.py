@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, StrictBool
 
 from mailgate.submission.request import Model
 
-QUEUE_ACTIONS = ("retry", "hold", "release", "delete", "bounce")
+QUEUE_ACTIONS = ("retry", "hold", "release", "delete", "bounce", "requeue")
 
 
 class QueueSelection(Model):

@@ -1,8 +1,9 @@
-"""A client's retry of deliveries that ended (failed or bounced): due again now.
+"""A retry of deliveries that ended (failed or bounced): due again now.
 
 Runs in the writer (store.writer.run), so it is module-level with plain arguments. Apart
-from the operator's queue actions (transactions.operate), which act on pending deliveries by
-filter: this one names deliveries, acts on final ones, and refuses suppressed recipients.
+from the operator's other queue actions (transactions.operate), which act on pending
+deliveries: this one acts on final ones, named (a client's retry, the dashboard's) or by
+filter (``mailgate queue requeue``), and refuses suppressed recipients.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from sqlalchemy import Connection, exists, select, tuple_, update
 
 from mailgate.store.rows import event_row
 from mailgate.store.schema import deliveries, messages, suppressions
-from mailgate.store.statements import INSERT_EVENT, UPDATE_MESSAGE_STATUS
+from mailgate.store.statements import INSERT_EVENT, UPDATE_MESSAGE_STATUS, QueueFilter
+from mailgate.store.transactions import matching
 
 d = deliveries
 
@@ -81,3 +83,14 @@ def requeue(conn: Connection, targets: Sequence[tuple[str, int]], now: float) ->
     )
     conn.execute(UPDATE_MESSAGE_STATUS, [{"m_id": m} for m in sorted({m for m, _, _ in chosen})])
     return Requeued(chosen, refused)
+
+
+def requeue_matching(conn: Connection, selection: QueueFilter, now: float) -> Requeued:
+    """The failed or bounced deliveries ``selection`` matches, requeued as requeue() does
+    (the operator's ``requeue``: Postfix's ``postsuper -r`` for mail that ended)."""
+    found = conn.execute(
+        select(d.c.message_id, d.c.rcpt_idx).where(
+            d.c.status.in_(REQUEUEABLE), d.c.lease_owner.is_(None), *matching(selection)
+        )
+    ).all()
+    return requeue(conn, [(str(m), int(i)) for m, i in found], now)

@@ -366,6 +366,14 @@ class Store(AdminReads):
         done: Requeued = await self.writer.run(requeue, list(targets), now)
         return done
 
+    async def requeue_matching(self, selection: QueueFilter, now: float) -> Requeued:
+        """The failed or bounced deliveries ``selection`` matches, as requeue() brings them
+        back (the operator's ``requeue`` action)."""
+        from mailgate.store.requeue import requeue_matching
+
+        done: Requeued = await self.writer.run(requeue_matching, selection, now)
+        return done
+
     async def renew_leases(self, owner: str, message_ids: Collection[str], until: float) -> int:
         """Extend ``owner``'s leases on the deliveries of ``message_ids`` to ``until`` (their
         attempts are in flight); how many deliveries."""
