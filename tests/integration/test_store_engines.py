@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 from tests.conftest import sent_updates
 
 from mailgate.exceptions import DuplicateEntry
@@ -131,6 +131,40 @@ def test_release_leases_by_node_prefix(db_url: str) -> None:
             await claim(store, "node%b:1", now, 2, now + 900)
             assert await store.release_leases("node_a:", now, prefix=True) == 2
             assert len(await claim(store, "x", now, 10, now + 900)) == 2
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_renew_leases_moves_only_the_owners_leases(db_url: str) -> None:
+    """A renewal extends this node's leases of the named messages, no one else's: past
+    the old lease's end they are not claimable, the others' are."""
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            await store.enqueue([msg(i) for i in range(4)])
+            now = time.time()
+            mine = await claim(store, "node_a:1", now, 2, now + 5)
+            theirs = await claim(store, "node_b:1", now, 2, now + 5)
+            ids = [c.message_id for c in mine + theirs]  # node_b's too: not node_a's to move
+            assert await store.renew_leases("node_a:1", ids, now + 60) == 2
+            later = await claim(store, "x", now + 10, 10, now + 900)
+            assert {c.message_id for c in later} == {c.message_id for c in theirs}
+            if store.dialect != "postgresql":
+                return
+            # A row another transaction holds is skipped, not waited for (it waited, and
+            # two nodes deadlocked on it and a job's row).
+            kept = later[0].message_id
+            async with store.engine.connect() as other, other.begin():
+                await other.execute(
+                    text("SELECT 1 FROM deliveries WHERE message_id = :m FOR UPDATE"), {"m": kept}
+                )
+                renewed = await asyncio.wait_for(
+                    store.renew_leases("x", [c.message_id for c in later], now + 990), 5
+                )
+                assert renewed == 1  # the locked one skipped
         finally:
             await store.close()
 

@@ -114,6 +114,12 @@ CLAIM_SKIP_LOCKED = text(
     " ORDER BY next_attempt_at LIMIT :c_limit FOR UPDATE SKIP LOCKED))"
     " RETURNING message_id, rcpt_idx, recipient, attempts, status, retried_at"
 )
+# PostgreSQL's lease renewal (transactions.renew_leases): never waits for a locked row.
+RENEW_SKIP_LOCKED = text(
+    "UPDATE deliveries SET next_attempt_at = :r_until WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM deliveries WHERE lease_owner = :r_owner AND message_id IN :r_ids"
+    " AND next_attempt_at IS NOT NULL FOR UPDATE SKIP LOCKED))"
+).bindparams(bindparam("r_ids", expanding=True))
 # SQLite's claim (_claim_lane): the due deliveries as one JSON array of rows...
 # The seventh value is the row's rowid, which LEASE_JSON finds the rows by (in the same
 # transaction, so it cannot change in between): one b-tree search per row instead of two
