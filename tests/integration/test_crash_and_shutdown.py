@@ -167,6 +167,22 @@ def test_serve_refuses_a_bad_config(tmp_path: Path, bad: str) -> None:
     assert f"{cfg}: [smtp]" in proc.stderr
 
 
+def _serve_listening_on(tmp_path: Path, listen: str) -> subprocess.CompletedProcess[str]:
+    """``mailgate serve`` with SMTP on ``listen``: for listeners that cannot start."""
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(
+        f'[server]\ndata_dir = "{tmp_path}/data"\n[smtp]\nlisten = ["{listen}"]\n'
+        f'[http]\nlisten = []\n[[domains]]\nname = "example.com"\n'
+        f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path}/m"\n'
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_serve_reports_a_port_in_use_without_a_traceback(tmp_path: Path) -> None:
     import socket
 
@@ -175,18 +191,7 @@ def test_serve_reports_a_port_in_use_without_a_traceback(tmp_path: Path) -> None
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        cfg = tmp_path / "relay.toml"
-        cfg.write_text(
-            f'[server]\ndata_dir = "{tmp_path}/data"\n[smtp]\nlisten = ["127.0.0.1:{port}"]\n'
-            f'[http]\nlisten = []\n[[domains]]\nname = "example.com"\n'
-            f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path}/m"\n'
-        )
-        proc = subprocess.run(
-            [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        proc = _serve_listening_on(tmp_path, f"127.0.0.1:{port}")
     finally:
         taken.close()
     assert proc.returncode == 1
@@ -196,20 +201,9 @@ def test_serve_reports_a_port_in_use_without_a_traceback(tmp_path: Path) -> None
     assert "Traceback" not in proc.stderr
 
 
-def test_a_listen_host_that_does_not_resolve_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_listen_host_that_does_not_resolve_is_named(tmp_path: Path) -> None:
     """It said "Unknown error -2" (getaddrinfo's code read as an errno)."""
-    cfg = tmp_path / "relay.toml"
-    cfg.write_text(
-        f'[server]\ndata_dir = "{tmp_path}/data"\n[smtp]\nlisten = ["no.such.host.invalid:2625"]\n'
-        f'[http]\nlisten = []\n[[domains]]\nname = "example.com"\n'
-        f'[[providers]]\nname = "c"\nkind = "maildir"\npath = "{tmp_path}/m"\n'
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "mailgate.cli", "serve", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = _serve_listening_on(tmp_path, "no.such.host.invalid:2625")
     assert proc.returncode == 1
     assert "cannot listen for SMTP on no.such.host.invalid:2625: cannot resolve its host" in (
         proc.stderr
