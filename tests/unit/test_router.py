@@ -99,6 +99,8 @@ def test_an_open_breaker_is_skipped_and_none_left_defers(tmp_path: Path) -> None
     (second,) = route(router, ["x@dest.test"])  # the breaker opened: not even tried
     assert len(a.calls) == 1
     assert second.reply.code == 451 and "circuit breakers open" in second.reply.text
+    # ...and says what opened it: an expired message's DSN showed only the line above.
+    assert f"; last error a: connect: {LATER.line()}" in second.reply.text
     now[0] += 61  # after the cooldown one attempt goes through again
     (third,) = route(router, ["x@dest.test"])
     assert third.outcome is Outcome.SENT and len(a.calls) == 2

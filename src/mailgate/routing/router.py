@@ -171,10 +171,12 @@ class Router:
         pending = list(range(n))
         tls_policy = self._settings.routes[route].tls_policy if route is not None else None
         candidates = [self.providers[provider]] if provider else self._candidates(route)
+        blocked: list[str] = []  # providers skipped for an open breaker
         for candidate in candidates:
             if not pending:
                 break
             if candidate.breaker is not None and not candidate.breaker.allow():
+                blocked.append(candidate.settings.name)
                 continue
             await self._pace(candidate)
             batch = [recipients[i] for i in pending]
@@ -207,7 +209,10 @@ class Router:
                     if provider
                     else "no provider available (circuit breakers open)"
                 )
-                reply = SmtpReply(451, "4.4.1", why)
+                # What opened them: the reply an expired message's DSN and last_response
+                # show, which said only this.
+                cause = self.health.last_error(blocked)
+                reply = SmtpReply(451, "4.4.1", f"{why}; last error {cause}" if cause else why)
                 final[i] = AttemptResult(Outcome.TEMPORARY, reply, "", "connect")
                 continue
             last = tried.pop()

@@ -65,6 +65,19 @@ class ProviderHealth:
     def record(self, provider: str, results: Sequence[AttemptResult]) -> None:
         self._by_name.setdefault(provider, Health()).record(results, self._clock())
 
+    def last_error(self, providers: Sequence[str]) -> str:
+        """The newest error among ``providers`` ("name: stage: reply"), or "": why their
+        breakers opened, for the reply of an attempt that found them all open."""
+        seen = [
+            (h.last_error_at, name, h.last_error)
+            for name in providers
+            if (h := self._by_name.get(name)) is not None and h.last_error_at is not None
+        ]
+        if not seen:
+            return ""
+        _, name, error = max(seen)
+        return f"{name}: {error}"
+
     def snapshot(self, providers: dict[str, Provider], node: str) -> list[dict[str, Any]]:
         """One object per configured provider (the admin API's shape)."""
         now = self._clock()
