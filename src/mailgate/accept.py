@@ -292,9 +292,9 @@ class Acceptor:
     def _tracking_of(self, sub: Submission) -> dict[str, bool] | None:
         """The message's resolved tracking options (see Options.resolve); refused when it
         asks for tracking and the relay has no [http] public_url for the links."""
-        if sub.tracking is None and not sub.job_id and self._tracking_off:
+        if sub.tracking is None and not sub.bulk and self._tracking_off:
             return None  # the common case, SMTP or API mail with tracking off: no work
-        options = Options.resolve(sub.tracking, self._tracking, bulk=sub.job_id is not None)
+        options = Options.resolve(sub.tracking, self._tracking, bulk=sub.bulk)
         if not self._links:
             if options.opens or options.clicks:
                 raise PolicyRefused(

@@ -24,13 +24,15 @@ async def accept_job(
     source: str,
     campaign_id: str = "",
     answer: JobAnswerFactory | None = None,
+    bulk: bool = True,
 ) -> tuple[str | None, list[Accepted | PolicyRefused]]:
     """Accept ``subs`` as one new job (one transaction: the job, its messages and the
     answer); returns the job's id, or None when nothing was accepted (no job is made),
-    and each submission's result in order."""
+    and each submission's result in order. ``bulk``: a batch's mail (List-Unsubscribe by
+    default); False for a single send that an API makes a job of one."""
     job_id = new_id()
     spec = JobSpec(id=job_id, key_id=key_id, source=source, campaign_id=campaign_id)
-    subs = [dataclasses.replace(s, job_id=job_id) for s in subs]
+    subs = [dataclasses.replace(s, job_id=job_id, bulk=bulk) for s in subs]
 
     def job_answer(results: list[Accepted | PolicyRefused]) -> IdempotentAnswer | None:
         assert answer is not None

@@ -118,6 +118,9 @@ class Submission:
     tracking: dict[str, Any] | None = None
     scheduled_at: float | None = None
     job_id: str | None = None  # the batch (job) it belongs to
+    # Bulk mail (a batch's): List-Unsubscribe by default (events/rewrite.Options). Not a
+    # single send that is a job of one for its API (MailSage's).
+    bulk: bool = False
     provider: str = ""  # the one provider it may go to ("" = the routes decide)
     attempt_once: bool = False  # the first attempt decides: no retries, no DSN
     # What headers.scan would find in ``data``, when the API built it and knows.

@@ -287,6 +287,26 @@ def test_mailsage_examples(compat_relay: RelayRunner, tmp_path: Path) -> None:
     assert b"Subject: Welcome to Acme Inc!" in templated  # {{ var }} in the subject
 
 
+def test_a_mailsage_single_send_is_not_bulk_mail(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A single send is a job of one (its job_id can be polled) but no campaign: a
+    welcome or password-reset mail got a one-click List-Unsubscribe, as a batch does."""
+    relay = start_compat(relay_factory, tmp_path, http={"public_url": "https://mail.test"})
+    url = relay.http_url + "/api/v1"
+    one = {"recipient": {"email": "u@dest.test"}, "subject": "Reset", "body": "Your code"}
+    with httpx.Client(base_url=url, headers=bearer(relay)) as client:
+        r = client.post("/emails/send", json=one)
+        assert r.status_code == 202, r.text
+        relay.wait_status(r.json()["task_id"], lambda s: set(s.values()) == {"sent"})
+        (single,) = captured(tmp_path, "capture")
+        assert b"List-Unsubscribe" not in single
+        many = {"recipients": [{"email": "a@dest.test"}], "subject": "News", "body": "Hi"}
+        r = client.post("/emails/batch", json=many)
+        assert r.status_code == 202, r.text
+        relay.wait_status(r.json()["task_id"], lambda s: set(s.values()) == {"sent"})
+    batch = [m for m in captured(tmp_path, "capture") if b"Subject: News" in m]
+    assert len(batch) == 1 and b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in batch[0]
+
+
 def test_mailsage_job_control(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     relay = start_compat(relay_factory, tmp_path, delivery={"enabled": False})
     with httpx.Client(base_url=relay.http_url + "/api/v1", headers=bearer(relay)) as client:

@@ -157,10 +157,11 @@ async def accept_job(
     source: str,
     campaign_id: str = "",
     check: Callable[[list[Accepted | PolicyRefused]], None] | None = None,
+    bulk: bool = True,
 ) -> tuple[str | None, list[Accepted | PolicyRefused]]:
     """Commit ``prepared`` as one job; its id (None when nothing was accepted) and the
     result of each, in order. ``check`` sees the results before the commit and may refuse
-    the whole request by raising."""
+    the whole request by raising; ``bulk`` as mailgate.jobs.accept_job."""
     from mailgate.jobs import accept_job as run_job
 
     def answer(_job_id: str | None, results: list[Accepted | PolicyRefused]) -> None:
@@ -169,7 +170,13 @@ async def accept_job(
 
     subs = [replace(p.submission, source=source) for p in prepared]
     return await run_job(
-        ctx.acceptor, subs, key_id=cred.id, source=source, campaign_id=campaign_id, answer=answer
+        ctx.acceptor,
+        subs,
+        key_id=cred.id,
+        source=source,
+        campaign_id=campaign_id,
+        answer=answer,
+        bulk=bulk,
     )
 
 

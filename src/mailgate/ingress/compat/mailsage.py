@@ -110,7 +110,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         return prepare(ctx, request, cred, req, record, rcpt.variables, now=ctx.clock())
 
     async def commit(
-        cred: Any, prepared: list[Prepared], campaign_id: str
+        cred: Any, prepared: list[Prepared], campaign_id: str, *, bulk: bool = True
     ) -> tuple[str | None, list[Accepted]]:
         def check(results: list[Accepted | PolicyRefused]) -> None:
             """All or nothing, before the commit; a suppressed recipient is only left out."""
@@ -124,7 +124,13 @@ def routes(ctx: ApiContext) -> list[Route]:
                     raise err
 
         job_id, results = await accept_job(
-            ctx, cred, prepared, source="mailsage", campaign_id=campaign_id, check=check
+            ctx,
+            cred,
+            prepared,
+            source="mailsage",
+            campaign_id=campaign_id,
+            check=check,
+            bulk=bulk,
         )
         accepted = [r for r in results if isinstance(r, Accepted)]
         if not accepted:
@@ -144,7 +150,8 @@ def routes(ctx: ApiContext) -> list[Route]:
         body = parse(SendIn, await body_of(ctx, request))
         record = await template(body.template_id)
         prep = prepared_for(request, cred, shared_fields(body), body.recipient, record)
-        job_id, accepted = await commit(cred, [prep], "")
+        # A job of one (so its job_id can be polled), not bulk mail: no List-Unsubscribe.
+        job_id, accepted = await commit(cred, [prep], "", bulk=False)
         return json_response(_answer("Email queued successfully", job_id, accepted[0]), 202)
 
     async def batch(request: Request) -> Response:
