@@ -205,6 +205,9 @@ def test_a_notice_made_elsewhere_is_not_shown(browser: Any, relay: RelayRunner) 
     browser.get(relay.http_url + "/ui/suppressions?" + forged + "&sig=" + "0" * 32)
     wait(lambda: browser.find_elements(By.ID, "add-address"), what="the suppressions page")
     assert "555 0100" not in browser.page_source
+    # A signature that is not even ASCII (it was a 500, or a reset connection).
+    browser.get(relay.http_url + "/ui/suppressions?done=%C3%A9&sig=%C3%A9")
+    wait(lambda: browser.find_elements(By.ID, "add-address"), what="the suppressions page")
 
 
 def test_a_post_without_csrf_token_is_refused(browser: Any, relay: RelayRunner) -> None:

@@ -165,7 +165,9 @@ def _notice(page: Page | None) -> str:
         return ""
     text = page.request.query_params.get("done", "")
     sig = page.request.query_params.get("sig", "")
-    return text if text and hmac.compare_digest(sig, _notice_mac(page.csrf, text)) else ""
+    # As bytes: compare_digest raises on a str that is not ASCII (a crafted link's sig).
+    mac = _notice_mac(page.csrf, text).encode()
+    return text if text and hmac.compare_digest(sig.encode(), mac) else ""
 
 
 def _notice_mac(token: str, text: str) -> str:
