@@ -631,3 +631,28 @@ def test_many_row_writes_and_claims_round_trip(db_url: str) -> None:
             await store.close()
 
     run(main())
+
+
+def test_requeue_of_many_failed_deliveries(db_url: str) -> None:
+    """The operator's requeue --all after an outage that failed thousands: one IN list of
+    9,000 keys exceeded PostgreSQL's stack depth (and 140,000 SQLite's variables)."""
+
+    async def main() -> None:
+        store = await Store.open(db_url)
+        try:
+            total = 9_500
+            for start in range(0, total, 1000):
+                await store.enqueue([msg(i) for i in range(start, min(total, start + 1000))])
+            async with store.engine.begin() as conn:
+                await conn.execute(text("UPDATE deliveries SET status = 'failed'"))
+            done = await store.requeue_matching(QueueFilter(), time.time())
+            assert len(done.requeued) == total and done.suppressed == []
+            async with store.engine.connect() as conn:
+                left = await conn.execute(
+                    text("SELECT count(*) FROM deliveries WHERE status = 'failed'")
+                )
+                assert left.scalar_one() == 0
+        finally:
+            await store.close()
+
+    run(main())

@@ -33,12 +33,24 @@ class Requeued(NamedTuple):
     suppressed: list[tuple[str, int, str]]
 
 
+# Deliveries per statement: a (message_id, rcpt_idx) IN list of 9,000 pairs exceeded
+# PostgreSQL's stack depth, and SQLite's variable limit at 140,000.
+CHUNK = 500
+
+
 def requeue(conn: Connection, targets: Sequence[tuple[str, int]], now: float) -> Requeued:
     """Failed or bounced deliveries among ``targets`` (not suppressed) due now, lane 1,
     attempts kept, each with a 'retry' event; their messages' status follows."""
     keys = sorted({(str(m), int(i)) for m, i in targets})
-    if not keys:
-        return Requeued([], [])
+    done = Requeued([], [])
+    for start in range(0, len(keys), CHUNK):
+        part = _requeue(conn, keys[start : start + CHUNK], now)
+        done.requeued.extend(part.requeued)
+        done.suppressed.extend(part.suppressed)
+    return done
+
+
+def _requeue(conn: Connection, keys: list[tuple[str, int]], now: float) -> Requeued:
     found = conn.execute(
         select(d.c.message_id, d.c.rcpt_idx, d.c.recipient).where(
             tuple_(d.c.message_id, d.c.rcpt_idx).in_(keys),
