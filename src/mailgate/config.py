@@ -208,8 +208,11 @@ def load_settings(
     *,
     data: dict[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    runtime: bool = False,
 ) -> Settings:
-    """Read, override and validate relay.toml; raise ConfigError naming file and key."""
+    """Read, override and validate relay.toml; raise ConfigError naming file and key.
+    ``runtime``: to run with (serve, reload, check-config): also check what depends on
+    this user and environment (config_types.at_runtime)."""
     source = str(path) if path is not None else "<config>"
     if data is None:
         if path is None:
@@ -232,7 +235,9 @@ def load_settings(
     try:
         base = Path(path).absolute().parent if path is not None else None
         data.setdefault("server", {})  # validated, so its default data_dir is from base
-        return Settings.model_validate({**data, "source": source}, context={"base": base})
+        return Settings.model_validate(
+            {**data, "source": source}, context={"base": base, "runtime": runtime}
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _describe(tuple(first["loc"]), data)

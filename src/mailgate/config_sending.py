@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mailgate.address_syntax import ace
 from mailgate.config_types import (
@@ -20,6 +20,7 @@ from mailgate.config_types import (
     Duration,
     Section,
     StrList,
+    at_runtime,
     check_rate,
     readable_file,
     writable_dir,
@@ -161,19 +162,19 @@ class ProviderSettings(Section):
         return data
 
     @model_validator(mode="after")
-    def _kind_keys(self) -> ProviderSettings:
+    def _kind_keys(self, info: ValidationInfo) -> ProviderSettings:
         if self.kind == "smtp" and not self.host:
             raise ValueError("an smtp provider needs host")
         if self.kind == "maildir" and self.path is None:
             raise ValueError("a maildir provider needs path")
-        if self.kind == "maildir" and self.path is not None:
+        if self.kind == "maildir" and self.path is not None and at_runtime(info):
             # A file there deferred every delivery ("Not a directory") for max_age.
             writable_dir(self.path)
         if self.kind == "mx" and (self.host or self.username):
             raise ValueError("an mx provider finds hosts in DNS: no host or username")
         if self.password and self.password_env:
             raise ValueError("set password or password_env, not both")
-        if self.password_env and not os.environ.get(self.password_env):
+        if self.password_env and at_runtime(info) and not os.environ.get(self.password_env):
             # It logged in with an empty password, refused at every attempt.
             raise ValueError(
                 f"password_env: the environment variable {self.password_env} is not set"

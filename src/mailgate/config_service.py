@@ -20,6 +20,7 @@ from mailgate.config_types import (
     Section,
     Size,
     StrList,
+    at_runtime,
     check_listen,
     check_rate,
     check_tls_pair,
@@ -48,7 +49,10 @@ class ServerSettings(Section):
     # the queue finds the disk full (ballast.py); 0: none. None: see Settings.ballast_size.
     ballast_size: Size | None = None
 
-    _data_dir = field_validator("data_dir")(writable_dir)
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        return writable_dir(value) if at_runtime(info) else value
 
 
 class DatabaseSettings(Section):

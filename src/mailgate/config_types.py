@@ -39,6 +39,15 @@ def config_relative(value: Any, info: ValidationInfo) -> Any:
     return path if path.is_absolute() else Path(base) / path
 
 
+def at_runtime(info: ValidationInfo) -> bool:
+    """Whether the settings are loaded to run with (serve, its reload, check-config), not
+    by another command: the checks that depend on who runs and with which environment
+    (a writable data_dir, a set password_env) apply then only. An operator's
+    ``mailgate queue list`` as another user, without the service's environment file,
+    was refused for them."""
+    return bool((info.context or {}).get("runtime"))
+
+
 # A file or directory named in relay.toml.
 ConfigPath = Annotated[Path, BeforeValidator(config_relative)]
 

@@ -88,7 +88,7 @@ def plan(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
 def read(old: Settings) -> tuple[Settings, list[str]]:
     """Read ``old.source`` again: the settings to run with and the needs-restart lines.
     Raises ConfigError naming the file and key when the file is not valid."""
-    return plan(old, load_settings(old.source))
+    return plan(old, load_settings(old.source, runtime=True))
 
 
 def lock_path(settings: Settings) -> str:

@@ -24,9 +24,11 @@ def data_with(**sections: Any) -> dict[str, Any]:
     return data
 
 
-def config_error(data: dict[str, Any], environ: dict[str, str] | None = None) -> str:
+def config_error(
+    data: dict[str, Any], environ: dict[str, str] | None = None, *, runtime: bool = False
+) -> str:
     with pytest.raises(ConfigError) as info:
-        load_settings(data=data, environ=environ or {})
+        load_settings(data=data, environ=environ or {}, runtime=runtime)
     return str(info.value)
 
 
@@ -396,15 +398,15 @@ def test_what_serve_would_stop_on_is_a_config_error(
     )
     a_file = tmp_path / "afile"
     a_file.write_text("x")
-    assert config_error(data_with(server={"data_dir": str(a_file)})) == (
+    assert config_error(data_with(server={"data_dir": str(a_file)}), runtime=True) == (
         f"<config>: [server] data_dir: {str(a_file)!r} is not a directory"
     )
-    assert config_error(data_with(server={"data_dir": str(a_file / "sub")})) == (
+    assert config_error(data_with(server={"data_dir": str(a_file / "sub")}), runtime=True) == (
         f"<config>: [server] data_dir: {str(a_file / 'sub')!r} cannot be made: "
         f"{str(a_file)!r} is not writable"
     )
     box = {"name": "c", "kind": "maildir", "path": str(a_file)}
-    assert config_error(data_with(providers=[box])) == (
+    assert config_error(data_with(providers=[box]), runtime=True) == (
         f'<config>: [[providers]] #1 (name = "c"): {str(a_file)!r} is not a directory'
     )
     assert config_error(data_with(dns={"nameservers": ["localhost"]})) == (
@@ -413,10 +415,14 @@ def test_what_serve_would_stop_on_is_a_config_error(
     assert load_settings(data=data_with(dns={"nameservers": ["[::1]:53"]}), environ={})
     monkeypatch.delenv("MAILGATE_TEST_UNSET_XYZ", raising=False)
     up = {"name": "x", "kind": "smtp", "host": "h", "password_env": "MAILGATE_TEST_UNSET_XYZ"}
-    assert config_error(data_with(providers=[up])) == (
+    assert config_error(data_with(providers=[up]), runtime=True) == (
         '<config>: [[providers]] #1 (name = "x"): password_env: the environment variable '
         "MAILGATE_TEST_UNSET_XYZ is not set"
     )
+    # Another command, run by an operator without the service's environment or its
+    # rights on data_dir, is not refused for what only serve needs.
+    assert load_settings(data=data_with(providers=[up]), environ={})
+    assert load_settings(data=data_with(server={"data_dir": str(a_file)}), environ={})
     for section, key, value in [
         ("smtp", "max_message_size", 0),
         ("smtp", "idle_timeout", "0s"),

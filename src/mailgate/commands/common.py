@@ -28,9 +28,10 @@ config_option = click.option(
 )
 
 
-def settings_or_exit(path: str) -> Settings:
+def settings_or_exit(path: str, *, runtime: bool = False) -> Settings:
+    """The settings, or exit 2 naming the problem; ``runtime`` as load_settings."""
     try:
-        return load_settings(path)
+        return load_settings(path, runtime=runtime)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -18,7 +18,7 @@ def serve(config_path: str) -> None:
     from mailgate.app import App
     from mailgate.memory import tune_allocator
 
-    settings = settings_or_exit(config_path)
+    settings = settings_or_exit(config_path, runtime=True)
     setup_logging(settings.server.log_level, settings.server.log_format)
     tune_allocator()  # before the listeners allocate: big buffers go back when freed
     app = App(settings)
@@ -36,7 +36,7 @@ def check_config(config_path: str) -> None:
     """Validate relay.toml: exit 0, or print the bad key and exit 2."""
     from mailgate.delivery.dkim import DkimSigner
 
-    s = settings_or_exit(config_path)
+    s = settings_or_exit(config_path, runtime=True)
     try:
         signer = DkimSigner.from_settings(s)
     except ConfigError as exc:
