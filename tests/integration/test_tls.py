@@ -98,6 +98,7 @@ def test_implicit_tls_connections_count_from_accept(relay_factory, tls_files) ->
             "tls_cert": tls_files["cert"],
             "tls_key": tls_files["key"],
             "trusted_networks": [],
+            "listen": ["127.0.0.1:0"],
             "max_connections_per_client": 3,
             "idle_timeout": "1s",
         }
@@ -114,6 +115,23 @@ def test_implicit_tls_connections_count_from_accept(relay_factory, tls_files) ->
         sock.close()
     with smtplib.SMTP_SSL("127.0.0.1", port, context=tls_files["client_context"], timeout=10) as c:
         assert c.noop()[0] == 250
+    # One limit for both ports: handshakes on 465 count against a client's 587 sessions
+    # (each port let one client hold the whole limit), and a finished handshake is
+    # counted once.
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    time.sleep(0.2)
+    with smtplib.SMTP("127.0.0.1", relay.port(), timeout=5) as plain:
+        assert plain.noop()[0] == 250  # the third
+        with socket.create_connection(("127.0.0.1", relay.port()), timeout=5) as fourth:
+            assert fourth.recv(200).startswith(b"421 4.7.0")
+    for sock in silent:
+        sock.close()
+    time.sleep(0.2)
+    tls = tls_files["client_context"]
+    opened = [smtplib.SMTP_SSL("127.0.0.1", port, context=tls, timeout=10) for _ in range(3)]
+    assert [c.noop()[0] for c in opened] == [250, 250, 250]
+    for c in opened:
+        c.quit()
 
 
 @pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])

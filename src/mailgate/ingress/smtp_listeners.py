@@ -43,6 +43,11 @@ class Connections:
         self._networks = smtp.networks()
 
     def add(self, conn: RelaySMTP) -> None:
+        """``conn`` connected (its TLS handshake done, for implicit TLS: that count ends,
+        before its greeting asks refusal(), which would count it twice)."""
+        if conn.handshake_from is not None:
+            self.end_handshake(conn.handshake_from)
+            conn.handshake_from = None
         self.open.add(conn)
         self._per_client[conn.peer_address] += 1
 
@@ -73,12 +78,14 @@ class Connections:
             del self._handshakes[address]
 
     def refusal(self, conn: RelaySMTP) -> SmtpReply | None:
-        """The 421 for ``conn`` (already counted) if it is one too many, else None."""
-        if len(self.open) > self._max:
+        """The 421 for ``conn`` (already counted) if it is one too many, else None: the
+        implicit-TLS connections in their handshake count too (one client held the limit
+        on each port)."""
+        if len(self.open) + self._handshaking > self._max:
             return replies.TOO_MANY_CONNECTIONS
-        if self._per_client[conn.peer_address] > self._max_per_client and not policy.is_trusted(
-            conn.peer_address, self._networks
-        ):
+        address = conn.peer_address
+        from_client = self._per_client[address] + self._handshakes[address]
+        if from_client > self._max_per_client and not policy.is_trusted(address, self._networks):
             return replies.TOO_MANY_FROM_CLIENT
         return None
 
@@ -122,11 +129,13 @@ class TlsHandshake(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         loop = asyncio.get_running_loop()
+        session = self._session()
+        session.handshake_from = self._address  # Connections.add ends the count
         done = loop.create_future()
-        done.add_done_callback(self._handshake_done)
+        done.add_done_callback(lambda f: self._handshake_done(f, session))
         layer = sslproto.SSLProtocol(
             loop,
-            self._session(),
+            session,
             self._tls,
             done,
             server_side=True,
@@ -135,9 +144,12 @@ class TlsHandshake(asyncio.Protocol):
         transport.set_protocol(layer)
         layer.connection_made(transport)
 
-    def _handshake_done(self, done: asyncio.Future[None]) -> None:
-        """Done, failed, timed out or the client left: the session counts it from here."""
-        self._connections.end_handshake(self._address)
+    def _handshake_done(self, done: asyncio.Future[None], session: RelaySMTP) -> None:
+        """Failed, timed out or the client left (the session never connected): its count
+        ends here; done, it ended as the session connected."""
+        if session.handshake_from is not None:
+            self._connections.end_handshake(session.handshake_from)
+            session.handshake_from = None
         exc = None if done.cancelled() else done.exception()
         if exc is not None:
             log.info("TLS handshake with %s failed: %r", self._address, exc)

@@ -138,6 +138,9 @@ class RelaySMTP(SMTP):
         self.network_credential: Credential | None = None
         self.network_checked = False
         self._connections = connections
+        # The client address while an implicit-TLS handshake counts this connection
+        # (smtp_listeners.TlsHandshake); None once it is counted as open.
+        self.handshake_from: str | None = None
         self._greeted = False
         self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
         self._input_ended = False  # the client closed its sending side (eof_received)
