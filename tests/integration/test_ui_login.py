@@ -1,8 +1,7 @@
 """Stories of the dashboard's login over plain http. An operator with an https
 ``public_url`` (a proxy ends TLS in front of the node) opens the dashboard at the node's
-own address: the session cookies are Secure only where the browser came over https or
-through the public host (a Secure cookie set over http is dropped, and every login failed
-as "this login form has expired"). An ended session returns to its page after the login."""
+own address: see UiContext.secure. An ended session returns to its page after the
+login."""
 
 from __future__ import annotations
 
@@ -29,12 +28,14 @@ def _login_cookie(relay: RelayRunner, host: str | None = None) -> str:
     return answer.headers["set-cookie"]
 
 
-def test_secure_cookies_only_where_the_browser_keeps_them(relay: RelayRunner) -> None:
-    direct = _login_cookie(relay)
-    assert "httponly" in direct.lower() and "secure" not in direct.lower()
-    # Through the proxy: the request names the public host.
+def test_secure_cookies_with_an_https_public_url(relay: RelayRunner) -> None:
+    """Through a proxy (the public Host), or from this host: Secure. The operator at the
+    node's LAN address gets none (tests/unit/test_ui_cookie_secure.py: no other peer
+    than loopback can connect here)."""
     assert "secure" in _login_cookie(relay, "mail.example.test").lower()
     assert "secure" in _login_cookie(relay, "MAIL.example.test").lower()
+    direct = _login_cookie(relay)
+    assert "httponly" in direct.lower() and "secure" in direct.lower()
 
 
 def test_the_login_returns_to_the_page_with_its_query(relay: RelayRunner) -> None:

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mailgate.exceptions import StoreUnavailable
 from mailgate.ingress.http import ApiContext
+from mailgate.policy import is_loopback
 from mailgate.store.ui import session_ended
 from mailgate.ui.session import COOKIE, FailedLogins, Session, Signer
 
@@ -85,15 +86,22 @@ class UiContext:
         return self._signer
 
     def secure(self, request: Request) -> bool:
-        """Whether the session cookies carry Secure: for a request that came over https,
-        or to the https ``public_url``'s own host (a proxy that ends TLS and forwards plain
-        http). Not for the node reached directly over http at another address (an
-        operator on its LAN address): a browser drops a Secure cookie set over http, and
-        every login failed as "form expired"."""
+        """Whether the session cookies carry Secure: with an https ``public_url``, unless
+        the browser reached the node over plain http directly, from another machine, at
+        another address than the public one (an operator on its LAN address: a browser
+        drops a Secure cookie set over plain http there, and every login failed as "form
+        expired"). A proxy on this host (a loopback peer) gets Secure whatever Host it
+        forwards, as do requests naming the public host; browsers keep Secure cookies
+        from http://127.0.0.1 and localhost. A proxy on another machine must forward the
+        public Host (nginx: ``proxy_set_header Host $host``)."""
         if request.url.scheme == "https":
             return True
         public = urllib.parse.urlsplit(self.api.settings.http.public_url)
-        return public.scheme == "https" and public.netloc.lower() == request.url.netloc.lower()
+        if public.scheme != "https":
+            return False
+        if public.netloc.lower() == request.url.netloc.lower():
+            return True
+        return is_loopback(request.client.host if request.client else "")
 
     @property
     def ttl(self) -> float:
