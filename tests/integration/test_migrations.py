@@ -336,3 +336,24 @@ def test_revision_0008_reads_bodies_stored_before_and_moves_them_back_on_downgra
         return {r[0]: bytes(r[1]) for r in conn.execute(select(messages.c.id, messages.c.raw))}
 
     assert _on_connection(db_url, downgrade) == {"old-big": old, "new-big": head + new}
+
+
+def test_revision_0012_downgrade_keeps_the_deliveries_indexes(db_url: str) -> None:
+    """Its column dropped in place: a batch copy of ``deliveries`` on SQLite lost the
+    expression index on lower(recipient) (the dashboard's recipient search)."""
+
+    def indexes(conn: Any) -> set[str]:
+        if conn.dialect.name == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'"
+        else:
+            sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'deliveries'"
+        return {str(r[0]) for r in conn.execute(text(sql))}
+
+    def down(conn: Any) -> set[str]:
+        command.upgrade(migrate.alembic_config(conn), "head")
+        before = indexes(conn)
+        command.downgrade(migrate.alembic_config(conn), "0011")
+        assert indexes(conn) == before
+        return before
+
+    assert "ix_deliveries_recipient" in _on_connection(db_url, down)
