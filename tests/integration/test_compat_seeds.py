@@ -307,6 +307,28 @@ def test_a_mailsage_single_send_is_not_bulk_mail(relay_factory, tmp_path: Path) 
     assert len(batch) == 1 and b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in batch[0]
 
 
+def test_a_mailsage_plain_body_with_angle_brackets_stays_text(
+    compat_relay: RelayRunner, tmp_path: Path
+) -> None:
+    """An address in <> or a comparison is no markup: such bodies went out as html, the
+    address hidden and the lines joined."""
+    url = compat_relay.http_url + "/api/v1"
+    bodies = {
+        "plain": "Questions? Write to Support <support@example.com>.\nif a < b and c > d",
+        "html": "<p>Hi <b>there</b></p>",
+    }
+    with httpx.Client(base_url=url, headers=bearer(compat_relay)) as client:
+        for subject, body in bodies.items():
+            one = {"recipient": {"email": "u@dest.test"}, "subject": subject, "body": body}
+            r = client.post("/emails/send", json=one)
+            assert r.status_code == 202, r.text
+            compat_relay.wait_status(r.json()["task_id"], lambda s: set(s.values()) == {"sent"})
+    sent = {m.split(b"Subject: ")[1].split(b"\r\n")[0]: m for m in captured(tmp_path, "capture")}
+    assert b"Content-Type: text/plain" in sent[b"plain"]
+    assert b"<support@example.com>" in sent[b"plain"]
+    assert b"Content-Type: text/html" in sent[b"html"]
+
+
 def test_mailsage_job_control(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     relay = start_compat(relay_factory, tmp_path, delivery={"enabled": False})
     with httpx.Client(base_url=relay.http_url + "/api/v1", headers=bearer(relay)) as client:

@@ -34,7 +34,16 @@ from mailgate.models import Accepted
 from mailgate.submission.prepare import ApiError, Prepared
 
 MAX_BATCH = 1000
-_MARKUP = re.compile(r"<\s*/?\s*[A-Za-z!][^>]*>")
+# MailSage's one ``body`` is html when it holds an html tag (or a doctype or comment): any
+# <...> made "Write to Support <support@example.com>" or "if a < b and c > d" html, and a
+# mail client hid the address and joined the lines.
+_TAGS = (
+    "html|head|body|title|meta|style|link|div|span|p|br|hr|a|b|i|u|s|em|strong|small|big"
+    "|sub|sup|font|center|blockquote|pre|code|tt|h[1-6]|ul|ol|li|dl|dt|dd|table|thead"
+    "|tbody|tfoot|tr|td|th|caption|col|colgroup|img|figure|figcaption|section|article"
+    "|header|footer|nav|main|mark|abbr|address|button|form|input|label|svg|strike"
+)
+_MARKUP = re.compile(rf"<(?:!doctype\b|!--|/?(?:{_TAGS})(?=[\s/>])[^<>]*>)", re.IGNORECASE)
 # The seed's error codes (its "Error Codes" table), from the native ones.
 _CODES = {
     "invalid_to_address": "invalid_recipient",
