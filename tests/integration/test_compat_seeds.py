@@ -307,11 +307,9 @@ def test_a_mailsage_single_send_is_not_bulk_mail(relay_factory, tmp_path: Path) 
     assert len(batch) == 1 and b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in batch[0]
 
 
-def test_a_mailsage_plain_body_with_angle_brackets_stays_text(
-    compat_relay: RelayRunner, tmp_path: Path
-) -> None:
+def test_a_mailsage_plain_body_stays_plain_text(compat_relay: RelayRunner, tmp_path: Path) -> None:
     """An address in <> or a comparison is no markup: such bodies went out as html, the
-    address hidden and the lines joined."""
+    address hidden and the lines joined. Empty variables make no template of the body."""
     url = compat_relay.http_url + "/api/v1"
     bodies = {
         "plain": "Questions? Write to Support <support@example.com>.\nif a < b and c > d",
@@ -323,7 +321,17 @@ def test_a_mailsage_plain_body_with_angle_brackets_stays_text(
             r = client.post("/emails/send", json=one)
             assert r.status_code == 202, r.text
             compat_relay.wait_status(r.json()["task_id"], lambda s: set(s.values()) == {"sent"})
+        # The seed's clients send "variables": {} always: no variables, no template.
+        literal = {
+            "recipient": {"email": "u@dest.test", "variables": {}},
+            "subject": "braces",
+            "body": "Use {{ name }} in your templates; {# is no comment",
+        }
+        r = client.post("/emails/send", json=literal)
+        assert r.status_code == 202, r.text
+        compat_relay.wait_status(r.json()["task_id"], lambda s: set(s.values()) == {"sent"})
     sent = {m.split(b"Subject: ")[1].split(b"\r\n")[0]: m for m in captured(tmp_path, "capture")}
+    assert b"Use {{ name }} in your templates; {# is no comment" in sent[b"braces"]
     assert b"Content-Type: text/plain" in sent[b"plain"]
     assert b"<support@example.com>" in sent[b"plain"]
     assert b"Content-Type: text/html" in sent[b"html"]

@@ -138,13 +138,16 @@ def prepare(
     *,
     now: float,
 ) -> Prepared:
+    """A dialect's message validated and built. Empty ``variables`` are none: the seed's
+    own clients send ``variables: {}`` with every message, which made a plain body a
+    template ("Use {{ name }}" refused as undefined, "{#" as a comment left open)."""
     return prepare_send(
         req,
         settings=ctx.settings,
         credential=cred,
         client_address=request.client.host if request.client else "",
         template=template,
-        template_data=variables,
+        template_data=variables or None,
         now=now,
     )
 
