@@ -276,6 +276,11 @@ def test_keys_create_with_default_from_and_quota(tmp_path: Path) -> None:
     runner = CliRunner()
     daily = runner.invoke(main, [*create, "--name", "daily", "--quota", "500/day"])
     assert daily.exit_code == 0, daily.output
+    # A display name is refused as such (its ">" was taken for part of the domain).
+    named = runner.invoke(
+        main, [*create, "--name", "bot", "--default-from", "Bot <bot@example.com>"]
+    )
+    assert named.exit_code == 2 and "give a bare address" in named.output, named.output
     listed = runner.invoke(main, ["keys", "list", "--config", str(cfg)])
     assert listed.exit_code == 0, listed.output
     shop = next(line for line in listed.output.splitlines() if line.startswith("shop "))

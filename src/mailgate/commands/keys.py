@@ -64,7 +64,7 @@ def keys_create(
     quota: str,
 ) -> None:
     """Create a key; the key itself is printed alone on the last line."""
-    from mailgate.credentials import create_key, sender_domains
+    from mailgate.credentials import create_key, sender_domains, validate_default_from
     from mailgate.store.keys import DuplicateKeyName
 
     settings = settings_or_exit(config_path)
@@ -75,6 +75,11 @@ def keys_create(
         click.echo(f"error: domain(s) not in [[domains]]: {', '.join(unknown)}", err=True)
         sys.exit(2)
     allowed = set(domains) or configured
+    try:  # the form first: "Name <addr>" made a domain "example.com>" below
+        validate_default_from(default_from)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     sender_domain = ace(default_from.rpartition("@")[2].strip().lower())
     if default_from and sender_domain not in allowed:
         click.echo(
