@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -381,6 +382,28 @@ def test_mailsage_errors(compat_relay: RelayRunner) -> None:
         assert r.status_code == 400 and r.json()["code"] == "invalid_action"
     r = httpx.post(url + "/emails/send", json={}, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and set(r.json()) == {"error", "code"}
+
+
+def test_mailstack_quoted_names_with_commas(compat_relay: RelayRunner, tmp_path: Path) -> None:
+    """A "to" string is split at the commas outside quotes: '"Doe, John" <jd@...>' was
+    split into '"Doe' (a 400) and 'John" <jd@...>'."""
+    with httpx.Client(base_url=compat_relay.http_url, headers=bearer(compat_relay)) as client:
+        r = client.post(
+            "/v1/emails",
+            json={
+                "from": "app@example.com",
+                "to": '"Doe, John" <jd@dest.test>, ann@dest.test',
+                "subject": "commas",
+                "text": "hi",
+            },
+        )
+        assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 10
+    while len(captured(tmp_path, "capture")) < 2:
+        assert time.monotonic() < deadline, "not delivered"
+        time.sleep(0.05)
+    (first, *_) = captured(tmp_path, "capture")
+    assert b'To: "Doe, John" <jd@dest.test>, ann@dest.test' in first
 
 
 def test_mailstack_examples(compat_relay: RelayRunner, tmp_path: Path) -> None:

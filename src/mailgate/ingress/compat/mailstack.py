@@ -70,10 +70,29 @@ class BatchIn(Lenient):
 
 
 def _addresses(value: Addresses | None) -> list[str] | None:
+    """A list, or one string of comma-separated addresses (a quoted name may hold one)."""
     if value is None:
         return None
-    items = value.split(",") if isinstance(value, str) else value
+    items = _split_addresses(value) if isinstance(value, str) else value
     return [item.strip() for item in items if item.strip()] or None
+
+
+def _split_addresses(value: str) -> list[str]:
+    """At the commas outside quotes: '"Doe, John" <jd@example.com>, b@x' is two (it was
+    three, and '"Doe' a bad address). One pass, whatever the string."""
+    items, start, quoted, escaped = [], 0, False, False
+    for i, c in enumerate(value):
+        if escaped:
+            escaped = False
+        elif c == "\\" and quoted:
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            items.append(value[start:i])
+            start = i + 1
+    items.append(value[start:])
+    return items
 
 
 def _sender(email: EmailIn) -> str | None:
