@@ -467,8 +467,10 @@ def test_mailstack_errors_and_quota(compat_relay: RelayRunner) -> None:
         assert r.json()["results"][1]["error"].startswith("Payment Required")
         r = client.post("/v1/emails", json=email)
         assert r.status_code == 402 and set(r.json()) == {"error", "code"}
+        retry_after = int(r.headers["retry-after"])
         r = client.post("/v1/emails/batch", json={"emails": [email]})
         assert r.status_code == 402
+        assert abs(int(r.headers["retry-after"]) - retry_after) <= 2  # as the single send
     with httpx.Client(base_url=compat_relay.http_url, headers=bearer(compat_relay)) as client:
         r = client.post("/v1/emails", json={"from": "hi@you.com", "subject": "x", "text": "y"})
         assert r.status_code == 400 and r.json()["error"]
