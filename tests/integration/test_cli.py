@@ -212,6 +212,8 @@ def test_queue_retry_hold_release_delete(tmp_path: Path, relay_factory) -> None:
         return {d["recipient"]: d["attempts"] for d in msg["deliveries"]}
 
     assert runner.invoke(main, ["queue", "retry", "--config", str(cfg)]).exit_code == 2
+    typo = runner.invoke(main, ["queue", "hold", qid, qid[:-1] + "x", "--config", str(cfg)])
+    assert typo.exit_code == 1 and f"no message {qid[:-1]}x" in typo.output, typo.output
     assert "retry: 1 deliveries of 1 messages" in cli("retry", "--to", "dest.test")
     deadline = time.monotonic() + 15
     while attempts()["a@dest.test"] < 2 and time.monotonic() < deadline:

@@ -166,6 +166,11 @@ def _queue_action(action: str) -> None:
                 sys.exit(2)
         selection = QueueFilter(message_ids, recipient, sender, provider, cutoff)
         settings = settings_or_exit(config_path)
+        if message_ids:
+            unknown = run_or_exit(with_store(settings, lambda st: _unknown(st, message_ids)))
+            if unknown:  # a typo said "0 deliveries", exit 0, like a message with nothing to do
+                click.echo(f"error: no message {', '.join(unknown)}", err=True)
+                sys.exit(1)
         if action == "bounce":
             from mailgate.delivery.operator_bounce import dsn_builder, reply_line
 
@@ -192,6 +197,11 @@ def _queue_action(action: str) -> None:
             with_store(settings, lambda st: st.operate(action, selection, now))
         )
         click.echo(f"{action}: {changed} deliveries of {messages} messages")
+
+
+async def _unknown(st: Store, message_ids: tuple[str, ...]) -> list[str]:
+    """The ids of ``message_ids`` that name no message (retention may have removed it)."""
+    return [m for m in message_ids if await st.get_message(m) is None]
 
 
 for _action in _ACTION_HELP:
