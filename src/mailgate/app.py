@@ -270,14 +270,18 @@ class App:
         async with self._reload_lock:
             sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
             try:
-                return await self._reload()
-            except Exception:  # a bug: the reload fails, the relay goes on as it was
+                refused = await self._reload()
+            except Exception as exc:  # a bug: the reload fails, the relay goes on as it was
                 log.exception("reload failed")
-                return False
+                refused = f"reload failed: {exc!r}"
             finally:
                 sd_notify("READY=1")
+            # For `mailgate reload`, which waits for it (it said "ok" whatever happened).
+            reload.write_outcome(self.settings, refused, time.time())
+            return refused is None
 
-    async def _reload(self) -> bool:
+    async def _reload(self) -> str | None:
+        """None once applied, else why it was refused (logged too)."""
         old = self.settings
         log.info("reloading %s", old.source)
         try:
@@ -288,7 +292,7 @@ class App:
                 DkimSigner.from_settings(new)  # the keys load, or the reload stops here
         except ConfigError as exc:
             log.error("reload refused, the running settings stay: %s", exc)
-            return False
+            return str(exc)
         for line in restart:
             log.warning("reload: %s", line)
         assert self.delivery is not None and self.scheduler is not None
@@ -298,7 +302,7 @@ class App:
                 await self.delivery.reconfigure(new)
             except WorkerUnavailable as exc:
                 log.error("reload refused, the running settings stay: %s", exc)
-                return False
+                return str(exc)
         self.settings = new
         self.scheduler.reconfigure(new)
         if self.acceptor is not None:
@@ -322,7 +326,7 @@ class App:
             len(new.routes),
             len(new.webhooks.endpoints),
         )
-        return True
+        return None
 
     def _committed(self, due: float | None) -> None:
         """Mail was accepted: the delivery loop has work, the outbox may have events."""

@@ -10,6 +10,8 @@ that holds settings is then handed that object (``reconfigure``); App.reload doe
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from pydantic import BaseModel
@@ -94,3 +96,30 @@ def read(old: Settings) -> tuple[Settings, list[str]]:
 def lock_path(settings: Settings) -> str:
     """The file a running ``mailgate serve`` holds locked, with its pid (App._lock_data_dir)."""
     return str(settings.server.data_dir / "mailgate.lock")
+
+
+def outcome_path(settings: Settings) -> str:
+    """Where a serve writes how its last reload ended, for ``mailgate reload`` to read."""
+    return str(settings.server.data_dir / "mailgate.reload")
+
+
+def write_outcome(settings: Settings, refused: str | None, now: float) -> None:
+    """The last reload's outcome (``refused``: why it was, None: applied), replaced at once
+    (written beside, then renamed); best effort, the log says it too."""
+    path = outcome_path(settings)
+    body = json.dumps({"at": now, "pid": os.getpid(), "refused": refused})
+    try:
+        with open(path + ".tmp", "w") as fh:
+            fh.write(body)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+
+
+def read_outcome(settings: Settings) -> dict[str, Any] | None:
+    try:
+        with open(outcome_path(settings)) as fh:
+            found: dict[str, Any] = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return found

@@ -94,7 +94,7 @@ def test_reload_adds_a_domain_and_a_provider_under_open_sessions(tmp_path: Path)
             config.write_text(config_text(tmp_path, first.port, second.port))
             done = reload_cli(config)
             assert done.returncode == 0, done.stderr
-            assert f"pid {serve.proc.pid}" in done.stdout
+            assert f"reloaded by mailgate serve (pid {serve.proc.pid})" in done.stdout
             serve.wait_for(r"(reloaded) ")
             first.faults.data_delay = 0.0
 
@@ -176,5 +176,23 @@ def test_a_bad_file_is_refused_and_the_running_settings_stay(tmp_path: Path) -> 
             )
             first.wait_for(1, timeout=30)
             c.quit()
+            # A file the command finds good and the serve refuses (here: a password_env
+            # set in the operator's shell, not in the serve's environment): the command
+            # says so and exits 1 (it printed "ok" whatever the serve did).
+            config.write_text(
+                config_text(tmp_path, first.port).replace(
+                    'tls = "none"\n', 'tls = "none"\npassword_env = "MAILGATE_TEST_RELOAD_PW"\n', 1
+                )
+            )
+            assert "MAILGATE_TEST_RELOAD_PW" in config.read_text()
+            done = subprocess.run(
+                [sys.executable, "-m", "mailgate.cli", "reload", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, "MAILGATE_TEST_RELOAD_PW": "only-here"},
+            )
+            assert done.returncode == 1, (done.stdout, done.stderr)
+            assert "refused the reload" in done.stderr and "MAILGATE_TEST_RELOAD_PW" in done.stderr
         finally:
             serve.close()

@@ -7,12 +7,17 @@ import fcntl
 import os
 import signal
 import sys
+import time
 
 import click
 
 from mailgate.commands.common import config_option, settings_or_exit
 from mailgate.exceptions import ConfigError
-from mailgate.reload import lock_path
+from mailgate.reload import lock_path, read_outcome
+
+# How long `mailgate reload` waits for the serve's answer (a new delivery process starts
+# within seconds; the serve's own limit for that is 15 s).
+ANSWER_WAIT = 30.0
 
 
 def serving(path: str) -> tuple[int, str] | None:
@@ -64,6 +69,7 @@ def reload_command(config_path: str) -> None:
             err=True,
         )
         sys.exit(2)
+    before = read_outcome(settings)
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
@@ -72,4 +78,25 @@ def reload_command(config_path: str) -> None:
     except PermissionError:
         click.echo(f"error: not allowed to signal mailgate serve (pid {pid})", err=True)
         sys.exit(1)
-    click.echo(f"{config_path}: ok; sent SIGHUP to mailgate serve (pid {pid})")
+    # The serve says how it went (a new delivery process must start, for one): "ok" here
+    # once meant only that the file had been read.
+    deadline = time.monotonic() + ANSWER_WAIT
+    while time.monotonic() < deadline:
+        found = read_outcome(settings)
+        if found is not None and found != before and found.get("pid") == pid:
+            if found.get("refused"):
+                click.echo(
+                    f"error: mailgate serve (pid {pid}) refused the reload, the "
+                    f"running settings stay: {found['refused']}",
+                    err=True,
+                )
+                sys.exit(1)
+            click.echo(f"{config_path}: reloaded by mailgate serve (pid {pid})")
+            return
+        time.sleep(0.1)
+    click.echo(
+        f"error: sent SIGHUP to mailgate serve (pid {pid}), which has not said within "
+        f"{ANSWER_WAIT:.0f} s how the reload went: see its log",
+        err=True,
+    )
+    sys.exit(1)
