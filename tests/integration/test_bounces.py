@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
+import time
 
 from fakes.upstream import Upstream
 
@@ -134,3 +135,25 @@ def test_null_sender_is_refused_without_verp(relay) -> None:  # type: ignore[no-
         c.ehlo("client.test")
         code, msg = c.mail("<>")
         assert code == 553 and msg.startswith(b"5.7.1") and b"null sender" in msg
+
+
+def test_recipients_that_expire_together_make_one_dsn(relay_factory) -> None:  # type: ignore[no-untyped-def]
+    """Every recipient of a message deferred until max_age: one DSN naming them all. Each
+    recipient's retry was jittered on its own, so they drifted apart into separate claims,
+    and a sender got a DSN for nearly every recipient (214 for 12 messages of 100)."""
+    with Upstream() as up:
+        for i in range(8):
+            up.faults.rcpt_replies[f"r{i}@dest.test"] = "451 4.2.1 mailbox busy"
+        relay = relay_factory(
+            providers=upstream_provider(up.port),
+            retry={"min_backoff": "100ms", "max_backoff": "300ms", "max_age": "2s", "jitter": 1},
+        )
+        rcpts = [f"r{i}@dest.test" for i in range(8)]
+        with smtplib.SMTP("127.0.0.1", relay.port(), timeout=10) as c:
+            c.sendmail("app@example.com", rcpts, b"Subject: many\r\n\r\nbody\r\n")
+        dsn_mail = next(r for r in up.wait_for(1, timeout=15) if r.mail_from in ("", "<>"))
+        up.faults.rcpt_replies.clear()
+        status = dsn_mail.data.decode()
+        assert all(f"Final-Recipient: rfc822; {r}" in status for r in rcpts), status
+        time.sleep(1.0)  # nothing more comes: the other recipients were in that one DSN
+        assert [r for r in up.received if r.mail_from in ("", "<>")] == [dsn_mail]

@@ -8,6 +8,7 @@ attempts that did not finish, does not load the transports, the router and DKIM.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 
 from mailgate.config import Settings
@@ -73,7 +74,10 @@ def update_for(
         status = DeliveryStatus.FAILED
     else:
         status = DeliveryStatus.DEFERRED
-        nxt = now + backoff(attempts, settings.retry)
+        # The jitter is the message's, not each recipient's: its deliveries stay due
+        # together, are claimed and attempted together, and a failure that ends them all
+        # makes one DSN (100 recipients past max_age made up to 100 DSNs to one sender).
+        nxt = now + backoff(attempts, settings.retry, random.Random(f"{msg.id}/{attempts}"))
     category = ""
     if status is DeliveryStatus.FAILED and not msg.attempt_once:
         category = EXPIRED  # given up after max_age, whatever the last reply was
