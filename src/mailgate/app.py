@@ -133,8 +133,10 @@ class App:
             ) from exc
         fh.seek(0)
         fh.truncate()
-        # The file a reload reads again: `mailgate reload --config` checks it is the same.
-        fh.write(f"{os.getpid()}\n{os.path.abspath(self.settings.source)}\n")
+        # The file a reload reads again (`mailgate reload --config` checks it is the same),
+        # and that this serve answers a reload in reload.outcome_path (one of an earlier
+        # release does not: the command must not wait for it).
+        fh.write(f"{os.getpid()}\n{os.path.abspath(self.settings.source)}\nanswers\n")
         fh.flush()
         self._lock_file = fh
 

@@ -196,3 +196,29 @@ def test_a_bad_file_is_refused_and_the_running_settings_stay(tmp_path: Path) -> 
             assert "refused the reload" in done.stderr and "MAILGATE_TEST_RELOAD_PW" in done.stderr
         finally:
             serve.close()
+
+
+def test_reload_of_a_serve_that_does_not_answer(tmp_path: Path) -> None:
+    """A serve of the release before (its lock file has no "answers" line, and it writes
+    no outcome) is signalled and not waited for: the command waited 30 s and exited 1
+    although the reload had been applied."""
+    import fcntl
+
+    config = tmp_path / "relay.toml"
+    config.write_text(config_text(tmp_path, 9))
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    stand_in = subprocess.Popen(["sleep", "60"])  # the "serve" that gets the SIGHUP
+    try:
+        with open(data / "mailgate.lock", "w") as lock:
+            lock.write(f"{stand_in.pid}\n{config}\n")
+            lock.flush()
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            started = time.monotonic()
+            done = reload_cli(config)
+            assert time.monotonic() - started < 20
+        assert done.returncode == 0, done.stderr
+        assert f"sent SIGHUP to mailgate serve (pid {stand_in.pid})" in done.stdout
+        assert stand_in.wait(timeout=10) == -signal.SIGHUP
+    finally:
+        stand_in.kill()

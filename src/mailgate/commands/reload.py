@@ -20,9 +20,10 @@ from mailgate.reload import lock_path, read_outcome
 ANSWER_WAIT = 30.0
 
 
-def serving(path: str) -> tuple[int, str] | None:
-    """The pid of the ``mailgate serve`` holding the lock file ``path`` and the config file
-    it reads again on a reload ("" if an older serve did not say); None if none holds it."""
+def serving(path: str) -> tuple[int, str, bool] | None:
+    """The pid of the ``mailgate serve`` holding the lock file ``path``, the config file it
+    reads again on a reload ("" if an older serve did not say), and whether it answers a
+    reload (reload.outcome_path); None if none holds it."""
     try:
         fh = open(path)  # noqa: SIM115 - closed below, after the lock test
     except FileNotFoundError:
@@ -31,8 +32,10 @@ def serving(path: str) -> tuple[int, str] | None:
         try:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid, _, config = fh.read().partition("\n")
-            return (int(pid), config.strip()) if pid.strip().isdigit() else None
+            pid, config, answers, *_ = [*fh.read().split("\n"), "", "", ""]
+            if not pid.strip().isdigit():
+                return None
+            return int(pid), config.strip(), answers.strip() == "answers"
         fcntl.flock(fh, fcntl.LOCK_UN)  # we got it: nobody is serving
         return None
 
@@ -59,7 +62,7 @@ def reload_command(config_path: str) -> None:
     if found is None:
         click.echo(f"error: no mailgate serve is running with {path}", err=True)
         sys.exit(1)
-    pid, serves = found
+    pid, serves, answers = found
     if serves and os.path.realpath(serves) != os.path.realpath(config_path):
         # The serve would read its own file again, not this one: "ok" would be a lie.
         click.echo(
@@ -78,6 +81,9 @@ def reload_command(config_path: str) -> None:
     except PermissionError:
         click.echo(f"error: not allowed to signal mailgate serve (pid {pid})", err=True)
         sys.exit(1)
+    if not answers:  # a serve of an earlier release, until its restart
+        click.echo(f"{config_path}: ok; sent SIGHUP to mailgate serve (pid {pid}): see its log")
+        return
     # The serve says how it went (a new delivery process must start, for one): "ok" here
     # once meant only that the file had been read.
     deadline = time.monotonic() + ANSWER_WAIT
