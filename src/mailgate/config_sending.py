@@ -77,18 +77,19 @@ class DomainSettings(Section):
 
     @field_validator("dkim_key")
     @classmethod
-    def _key(cls, value: Path | None) -> Path | None:
-        return readable_file(value)
+    def _key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return readable_file(value) if at_runtime(info) else value
 
     @field_validator("dkim_keys")
     @classmethod
-    def _keys(cls, values: list[DkimKeySettings]) -> list[DkimKeySettings]:
+    def _keys(cls, values: list[DkimKeySettings], info: ValidationInfo) -> list[DkimKeySettings]:
         # Checked here rather than in DkimKeySettings so that errors count entries from #1.
         checked = []
         for number, entry in enumerate(values, 1):
             try:
                 selector = check_dns_labels(entry.selector)
-                readable_file(entry.key)
+                if at_runtime(info):
+                    readable_file(entry.key)
             except ValueError as exc:
                 where = f'entry #{number} (selector = "{entry.selector}")'
                 raise ValueError(f"{where}: {exc}") from None
@@ -146,7 +147,10 @@ class ProviderSettings(Section):
     tls_policy: Literal["opportunistic", "require"] = "opportunistic"
     max_connections_per_domain: int = Field(default=5, ge=1, le=1000)
 
-    _ca_file = field_validator("ca_file")(lambda v: readable_file(v))
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return readable_file(value) if at_runtime(info) else value
 
     _rate = field_validator("rate")(check_rate)
 

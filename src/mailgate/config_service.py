@@ -105,14 +105,14 @@ class SmtpSettings(Section):
 
     @field_validator("tls_cert", "tls_key")
     @classmethod
-    def _readable(cls, value: Path | None) -> Path | None:
-        return readable_file(value)
+    def _readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return readable_file(value) if at_runtime(info) else value
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> SmtpSettings:
+    def _tls_pair(self, info: ValidationInfo) -> SmtpSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
-        if self.tls_cert is not None and self.tls_key is not None:
+        if self.tls_cert is not None and self.tls_key is not None and at_runtime(info):
             check_tls_pair(self.tls_cert, self.tls_key)
         if self.implicit_tls_listen and self.tls_cert is None:
             raise ValueError("implicit_tls_listen needs tls_cert and tls_key")

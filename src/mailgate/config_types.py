@@ -42,9 +42,9 @@ def config_relative(value: Any, info: ValidationInfo) -> Any:
 def at_runtime(info: ValidationInfo) -> bool:
     """Whether the settings are loaded to run with (serve, its reload, check-config), not
     by another command: the checks that depend on who runs and with which environment
-    (a writable data_dir, a set password_env) apply then only. An operator's
-    ``mailgate queue list`` as another user, without the service's environment file,
-    was refused for them."""
+    (a writable data_dir, readable key files, a set password_env) apply then only. An
+    operator's ``mailgate queue list`` as another user, without the service's environment
+    file or its rights on the TLS key, was refused for them."""
     return bool((info.context or {}).get("runtime"))
 
 

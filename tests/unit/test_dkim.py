@@ -404,7 +404,10 @@ def test_dns_helpers() -> None:
 
 
 def _settings(domains: list[dict[str, Any]]) -> Settings:
-    return load_settings(data={"delivery": {"enabled": False}, "domains": domains}, environ={})
+    """As serve loads them (runtime): key files are checked then."""
+    return load_settings(
+        data={"delivery": {"enabled": False}, "domains": domains}, environ={}, runtime=True
+    )
 
 
 def test_from_settings_single_and_dual(keys: Keys) -> None:
