@@ -92,6 +92,7 @@ def test_plain_with_another_authorization_identity_is_refused(relay) -> None:  #
 
     assert plain("someoneelse", "apikey") == 535
     assert plain("apikey", "apikey") == 235
+    assert plain("APIKEY", "apikey") == 235  # the user name is matched in any case
     assert plain("", "billing") == 235
 
 

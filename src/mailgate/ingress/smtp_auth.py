@@ -68,7 +68,7 @@ class AuthHooks:
         if len(parts) != 3:
             return _refuse("501 5.5.2 Cannot split auth value")
         authzid, authcid, password = parts
-        if authzid and authzid != authcid:
+        if authzid and authzid.lower() != authcid.lower():  # user names match in any case
             # RFC 4616 2: a client may not ask to act as another identity than the one it
             # proves; a key acts only as itself (it was ignored, so the client believed it
             # sent as someone else).
