@@ -110,7 +110,7 @@ class SmtpHandler(AuthHooks):
         declared = 0
         for option in mail_options:
             name, _, value = option.partition("=")
-            if name == "SIZE" and value.isascii() and value.isdigit():
+            if name == "SIZE" and value.isdigit():  # ASCII: RelaySMTP._getparams checked
                 declared = int(value)
                 if declared > server.max_message_size:
                     return replies.MESSAGE_TOO_BIG.line()

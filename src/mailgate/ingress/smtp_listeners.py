@@ -45,9 +45,7 @@ class Connections:
     def add(self, conn: RelaySMTP) -> None:
         """``conn`` connected (its TLS handshake done, for implicit TLS: that count ends,
         before its greeting asks refusal(), which would count it twice)."""
-        if conn.handshake_from is not None:
-            self.end_handshake(conn.handshake_from)
-            conn.handshake_from = None
+        self.end_handshake(conn)
         self.open.add(conn)
         self._per_client[conn.peer_address] += 1
 
@@ -60,31 +58,37 @@ class Connections:
             del self._per_client[conn.peer_address]
 
     def begin_handshake(self, address: str) -> bool:
-        """Count an implicit-TLS connection from accept on (False: one too many). Its
-        session is counted once the handshake is done, and this count ends then."""
-        over_client = self._per_client[address] + self._handshakes[address] >= (
-            self._max_per_client
-        ) and not policy.is_trusted(address, self._networks)
-        if len(self.open) + self._handshaking >= self._max or over_client:
+        """Count an implicit-TLS connection from ``address`` from its accept on (False: one
+        too many); its session's ``handshake_from`` holds the address until end_handshake."""
+        if self._over(address, 1) is not None:
             return False
         self._handshakes[address] += 1
         self._handshaking += 1
         return True
 
-    def end_handshake(self, address: str) -> None:
+    def end_handshake(self, conn: RelaySMTP) -> None:
+        """The handshake's count of ``conn`` ends, if it has one: it is done (add), failed,
+        timed out, or the client left."""
+        address = conn.handshake_from
+        if address is None:
+            return
+        conn.handshake_from = None
         self._handshaking -= 1
         self._handshakes[address] -= 1
         if self._handshakes[address] <= 0:
             del self._handshakes[address]
 
     def refusal(self, conn: RelaySMTP) -> SmtpReply | None:
-        """The 421 for ``conn`` (already counted) if it is one too many, else None: the
-        implicit-TLS connections in their handshake count too (one client held the limit
-        on each port)."""
-        if len(self.open) + self._handshaking > self._max:
+        """The 421 for ``conn`` (already counted) if it is one too many, else None."""
+        return self._over(conn.peer_address, 0)
+
+    def _over(self, address: str, more: int) -> SmtpReply | None:
+        """The 421 if the open connections and those in an implicit-TLS handshake, ``more``
+        with them, pass a limit (in all, or from ``address`` outside trusted_networks): the
+        handshakes count on every port (one client held the limit on each)."""
+        if len(self.open) + self._handshaking + more > self._max:
             return replies.TOO_MANY_CONNECTIONS
-        address = conn.peer_address
-        from_client = self._per_client[address] + self._handshakes[address]
+        from_client = self._per_client[address] + self._handshakes[address] + more
         if from_client > self._max_per_client and not policy.is_trusted(address, self._networks):
             return replies.TOO_MANY_FROM_CLIENT
         return None
@@ -128,9 +132,9 @@ class TlsHandshake(asyncio.Protocol):
             log.info("refused an implicit-TLS connection from %s: too many", self._address)
             transport.abort()  # type: ignore[attr-defined]
             return
-        loop = asyncio.get_running_loop()
         session = self._session()
-        session.handshake_from = self._address  # Connections.add ends the count
+        session.handshake_from = self._address  # until Connections.end_handshake
+        loop = asyncio.get_running_loop()
         done = loop.create_future()
         done.add_done_callback(lambda f: self._handshake_done(f, session))
         layer = sslproto.SSLProtocol(
@@ -146,10 +150,8 @@ class TlsHandshake(asyncio.Protocol):
 
     def _handshake_done(self, done: asyncio.Future[None], session: RelaySMTP) -> None:
         """Failed, timed out or the client left (the session never connected): its count
-        ends here; done, it ended as the session connected."""
-        if session.handshake_from is not None:
-            self._connections.end_handshake(session.handshake_from)
-            session.handshake_from = None
+        ends here; done, it ended as the session connected (Connections.add)."""
+        self._connections.end_handshake(session)
         exc = None if done.cancelled() else done.exception()
         if exc is not None:
             log.info("TLS handshake with %s failed: %r", self._address, exc)

@@ -139,7 +139,7 @@ class RelaySMTP(SMTP):
         self.network_checked = False
         self._connections = connections
         # The client address while an implicit-TLS handshake counts this connection
-        # (smtp_listeners.TlsHandshake); None once it is counted as open.
+        # (smtp_listeners.Connections.begin_handshake); None once that count ended.
         self.handshake_from: str | None = None
         self._greeted = False
         self._verbatim = False  # inside EHLO/HELO, whose 250 carries no enhanced code
