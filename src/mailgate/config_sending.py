@@ -18,12 +18,13 @@ from mailgate.address_syntax import ace
 from mailgate.config_types import (
     ConfigPath,
     Duration,
+    ReadableFile,
     Section,
     StrList,
     at_runtime,
     check_rate,
-    readable_file,
-    writable_dir,
+    runtime_readable,
+    runtime_writable_dir,
 )
 from mailgate.units import parse_hostport
 
@@ -59,7 +60,7 @@ class DomainSettings(Section):
 
     name: str
     dkim_selector: str = ""
-    dkim_key: ConfigPath | None = None
+    dkim_key: ReadableFile | None = None
     dkim_keys: list[DkimKeySettings] = []
 
     @field_validator("name")
@@ -75,11 +76,6 @@ class DomainSettings(Section):
     def _selector(cls, value: str) -> str:
         return check_dns_labels(value) if value.strip() else ""
 
-    @field_validator("dkim_key")
-    @classmethod
-    def _key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return readable_file(value) if at_runtime(info) else value
-
     @field_validator("dkim_keys")
     @classmethod
     def _keys(cls, values: list[DkimKeySettings], info: ValidationInfo) -> list[DkimKeySettings]:
@@ -88,8 +84,7 @@ class DomainSettings(Section):
         for number, entry in enumerate(values, 1):
             try:
                 selector = check_dns_labels(entry.selector)
-                if at_runtime(info):
-                    readable_file(entry.key)
+                runtime_readable(entry.key, info)
             except ValueError as exc:
                 where = f'entry #{number} (selector = "{entry.selector}")'
                 raise ValueError(f"{where}: {exc}") from None
@@ -125,7 +120,7 @@ class ProviderSettings(Section):
     port: int = Field(default=0, ge=0, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     tls_verify: bool = True
-    ca_file: ConfigPath | None = None  # trust this CA bundle instead of the system's
+    ca_file: ReadableFile | None = None  # trust this CA bundle instead of the system's
     username: str = ""
     password: str = ""
     password_env: str = ""
@@ -147,11 +142,6 @@ class ProviderSettings(Section):
     tls_policy: Literal["opportunistic", "require"] = "opportunistic"
     max_connections_per_domain: int = Field(default=5, ge=1, le=1000)
 
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return readable_file(value) if at_runtime(info) else value
-
     _rate = field_validator("rate")(check_rate)
 
     @model_validator(mode="before")
@@ -171,9 +161,9 @@ class ProviderSettings(Section):
             raise ValueError("an smtp provider needs host")
         if self.kind == "maildir" and self.path is None:
             raise ValueError("a maildir provider needs path")
-        if self.kind == "maildir" and self.path is not None and at_runtime(info):
+        if self.kind == "maildir" and self.path is not None:
             # A file there deferred every delivery ("Not a directory") for max_age.
-            writable_dir(self.path)
+            runtime_writable_dir(self.path, info)
         if self.kind == "mx" and (self.host or self.username):
             raise ValueError("an mx provider finds hosts in DNS: no host or username")
         if self.password and self.password_env:

@@ -15,18 +15,17 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mailgate.config_types import (
-    ConfigPath,
     Duration,
+    ReadableFile,
     Section,
     Size,
     StrList,
+    WritableDir,
     at_runtime,
     check_listen,
     check_rate,
     check_tls_pair,
     config_relative,
-    readable_file,
-    writable_dir,
 )
 from mailgate.inflight import default_cap
 from mailgate.units import parse_size
@@ -35,7 +34,7 @@ from mailgate.units import parse_size
 class ServerSettings(Section):
     hostname: str = Field(default_factory=socket.getfqdn)
     # Made if missing; checked at load (validate_default: the default too).
-    data_dir: ConfigPath = Field(default=Path("data"), validate_default=True)
+    data_dir: WritableDir = Field(default=Path("data"), validate_default=True)
     node_id: str = Field(default_factory=socket.gethostname)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one object per line (logs.py)
@@ -48,11 +47,6 @@ class ServerSettings(Section):
     # A file of this size kept beside the SQLite queue and deleted when a write that drains
     # the queue finds the disk full (ballast.py); 0: none. None: see Settings.ballast_size.
     ballast_size: Size | None = None
-
-    @field_validator("data_dir")
-    @classmethod
-    def _data_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        return writable_dir(value) if at_runtime(info) else value
 
 
 class DatabaseSettings(Section):
@@ -74,8 +68,8 @@ class DatabaseSettings(Section):
 class SmtpSettings(Section):
     listen: StrList = ["0.0.0.0:587"]
     implicit_tls_listen: StrList = []
-    tls_cert: ConfigPath | None = None
-    tls_key: ConfigPath | None = None
+    tls_cert: ReadableFile | None = None
+    tls_key: ReadableFile | None = None
     require_auth: bool = True
     trusted_networks: StrList = ["127.0.0.0/8", "::1/128"]
     max_message_size: Size = Field(default=parse_size("25MB"), gt=0)
@@ -102,11 +96,6 @@ class SmtpSettings(Section):
             except ValueError as exc:
                 raise ValueError(f"{value!r} is not a network (use e.g. 10.0.0.0/8)") from exc
         return values
-
-    @field_validator("tls_cert", "tls_key")
-    @classmethod
-    def _readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return readable_file(value) if at_runtime(info) else value
 
     @model_validator(mode="after")
     def _tls_pair(self, info: ValidationInfo) -> SmtpSettings:

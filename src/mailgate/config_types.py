@@ -9,7 +9,7 @@ import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from mailgate.units import parse_duration, parse_hostport, parse_rate, parse_size
 
@@ -50,6 +50,22 @@ def at_runtime(info: ValidationInfo) -> bool:
 
 # A file or directory named in relay.toml.
 ConfigPath = Annotated[Path, BeforeValidator(config_relative)]
+
+
+def runtime_readable(value: Path, info: ValidationInfo) -> Path:
+    """readable_file, when loaded to run with (at_runtime)."""
+    return readable_file(value) if at_runtime(info) else value  # type: ignore[return-value]
+
+
+def runtime_writable_dir(value: Path, info: ValidationInfo) -> Path:
+    """writable_dir, when loaded to run with (at_runtime)."""
+    return writable_dir(value) if at_runtime(info) else value
+
+
+# A file the relay reads (a TLS or DKIM key, a CA bundle): readable when it runs.
+ReadableFile = Annotated[ConfigPath, AfterValidator(runtime_readable)]
+# A directory the relay writes in (data_dir): writable, or makeable, when it runs.
+WritableDir = Annotated[ConfigPath, AfterValidator(runtime_writable_dir)]
 
 
 class Section(BaseModel):
