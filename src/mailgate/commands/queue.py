@@ -189,9 +189,10 @@ def _queue_action(action: str) -> None:
             again = run_or_exit(
                 with_store(settings, lambda st: st.requeue_matching(selection, now))
             )
-            messages = len({m for m, _, _ in again.requeued})
             left = f", {len(again.suppressed)} left out (suppressed)" if again.suppressed else ""
-            click.echo(f"requeue: {len(again.requeued)} deliveries of {messages} messages{left}")
+            click.echo(
+                f"requeue: {len(again.requeued)} deliveries of {again.messages} messages{left}"
+            )
             return
         changed, messages = run_or_exit(
             with_store(settings, lambda st: st.operate(action, selection, now))

@@ -143,7 +143,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         extra: dict[str, Any] = {}
         if action == "requeue":
             again = await store.requeue_matching(selection, now)
-            changed, messages = len(again.requeued), len({m for m, _, _ in again.requeued})
+            changed, messages = len(again.requeued), again.messages
             extra["suppressed"] = len(again.suppressed)
         elif action == "bounce":
             from mailgate.delivery.operator_bounce import dsn_builder, reply_line

@@ -32,6 +32,11 @@ class Requeued(NamedTuple):
     requeued: list[tuple[str, int, str]]
     suppressed: list[tuple[str, int, str]]
 
+    @property
+    def messages(self) -> int:
+        """How many messages the requeued deliveries belong to."""
+        return len({message_id for message_id, _, _ in self.requeued})
+
 
 # Deliveries per statement: a (message_id, rcpt_idx) IN list of 9,000 pairs exceeded
 # PostgreSQL's stack depth, and SQLite's variable limit at 140,000.

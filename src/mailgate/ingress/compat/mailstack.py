@@ -185,14 +185,8 @@ def routes(ctx: ApiContext) -> list[Route]:
         )
         if valid and len(valid) == len(items) and not accepted and quota_only:
             # With the Retry-After a single send's 402 carries (when the next period starts).
-            first = _problem(results[0]) if results else None
-            headers = first.headers if first is not None else None
-            raise ApiError(
-                402,
-                "quota_exceeded",
-                "Payment Required: this key's quota is used up",
-                headers=headers,
-            )
+            used_up = "Payment Required: this key's quota is used up"
+            raise ApiError(402, "quota_exceeded", used_up, None, _problem(results[0]).headers)
         answer = {"accepted": accepted, "rejected": len(out) - accepted, "results": out}
         if job_id is not None:
             answer["jobId"] = job_id
