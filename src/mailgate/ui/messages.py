@@ -200,16 +200,10 @@ async def message_action(ui: UiContext, request: Request, page: Page) -> Respons
     else:
         changed, _ = await store.operate(action, selection, now)
     refused = 0
-    if action == "retry":
-        ended = [
-            (message_id, d["rcpt_idx"])
-            for d in (await _message(ui, message_id))["deliveries"]
-            if d["status"] in ("failed", "bounced")
-        ]
-        if ended:
-            again = await store.requeue(ended, now)
-            changed += len(again.requeued)
-            refused = len(again.suppressed)
+    if action == "retry":  # and the recipients that ended: the queue's requeue action
+        again = await store.requeue_matching(selection, now)
+        changed += len(again.requeued)
+        refused = len(again.suppressed)
     if changed and action in ("retry", "release", "bounce"):
         ui.api.wake()  # due now (bounce: its DSN is)
     text = f"{action}: {changed} recipient(s) changed"
