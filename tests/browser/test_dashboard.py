@@ -137,6 +137,9 @@ def test_retry_a_deferred_message(browser: Any, relay: RelayRunner) -> None:
     browser.find_element(By.ID, "action-bounce").click()
     shows(browser, ".notice", "bounce: 1 recipient(s) changed, 1 DSN(s) queued")
     assert "550 5.0.0 cancelled by support" in text(browser)
+    # Retry brings a recipient that ended (bounced, failed) back too.
+    browser.find_element(By.ID, "action-retry").click()
+    shows(browser, ".notice", "retry: 1 recipient(s) changed")
 
 
 def test_captured_html_with_an_inline_image(browser: Any, relay: RelayRunner) -> None:
